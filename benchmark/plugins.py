@@ -1,0 +1,318 @@
+"""Typed facade over pluggy: loading, isolation and the registries the core reads.
+
+Core code never calls hooks by string; it asks this module::
+
+    from coreset_bench import plugins
+    plugins.load_plugins()
+    plugins.method("easycore")        # -> Method
+    plugins.methods(kind="selection")
+    plugins.track("coreset"), plugins.dataset("digits"), plugins.architecture("cnn-small")
+
+Loading is idempotent. Each entry point of the ``coreset_bench`` group is imported and
+registered inside its own try/except: a plugin that fails is listed with its error (``coreset-bench
+plugins``) and the rest keep working. ``CORESET_BENCH_STRICT_PLUGINS=1`` makes such failures fatal.
+``CORESET_BENCH_LOAD_PLUGINS`` (comma-separated entry-point names) is an allow-list,
+``CORESET_BENCH_DISABLE_PLUGINS`` a block-list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import os
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .kinds import KINDS, Method
+
+ENTRY_POINT_GROUP = "coreset_bench"
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or registered (fatal only in strict mode)."""
+
+
+class UnknownNameError(LookupError):
+    """A name that no plugin registered; the message lists the closest known names."""
+
+
+@dataclass
+class PluginRecord:
+    """One loaded (or failed) plugin module."""
+
+    name: str
+    module: str
+    package: str
+    package_version: str
+    error: str | None = None
+    objects: list[tuple[str, str]] = field(default_factory=list)  # (registry, name)
+
+
+def _env_list(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"{hint}known: {', '.join(known) if known else '(none)'}"
+
+
+class Registry:
+    """Name -> object registry of one sort (methods, datasets, ...), remembering who added what."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.items: dict[str, Any] = {}
+        self.owner: dict[str, str] = {}
+
+    def add(self, name: str, obj: Any, package: str) -> None:
+        if not name:
+            raise PluginError(f"{self.what} registered by {package} has no name")
+        if name in self.items:
+            raise PluginError(
+                f"two {self.what}s named {name!r}: one from package {self.owner[name]!r}, "
+                f"one from package {package!r}; uninstall or disable one of them "
+                f"(CORESET_BENCH_DISABLE_PLUGINS)"
+            )
+        self.items[name] = obj
+        self.owner[name] = package
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.items[name]
+        except KeyError:
+            raise UnknownNameError(f"unknown {self.what} {name!r}; {_closest(name, self.items)}") from None
+
+    def remove_package_module(self, names: Iterable[str]) -> None:
+        for n in names:
+            self.items.pop(n, None)
+            self.owner.pop(n, None)
+
+
+class PluginManager:
+    """The facade. One module-level instance (``_manager``) backs the functions below."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: list[PluginRecord] = []
+        self.methods = Registry("method")
+        self.datasets = Registry("dataset")
+        self.architectures = Registry("architecture")
+        self.tracks = Registry("track")
+        self.loaded = False
+        self._lock = threading.RLock()
+
+    # -- loading ----------------------------------------------------------------------------
+    def load(self, entry_points: Iterable[md.EntryPoint] | None = None) -> None:
+        with self._lock:
+            if self.loaded:
+                return
+            self.loaded = True
+            strict = os.environ.get("CORESET_BENCH_STRICT_PLUGINS", "") not in {"", "0", "false"}
+            allow = _env_list("CORESET_BENCH_LOAD_PLUGINS")
+            block = _env_list("CORESET_BENCH_DISABLE_PLUGINS") or set()
+            eps = list(entry_points) if entry_points is not None else list(md.entry_points(group=ENTRY_POINT_GROUP))
+            eps.sort(key=lambda e: (0 if e.name == "core" else 1, e.name))
+            for ep in eps:
+                if allow is not None and ep.name not in allow:
+                    continue
+                if ep.name in block:
+                    continue
+                dist = getattr(ep, "dist", None)
+                package = dist.name if dist is not None else "?"
+                pversion = dist.version if dist is not None else "?"
+                rec = PluginRecord(ep.name, ep.value, package, pversion)
+                try:
+                    module = ep.load()
+                    self._register_module(module, rec)
+                except Exception as exc:  # isolation: one broken plugin is reported, not fatal
+                    rec.error = f"{type(exc).__name__}: {exc}"
+                    rec.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+                    self.records.append(rec)
+                    if strict:
+                        raise PluginError(f"plugin {ep.name!r} ({package}) failed to load: {rec.error}") from exc
+                    continue
+                self.records.append(rec)
+            try:
+                self.pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                if strict:
+                    raise PluginError(str(exc)) from exc
+                self.records.append(PluginRecord("check_pending", "-", "-", "-", error=str(exc)))
+
+    def register(self, module: Any, name: str | None = None, package: str = "(in-process)") -> PluginRecord:
+        """Register a plugin module or object at run time (tests and notebooks use this).
+
+        Errors propagate; remove it again with ``unregister(name)``.
+        """
+        with self._lock:
+            self.load()
+            rec = PluginRecord(name or getattr(module, "__name__", repr(module)), getattr(module, "__name__", "?"), package, "")
+            self._register_module(module, rec)
+            self.records.append(rec)
+            return rec
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            for rec in [r for r in self.records if r.name == name]:
+                for reg_name, obj_name in rec.objects:
+                    getattr(self, reg_name).remove_package_module([obj_name])
+                plugin = self.pm.get_plugin(name)
+                if plugin is not None:
+                    self.pm.unregister(plugin)
+                self.records.remove(rec)
+
+    def _register_module(self, module: Any, rec: PluginRecord) -> None:
+        # pluggy validates the hookimpl signatures; a misspelt hook is reported by check_pending
+        self.pm.register(module, name=rec.name)
+        added: list[tuple[str, str]] = []
+        try:
+            for hook_name, reg_name in (
+                ("register_datasets", "datasets"),
+                ("register_architectures", "architectures"),
+                ("register_methods", "methods"),
+                ("register_tracks", "tracks"),
+            ):
+                impls = getattr(module, hook_name, None)
+                if impls is None or not hasattr(impls, ENTRY_POINT_GROUP + "_impl"):
+                    continue
+                registry: Registry = getattr(self, reg_name)
+                collected: list[Any] = []
+                impls(collected.append)
+                for obj in collected:
+                    if reg_name == "methods":
+                        _check_method(obj, rec)
+                        obj.package = rec.package
+                    registry.add(obj.name, obj, rec.package)
+                    added.append((reg_name, obj.name))
+        except Exception:
+            for reg_name, obj_name in added:
+                getattr(self, reg_name).remove_package_module([obj_name])
+            self.pm.unregister(name=rec.name)
+            raise
+        rec.objects = added
+
+    # -- commands ---------------------------------------------------------------------------
+    def add_commands(self, app: Any) -> None:
+        self.load()
+        for rec in self.records:
+            if rec.error:
+                continue
+            plugin = self.pm.get_plugin(rec.name)
+            fn = getattr(plugin, "register_commands", None)
+            if fn is None:
+                continue
+            try:
+                fn(app)
+            except Exception as exc:
+                rec.error = f"register_commands: {type(exc).__name__}: {exc}"
+
+
+def _check_method(obj: Any, rec: PluginRecord) -> None:
+    if not isinstance(obj, Method):
+        raise PluginError(f"{rec.name}: register_methods got {obj!r}, not a coreset_bench.kinds.Method instance")
+    if obj.kind not in KINDS:
+        raise PluginError(f"{rec.name}: method {obj.name!r} has unknown kind {obj.kind!r}; kinds: {', '.join(KINDS)}")
+    if not obj.name:
+        raise PluginError(f"{rec.name}: a method of kind {obj.kind!r} has no name")
+
+
+_manager = PluginManager()
+
+
+def manager() -> PluginManager:
+    return _manager
+
+
+def reset() -> None:
+    """Forget everything loaded (tests use this together with monkeypatched environment)."""
+    global _manager
+    _manager = PluginManager()
+
+
+def load_plugins() -> PluginManager:
+    _manager.load()
+    return _manager
+
+
+def register(module: Any, name: str | None = None, package: str = "(in-process)") -> PluginRecord:
+    return _manager.register(module, name=name, package=package)
+
+
+def unregister(name: str) -> None:
+    _manager.unregister(name)
+
+
+def records() -> list[PluginRecord]:
+    load_plugins()
+    return list(_manager.records)
+
+
+def method(name: str) -> Method:
+    load_plugins()
+    return _manager.methods.get(name)
+
+
+def methods(kind: str | None = None) -> list[Method]:
+    load_plugins()
+    out = [m for m in _manager.methods.items.values() if kind is None or m.kind == kind]
+    return sorted(out, key=lambda m: m.name)
+
+
+def dataset(name: str) -> Any:
+    load_plugins()
+    return _manager.datasets.get(name)
+
+
+def datasets() -> dict[str, Any]:
+    load_plugins()
+    return dict(_manager.datasets.items)
+
+
+def architecture(name: str) -> Any:
+    load_plugins()
+    return _manager.architectures.get(name)
+
+
+def architectures() -> dict[str, Any]:
+    load_plugins()
+    return dict(_manager.architectures.items)
+
+
+def track(name: str) -> Any:
+    load_plugins()
+    return _manager.tracks.get(name)
+
+
+def tracks() -> dict[str, Any]:
+    load_plugins()
+    return dict(_manager.tracks.items)
+
+
+def tracks_for(m: Method) -> list[str]:
+    """Names of the tracks in which ``m`` is a contestant."""
+    out = []
+    for t in tracks().values():
+        if t.contestant_kind == m.kind and (not m.tracks or t.name in m.tracks):
+            out.append(t.name)
+    return sorted(out)
+
+
+def add_commands(app: Any) -> None:
+    _manager.add_commands(app)
+
+
+def on_load(fn: Callable[[PluginManager], None]) -> None:  # pragma: no cover - extension point
+    fn(load_plugins())

@@ -1,0 +1,215 @@
+"""Tracks, profiles and cells: the fixed protocols the benchmark runs.
+
+A *track* ranks methods of one kind (its contestants) under a fixed protocol. A *profile* is a
+named, versioned matrix of the track (``coreset/quick@1``): axes (dataset, architecture,
+budget, training recipe, ...) times seeds, plus fixed settings. A *cell* is one point of that
+matrix for one method; its key is a content hash, and its seed derives from the key.
+
+The harness, never the method, owns data splits, the training of evaluated models and the
+evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..kinds import Method
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A versioned matrix of a track.
+
+    ``axes``: ordered mapping axis -> list of values (the cross product is the matrix).
+    ``seeds``: repeat indices; each repeat gets its own seed derived from the cell key.
+    ``settings``: fixed protocol values (epochs, batch size, eval subset size, ...).
+    ``timeout_s``: per-cell wall-clock limit (None: no limit).
+    """
+
+    track: str
+    name: str
+    version: int
+    axes: Mapping[str, Sequence[Any]]
+    seeds: Sequence[int] = (0,)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    timeout_s: float | None = None
+    device: str = "cpu"
+
+    @property
+    def id(self) -> str:
+        """``track/name@version``"""
+        return f"{self.track}/{self.name}@{self.version}"
+
+    @property
+    def short(self) -> str:
+        return f"{self.track}/{self.name}"
+
+    def n_cells(self) -> int:
+        n = len(self.seeds)
+        for v in self.axes.values():
+            n *= len(v)
+        return n
+
+    def axis_points(self) -> list[dict[str, Any]]:
+        names = list(self.axes)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a profile's matrix for one method."""
+
+    track: str
+    profile: str  # profile id, e.g. "coreset/quick@1"
+    method: str
+    method_version: str
+    params: Mapping[str, Any]
+    axes: Mapping[str, Any]
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        payload = {
+            "track": self.track,
+            "profile": self.profile,
+            "method": f"{self.method}@{self.method_version}",
+            "params": dict(self.params),
+            "axes": dict(self.axes),
+            "repeat": self.repeat,
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
+
+    @property
+    def seed(self) -> int:
+        """The cell's seed: derived from everything in the key except the method.
+
+        Two methods at the same axes and repeat share the seed, so their differences are
+        paired (same splits, same training noise), and gain-over-random can be computed
+        per seed. Repeats differ.
+        """
+        payload = {"profile": self.profile, "axes": dict(self.axes), "repeat": self.repeat}
+        return int(hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+    def label(self) -> str:
+        ax = " ".join(f"{k}={v}" for k, v in self.axes.items())
+        return f"{self.method} {ax} repeat={self.repeat}"
+
+
+@dataclass
+class ArtifactOut:
+    """An artifact a cell produced: ``data`` is bytes (stored content-addressed on disk)."""
+
+    kind: str
+    name: str
+    data: bytes
+
+
+@dataclass
+class CellResult:
+    metrics: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+    artifacts: list[ArtifactOut] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class CellFailure(Exception):
+    """A cell failed for a reason the harness detected (invalid plugin output, time-out)."""
+
+
+@dataclass
+class CellContext:
+    """What the runner hands a track for one cell."""
+
+    results_dir: Path
+    cache_dir: Path
+    data_dir: Path | None
+    device: str = "cpu"
+    progress: Callable[[str, float], None] = lambda what, frac: None
+    dataset_override: str | None = None
+
+
+class Track(ABC):
+    """A benchmark protocol. Subclasses set the class attributes and implement ``run_cell``."""
+
+    name: str = ""
+    summary: str = ""
+    contestant_kind: str = "selection"
+    #: fixture kinds the track uses (informational)
+    fixtures: tuple[str, ...] = ()
+    primary_metric: str = ""
+    #: metric name -> "max" (higher is better) or "min"
+    metric_directions: Mapping[str, str] = {}
+    #: metric names shown beside the primary one, in order
+    secondary_metrics: tuple[str, ...] = ()
+    #: the method a gain is measured against (e.g. "random"); None: no baseline
+    baseline_method: str | None = None
+    #: reference methods the ranking needs, run when missing
+    reference_methods: tuple[str, ...] = ()
+
+    @abstractmethod
+    def profiles(self) -> list[Profile]:
+        """All profiles of this track (every version that can still be run)."""
+
+    def profile(self, ref: str | None) -> Profile:
+        """Resolve ``quick``, ``coreset/quick``, ``quick@1`` or ``coreset/quick@1``."""
+        from ..plugins import UnknownNameError, _closest
+
+        profs = self.profiles()
+        if not profs:
+            raise UnknownNameError(f"track {self.name!r} has no profiles")
+        if ref is None:
+            return profs[0]
+        name = ref.split("/", 1)[1] if ref.startswith(self.name + "/") else ref
+        version = None
+        if "@" in name:
+            name, v = name.split("@", 1)
+            version = int(v)
+        matches = [p for p in profs if p.name == name and (version is None or p.version == version)]
+        if not matches:
+            raise UnknownNameError(f"unknown profile {ref!r} of track {self.name!r}; {_closest(name, [p.name for p in profs])}")
+        return max(matches, key=lambda p: p.version)
+
+    def cells(self, profile: Profile, method: Method) -> list[Cell]:
+        """Expand a profile for one method (cross product of axes times repeats)."""
+        out = []
+        for axes in profile.axis_points():
+            if not self.applicable(profile, method, axes):
+                continue
+            for r in profile.seeds:
+                out.append(
+                    Cell(self.name, profile.id, method.name, method.version, dict(method.params), axes, int(r))
+                )
+        return out
+
+    def applicable(self, profile: Profile, method: Method, axes: Mapping[str, Any]) -> bool:
+        """Whether ``method`` runs at ``axes`` (e.g. ``full`` runs only at budget 1.0)."""
+        return True
+
+    def prepare(self, profile: Profile, methods: Sequence[Method], ctx: CellContext) -> None:
+        """Optional shared preparation before the cells of a run (e.g. warm a cache)."""
+
+    @abstractmethod
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        """Run one cell and return its metrics. Raise ``CellFailure`` for invalid plugin output."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "contestants": self.contestant_kind,
+            "fixtures": list(self.fixtures),
+            "primary_metric": self.primary_metric,
+            "profiles": [p.id for p in self.profiles()],
+        }
