@@ -9,7 +9,7 @@ entry-point group of your distribution::
     mymethod = "mypackage.mymethod"
 
 Core code never calls these by name: it goes through the typed facade in
-``coreset_bench.plugins``.
+``coreset_bench.registry`` (re-exported as ``coreset_bench.plugins``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class StoreError(Exception):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(timezone.utc)
 
 
 class Run(SQLModel, table=True):

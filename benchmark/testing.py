@@ -227,7 +227,7 @@ def coreset_bench_selection_view() -> SelectionView:
 @pytest.fixture
 def coreset_bench_register() -> Iterator[Callable[..., Any]]:
     """Register plugin modules for one test; they are removed afterwards."""
-    from . import plugins
+    from . import registry as plugins
 
     names: list[str] = []
 

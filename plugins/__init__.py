@@ -1,0 +1,33 @@
+"""Built-in plugins of coreset-bench (one module per method), loaded through the
+``coreset_bench`` entry points like any third-party plugin.
+
+For convenience the package also re-exports the plugin facade of ``coreset_bench.registry``
+(``from coreset_bench import plugins; plugins.method("easycore")``). The facade cannot be a
+module named ``coreset_bench/plugins.py`` because this package owns that import name.
+"""
+
+from coreset_bench.registry import (  # noqa: F401
+    ENTRY_POINT_GROUP,
+    PluginError,
+    PluginManager,
+    PluginRecord,
+    Registry,
+    UnknownNameError,
+    _closest,
+    add_commands,
+    architecture,
+    architectures,
+    dataset,
+    datasets,
+    load_plugins,
+    manager,
+    method,
+    methods,
+    records,
+    register,
+    reset,
+    track,
+    tracks,
+    tracks_for,
+    unregister,
+)

@@ -158,13 +158,18 @@ class Track(ABC):
     #: reference methods the ranking needs, run when missing
     reference_methods: tuple[str, ...] = ()
 
+    def primary_for(self, profile: Profile) -> str:
+        """The primary metric of ``profile`` (a track may vary it, e.g. clean accuracy where a
+        profile runs no attacks)."""
+        return self.primary_metric
+
     @abstractmethod
     def profiles(self) -> list[Profile]:
         """All profiles of this track (every version that can still be run)."""
 
     def profile(self, ref: str | None) -> Profile:
         """Resolve ``quick``, ``coreset/quick``, ``quick@1`` or ``coreset/quick@1``."""
-        from ..plugins import UnknownNameError, _closest
+        from ..registry import UnknownNameError, _closest
 
         profs = self.profiles()
         if not profs:

@@ -1,0 +1,349 @@
+"""The ``coreset-bench`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from . import registry as plugins
+
+app = typer.Typer(
+    name="coreset-bench",
+    help="Benchmark suite for data-centric deep learning: coreset selection, robustness, privacy, label noise.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit."""
+    err.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"coreset-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit.")) -> None:
+    """coreset-bench."""
+
+
+def _results_dir(db: Optional[str]) -> Path:
+    from .store import resolve_url
+
+    url = resolve_url(db)
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).parent
+    return Path("results")
+
+
+def _open_store(db: Optional[str], create: bool = True) -> Any:
+    from .store import Store, StoreError
+
+    try:
+        return Store(db, create=create)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            fail(f"--param {it!r} is not KEY=VALUE; write e.g. --param class_balanced=true")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command()
+def run(
+    plugin: list[str] = typer.Option(..., "--plugin", "-p", help="Method(s) to run (repeatable)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile, e.g. quick or coreset/quick@1 (default: the track's first)."),
+    track: Optional[str] = typer.Option(None, "--track", help="Track (default: the one that ranks the plugin's kind)."),
+    db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cells run in parallel (process pool)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated repeat indices overriding the profile's, e.g. 0,1,2."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run and those already done."),
+    param: list[str] = typer.Option([], "--param", help="Method parameter KEY=VALUE (repeatable; part of the cell key)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the dataset axis, e.g. imagefolder:PATH."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where datasets live (CIFAR python batches)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    executor: str = typer.Option("inprocess", "--executor", help="inprocess, process or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-cell time-out in seconds (overrides the profile's)."),
+    references: bool = typer.Option(True, "--references/--no-references", help="Also run missing reference cells (random, full)."),
+) -> None:
+    """Run a method's cells of a profile; cells already done in the store are skipped."""
+    from . import env as envmod
+    from .runner import default_context, execute, make_plan
+
+    try:
+        methods = [plugins.method(p) for p in plugin]
+    except LookupError as exc:
+        fail(str(exc).strip("'\""))
+    params = _parse_params(param)
+    if params:
+        if len(methods) != 1:
+            fail("--param applies to one --plugin at a time; run the methods separately")
+        try:
+            methods = [methods[0].with_params(**params)]
+        except ValueError as exc:
+            fail(str(exc))
+    kinds = {m.kind for m in methods}
+    if len(kinds) != 1:
+        fail(f"the plugins are of different kinds ({', '.join(sorted(kinds))}); run one kind at a time")
+    try:
+        if track is None:
+            names = plugins.tracks_for(methods[0])
+            if not names:
+                fail(f"no track ranks {methods[0].kind} methods like {methods[0].name!r}; `coreset-bench tracks` lists the tracks")
+            track = names[0]
+        t = plugins.track(track)
+        prof = t.profile(profile)
+    except LookupError as exc:
+        fail(str(exc).strip("'\""))
+    for m in methods:
+        if m.kind != t.contestant_kind:
+            fail(f"track {t.name!r} ranks {t.contestant_kind} methods; {m.name!r} is a {m.kind} method")
+    seed_list = None
+    if seeds:
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            fail(f"--seeds {seeds!r} is not a comma-separated list of integers, e.g. 0,1,2")
+    store = _open_store(db)
+    try:
+        plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"[bold]{t.name}[/] profile [bold]{prof.id}[/]: {len(plan.todo)} cell(s) to run, {len(plan.done)} already done")
+    if dry_run:
+        table = Table("status", "method", "axes", "repeat", "key")
+        for status, items in (("todo", plan.todo), ("done", plan.done)):
+            for p in items:
+                table.add_row(status, p.method.name, " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
+        console.print(table)
+        return
+    if not plan.todo:
+        console.print("Nothing to do.")
+        return
+    try:
+        dev = envmod.pick_device(device)
+    except ValueError as exc:
+        fail(str(exc))
+    if prof.device == "cuda" and dev == "cpu":
+        err.print(f"[yellow]warning:[/] profile {prof.id} is meant for a GPU; running on the CPU will be slow")
+    results_dir = _results_dir(db)
+    ctx = default_context(results_dir, dev, data_dir)
+    if jobs == 1 and executor == "inprocess":
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    failures = []
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
+        overall = bar.add_task("cells", total=len(plan.todo))
+        step = bar.add_task("step", total=1.0)
+
+        def on_progress(key: str, what: str, frac: float) -> None:
+            bar.update(step, description=f"  {what}", completed=frac)
+
+        def on_done(out: Any) -> None:
+            bar.advance(overall)
+            label = out.cell.label()
+            if out.status == "done":
+                acc = out.metrics.get("clean_acc")
+                extra = f" clean_acc={acc:.4f}" if acc is not None else ""
+                console.print(f"[green]done[/]   {label}{extra} ({out.seconds:.1f}s)", highlight=False)
+            else:
+                failures.append(out)
+                console.print(f"[red]failed[/] {label}: {out.error}", highlight=False)
+
+        try:
+            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=on_done, on_progress=on_progress)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: finished cells are stored; rerun the same command to complete the rest")
+            raise typer.Exit(130)
+        except ValueError as exc:
+            fail(str(exc))
+    _summary(store, t, prof, methods)
+    console.print(f"wall time {time.perf_counter() - t0:.1f}s; results in {store.url}")
+    if failures:
+        err.print(f"[bold red]{len(failures)} cell(s) failed[/]:")
+        for f in failures:
+            err.print(f"  {f.cell.label()}: {f.error}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
+    import numpy as np
+
+    primary = t.primary_for(prof)
+    names = [m.name for m in methods] + [r for r in t.reference_methods if r not in {m.name for m in methods}]
+    rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["method"] in names]
+    if not rows:
+        return
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], float(r["axes"].get("budget", 0))), []).append(r)
+    cols = [primary] + [c for c in ("clean_acc",) if c != primary]
+    table = Table("method", "budget", "n", *cols, title=f"{prof.id} (mean ± std over seeds and other axes)")
+    for (m, b), rs in sorted(groups.items()):
+        cells = []
+        for c in cols:
+            v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
+            cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
+        table.add_row(m, f"{b:g}", str(len(rs)), *cells)
+    console.print(table)
+
+
+@app.command("plugins")
+def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the plugins that loaded (and those that failed, with their errors)."""
+    recs = plugins.records()
+    rows: list[dict[str, Any]] = []
+    by_module: dict[str, Any] = {r.name: r for r in recs}
+    for m in plugins.methods():
+        rec = next((r for r in recs if ("methods", m.name) in r.objects), None)
+        rows.append({"name": m.name, "kind": m.kind, "version": m.version, "package": m.package, "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": plugins.tracks_for(m), "summary": m.summary, "error": None})
+    for reg, kind in (("datasets", "dataset"), ("architectures", "architecture"), ("tracks", "track")):
+        for name in sorted(getattr(plugins.manager(), reg).items):
+            rec = next((r for r in recs if (reg, name) in r.objects), None)
+            rows.append({"name": name, "kind": kind, "version": rec.package_version if rec else "", "package": rec.package if rec else "", "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": [name] if kind == "track" else [], "summary": getattr(getattr(plugins.manager(), reg).items[name], "summary", ""), "error": None})
+    for r in recs:
+        if r.error:
+            rows.append({"name": r.name, "kind": "?", "version": r.package_version, "package": r.package, "package_version": r.package_version, "entry_point": r.name, "tracks": [], "summary": "", "error": r.error})
+    del by_module
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "kind", "version", "package", "tracks", "summary / error")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], str(r["version"]), r["package"], ", ".join(r["tracks"]), f"[red]{r['error']}[/]" if r["error"] else r["summary"])
+    console.print(table)
+
+
+@app.command()
+def tracks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the tracks."""
+    ts = plugins.tracks()
+    if as_json:
+        print(json.dumps([t.describe() for t in ts.values()], indent=2))
+        return
+    table = Table("track", "contestants", "primary metric", "profiles", "summary")
+    for t in ts.values():
+        table.add_row(t.name, t.contestant_kind, t.primary_metric, ", ".join(p.id for p in t.profiles()), t.summary)
+    console.print(table)
+
+
+@app.command()
+def profiles(track: Optional[str] = typer.Argument(None, help="Only this track."), as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List profiles with their matrices."""
+    try:
+        ts = [plugins.track(track)] if track else list(plugins.tracks().values())
+    except LookupError as exc:
+        fail(str(exc).strip("'\""))
+    items = []
+    for t in ts:
+        for p in t.profiles():
+            items.append({"id": p.id, "track": t.name, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": p.description, "settings": dict(p.settings)})
+    if as_json:
+        print(json.dumps(items, indent=2, default=str))
+        return
+    table = Table("profile", "axes", "seeds", "cells/method", "device", "description")
+    for it in items:
+        table.add_row(it["id"], "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in it["axes"].items()), ", ".join(map(str, it["seeds"])), str(it["cells_per_method"]), it["device"], it["description"])
+    console.print(table)
+
+
+@app.command()
+def results(
+    plugin: Optional[str] = typer.Option(None, "--plugin", "-p", help="Only this method."),
+    track: Optional[str] = typer.Option(None, "--track"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile id, e.g. coreset/quick@1."),
+    status: Optional[str] = typer.Option(None, "--status", help="done, failed or running."),
+    db: Optional[str] = typer.Option(None, "--db"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per run."),
+) -> None:
+    """Show stored runs."""
+    store = _open_store(db, create=False)
+    rows = store.results(method=plugin, track=track, profile=profile, status=status)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table("key", "method", "profile", "axes", "repeat", "status", "metrics / error")
+    for r in rows:
+        mets = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("class_acc_"))
+        table.add_row(r["key"][:12], r["method"], r["profile"], " ".join(f"{k}={v}" for k, v in r["axes"].items()), str(r["repeat"]), r["status"], r["error"] or mets)
+    console.print(table)
+
+
+@app.command()
+def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
+    """Check the installation: versions, device, plugin load errors, store health, cache size."""
+    from . import env as envmod
+    from .signals import cache_size
+    from .store import Store, StoreError
+
+    e = envmod.environment(envmod.pick_device("auto"))
+    for k in ("coreset_bench", "git_commit", "python", "torch", "cuda", "device_name", "platform"):
+        console.print(f"{k:14} {e.get(k)}")
+    bad = [r for r in plugins.records() if r.error]
+    console.print(f"{'plugins':14} {len(plugins.methods())} methods, {len(plugins.tracks())} tracks, {len(bad)} load error(s)")
+    for r in bad:
+        console.print(f"  [red]{r.name}[/] ({r.package}): {r.error}", highlight=False)
+    ok = not bad
+    try:
+        store = Store(db, create=False)
+        console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}")
+        console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='running'))} running/interrupted")
+    except StoreError as exc:
+        console.print(f"{'store':14} {exc}")
+        ok = ok and "no results database" in str(exc)
+    cache = _results_dir(db) / "cache"
+    console.print(f"{'cache':14} {cache} {cache_size(cache) / 1e6:.1f} MB" if cache.exists() else f"{'cache':14} (empty)")
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _add_plugin_commands() -> None:
+    try:
+        from .leaderboard import cli as lb_cli
+
+        lb_cli.register(app)
+    except ImportError:
+        pass
+    plugins.add_commands(app)
+
+
+def main() -> None:
+    try:
+        plugins.load_plugins()
+    except plugins.PluginError as exc:
+        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    _add_plugin_commands()
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,201 @@
+"""Architectures. Every model takes [0, 1] inputs and normalizes them itself, so input gradients
+and adversarial perturbations live in pixel space; ``embed(x)`` returns the penultimate
+features, ``classify(features)`` the logits from them and ``head`` is the last linear layer
+(``forward = classify(embed(x))``).
+
+Built-ins (registered by ``coreset_bench.plugins.core``): ``mlp`` and ``cnn-small`` (any small
+input, meant for 8x8 digits), ``resnet18`` (CIFAR variant: 3x3 stem, no max-pool), ``fastnet``
+(a ResNet-9-style network in the spirit of the public CIFAR-10 speed-run recipes: conv-BN-ReLU
+blocks with max-pools and two residual stages, scaled logits), ``vgg16-bn`` and ``densenet121``
+(CIFAR stems) for transfer experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """``build(in_channels, num_classes, image_size, mean, std) -> nn.Module``."""
+
+    name: str
+    build: Callable[[int, int, int, Sequence[float], Sequence[float]], nn.Module]
+    summary: str = ""
+
+
+class Normalized(nn.Module):
+    """Base: normalization inside the model; subclasses set ``body`` and ``head``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.body: nn.Module
+        self.head: nn.Linear
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from penultimate features."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(x))
+
+
+def _cbr(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MLP(Normalized):
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std, hidden: int = 256) -> None:
+        super().__init__(mean, std)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(cin * size * size, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 128), nn.ReLU(inplace=True))
+        self.head = nn.Linear(128, num_classes)
+
+
+class SmallCNN(Normalized):
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std, width: int = 32) -> None:
+        super().__init__(mean, std)
+        self.body = nn.Sequential(
+            _cbr(cin, width),
+            _cbr(width, 2 * width),
+            nn.MaxPool2d(2),
+            _cbr(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.short(x))
+
+
+class ResNet18(Normalized):
+    """ResNet-18, CIFAR variant (3x3 stem, stride 1, no max-pool)."""
+
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std) -> None:
+        super().__init__(mean, std)
+        layers: list[nn.Module] = [nn.Conv2d(cin, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+        c = 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [BasicBlock(c, cout, stride), BasicBlock(cout, cout, 1)]
+            c = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(512, num_classes)
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.f = nn.Sequential(_cbr(c, c), _cbr(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
+class FastNet(Normalized):
+    """ResNet-9-style speed-run network (after the DAWNBench CIFAR-10 recipes).
+
+    prep 64 -> [128, pool, residual] -> [256, pool] -> [512, pool, residual] -> global max-pool ->
+    linear, logits scaled by 0.125. Reaches >= 93 % on CIFAR-10 in about 15-20 epochs with the
+    ``fastnet`` recipe of the CIFAR profiles (label smoothing, one-cycle lr, batch 512).
+    """
+
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std, width: int = 64) -> None:
+        super().__init__(mean, std)
+        w = width
+        self.body = nn.Sequential(
+            _cbr(cin, w),
+            _cbr(w, 2 * w),
+            nn.MaxPool2d(2),
+            _Residual(2 * w),
+            _cbr(2 * w, 4 * w),
+            nn.MaxPool2d(2),
+            _cbr(4 * w, 8 * w),
+            nn.MaxPool2d(2),
+            _Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(8 * w, num_classes, bias=False)
+        self.scale = 0.125
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features) * self.scale
+
+
+class VGG16BN(Normalized):
+    cfg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std) -> None:
+        super().__init__(mean, std)
+        layers: list[nn.Module] = []
+        c = cin
+        for v in self.cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(_cbr(c, int(v)))
+                c = int(v)
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(512, num_classes)
+
+
+class DenseNet121(Normalized):
+    """torchvision's DenseNet-121 with a CIFAR stem (3x3 conv, stride 1, no max-pool)."""
+
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std) -> None:
+        super().__init__(mean, std)
+        from torchvision.models import densenet121
+
+        net = densenet121(weights=None, num_classes=num_classes)
+        net.features.conv0 = nn.Conv2d(cin, 64, 3, 1, 1, bias=False)
+        net.features.pool0 = nn.Identity()
+        self.body = nn.Sequential(net.features, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = net.classifier
+
+
+BUILTIN_ARCHITECTURES = [
+    Architecture("mlp", lambda c, k, s, m, sd: MLP(c, k, s, m, sd), "two-hidden-layer perceptron (small inputs)"),
+    Architecture("cnn-small", lambda c, k, s, m, sd: SmallCNN(c, k, s, m, sd), "3-conv BN network for 8x8 inputs"),
+    Architecture("resnet18", lambda c, k, s, m, sd: ResNet18(c, k, s, m, sd), "ResNet-18, CIFAR stem"),
+    Architecture("fastnet", lambda c, k, s, m, sd: FastNet(c, k, s, m, sd), "ResNet-9-style CIFAR speed-run network"),
+    Architecture("vgg16-bn", lambda c, k, s, m, sd: VGG16BN(c, k, s, m, sd), "VGG-16 with batch norm, CIFAR head"),
+    Architecture("densenet121", lambda c, k, s, m, sd: DenseNet121(c, k, s, m, sd), "DenseNet-121, CIFAR stem"),
+]
+
+
+def build(arch: str, ds_shape: Sequence[int], num_classes: int, mean: Sequence[float], std: Sequence[float], seed: int) -> nn.Module:
+    """Build ``arch`` for inputs of shape (C, H, W) with weights seeded by ``seed``."""
+    from . import registry as plugins
+
+    spec: Architecture = plugins.architecture(arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.build(int(ds_shape[0]), num_classes, int(ds_shape[-1]), mean, std)

@@ -1,0 +1,313 @@
+"""Expand profiles into cells, skip what the store has, run the rest, store the results.
+
+Executors:
+
+* ``inprocess`` (default with ``--jobs 1`` and no time-out): cells run one after another in the
+  driver process.
+* ``process`` (``--jobs N``, or any run with a cell time-out): N long-lived worker processes
+  (forked, each with ``cores // N`` torch threads so the machine is not oversubscribed). A cell
+  past its time-out, or whose worker dies, fails on its own; the worker is replaced.
+* ``ray``: cells become Ray tasks (see ``coreset_bench.ray_executor``).
+
+Only the driver writes the store: workers return results. A cell is recorded as ``running``
+before it starts and becomes ``done`` (metrics, artifacts, timings in one transaction) or
+``failed`` (error and traceback). An interrupted run leaves ``running``/``failed`` rows, which a
+rerun executes again; ``done`` cells are never run twice.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import env as envmod
+from . import registry as plugins
+from .kinds import Method
+from .store import Store
+from .tracks.base import Cell, CellContext, CellFailure, CellResult, Profile, Track
+
+
+@dataclass
+class Planned:
+    cell: Cell
+    method: Method
+
+
+@dataclass
+class Plan:
+    track: Track
+    profile: Profile
+    todo: list[Planned]
+    done: list[Planned]
+
+
+@dataclass
+class Outcome:
+    cell: Cell
+    status: str  # done | failed
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def expand(track: Track, profile: Profile, method: Method, *, seeds: Sequence[int] | None = None, dataset: str | None = None) -> list[Cell]:
+    """Cells of ``profile`` for ``method`` with optional seed and dataset overrides."""
+    prof = profile
+    if seeds is not None or dataset is not None:
+        axes = dict(profile.axes)
+        if dataset is not None:
+            if "dataset" not in axes:
+                raise ValueError(f"profile {profile.id} has no dataset axis; --dataset does not apply")
+            axes["dataset"] = [dataset]
+        prof = Profile(profile.track, profile.name, profile.version, axes, tuple(seeds) if seeds is not None else profile.seeds, profile.settings, profile.description, profile.timeout_s, profile.device)
+    cells = track.cells(prof, method)
+    # cells keep the real profile id (overrides are visible in the axes, not in the id)
+    return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in cells]
+
+
+def make_plan(track: Track, profile: Profile, methods: Sequence[Method], store: Store, *, seeds: Sequence[int] | None = None, dataset: str | None = None, references: bool = True) -> Plan:
+    wanted: list[Method] = list(methods)
+    if references:
+        names = {m.name for m in wanted}
+        for ref in track.reference_methods:
+            if ref not in names:
+                try:
+                    wanted.append(plugins.method(ref))
+                except LookupError:
+                    continue
+    planned = [Planned(c, m) for m in wanted for c in expand(track, profile, m, seeds=seeds, dataset=dataset)]
+    seen: set[str] = set()
+    unique = []
+    for p in planned:
+        if p.cell.key not in seen:
+            seen.add(p.cell.key)
+            unique.append(p)
+    done = store.done_keys([p.cell.key for p in unique])
+    return Plan(track, profile, [p for p in unique if p.cell.key not in done], [p for p in unique if p.cell.key in done])
+
+
+# ---- executing one cell (in any process) ------------------------------------------------------
+
+
+def run_one(track_name: str, method_name: str, params: dict[str, Any], cell: Cell, ctx: CellContext) -> CellResult:
+    """Run one cell. Used by every executor; raises on failure."""
+    track = plugins.track(track_name)
+    method = plugins.method(method_name).with_params(**params) if params else plugins.method(method_name)
+    result = track.run_cell(cell, method, ctx)
+    _check_result(result, method_name)
+    return result
+
+
+def _check_result(result: Any, method_name: str) -> None:
+    import math
+
+    if not isinstance(result, CellResult):
+        raise CellFailure(f"track returned {type(result).__name__}, not a CellResult (plugin {method_name!r})")
+    bad = [k for k, v in result.metrics.items() if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v) and not k.startswith("class_acc_"))]
+    if bad:
+        raise CellFailure(f"plugin {method_name!r} produced non-numeric or NaN metrics: {', '.join(bad[:5])}")
+
+
+def _format_error(exc: BaseException, method_name: str) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, CellFailure):
+        return msg
+    if method_name not in msg:
+        return f"plugin {method_name!r} failed: {type(exc).__name__}: {msg}"
+    return f"{type(exc).__name__}: {msg}"
+
+
+# ---- executors --------------------------------------------------------------------------------
+
+
+Event = tuple[str, Any]  # ("started", key) | ("progress", (key, what, frac)) | ("result", (key, ok, payload, tb))
+
+
+class InProcessExecutor:
+    def __init__(self, ctx: CellContext) -> None:
+        self.ctx = ctx
+
+    def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
+        for p in items:
+            key = p.cell.key
+            ctx = CellContext(self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, lambda w, f, k=key: on_progress(k, w, f), self.ctx.dataset_override)
+            t0 = time.perf_counter()
+            try:
+                res = run_one(p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx)
+                yield p, True, res, None, time.perf_counter() - t0
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
+                yield p, False, _format_error(exc, p.method.name), traceback.format_exc(), time.perf_counter() - t0
+
+    def close(self) -> None:
+        pass
+
+
+def _worker(wid: int, tasks: Any, results: Any, threads: int) -> None:
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    torch.set_num_threads(threads)
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        key, track_name, method_name, params, cell, ctx_args = item
+        ctx = CellContext(*ctx_args, progress=lambda w, f: results.put(("progress", (key, w, f))))
+        try:
+            res = run_one(track_name, method_name, params, cell, ctx)
+            results.put(("result", (wid, key, True, res, None)))
+        except BaseException as exc:  # noqa: BLE001
+            results.put(("result", (wid, key, False, _format_error(exc, method_name), traceback.format_exc())))
+
+
+class ProcessExecutor:
+    """N forked workers; per-cell time-out; a dead or hung worker fails only its cell."""
+
+    def __init__(self, ctx: CellContext, jobs: int, timeout_s: float | None) -> None:
+        self.ctx = ctx
+        self.jobs = max(1, jobs)
+        self.timeout_s = timeout_s
+        self.mpctx = mp.get_context("fork")
+        self.results = self.mpctx.Queue()
+        self.threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        self.workers: dict[int, tuple[Any, Any]] = {}
+        self._next = 0
+
+    def _spawn(self) -> int:
+        wid = self._next
+        self._next += 1
+        tasks = self.mpctx.Queue()
+        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results, self.threads), daemon=True)
+        p.start()
+        self.workers[wid] = (p, tasks)
+        return wid
+
+    def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
+        pending = list(items)
+        busy: dict[int, tuple[Planned, float]] = {}
+        idle = [self._spawn() for _ in range(min(self.jobs, len(pending)))]
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device)
+        while pending or busy:
+            while idle and pending:
+                wid = idle.pop()
+                p = pending.pop(0)
+                self.workers[wid][1].put((p.cell.key, p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx_args))
+                busy[wid] = (p, time.perf_counter())
+            try:
+                kind, payload = self.results.get(timeout=0.5)
+            except queue.Empty:
+                kind, payload = "", None
+            if kind == "progress":
+                on_progress(*payload)
+            elif kind == "result":
+                wid, key, ok, res, tb = payload
+                if wid in busy:
+                    p, t0 = busy.pop(wid)
+                    idle.append(wid)
+                    yield p, ok, res, tb, time.perf_counter() - t0
+            now = time.perf_counter()
+            for wid, (p, t0) in list(busy.items()):
+                proc = self.workers[wid][0]
+                timed_out = self.timeout_s is not None and now - t0 > self.timeout_s
+                if timed_out or not proc.is_alive():
+                    if timed_out:
+                        msg = f"plugin {p.method.name!r} timed out: the cell ran past its {self.timeout_s:g} s limit"
+                    else:
+                        msg = f"plugin {p.method.name!r} crashed its worker process (exit code {proc.exitcode})"
+                    self._kill(wid)
+                    busy.pop(wid)
+                    yield p, False, msg, None, now - t0
+                    if pending:
+                        idle.append(self._spawn())
+
+    def _kill(self, wid: int) -> None:
+        proc, _tasks = self.workers.pop(wid)
+        if proc.is_alive():
+            proc.kill()
+        proc.join(timeout=5)
+
+    def close(self) -> None:
+        for wid, (proc, tasks) in list(self.workers.items()):
+            try:
+                tasks.put(None)
+            except Exception:  # noqa: BLE001
+                pass
+        for wid, (proc, _t) in list(self.workers.items()):
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+        self.workers.clear()
+
+
+def make_executor(name: str, ctx: CellContext, jobs: int, timeout_s: float | None, address: str | None = None) -> Any:
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(ctx, jobs, timeout_s, address)
+    if name == "process" or jobs > 1 or timeout_s is not None:
+        return ProcessExecutor(ctx, jobs, timeout_s)
+    if name != "inprocess":
+        raise ValueError(f"unknown executor {name!r}; use inprocess, process or ray")
+    return InProcessExecutor(ctx)
+
+
+def execute(
+    plan: Plan,
+    store: Store,
+    ctx: CellContext,
+    *,
+    jobs: int = 1,
+    executor: str = "inprocess",
+    timeout_s: float | None = None,
+    address: str | None = None,
+    on_start: Callable[[Planned], None] | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
+    on_progress: Callable[[str, str, float], None] | None = None,
+) -> list[Outcome]:
+    """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell."""
+    timeout = timeout_s if timeout_s is not None else plan.profile.timeout_s
+    exe = make_executor(executor, ctx, jobs, timeout, address)
+    outcomes: list[Outcome] = []
+    started: set[str] = set()
+    envs: dict[str, dict[str, Any]] = {}
+    for p in plan.todo:
+        env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
+        store.start(p.cell, p.method, env)
+        started.add(p.cell.key)
+    try:
+        for p, ok, payload, tb, secs in exe.run(plan.todo, on_progress or (lambda k, w, f: None)):
+            if on_start is not None:
+                on_start(p)
+            key = p.cell.key
+            if ok:
+                res: CellResult = payload
+                store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts)
+                out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
+            else:
+                store.fail(key, str(payload), tb, {"total_s": secs})
+                out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
+            started.discard(key)
+            outcomes.append(out)
+            if on_done is not None:
+                on_done(out)
+    except KeyboardInterrupt:
+        for key in started:
+            store.fail(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells", None)
+        raise
+    finally:
+        exe.close()
+    return outcomes
+
+
+def default_context(results_dir: Path, device: str, data_dir: Path | None) -> CellContext:
+    return CellContext(results_dir=results_dir, cache_dir=results_dir / "cache", data_dir=data_dir, device=device)

@@ -1,0 +1,337 @@
+"""The ``coreset`` track: which subset of the training pool should a model be trained on?
+
+Contestants are ``selection`` plugins; fixtures are ``training`` plugins (standard, TRADES,
+PGD-AT) and, for robust metrics, ``attack`` plugins. For every cell the harness:
+
+1. builds the profile's fixed, seeded splits (validation carved per class from training data;
+   the test split is the dataset's own, or a fixed held-out split for digits);
+2. computes (or reads from the cache) the training signals the method declared, from one
+   standard-training proxy run on the full pool;
+3. hands the method a ``SelectionView`` (pool, validation split, signals, budget, seeded
+   generators, a model factory; nothing of the test split) and validates its output;
+4. trains a fresh model of the cell's architecture on the subset with the cell's training plugin
+   (weighted when the method returned weights);
+5. evaluates the final model (never a best epoch) on the test split: clean accuracy, per-class
+   accuracy and, where the profile names attacks, adversarial accuracy.
+
+Conventions (stored with each profile's settings, see ``methods-selection.md`` section 1):
+the budget is the *kept* fraction of the pool (validation excluded), rounded to a count; class
+balance is the method's own choice; the training budget on the subset is a fixed number of
+optimizer steps (``budget_mode = iterations``, the CCS/D2 convention) so every subset gets the
+same compute, unless a profile says ``epochs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import data as D
+from .. import models as M
+from .. import signals as S
+from .. import training as T
+from ..kinds import Method, Selection, SelectionMethod, SelectionView, Signals, ThreatModel
+from ..testing import validate_selection
+from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+
+CONVENTIONS = {
+    "budget_semantics": "kept fraction of the training pool (validation split excluded), rounded to a count",
+    "class_balance": "method's choice (random: global uniform unless class_balanced=true)",
+    "proxy_convention": "one standard-training run on the full pool per (dataset, arch, repeat); shared by all methods",
+}
+
+QUICK_PROXY = {"epochs": 12, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}
+QUICK_TRAIN = {"budget_mode": "iterations", "steps": 300, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}
+ROBUST_DIGITS = {"eps": 0.1, "step_size": 0.025, "attack_steps": 10, "beta": 6.0}
+CIFAR_RECIPE = {"budget_mode": "iterations", "steps": 15000, "batch_size": 256, "lr": 0.1, "schedule": "cosine", "weight_decay": 5e-4}
+CIFAR_PROXY = {"epochs": 40, "batch_size": 256, "lr": 0.1, "schedule": "cosine", "weight_decay": 5e-4}
+CIFAR_ROBUST = {"eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 10, "beta": 6.0}
+
+
+def _profiles() -> list[Profile]:
+    out = [
+        Profile(
+            "coreset",
+            "tiny",
+            1,
+            {"dataset": ["digits"], "arch": ["mlp"], "budget": [0.2, 0.5], "training": ["standard"]},
+            seeds=(0,),
+            settings={
+                "val_fraction": 0.1,
+                "max_train_per_class": 40,
+                "max_test": 200,
+                "proxy": {"epochs": 3, "batch_size": 64, "lr": 0.05},
+                "checkpoints": "all",
+                "train": {"budget_mode": "iterations", "steps": 40, "batch_size": 32, "lr": 0.05},
+                "robust": ROBUST_DIGITS,
+                "attacks": [],
+                "eval_subset": 100,
+                **CONVENTIONS,
+            },
+            description="A seconds-long profile for tests: digits, MLP, two budgets, one seed.",
+        ),
+        Profile(
+            "coreset",
+            "quick",
+            1,
+            {"dataset": ["digits"], "arch": ["cnn-small"], "budget": [0.1, 0.3, 0.5], "training": ["standard", "trades"]},
+            seeds=(0, 1),
+            settings={
+                "val_fraction": 0.1,
+                "proxy": QUICK_PROXY,
+                "checkpoints": "all",
+                "train": QUICK_TRAIN,
+                "robust": ROBUST_DIGITS,
+                "attacks": ["pgd", "autoattack"],
+                "eval_subset": 200,
+                **CONVENTIONS,
+            },
+            description="Embedded digits on the CPU in about two minutes per method: cnn-small, standard and TRADES training, PGD and AutoAttack at eps=0.1.",
+        ),
+    ]
+    for ds in ("cifar10", "cifar100"):
+        out.append(
+            Profile(
+                "coreset",
+                ds,
+                1,
+                {
+                    "dataset": [ds],
+                    "arch": ["resnet18", "fastnet"],
+                    "budget": [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7],
+                    "training": ["standard", "trades"],
+                },
+                seeds=(0, 1, 2),
+                settings={
+                    "val_fraction": 0.02,
+                    "proxy": CIFAR_PROXY,
+                    "checkpoints": [10, 20, 30, 40],
+                    "train": CIFAR_RECIPE,
+                    "robust": CIFAR_ROBUST,
+                    "attacks": ["pgd", "autoattack"],
+                    "eval_subset": 1000,
+                    **CONVENTIONS,
+                },
+                description=f"{ds.upper()} on a GPU: ResNet-18 and fastnet, seven budgets, three seeds, standard and TRADES training.",
+                device="cuda",
+            )
+        )
+    return out
+
+
+def _robust_profile_axes(profile: Profile) -> Sequence[str]:
+    return list(profile.settings.get("attacks", []))
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+class CoresetTrack(Track):
+    name = "coreset"
+    summary = "Train on a subset chosen by the method; report clean and adversarial test accuracy at each budget."
+    contestant_kind = "selection"
+    fixtures = ("training", "attack")
+    primary_metric = "autoattack_acc"
+    secondary_metrics = ("clean_acc", "pgd_acc")
+    metric_directions = {"autoattack_acc": "max", "clean_acc": "max", "pgd_acc": "max", "fgsm_acc": "max"}
+    baseline_method = "random"
+    reference_methods = ("random", "full")
+
+    def __init__(self) -> None:
+        self._splits: dict[str, D.Splits] = {}
+
+    def profiles(self) -> list[Profile]:
+        return _profiles()
+
+    def primary_for(self, profile: Profile) -> str:
+        """AutoAttack accuracy where the profile attacks, clean accuracy where it does not."""
+        return "autoattack_acc" if "autoattack" in profile.settings.get("attacks", []) else "clean_acc"
+
+    def cells(self, profile: Profile, method: Method) -> list[Cell]:
+        fixed = getattr(method, "fixed_fraction", None)
+        if fixed is None:
+            return super().cells(profile, method)
+        prof = Profile(profile.track, profile.name, profile.version, {**profile.axes, "budget": [float(fixed)]}, profile.seeds, profile.settings)
+        return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in super().cells(prof, method)]
+
+    # ---- helpers --------------------------------------------------------------------------
+    def splits(self, profile: Profile, dataset: str, ctx: CellContext) -> D.Splits:
+        key = f"{profile.id}|{dataset}|{ctx.data_dir}|{ctx.device}"
+        if key not in self._splits:
+            ds = D.resolve(dataset, ctx.data_dir, ctx.cache_dir)
+            st = profile.settings
+            split_seed = int(hashlib.sha256(f"{profile.id}|{dataset}".encode()).hexdigest()[:8], 16) % (2**31)
+            self._splits[key] = D.make_splits(
+                ds,
+                val_fraction=float(st.get("val_fraction", 0.1)),
+                seed=split_seed,
+                max_train_per_class=st.get("max_train_per_class"),
+                max_test=st.get("max_test"),
+                device=ctx.device,
+            )
+        return self._splits[key]
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        from .. import registry as plugins
+
+        assert isinstance(method, SelectionMethod)
+        profile = self.profile(cell.profile)
+        st = profile.settings
+        ax = cell.axes
+        device = ctx.device
+        torch.manual_seed(cell.seed)
+        sp = self.splits(profile, str(ax["dataset"]), ctx)
+        ds = sp.dataset
+        n_pool = len(sp.y_pool)
+        budget = min(n_pool, max(1, int(round(float(ax["budget"]) * n_pool))))
+        arch = str(ax["arch"])
+        repeat_seed = int(hashlib.sha256(canonical_json([profile.id, ax["dataset"], arch, cell.repeat]).encode()).hexdigest()[:8], 16) % (2**31)
+
+        def factory(seed: int = repeat_seed) -> torch.nn.Module:
+            return M.build(arch, ds.shape, ds.num_classes, ds.mean, ds.std, seed).to(device)
+
+        standard = plugins.method("standard")
+        # ---- signals (shared proxy run) -------------------------------------------------------
+        wanted = set(method.signals)
+        epochs = int(st["proxy"]["epochs"])
+        ck = st.get("checkpoints", "all")
+        ck_epochs = tuple(range(1, epochs + 1)) if ck == "all" else tuple(int(e) for e in ck)
+        spec = S.ProxySpec(
+            dataset=str(ax["dataset"]),
+            split={"profile": profile.id, "val_fraction": st.get("val_fraction"), "max_train_per_class": st.get("max_train_per_class"), "n_pool": n_pool},
+            arch=arch,
+            recipe=dict(st["proxy"]),
+            seed=repeat_seed,
+            checkpoint_epochs=ck_epochs,
+        )
+        ctx.progress("signals", 0.0)
+        bundle = S.compute_signals(
+            spec,
+            wanted,
+            x_pool=sp.x_pool,
+            y_pool=sp.y_pool,
+            x_val=sp.x_val,
+            y_val=sp.y_val,
+            num_classes=ds.num_classes,
+            model_factory=factory,
+            training=standard,
+            pad=ds.crop_pad,
+            hflip=ds.hflip,
+            cache_dir=ctx.cache_dir,
+            progress=lambda what, f: ctx.progress("proxy", f),
+        )
+        # ---- selection ----------------------------------------------------------------------
+        gen = torch.Generator().manual_seed(cell.seed)
+        view = SelectionView(
+            x=sp.x_pool,
+            y=sp.y_pool,
+            x_val=sp.x_val,
+            y_val=sp.y_val,
+            num_classes=ds.num_classes,
+            budget=budget,
+            fraction=float(ax["budget"]),
+            signals=Signals(S.restrict(bundle.arrays, wanted), method=method.name),
+            seed=cell.seed,
+            generator=gen,
+            rng=np.random.default_rng(cell.seed),
+            model_factory=lambda: factory(cell.seed),
+            device=device,
+        )
+        ctx.progress("select", 0.0)
+        t0 = time.perf_counter()
+        with D.contestant_guard(method.name):
+            raw = method.select(view)
+        select_s = time.perf_counter() - t0
+        try:
+            sel: Selection = validate_selection(raw, view, method)
+        except ValueError as exc:
+            raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
+        # ---- training -----------------------------------------------------------------------
+        training_name = str(ax.get("training", "standard"))
+        trainer = plugins.method(training_name)
+        recipe = {**dict(st["train"]), **dict(st.get("robust", {}))}
+        idx_t = torch.from_numpy(sel.indices).to(device)
+        model = factory(cell.seed + 1)
+        weights = torch.from_numpy(sel.weights).float() if sel.weights is not None else None
+        ctx.progress("train", 0.0)
+        t1 = time.perf_counter()
+        T.train(
+            model,
+            sp.x_pool[idx_t],
+            sp.y_pool[idx_t],
+            method=trainer,
+            recipe=recipe,
+            num_classes=ds.num_classes,
+            seed=cell.seed,
+            weights=weights,
+            pad=ds.crop_pad,
+            hflip=ds.hflip,
+            progress=lambda what, f: ctx.progress("train", f),
+        )
+        training_s = time.perf_counter() - t1
+        # ---- evaluation ---------------------------------------------------------------------
+        ctx.progress("evaluate", 0.0)
+        t2 = time.perf_counter()
+        acc = T.accuracy(model, sp.x_test, sp.y_test, ds.num_classes)
+        metrics: dict[str, float] = {"clean_acc": acc["acc"]}
+        for c, a in enumerate(acc["per_class"]):
+            metrics[f"class_acc_{c}"] = a
+        attacks = _robust_profile_axes(profile)
+        if attacks:
+            metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed))
+        evaluation_s = time.perf_counter() - t2
+        hist = np.bincount(sp.y_pool.cpu().numpy()[sel.indices], minlength=ds.num_classes)
+        artifacts = [ArtifactOut("indices", "indices.npy", _npy_bytes(np.sort(sel.indices)))]
+        if sel.weights is not None:
+            order = np.argsort(sel.indices)
+            artifacts.append(ArtifactOut("weights", "weights.npy", _npy_bytes(sel.weights[order].astype(np.float64))))
+        if sel.scores is not None:
+            artifacts.append(ArtifactOut("scores", "scores.npy", _npy_bytes(np.asarray(sel.scores, dtype=np.float64))))
+        metrics["subset_size"] = float(len(sel.indices))
+        selection_s = bundle.proxy_s + select_s
+        timings = {
+            "proxy_s": bundle.proxy_s,
+            "select_s": select_s,
+            "selection_s": selection_s,
+            "training_s": training_s,
+            "evaluation_s": evaluation_s,
+            "total_s": selection_s + training_s + evaluation_s,
+        }
+        info = {
+            "budget": budget,
+            "pool_size": n_pool,
+            "realized_size": int(len(sel.indices)),
+            "weighted": sel.weights is not None,
+            "proxy_shared": bundle.shared,
+            "proxy_key": spec.key if wanted else None,
+            "signals": sorted(wanted),
+            "class_histogram": hist.tolist(),
+            "test_size": int(len(sp.y_test)),
+            "subset_sha256": hashlib.sha256(np.sort(sel.indices).astype(np.int64).tobytes()).hexdigest(),
+            "primary_metric": self.primary_for(profile),
+            **{f"method_{k}": v for k, v in sel.info.items()},
+        }
+        return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+    def _robust_metrics(self, model: torch.nn.Module, sp: D.Splits, profile: Profile, attacks: Sequence[str], seed: int) -> dict[str, float]:
+        from .. import registry as plugins
+        from ..robust import evaluate_robustness
+
+        st = profile.settings
+        rb: Mapping[str, Any] = st.get("robust", {})
+        n = min(int(st.get("eval_subset", 500)), len(sp.y_test))
+        sub = D.stratified_subset(sp.y_test.cpu().numpy(), n, seed=0)  # fixed per profile, not per seed
+        sub_t = torch.from_numpy(np.sort(sub)).to(sp.x_test.device)
+        threat = ThreatModel(norm="linf", eps=float(rb["eps"]), step_size=float(rb["step_size"]), steps=int(rb.get("eval_steps", 20)))
+        atk = {a: plugins.method(a) for a in attacks}
+        res = evaluate_robustness(model, sp.x_test[sub_t], sp.y_test[sub_t], atk, threat, seed=seed, masking_check=True)
+        return {k: float(v) for k, v in res.items() if k != "clean_acc"} | {"eval_subset_clean_acc": float(res.get("clean_acc", float("nan")))}

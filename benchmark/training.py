@@ -1,0 +1,238 @@
+"""The harness's training loop and evaluation helpers.
+
+The loop is shared by every training plugin: the plugin supplies the per-sample loss of a
+mini-batch (``TrainingMethod.batch_loss``), the harness owns the optimizer (SGD, momentum,
+Nesterov, weight decay), the schedule, batching by index gathers on in-memory tensors, batched
+augmentation, sample weights and the training budget. A recipe is a plain mapping:
+
+=================  =========================================================================
+``epochs``         passes over the (sub)set when ``budget_mode`` is ``epochs``
+``steps``          optimizer steps when ``budget_mode`` is ``iterations`` (every subset gets
+                   the same compute, the CCS/D2 convention); ``epochs`` is then ignored
+``budget_mode``    ``epochs`` (DeepCore/CLD convention) or ``iterations``
+``batch_size``     mini-batch size
+``lr``             peak learning rate; ``momentum``, ``weight_decay``, ``nesterov``
+``schedule``       ``cosine``, ``onecycle`` (linear warm-up over ``warmup`` of the run, then
+                   linear decay) or ``multistep`` (``milestones`` as fractions, ``gamma``)
+``label_smoothing`` for the standard cross-entropy
+=================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import augment
+from .kinds import TrainContext, TrainingMethod
+
+DEFAULT_RECIPE: dict[str, Any] = {
+    "epochs": 15,
+    "steps": 0,
+    "budget_mode": "epochs",
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "nesterov": True,
+    "schedule": "cosine",
+    "warmup": 0.15,
+    "milestones": (0.5, 0.75),
+    "gamma": 0.1,
+    "label_smoothing": 0.0,
+    "augment": True,
+}
+
+
+def total_steps(recipe: Mapping[str, Any], n: int) -> int:
+    bs = int(recipe["batch_size"])
+    if recipe.get("budget_mode", "epochs") == "iterations":
+        return max(1, int(recipe["steps"]))
+    return max(1, int(recipe["epochs"]) * math.ceil(n / bs))
+
+
+def lr_at(recipe: Mapping[str, Any], step: int, total: int) -> float:
+    base = float(recipe["lr"])
+    frac = step / max(total, 1)
+    sched = recipe.get("schedule", "cosine")
+    if sched == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * frac))
+    if sched == "onecycle":
+        wu = float(recipe.get("warmup", 0.15))
+        return base * (frac / wu if frac < wu else max(0.0, (1 - frac) / (1 - wu)))
+    if sched == "multistep":
+        k = sum(frac >= m for m in recipe.get("milestones", (0.5, 0.75)))
+        return base * float(recipe.get("gamma", 0.1)) ** k
+    if sched == "constant":
+        return base
+    raise ValueError(f"unknown schedule {sched!r}; use cosine, onecycle, multistep or constant")
+
+
+def _optimizer(model: nn.Module, recipe: Mapping[str, Any]) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": float(recipe["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=float(recipe["lr"]),
+        momentum=float(recipe["momentum"]),
+        nesterov=bool(recipe["nesterov"]) and float(recipe["momentum"]) > 0,
+    )
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: TrainingMethod,
+    recipe: Mapping[str, Any],
+    num_classes: int,
+    seed: int,
+    weights: torch.Tensor | None = None,
+    pad: int = 0,
+    hflip: bool = False,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` in place on (x, y). Returns timing and step counts.
+
+    ``on_batch(indices, logits)`` is called with each mini-batch's pool indices and the train-mode
+    logits of the clean batch (only with the standard cross-entropy, which is how the proxy run
+    records forgetting events). ``on_epoch_end(epoch, model)`` runs after each pass over the data.
+    """
+    rec = {**DEFAULT_RECIPE, **dict(recipe)}
+    n = len(y)
+    if n == 0:
+        raise ValueError("cannot train on an empty subset")
+    device = x.device
+    gen = torch.Generator().manual_seed(int(seed))
+    bs = min(int(rec["batch_size"]), n)
+    total = total_steps(rec, n)
+    opt = _optimizer(model, rec)
+    w = None
+    if weights is not None:
+        w = weights.to(device=device, dtype=torch.float32)
+        w = w / w.mean()
+    model.train()
+    t0 = time.perf_counter()
+    step = 0
+    epoch = 0
+    use_aug = bool(rec.get("augment", True)) and (pad > 0 or hflip)
+    ls = float(rec.get("label_smoothing", 0.0))
+    while step < total:
+        perm = torch.randperm(n, generator=gen).to(device)
+        nb = n // bs if n >= bs else 1  # drop the last partial batch (full batches keep BN stable)
+        ctx = TrainContext(recipe=rec, num_classes=num_classes, generator=gen, epoch=epoch)
+        for b in range(nb):
+            if step >= total:
+                break
+            idx = perm[b * bs : (b + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            if use_aug:
+                xb = augment(xb, pad=pad, hflip=hflip, generator=gen)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(rec, step, total)
+            if on_batch is not None:
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb, reduction="none", label_smoothing=ls)
+                on_batch(idx, logits.detach())
+            else:
+                loss = method.batch_loss(model, xb, yb, ctx)
+            if w is not None:
+                loss = loss * w[idx]
+            loss = loss.mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step} (training plugin {method.name!r})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if progress is not None and step % 20 == 0:
+                progress("train", step / total)
+        epoch += 1
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+            model.train()
+    model.eval()
+    return {"train_s": time.perf_counter() - t0, "steps": float(step), "epochs": float(epoch)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode (float32)."""
+    was = model.training
+    model.eval()
+    out = [model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
+    model.train(was)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Clean accuracy and per-class accuracy."""
+    pred = predict(model, x).argmax(1)
+    correct = (pred == y).float()
+    per_class = []
+    for c in range(num_classes):
+        m = y == c
+        per_class.append(float(correct[m].mean()) if m.any() else float("nan"))
+    return {"acc": float(correct.mean()), "per_class": per_class}
+
+
+def eval_signals(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, input_grad: bool, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Per-sample eval-mode loss, true-class and largest-other probability, correctness, and
+    (optionally) the L2 norm of d loss / d x, all from one forward (+ one backward) pass."""
+    model.eval()
+    losses, pt, po, corr, gn = [], [], [], [], []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        if input_grad:
+            xb = xb.clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xb).float()
+                loss = F.cross_entropy(logits, yb, reduction="none")
+                (g,) = torch.autograd.grad(loss.sum(), xb)
+            gn.append(g.flatten(1).norm(dim=1).cpu())
+            logits, loss = logits.detach(), loss.detach()
+        else:
+            with torch.no_grad():
+                logits = model(xb).float()
+                loss = F.cross_entropy(logits, yb, reduction="none")
+        p = logits.softmax(1)
+        ptrue = p.gather(1, yb[:, None]).squeeze(1)
+        other = p.scatter(1, yb[:, None], -1.0).max(1).values
+        losses.append(loss.cpu())
+        pt.append(ptrue.cpu())
+        po.append(other.cpu())
+        corr.append((logits.argmax(1) == yb).cpu())
+    out = {
+        "loss": torch.cat(losses).numpy().astype(np.float32),
+        "prob_true": torch.cat(pt).numpy().astype(np.float32),
+        "prob_other_max": torch.cat(po).numpy().astype(np.float32),
+        "correct": torch.cat(corr).numpy(),
+    }
+    if input_grad:
+        out["input_grad_norm"] = torch.cat(gn).numpy().astype(np.float32)
+    return out
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate embeddings and logits (eval mode)."""
+    model.eval()
+    embs, logits = [], []
+    for i in range(0, len(x), batch_size):
+        e = model.embed(x[i : i + batch_size])
+        lg = model.classify(e) if hasattr(model, "classify") else model(x[i : i + batch_size])
+        embs.append(e.float().cpu())
+        logits.append(lg.float().cpu())
+    return torch.cat(embs).numpy(), torch.cat(logits).numpy()

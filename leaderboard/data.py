@@ -1,0 +1,212 @@
+"""Cell records: the one shape the leaderboard reads, from the store or from entries.
+
+A *record* is a plain dict per run::
+
+    {"key", "track", "profile", "method", "method_version", "package", "package_version",
+     "params", "axes", "repeat", "seed", "status", "error", "metrics", "timings", "info",
+     "environment", "artifacts": [{"kind", "name", "sha256", "path", "size"}], "finished",
+     "source"}
+
+``load_store_records`` reads a store in three bulk queries (runs, metrics, artifacts) through
+SQLAlchemy Core, without building ORM objects, so that a store of 100,000 metric rows loads in
+well under a second. JSON columns that repeat across runs (params, axes, environment) are parsed
+once per distinct string; the parsed dicts are shared and must be treated as read-only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+
+from coreset_bench.store import Artifact, Metric, Run, Store
+from coreset_bench.tracks.base import canonical_json
+
+RECORD_FIELDS = (
+    "key",
+    "track",
+    "profile",
+    "method",
+    "method_version",
+    "package",
+    "package_version",
+    "params",
+    "axes",
+    "repeat",
+    "seed",
+    "status",
+    "error",
+    "metrics",
+    "timings",
+    "info",
+    "environment",
+    "artifacts",
+    "finished",
+    "source",
+)
+
+
+def _json_loader() -> Any:
+    cache: dict[str, Any] = {}
+
+    def load(raw: str | None) -> Any:
+        if raw is None:
+            return {}
+        hit = cache.get(raw)
+        if hit is None:
+            hit = json.loads(raw)
+            cache[raw] = hit
+        return hit
+
+    return load
+
+
+def load_store_records(
+    store: Store,
+    *,
+    track: str | None = None,
+    profile: str | None = None,
+    method: str | None = None,
+    package: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every run of the store (all statuses) as records, with metrics and artifacts attached."""
+    rt = Run.__table__.c  # type: ignore[attr-defined]
+    q = select(
+        rt.id, rt.key, rt.track, rt.profile, rt.method, rt.method_version, rt.package, rt.package_version,
+        rt.params, rt.axes, rt.repeat, rt.seed, rt.status, rt.error, rt.timings, rt.info, rt.environment,
+        rt.finished,
+    )
+    conditions = [col == value for col, value in ((rt.track, track), (rt.profile, profile), (rt.method, method), (rt.package, package)) if value]
+    if conditions:
+        q = q.where(*conditions)
+    shared = _json_loader()
+    by_id: dict[int, dict[str, Any]] = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(q.order_by(rt.id)):
+            by_id[row.id] = {
+                "key": row.key,
+                "track": row.track,
+                "profile": row.profile,
+                "method": row.method,
+                "method_version": row.method_version or "",
+                "package": row.package or "",
+                "package_version": row.package_version or "",
+                "params": shared(row.params),
+                "axes": shared(row.axes),
+                "repeat": int(row.repeat),
+                "seed": int(row.seed),
+                "status": row.status,
+                "error": row.error,
+                "metrics": {},
+                "timings": json.loads(row.timings) if row.timings else {},
+                "info": json.loads(row.info) if row.info else {},
+                "environment": shared(row.environment),
+                "artifacts": [],
+                "finished": row.finished.isoformat() if row.finished else None,
+                "source": "store",
+            }
+        if not by_id:
+            return []
+        mt = Metric.__table__.c  # type: ignore[attr-defined]
+        at = Artifact.__table__.c  # type: ignore[attr-defined]
+        mq = select(mt.run_id, mt.name, mt.value)
+        aq = select(at.run_id, at.kind, at.name, at.sha256, at.path, at.size)
+        if conditions:
+            ids = select(rt.id).where(*conditions)
+            mq = mq.where(mt.run_id.in_(ids))
+            aq = aq.where(at.run_id.in_(ids))
+        for run_id, name, value in conn.execute(mq):
+            rec = by_id.get(run_id)
+            if rec is not None:
+                rec["metrics"][name] = value
+        for run_id, kind, name, sha, path, size in conn.execute(aq.order_by(at.id)):
+            rec = by_id.get(run_id)
+            if rec is not None:
+                rec["artifacts"].append({"kind": kind, "name": name, "sha256": sha, "path": path, "size": size})
+    return list(by_id.values())
+
+
+def normalize_records(rows: Iterable[Mapping[str, Any]], source: str = "rows") -> list[dict[str, Any]]:
+    """Records from dicts shaped like ``Store.results()`` (missing fields get neutral defaults)."""
+    out = []
+    for r in rows:
+        rec: dict[str, Any] = {
+            "key": r.get("key") or "",
+            "track": r["track"],
+            "profile": r["profile"],
+            "method": r["method"],
+            "method_version": str(r.get("method_version") or ""),
+            "package": r.get("package") or "",
+            "package_version": r.get("package_version") or "",
+            "params": dict(r.get("params") or {}),
+            "axes": dict(r.get("axes") or {}),
+            "repeat": int(r.get("repeat") or 0),
+            "seed": int(r.get("seed") or 0),
+            "status": r.get("status") or "done",
+            "error": r.get("error"),
+            "metrics": {k: float(v) for k, v in (r.get("metrics") or {}).items()},
+            "timings": dict(r.get("timings") or {}),
+            "info": dict(r.get("info") or {}),
+            "environment": dict(r.get("environment") or {}),
+            "artifacts": [dict(a) for a in r.get("artifacts") or ()],
+            "finished": r.get("finished"),
+            "source": r.get("source") or source,
+        }
+        out.append(rec)
+    return out
+
+
+def variant_key(rec: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(method, method version, canonical params): one leaderboard row / one entry."""
+    return (rec["method"], rec["method_version"], canonical_json(rec["params"]))
+
+
+def point_key(axes: Mapping[str, Any]) -> str:
+    """Canonical key of an axis point (the non-seed axes of a cell)."""
+    return canonical_json(dict(axes))
+
+
+def env_value(env: Mapping[str, Any], *names: str) -> str:
+    """First non-empty value among ``names`` in an environment dict (top level, then ``versions``)."""
+    for scope in (env, env.get("versions") if isinstance(env.get("versions"), Mapping) else {}):
+        for n in names:
+            v = scope.get(n) if isinstance(scope, Mapping) else None
+            if v not in (None, ""):
+                return str(v)
+    return ""
+
+
+def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Provenance fields over records: each the sorted distinct values, joined by ', '."""
+    fields = {
+        "coreset_bench_version": ("coreset_bench_version", "coreset_bench", "coreset-bench", "version"),
+        "git_commit": ("git_commit", "git", "commit"),
+        "device": ("device_name", "device"),
+        "torch_version": ("torch_version", "torch"),
+    }
+    seen: dict[str, set[str]] = {k: set() for k in fields}
+    packages: set[str] = set()
+    pversions: set[str] = set()
+    dates: list[str] = []
+    for rec in records:
+        env = rec.get("environment") or {}
+        for k, names in fields.items():
+            v = env_value(env, *names)
+            if v:
+                seen[k].add(v)
+        if rec.get("package"):
+            packages.add(str(rec["package"]))
+        pv = rec.get("package_version") or env_value(env, "plugin_package_version")
+        if pv:
+            pversions.add(str(pv))
+        d = rec.get("finished") or env_value(env, "date")
+        if d:
+            dates.append(str(d))
+    out = {k: ", ".join(sorted(v)) for k, v in seen.items()}
+    out["plugin_package"] = ", ".join(sorted(packages))
+    out["plugin_version"] = ", ".join(sorted(pversions))
+    out["first_run"] = min(dates) if dates else ""
+    out["last_run"] = max(dates) if dates else ""
+    return out

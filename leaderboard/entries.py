@@ -1,0 +1,521 @@
+"""Leaderboard entries: the portable result of one method variant on one profile.
+
+An entry is one JSON file (``results/entries/<track>/<profile>@<version>/<method>@<version>.json``)
+in the spirit of RobustBench's ``model_info`` files::
+
+    {
+      "schema": "coreset-bench/entry", "schema_version": 1,
+      "track": "coreset",
+      "profile": {"id": "coreset/quick@1", "name": "quick", "version": 1},
+      "method": {"name", "version", "kind", "summary", "citation", "params", "package", "package_version"},
+      "provenance": {"coreset_bench_version", "plugin_package", "plugin_version", "git_commit",
+                     "device", "torch_version", "first_run", "last_run", "exported"},
+      "coverage": {"done": 40, "expected": 45, "complete": false},
+      "cells": [{"key", "axes", "repeat", "seed", "metrics", "timings", "info",
+                 "subsets": [{"kind", "name", "sha256", "size"}], "finished"}],
+      "cells_sha256": "<sha256 of the canonical JSON of cells>",
+      "aggregates": {"points": [{"axes", "metrics": {name: {"mean", "ci95", "n"}}}]}
+    }
+
+``validate_entry(obj, known_profiles)`` returns every problem found (empty: valid). It checks the
+schema, that the profile and its version are known (results of different profile versions are
+never mixed), that every cell is a cell of that profile for that method (its key and seed are
+recomputed from the axes and repeat), that metrics are finite, that the aggregates and the cell
+digest agree with the cells (an edited number is caught), and that the coverage claim is true.
+An incomplete entry is valid; it is marked incomplete on the board, never averaged silently.
+``check_entry`` raises ``EntryError`` with a one-line reason instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import coreset_bench
+from coreset_bench import plugins
+from coreset_bench.tracks.base import Cell, Profile, Track, canonical_json
+
+from . import stats
+from .board import expected_cells, method_stand_in
+from .data import point_key, provenance_of, variant_key
+
+SCHEMA = "coreset-bench/entry"
+SCHEMA_VERSION = 1
+
+
+class EntryError(ValueError):
+    """An entry was rejected; the message is a one-line reason."""
+
+
+@dataclass
+class ExportedEntry:
+    path: Path
+    method: str
+    profile: str
+    done: int
+    expected: int
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.expected
+
+
+# ---- building ---------------------------------------------------------------------------------
+
+
+def _cells_digest(cells: Sequence[Mapping[str, Any]]) -> str:
+    return hashlib.sha256(canonical_json(list(cells)).encode()).hexdigest()
+
+
+def aggregate_cells(cells: Sequence[Mapping[str, Any]], profile: Profile) -> dict[str, Any]:
+    """Per axis point (profile order) and metric: mean, 95 % t-interval half-width and n over repeats."""
+    by_point: dict[str, dict[str, list[float]]] = {}
+    axes_of: dict[str, dict[str, Any]] = {}
+    for c in sorted(cells, key=lambda c: int(c["repeat"])):
+        pk = point_key(c["axes"])
+        axes_of[pk] = dict(c["axes"])
+        slot = by_point.setdefault(pk, {})
+        for m, v in c["metrics"].items():
+            slot.setdefault(m, []).append(float(v))
+    points = []
+    for ap in profile.axis_points():
+        pk = point_key(ap)
+        if pk not in by_point:
+            continue
+        mets = {}
+        for m in sorted(by_point[pk]):
+            iv = stats.t_interval(by_point[pk][m])
+            assert iv is not None
+            mets[m] = iv.as_dict()
+        points.append({"axes": axes_of[pk], "metrics": mets})
+    return {"points": points}
+
+
+def _method_block(track: Track, rec: Mapping[str, Any]) -> dict[str, Any]:
+    m = method_stand_in(track, rec["method"], rec["method_version"], rec["params"])
+    return {
+        "name": rec["method"],
+        "version": rec["method_version"],
+        "kind": getattr(m, "kind", "") or track.contestant_kind,
+        "summary": getattr(m, "summary", "") or "",
+        "citation": getattr(m, "citation", "") or "",
+        "params": dict(rec["params"]),
+        "package": rec.get("package") or getattr(m, "package", "") or "",
+        "package_version": rec.get("package_version") or "",
+    }
+
+
+def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The entry of one method variant on ``profile`` from its records (done ones are exported)."""
+    if not records:
+        raise ValueError("build_entry needs at least one record")
+    first = records[0]
+    if len({variant_key(r) for r in records}) != 1:
+        raise ValueError("build_entry got records of more than one method variant")
+    expected = expected_cells(track, profile, first["method"], first["method_version"], first["params"])
+    cells = []
+    seen: set[tuple[str, int]] = set()
+    done_recs = []
+    for r in sorted(records, key=lambda r: (point_key(r["axes"]), int(r["repeat"]))):
+        k = (point_key(r["axes"]), int(r["repeat"]))
+        if r["status"] != "done" or k not in expected or k in seen:
+            continue
+        seen.add(k)
+        done_recs.append(r)
+        cells.append(
+            {
+                "key": r["key"],
+                "axes": dict(r["axes"]),
+                "repeat": int(r["repeat"]),
+                "seed": int(r["seed"]),
+                "metrics": {m: float(v) for m, v in sorted(r["metrics"].items())},
+                "timings": dict(r["timings"]),
+                "info": dict(r["info"]),
+                "subsets": [
+                    {"kind": a["kind"], "name": a["name"], "sha256": a["sha256"], "size": int(a.get("size") or 0)}
+                    for a in r.get("artifacts") or ()
+                ],
+                "finished": r.get("finished"),
+            }
+        )
+    prov = provenance_of(done_recs or records)
+    prov["exported"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    prov.setdefault("coreset_bench_version", "")
+    if not prov["coreset_bench_version"]:
+        prov["coreset_bench_version"] = coreset_bench.__version__
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "track": track.name,
+        "profile": {"id": profile.id, "name": profile.name, "version": profile.version},
+        "method": _method_block(track, first),
+        "provenance": prov,
+        "coverage": {"done": len(cells), "expected": len(expected), "complete": len(cells) == len(expected)},
+        "cells": cells,
+        "cells_sha256": _cells_digest(cells),
+        "aggregates": aggregate_cells(cells, profile),
+    }
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "method"
+
+
+def entry_filename(entry: Mapping[str, Any], defaults: Mapping[str, Any] | None) -> str:
+    m = entry["method"]
+    base = f"{_safe(m['name'])}@{_safe(str(m['version']))}"
+    if defaults is not None and dict(m["params"]) == dict(defaults):
+        return base + ".json"
+    return base + "-" + hashlib.sha256(canonical_json(m["params"]).encode()).hexdigest()[:8] + ".json"
+
+
+def export_entries(
+    records: Iterable[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    plugin: str | None = None,
+    tracks: Mapping[str, Track] | None = None,
+) -> tuple[list[ExportedEntry], list[str]]:
+    """Write one entry per (method variant, profile) of ``records``; returns (written, warnings).
+
+    ``plugin`` keeps only records whose method name or plugin package is ``plugin``.
+    """
+    tracks = dict(tracks) if tracks is not None else plugins.tracks()
+    out = Path(out_dir)
+    groups: dict[tuple[str, str, tuple[str, str, str]], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if plugin and plugin not in (r["method"], r.get("package")):
+            continue
+        groups.setdefault((r["track"], r["profile"], variant_key(r)), []).append(r)
+    written: list[ExportedEntry] = []
+    warnings: list[str] = []
+    skipped: dict[str, int] = {}
+    for (tname, pid, _vk), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        track = tracks.get(tname)
+        profile = _find_profile(track, pid) if track is not None else None
+        if track is None or profile is None:
+            skipped[pid] = skipped.get(pid, 0) + len(recs)
+            continue
+        entry = build_entry(track, profile, recs)
+        if not entry["cells"]:
+            warnings.append(f"{recs[0]['method']} on {pid}: no finished cells, no entry written")
+            continue
+        try:
+            defaults = plugins.method(recs[0]["method"]).params
+        except LookupError:
+            defaults = None
+        d = out / _safe(tname) / f"{_safe(profile.name)}@{profile.version}"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / entry_filename(entry, defaults)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(entry, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        cov = entry["coverage"]
+        written.append(ExportedEntry(path, recs[0]["method"], pid, cov["done"], cov["expected"]))
+    for pid, n in sorted(skipped.items()):
+        warnings.append(f"{n} runs of {pid} not exported: no installed track defines that profile")
+    return written, warnings
+
+
+def _find_profile(track: Track, pid: str) -> Profile | None:
+    for p in track.profiles():
+        if p.id == pid:
+            return p
+    return None
+
+
+# ---- loading and validating -------------------------------------------------------------------
+
+
+def known_profiles_from_plugins() -> dict[str, Profile]:
+    """Every profile of every installed track, by id."""
+    out: dict[str, Profile] = {}
+    for t in plugins.tracks().values():
+        for p in t.profiles():
+            out[p.id] = p
+    return out
+
+
+def load_entry(path: str | Path) -> dict[str, Any]:
+    """Parse an entry file; ``EntryError`` for unreadable or malformed JSON."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EntryError(f"cannot read: {exc}") from exc
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EntryError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    if not isinstance(obj, dict):
+        raise EntryError(f"malformed entry: the top level is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _close(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return _is_number(a) and _is_number(b) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _axes_text(axes: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in axes.items())
+
+
+def _schema_problems(obj: Any) -> list[str]:
+    if not isinstance(obj, dict):
+        return [f"malformed entry: the top level is a JSON {type(obj).__name__}, not an object"]
+    if obj.get("schema") != SCHEMA:
+        return [f"not a coreset-bench entry (schema {obj.get('schema')!r}, expected {SCHEMA!r})"]
+    sv = obj.get("schema_version")
+    if not isinstance(sv, int) or isinstance(sv, bool):
+        return ["schema_version is missing or not an integer"]
+    if sv != SCHEMA_VERSION:
+        newer = " (newer than this coreset-bench; upgrade it)" if sv > SCHEMA_VERSION else ""
+        return [f"unsupported schema_version {sv}{newer}; this coreset-bench reads version {SCHEMA_VERSION}"]
+    spec: dict[str, type | tuple[type, ...]] = {
+        "track": str,
+        "profile": dict,
+        "method": dict,
+        "provenance": dict,
+        "coverage": dict,
+        "cells": list,
+        "cells_sha256": str,
+        "aggregates": dict,
+    }
+    problems = []
+    for k, t in spec.items():
+        if k not in obj:
+            problems.append(f"schema: missing field {k!r}")
+        elif not isinstance(obj[k], t):
+            problems.append(f"schema: field {k!r} must be a JSON {'object' if t is dict else 'array' if t is list else 'string'}")
+    if problems:
+        return problems
+    for block, fields in (
+        ("profile", {"id": str, "version": int}),
+        ("method", {"name": str, "version": str, "params": dict}),
+        ("coverage", {"done": int, "expected": int, "complete": bool}),
+        ("aggregates", {"points": list}),
+    ):
+        for f, t in fields.items():
+            v = obj[block].get(f)
+            if not isinstance(v, t) or (t is int and isinstance(v, bool)):
+                problems.append(f"schema: {block}.{f} is missing or not a {t.__name__}")
+    for i, c in enumerate(obj["cells"]):
+        if not isinstance(c, dict):
+            problems.append(f"schema: cells[{i}] is not an object")
+            break
+        bad = [
+            f
+            for f, t in (("key", str), ("axes", dict), ("repeat", int), ("seed", int), ("metrics", dict), ("timings", dict), ("info", dict), ("subsets", list))
+            if not isinstance(c.get(f), t) or isinstance(c.get(f), bool)
+        ]
+        if bad:
+            problems.append(f"schema: cells[{i}] lacks or mistypes {', '.join(bad)}")
+            break
+        nonfinite = [m for m, v in c["metrics"].items() if not _is_number(v)]
+        if nonfinite:
+            problems.append(f"cells[{i}] ({_axes_text(c['axes'])}, repeat {c['repeat']}): metric {nonfinite[0]} is not a finite number")
+            break
+    return problems
+
+
+def _as_profile_map(known_profiles: Mapping[str, Profile] | Iterable[Profile]) -> dict[str, Profile]:
+    if isinstance(known_profiles, Mapping):
+        return dict(known_profiles)
+    return {p.id: p for p in known_profiles}
+
+
+def validate_entry(
+    obj: Any,
+    known_profiles: Mapping[str, Profile] | Iterable[Profile],
+    *,
+    tracks: Mapping[str, Track] | None = None,
+) -> list[str]:
+    """Every problem of ``obj`` as a one-line reason; an empty list means the entry is valid.
+
+    ``known_profiles``: the profiles an entry may be for (``known_profiles_from_plugins()``).
+    ``tracks``: tracks by name, used for the method's expected cells (default: installed tracks;
+    a track that is not installed falls back to the full cross product of the profile).
+    """
+    problems = _schema_problems(obj)
+    if problems:
+        return problems
+    known = _as_profile_map(known_profiles)
+    pid = obj["profile"]["id"]
+    profile = known.get(pid)
+    if profile is None:
+        short = pid.split("@", 1)[0]
+        others = sorted(p.id for p in known.values() if p.short == short)
+        if others:
+            return [f"profile {pid} is not a current profile version (known: {', '.join(others)}); results of different profile versions are never mixed"]
+        return [f"unknown profile {pid}"]
+    if obj["profile"]["version"] != profile.version:
+        return [f"profile.version {obj['profile']['version']} contradicts the profile id {pid}"]
+    if obj["track"] != profile.track:
+        return [f"track {obj['track']!r} is not the track of profile {pid} ({profile.track!r})"]
+    tracks = tracks if tracks is not None else plugins.tracks()
+    track = tracks.get(profile.track)
+    meth = obj["method"]
+    if track is not None:
+        expected = expected_cells(track, profile, meth["name"], meth["version"], meth["params"])
+    else:
+        expected = {(point_key(ap), int(r)) for ap in profile.axis_points() for r in profile.seeds}
+    valid_points = {point_key(ap) for ap in profile.axis_points()}
+    seen: set[tuple[str, int]] = set()
+    for i, c in enumerate(obj["cells"]):
+        where = f"cell {_axes_text(c['axes'])} repeat {c['repeat']}"
+        pk = point_key(c["axes"])
+        if pk not in valid_points:
+            problems.append(f"{where}: axes are not a point of profile {pid}")
+            continue
+        k = (pk, c["repeat"])
+        if k not in expected:
+            problems.append(f"{where}: not a cell of {pid} for {meth['name']}")
+            continue
+        if k in seen:
+            problems.append(f"{where}: appears twice")
+            continue
+        seen.add(k)
+        cell = Cell(profile.track, pid, meth["name"], meth["version"], meth["params"], c["axes"], c["repeat"])
+        if c["key"] != cell.key:
+            problems.append(f"{where}: key {c['key']} does not match its method, params, axes and repeat (edited?)")
+        if c["seed"] != cell.seed:
+            problems.append(f"{where}: seed {c['seed']} is not the seed of that cell ({cell.seed})")
+    if problems:
+        return problems
+    claimed = {point_key(p.get("axes") or {}): p for p in obj["aggregates"]["points"] if isinstance(p, dict)}
+    recomputed = aggregate_cells(obj["cells"], profile)["points"]
+    if len(claimed) != len(obj["aggregates"]["points"]) or set(claimed) != {point_key(p["axes"]) for p in recomputed}:
+        problems.append("aggregates do not list the axis points of the cells (tampered?)")
+    else:
+        for p in recomputed:
+            got = claimed[point_key(p["axes"])].get("metrics")
+            if not isinstance(got, dict) or set(got) != set(p["metrics"]):
+                problems.append(f"aggregates at {_axes_text(p['axes'])} do not list the metrics of its cells (tampered?)")
+                break
+            bad = next(
+                (
+                    m
+                    for m, want in p["metrics"].items()
+                    if not isinstance(got[m], dict) or not all(_close(got[m].get(f), want[f]) for f in ("mean", "ci95")) or got[m].get("n") != want["n"]
+                ),
+                None,
+            )
+            if bad is not None:
+                shown = got[bad].get("mean") if isinstance(got[bad], dict) else got[bad]
+                problems.append(
+                    f"aggregate {bad} at {_axes_text(p['axes'])} is {shown} but its cells give "
+                    f"{p['metrics'][bad]['mean']:.6g} (tampered?)"
+                )
+                break
+    if _cells_digest(obj["cells"]) != obj["cells_sha256"]:
+        problems.append("cells_sha256 does not match the cells: per-cell values were changed after export (tampered?)")
+    cov = obj["coverage"]
+    done, n_exp = len(seen), len(expected)
+    if cov["done"] != done or cov["expected"] != n_exp or cov["complete"] != (done == n_exp):
+        problems.append(
+            f"coverage claims {cov['done']}/{cov['expected']} cells (complete={str(cov['complete']).lower()}) "
+            f"but the entry holds {done} of the {n_exp} cells {pid} asks of {meth['name']}"
+        )
+    return problems
+
+
+def check_entry(
+    obj: Any, known_profiles: Mapping[str, Profile] | Iterable[Profile], *, tracks: Mapping[str, Track] | None = None
+) -> dict[str, Any]:
+    """``obj`` when valid, else ``EntryError`` whose message is the first problem (one line)."""
+    problems = validate_entry(obj, known_profiles, tracks=tracks)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise EntryError(problems[0] + more)
+    return obj
+
+
+def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
+    """The cells of a validated entry as leaderboard records."""
+    m = obj["method"]
+    prov = obj.get("provenance") or {}
+    env = {
+        "coreset_bench_version": prov.get("coreset_bench_version", ""),
+        "git_commit": prov.get("git_commit", ""),
+        "device": prov.get("device", ""),
+        "torch_version": prov.get("torch_version", ""),
+    }
+    out = []
+    for c in obj["cells"]:
+        out.append(
+            {
+                "key": c["key"],
+                "track": obj["track"],
+                "profile": obj["profile"]["id"],
+                "method": m["name"],
+                "method_version": m["version"],
+                "package": m.get("package") or "",
+                "package_version": m.get("package_version") or "",
+                "params": dict(m["params"]),
+                "axes": dict(c["axes"]),
+                "repeat": c["repeat"],
+                "seed": c["seed"],
+                "status": "done",
+                "error": None,
+                "metrics": {k: float(v) for k, v in c["metrics"].items()},
+                "timings": dict(c["timings"]),
+                "info": dict(c["info"]),
+                "environment": env,
+                "artifacts": [
+                    {"kind": s.get("kind", ""), "name": s.get("name", ""), "sha256": s.get("sha256", ""), "path": None, "size": s.get("size", 0)}
+                    for s in c["subsets"]
+                    if isinstance(s, dict)
+                ],
+                "finished": c.get("finished"),
+                "source": source,
+            }
+        )
+    return out
+
+
+@dataclass
+class LoadedEntries:
+    accepted: list[tuple[Path, dict[str, Any]]]
+    rejected: list[tuple[Path, str]]
+
+
+def load_entries(
+    dirs: Iterable[str | Path],
+    known_profiles: Mapping[str, Profile] | Iterable[Profile] | None = None,
+    *,
+    tracks: Mapping[str, Track] | None = None,
+) -> LoadedEntries:
+    """Every ``*.json`` under ``dirs`` (recursively), validated; rejected files with their reason."""
+    known = _as_profile_map(known_profiles) if known_profiles is not None else known_profiles_from_plugins()
+    accepted: list[tuple[Path, dict[str, Any]]] = []
+    rejected: list[tuple[Path, str]] = []
+    for d in dirs:
+        base = Path(d)
+        if base.is_file():
+            files = [base]
+        elif base.is_dir():
+            files = sorted(base.rglob("*.json"))
+        else:
+            rejected.append((base, "no such file or directory"))
+            continue
+        for f in files:
+            try:
+                obj = check_entry(load_entry(f), known, tracks=tracks)
+            except EntryError as exc:
+                rejected.append((f, str(exc)))
+                continue
+            accepted.append((f, obj))
+    return LoadedEntries(accepted, rejected)

@@ -1,0 +1,100 @@
+"""AutoAttack (Croce & Hein, ICML 2020) through the ``pyautoattack`` package.
+
+``version="standard"`` (the default, RobustBench's setting) runs APGD-CE (100 iterations),
+APGD-T (DLR loss, 9 target classes), FAB-T (9 target classes) and Square (5000 queries) in
+sequence, each on the points the previous ones did not break; a point counts as robust only if
+every attack fails. The threat model's ``eps`` and norm (l-inf -> ``Linf``, l2 -> ``L2``) are
+passed through; ``steps``/``step_size`` are not used (the attacks are parameter-free). The seed is
+drawn from the cell's generator, and the global torch RNG (which pyautoattack reseeds) is
+restored afterwards.
+
+Adaptations, all no-ops for 10-class image data in [0, 1]:
+
+* fewer than 10 classes: the target-class counts become ``classes - 1``; with fewer than 4
+  classes APGD-T (whose targeted DLR loss needs 4 logits) is left out;
+* inputs that are not (N, C, H, W) are viewed as (N, 1, 1, D) for Square and reshaped back;
+* a box other than [0, 1] is mapped affinely onto [0, 1] (eps scaled alike), since pyautoattack
+  clips to [0, 1].
+
+The result is projected onto the eps-ball ∩ [lower, upper] to remove float rounding.
+Parameters: ``version`` (``standard``, ``plus`` or ``rand``; default ``standard``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from coreset_bench import hookimpl
+from coreset_bench.kinds import AttackMethod
+from coreset_bench.robust import eval_mode, project
+
+_NORMS = {"linf": "Linf", "l2": "L2"}
+
+
+class _Adapter(torch.nn.Module):
+    """Maps pyautoattack's (N, 1, 1, D) or (N, C, H, W) inputs in [0, 1] to the model's inputs."""
+
+    def __init__(self, model: torch.nn.Module, shape: tuple[int, ...], lower: float, upper: float):
+        super().__init__()
+        self.model = model
+        self.shape = shape
+        self.lower = lower
+        self.scale = upper - lower
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.lower + self.scale * z if (self.lower, self.scale) != (0.0, 1.0) else z
+        return self.model(x.reshape((z.shape[0],) + self.shape))
+
+
+class AutoAttackMethod(AttackMethod):
+    name = "autoattack"
+    version = "1.0"
+    summary = "AutoAttack: parameter-free ensemble of APGD-CE, APGD-T, FAB-T and Square (pyautoattack)."
+    citation = (
+        "Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
+        "parameter-free attacks. ICML 2020."
+    )
+    params = {"version": "standard"}
+
+    def perturb(self, model, x, y, threat, generator):
+        from pyautoattack import AutoAttack
+
+        norm = str(threat.norm).lower()
+        if norm not in _NORMS:
+            raise ValueError(f"autoattack supports the norms {', '.join(_NORMS)}, not {threat.norm!r}")
+        version = str(self.params["version"])
+        if version not in {"standard", "plus", "rand"}:
+            raise ValueError(f"autoattack version must be standard, plus or rand, not {version!r}")
+        x = x.detach()
+        y = y.detach().long()
+        if x.shape[0] == 0:
+            return x.clone()
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+        lower, upper = float(threat.lower), float(threat.upper)
+        if upper <= lower:
+            raise ValueError(f"empty input range [{lower}, {upper}]")
+        scale = upper - lower
+        z = (x - lower) / scale if (lower, scale) != (0.0, 1.0) else x
+        if z.dim() != 4:
+            z = z.reshape(z.shape[0], 1, 1, -1)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with eval_mode(model), torch.random.fork_rng(devices=devices):
+            net = _Adapter(model, tuple(x.shape[1:]), lower, upper)
+            with torch.no_grad():
+                n_cls = int(net(z[:1]).shape[1])
+            aa = AutoAttack(net, device=x.device, eps=float(threat.eps) / scale, norm=_NORMS[norm],
+                            seed=seed, version=version)
+            aa.verbose = False
+            targets = min(9, n_cls - 1)
+            aa.apgd_targeted.n_target_classes = targets
+            aa.fab.n_target_classes = targets
+            if n_cls < 4:
+                aa.attacks_to_run = [a for a in aa.attacks_to_run if a not in {"apgd-t", "apgd-dlr"}]
+            z_adv, _ = aa.run_standard_evaluation(z, y, batch_size=int(z.shape[0]))
+        x_adv = lower + scale * z_adv if (lower, scale) != (0.0, 1.0) else z_adv
+        return project(x_adv.reshape(x.shape).to(x.dtype), x, threat)
+
+
+@hookimpl
+def register_methods(register):
+    register(AutoAttackMethod())

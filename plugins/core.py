@@ -1,0 +1,25 @@
+"""Built-in datasets, architectures and tracks, registered through the same entry point
+mechanism as any third-party plugin (entry point ``core`` of the ``coreset_bench`` group)."""
+
+from coreset_bench import hookimpl
+from coreset_bench.data import BUILTIN_DATASETS
+from coreset_bench.models import BUILTIN_ARCHITECTURES
+
+
+@hookimpl
+def register_datasets(register):
+    for spec in BUILTIN_DATASETS:
+        register(spec)
+
+
+@hookimpl
+def register_architectures(register):
+    for arch in BUILTIN_ARCHITECTURES:
+        register(arch)
+
+
+@hookimpl
+def register_tracks(register):
+    from coreset_bench.tracks.coreset import CoresetTrack
+
+    register(CoresetTrack())

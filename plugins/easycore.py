@@ -1,0 +1,95 @@
+"""EasyCore (``easycore``) and its hard-sample control (``easycore-hard``).
+
+Pranav Ramesh, Arjun Roy, Deepak Ravikumar, Kaushik Roy, Gopalakrishnan Srinivasan. "The Easy
+Path to Robustness: Coreset Selection using Sample Hardness". arXiv:2510.11018, 2025. No official
+code was found; the algorithm follows third-party summaries of the paper (see the spec, section 2).
+
+Formula. AIGN, the average input-gradient norm over the proxy's epoch checkpoints
+(signal ``input_grad_norm``, (E, N): ``||grad_x CE(f_theta_e(x), y)||_2`` for the [0, 1] input in
+eval mode)::
+
+    AIGN(x) = (1 / |S|) sum_{e in S} ||grad_x l(theta_e; x, y)||_2 ^ p
+
+``p = norm_power``: 1 (default, the English summary: mean of the norm) or 2 (the Chinese summary:
+mean of the squared norm); the two can rank samples differently. ``S`` is the first
+``ceil(epochs_used * E)`` epochs, thinned to every ``checkpoint_stride``-th epoch counted back from
+the last used one (as in CLD).
+
+Kept: ``easycore`` keeps the **lowest** AIGN (easy samples, far from the decision boundary);
+``easycore-hard`` keeps the **highest** (the paper's implied control). The sort is stable: equal
+scores are taken in index order, as in the lab's Curvature-Clues code.
+
+Choices where the paper is not known: global ranking by default (the summaries sort the whole
+dataset), with ``class_balanced=True`` selecting per class with ``view.class_budgets()``; the
+gradient space, mode and augmentation are fixed by the harness's signal (eval mode, no
+augmentation, [0, 1] pixels, true-label cross-entropy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from coreset_bench import hookimpl
+from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.plugins.cld import checkpoint_rows, top_global, topk_per_class
+
+__all__ = ["EasyCore", "EasyCoreHard", "aign"]
+
+_CITATION = (
+    "Ramesh, Roy, Ravikumar, Roy, Srinivasan. The Easy Path to Robustness: Coreset Selection using "
+    "Sample Hardness. arXiv:2510.11018, 2025."
+)
+
+
+def aign(input_grad_norm: np.ndarray, *, norm_power: float = 1, epochs_used: float = 1.0, checkpoint_stride: int = 1) -> np.ndarray:
+    """Average input-gradient norm (to the power ``norm_power``) over the chosen epochs, (N,)."""
+    g = np.asarray(input_grad_norm, dtype=np.float64)
+    if g.ndim != 2:
+        raise ValueError(f"signal 'input_grad_norm' must have shape (E, N), got {g.shape}")
+    if norm_power not in (1, 2):
+        raise ValueError(f"norm_power must be 1 or 2, got {norm_power!r}")
+    rows = checkpoint_rows(g.shape[0], epochs_used, checkpoint_stride)
+    return (np.abs(g[rows]) ** int(norm_power)).mean(axis=0)
+
+
+class EasyCore(SelectionMethod):
+    name = "easycore"
+    version = "1.0"
+    summary = "Keep the samples with the lowest average input-gradient norm (AIGN) over proxy checkpoints."
+    citation = _CITATION
+    params = {"norm_power": 1, "class_balanced": False, "epochs_used": 1.0, "checkpoint_stride": 1}
+    signals = frozenset({"input_grad_norm"})
+    #: keep the highest AIGN instead of the lowest
+    keep_hardest: bool = False
+
+    def select(self, view: SelectionView) -> Selection:
+        g = view.signals["input_grad_norm"]
+        if np.shape(g)[-1] != view.n:
+            raise ValueError(f"signal 'input_grad_norm' must have shape (E, {view.n}), got {np.shape(g)}")
+        score = aign(
+            g,
+            norm_power=self.params["norm_power"],
+            epochs_used=self.params["epochs_used"],
+            checkpoint_stride=self.params["checkpoint_stride"],
+        )
+        descending = self.keep_hardest
+        if self.params["class_balanced"]:
+            idx = topk_per_class(score, view.labels, view.class_budgets(), descending=descending)
+        else:
+            idx = top_global(score, view.budget, descending=descending)
+        kept = "highest AIGN" if descending else "lowest AIGN"
+        return Selection(indices=idx, scores=score, info={"kept": kept, "class_balanced": bool(self.params["class_balanced"])})
+
+
+class EasyCoreHard(EasyCore):
+    name = "easycore-hard"
+    summary = "Control for EasyCore: keep the samples with the highest average input-gradient norm (AIGN)."
+    keep_hardest = True
+
+
+@hookimpl
+def register_methods(register: Any) -> None:
+    register(EasyCore())
+    register(EasyCoreHard())
