@@ -391,10 +391,11 @@ def augment(x: torch.Tensor, *, pad: int, hflip: bool, generator: torch.Generato
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
         dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device="cpu").to(x.device)
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device="cpu").to(x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (b, h)
-        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (b, w)
-        bi = torch.arange(b, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        # two gathers (rows, then columns): vectorized crops at a different offset per sample
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
+        x = padded.gather(2, rows)
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+        x = x.gather(3, cols)
     if hflip:
         flip = (torch.rand(b, generator=generator, device="cpu") < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)

@@ -101,7 +101,10 @@ class Method(ABC):
         clone = copy.copy(self)
         new = dict(self.params)
         for k, v in params.items():
-            new[k] = _coerce(v, self.params[k])
+            try:
+                new[k] = _coerce(v, self.params[k])
+            except ValueError as exc:
+                raise ValueError(f"method {self.name!r}, parameter {k!r}: {exc}") from None
         clone.params = new
         return clone
 

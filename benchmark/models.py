@@ -62,7 +62,7 @@ class MLP(Normalized):
 
 
 class SmallCNN(Normalized):
-    def __init__(self, cin: int, num_classes: int, size: int, mean, std, width: int = 32) -> None:
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std, width: int = 16) -> None:
         super().__init__(mean, std)
         self.body = nn.Sequential(
             _cbr(cin, width),

@@ -10,8 +10,10 @@ the projection exist in one place):
   shrinks every coordinate of the perturbation) though not the exact projection onto the
   intersection, as in the reference implementations (Madry et al.'s robustness library, torchattacks).
 * ``ascent_direction(grad, norm)``: ``sign(grad)`` for l-inf, ``grad / ||grad||_2`` for l2.
-* ``random_start(x, threat, generator)``: uniform in the l-inf ball, or uniform in the l2 ball
-  (Gaussian direction, radius ``eps * U^(1/d)``), then clipped to the box.
+* ``random_start(x, threat, generator)``: uniform in the l-inf ball; for l2 a uniformly random
+  direction at radius ``eps * U`` with U ~ Uniform(0, 1) (as torchattacks' PGDL2; a point uniform
+  in the high-dimensional l2 ball would sit on its surface, which weakens a short attack), then
+  clipped to the box.
 * ``projected_gradient_ascent(loss_fn, x, x_init, threat)``: ``threat.steps`` iterations of
   ``x_{t+1} = Proj(x_t + step_size * ascent_direction(grad_x sum(loss_fn(x_t))))``.
 * ``pgd_attack(model, x, y, threat, generator, restarts=...)``: PGD on the cross-entropy with
@@ -160,15 +162,15 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 def random_start(x: torch.Tensor, threat: ThreatModel, generator: torch.Generator | None) -> torch.Tensor:
-    """A uniformly random point of the threat's ball around ``x``, clipped to [lower, upper]."""
+    """A random start in the threat's ball around ``x`` (see the module docstring), clipped to
+    [lower, upper]."""
     eps = float(threat.eps)
     if _norm_name(threat.norm) == "linf":
         delta = (2.0 * noise_like(x, generator, "rand") - 1.0) * eps
     else:
         direction = ascent_direction(noise_like(x, generator, "randn"), "l2")
-        d = max(1, x[0].numel())
         u = noise_like(x.new_empty(x.shape[0]), generator, "rand")
-        delta = direction * (eps * u.pow(1.0 / d)).reshape(_per_sample_shape(x))
+        delta = direction * (eps * u).reshape(_per_sample_shape(x))
     return (x + delta).clamp(float(threat.lower), float(threat.upper))
 
 

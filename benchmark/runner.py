@@ -142,11 +142,13 @@ class InProcessExecutor:
             t0 = time.perf_counter()
             try:
                 res = run_one(p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx)
-                yield p, True, res, None, time.perf_counter() - t0
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
                 yield p, False, _format_error(exc, p.method.name), traceback.format_exc(), time.perf_counter() - t0
+                continue
+            # yield outside the try: a GeneratorExit (the caller stopped) must not be caught above
+            yield p, True, res, None, time.perf_counter() - t0
 
     def close(self) -> None:
         pass

@@ -156,7 +156,8 @@ def _check_sqlite_file(path: Path) -> None:
             f"{path} is not an SQLite database (corrupt or another file); move it away or pass --db with another path"
         )
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # as_uri() percent-encodes the path: a '#' or '?' in it would otherwise cut the URI short
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             ok = con.execute("PRAGMA quick_check").fetchone()[0]

@@ -52,10 +52,11 @@ DEFAULT_RECIPE: dict[str, Any] = {
 
 
 def total_steps(recipe: Mapping[str, Any], n: int) -> int:
-    bs = int(recipe["batch_size"])
+    bs = min(int(recipe["batch_size"]), n)
     if recipe.get("budget_mode", "epochs") == "iterations":
         return max(1, int(recipe["steps"]))
-    return max(1, int(recipe["epochs"]) * math.ceil(n / bs))
+    # full batches only (the last partial batch is dropped), so an epoch is n // bs steps
+    return max(1, int(recipe["epochs"]) * max(1, n // bs))
 
 
 def lr_at(recipe: Mapping[str, Any], step: int, total: int) -> float:

@@ -39,8 +39,9 @@ def final_embeddings(view: SelectionView) -> np.ndarray:
     if emb.ndim != 3 or emb.shape[1] != view.n:
         raise ValueError(f"signal 'embeddings' must have shape (K, {view.n}, D), got {emb.shape}")
     ep = np.asarray(view.signals["checkpoint_epochs"]).reshape(-1)
-    last = int(np.argmax(ep)) if ep.size == emb.shape[0] else emb.shape[0] - 1
-    return np.asarray(emb[last], dtype=np.float64)
+    if ep.size != emb.shape[0]:
+        raise ValueError(f"signal 'checkpoint_epochs' has {ep.size} entries for {emb.shape[0]} embedding checkpoints")
+    return np.asarray(emb[int(np.argmax(ep))], dtype=np.float64)
 
 
 def median_distances(features: np.ndarray, labels: np.ndarray) -> np.ndarray:

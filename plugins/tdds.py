@@ -52,7 +52,8 @@ def tdds_contributions(probs: Any) -> np.ndarray:
     """
     out, prev = [], None
     for p in probs:
-        logp = np.log(np.asarray(p, dtype=np.float64) + 1e-8)
+        p = np.asarray(p, dtype=np.float64)
+        logp = np.log(p + 1e-8)
         if prev is not None:
             out.append(np.abs(p * (logp - prev)).sum(-1))
         prev = logp

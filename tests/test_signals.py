@@ -1,0 +1,99 @@
+"""The shared proxy run: what it records, the cache, and its cost accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from coreset_bench import data as D
+from coreset_bench import models as M
+from coreset_bench import plugins
+from coreset_bench import signals as S
+from coreset_bench import training as T
+
+
+@pytest.fixture(scope="module")
+def small():
+    plugins.load_plugins()
+    ds = D.resolve("digits")
+    sp = D.make_splits(ds, val_fraction=0.1, seed=3, max_train_per_class=20)
+    return ds, sp
+
+
+def _run(small, wanted, cache_dir, epochs=3):
+    ds, sp = small
+    spec = S.ProxySpec("digits", {"t": 1}, "mlp", {"epochs": epochs, "batch_size": 32, "lr": 0.05}, seed=5, checkpoint_epochs=(1, epochs))
+    return S.compute_signals(
+        spec,
+        wanted,
+        x_pool=sp.x_pool,
+        y_pool=sp.y_pool,
+        x_val=sp.x_val,
+        y_val=sp.y_val,
+        num_classes=10,
+        model_factory=lambda: M.build("mlp", ds.shape, 10, ds.mean, ds.std, 5),
+        training=plugins.method("standard"),
+        pad=1,
+        hflip=False,
+        cache_dir=cache_dir,
+    )
+
+
+def test_shapes_and_values(small, tmp_path):
+    _ds, sp = small
+    n, nv = len(sp.y_pool), len(sp.y_val)
+    b = _run(small, {"loss", "input_grad_norm", "embeddings", "train_correct", "val_loss"}, tmp_path)
+    a = b.arrays
+    assert a["loss"].shape == (3, n) and a["val_loss"].shape == (3, nv)
+    assert a["input_grad_norm"].shape == (3, n) and np.all(a["input_grad_norm"] >= 0)
+    assert a["train_correct"].shape == (3, n) and a["train_correct"].dtype == bool
+    assert a["embeddings"].shape[:2] == (2, n) and a["logits"].shape == (2, n, 10)
+    assert list(a["checkpoint_epochs"]) == [1, 3]
+    # probabilities are consistent with the loss: p_true = exp(-CE)
+    assert np.allclose(a["prob_true"], np.exp(-a["loss"]), atol=1e-4)
+    assert np.all(a["prob_true"] + a["prob_other_max"] <= 1 + 1e-5)
+    # the final proxy model reproduces the last epoch's recorded losses
+    model = a["proxy_model"]()
+    logits = T.predict(model, sp.x_pool)
+    ce = torch.nn.functional.cross_entropy(logits, sp.y_pool, reduction="none").numpy()
+    assert np.allclose(ce, a["loss"][-1], atol=1e-4)
+    assert not b.shared and b.proxy_s > 0
+
+
+def test_input_grad_norm_matches_per_sample_autograd(small, tmp_path):
+    ds, sp = small
+    b = _run(small, {"input_grad_norm"}, tmp_path)
+    model = b.arrays["proxy_model"]()
+    for i in (0, 7, 19):
+        x = sp.x_pool[i : i + 1].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(x), sp.y_pool[i : i + 1])
+        (g,) = torch.autograd.grad(loss, x)
+        assert float(g.norm()) == pytest.approx(float(b.arrays["input_grad_norm"][-1, i]), rel=1e-4, abs=1e-7)
+
+
+def test_cache_serves_and_grows(small, tmp_path):
+    first = _run(small, {"loss"}, tmp_path)
+    assert "input_grad_norm" not in first.arrays and not first.shared
+    second = _run(small, {"loss"}, tmp_path)
+    assert second.shared and second.proxy_s == pytest.approx(first.proxy_s)
+    assert np.array_equal(first.arrays["loss"], second.arrays["loss"])
+    # asking for more recomputes the union, and the cache then holds both groups
+    third = _run(small, {"input_grad_norm"}, tmp_path)
+    assert not third.shared and "loss" in third.arrays and "input_grad_norm" in third.arrays
+    fourth = _run(small, {"loss", "input_grad_norm"}, tmp_path)
+    assert fourth.shared
+    # the same seed gives the same proxy: dynamics identical across the recomputation
+    assert np.array_equal(first.arrays["loss"], third.arrays["loss"])
+
+
+def test_no_signals_no_proxy(small, tmp_path):
+    b = _run(small, set(), tmp_path)
+    assert b.arrays == {} and b.proxy_s == 0.0
+    assert not (tmp_path / "signals").exists()
+
+
+def test_restrict_and_unknown():
+    assert S.restrict({"loss": 1, "embeddings": 2}, {"loss"}) == {"loss": 1}
+    with pytest.raises(ValueError, match="unknown signals"):
+        S.groups_for({"nope"})
