@@ -93,6 +93,7 @@ def run(
     """Run a method's cells of a profile; cells already done in the store are skipped."""
     from . import env as envmod
     from .runner import default_context, execute, make_plan
+    from .store import StoreError
 
     try:
         methods = [plugins.method(p) for p in plugin]
@@ -183,7 +184,7 @@ def run(
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished cells are stored; rerun the same command to complete the rest")
             raise typer.Exit(130)
-        except ValueError as exc:
+        except (ValueError, StoreError) as exc:
             fail(str(exc))
     _summary(store, t, prof, methods)
     console.print(f"wall time {time.perf_counter() - t0:.1f}s; results in {store.url}")

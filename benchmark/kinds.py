@@ -383,6 +383,11 @@ class PrivacyView:
     #: white-box access for proxies that need gradients (memorization role only); None for MIA
     target_model: Any = None
     shadow_models: Sequence[Any] | None = None
+    #: white-box target models at the training checkpoints (last = final; proxy role only)
+    target_checkpoints: Sequence[Any] | None = None
+    #: per-channel std of the normalization inside the models (inputs are in [0, 1]); methods
+    #: whose reference perturbs normalized inputs scale their steps by it. None: unknown
+    input_std: Sequence[float] | None = None
 
 
 class PrivacyMethod(Method):
@@ -405,8 +410,12 @@ class PrivacyMethod(Method):
 @dataclass(frozen=True)
 class NoiseView:
     """Label-noise correction inputs: a model trained on noisy labels, a small verified clean
-    set, and the noisy pool. ``train(model, x, y, epochs=None)`` runs the harness's standard
-    training fixture; ``model_factory()`` returns a fresh model."""
+    set, and the noisy pool. ``train(model, x, y, epochs=None, **overrides)`` runs the harness's
+    standard training fixture in place (``overrides``: keys of the training recipe, e.g. ``lr``
+    or ``batch_size``) and returns the model; ``model_factory()`` returns a fresh model.
+    ``recipe`` is the fixture's training recipe (read it, e.g. to scale the learning rate);
+    ``info`` is a dict the method may fill with JSON-serialisable facts about its run (e.g. a
+    chosen hyperparameter), stored with the cell."""
 
     model: Any
     x_verified: Any
@@ -418,6 +427,8 @@ class NoiseView:
     train: Callable[..., Any]
     seed: int
     generator: Any
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class NoiseCorrectionMethod(Method):

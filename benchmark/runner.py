@@ -17,6 +17,7 @@ rerun executes again; ``done`` cells are never run twice.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -31,7 +32,9 @@ from typing import Any
 from . import env as envmod
 from . import registry as plugins
 from .kinds import Method
-from .store import Store
+from sqlalchemy.exc import SQLAlchemyError
+
+from .store import Store, StoreError
 from .tracks.base import Cell, CellContext, CellFailure, CellResult, Profile, Track
 
 
@@ -120,7 +123,7 @@ def _format_error(exc: BaseException, method_name: str) -> str:
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, CellFailure):
         return msg
-    if method_name not in msg:
+    if f"plugin {method_name!r}" not in msg:  # a bare substring test is fooled by e.g. 'kaboom' in 'kaboom!'
         return f"plugin {method_name!r} failed: {type(exc).__name__}: {msg}"
     return f"{type(exc).__name__}: {msg}"
 
@@ -272,7 +275,6 @@ def execute(
     executor: str = "inprocess",
     timeout_s: float | None = None,
     address: str | None = None,
-    on_start: Callable[[Planned], None] | None = None,
     on_done: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[str, str, float], None] | None = None,
 ) -> list[Outcome]:
@@ -282,22 +284,24 @@ def execute(
     outcomes: list[Outcome] = []
     started: set[str] = set()
     envs: dict[str, dict[str, Any]] = {}
-    for p in plan.todo:
-        env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
-        store.start(p.cell, p.method, env)
-        started.add(p.cell.key)
+    todo = []
+    with _store_errors(store):
+        for p in plan.todo:
+            env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
+            if store.start(p.cell, p.method, env):  # False: a concurrent run finished it
+                started.add(p.cell.key)
+                todo.append(p)
     try:
-        for p, ok, payload, tb, secs in exe.run(plan.todo, on_progress or (lambda k, w, f: None)):
-            if on_start is not None:
-                on_start(p)
+        for p, ok, payload, tb, secs in exe.run(todo, on_progress or (lambda k, w, f: None)):
             key = p.cell.key
-            if ok:
-                res: CellResult = payload
-                store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts)
-                out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
-            else:
-                store.fail(key, str(payload), tb, {"total_s": secs})
-                out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
+            with _store_errors(store):
+                if ok:
+                    res: CellResult = payload
+                    store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts)
+                    out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
+                else:
+                    store.fail(key, str(payload), tb, {"total_s": secs})
+                    out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
             started.discard(key)
             outcomes.append(out)
             if on_done is not None:
@@ -309,6 +313,22 @@ def execute(
     finally:
         exe.close()
     return outcomes
+
+
+@contextlib.contextmanager
+def _store_errors(store: Store) -> Iterator[None]:
+    """Turn a failed write (full disk, lost database) into one clear ``StoreError``.
+
+    Each cell's rows are written in one transaction, so a failed write leaves no partial cell;
+    finished cells stay stored and a rerun completes the rest.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(f"cannot write results ({exc.strerror or exc}) under {store.artifacts_dir.parent}; free space or fix permissions and rerun (finished cells are kept)") from exc
+    except SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", exc)
+        raise StoreError(f"cannot write to the results database {store.url} ({orig}); fix it and rerun (finished cells are kept)") from exc
 
 
 def default_context(results_dir: Path, device: str, data_dir: Path | None) -> CellContext:

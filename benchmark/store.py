@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 DEFAULT_DB = Path("results") / "coreset-bench.db"
@@ -208,10 +208,15 @@ class Store:
         self.artifacts_dir = base
 
     # ---- writing (driver only) -----------------------------------------------------------
-    def start(self, cell: Any, method: Any, environment: dict[str, Any]) -> None:
-        """Record that a cell started (status running). A failed or stale row is reused."""
+    def start(self, cell: Any, method: Any, environment: dict[str, Any]) -> bool:
+        """Record that a cell started (status running). A failed or stale row is reused.
+
+        Returns False when the cell is already done (e.g. by a concurrent process).
+        """
         with Session(self.engine) as s:
             row = s.exec(select(Run).where(Run.key == cell.key)).first()
+            if row is not None and row.status == "done":
+                return False
             if row is None:
                 row = Run(key=cell.key, track=cell.track, profile=cell.profile, method=cell.method)
             else:
@@ -234,14 +239,29 @@ class Store:
             row.created = utcnow()
             row.finished = None
             s.add(row)
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:  # a concurrent process inserted the same key first
+                s.rollback()
+                return self.start(cell, method, environment)
+        return True
 
-    def finish(self, key: str, *, metrics: dict[str, float], timings: dict[str, float], info: dict[str, Any], artifacts: Sequence[Any] = ()) -> None:
-        """Store a finished cell's results in one transaction (all or nothing)."""
+    def finish(self, key: str, *, metrics: dict[str, float], timings: dict[str, float], info: dict[str, Any], artifacts: Sequence[Any] = ()) -> bool:
+        """Store a finished cell's results in one transaction (all or nothing).
+
+        Returns False (and writes nothing) when another process already finished the same cell:
+        the first result stored wins, so concurrent runs never duplicate a cell.
+        """
         # write artifact files first (content-addressed, atomic rename); rows follow in one commit
         written = [self._write_artifact(a) for a in artifacts]
         with Session(self.engine) as s:
             row = s.exec(select(Run).where(Run.key == key)).one()
+            if row.status == "done":
+                return False
+            for m in s.exec(select(Metric).where(Metric.run_id == row.id)):
+                s.delete(m)
+            for a in s.exec(select(Artifact).where(Artifact.run_id == row.id)):
+                s.delete(a)
             for name, value in metrics.items():
                 s.add(Metric(run_id=row.id, name=name, value=float(value)))
             for a, (sha, path, size) in zip(artifacts, written):
@@ -252,10 +272,13 @@ class Store:
             row.finished = utcnow()
             s.add(row)
             s.commit()
+        return True
 
     def fail(self, key: str, error: str, tb: str | None, timings: dict[str, float] | None = None) -> None:
         with Session(self.engine) as s:
             row = s.exec(select(Run).where(Run.key == key)).one()
+            if row.status == "done":  # finished by a concurrent process: keep its result
+                return
             row.status = "failed"
             row.error = error
             row.traceback = tb

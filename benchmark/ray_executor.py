@@ -1,0 +1,86 @@
+"""Ray executor: each cell becomes a Ray task that declares its CPU and GPU needs.
+
+``coreset-bench run ... --executor ray [--address ADDR] [--jobs N]``. Without an address a
+local Ray instance is started (``--jobs`` CPUs) and shut down at the end; with one, the driver
+connects to that cluster. Workers load plugins through the same entry points (the project and
+its plugin packages must be installed on every node). Results travel back to the driver, which
+alone writes the store. The signal cache lives under the results directory: on a cluster, put it
+on a shared file system (``--db`` and the working directory on shared storage) so proxy runs
+are shared across nodes; without one each node recomputes what it lacks, and every cell still
+records the proxy's cost.
+
+A cell past its time-out is cancelled (``ray.cancel(force=True)``) and fails on its own; a task
+whose worker dies fails its cell with Ray's error.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .tracks.base import CellContext
+
+
+def _remote_cell(track_name: str, method_name: str, params: dict[str, Any], cell: Any, ctx_args: tuple[Any, ...]) -> tuple[bool, Any, str | None]:
+    from .runner import _format_error, run_one
+
+    ctx = CellContext(*ctx_args)
+    try:
+        return True, run_one(track_name, method_name, params, cell, ctx), None
+    except BaseException as exc:  # noqa: BLE001 - returned to the driver, which stores it
+        return False, _format_error(exc, method_name), traceback.format_exc()
+
+
+class RayExecutor:
+    def __init__(self, ctx: CellContext, jobs: int, timeout_s: float | None, address: str | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--executor ray needs Ray: pip install 'coreset-bench[ray]'") from None
+        self.ray = ray
+        self.ctx = ctx
+        self.timeout_s = timeout_s
+        self.started_here = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(1, jobs), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+                self.started_here = True
+        gpus = 1 if ctx.device.startswith("cuda") else 0
+        self.fn = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_remote_cell)
+
+    def run(self, items: Sequence[Any], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Any, bool, Any, str | None, float]]:
+        ray = self.ray
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device)
+        pending = list(items)
+        refs: dict[Any, tuple[Any, float]] = {}
+        # at most `window` tasks in flight, so a task's clock (for the time-out) starts when a
+        # slot is free for it rather than while it queues behind others
+        window = max(1, int(self.ray.cluster_resources().get("GPU" if self.ctx.device.startswith("cuda") else "CPU", 1)))
+        while pending or refs:
+            while pending and len(refs) < window:
+                p = pending.pop(0)
+                ref = self.fn.remote(p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx_args)
+                refs[ref] = (p, time.perf_counter())
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            for ref in ready:
+                p, t0 = refs.pop(ref)
+                try:
+                    ok, payload, tb = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - worker crash, cancellation
+                    ok, payload, tb = False, f"plugin {p.method.name!r}: Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", None
+                yield p, ok, payload, tb, time.perf_counter() - t0
+            if self.timeout_s is not None:
+                now = time.perf_counter()
+                for ref, (p, t0) in list(refs.items()):
+                    if now - t0 > self.timeout_s:
+                        ray.cancel(ref, force=True)
+                        refs.pop(ref)
+                        yield p, False, f"plugin {p.method.name!r} timed out: the cell ran past its {self.timeout_s:g} s limit", None, now - t0
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
