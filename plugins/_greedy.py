@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._lastlayer import last_layer_grads
+from ._lastlayer import last_layer_grads, prob_minus_onehot
 from ._lastlayer import softmax as _softmax
 
 #: largest number of elements of one pairwise block (64 MiB in float32)
@@ -52,6 +52,8 @@ __all__ = [
     "final_embeddings",
     "final_probs",
     "final_grads",
+    "final_arrays",
+    "mean_last_layer_grad",
     "sq_euclidean",
     "euclidean",
     "cosine01",
@@ -148,17 +150,32 @@ def final_probs(view: Any, device: torch.device | None = None, *, validation: bo
     return torch.as_tensor(_softmax(logits, axis=1), dtype=torch.float32, device=device or device_of(view))
 
 
-def final_grads(view: Any, members: np.ndarray | None = None, *, validation: bool = False, device: torch.device | None = None) -> torch.Tensor:
-    """Last-layer gradients ``[p - y, (p - y) (x) e]`` of the final checkpoint for ``members``
-    (all when None), (n, C (D + 1)) float32 on the view's device."""
+def final_arrays(view: Any, members: np.ndarray | None = None, *, validation: bool = False, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(embeddings (n, D), logits (n, C), labels (n,))`` of the final checkpoint for
+    ``members`` (all when None) of the pool, or of the validation split, on the view's device."""
     dev = device or device_of(view)
     emb = np.asarray(view.signals["val_embeddings" if validation else "embeddings"])[-1]
     logits = np.asarray(view.signals["val_logits" if validation else "logits"])[-1]
     labels = view.val_labels if validation else view.labels
     if members is not None:
         emb, logits, labels = emb[members], logits[members], labels[members]
-    e = torch.as_tensor(emb, dtype=torch.float32, device=dev)
-    return last_layer_grads(e, torch.as_tensor(logits, dtype=torch.float32, device=dev), torch.as_tensor(labels, device=dev))
+    return (
+        torch.as_tensor(emb, dtype=torch.float32, device=dev),
+        torch.as_tensor(logits, dtype=torch.float32, device=dev),
+        torch.as_tensor(np.asarray(labels, dtype=np.int64), device=dev),
+    )
+
+
+def final_grads(view: Any, members: np.ndarray | None = None, *, validation: bool = False, device: torch.device | None = None) -> torch.Tensor:
+    """Last-layer gradients ``[p - y, (p - y) (x) e]`` of the final checkpoint for ``members``
+    (all when None), (n, C (D + 1)) float32 on the view's device."""
+    return last_layer_grads(*final_arrays(view, members, validation=validation, device=device))
+
+
+def mean_last_layer_grad(emb: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``[p - y, (p - y) (x) e]`` (C (D + 1),), without the per-sample matrix."""
+    pmy = prob_minus_onehot(logits, labels).to(emb.dtype)
+    return torch.cat([pmy.mean(0), (pmy.T @ emb / max(1, emb.shape[0])).flatten()])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +183,10 @@ def final_grads(view: Any, members: np.ndarray | None = None, *, validation: boo
 # ---------------------------------------------------------------------------------------------
 
 
-def block_rows(n_cols: int, max_elems: int = CHUNK_ELEMS) -> int:
-    """Rows per block so that a (rows, n_cols) block has at most ``max_elems`` elements."""
-    return max(1, max_elems // max(1, n_cols))
+def block_rows(n_cols: int, max_elems: int | None = None) -> int:
+    """Rows per block so that a (rows, n_cols) block has at most ``max_elems`` elements
+    (default ``CHUNK_ELEMS``, read at call time)."""
+    return max(1, (CHUNK_ELEMS if max_elems is None else max_elems) // max(1, n_cols))
 
 
 def sq_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -248,7 +266,9 @@ class Kernel:
     recomputes the needed blocks from ``x``, so memory stays at one block.
     """
 
-    def __init__(self, x: torch.Tensor, sim: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, max_cache_elems: int = MAX_CACHE_ELEMS) -> None:
+    def __init__(self, x: torch.Tensor, sim: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, max_cache_elems: int | None = None) -> None:
+        if max_cache_elems is None:
+            max_cache_elems = MAX_CACHE_ELEMS
         self.x = x
         self.sim = sim
         self.n = int(x.shape[0])
@@ -383,11 +403,10 @@ def greedy_maximize(fn: Any, budget: int, *, lazy: bool = True, batch: int = 64)
             j = int(torch.argmax(upper))
             if bool(fresh[j]):
                 break
-            k = min(batch, n - len(order))
-            cand = torch.topk(upper, k).indices
-            cand = cand[~fresh[cand] & (upper[cand] > ninf)]
-            if cand.numel() == 0:
-                cand = torch.tensor([j], device=dev)
+            stale = upper.masked_fill(fresh, ninf)
+            k = min(batch, n - len(order) - int(fresh.sum()))
+            cand = torch.topk(stale, max(k, 1)).indices
+            cand = cand[stale[cand] > ninf]
             upper[cand] = fn.gains(cand).to(torch.float64)
             fresh[cand] = True
         upper[j] = ninf

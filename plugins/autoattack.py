@@ -13,6 +13,7 @@ Adaptations, all no-ops for 10-class image data in [0, 1]:
 * fewer than 10 classes: the target-class counts become ``classes - 1``; with fewer than 4
   classes APGD-T (whose targeted DLR loss needs 4 logits) is left out;
 * inputs that are not (N, C, H, W) are viewed as (N, 1, 1, D) for Square and reshaped back;
+  Square's l2 version needs images of at least 5 x 5 pixels and is left out for smaller inputs;
 * a box other than [0, 1] is mapped affinely onto [0, 1] (eps scaled alike), since pyautoattack
   clips to [0, 1].
 
@@ -77,8 +78,11 @@ class AutoAttackMethod(AttackMethod):
         z = (x - lower) / scale if (lower, scale) != (0.0, 1.0) else x
         if z.dim() != 4:
             z = z.reshape(z.shape[0], 1, 1, -1)
-        devices = [x.device] if x.device.type == "cuda" else []
-        with eval_mode(model), torch.random.fork_rng(devices=devices):
+        if x.device.type == "cpu":
+            rng = torch.random.fork_rng(devices=[])
+        else:
+            rng = torch.random.fork_rng(devices=[x.device.index or 0], device_type=x.device.type)
+        with eval_mode(model), rng:
             net = _Adapter(model, tuple(x.shape[1:]), lower, upper)
             with torch.no_grad():
                 n_cls = int(net(z[:1]).shape[1])
@@ -88,8 +92,12 @@ class AutoAttackMethod(AttackMethod):
             targets = min(9, n_cls - 1)
             aa.apgd_targeted.n_target_classes = targets
             aa.fab.n_target_classes = targets
+            dropped = set()
             if n_cls < 4:
-                aa.attacks_to_run = [a for a in aa.attacks_to_run if a not in {"apgd-t", "apgd-dlr"}]
+                dropped |= {"apgd-t", "apgd-dlr"}
+            if norm == "l2" and min(z.shape[2], z.shape[3]) < 5:
+                dropped.add("square")
+            aa.attacks_to_run = [a for a in aa.attacks_to_run if a not in dropped]
             z_adv, _ = aa.run_standard_evaluation(z, y, batch_size=int(z.shape[0]))
         x_adv = lower + scale * z_adv if (lower, scale) != (0.0, 1.0) else z_adv
         return project(x_adv.reshape(x.shape).to(x.dtype), x, threat)

@@ -64,10 +64,9 @@ class Craig(SelectionMethod):
     def select(self, view: SelectionView) -> Selection:
         greedy = check_choice(self.name, "greedy", self.params["greedy"], ("lazy", "naive"))
         mode = check_choice(self.name, "weights", self.params["weights"], ("count", "deepcore"))
-        grads = final_grads(view)
 
         def one(members: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
-            g = grads[members]
+            g = final_grads(view, members)
             shift = pairwise_max(g, euclidean) + 1e-3
             kernel = Kernel(g, lambda a, b: shift - euclidean(a, b))
             order = greedy_maximize(FacilityLocation(kernel), budget, lazy=greedy == "lazy")

@@ -54,7 +54,7 @@ from scipy.optimize import nnls
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
 
-from ._greedy import check_choice, final_grads, select_groups
+from ._greedy import check_choice, final_arrays, final_grads, mean_last_layer_grad, select_groups
 
 
 def omp_nonneg(g: torch.Tensor, b: torch.Tensor, budget: int, *, lam: float = 1.0, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, float]:
@@ -118,19 +118,17 @@ class GradMatch(SelectionMethod):
         if lam < 0:
             raise ValueError(f"{self.name}: lam must be >= 0, got {lam}")
         balanced = bool(self.params["class_balanced"])
-        grads = final_grads(view)
-        val_grads = final_grads(view, validation=True) if target == "val" and len(view.val_labels) else None
         val_labels = view.val_labels
         labels = view.labels
         residuals: list[float] = []
 
         def one(members: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
-            g = grads[members]
+            g = final_grads(view, members)
             b = g.mean(0)
-            if val_grads is not None:
-                vmask = np.ones(len(val_labels), dtype=bool) if not balanced else val_labels == labels[members[0]]
-                if vmask.any():
-                    b = val_grads[torch.as_tensor(np.flatnonzero(vmask), device=val_grads.device)].mean(0)
+            if target == "val":
+                vrows = np.flatnonzero(val_labels == labels[members[0]]) if balanced else np.arange(len(val_labels))
+                if len(vrows):
+                    b = mean_last_layer_grad(*final_arrays(view, vrows, validation=True))
             pos, w, rel = omp_nonneg(g, b, budget, lam=lam, tol=tol)
             residuals.append(rel)
             keep = w > 0

@@ -61,11 +61,10 @@ class _Submodular(SelectionMethod):
 
     def select(self, view: SelectionView) -> Selection:
         greedy = check_choice(self.name, "greedy", self.params["greedy"], ("lazy", "naive"))
-        grads = final_grads(view)
         values: list[float] = []
 
         def one(members: np.ndarray, budget: int) -> tuple[np.ndarray, None]:
-            kernel = Kernel(grads[members], cosine01)
+            kernel = Kernel(final_grads(view, members), cosine01)
             fn = self.function(kernel, budget)
             order = greedy_maximize(fn, budget, lazy=greedy == "lazy")
             values.append(fn.value())

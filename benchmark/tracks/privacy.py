@@ -1,0 +1,568 @@
+"""The ``privacy`` and ``memorization`` tracks: membership inference and memorization proxies.
+
+Both tracks read one *model bank* per (dataset, architecture, recipe, repeat), trained once and
+cached on disk under ``<cache>/privacy/<key>/`` (the key hashes everything the models depend on),
+so every contestant cell reuses it. Its training time is recorded in every cell that uses it,
+with ``info.models_shared`` saying whether this cell trained it or read it.
+
+**Masks** (as ``train/generate_save_subsamples.ipynb`` of Curvature Clues). The query set is
+the dataset's training split (or a fixed per-class subsample of it, ``max_train_per_class``).
+One numpy generator, seeded from (dataset, universe, repeat) but not from the profile or the
+method, draws Bernoulli(0.5) rows over the queries. The first S/2 rows and their complements
+are the S shadow models' training sets, so every query is "in" for exactly S/2 shadows and "out"
+for the others. The next T rows (fresh Bernoulli draws, independent of the shadows) are the T
+target models, as the reference uses shadows 0-63 and separate targets 64-66. Separate targets,
+not leave-one-out: with complementary or exactly balanced masks, leaving one model out would
+reveal the membership of each query through the in/out counts of the remaining shadows. A
+query is a member of a target when its mask holds it (about half the queries).
+
+**privacy** (contestants: ``privacy`` plugins with role ``attack``). For each target the plugin
+receives a ``PrivacyView``: the queries (x in [0, 1], labels), the target and the shadows as black
+boxes (batch -> logits, no gradients; forwards are counted), ``shadow_in`` (S, N), the input
+views (identity, and horizontal flip where the dataset allows it) and the models' normalization
+std. It returns one finite score per query (higher = member). The harness computes AUC,
+balanced accuracy at the equal-error point, TPR at 1 % and 0.1 % FPR (interpolated, as the
+reference) and the realized FPR of the nearest real threshold, per target, then mean and std
+over targets. Primary metric: AUC.
+
+**memorization** (contestants: role ``proxy``). The Feldman-Zhang estimate is computed from the
+same shadows: mem_i = mean over shadows holding i of correct - mean over the others. For each
+target the proxy scores the target's members (white-box final model and training checkpoints,
+no shadows, so the estimate is out of its reach); the harness reports the Spearman (primary),
+Pearson and cosine agreement of the score with the estimate, mean and std over targets.
+
+**DP.** ``privacy/quick-dp@1`` trains the targets with the ``dp-sgd`` training plugin at each
+epsilon of its grid and attacks them with the non-private shadows of ``quick`` (the reference's
+"effect of privacy" set-up: DP targets, non-private shadows).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .. import data as D
+from .. import models as M
+from .. import privacy_metrics as PM
+from .. import training as T
+from ..kinds import Method, PrivacyMethod, PrivacyView
+from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+
+# ---- profiles -------------------------------------------------------------------------------------
+
+TINY = {
+    "max_train_per_class": 30,
+    "n_shadows": 4,
+    "n_targets": 2,
+    "recipe": {"epochs": 10, "batch_size": 32, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+    "checkpoints": [5, 10],
+}
+QUICK = {
+    "n_shadows": 32,
+    "n_targets": 3,
+    "recipe": {"epochs": 30, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+    "checkpoints": [10, 20, 30],
+}
+#: spec 1.7: RMSprop lr 1e-3, 20 epochs, batch 128, x0.1 at 60 % and 80 %, no augmentation
+DP_RECIPE = {"epochs": 20, "batch_size": 128, "lr": 1e-3, "milestones": [0.6, 0.8], "gamma": 0.1, "delta": 1e-5, "max_grad_norm": 1.0, "augment": False}
+
+
+def _cifar(bs: int) -> dict[str, Any]:
+    # train/train_cifar10.py: ResNet-18, 300 epochs, SGD 0.1, momentum 0.9, wd 1e-4, x0.1 at 60/80 %
+    return {
+        "n_shadows": 64,
+        "n_targets": 3,
+        "recipe": {"epochs": 300, "batch_size": bs, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "schedule": "multistep", "milestones": [0.6, 0.8], "gamma": 0.1},
+        "checkpoints": [60, 120, 180, 240, 300],
+    }
+
+
+def _privacy_profiles(track: str) -> list[Profile]:
+    out = [
+        Profile(track, "tiny", 1, {"dataset": ["digits"], "arch": ["mlp"], "training": ["standard"]}, settings=TINY,
+                description="Seconds, for tests: 300 digits, MLP, 4 shadows, 2 targets."),
+        Profile(track, "quick", 1, {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["standard"]}, settings=QUICK,
+                description="Digits on the CPU: cnn-small, 32 shadows (16 masks + complements), 3 targets; the bank trains once in a few minutes."),
+    ]
+    if track == "privacy":
+        out.append(
+            Profile(track, "quick-dp", 1, {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0]},
+                    settings={**QUICK, "target_recipe": DP_RECIPE},
+                    description="DP-SGD targets (epsilon grid, delta 1e-5, C 1) attacked with the non-private shadows of quick: attack AUC against epsilon.")
+        )
+    for ds, bs in (("cifar10", 256), ("cifar100", 512)):
+        out.append(
+            Profile(track, ds, 1, {"dataset": [ds], "arch": ["resnet18"], "training": ["standard"]}, settings=_cifar(bs), device="cuda",
+                    description=f"{ds.upper()} on a GPU as the reference: ResNet-18, 300 epochs, 64 shadows (32 masks + complements), 3 targets.")
+        )
+    return out
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _seed(obj: Any) -> int:
+    return int(hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+class BlackBox:
+    """Logits-only access to a model: ``box(x) -> logits`` (eval mode, no gradients, batched).
+
+    ``forwards`` counts the samples sent through the model (the attack's query cost).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch_size: int = 2048) -> None:
+        self.__model = model
+        self._batch = batch_size
+        self.forwards = 0
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.__model.eval()
+        self.forwards += len(x)
+        out = [self.__model(x[i : i + self._batch]).float() for i in range(0, len(x), self._batch)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
+def validate_scores(out: Any, n: int, method: Method) -> np.ndarray:
+    """One finite float per query, else ``CellFailure`` naming the plugin."""
+    try:
+        a = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CellFailure(f"invalid output of plugin {method.name!r}: scores are not numeric ({exc})") from None
+    if a.ndim != 1 or a.shape[0] != n:
+        raise CellFailure(f"invalid output of plugin {method.name!r}: returned scores of shape {a.shape}; expected one score per query, shape ({n},)")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise CellFailure(f"invalid output of plugin {method.name!r}: {int(bad.sum())} of {n} scores are not finite (NaN or inf)")
+    return a
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---- the model bank --------------------------------------------------------------------------------
+
+
+@dataclass
+class Universe:
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    ds: D.DatasetTensors
+    index: np.ndarray  # positions in the dataset's training split
+
+
+@dataclass
+class BankSpec:
+    """Everything a set of models depends on; its hash is the cache key."""
+
+    dataset: str
+    universe: Mapping[str, Any]
+    arch: str
+    training: str
+    recipe: Mapping[str, Any]
+    role: str  # shadows | targets
+    n_models: int
+    mask_seed: int
+    checkpoints: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(canonical_json(self.__dict__).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Bank:
+    spec: BankSpec
+    masks: np.ndarray  # (K, N) bool
+    states: list[dict[str, torch.Tensor]]
+    checkpoints: list[list[dict[str, torch.Tensor]]]  # per model, per checkpoint epoch
+    meta: dict[str, Any]
+    shared: bool
+    correct: np.ndarray  # (K, N) bool: eval-mode prediction on each query is right
+    factory: Callable[[int], torch.nn.Module] = field(repr=False, default=lambda k: torch.nn.Identity())
+
+    def model(self, k: int, state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        m = self.factory(k)
+        m.load_state_dict(state if state is not None else self.states[k])
+        return m.eval()
+
+
+def masks_for(n_queries: int, n_shadows: int, n_targets: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shadow masks (S, N), target masks (T, N)): S/2 Bernoulli(0.5) rows plus their complements,
+    then T independent Bernoulli rows, from one generator."""
+    if n_shadows % 2:
+        raise ValueError(f"n_shadows must be even (masks plus complements), got {n_shadows}")
+    rng = np.random.default_rng(seed)
+    rows = rng.random((n_shadows // 2 + n_targets, n_queries)) < 0.5
+    base = rows[: n_shadows // 2]
+    return np.concatenate([base, ~base]), rows[n_shadows // 2 :]
+
+
+class PrivacyBase(Track):
+    """Shared machinery of the privacy and memorization tracks."""
+
+    contestant_kind = "privacy"
+    fixtures = ("training",)
+    role = "attack"
+
+    def __init__(self) -> None:
+        self._universes: dict[str, Universe] = {}
+        self._banks: dict[str, Bank] = {}
+
+    def profiles(self) -> list[Profile]:
+        return _privacy_profiles(self.name)
+
+    # -- data --------------------------------------------------------------------------------------
+    def universe(self, profile: Profile, dataset: str, ctx: CellContext) -> Universe:
+        st = profile.settings
+        key = canonical_json([dataset, st.get("max_train_per_class"), str(ctx.data_dir), ctx.device])
+        if key not in self._universes:
+            ds = D.resolve(dataset, ctx.data_dir, ctx.cache_dir)
+            y = ds.y_train.numpy()
+            idx = np.arange(len(y))
+            if st.get("max_train_per_class"):
+                idx = D.per_class_subsample(y, int(st["max_train_per_class"]), seed=_seed(["privacy-universe", dataset]))
+            dev = torch.device(ctx.device)
+            assert ds.x_test is not None and ds.y_test is not None
+            ti = torch.from_numpy(idx)
+            self._universes[key] = Universe(ds.x_train[ti].to(dev), ds.y_train[ti].to(dev), ds.x_test.to(dev), ds.y_test.to(dev), ds, idx)
+        return self._universes[key]
+
+    def _universe_spec(self, profile: Profile, dataset: str, u: Universe) -> dict[str, Any]:
+        return {"dataset": dataset, "max_train_per_class": profile.settings.get("max_train_per_class"), "n": int(len(u.y)), "index_sha": hashlib.sha256(u.index.astype(np.int64).tobytes()).hexdigest()[:16]}
+
+    def _mask_seed(self, profile: Profile, dataset: str, u: Universe, repeat: int) -> int:
+        return _seed(["privacy-masks", self._universe_spec(profile, dataset, u), repeat])
+
+    # -- banks -------------------------------------------------------------------------------------
+    def banks(self, cell: Cell, ctx: CellContext) -> tuple[Universe, Bank, Bank]:
+        profile = self.profile(cell.profile)
+        st = profile.settings
+        ax = cell.axes
+        dataset, arch = str(ax["dataset"]), str(ax["arch"])
+        u = self.universe(profile, dataset, ctx)
+        uspec = self._universe_spec(profile, dataset, u)
+        mseed = self._mask_seed(profile, dataset, u, cell.repeat)
+        shadow_masks, target_masks = masks_for(len(u.y), int(st["n_shadows"]), int(st["n_targets"]), mseed)
+        recipe = dict(st["recipe"])
+        ck = tuple(int(e) for e in st.get("checkpoints", ()))
+        shadows = self._bank(BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), mseed), shadow_masks, u, ctx)
+        training = str(ax.get("training", "standard"))
+        t_recipe = dict(st.get("target_recipe", recipe)) if training != "standard" else recipe
+        if "epsilon" in ax:
+            t_recipe["epsilon"] = float(ax["epsilon"])
+        from .. import registry as plugins
+
+        trainer = plugins.method(training)
+        t_ck = () if getattr(trainer, "own_loop", False) else ck
+        targets = self._bank(BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), mseed, t_ck), target_masks, u, ctx)
+        return u, shadows, targets
+
+    def _bank(self, spec: BankSpec, masks: np.ndarray, u: Universe, ctx: CellContext) -> Bank:
+        from .. import registry as plugins
+
+        mem_key = f"{spec.key}|{ctx.device}"
+        trainer = plugins.method(spec.training)
+        ds = u.ds
+
+        def factory(k: int) -> torch.nn.Module:
+            m = M.build(spec.arch, ds.shape, ds.num_classes, ds.mean, ds.std, _seed([spec.key, "init", k]))
+            if getattr(trainer, "own_loop", False):
+                m = trainer.prepare_model(m)
+            return m.to(ctx.device)
+
+        if mem_key in self._banks:
+            b = self._banks[mem_key]
+            return Bank(b.spec, b.masks, b.states, b.checkpoints, b.meta, True, b.correct, factory)
+        path = Path(ctx.cache_dir) / "privacy" / spec.key
+        with _file_lock(Path(ctx.cache_dir) / "privacy" / f"{spec.key}.lock"):
+            bank = self._load(path, spec, factory, ctx)
+            if bank is None:
+                bank = self._train(path, spec, masks, u, factory, trainer, ctx)
+        if not np.array_equal(bank.masks, masks):
+            raise RuntimeError(f"model bank {spec.key}: cached masks differ from the profile's; delete {path}")
+        self._banks[mem_key] = bank
+        return bank
+
+    def _load(self, path: Path, spec: BankSpec, factory: Callable[[int], torch.nn.Module], ctx: CellContext) -> Bank | None:
+        if not (path / "meta.json").exists():
+            return None
+        meta = json.loads((path / "meta.json").read_text())
+        blob = torch.load(path / "models.pt", map_location=ctx.device, weights_only=True)
+        with np.load(path / "arrays.npz") as z:
+            masks, correct = z["masks"], z["correct"]
+        return Bank(spec, masks, blob["states"], blob["checkpoints"], meta, True, correct, factory)
+
+    def _train(self, path: Path, spec: BankSpec, masks: np.ndarray, u: Universe, factory: Callable[[int], torch.nn.Module], trainer: Any, ctx: CellContext) -> Bank:
+        ds = u.ds
+        states, ckpts, per_model = [], [], []
+        t0 = time.perf_counter()
+        for k, mask in enumerate(masks):
+            ctx.progress(f"train {spec.role}", k / len(masks))
+            idx = torch.from_numpy(np.flatnonzero(mask)).to(u.x.device)
+            model = factory(k)
+            seed = _seed([spec.key, "train", k])
+            saved: list[dict[str, torch.Tensor]] = []
+            t1 = time.perf_counter()
+            if getattr(trainer, "own_loop", False):
+                info = trainer.fit(model, u.x[idx], u.y[idx], recipe=spec.recipe, num_classes=ds.num_classes, seed=seed)
+            else:
+                want = set(spec.checkpoints)
+
+                def on_epoch_end(epoch: int, m: torch.nn.Module) -> None:
+                    if epoch in want:
+                        saved.append({n: v.detach().clone() for n, v in m.state_dict().items()})
+
+                pad = ds.crop_pad if spec.recipe.get("augment", True) else 0
+                info = T.train(model, u.x[idx], u.y[idx], method=trainer, recipe=spec.recipe, num_classes=ds.num_classes, seed=seed,
+                               pad=pad, hflip=ds.hflip and spec.recipe.get("augment", True), on_epoch_end=on_epoch_end)
+            secs = time.perf_counter() - t1
+            model.eval()
+            pred_u = T.predict(model, u.x).argmax(1)
+            correct = (pred_u == u.y).cpu().numpy()
+            test_acc = float((T.predict(model, u.x_test).argmax(1) == u.y_test).float().mean())
+            states.append({n: v.detach().clone() for n, v in model.state_dict().items()})
+            ckpts.append(saved)
+            per_model.append({
+                "train_s": secs,
+                "train_acc": float(correct[mask].mean()) if mask.any() else float("nan"),
+                "heldout_acc": float(correct[~mask].mean()) if (~mask).any() else float("nan"),
+                "test_acc": test_acc,
+                **{k2: float(v) for k2, v in info.items() if isinstance(v, (int, float)) and k2 != "train_s"},
+            })
+            if k == 0:
+                correct_all = np.zeros((len(masks), len(mask)), dtype=bool)
+            correct_all[k] = correct
+        meta = {"train_s": time.perf_counter() - t0, "models": per_model, "spec": spec.__dict__, "device": ctx.device}
+        self._save(path, masks, correct_all, states, ckpts, meta)
+        return Bank(spec, masks, states, ckpts, meta, False, correct_all, factory)
+
+    @staticmethod
+    def _save(path: Path, masks: np.ndarray, correct: np.ndarray, states: list[Any], ckpts: list[Any], meta: Mapping[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        cpu = lambda s: {n: v.cpu() for n, v in s.items()}  # noqa: E731
+        torch.save({"states": [cpu(s) for s in states], "checkpoints": [[cpu(s) for s in c] for c in ckpts]}, tmp / "models.pt")
+        np.savez(tmp / "arrays.npz", masks=masks, correct=correct)
+        (tmp / "meta.json").write_text(json.dumps(meta, default=str, sort_keys=True))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+
+    # -- common checks -----------------------------------------------------------------------------
+    def _check_method(self, method: Method) -> PrivacyMethod:
+        if not isinstance(method, PrivacyMethod):
+            raise CellFailure(f"plugin {method.name!r} is a {method.kind} method; the {self.name} track ranks privacy methods")
+        if getattr(method, "role", "attack") != self.role:
+            other = "memorization" if self.role == "attack" else "privacy"
+            raise CellFailure(f"plugin {method.name!r} has role {method.role!r}; the {self.name} track ranks role {self.role!r} (run it on the {other} track)")
+        return method
+
+    @staticmethod
+    def _views(ds: D.DatasetTensors) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return [_identity, _hflip] if ds.hflip else [_identity]
+
+    @staticmethod
+    def _summ(per_target: list[dict[str, float]], names: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for n in names:
+            v = np.array([d[n] for d in per_target], dtype=np.float64)
+            out[n] = float(v.mean())
+            out[f"{n}_std"] = float(v.std())
+        return out
+
+    @staticmethod
+    def _bank_info(shadows: Bank, targets: Bank) -> dict[str, Any]:
+        sm, tm = shadows.meta["models"], targets.meta["models"]
+        info: dict[str, Any] = {
+            "shadow_bank": shadows.spec.key,
+            "target_bank": targets.spec.key,
+            "models_shared": {"shadows": shadows.shared, "targets": targets.shared},
+            "n_shadows": len(sm),
+            "n_targets": len(tm),
+            "target_models": tm,
+        }
+        return info
+
+    @staticmethod
+    def _model_metrics(shadows: Bank, targets: Bank) -> dict[str, float]:
+        sm, tm = shadows.meta["models"], targets.meta["models"]
+        out = {
+            "target_test_acc": float(np.mean([m["test_acc"] for m in tm])),
+            "target_train_acc": float(np.mean([m["train_acc"] for m in tm])),
+            "shadow_test_acc": float(np.mean([m["test_acc"] for m in sm])),
+        }
+        if all("epsilon" in m for m in tm):
+            out["target_epsilon"] = float(np.mean([m["epsilon"] for m in tm]))
+        return out
+
+
+class PrivacyTrack(PrivacyBase):
+    name = "privacy"
+    summary = "Membership inference against target models trained on random halves, with shadow models: AUC, TPR at 1 % and 0.1 % FPR."
+    role = "attack"
+    primary_metric = "auc"
+    secondary_metrics = ("tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "balanced_acc")
+    metric_directions = {
+        "auc": "max", "tpr_at_1pct_fpr": "max", "tpr_at_0.1pct_fpr": "max", "balanced_acc": "max",
+        "target_test_acc": "max",
+    }
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        method = self._check_method(method)
+        torch.manual_seed(cell.seed)
+        u, shadows, targets = self.banks(cell, ctx)
+        ds = u.ds
+        shadow_boxes = [BlackBox(shadows.model(k)) for k in range(len(shadows.states))]
+        per_target: list[dict[str, float]] = []
+        all_scores, members, forwards = [], [], []
+        attack_s = evaluation_s = 0.0
+        for t in range(len(targets.states)):
+            box = BlackBox(targets.model(t))
+            for b in shadow_boxes:
+                b.forwards = 0
+            view = PrivacyView(
+                x=u.x, y=u.y, num_classes=ds.num_classes, target=box, shadows=list(shadow_boxes),
+                shadow_in=shadows.masks.copy(), views=self._views(ds), seed=int(cell.seed + t),
+                generator=torch.Generator().manual_seed(int(cell.seed + t)), input_std=tuple(ds.std),
+            )
+            ctx.progress("attack", t / len(targets.states))
+            t0 = time.perf_counter()
+            with D.contestant_guard(method.name):
+                raw = method.score(view)
+            attack_s += time.perf_counter() - t0
+            scores = validate_scores(raw, len(u.y), method)
+            t1 = time.perf_counter()
+            per_target.append(PM.membership_metrics(targets.masks[t], scores))
+            evaluation_s += time.perf_counter() - t1
+            all_scores.append(scores)
+            members.append(targets.masks[t])
+            forwards.append({"target": box.forwards, "shadows": int(sum(b.forwards for b in shadow_boxes))})
+        names = list(per_target[0])
+        metrics = self._summ(per_target, names)
+        metrics.update(self._model_metrics(shadows, targets))
+        metrics["n_queries"] = float(len(u.y))
+        metrics["member_fraction"] = float(np.mean([m.mean() for m in members]))
+        train_s = float(shadows.meta["train_s"]) + float(targets.meta["train_s"])
+        timings = {"training_s": train_s, "attack_s": attack_s, "evaluation_s": evaluation_s, "total_s": train_s + attack_s + evaluation_s}
+        info = {
+            **self._bank_info(shadows, targets),
+            "per_target": per_target,
+            "forwards": forwards,
+            "views": ["identity", "hflip"][: len(self._views(ds))],
+            "primary_metric": self.primary_metric,
+            "target_selection": "separate targets (independent Bernoulli masks), shadows = masks + complements",
+        }
+        artifacts = [
+            ArtifactOut("scores", "scores.npy", _npy_bytes(np.stack(all_scores))),
+            ArtifactOut("members", "members.npy", _npy_bytes(np.stack(members))),
+        ]
+        return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+
+class MemorizationTrack(PrivacyBase):
+    name = "memorization"
+    summary = "Memorization proxies ranked by their Spearman correlation with the Feldman-Zhang estimate from the shadow models."
+    role = "proxy"
+    primary_metric = "spearman"
+    secondary_metrics = ("pearson", "cosine")
+    metric_directions = {"spearman": "max", "pearson": "max", "cosine": "max"}
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        method = self._check_method(method)
+        torch.manual_seed(cell.seed)
+        u, shadows, targets = self.banks(cell, ctx)
+        ds = u.ds
+        mem = PM.fz_memorization(shadows.correct, shadows.masks)
+        per_target: list[dict[str, float]] = []
+        all_scores = []
+        attack_s = evaluation_s = 0.0
+        for t in range(len(targets.states)):
+            keep = np.flatnonzero(targets.masks[t])
+            ki = torch.from_numpy(keep).to(u.x.device)
+            final = targets.model(t)
+            ckpts = [targets.model(t, s) for s in targets.checkpoints[t]] if targets.checkpoints[t] else [final]
+            view = PrivacyView(
+                x=u.x[ki], y=u.y[ki], num_classes=ds.num_classes, target=BlackBox(final), shadows=[],
+                shadow_in=np.zeros((0, len(keep)), dtype=bool), views=self._views(ds), seed=int(cell.seed + t),
+                generator=torch.Generator().manual_seed(int(cell.seed + t)), target_model=final,
+                target_checkpoints=ckpts, input_std=tuple(ds.std),
+            )
+            ctx.progress("score", t / len(targets.states))
+            t0 = time.perf_counter()
+            with D.contestant_guard(method.name):
+                raw = method.score(view)
+            attack_s += time.perf_counter() - t0
+            scores = validate_scores(raw, len(keep), method)
+            t1 = time.perf_counter()
+            m = mem[keep]
+            ok = np.isfinite(m)
+            per_target.append({
+                "spearman": PM.spearman(scores[ok], m[ok]),
+                "pearson": PM.pearson(scores[ok], m[ok]),
+                "cosine": PM.cosine(scores[ok], m[ok]),
+            })
+            evaluation_s += time.perf_counter() - t1
+            full = np.full(len(u.y), np.nan)
+            full[keep] = scores
+            all_scores.append(full)
+        metrics = self._summ(per_target, ["spearman", "pearson", "cosine"])
+        metrics.update(self._model_metrics(shadows, targets))
+        metrics["mem_mean"] = float(np.nanmean(mem))
+        metrics["mem_high_fraction"] = float(np.nanmean(mem > 0.5))
+        train_s = float(shadows.meta["train_s"]) + float(targets.meta["train_s"])
+        timings = {"training_s": train_s, "proxy_s": attack_s, "evaluation_s": evaluation_s, "total_s": train_s + attack_s + evaluation_s}
+        info = {
+            **self._bank_info(shadows, targets),
+            "per_target": per_target,
+            "n_checkpoints": len(targets.checkpoints[0]) or 1,
+            "checkpoint_epochs": list(targets.spec.checkpoints),
+            "primary_metric": self.primary_metric,
+            "estimate": "Feldman-Zhang subsampled estimate from the shadows (0/1 correctness); queries = each target's members",
+        }
+        artifacts = [
+            ArtifactOut("scores", "scores.npy", _npy_bytes(np.stack(all_scores))),
+            ArtifactOut("memorization", "fz_memorization.npy", _npy_bytes(mem)),
+        ]
+        return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)

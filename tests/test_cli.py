@@ -1,0 +1,262 @@
+"""The command line, in-process through typer's CliRunner."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from coreset_bench import __version__, cli, hookimpl
+from coreset_bench.kinds import SelectionMethod
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    """Rich tables wide enough that names are not cut, and a one-core machine (fast tiny runs)."""
+    monkeypatch.setattr(cli.console, "width", 250)
+    monkeypatch.setattr(cli.err, "width", 250)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, list(args), catch_exceptions=False)
+
+
+def one_line_error(res, code: int = 2) -> str:
+    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+class Kaboom(SelectionMethod):
+    name = "kaboom"
+    summary = "always raises"
+
+    def select(self, view):
+        raise RuntimeError("kaboom inside select")
+
+
+class _KaboomPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(Kaboom())
+
+
+@pytest.fixture
+def with_broken(monkeypatch, fresh_plugins):
+    """The core plugins plus an entry point whose module does not exist."""
+    real = md.entry_points
+    broken = md.EntryPoint(name="broken", value="cbt_no_such_plugin_module", group="coreset_bench")
+    monkeypatch.setattr(fresh_plugins.md, "entry_points", lambda *, group: [*real(group=group), broken])
+    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", "core,random,full,standard,broken")
+    fresh_plugins.reset()
+    return fresh_plugins
+
+
+def test_version():
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.stdout.strip() == f"coreset-bench {__version__}"
+
+
+def test_plugins_table_and_json(fresh_plugins, wide):
+    res = invoke("plugins")
+    assert res.exit_code == 0
+    for word in ("random", "full", "standard", "digits", "mlp", "coreset", "selection", "training", "track"):
+        assert word in res.stdout
+    res = invoke("plugins", "--json")
+    assert res.exit_code == 0
+    rows = json.loads(res.stdout)
+    by = {r["name"]: r for r in rows}
+    for r in rows:
+        assert {"name", "kind", "version", "package", "tracks", "error"} <= set(r)
+    assert (by["random"]["kind"], by["random"]["version"], by["random"]["package"]) == ("selection", "1", "coreset-bench")
+    assert by["random"]["tracks"] == ["coreset"] and by["random"]["error"] is None
+    assert by["standard"]["kind"] == "training" and by["standard"]["tracks"] == []
+    assert by["coreset"]["kind"] == "track" and by["digits"]["kind"] == "dataset" and by["mlp"]["kind"] == "architecture"
+    assert "easycore" not in by  # the allow-list holds
+
+
+def test_plugins_lists_a_load_error_and_doctor_fails(with_broken, wide, tmp_path):
+    rows = json.loads(invoke("plugins", "--json").stdout)
+    (bad,) = [r for r in rows if r["error"]]
+    assert bad["name"] == "broken" and bad["error"].startswith("ModuleNotFoundError") and "cbt_no_such_plugin_module" in bad["error"]
+    assert any(r["name"] == "random" and r["error"] is None for r in rows)
+    table = invoke("plugins")
+    assert "ModuleNotFoundError" in table.stdout
+    doc = invoke("doctor", "--db", str(tmp_path / "none.db"))
+    assert doc.exit_code == 1
+    assert "1 load error(s)" in doc.stdout and "broken" in doc.stdout
+
+
+def test_strict_mode_makes_main_exit_2(with_broken, monkeypatch, capsys):
+    monkeypatch.setenv("CORESET_BENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(SystemExit) as ei:
+        cli.main()
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "plugin 'broken'" in err and "failed to load" in err
+
+
+def test_tracks(fresh_plugins, wide):
+    res = invoke("tracks")
+    assert res.exit_code == 0 and "coreset" in res.stdout and "coreset/tiny@1" in res.stdout
+    t = {x["name"]: x for x in json.loads(invoke("tracks", "--json").stdout)}["coreset"]
+    assert t["contestants"] == "selection" and "coreset/tiny@1" in t["profiles"]
+    assert t["primary_metric"] == "autoattack_acc" and set(t["fixtures"]) == {"training", "attack"}
+
+
+def test_profiles(fresh_plugins, wide):
+    res = invoke("profiles")
+    assert res.exit_code == 0 and "coreset/tiny@1" in res.stdout and "coreset/quick@1" in res.stdout
+    res = invoke("profiles", "coreset", "--json")
+    items = {p["id"]: p for p in json.loads(res.stdout)}
+    tiny = items["coreset/tiny@1"]
+    assert tiny["axes"]["budget"] == [0.2, 0.5] and tiny["cells_per_method"] == 2 and tiny["seeds"] == [0]
+    assert tiny["settings"]["train"]["steps"] == 40
+    line = one_line_error(invoke("profiles", "coresett"))
+    assert "unknown track 'coresett'" in line and "did you mean coreset" in line
+
+
+def test_run_dry_run_results_and_doctor(fresh_plugins, wide, tmp_path):
+    db = tmp_path / "res" / "r.db"
+    res = invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(db), "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    assert "coreset/tiny@1: 3 cell(s) to run, 0 already done" in out  # random x 2 budgets + the full reference
+    assert out.count("done   random") == 2 and out.count("done   full") == 1
+    assert "mean ± std" in out and f"results in sqlite:///{db}" in out
+    assert (tmp_path / "res" / "artifacts").is_dir()
+
+    dry = invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(db), "--dry-run")
+    assert dry.exit_code == 0
+    assert "0 cell(s) to run, 3 already done" in dry.stdout
+    assert dry.stdout.count(" done ") >= 3 and "todo" not in dry.stdout.split("\n", 1)[1]
+
+    rows = json.loads(invoke("results", "--json", "--db", str(db)).stdout)
+    assert len(rows) == 3
+    for r in rows:
+        assert {"key", "method", "track", "profile", "axes", "seed", "status", "metrics"} <= set(r)
+        assert r["track"] == "coreset" and r["profile"] == "coreset/tiny@1" and r["status"] == "done"
+        assert 0 <= r["metrics"]["clean_acc"] <= 1 and len(r["key"]) == 24
+    budgets = sorted((r["method"], r["axes"]["budget"]) for r in rows)
+    assert budgets == [("full", 1.0), ("random", 0.2), ("random", 0.5)]
+    seeds = {r["axes"]["budget"]: r["seed"] for r in rows}
+    assert len(set(seeds.values())) == 3
+    only = json.loads(invoke("results", "--json", "--db", str(db), "--plugin", "full").stdout)
+    assert [r["method"] for r in only] == ["full"] and only[0]["metrics"]["subset_size"] == 360
+
+    table = invoke("results", "--db", str(db))
+    assert table.exit_code == 0 and table.stdout.count("coreset/tiny@1") == 3 and "clean_acc=" in table.stdout
+
+    doc = invoke("doctor", "--db", str(db))
+    assert doc.exit_code == 0, doc.stdout
+    assert "integrity ok" in doc.stdout and "m001_initial, m002_indexes" in doc.stdout
+    assert "3 done, 0 failed, 0 running/interrupted" in doc.stdout
+    assert "0 load error(s)" in doc.stdout
+
+
+def test_default_database_location(fresh_plugins, wide, workdir):
+    doc = invoke("doctor")
+    assert doc.exit_code == 0 and "no results database at results/coreset-bench.db" in doc.stdout
+    res = invoke("run", "--plugin", "random", "--profile", "tiny", "--dry-run")
+    assert res.exit_code == 0 and "3 cell(s) to run" in res.stdout
+    assert (workdir / "results" / "coreset-bench.db").is_file()
+    assert json.loads(invoke("results", "--json").stdout) == []
+
+
+def test_run_with_a_failing_cell_exits_1_with_a_summary(fresh_plugins, wide, tmp_path):
+    fresh_plugins.register(_KaboomPlugin(), name="kaboom-plugin")
+    db = tmp_path / "r.db"
+    res = invoke("run", "--plugin", "kaboom", "--profile", "coreset/tiny@1", "--no-references", "--db", str(db), "--device", "cpu")
+    assert res.exit_code == 1
+    assert "2 cell(s) failed:" in res.stderr
+    assert res.stderr.count("plugin 'kaboom' failed: RuntimeError: kaboom inside select") == 2
+    assert res.stdout.count("failed kaboom") == 2
+    rows = json.loads(invoke("results", "--json", "--db", str(db), "--status", "failed").stdout)
+    assert len(rows) == 2 and all("kaboom inside select" in r["error"] for r in rows)
+
+
+def test_unknown_plugin_lists_close_names(fresh_plugins, tmp_path):
+    line = one_line_error(invoke("run", "--plugin", "randon", "--db", str(tmp_path / "r.db")))
+    assert line.startswith("Error: unknown method 'randon'; did you mean random?")
+    assert "known: full, random, standard" in line
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_unknown_profile(fresh_plugins, tmp_path):
+    line = one_line_error(invoke("run", "--plugin", "random", "--profile", "tinyy", "--db", str(tmp_path / "r.db")))
+    assert "unknown profile 'tinyy' of track 'coreset'; did you mean tiny" in line
+
+
+@pytest.mark.parametrize(
+    "param, message",
+    [
+        ("class_balanced", "--param 'class_balanced' is not KEY=VALUE"),
+        ("nope=1", "method 'random' has no parameter nope; known parameters: class_balanced"),
+        ("class_balanced=maybe", "parameter 'class_balanced': expected a boolean"),
+    ],
+)
+def test_bad_param(fresh_plugins, tmp_path, param, message):
+    line = one_line_error(invoke("run", "--plugin", "random", "--param", param, "--db", str(tmp_path / "r.db")))
+    assert message in line
+
+
+def test_param_is_part_of_the_cell_key(fresh_plugins, wide, tmp_path):
+    db = str(tmp_path / "r.db")
+    plain = invoke("run", "--plugin", "random", "--profile", "tiny", "--no-references", "--dry-run", "--db", db)
+    balanced = invoke("run", "--plugin", "random", "--profile", "tiny", "--no-references", "--dry-run", "--db", db, "--param", "class_balanced=true")
+    assert plain.exit_code == balanced.exit_code == 0
+    keys = lambda out: {w for w in out.split() if len(w) == 24 and all(c in "0123456789abcdef" for c in w)}  # noqa: E731
+    assert len(keys(plain.stdout)) == 2 and len(keys(balanced.stdout)) == 2
+    assert not keys(plain.stdout) & keys(balanced.stdout)
+
+
+def test_bad_seeds(fresh_plugins, tmp_path):
+    line = one_line_error(invoke("run", "--plugin", "random", "--seeds", "0,x", "--db", str(tmp_path / "r.db")))
+    assert "--seeds '0,x' is not a comma-separated list of integers" in line
+
+
+def test_corrupt_db_file(fresh_plugins, tmp_path):
+    db = tmp_path / "r.db"
+    content = np.random.default_rng(0).bytes(2048)
+    db.write_bytes(content)
+    line = one_line_error(invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(db)))
+    assert f"{db} is not an SQLite database" in line
+    line = one_line_error(invoke("results", "--db", str(db)))
+    assert "is not an SQLite database" in line
+    assert db.read_bytes() == content
+
+
+def test_results_without_a_database(fresh_plugins, tmp_path):
+    line = one_line_error(invoke("results", "--db", str(tmp_path / "absent.db")))
+    assert "no results database at" in line
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_plugin_commands_are_added_through_the_hook(fresh_plugins):
+    class _Cmd:
+        @hookimpl
+        def register_commands(self, app):
+            @app.command("hello")
+            def hello(name: str = "world") -> None:
+                print(f"hello {name}")
+
+    fresh_plugins.register(_Cmd(), name="cmd-plugin")
+    app = typer.Typer()
+
+    @app.command()
+    def other() -> None:  # a group needs two commands to dispatch by name
+        pass
+
+    fresh_plugins.add_commands(app)
+    res = runner.invoke(app, ["hello", "--name", "bench"])
+    assert res.exit_code == 0 and res.stdout.strip() == "hello bench"
