@@ -1,0 +1,10 @@
+"""The leaderboard: statistics, portable entries and the static site.
+
+* ``stats``: mean and 95 % t-interval over seeds, paired gain over the baseline, ties.
+* ``board``: the ranking model of one track profile (rows, columns, coverage, ties).
+* ``entries``: export of one JSON entry per (method, profile), and validation of entries.
+* ``render``: ``render_site(store_or_rows, out_dir, entries_dirs=...)``, the static HTML site.
+* ``cli``: ``register(app)`` adds the ``leaderboard`` and ``export`` commands to a typer app.
+
+Modules are imported on use (``render`` pulls in matplotlib), so importing this package is cheap.
+"""

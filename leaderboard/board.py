@@ -23,13 +23,14 @@ Design of a board (one per track + profile):
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from coreset_bench import plugins
+from coreset_bench import registry as plugins
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
@@ -50,6 +51,7 @@ class Variant:
     records: list[dict[str, Any]] = field(default_factory=list)
     done: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     expected: set[tuple[str, int]] = field(default_factory=set)
+    points: set[str] = field(default_factory=set)  # the axis points of ``expected``
     label: str = ""
     _values: dict[str, dict[tuple[str, int], float]] = field(default_factory=dict)
 
@@ -80,6 +82,9 @@ class Column:
     points: list[str]
     value: Any = None  # the column axis value (budget) or the setting dict
     title: str = ""
+    #: a point outside the profile's matrix that some method runs by design (``full`` at budget
+    #: 1.0); shown, never part of the matrix a row must cover to be ranked
+    extra: bool = False
 
 
 @dataclass
@@ -116,6 +121,8 @@ class Table:
     rows: list[Row]
     kind: str  # "overall" | "setting"
     setting: dict[str, Any] = field(default_factory=dict)
+    #: the points a row must cover to be ranked (the profile's matrix within this table)
+    rank_points: list[str] = field(default_factory=list)
 
     @property
     def ranked_rows(self) -> list[Row]:
@@ -163,7 +170,20 @@ def method_stand_in(track: Track, name: str, version: str, params: Mapping[str, 
 def expected_cells(track: Track, profile: Profile, method: str, version: str, params: Mapping[str, Any]) -> set[tuple[str, int]]:
     """(axis point, repeat) of every cell the profile asks of this method variant."""
     m = method_stand_in(track, method, version, params)
-    return {(point_key(c.axes), int(c.repeat)) for c in track.cells(profile, m)}
+    known: dict[Any, str] = {}
+    for ap in profile.axis_points():
+        try:
+            known[tuple(ap.items())] = point_key(ap)
+        except TypeError:  # unhashable axis values: computed per cell below
+            pass
+    out = set()
+    for c in track.cells(profile, m):
+        try:
+            pk = known.get(tuple(c.axes.items())) or point_key(c.axes)
+        except TypeError:
+            pk = point_key(c.axes)
+        out.add((pk, int(c.repeat)))
+    return out
 
 
 def _setting_label(setting: Mapping[str, Any]) -> str:
@@ -179,24 +199,40 @@ def _slug(text: str) -> str:
     return "-".join(p for p in out.split("-") if p) or "x"
 
 
-def profile_layout(profile: Profile) -> tuple[str | None, list[tuple[dict[str, Any], list[Column]]]]:
-    """(column axis, [(setting, columns)]) of a profile, in the profile's axis order."""
+def _column_label(b: Any) -> str:
+    return f"{b:g}" if isinstance(b, float) else str(b)
+
+
+def profile_layout(profile: Profile, extra_points: Sequence[Mapping[str, Any]] = ()) -> tuple[str | None, list[tuple[dict[str, Any], list[Column]]]]:
+    """(column axis, [(setting, columns)]) of a profile, in the profile's axis order.
+
+    ``extra_points``: axis points outside the profile's matrix that methods run by design; each
+    becomes an extra column of its setting (after the profile's budgets, in budget order).
+    """
     axes = list(profile.axes)
     col_axis = COLUMN_AXIS if COLUMN_AXIS in profile.axes else None
     if col_axis is None:
-        cols = []
-        for ap in profile.axis_points():
-            cols.append(Column(_setting_label(ap), [point_key(ap)], dict(ap), _setting_title(ap)))
+        cols = [Column(_setting_label(ap), [point_key(ap)], dict(ap), _setting_title(ap)) for ap in profile.axis_points()]
+        cols += [Column(_setting_label(ap), [point_key(ap)], dict(ap), _setting_title(ap), extra=True) for ap in extra_points]
         return None, [({}, cols)]
     setting_axes = [a for a in axes if a != col_axis]
     settings: dict[str, tuple[dict[str, Any], list[Column]]] = {}
     for ap in profile.axis_points():
         setting = {a: ap[a] for a in setting_axes}
-        sk = point_key(setting)
-        if sk not in settings:
-            settings[sk] = (setting, [])
-        b = ap[col_axis]
-        settings[sk][1].append(Column(f"{b:g}" if isinstance(b, float) else str(b), [point_key(ap)], b, f"{col_axis}={b}"))
+        settings.setdefault(point_key(setting), (setting, []))[1].append(
+            Column(_column_label(ap[col_axis]), [point_key(ap)], ap[col_axis], f"{col_axis}={ap[col_axis]}")
+        )
+
+    def order(ap: Mapping[str, Any]) -> tuple[int, Any]:
+        b = ap.get(col_axis)
+        return (0, b) if isinstance(b, (int, float)) else (1, str(b))
+
+    for ap in sorted(extra_points, key=order):
+        setting = {a: ap.get(a) for a in setting_axes}
+        b = ap.get(col_axis)
+        settings.setdefault(point_key(setting), (setting, []))[1].append(
+            Column(_column_label(b), [point_key(ap)], b, f"{col_axis}={b}", extra=True)
+        )
     return col_axis, list(settings.values())
 
 
@@ -209,12 +245,12 @@ def _row(
     v: Variant,
     columns: Sequence[Column],
     points: Sequence[str],
+    rank_points: Sequence[str],
     repeats: Sequence[int],
     primary: str,
     direction: str,
     secondary: Sequence[str],
     baseline: Variant | None,
-    col_axis: str | None,
 ) -> Row:
     pset = set(points)
     exp = {k for k in v.expected if k[0] in pset}
@@ -238,9 +274,12 @@ def _row(
         cols.append(stats.mean_over_points(vals, cp, repeats))
         complete.append(all((p, r) in vals for p in cp for r in repeats if (p, r) in exp))
         gains.append(stats.paired_gain(vals, base_vals, cp, repeats, direction) if base_vals is not None else None)
-    score = stats.mean_over_points(vals, exp_points, repeats)
-    gain = stats.paired_gain(vals, base_vals, exp_points, repeats, direction) if base_vals is not None else None
-    sec = {m: stats.mean_over_points(v.values(m), exp_points, repeats) for m in secondary}
+    full_matrix = bool(rank_points) and exp_point_set.issuperset(rank_points)
+    # a row on the whole matrix is scored over the matrix; a reference row over its own points
+    score_points = list(rank_points) if full_matrix else exp_points
+    score = stats.mean_over_points(vals, score_points, repeats)
+    gain = stats.paired_gain(vals, base_vals, score_points, repeats, direction) if base_vals is not None else None
+    sec = {m: stats.mean_over_points(v.values(m), score_points, repeats) for m in secondary}
     done_recs = [v.done[k] for k in done_keys]
     sel = _mean(r["timings"]["selection_s"] for r in done_recs if "selection_s" in r["timings"])
     tot = _mean(r["timings"]["total_s"] for r in done_recs if "total_s" in r["timings"])
@@ -252,12 +291,11 @@ def _row(
             ratios.append(real / b)
             short += real != b
     realized = _mean(ratios) if short else None
-    full_matrix = exp_point_set == pset
     is_complete = len(done_keys) == len(exp) and len(exp) > 0
     if not full_matrix and is_complete:
         status = "reference"
-        where = sorted({str(c.value) for c, a in zip(columns, applicable) if a})
-        note = f"runs on part of the matrix only ({col_axis or 'axes'}: {', '.join(where)})" if where else "no cells in this table"
+        where = [c.title or c.label for c, a in zip(columns, applicable) if a]
+        note = f"runs on part of the matrix only: {'; '.join(where)}"
     elif not is_complete:
         status = "incomplete"
         note = f"{len(done_keys)} of {len(exp)} cells done"
@@ -295,13 +333,12 @@ def _order(rows: list[Row], direction: str) -> list[Row]:
         (r for r in rows if not r.ranked),
         key=lambda r: (r.status != "reference", -(r.done / r.expected if r.expected else 0.0), r.variant.label),
     )
-    if ranked:
-        lead = ranked[0]
-        lead.leader = True
-        for r in ranked[1:]:
-            r.tied = r.score is not None and lead.score is not None and r.score.overlaps(lead.score)
-    for i, r in enumerate(ranked, 1):
-        r.rank = i
+    # keys in ranking order, so that the leader stats picks is the first ranked row
+    lead, tied = stats.ties_with_leader({f"{i:08d}": r.score for i, r in enumerate(ranked)}, direction)
+    for i, r in enumerate(ranked):
+        r.rank = i + 1
+        r.leader = f"{i:08d}" == lead
+        r.tied = f"{i:08d}" in tied
     return ranked + others
 
 
@@ -316,13 +353,15 @@ def build_table(
     direction: str,
     secondary: Sequence[str],
     baseline: Variant | None,
-    col_axis: str | None,
     setting: dict[str, Any] | None = None,
+    rank_points: Sequence[str] | None = None,
 ) -> Table:
+    """A ranking table; ``rank_points`` defaults to the points of its non-extra columns."""
     points = [p for c in columns for p in c.points]
-    rows = [_row(v, columns, points, repeats, primary, direction, secondary, baseline, col_axis) for v in variants]
+    ranked_on = list(rank_points) if rank_points is not None else [p for c in columns if not c.extra for p in c.points]
+    rows = [_row(v, columns, points, ranked_on, repeats, primary, direction, secondary, baseline) for v in variants]
     rows = [r for r in rows if r.expected > 0]
-    return Table(title, slug, columns, points, _order(rows, direction), kind, setting or {})
+    return Table(title, slug, columns, points, _order(rows, direction), kind, setting or {}, ranked_on)
 
 
 def _labels(variants: Sequence[Variant]) -> None:
@@ -346,14 +385,18 @@ def _labels(variants: Sequence[Variant]) -> None:
             v.label = " ".join(parts)
 
 
+def primary_metric(track: Track, profile: Profile) -> str:
+    """The track's primary metric on ``profile`` (``track.primary_for(profile)`` where defined)."""
+    fn = getattr(track, "primary_for", None)
+    return str(fn(profile)) if callable(fn) else track.primary_metric
+
+
 def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, Any]]) -> Board:
     """The board of one profile from its records (records of other profiles are ignored)."""
-    primary = track.primary_metric
+    primary = primary_metric(track, profile)
     directions = dict(track.metric_directions)
     direction = directions.get(primary, "max")
-    secondary = [m for m in track.secondary_metrics if m != primary]
     warnings: list[str] = []
-    valid_points = {point_key(ap) for ap in profile.axis_points()}
     repeats = [int(r) for r in profile.seeds]
     variants: dict[tuple[str, str, str], Variant] = {}
     stray = 0
@@ -365,16 +408,17 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
         if v is None:
             v = Variant(rec["method"], rec["method_version"], dict(rec["params"]), rec.get("package") or "")
             v.expected = expected_cells(track, profile, v.method, v.version, v.params)
+            v.points = {e[0] for e in v.expected}
             variants[vk] = v
         v.records.append(rec)
-        pk = point_key(rec["axes"])
-        if pk not in valid_points:
+        k = (rec["point"], int(rec["repeat"]))
+        if k not in v.expected:  # axes or repeat outside what the profile asks of this method
             stray += 1
             continue
         if rec["status"] == "done":
-            v.done[(pk, int(rec["repeat"]))] = rec
+            v.done[k] = rec
     if stray:
-        warnings.append(f"{stray} runs of {profile.id} have axes outside the profile's matrix and are not shown")
+        warnings.append(f"{stray} runs lie outside the profile's matrix (axes or repeat) and are not shown")
     vlist = sorted(variants.values(), key=lambda v: (v.method, v.version, v.key[2]))
     _labels(vlist)
     baseline = None
@@ -382,19 +426,23 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
         cands = [v for v in vlist if v.method == track.baseline_method]
         if cands:
             baseline = max(cands, key=lambda v: (len(v.values(primary)), v.version))
+    # secondary metrics: the track's, then the other metrics it declares a direction for, each
+    # shown only when some run reports it
+    wanted = [m for m in (*track.secondary_metrics, *directions) if m != primary]
+    secondary = [m for m in dict.fromkeys(wanted) if any(v.values(m) for v in vlist)]
     fraction_metrics = set()
     for m in [primary, *secondary]:
         seen = [x for v in vlist for x in v.values(m).values()]
         if seen and all(0.0 <= x <= 1.0 for x in seen):
             fraction_metrics.add(m)
-    col_axis, layout = profile_layout(profile)
+    extra = sorted({p for v in vlist for p in v.points} - {point_key(ap) for ap in profile.axis_points()})
+    col_axis, layout = profile_layout(profile, [json.loads(p) for p in extra])
     tables: list[Table] = []
-    args = (repeats, primary, direction, secondary, baseline, col_axis)
+    args = (repeats, primary, direction, secondary, baseline)
     if len(layout) > 1:
-        cols = [
-            Column(_setting_label(s), [p for c in cs for p in c.points], dict(s), _setting_title(s)) for s, cs in layout
-        ]
-        tables.append(build_table("Overall", "overall", "overall", cols, vlist, *args))
+        cols = [Column(_setting_label(s), [p for c in cs for p in c.points], dict(s), _setting_title(s)) for s, cs in layout]
+        rank = [p for _, cs in layout for c in cs if not c.extra for p in c.points]
+        tables.append(build_table("Overall", "overall", "overall", cols, vlist, *args, rank_points=rank))
     for setting, cols in layout:
         title = _setting_title(setting) or profile.short
         tables.append(build_table(title, _slug(_setting_label(setting)), "setting", cols, vlist, *args, setting=setting))

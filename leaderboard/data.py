@@ -5,7 +5,9 @@ A *record* is a plain dict per run::
     {"key", "track", "profile", "method", "method_version", "package", "package_version",
      "params", "axes", "repeat", "seed", "status", "error", "metrics", "timings", "info",
      "environment", "artifacts": [{"kind", "name", "sha256", "path", "size"}], "finished",
-     "source"}
+     "source", "point"}
+
+``point`` is the canonical key of the axes (``point_key``), computed once per record.
 
 ``load_store_records`` reads a store in three bulk queries (runs, metrics, artifacts) through
 SQLAlchemy Core, without building ORM objects, so that a store of 100,000 metric rows loads in
@@ -45,6 +47,7 @@ RECORD_FIELDS = (
     "artifacts",
     "finished",
     "source",
+    "point",
 )
 
 
@@ -82,9 +85,13 @@ def load_store_records(
     if conditions:
         q = q.where(*conditions)
     shared = _json_loader()
+    points: dict[str, str] = {}
     by_id: dict[int, dict[str, Any]] = {}
     with store.engine.connect() as conn:
         for row in conn.execute(q.order_by(rt.id)):
+            pk = points.get(row.axes)
+            if pk is None:
+                pk = points[row.axes] = point_key(shared(row.axes))
             by_id[row.id] = {
                 "key": row.key,
                 "track": row.track,
@@ -106,6 +113,7 @@ def load_store_records(
                 "artifacts": [],
                 "finished": row.finished.isoformat() if row.finished else None,
                 "source": "store",
+                "point": pk,
             }
         if not by_id:
             return []
@@ -154,6 +162,7 @@ def normalize_records(rows: Iterable[Mapping[str, Any]], source: str = "rows") -
             "finished": r.get("finished"),
             "source": r.get("source") or source,
         }
+        rec["point"] = point_key(rec["axes"])
         out.append(rec)
     return out
 
@@ -181,7 +190,7 @@ def env_value(env: Mapping[str, Any], *names: str) -> str:
 def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Provenance fields over records: each the sorted distinct values, joined by ', '."""
     fields = {
-        "coreset_bench_version": ("coreset_bench_version", "coreset_bench", "coreset-bench", "version"),
+        "coreset_bench_version": ("coreset_bench", "coreset_bench_version"),
         "git_commit": ("git_commit", "git", "commit"),
         "device": ("device_name", "device"),
         "torch_version": ("torch_version", "torch"),
@@ -190,12 +199,15 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     packages: set[str] = set()
     pversions: set[str] = set()
     dates: list[str] = []
+    envs_seen: set[int] = set()
     for rec in records:
         env = rec.get("environment") or {}
-        for k, names in fields.items():
-            v = env_value(env, *names)
-            if v:
-                seen[k].add(v)
+        if id(env) not in envs_seen:  # store records share one dict per distinct environment
+            envs_seen.add(id(env))
+            for k, names in fields.items():
+                v = env_value(env, *names)
+                if v:
+                    seen[k].add(v)
         if rec.get("package"):
             packages.add(str(rec["package"]))
         pv = rec.get("package_version") or env_value(env, "plugin_package_version")

@@ -9,7 +9,7 @@ in the spirit of RobustBench's ``model_info`` files::
       "profile": {"id": "coreset/quick@1", "name": "quick", "version": 1},
       "method": {"name", "version", "kind", "summary", "citation", "params", "package", "package_version"},
       "provenance": {"coreset_bench_version", "plugin_package", "plugin_version", "git_commit",
-                     "device", "torch_version", "first_run", "last_run", "exported"},
+                     "device", "torch_version", "first_run", "last_run", "exported", "exported_with"},
       "coverage": {"done": 40, "expected": 45, "complete": false},
       "cells": [{"key", "axes", "repeat", "seed", "metrics", "timings", "info",
                  "subsets": [{"kind", "name", "sha256", "size"}], "finished"}],
@@ -39,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import coreset_bench
-from coreset_bench import plugins
+from coreset_bench import registry as plugins
+from coreset_bench.store import Store
 from coreset_bench.tracks.base import Cell, Profile, Track, canonical_json
 
 from . import stats
 from .board import expected_cells, method_stand_in
-from .data import point_key, provenance_of, variant_key
+from .data import load_store_records, point_key, provenance_of, variant_key
 
 SCHEMA = "coreset-bench/entry"
 SCHEMA_VERSION = 1
@@ -75,7 +76,10 @@ def _cells_digest(cells: Sequence[Mapping[str, Any]]) -> str:
 
 
 def aggregate_cells(cells: Sequence[Mapping[str, Any]], profile: Profile) -> dict[str, Any]:
-    """Per axis point (profile order) and metric: mean, 95 % t-interval half-width and n over repeats."""
+    """Per axis point and metric: mean, 95 % t-interval half-width and n over repeats.
+
+    Points come in the profile's order, then any points outside the profile's matrix.
+    """
     by_point: dict[str, dict[str, list[float]]] = {}
     axes_of: dict[str, dict[str, Any]] = {}
     for c in sorted(cells, key=lambda c: int(c["repeat"])):
@@ -84,11 +88,10 @@ def aggregate_cells(cells: Sequence[Mapping[str, Any]], profile: Profile) -> dic
         slot = by_point.setdefault(pk, {})
         for m, v in c["metrics"].items():
             slot.setdefault(m, []).append(float(v))
+    order = {point_key(ap): i for i, ap in enumerate(profile.axis_points())}
     points = []
-    for ap in profile.axis_points():
-        pk = point_key(ap)
-        if pk not in by_point:
-            continue
+    # the profile's points in its order, then points outside it (``full`` at budget 1.0)
+    for pk in sorted(by_point, key=lambda k: (order.get(k, len(order)), k)):
         mets = {}
         for m in sorted(by_point[pk]):
             iv = stats.t_interval(by_point[pk][m])
@@ -123,8 +126,8 @@ def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, A
     cells = []
     seen: set[tuple[str, int]] = set()
     done_recs = []
-    for r in sorted(records, key=lambda r: (point_key(r["axes"]), int(r["repeat"]))):
-        k = (point_key(r["axes"]), int(r["repeat"]))
+    for r in sorted(records, key=lambda r: (r["point"], int(r["repeat"]))):
+        k = (r["point"], int(r["repeat"]))
         if r["status"] != "done" or k not in expected or k in seen:
             continue
         seen.add(k)
@@ -135,9 +138,10 @@ def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, A
                 "axes": dict(r["axes"]),
                 "repeat": int(r["repeat"]),
                 "seed": int(r["seed"]),
-                "metrics": {m: float(v) for m, v in sorted(r["metrics"].items())},
-                "timings": dict(r["timings"]),
-                "info": dict(r["info"]),
+                # a non-finite metric is no result (the board ignores it too); JSON has no NaN
+                "metrics": {m: float(v) for m, v in sorted(r["metrics"].items()) if math.isfinite(v)},
+                "timings": _finite(dict(r["timings"])),
+                "info": _finite(dict(r["info"])),
                 "subsets": [
                     {"kind": a["kind"], "name": a["name"], "sha256": a["sha256"], "size": int(a.get("size") or 0)}
                     for a in r.get("artifacts") or ()
@@ -147,9 +151,7 @@ def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, A
         )
     prov = provenance_of(done_recs or records)
     prov["exported"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    prov.setdefault("coreset_bench_version", "")
-    if not prov["coreset_bench_version"]:
-        prov["coreset_bench_version"] = coreset_bench.__version__
+    prov["exported_with"] = coreset_bench.__version__
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -162,6 +164,17 @@ def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, A
         "cells_sha256": _cells_digest(cells),
         "aggregates": aggregate_cells(cells, profile),
     }
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats replaced by None (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _safe(name: str) -> str:
@@ -177,16 +190,19 @@ def entry_filename(entry: Mapping[str, Any], defaults: Mapping[str, Any] | None)
 
 
 def export_entries(
-    records: Iterable[Mapping[str, Any]],
+    source: Store | Iterable[Mapping[str, Any]],
     out_dir: str | Path,
     *,
     plugin: str | None = None,
     tracks: Mapping[str, Track] | None = None,
 ) -> tuple[list[ExportedEntry], list[str]]:
-    """Write one entry per (method variant, profile) of ``records``; returns (written, warnings).
+    """Write one entry per (method variant, profile) of a store or records; returns (written, warnings).
 
-    ``plugin`` keeps only records whose method name or plugin package is ``plugin``.
+    ``plugin`` keeps only runs whose method name or plugin package is ``plugin``. Files go to
+    ``out_dir/<track>/<profile>@<version>/<method>@<version>[-<params hash>].json`` (the hash
+    only when the parameters are not the installed method's defaults) and are replaced in place.
     """
+    records = load_store_records(source) if isinstance(source, Store) else source
     tracks = dict(tracks) if tracks is not None else plugins.tracks()
     out = Path(out_dir)
     groups: dict[tuple[str, str, tuple[str, str, str]], list[Mapping[str, Any]]] = {}
@@ -215,7 +231,7 @@ def export_entries(
         d.mkdir(parents=True, exist_ok=True)
         path = d / entry_filename(entry, defaults)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(entry, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(entry, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         cov = entry["coverage"]
         written.append(ExportedEntry(path, recs[0]["method"], pid, cov["done"], cov["expected"]))
@@ -312,6 +328,10 @@ def _schema_problems(obj: Any) -> list[str]:
             v = obj[block].get(f)
             if not isinstance(v, t) or (t is int and isinstance(v, bool)):
                 problems.append(f"schema: {block}.{f} is missing or not a {t.__name__}")
+    for block, keys in (("method", ("kind", "summary", "citation", "package", "package_version")), ("provenance", tuple(obj["provenance"]))):
+        bad_text = [k for k in keys if k in obj[block] and not isinstance(obj[block][k], str)]
+        if bad_text:
+            problems.append(f"schema: {block}.{bad_text[0]} must be a string")
     for i, c in enumerate(obj["cells"]):
         if not isinstance(c, dict):
             problems.append(f"schema: cells[{i}] is not an object")
@@ -361,8 +381,8 @@ def validate_entry(
         if others:
             return [f"profile {pid} is not a current profile version (known: {', '.join(others)}); results of different profile versions are never mixed"]
         return [f"unknown profile {pid}"]
-    if obj["profile"]["version"] != profile.version:
-        return [f"profile.version {obj['profile']['version']} contradicts the profile id {pid}"]
+    if obj["profile"]["version"] != profile.version or obj["profile"].get("name", profile.name) != profile.name:
+        return [f"profile name/version ({obj['profile'].get('name')}@{obj['profile']['version']}) contradict the profile id {pid}"]
     if obj["track"] != profile.track:
         return [f"track {obj['track']!r} is not the track of profile {pid} ({profile.track!r})"]
     tracks = tracks if tracks is not None else plugins.tracks()
@@ -372,15 +392,10 @@ def validate_entry(
         expected = expected_cells(track, profile, meth["name"], meth["version"], meth["params"])
     else:
         expected = {(point_key(ap), int(r)) for ap in profile.axis_points() for r in profile.seeds}
-    valid_points = {point_key(ap) for ap in profile.axis_points()}
     seen: set[tuple[str, int]] = set()
-    for i, c in enumerate(obj["cells"]):
+    for c in obj["cells"]:
         where = f"cell {_axes_text(c['axes'])} repeat {c['repeat']}"
-        pk = point_key(c["axes"])
-        if pk not in valid_points:
-            problems.append(f"{where}: axes are not a point of profile {pid}")
-            continue
-        k = (pk, c["repeat"])
+        k = (point_key(c["axes"]), c["repeat"])
         if k not in expected:
             problems.append(f"{where}: not a cell of {pid} for {meth['name']}")
             continue
@@ -395,7 +410,7 @@ def validate_entry(
             problems.append(f"{where}: seed {c['seed']} is not the seed of that cell ({cell.seed})")
     if problems:
         return problems
-    claimed = {point_key(p.get("axes") or {}): p for p in obj["aggregates"]["points"] if isinstance(p, dict)}
+    claimed = {point_key(p["axes"]): p for p in obj["aggregates"]["points"] if isinstance(p, dict) and isinstance(p.get("axes"), dict)}
     recomputed = aggregate_cells(obj["cells"], profile)["points"]
     if len(claimed) != len(obj["aggregates"]["points"]) or set(claimed) != {point_key(p["axes"]) for p in recomputed}:
         problems.append("aggregates do not list the axis points of the cells (tampered?)")
@@ -439,7 +454,7 @@ def check_entry(
     problems = validate_entry(obj, known_profiles, tracks=tracks)
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise EntryError(problems[0] + more)
+        raise EntryError(" ".join((problems[0] + more).split()))  # one line, whatever the values held
     return obj
 
 
@@ -481,6 +496,7 @@ def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
                 ],
                 "finished": c.get("finished"),
                 "source": source,
+                "point": point_key(c["axes"]),
             }
         )
     return out

@@ -1,0 +1,661 @@
+"""Render the static leaderboard site (Jinja2, autoescape on everywhere; no external assets).
+
+Pages::
+
+    index.html                               tracks, their profiles, methods, rejected entries
+    <track>-<profile>-v<version>.html        the ranking tables of one profile, figures
+    methods/<method>.html                    one page per method: params, version, package,
+                                             citation, per-cell results, subset artifacts
+    figures/*.svg                            budget curves and the cost-quality Pareto chart
+    artifacts/<sha256[:2]>/<sha256>.<ext>    selected-indices files, content-addressed
+    static/leaderboard.css, leaderboard.js   styles and the sortable-table script
+
+``render_site(source, out_dir, entries_dirs=...)`` takes a ``Store``, a database path/URL, a list
+of run records (``Store.results()`` dicts), or None, plus directories of entries to merge. Bad
+entries are rejected with a one-line reason (``SiteReport.rejected``); the rest is rendered.
+The site works from ``file://``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+import coreset_bench
+from coreset_bench import registry as plugins
+from coreset_bench.store import Store
+from coreset_bench.tracks.base import Profile, Track
+
+from . import figures
+from .board import Board, Table, build_board, primary_metric
+from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key
+from .entries import entry_records, load_entries
+from .stats import Interval
+
+HERE = Path(__file__).resolve().parent
+MARKER = ".coreset-bench-site"
+COPIED_ARTIFACT_KINDS = {"indices", "weights"}
+TIMING_KEYS = ("selection_s", "training_s", "evaluation_s", "total_s")
+
+
+def td_cells(values: Iterable[str]) -> Markup:
+    """``<td>`` cells of plain-text values, each HTML-escaped (quotes included).
+
+    The per-cell tables of the method pages hold one row per run (tens of thousands on a large
+    store); joining escaped values here costs a fraction of a template loop over each value.
+    """
+    return Markup("<td>" + "</td><td>".join(html.escape(v, quote=True) for v in values) + "</td>")
+
+
+class SiteError(Exception):
+    """The site cannot be written where asked (e.g. a non-empty directory that is not a site)."""
+
+
+@dataclass
+class SiteReport:
+    out_dir: Path
+    index: Path
+    pages: list[Path] = field(default_factory=list)
+    rejected: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    records: int = 0
+    artifacts: int = 0
+
+
+# ---- formatting -------------------------------------------------------------------------------
+
+
+def _num(x: float, scale: float) -> str:
+    v = x * scale
+    if scale == 100.0:
+        return f"{v:.2f}"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1000 or a < 0.001:
+        return f"{v:.3g}"
+    return f"{v:.4g}" if a < 1 else f"{v:.{max(0, 4 - int(math.log10(a)) - 1)}f}"
+
+
+def fmt_interval(iv: Interval | None, scale: float = 1.0, signed: bool = False) -> str:
+    if iv is None:
+        return "—"
+    m = _num(iv.mean, scale)
+    if signed and iv.mean >= 0:
+        m = "+" + m
+    if iv.half_width is None:
+        return f"{m} (n=1)"
+    return f"{m} ± {_num(iv.half_width, scale)}"
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _cell(text: str = "", sort: Any = None, title: str = "", cls: str = "", href: str = "", sub: str = "", badges: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
+    return {
+        "text": text,
+        "sort": "" if sort is None else (f"{sort:.12g}" if isinstance(sort, float) else str(sort)),
+        "title": title,
+        "cls": cls,
+        "href": href,
+        "sub": sub,
+        "badges": list(badges),
+    }
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "-" for ch in text.lower())
+    return "-".join(p for p in out.split("-") if p).strip(".") or "x"
+
+
+class _Names:
+    """Stable, collision-free file names for free-form method names."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, str] = {}
+        self.by_name: dict[str, str] = {}
+
+    def get(self, name: str) -> str:
+        hit = self.by_name.get(name)
+        if hit is not None:
+            return hit
+        slug = _slug(name)[:60]
+        if slug != name or slug in self.used:
+            slug = f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+        self.used[slug] = name
+        self.by_name[name] = slug
+        return slug
+
+
+# ---- site preparation -------------------------------------------------------------------------
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SiteError(f"{out} is a file; pass --out with a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise SiteError(f"{out} is not empty and holds no coreset-bench site; pass --out with an empty or new directory")
+        for child in out.iterdir():
+            if child.name == MARKER:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("rendered by coreset-bench leaderboard; this directory is replaced on each render\n")
+    shutil.copytree(HERE / "static", out / "static")
+    for sub in ("methods", "figures", "artifacts"):
+        (out / sub).mkdir()
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+
+def _records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
+    if source is None:
+        return [], None
+    if isinstance(source, Store):
+        return load_store_records(source), source
+    if isinstance(source, (str, os.PathLike)):
+        store = Store(source, create=False)
+        try:
+            return load_store_records(store), store
+        finally:
+            store.close()  # only its artifacts directory is used from here on
+    return normalize_records(source), None
+
+
+class _Artifacts:
+    """Copies artifact files into the site (hard link when possible), content-addressed."""
+
+    def __init__(self, out: Path, store: Store | None) -> None:
+        self.out = out
+        self.store = store
+        self.done: dict[str, str | None] = {}
+        self.dirs: set[str] = set()
+        self.count = 0
+
+    def href(self, art: Mapping[str, Any]) -> str | None:
+        """The site-relative path of the artifact's file, copied on first use; None if unavailable."""
+        sha = art.get("sha256") or ""
+        if sha in self.done:
+            return self.done[sha]
+        href = None
+        path = art.get("path")
+        if art.get("kind") in COPIED_ARTIFACT_KINDS and path and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha):
+            suffix = "".join(ch for ch in os.path.splitext(str(art.get("name") or ""))[1] if ch.isalnum() or ch == ".")[:10] or ".bin"
+            sub = f"artifacts/{sha[:2]}"
+            if sub not in self.dirs:
+                os.makedirs(self.out / sub, exist_ok=True)
+                self.dirs.add(sub)
+            rel = f"{sub}/{sha}{suffix}"
+            dest = os.path.join(self.out, rel)
+            # the recorded path, else the store's own artifacts directory (a relative recorded
+            # path was relative to the directory the run was started from)
+            if self._place(str(path), dest) or (
+                self.store is not None
+                and self._place(os.path.join(self.store.artifacts_dir, sha[:2], os.path.basename(str(path))), dest)
+            ):
+                href = rel
+                self.count += 1
+        self.done[sha] = href
+        return href
+
+    @staticmethod
+    def _place(src: str, dest: str) -> bool:
+        try:
+            os.link(src, dest)
+            return True
+        except FileExistsError:
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            try:
+                shutil.copyfile(src, dest)
+                return True
+            except OSError:
+                return False
+
+
+# ---- page models ------------------------------------------------------------------------------
+
+
+def _scale(board: Board, metric: str) -> float:
+    return 100.0 if metric in board.fraction_metrics else 1.0
+
+
+def _unit(board: Board, metric: str, gain: bool = False) -> str:
+    if metric in board.fraction_metrics:
+        return "pp" if gain else "%"
+    return ""
+
+
+def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> dict[str, Any]:
+    primary, direction = board.primary, board.direction
+    scale = _scale(board, primary)
+    first = "desc" if direction == "max" else "asc"
+    base = board.baseline.label if board.baseline is not None else None
+    headers = [
+        {"label": "#", "title": "rank among complete rows over the full matrix", "type": "num", "first": "asc"},
+        {"label": "method", "title": "method variant", "type": "text", "first": "asc"},
+    ]
+    for c in table.columns:
+        note = " (outside the profile's matrix: run by design by reference methods such as full data)" if c.extra else ""
+        headers.append({"label": c.label, "title": f"{primary} at {c.title}{note}", "type": "num", "first": first})
+    headers.append({"label": "mean", "title": f"{primary} averaged over the table's matrix per seed", "type": "num", "first": first})
+    if base is not None:
+        headers.append({"label": f"gain vs {base}", "title": f"mean gain over {base}, paired by seed ({_unit(board, primary, True) or 'raw'})", "type": "num", "first": "desc"})
+    for m in board.secondary:
+        sdir = "desc" if board.track.metric_directions.get(m, "max") == "max" else "asc"
+        headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir})
+    headers += [
+        {"label": "selection", "title": "mean selection time per cell, including the proxy run it needed", "type": "num", "first": "asc"},
+        {"label": "total", "title": "mean end-to-end time per cell", "type": "num", "first": "asc"},
+        {"label": "subset size", "title": "realized subset size relative to the budget", "type": "num", "first": "desc"},
+        {"label": "coverage", "title": "cells done / cells the profile asks of the method", "type": "num", "first": "desc"},
+    ]
+    rows = []
+    for r in table.rows:
+        v = r.variant
+        badges = []
+        if r.leader:
+            badges.append(("leader", "b-leader", "best mean among complete rows"))
+        if r.tied:
+            badges.append(("tied", "b-tied", "95 % interval overlaps the leader's"))
+        if r.baseline:
+            badges.append(("baseline", "b-baseline", "gains are measured against this method"))
+        if r.status == "incomplete":
+            badges.append(("incomplete", "b-incomplete", r.note))
+        if r.status == "reference":
+            badges.append(("reference", "b-reference", r.note))
+        cells = [
+            _cell(str(r.rank) if r.rank else "–", r.rank),
+            _cell(v.label, v.label.lower(), title=f"{v.method}@{v.version} {v.params}", href=method_href.get(v.method, ""), badges=badges),
+        ]
+        for iv, ok, complete, g in zip(r.cols, r.col_applicable, r.col_complete, r.col_gain):
+            if not ok:
+                cells.append(_cell("n/a", None, title="not run at this point by design", cls="na"))
+                continue
+            text = fmt_interval(iv, scale)
+            title = f"n={iv.n} seeds" if iv is not None else "no complete seed"
+            cls = "" if complete else "partial"
+            if not complete:
+                title += "; some cells missing"
+                text += " †"
+            sub = fmt_interval(g, scale, signed=True) if g is not None else ""
+            cells.append(_cell(text, iv.mean if iv is not None else None, title=title, cls=cls, sub=sub))
+        cells.append(
+            _cell(
+                fmt_interval(r.score, scale) + (" †" if r.status == "incomplete" and r.score is not None else ""),
+                r.score.mean if r.score is not None else None,
+                title=(f"n={r.score.n} seeds" if r.score else "no complete seed") + (f"; {r.note}" if r.note else ""),
+                cls="score" + (" partial" if r.status == "incomplete" else ""),
+            )
+        )
+        dagger = " †" if r.status == "incomplete" else ""
+        if base is not None:
+            if r.baseline:
+                cells.append(_cell("baseline", None, cls="na"))
+            else:
+                cells.append(
+                    _cell(
+                        fmt_interval(r.gain, scale, signed=True) + (dagger if r.gain is not None else ""),
+                        r.gain.mean if r.gain is not None else None,
+                        title=f"n={r.gain.n} paired seeds" if r.gain else "no paired seed",
+                        cls="partial" if dagger else "",
+                    )
+                )
+        for m in board.secondary:
+            iv = r.secondary.get(m)
+            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (dagger if iv is not None else ""), iv.mean if iv is not None else None, cls="partial" if dagger else ""))
+        cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
+        cells.append(_cell(fmt_seconds(r.total_s), r.total_s))
+        if r.realized_ratio is None:
+            cells.append(_cell("= budget", 1.0, cls="na"))
+        else:
+            cells.append(_cell(f"{r.realized_ratio * 100:.1f} % of budget", r.realized_ratio, title=f"{r.realized_short} cells below the budget"))
+        cov = r.done / r.expected if r.expected else 0.0
+        cells.append(_cell(f"{r.done}/{r.expected}", cov, title=r.note or "complete", cls="" if r.done == r.expected else "partial"))
+        classes = [f"st-{r.status}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else [])
+        rows.append({"cls": " ".join(classes), "cells": cells, "method": v.label})
+    n_seeds = len(board.profile.seeds)
+    unit = _unit(board, primary)
+    explain = (
+        f"Columns {table.columns[0].label} … {table.columns[-1].label}: {primary}"
+        + (f" ({unit})" if unit else "")
+        + (f" at each {board.column_axis}" if table.kind == "setting" and board.column_axis else " per setting (mean over its matrix)")
+        + f", mean ± 95 % t-interval over {n_seeds} seed{'s' if n_seeds != 1 else ''}"
+        + (f"; second line: gain over {base} ({_unit(board, primary, True) or 'raw'}), paired by seed" if base else "")
+        + ". † marks values over an incomplete set of cells."
+    )
+    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain}
+
+
+def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, str], max_curves: int) -> dict[str, Any]:
+    figs = []
+    curve = out / "figures" / f"{stem}-budget.svg"
+    if figures.budget_curves(board, curve, max_rows=max_curves):
+        figs.append({
+            "src": f"figures/{curve.name}",
+            "alt": f"{board.primary} against {board.column_axis} per method",
+            "caption": f"{board.primary} against {board.column_axis}: the {max_curves} best rows of the {board.main.title.lower()} ranking and the baseline, with 95 % CI bands.",
+        })
+    pareto = out / "figures" / f"{stem}-pareto.svg"
+    if figures.pareto_chart(board, board.main, pareto):
+        figs.append({
+            "src": f"figures/{pareto.name}",
+            "alt": "cost against quality per method",
+            "caption": f"Cost–quality: mean end-to-end time per cell against {board.primary} ({board.main.title.lower()}); red: the Pareto front.",
+        })
+    recs = [r for v in board.variants for r in v.records]
+    prov = provenance_of(recs)
+    sources = sorted({str(r.get("source")) for r in recs})
+    p = board.profile
+    return {
+        "title": f"{board.track.name} · {p.name}@{p.version}",
+        "stem": stem,
+        "track": {
+            "name": board.track.name,
+            "summary": board.track.summary,
+            "primary": board.primary,
+            "direction": "higher is better" if board.direction == "max" else "lower is better",
+            "baseline": board.baseline.label if board.baseline else (board.track.baseline_method or ""),
+            "secondary": board.secondary,
+        },
+        "profile": {
+            "id": p.id,
+            "description": p.description,
+            "axes": [(k, ", ".join(str(x) for x in vals)) for k, vals in p.axes.items()],
+            "seeds": len(p.seeds),
+            "n_cells": p.n_cells(),
+            "device": p.device,
+        },
+        "tables": [_table_model(board, t, method_href) for t in board.tables],
+        "figures": figs,
+        "warnings": list(board.warnings),
+        "provenance": prov,
+        "sources": sources,
+        "runs": len(recs),
+        "done": sum(1 for r in recs if r["status"] == "done"),
+        "failed": sum(1 for r in recs if r["status"] == "failed"),
+    }
+
+
+def _method_meta(name: str, entry_meta: Mapping[str, Mapping[str, Any]], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    try:
+        m = plugins.method(name)
+        d = m.describe()
+        d["installed"] = True
+        return d
+    except LookupError:
+        pass
+    e = entry_meta.get(name)
+    if e is not None:
+        return {**dict(e), "installed": False}
+    rec = records[0]
+    return {
+        "name": name,
+        "kind": "",
+        "version": rec["method_version"],
+        "summary": "",
+        "citation": "",
+        "params": dict(rec["params"]),
+        "package": rec.get("package") or "",
+        "installed": False,
+    }
+
+
+def _method_page(
+    name: str,
+    records: Sequence[dict[str, Any]],
+    meta: Mapping[str, Any],
+    boards: Mapping[str, Board],
+    profile_href: Mapping[str, str],
+    arts: _Artifacts,
+    root: str,
+) -> dict[str, Any]:
+    """The method page's model; links are relative to the page (``root`` leads to the site root)."""
+    by_variant: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        by_variant.setdefault(variant_key(r), []).append(r)
+    variants = []
+    for vk, recs in sorted(by_variant.items()):
+        first = recs[0]
+        per_profile: dict[str, list[dict[str, Any]]] = {}
+        for r in recs:
+            per_profile.setdefault(r["profile"], []).append(r)
+        profiles = []
+        for pid, prs in sorted(per_profile.items()):
+            board = boards.get(pid)
+            order: dict[str, int] = {}
+            axis_names: list[str] = []
+            metric_names: list[str] = []
+            if board is not None:
+                order = {point_key(ap): i for i, ap in enumerate(board.profile.axis_points())}
+                axis_names = list(board.profile.axes)
+                metric_names = [board.primary, *board.secondary]
+            for r in prs:
+                for a in r["axes"]:
+                    if a not in axis_names:
+                        axis_names.append(a)
+                if board is None:  # no track to say which metrics matter: show them all
+                    for m in r["metrics"]:
+                        if m not in metric_names:
+                            metric_names.append(m)
+            prs = sorted(prs, key=lambda r: (order.get(r["point"], 1 << 30), r["point"], r["repeat"]))
+            scale = {m: (100.0 if board is not None and m in board.fraction_metrics else 1.0) for m in metric_names}
+            rows = []
+            for r in prs:
+                t = r["timings"]
+                subsets = []
+                for a in r.get("artifacts") or ():
+                    rel = arts.href(a)
+                    subsets.append({"kind": a.get("kind", ""), "sha": a.get("sha256", ""), "href": root + rel if rel else ""})
+                info = r["info"]
+                realized = ""
+                if "realized_size" in info:
+                    realized = str(info["realized_size"])
+                    if "budget" in info and info["budget"] != info["realized_size"]:
+                        realized += f" of {info['budget']}"
+                values = [str(r["axes"].get(a, "")) for a in axis_names]
+                values += [str(r["repeat"]), str(r["seed"])]
+                values += [_num(r["metrics"][m], scale[m]) if m in r["metrics"] else "" for m in metric_names]
+                values += [fmt_seconds(t.get(k)) if k in t else "" for k in TIMING_KEYS]
+                values.append(realized)
+                rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets})
+            done = sum(1 for r in prs if r["status"] == "done")
+            cov = ""
+            if board is not None:
+                v = next((v for v in board.variants if v.key == vk), None)
+                if v is not None:
+                    cov = f"{len(v.values(board.primary))}/{len(v.expected)} cells done"
+            profiles.append({
+                "id": pid,
+                "href": root + profile_href[pid] if pid in profile_href else "",
+                "coverage": cov or f"{done} done",
+                "axis_names": axis_names,
+                "metric_names": [m + (" (%)" if scale[m] == 100.0 else "") for m in metric_names],
+                "rows": rows,
+            })
+        variants.append({
+            "version": first["method_version"],
+            "params": sorted(first["params"].items()),
+            "package": first.get("package") or "",
+            "package_version": first.get("package_version") or "",
+            "profiles": profiles,
+        })
+    return {
+        "name": name,
+        "kind": meta.get("kind", ""),
+        "summary": meta.get("summary", ""),
+        "citation": meta.get("citation", ""),
+        "version": meta.get("version", ""),
+        "package": meta.get("package", ""),
+        "params": sorted(dict(meta.get("params") or {}).items()),
+        "installed": meta.get("installed", False),
+        "variants": variants,
+    }
+
+
+# ---- the site ---------------------------------------------------------------------------------
+
+
+def _find_profile(track: Track, pid: str) -> Profile | None:
+    for p in track.profiles():
+        if p.id == pid:
+            return p
+    return None
+
+
+def render_site(
+    source: Any = None,
+    out_dir: str | os.PathLike[str] = "results/site",
+    *,
+    entries_dirs: Iterable[str | os.PathLike[str]] = (),
+    tracks: Mapping[str, Track] | None = None,
+    max_curves: int = 10,
+) -> SiteReport:
+    """Render the site from a store (or rows, or nothing) plus validated entries; see module doc."""
+    records, store = _records_from(source)
+    tracks = dict(tracks) if tracks is not None else plugins.tracks()
+    known = {p.id: p for t in tracks.values() for p in t.profiles()}
+    report = SiteReport(Path(out_dir), Path(out_dir) / "index.html")
+    entry_meta: dict[str, dict[str, Any]] = {}
+    dirs = [Path(d) for d in entries_dirs]
+    if dirs:
+        loaded = load_entries(dirs, known, tracks=tracks)
+        report.rejected = loaded.rejected
+        keys = {r["key"] for r in records if r["key"]}
+        duplicates = 0
+        for path, obj in loaded.accepted:
+            m = obj["method"]
+            entry_meta.setdefault(m["name"], dict(m))
+            fresh = [r for r in entry_records(obj, str(path)) if r["key"] not in keys]
+            duplicates += len(obj["cells"]) - len(fresh)
+            keys.update(r["key"] for r in fresh)
+            records.extend(fresh)
+        if duplicates:
+            report.warnings.append(f"{duplicates} cells of the entries were already in the store or an earlier entry; the first copy is shown")
+    report.records = len(records)
+    out = Path(out_dir)
+    _prepare_out(out)
+    env = _env()
+    common = {"version": coreset_bench.__version__}
+
+    # group by profile; boards for known profiles
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_profile.setdefault(r["profile"], []).append(r)
+    boards: dict[str, Board] = {}
+    profile_href: dict[str, str] = {}
+    for pid, recs in sorted(by_profile.items()):
+        tname = recs[0]["track"]
+        track = tracks.get(tname)
+        profile = _find_profile(track, pid) if track is not None else None
+        if track is None:
+            report.warnings.append(f"{len(recs)} runs of {pid}: track {tname!r} is not installed; not rendered")
+            continue
+        if profile is None:
+            report.warnings.append(f"{len(recs)} runs of {pid}: the installed track {tname!r} does not define that profile version; not rendered")
+            continue
+        boards[pid] = build_board(track, profile, recs)
+        page = f"{_slug(track.name)}-{_slug(profile.name)}-v{profile.version}"
+        if f"{page}.html" in profile_href.values():  # two free-form names that slug alike
+            page += "-" + hashlib.sha1(pid.encode()).hexdigest()[:8]
+        profile_href[pid] = f"{page}.html"
+
+    names = _Names()
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for pid in boards:
+        for r in by_profile[pid]:
+            by_method.setdefault(r["method"], []).append(r)
+    method_href = {m: f"methods/{names.get(m)}.html" for m in sorted(by_method)}
+
+    arts = _Artifacts(out, store)
+    tmpl_profile = env.get_template("profile.html")
+    index_profiles: dict[str, list[dict[str, Any]]] = {}
+    for pid, board in boards.items():
+        stem = profile_href[pid][: -len(".html")]
+        model = _profile_page(board, stem, out, method_href, max_curves)
+        path = out / profile_href[pid]
+        path.write_text(tmpl_profile.render(page=model, root="", **common), encoding="utf-8")
+        report.pages.append(path)
+        report.warnings.extend(f"{pid}: {w}" for w in board.warnings)
+        main = board.main
+        lead = next((r for r in main.rows if r.leader), None)
+        index_profiles.setdefault(board.track.name, []).append({
+            "id": pid,
+            "href": profile_href[pid],
+            "methods": len(board.variants),
+            "leader": lead.variant.label if lead else "",
+            "leader_score": fmt_interval(lead.score, _scale(board, board.primary)) if lead else "",
+            "complete": sum(1 for r in main.rows if r.status != "incomplete"),
+            "incomplete": sum(1 for r in main.rows if r.status == "incomplete"),
+        })
+
+    tmpl_method = env.get_template("method.html")
+    for name, recs in sorted(by_method.items()):
+        meta = _method_meta(name, entry_meta, recs)
+        model = _method_page(name, recs, meta, boards, profile_href, arts, root="../")
+        path = out / method_href[name]
+        path.write_text(tmpl_method.render(page=model, root="../", **common), encoding="utf-8")
+        report.pages.append(path)
+    report.artifacts = arts.count
+
+    track_list = []
+    for tname in sorted(set(tracks) | {b.track.name for b in boards.values()}):
+        t = tracks[tname]
+        rendered = {p["id"]: p for p in index_profiles.get(tname, [])}
+        profs = []
+        for p in t.profiles():
+            row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "complete": 0, "incomplete": 0}
+            profs.append({**row, "primary": primary_metric(t, p)})
+        track_list.append({
+            "name": t.name,
+            "summary": t.summary,
+            "contestants": t.contestant_kind,
+            "profiles": profs,
+        })
+    index_model = {
+        "tracks": track_list,
+        "methods": [{"name": m, "href": method_href[m]} for m in sorted(by_method)],
+        "rejected": [(str(p), reason) for p, reason in report.rejected],
+        "warnings": report.warnings,
+        "records": report.records,
+    }
+    report.index.write_text(env.get_template("index.html").render(page=index_model, root="", **common), encoding="utf-8")
+    report.pages.insert(0, report.index)
+    return report

@@ -1,0 +1,581 @@
+"""Leaderboard: statistics, entries (export, validation, rejection), rendering, escaping, browser."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import shutil
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from coreset_bench import hookimpl, plugins, registry
+from coreset_bench.kinds import SelectionMethod
+from coreset_bench.leaderboard import cli as lb_cli
+from coreset_bench.leaderboard import stats
+from coreset_bench.leaderboard.board import build_board
+from coreset_bench.leaderboard.data import load_store_records, normalize_records
+from coreset_bench.leaderboard.entries import (
+    EntryError,
+    check_entry,
+    export_entries,
+    load_entry,
+    validate_entry,
+)
+from coreset_bench.leaderboard.figures import pareto_front
+from coreset_bench.leaderboard.render import SiteError, render_site
+from coreset_bench.store import Store
+from coreset_bench.tracks.base import ArtifactOut, Cell, Profile, Track
+
+T975_DF2 = 4.302652729911275  # Student t, two-sided 95 %, 2 degrees of freedom (tables)
+XSS = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+# ---- a tiny track and methods, registered for this module --------------------------------------
+
+
+class TinyTrack(Track):
+    name = "lbtiny"
+    summary = "A tiny track for the leaderboard tests."
+    contestant_kind = "selection"
+    primary_metric = "acc"
+    metric_directions = {"acc": "max", "robust_acc": "max"}
+    secondary_metrics = ("robust_acc",)
+    baseline_method = "lbt-random"
+
+    def profiles(self) -> list[Profile]:
+        return [Profile("lbtiny", "small", 2, axes={"dataset": ["d1"], "budget": [0.1, 0.5]}, seeds=(0, 1, 2), description="two budgets")]
+
+    def cells(self, profile, method):
+        # like the coreset track: a method with ``fixed_fraction`` runs at that budget only,
+        # which may lie outside the profile's budgets (full data at 1.0)
+        fixed = getattr(method, "fixed_fraction", None)
+        if fixed is None:
+            return super().cells(profile, method)
+        return [Cell(c.track, c.profile, c.method, c.method_version, c.params, {**c.axes, "budget": float(fixed)}, c.repeat)
+                for c in super().cells(profile, method) if c.axes["budget"] == profile.axes["budget"][0]]
+
+    def run_cell(self, cell, method, ctx):  # the leaderboard tests write results directly
+        raise AssertionError("not run in these tests")
+
+
+def _method(name: str, summary: str = "", params: dict | None = None, citation: str = "", **attrs) -> SelectionMethod:
+    cls = type(
+        "M_" + re.sub(r"\W", "_", name),
+        (SelectionMethod,),
+        {"name": name, "summary": summary, "citation": citation, "params": dict(params or {}), "version": "1.0",
+         "select": lambda self, view: np.arange(view.budget), **attrs},
+    )
+    return cls()
+
+
+METHODS = [
+    _method("lbt-random", "Uniform random subset."),
+    _method("lbt-alpha", "The best one.", {"k": 3}, citation="Alpha et al., 2024"),
+    _method("lbt-gamma", "Close second."),
+    _method("lbt-beta", "Has a failed cell."),
+    _method("lbt-full", "All the data, at budget 1.0 only.", fixed_fraction=1.0),
+    _method(XSS, f"summary {XSS}", {"note": XSS}, citation=XSS),
+]
+
+# acc per (method, budget) over repeats 0, 1, 2
+ACC = {
+    "lbt-random": {0.1: [0.50, 0.52, 0.54], 0.5: [0.60, 0.62, 0.64]},
+    "lbt-alpha": {0.1: [0.60, 0.61, 0.65], 0.5: [0.80, 0.80, 0.83]},
+    "lbt-gamma": {0.1: [0.595, 0.605, 0.645], 0.5: [0.795, 0.795, 0.825]},
+    "lbt-beta": {0.1: [0.55, 0.58, 0.58], 0.5: [0.74, 0.79, None]},  # repeat 2 at 0.5 fails
+    "lbt-full": {1.0: [0.90, 0.91, 0.92]},
+    XSS: {0.1: [0.45, 0.47, 0.49], 0.5: [0.55, 0.57, 0.59]},
+}
+
+
+def _plugin_module() -> types.ModuleType:
+    mod = types.ModuleType("lbt_plugin")
+
+    @hookimpl
+    def register_tracks(register):
+        register(TinyTrack())
+
+    @hookimpl
+    def register_methods(register):
+        for m in METHODS:
+            register(m)
+
+    mod.register_tracks = register_tracks
+    mod.register_methods = register_methods
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A plugin manager holding only the tiny track and methods (hermetic, and no torch imports)."""
+    old = registry._manager
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORESET_BENCH_LOAD_PLUGINS", "")  # an empty allow-list: no installed plugin
+        mp.delenv("CORESET_BENCH_DISABLE_PLUGINS", raising=False)
+        registry.reset()
+        registry.load_plugins()
+    plugins.register(_plugin_module(), name="lbt_plugin", package="lbt-package")
+    try:
+        track = plugins.track("lbtiny")
+        yield track, track.profiles()[0]
+    finally:
+        plugins.unregister("lbt_plugin")
+        registry._manager = old
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def store(tiny, tmp_path_factory):
+    track, profile = tiny
+    d = tmp_path_factory.mktemp("lbstore")
+    st = Store(d / "db.sqlite")
+    env = {"coreset_bench": "0.1.0", "git_commit": "abc123", "device": "cpu", "device_name": "cpu (x86_64, 2 cores)", "torch": "2.5"}
+    for m in METHODS:
+        for cell in track.cells(profile, m):
+            b = cell.axes["budget"]
+            acc = ACC[m.name][b][cell.repeat]
+            st.start(cell, m, env)
+            if acc is None:
+                st.fail(cell.key, "ValueError: lbt-beta returned a duplicate index", "Traceback ...", {"selection_s": 0.2})
+                continue
+            budget = int(b * 100)
+            realized = int(budget * 0.9) if m.name == "lbt-gamma" else budget
+            st.finish(
+                cell.key,
+                metrics={"acc": acc, "robust_acc": acc - 0.3},
+                timings={"selection_s": 0.5 if m.name != "lbt-alpha" else 2.0, "training_s": 1.0, "evaluation_s": 0.1, "total_s": 1.6 if m.name != "lbt-alpha" else 3.1},
+                info={"budget": budget, "realized_size": realized},
+                artifacts=[ArtifactOut("indices", "indices.npy", _npy(np.arange(realized) + cell.repeat))],
+            )
+    yield st
+    st.close()
+
+
+@pytest.fixture(scope="module")
+def site(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lbsite") / "site"
+    report = render_site(store, out)
+    return out, report
+
+
+# ---- statistics against hand-computed values ------------------------------------------------
+
+
+def test_t_interval_hand_values():
+    iv = stats.t_interval([0.60, 0.61, 0.65])
+    # mean 0.62; s = sqrt((0.02² + 0.01² + 0.03²) / 2) = sqrt(0.0007); half = t · s / sqrt(3)
+    assert iv.mean == pytest.approx(0.62, abs=1e-12)
+    assert iv.n == 3
+    assert iv.half_width == pytest.approx(T975_DF2 * math.sqrt(0.0007) / math.sqrt(3), rel=1e-9)
+    assert iv.half_width == pytest.approx(0.0657241, abs=1e-6)
+    one = stats.t_interval([0.7])
+    assert one.mean == 0.7 and one.half_width is None and one.bounds() == (0.7, 0.7)
+    assert stats.t_interval([]) is None
+    assert stats.t_critical(9) == pytest.approx(2.262157, abs=1e-6)
+
+
+def test_paired_gain_hand_values():
+    pts = ["b0.1", "b0.5"]
+    method = {("b0.1", 0): 0.60, ("b0.1", 1): 0.61, ("b0.1", 2): 0.65, ("b0.5", 0): 0.80, ("b0.5", 1): 0.80, ("b0.5", 2): 0.83}
+    base = {("b0.1", 0): 0.50, ("b0.1", 1): 0.52, ("b0.1", 2): 0.54, ("b0.5", 0): 0.60, ("b0.5", 1): 0.62, ("b0.5", 2): 0.64}
+    # at budget 0.1 the differences are 0.10, 0.09, 0.11: mean 0.10, s = 0.01
+    g = stats.paired_gain(method, base, ["b0.1"], [0, 1, 2])
+    assert g.mean == pytest.approx(0.10, abs=1e-12)
+    assert g.half_width == pytest.approx(T975_DF2 * 0.01 / math.sqrt(3), rel=1e-9)
+    # over both budgets, per repeat: 0.15, 0.135, 0.15 -> mean 0.145, s = sqrt(0.00015 / 2)
+    g2 = stats.paired_gain(method, base, pts, [0, 1, 2])
+    assert g2.mean == pytest.approx(0.145, abs=1e-12)
+    assert g2.half_width == pytest.approx(T975_DF2 * math.sqrt(0.000075) / math.sqrt(3), rel=1e-9)
+    # lower-is-better metrics: a positive gain still means better
+    assert stats.paired_gain(base, method, ["b0.1"], [0, 1, 2], direction="min").mean == pytest.approx(0.10)
+    # a repeat missing on either side is left out, never averaged over part of the points
+    partial = dict(method)
+    del partial[("b0.5", 2)]
+    assert stats.paired_differences(partial, base, pts, [0, 1, 2]) == pytest.approx({0: 0.15, 1: 0.135})
+
+
+def test_ties_with_leader():
+    ivs = {
+        "a": stats.Interval(0.715, 0.054, 3),
+        "b": stats.Interval(0.710, 0.054, 3),
+        "c": stats.Interval(0.570, 0.050, 3),  # high 0.620 < low of a (0.661)
+        "d": stats.Interval(0.700, None, 1),  # a point inside a's interval
+        "e": None,
+    }
+    lead, tied = stats.ties_with_leader(ivs, "max")
+    assert lead == "a" and tied == {"b", "d"}
+    lead_min, _ = stats.ties_with_leader(ivs, "min")
+    assert lead_min == "c"
+
+
+def test_pareto_front():
+    pts = [(1.0, 0.6), (2.0, 0.7), (3.0, 0.65), (0.5, 0.5), (2.0, 0.55)]
+    assert pareto_front(pts, "max") == [3, 0, 1]
+    assert pareto_front([(1.0, 0.3), (2.0, 0.2), (3.0, 0.25)], "min") == [0, 1]
+
+
+# ---- the ranking model --------------------------------------------------------------------------
+
+
+def test_board_ranking_coverage_and_ties(tiny, store):
+    track, profile = tiny
+    board = build_board(track, profile, load_store_records(store))
+    assert len(board.tables) == 1  # one setting: no overall table
+    rows = {r.variant.method: r for r in board.main.rows}
+    order = [r.variant.method for r in board.main.rows]
+    assert order == ["lbt-alpha", "lbt-gamma", "lbt-random", XSS, "lbt-full", "lbt-beta"]
+    alpha = rows["lbt-alpha"]
+    assert alpha.leader and alpha.rank == 1
+    # score per repeat: (0.70, 0.705, 0.74) -> 0.715 ± t · sqrt(0.000475) / sqrt(3)
+    assert alpha.score.mean == pytest.approx(0.715)
+    assert alpha.score.half_width == pytest.approx(T975_DF2 * math.sqrt(0.000475) / math.sqrt(3), rel=1e-9)
+    assert alpha.gain.mean == pytest.approx(0.145)
+    assert alpha.col_gain[0].mean == pytest.approx(0.10)
+    assert alpha.cols[0].mean == pytest.approx(0.62)
+    assert alpha.secondary["robust_acc"].mean == pytest.approx(0.415)
+    assert alpha.selection_s == pytest.approx(2.0) and alpha.total_s == pytest.approx(3.1)
+    assert rows["lbt-gamma"].tied and not rows["lbt-random"].tied and not rows[XSS].tied
+    assert rows["lbt-random"].baseline and rows["lbt-random"].gain is None
+    assert rows["lbt-gamma"].realized_ratio == pytest.approx(0.9, abs=0.02)
+    beta = rows["lbt-beta"]
+    assert beta.status == "incomplete" and not beta.ranked and beta.rank is None
+    assert (beta.done, beta.expected) == (5, 6)
+    assert beta.col_complete == [True, False, True]
+    assert beta.cols[1].n == 2  # the budget column shows the two seeds it has, flagged
+    # the mean over the matrix uses only repeats complete at every budget: repeats 0 and 1
+    assert beta.score.n == 2 and beta.score.mean == pytest.approx((0.645 + 0.685) / 2)
+    # full data runs at budget 1.0, outside the profile's budgets: an extra column, a reference row
+    assert [c.label for c in board.main.columns] == ["0.1", "0.5", "1"] and board.main.columns[2].extra
+    full = rows["lbt-full"]
+    assert full.status == "reference" and not full.ranked and full.col_applicable == [False, False, True]
+    assert (full.done, full.expected) == (3, 3) and full.score.mean == pytest.approx(0.91)
+    assert all(not ok for r in board.main.rows if r is not full for ok in r.col_applicable[2:])
+
+
+def test_board_from_rows_uses_primary_for_and_flags_runs_outside_the_matrix(tiny, store):
+    track, profile = tiny
+
+    class PerProfile(TinyTrack):
+        def primary_for(self, profile):  # like the coreset track: the primary metric depends on the profile
+            return "robust_acc"
+
+    rows = store.results()
+    stray = dict(rows[0], key="x" * 24, repeat=7)  # a repeat the profile does not have (--seeds 7)
+    records = normalize_records([*rows, stray])
+    board = build_board(PerProfile(), profile, records)
+    assert board.primary == "robust_acc" and "robust_acc" not in board.secondary and "acc" in board.secondary
+    alpha = next(r for r in board.main.rows if r.variant.method == "lbt-alpha")
+    assert alpha.leader and alpha.score.mean == pytest.approx(0.415)
+    assert board.warnings == ["1 runs lie outside the profile's matrix (axes or repeat) and are not shown"]
+
+
+def test_board_with_several_settings_has_an_overall_table(tiny):
+    track, _ = tiny
+    wide = Profile("lbtiny", "wide", 1, axes={"dataset": ["d1", "d2"], "budget": [0.1, 0.5]}, seeds=(0, 1))
+    # acc = base + 0.1 * budget index + 0.2 * dataset index + 0.01 * repeat; alpha beats random by 0.05 (d1), 0.15 (d2)
+    rows = []
+    for m, lift in (("lbt-random", (0.0, 0.0)), ("lbt-alpha", (0.05, 0.15))):
+        for di, d in enumerate(["d1", "d2"]):
+            for bi, b in enumerate([0.1, 0.5]):
+                for r in (0, 1):
+                    acc = 0.5 + 0.1 * bi + 0.2 * di + 0.01 * r + lift[di]
+                    rows.append({"key": f"{m}{d}{b}{r}", "track": "lbtiny", "profile": wide.id, "method": m,
+                                 "method_version": "1.0", "params": {"k": 3} if m == "lbt-alpha" else {},
+                                 "axes": {"dataset": d, "budget": b}, "repeat": r, "status": "done", "metrics": {"acc": acc}})
+    board = build_board(track, wide, normalize_records(rows))
+    assert [t.title for t in board.tables] == ["Overall", "dataset=d1", "dataset=d2"]
+    overall = board.main
+    assert [c.label for c in overall.columns] == ["d1", "d2"]
+    alpha = next(r for r in overall.rows if r.variant.method == "lbt-alpha")
+    # per repeat the mean over 4 points is 0.5 + 0.05 + 0.1 + 0.01 r + 0.1 -> 0.75, 0.76
+    assert alpha.score.mean == pytest.approx(0.755) and alpha.score.n == 2
+    assert alpha.score.half_width == pytest.approx(stats.t_critical(1) * 0.005, rel=1e-9)
+    assert alpha.gain.mean == pytest.approx(0.10) and alpha.gain.half_width == pytest.approx(0.0, abs=1e-9)
+    assert [iv.mean for iv in alpha.col_gain] == pytest.approx([0.05, 0.15])
+    d2 = board.tables[2]
+    assert [c.label for c in d2.columns] == ["0.1", "0.5"] and d2.rows[0].variant.method == "lbt-alpha"
+
+
+# ---- rendering ------------------------------------------------------------------------------------
+
+
+def _rows_of(html: str, table: str) -> list[str]:
+    body = html.split(f'data-table="{table}"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<tr class="[^"]*" data-method="([^"]*)"', body)
+
+
+def test_render_site_pages(site, store):
+    out, report = site
+    assert report.rejected == [] and report.records == 33
+    index = (out / "index.html").read_text()
+    assert 'href="lbtiny-small-v2.html"' in index
+    page = (out / "lbtiny-small-v2.html").read_text()
+    assert _rows_of(page, "d1") == ["lbt-alpha", "lbt-gamma", "lbt-random", ESCAPED, "lbt-full", "lbt-beta"]
+    assert "b-incomplete" in page and "5/6" in page and "b-reference" in page and "b-tied" in page
+    assert "62.00 ± 6.57" in page  # alpha at budget 0.1, in percent
+    assert "+14.50 ± 2.15" in page  # alpha's mean gain over random, pp
+    assert "90.0 % of budget" in page  # gamma's realized subset size
+    for svg in ("lbtiny-small-v2-budget.svg", "lbtiny-small-v2-pareto.svg"):
+        text = (out / "figures" / svg).read_text()
+        assert text.lstrip().startswith("<?xml") and "<svg" in text
+        assert f'src="figures/{svg}"' in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    # method page: params, version, package, citation, per-cell results, downloadable subsets
+    alpha = (out / "methods" / "lbt-alpha.html").read_text()
+    for text in ("Alpha et al., 2024", "lbt-package", "1.0", "<th scope=\"row\">k</th>", "60.00"):
+        assert text in alpha
+    links = re.findall(r'href="\.\./(artifacts/[^"]+)" download title="([0-9a-f]{64})"', alpha)
+    assert len(links) == 6
+    for rel, sha in links:
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha
+    beta = (out / "methods" / "lbt-beta.html").read_text()
+    assert "duplicate index" in beta and "st-failed" in beta
+
+
+def test_html_is_escaped(site):
+    out, _ = site
+    pages = list(out.rglob("*.html"))
+    assert len(pages) >= 8
+    seen_escaped = set()
+    for p in pages:
+        text = p.read_text()
+        assert XSS not in text, p
+        if ESCAPED in text:
+            seen_escaped.add(p.name)
+    xss_page = [p for p in pages if p.parent.name == "methods" and ESCAPED in p.read_text() and "summary" in p.read_text()]
+    assert xss_page, "the method page of the XSS method"
+    text = xss_page[0].read_text()
+    assert f"summary {ESCAPED}" in text  # summary
+    assert f"note={ESCAPED}" in text  # param
+    assert {"index.html", "lbtiny-small-v2.html"} <= seen_escaped
+    for svg in (out / "figures").glob("*.svg"):
+        assert "<script" not in svg.read_text()
+
+
+def test_site_refuses_a_foreign_directory(store, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    with pytest.raises(SiteError, match="not empty"):
+        render_site(store, foreign)
+    assert (foreign / "thesis.tex").read_text() == "keep me"
+
+
+# ---- entries ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("entries")
+    written, warnings = export_entries(load_store_records(store), out)
+    assert warnings == []
+    return out, {e.method: e for e in written}
+
+
+def test_export_validate_roundtrip(tiny, exported, tmp_path):
+    track, profile = tiny
+    out, written = exported
+    assert set(written) == {m.name for m in METHODS}
+    alpha = load_entry(written["lbt-alpha"].path)
+    assert written["lbt-alpha"].path.relative_to(out).as_posix() == "lbtiny/small@2/lbt-alpha@1.0.json"
+    assert validate_entry(alpha, [profile]) == []
+    assert alpha["profile"] == {"id": "lbtiny/small@2", "name": "small", "version": 2}
+    prov = alpha["provenance"]
+    assert (prov["git_commit"], prov["device"], prov["plugin_package"], prov["coreset_bench_version"]) == ("abc123", "cpu (x86_64, 2 cores)", "lbt-package", "0.1.0")
+    assert prov["torch_version"] == "2.5" and prov["first_run"] and prov["exported_with"]
+    assert alpha["method"]["citation"] == "Alpha et al., 2024" and alpha["method"]["params"] == {"k": 3}
+    assert len(alpha["cells"]) == 6 and all(len(c["subsets"][0]["sha256"]) == 64 for c in alpha["cells"])
+    assert alpha["coverage"] == {"done": 6, "expected": 6, "complete": True}
+    # an incomplete entry is valid and says so
+    beta = load_entry(written["lbt-beta"].path)
+    assert validate_entry(beta, [profile]) == []
+    assert beta["coverage"] == {"done": 5, "expected": 6, "complete": False}
+    # rendering from the entries alone gives the ranking rendered from the store
+    report = render_site(None, tmp_path / "site", entries_dirs=[out])
+    assert report.rejected == []
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert _rows_of(page, "d1") == ["lbt-alpha", "lbt-gamma", "lbt-random", ESCAPED, "lbt-full", "lbt-beta"]
+    assert "62.00 ± 6.57" in page and "b-incomplete" in page
+
+
+def _tamper(obj: dict) -> dict:
+    return json.loads(json.dumps(obj))
+
+
+def test_rejects_tampered_metric(tiny, exported):
+    _, profile = tiny
+    alpha = load_entry(exported[1]["lbt-alpha"].path)
+    bad = _tamper(alpha)
+    bad["cells"][0]["metrics"]["acc"] += 0.05
+    problems = validate_entry(bad, [profile])
+    assert problems and "aggregate acc" in problems[0] and "tampered" in problems[0]
+    assert any("cells_sha256" in p for p in problems)
+    with pytest.raises(EntryError, match=r"aggregate acc at .* \(tampered\?\)"):
+        check_entry(bad, [profile])
+    # a flattering aggregate over honest cells
+    bad2 = _tamper(alpha)
+    bad2["aggregates"]["points"][0]["metrics"]["acc"]["mean"] = 0.99
+    problems2 = validate_entry(bad2, [profile])
+    assert len(problems2) == 1 and problems2[0].startswith("aggregate acc") and "is 0.99 but its cells give" in problems2[0]
+    # an edited seed or axis is caught by recomputing the cell key
+    bad3 = _tamper(alpha)
+    bad3["cells"][0]["seed"] += 1
+    assert any("seed" in p for p in validate_entry(bad3, [profile]))
+
+
+def test_rejects_wrong_profile_version(tiny, exported):
+    _, profile = tiny
+    alpha = load_entry(exported[1]["lbt-alpha"].path)
+    old = _tamper(alpha)
+    old["profile"] = {"id": "lbtiny/small@1", "name": "small", "version": 1}
+    problems = validate_entry(old, [profile])
+    assert len(problems) == 1 and "not a current profile version" in problems[0] and "lbtiny/small@2" in problems[0]
+    newer = _tamper(alpha)
+    newer["schema_version"] = 7
+    assert "unsupported schema_version 7" in validate_entry(newer, [profile])[0]
+    unknown = _tamper(alpha)
+    unknown["profile"]["id"] = "nosuch/x@1"
+    assert validate_entry(unknown, [profile]) == ["unknown profile nosuch/x@1"]
+
+
+def test_incomplete_entry_flagged_and_false_claim_rejected(tiny, exported):
+    _, profile = tiny
+    beta = load_entry(exported[1]["lbt-beta"].path)
+    assert check_entry(beta, [profile])["coverage"]["complete"] is False
+    liar = _tamper(beta)
+    liar["coverage"] = {"done": 6, "expected": 6, "complete": True}
+    problems = validate_entry(liar, [profile])
+    assert problems == ["coverage claims 6/6 cells (complete=true) but the entry holds 5 of the 6 cells lbtiny/small@2 asks of lbt-beta"]
+    # dropping cells from a complete entry (and fixing digest and aggregates is not enough)
+    alpha = load_entry(exported[1]["lbt-alpha"].path)
+    cut = _tamper(alpha)
+    cut["cells"] = cut["cells"][:-1]
+    assert any("coverage claims 6/6" in p for p in validate_entry(cut, [profile]))
+
+
+def test_rejects_malformed_json_and_schema(tiny, tmp_path):
+    _, profile = tiny
+    f = tmp_path / "broken.json"
+    f.write_text('{"schema": "coreset-bench/entry", "cells": [1, 2,,]}')
+    with pytest.raises(EntryError, match=r"malformed JSON: .* line 1 column"):
+        load_entry(f)
+    f.write_text("[1, 2]")
+    with pytest.raises(EntryError, match="not an object"):
+        load_entry(f)
+    assert "not a coreset-bench entry" in validate_entry({"schema": "other"}, [profile])[0]
+    missing = {"schema": "coreset-bench/entry", "schema_version": 1, "track": "lbtiny"}
+    assert any("missing field 'cells'" in p for p in validate_entry(missing, [profile]))
+
+
+def test_render_rejects_bad_entries_and_renders_the_rest(tiny, exported, tmp_path):
+    src, written = exported
+    d = tmp_path / "entries"
+    shutil.copytree(src, d)
+    alpha_path = d / written["lbt-alpha"].path.relative_to(src)
+    obj = json.loads(alpha_path.read_text())
+    obj["cells"][1]["metrics"]["acc"] = 0.99
+    alpha_path.write_text(json.dumps(obj))
+    (d / "garbage.json").write_text("{not json")
+    report = render_site(None, tmp_path / "site", entries_dirs=[d])
+    reasons = {p.name: r for p, r in report.rejected}
+    assert set(reasons) == {"lbt-alpha@1.0.json", "garbage.json"}
+    assert all("\n" not in r for r in reasons.values())
+    assert reasons["garbage.json"].startswith("malformed JSON")
+    assert "tampered" in reasons["lbt-alpha@1.0.json"]
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert _rows_of(page, "d1") == ["lbt-gamma", "lbt-random", ESCAPED, "lbt-full", "lbt-beta"]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "garbage.json" in index and "malformed JSON" in index
+
+
+# ---- command line -------------------------------------------------------------------------------------
+
+
+def test_cli_export_and_leaderboard(store, tmp_path):
+    app = typer.Typer()
+    lb_cli.register(app)
+    runner = CliRunner()
+    db = str(store.sqlite_path)
+    entries = tmp_path / "entries"
+    res = runner.invoke(app, ["export", "--db", db, "--out", str(entries), "--plugin", "lbt-beta"])
+    assert res.exit_code == 0, res.output
+    assert "lbt-beta@1.0.json  (incomplete: 5/6 cells)" in res.output
+    assert [p.name for p in entries.rglob("*.json")] == ["lbt-beta@1.0.json"]
+    (entries / "bad.json").write_text("{")
+    site = tmp_path / "site"
+    res = runner.invoke(app, ["leaderboard", "--db", db, "--out", str(site), "--entries", str(entries)])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"rejected .*bad\.json: malformed JSON", res.output)
+    assert "rendered" in res.output and (site / "index.html").exists()
+    res = runner.invoke(app, ["leaderboard", "--db", str(tmp_path / "nope.db"), "--out", str(site)])
+    assert res.exit_code == 1 and "no results database" in res.output
+    res = runner.invoke(app, ["export", "--db", db, "--out", str(entries), "--plugin", "nosuch"])
+    assert res.exit_code == 1 and "no finished runs of 'nosuch'" in res.output
+
+
+# ---- a real browser -----------------------------------------------------------------------------------
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_browser_sorts_ranking_table(site, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    out, _ = site
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    try:
+        driver.get((out / "index.html").as_uri())
+        assert "Leaderboard" in driver.title
+        driver.find_element(By.CSS_SELECTOR, "a.profile-link").click()
+        assert driver.current_url.endswith("lbtiny-small-v2.html")
+        table = driver.find_element(By.CSS_SELECTOR, 'table.ranking[data-table="d1"]')
+
+        def order() -> list[str]:
+            return [tr.get_attribute("data-method") for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+        assert order() == ["lbt-alpha", "lbt-gamma", "lbt-random", XSS, "lbt-full", "lbt-beta"]
+        header = next(th for th in table.find_elements(By.CSS_SELECTOR, "thead th") if th.text.strip() == "0.5")
+        header.click()  # best first: alpha 0.81, gamma 0.805, beta 0.765 (2 seeds), random 0.62, xss 0.57
+        assert order() == ["lbt-alpha", "lbt-gamma", "lbt-beta", "lbt-random", XSS, "lbt-full"]
+        assert header.get_attribute("aria-sort") == "descending"
+        header.click()  # lbt-full has no value at 0.5 ("n/a") and stays last either way
+        assert order() == [XSS, "lbt-random", "lbt-beta", "lbt-gamma", "lbt-alpha", "lbt-full"]
+        assert header.get_attribute("aria-sort") == "ascending"
+        name = next(th for th in table.find_elements(By.CSS_SELECTOR, "thead th") if th.text.strip() == "method")
+        name.click()
+        assert order() == [XSS, "lbt-alpha", "lbt-beta", "lbt-full", "lbt-gamma", "lbt-random"]
+        assert driver.find_element(By.CSS_SELECTOR, "figure img").get_attribute("naturalWidth") not in ("0", None)
+        shot = tmp_path / "leaderboard.png"
+        assert driver.save_screenshot(str(shot))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+        assert errors == []
+    finally:
+        driver.quit()
