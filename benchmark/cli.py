@@ -45,12 +45,10 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _results_dir(db: Optional[str]) -> Path:
-    from .store import resolve_url
+    from .store import resolve_url, sqlite_path
 
-    url = resolve_url(db)
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :]).parent
-    return Path("results")
+    path = sqlite_path(resolve_url(db))
+    return path.parent if path is not None else Path("results")
 
 
 def _open_store(db: Optional[str], create: bool = True) -> Any:
@@ -326,7 +324,14 @@ def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
         raise typer.Exit(1)
 
 
+_COMMANDS_ADDED = False
+
+
 def _add_plugin_commands() -> None:
+    global _COMMANDS_ADDED
+    if _COMMANDS_ADDED:
+        return
+    _COMMANDS_ADDED = True
     try:
         from .leaderboard import cli as lb_cli
 

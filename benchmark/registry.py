@@ -142,6 +142,7 @@ class PluginManager:
                     rec.traceback = traceback.format_exc()  # type: ignore[attr-defined]
                     self.records.append(rec)
                     if strict:
+                        self.loaded = False  # nothing half-loaded survives a strict failure
                         raise PluginError(f"plugin {ep.name!r} ({package}) failed to load: {rec.error}") from exc
                     continue
                 self.records.append(rec)
@@ -185,12 +186,12 @@ class PluginManager:
                 ("register_methods", "methods"),
                 ("register_tracks", "tracks"),
             ):
-                impls = getattr(module, hook_name, None)
-                if impls is None or not hasattr(impls, ENTRY_POINT_GROUP + "_impl"):
-                    continue
                 registry: Registry = getattr(self, reg_name)
                 collected: list[Any] = []
-                impls(collected.append)
+                # this module's implementations only (pluggy resolves specname= and arguments)
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is module:
+                        impl.function(**{a: collected.append for a in impl.argnames})
                 for obj in collected:
                     if reg_name == "methods":
                         _check_method(obj, rec)

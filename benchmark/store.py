@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -139,7 +139,16 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
     raw = str(db) if db is not None else os.environ.get("CORESET_BENCH_DB") or str(DEFAULT_DB)
     if "://" in raw:
         return raw
-    return f"sqlite:///{Path(raw).expanduser()}"
+    # build the URL from parts so that characters like '?', '#' or '%' in a path stay literal
+    return URL.create("sqlite", database=str(Path(raw).expanduser())).render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for other back ends or in-memory)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
 
 
 _OUR_TABLES = {"run", "metric", "artifact", "_migrations"}

@@ -242,3 +242,13 @@ def test_directory_where_no_file_can_be_created_gives_a_clear_error():
     # /proc/self exists but takes no new files, even for root
     with pytest.raises(StoreError, match=r"cannot open the results database sqlite:////proc/self/r\.db: .*writable path"):
         Store("/proc/self/r.db")
+
+
+@pytest.mark.parametrize("name", ["a?b", "c%41d", "o#x"])
+def test_plain_paths_with_url_characters_stay_literal(tmp_path, name):
+    from coreset_bench.store import Store, resolve_url, sqlite_path
+
+    path = tmp_path / name / "r.db"
+    Store(path).close()
+    assert path.exists()
+    assert sqlite_path(resolve_url(str(path))) == path

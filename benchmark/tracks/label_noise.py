@@ -272,7 +272,10 @@ def low_curvature_verified(curv: np.ndarray, noisy_labels: np.ndarray, counts: n
 
 # ---- profiles ---------------------------------------------------------------------------------
 
-QUICK_RECIPE = {"epochs": 40, "batch_size": 32, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}
+#: digits: long training without augmentation, so the network fits its noisy labels (the regime
+#: in which the reference's baselines lose 10-20 points to 25 % noise); 200 epochs of the MLP
+#: take a few seconds on one CPU core
+QUICK_RECIPE = {"epochs": 200, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4, "augment": False}
 CIFAR_RECIPE = {"epochs": 100, "batch_size": 128, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}
 CONVENTIONS = {
     "noise_rate": "exact: round(rate * n_c) flips per affected class; realized transition matrix stored",
@@ -293,7 +296,7 @@ def _profiles() -> list[Profile]:
             settings={
                 "max_train_per_class": 40,
                 "max_test": 200,
-                "train": {"epochs": 8, "batch_size": 32, "lr": 0.05},
+                "train": {"epochs": 8, "batch_size": 32, "lr": 0.05, "augment": False},
                 "verified_fraction": 0.01,
                 "verified_min_per_class": 4,
                 "curvature": {"h": 1e-3, "n_iter": 2, "percentile": 0.0},
@@ -305,7 +308,7 @@ def _profiles() -> list[Profile]:
             "label-noise",
             "quick",
             1,
-            {"dataset": ["digits"], "arch": ["cnn-small"], "noise": ["symmetric", "asymmetric"], "rate": [0.25, 0.5], "verified": ["clean"]},
+            {"dataset": ["digits"], "arch": ["mlp"], "noise": ["symmetric", "asymmetric"], "rate": [0.25, 0.5], "verified": ["clean"]},
             seeds=(0, 1, 2),
             settings={
                 "train": QUICK_RECIPE,
@@ -314,13 +317,13 @@ def _profiles() -> list[Profile]:
                 "curvature": {"h": 1e-3, "n_iter": 10, "percentile": 0.0},
                 **CONVENTIONS,
             },
-            description="Embedded digits on the CPU: cnn-small, symmetric and asymmetric noise at 25 % and 50 %, 10 verified samples per class, three repeats.",
+            description="Embedded digits on the CPU in a few minutes: MLP trained 200 epochs on noisy labels, symmetric and asymmetric noise at 25 % and 50 %, 10 verified samples per class, three repeats.",
         ),
         Profile(
             "label-noise",
             "quick-lowcurv",
             1,
-            {"dataset": ["digits"], "arch": ["cnn-small"], "noise": ["symmetric", "asymmetric"], "rate": [0.25, 0.5], "verified": ["low-curvature"]},
+            {"dataset": ["digits"], "arch": ["mlp"], "noise": ["symmetric", "asymmetric"], "rate": [0.25, 0.5], "verified": ["low-curvature"]},
             seeds=(0, 1, 2),
             settings={
                 "train": QUICK_RECIPE,

@@ -20,7 +20,10 @@ query is a member of a target when its mask holds it (about half the queries).
 receives a ``PrivacyView``: the queries (x in [0, 1], labels), the target and the shadows as black
 boxes (batch -> logits, no gradients; forwards are counted), ``shadow_in`` (S, N), the input
 views (identity, and horizontal flip where the dataset allows it) and the models' normalization
-std. It returns one finite score per query (higher = member). The harness computes AUC,
+std. All views of one cell share the cell's seed and the same shadow black-box objects, so a plugin
+may compute the shadows' statistics once per cell (``plugins/_mia.cached``), as the reference
+precomputes them once. It returns one finite score per query (higher = member). The harness
+computes AUC,
 balanced accuracy at the equal-error point, TPR at 1 % and 0.1 % FPR (interpolated, as the
 reference) and the realized FPR of the nearest real threshold, per target, then mean and std
 over targets. Primary metric: AUC.
@@ -98,6 +101,11 @@ def _privacy_profiles(track: str) -> list[Profile]:
                 description="Digits on the CPU: cnn-small, 32 shadows (16 masks + complements), 3 targets; the bank trains once in a few minutes."),
     ]
     if track == "privacy":
+        out.append(
+            Profile(track, "tiny-dp", 1, {"dataset": ["digits"], "arch": ["mlp"], "training": ["dp-sgd"], "epsilon": [8.0]},
+                    settings={**TINY, "target_recipe": {**DP_RECIPE, "epochs": 3, "batch_size": 32}},
+                    description="Seconds, for tests: DP-SGD targets at epsilon 8 against the shadows of tiny.")
+        )
         out.append(
             Profile(track, "quick-dp", 1, {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0]},
                     settings={**QUICK, "target_recipe": DP_RECIPE},
@@ -273,7 +281,10 @@ class PrivacyBase(Track):
         return _seed(["privacy-masks", self._universe_spec(profile, dataset, u), repeat])
 
     # -- banks -------------------------------------------------------------------------------------
-    def banks(self, cell: Cell, ctx: CellContext) -> tuple[Universe, Bank, Bank]:
+    def bank_specs(self, cell: Cell, ctx: CellContext) -> tuple[Universe, BankSpec, np.ndarray, BankSpec, np.ndarray]:
+        """The shadow and target banks a cell needs (specs and masks), without training them."""
+        from .. import registry as plugins
+
         profile = self.profile(cell.profile)
         st = profile.settings
         ax = cell.axes
@@ -284,17 +295,20 @@ class PrivacyBase(Track):
         shadow_masks, target_masks = masks_for(len(u.y), int(st["n_shadows"]), int(st["n_targets"]), mseed)
         recipe = dict(st["recipe"])
         ck = tuple(int(e) for e in st.get("checkpoints", ()))
-        shadows = self._bank(BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), mseed), shadow_masks, u, ctx)
+        shadow_spec = BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), mseed)
         training = str(ax.get("training", "standard"))
         t_recipe = dict(st.get("target_recipe", recipe)) if training != "standard" else recipe
         if "epsilon" in ax:
             t_recipe["epsilon"] = float(ax["epsilon"])
-        from .. import registry as plugins
-
         trainer = plugins.method(training)
         t_ck = () if getattr(trainer, "own_loop", False) else ck
-        targets = self._bank(BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), mseed, t_ck), target_masks, u, ctx)
-        return u, shadows, targets
+        target_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), mseed, t_ck)
+        return u, shadow_spec, shadow_masks, target_spec, target_masks
+
+    def banks(self, cell: Cell, ctx: CellContext) -> tuple[Universe, Bank, Bank]:
+        """The cell's shadow and target banks, from the cache or trained now (once)."""
+        u, sspec, smasks, tspec, tmasks = self.bank_specs(cell, ctx)
+        return u, self._bank(sspec, smasks, u, ctx), self._bank(tspec, tmasks, u, ctx)
 
     def _bank(self, spec: BankSpec, masks: np.ndarray, u: Universe, ctx: CellContext) -> Bank:
         from .. import registry as plugins
@@ -334,6 +348,7 @@ class PrivacyBase(Track):
     def _train(self, path: Path, spec: BankSpec, masks: np.ndarray, u: Universe, factory: Callable[[int], torch.nn.Module], trainer: Any, ctx: CellContext) -> Bank:
         ds = u.ds
         states, ckpts, per_model = [], [], []
+        correct_all = np.zeros(masks.shape, dtype=bool)
         t0 = time.perf_counter()
         for k, mask in enumerate(masks):
             ctx.progress(f"train {spec.role}", k / len(masks))
@@ -368,8 +383,6 @@ class PrivacyBase(Track):
                 "test_acc": test_acc,
                 **{k2: float(v) for k2, v in info.items() if isinstance(v, (int, float)) and k2 != "train_s"},
             })
-            if k == 0:
-                correct_all = np.zeros((len(masks), len(mask)), dtype=bool)
             correct_all[k] = correct
         meta = {"train_s": time.perf_counter() - t0, "models": per_model, "spec": spec.__dict__, "device": ctx.device}
         self._save(path, masks, correct_all, states, ckpts, meta)
@@ -464,8 +477,8 @@ class PrivacyTrack(PrivacyBase):
                 b.forwards = 0
             view = PrivacyView(
                 x=u.x, y=u.y, num_classes=ds.num_classes, target=box, shadows=list(shadow_boxes),
-                shadow_in=shadows.masks.copy(), views=self._views(ds), seed=int(cell.seed + t),
-                generator=torch.Generator().manual_seed(int(cell.seed + t)), input_std=tuple(ds.std),
+                shadow_in=shadows.masks.copy(), views=self._views(ds), seed=int(cell.seed),
+                generator=torch.Generator().manual_seed(int(cell.seed)), input_std=tuple(ds.std),
             )
             ctx.progress("attack", t / len(targets.states))
             t0 = time.perf_counter()
