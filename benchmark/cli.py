@@ -201,9 +201,10 @@ def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
     rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["method"] in names]
     if not rows:
         return
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], float(r["axes"].get("budget", 0))), []).append(r)
+        b = r["axes"].get("budget")
+        groups.setdefault((r["method"], f"{float(b):g}" if b is not None else "-"), []).append(r)
     cols = [primary] + [c for c in ("clean_acc",) if c != primary]
     table = Table("method", "budget", "n", *cols, title=f"{prof.id} (mean ± std over seeds and other axes)")
     for (m, b), rs in sorted(groups.items()):
@@ -211,7 +212,7 @@ def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
             cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
-        table.add_row(m, f"{b:g}", str(len(rs)), *cells)
+        table.add_row(m, b, str(len(rs)), *cells)
     console.print(table)
 
 

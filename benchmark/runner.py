@@ -83,7 +83,7 @@ def make_plan(track: Track, profile: Profile, methods: Sequence[Method], store: 
         for ref in track.reference_methods:
             if ref not in names:
                 try:
-                    wanted.append(plugins.method(ref))
+                    wanted.append(track.reference(profile, ref))
                 except LookupError:
                     continue
     planned = [Planned(c, m) for m in wanted for c in expand(track, profile, m, seeds=seeds, dataset=dataset)]

@@ -23,3 +23,14 @@ def register_tracks(register):
     from coreset_bench.tracks.coreset import CoresetTrack
 
     register(CoresetTrack())
+    from coreset_bench.tracks.robustness import RobustnessTrack
+
+    register(RobustnessTrack())
+
+    from coreset_bench.tracks.privacy import MemorizationTrack, PrivacyTrack
+
+    register(PrivacyTrack())
+    register(MemorizationTrack())
+    from coreset_bench.tracks.label_noise import LabelNoiseTrack
+
+    register(LabelNoiseTrack())

@@ -198,6 +198,15 @@ class Track(ABC):
                 )
         return out
 
+    def reference(self, profile: Profile, name: str) -> Method:
+        """The instance of reference method ``name`` this profile runs (its parameters may be
+        set by the profile's ``reference_params``, e.g. a CPU-sized AutoAttack)."""
+        from ..registry import method as _method
+
+        params = dict(profile.settings.get("reference_params", {}).get(name, {}))
+        m = _method(name)
+        return m.with_params(**params) if params else m
+
     def applicable(self, profile: Profile, method: Method, axes: Mapping[str, Any]) -> bool:
         """Whether ``method`` runs at ``axes`` (e.g. ``full`` runs only at budget 1.0)."""
         return True

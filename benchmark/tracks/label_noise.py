@@ -550,7 +550,8 @@ class LabelNoiseTrack(Track):
             ver_pool_idx = ver
             precision = 1.0
         else:
-            noisy_counts = np.minimum(counts, np.maximum(np.bincount(y_keep_noisy, minlength=C), 0))
+            # sizes from the noisy class counts: the clean ones are unknown in this setting
+            noisy_counts = verified_counts(y_keep_noisy, C, float(st.get("verified_fraction", 0.01)), int(st.get("verified_min_per_class", 1)))
             local = low_curvature_verified(meta["curvature"], y_keep_noisy, noisy_counts, float(curv_cfg.get("percentile", 0.0)) if curv_cfg else 0.0)
             local_t = torch.from_numpy(local).to(device)
             x_ver, y_ver = x_pool[local_t], y_pool_noisy[local_t]

@@ -1,0 +1,139 @@
+"""The ``robustness`` track: attacks ranked by the accuracy they leave on fixed models.
+
+The RobustBench idea turned around: the models are fixtures and the ``attack`` plugins are the
+contestants. For each profile the harness trains, once and cached on disk, a model per
+(dataset, architecture, training recipe, repeat) on the full training pool (standard and TRADES),
+then evaluates each attack on a fixed, seeded test subset under the profile's threat model.
+The primary metric is the robust accuracy the attack leaves (``robust_acc``, lower is better:
+a stronger attack); clean accuracy of the same points is stored beside it, and every output is
+checked to lie in the eps-ball and the valid pixel range (a violation fails the cell, naming
+the plugin). Standard AutoAttack is the reference row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import data as D
+from .. import models as M
+from .. import training as T
+from ..kinds import AttackMethod, Method, ThreatModel
+from .base import Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from .coreset import QUICK_TRAIN, ROBUST_DIGITS, CIFAR_RECIPE, CIFAR_ROBUST
+
+
+def _profiles() -> list[Profile]:
+    return [
+        Profile(
+            "robustness",
+            "tiny",
+            1,
+            {"dataset": ["digits"], "arch": ["mlp"], "training": ["standard"]},
+            seeds=(0,),
+            settings={"val_fraction": 0.1, "max_train_per_class": 40, "train": {"budget_mode": "iterations", "steps": 40, "batch_size": 32, "lr": 0.05}, "robust": ROBUST_DIGITS, "eval_subset": 40, "reference_params": {"autoattack": {"attacks": "apgd-ce"}}},
+            description="Seconds-long profile for tests.",
+        ),
+        Profile(
+            "robustness",
+            "quick",
+            1,
+            {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["standard", "trades"]},
+            seeds=(0, 1),
+            settings={"val_fraction": 0.1, "train": QUICK_TRAIN, "robust": ROBUST_DIGITS, "eval_subset": 100, "reference_params": {"autoattack": {"attacks": "apgd-ce,apgd-t"}}},
+            description="Digits, cnn-small trained with standard and TRADES recipes, eps = 0.1, on the CPU.",
+        ),
+        Profile(
+            "robustness",
+            "cifar10",
+            1,
+            {"dataset": ["cifar10"], "arch": ["resnet18"], "training": ["standard", "trades"]},
+            seeds=(0,),
+            settings={"val_fraction": 0.02, "train": CIFAR_RECIPE, "robust": CIFAR_ROBUST, "eval_subset": 1000},
+            description="CIFAR-10 ResNet-18 (standard and TRADES), eps = 8/255, on a GPU.",
+            device="cuda",
+        ),
+    ]
+
+
+class RobustnessTrack(Track):
+    name = "robustness"
+    summary = "Attacks ranked by the accuracy they leave on fixed standard- and TRADES-trained models."
+    contestant_kind = "attack"
+    fixtures = ("training",)
+    primary_metric = "robust_acc"
+    secondary_metrics = ("clean_acc", "attack_s")
+    metric_directions = {"robust_acc": "min", "clean_acc": "max", "attack_s": "min"}
+    baseline_method = "autoattack"
+    reference_methods = ("autoattack",)
+
+    def __init__(self) -> None:
+        self._models: dict[str, torch.nn.Module] = {}
+
+    def profiles(self) -> list[Profile]:
+        return _profiles()
+
+    def _fixture(self, profile: Profile, cell: Cell, sp: D.Splits, ctx: CellContext) -> tuple[torch.nn.Module, float, bool]:
+        """The fixed model of this cell's (dataset, arch, training, repeat), trained once."""
+        from .. import registry as plugins
+
+        ax = cell.axes
+        spec = {"profile": profile.id, "dataset": ax["dataset"], "arch": ax["arch"], "training": ax["training"], "repeat": cell.repeat}
+        key = hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:24]
+        ds = sp.dataset
+        seed = int(key[:8], 16) % (2**31)
+        model = M.build(str(ax["arch"]), ds.shape, ds.num_classes, ds.mean, ds.std, seed).to(ctx.device)
+        path = Path(ctx.cache_dir) / "robustness" / f"{key}.pt"
+        if path.exists():
+            blob = torch.load(path, weights_only=True)
+            model.load_state_dict(blob["state"])
+            return model.eval(), float(blob["train_s"]), True
+        t0 = time.perf_counter()
+        recipe = {**dict(profile.settings["train"]), **dict(profile.settings["robust"])}
+        T.train(model, sp.x_pool, sp.y_pool, method=plugins.method(str(ax["training"])), recipe=recipe, num_classes=ds.num_classes, seed=seed, pad=ds.crop_pad, hflip=ds.hflip)
+        train_s = time.perf_counter() - t0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "train_s": train_s}, tmp)
+        os.replace(tmp, path)
+        return model.eval(), train_s, False
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        from ..robust import AttackOutputError, check_attack_output
+
+        assert isinstance(method, AttackMethod)
+        profile = self.profile(cell.profile)
+        st = profile.settings
+        ds_ref = str(cell.axes["dataset"])
+        ds = D.resolve(ds_ref, ctx.data_dir, ctx.cache_dir)
+        split_seed = int(hashlib.sha256(f"{profile.id}|{ds_ref}".encode()).hexdigest()[:8], 16) % (2**31)
+        sp = D.make_splits(ds, val_fraction=float(st.get("val_fraction", 0.1)), seed=split_seed, max_train_per_class=st.get("max_train_per_class"), device=ctx.device)
+        model, train_s, shared = self._fixture(profile, cell, sp, ctx)
+        n = min(int(st.get("eval_subset", 500)), len(sp.y_test))
+        sub = torch.from_numpy(np.sort(D.stratified_subset(sp.y_test.cpu().numpy(), n, seed=0))).to(sp.x_test.device)
+        x, y = sp.x_test[sub], sp.y_test[sub]
+        rb = st["robust"]
+        threat = ThreatModel(norm="linf", eps=float(rb["eps"]), step_size=float(rb["step_size"]), steps=int(rb.get("eval_steps", 20)))
+        gen = torch.Generator().manual_seed(cell.seed)
+        t0 = time.perf_counter()
+        with D.contestant_guard(method.name):
+            x_adv = method.perturb(model, x, y, threat, gen)
+        attack_s = time.perf_counter() - t0
+        try:
+            check_attack_output(method.name, x_adv, x, threat)
+        except AttackOutputError as exc:
+            raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
+        with torch.no_grad():
+            clean = (T.predict(model, x).argmax(1) == y).float().mean().item()
+            robust = (T.predict(model, x_adv.detach()).argmax(1) == y).float().mean().item()
+        return CellResult(
+            metrics={"robust_acc": robust, "clean_acc": clean, "attack_s": attack_s, "check_below_clean": float(robust <= clean + 1.0 / n)},
+            timings={"fixture_train_s": train_s, "attack_s": attack_s, "total_s": attack_s},
+            info={"eval_points": n, "eps": threat.eps, "fixture_shared": shared, "primary_metric": self.primary_metric},
+        )
