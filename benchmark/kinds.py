@@ -429,6 +429,10 @@ class NoiseView:
     generator: Any
     recipe: Mapping[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: held-out pool samples with their noisy labels, never trained on (None where the profile
+    #: holds none out); for model selection
+    x_val: Any = None
+    y_val_noisy: Any = None
 
 
 class NoiseCorrectionMethod(Method):

@@ -98,6 +98,28 @@ def _profiles() -> list[Profile]:
             description="Embedded digits on the CPU in about two minutes per method: cnn-small, standard and TRADES training, PGD and AutoAttack at eps=0.1.",
         ),
     ]
+    out.append(
+        Profile(
+            "coreset",
+            "cifar10-cpu",
+            1,
+            {"dataset": ["cifar10"], "arch": ["cnn-small"], "budget": [0.1, 0.3], "training": ["standard"]},
+            seeds=(0,),
+            settings={
+                "val_fraction": 0.1,
+                "max_train_per_class": 200,
+                "max_test": 1000,
+                "proxy": {"epochs": 10, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+                "checkpoints": "all",
+                "train": {"budget_mode": "iterations", "steps": 300, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+                "robust": {"eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 5, "beta": 6.0, "eval_steps": 10},
+                "attacks": ["pgd"],
+                "eval_subset": 500,
+                **CONVENTIONS,
+            },
+            description="A CPU-sized CIFAR-10 check on real images (200 per class, cnn-small, PGD-10 at 8/255); use --dataset imagefolder:PATH for the JPEG copy.",
+        )
+    )
     for ds in ("cifar10", "cifar100"):
         out.append(
             Profile(

@@ -58,8 +58,14 @@ dataset, noise, rate, repeat) and the model initialisation per (profile, dataset
 repeat), so the conditions and architectures of one repeat are paired. A correction method's own
 randomness uses the cell seed (shared by all methods at the same point).
 
-Model selection: there is no separate validation split; the verified set is the only clean
-data a method may use, including to choose its hyperparameters (Verifix's alpha, see the plugin).
+Model selection: with a ``clean`` verified set there is no separate validation split; the
+verified set is the only clean data a method may use, including to choose its hyperparameters
+(Verifix's alpha, see the plugin). A ``low-curvature`` verified set was trained on, so it cannot
+rank candidate models; as in the released Verifix pipeline (a 10 % held-out split of the training
+data), such cells hold out ``val_fraction`` of the pool per class before training and hand it to
+the method with its *noisy* labels (``NoiseView.x_val``, ``y_val_noisy``; noise injected with
+the same exact-rate rule). The reference scores alpha on the clean part of that split, an oracle
+the benchmark does not grant (reference section 3.7).
 """
 
 from __future__ import annotations
@@ -280,7 +286,7 @@ CIFAR_RECIPE = {"epochs": 100, "batch_size": 128, "lr": 0.05, "schedule": "cosin
 CONVENTIONS = {
     "noise_rate": "exact: round(rate * n_c) flips per affected class; realized transition matrix stored",
     "verified_set": "carved per class from the training data; 'clean' is held out of the noisy training, 'low-curvature' is not",
-    "model_selection": "the verified set is the only clean data; no separate validation split",
+    "model_selection": "clean verified sets: the verified set is the only clean data, no validation split; low-curvature verified sets: a held-out split of the pool (val_fraction) with noisy labels, never trained on",
     "noisy_model": "trained once per (dataset, noise, rate, verified, arch, repeat) and shared by all methods",
 }
 
@@ -512,11 +518,15 @@ class LabelNoiseTrack(Track):
         if strategy == "clean":
             ver = carve_verified(y_clean, C, float(st.get("verified_fraction", 0.01)), int(st.get("verified_min_per_class", 1)), _hash_seed(profile.id, dataset, "verified", cell.repeat))
             keep = np.setdiff1d(np.arange(n_all), ver)
+            val = np.zeros(0, dtype=np.int64)
         else:
             ver = np.zeros(0, dtype=np.int64)
-            keep = np.arange(n_all)
+            vf = float(st.get("val_fraction", 0.0))
+            val = D.stratified_split(y_clean, vf, _hash_seed(profile.id, dataset, "val", cell.repeat)) if vf > 0 else np.zeros(0, dtype=np.int64)
+            keep = np.setdiff1d(np.arange(n_all), val)
         y_keep_clean = y_clean[keep]
         y_keep_noisy = inject_noise(y_keep_clean, C, noise, rate, noise_seed, mapping)
+        y_val_noisy = inject_noise(y_clean[val], C, noise, rate, noise_seed + 1, mapping)
         tcounts = transition_counts(y_keep_clean, y_keep_noisy, C)
         keep_t = torch.from_numpy(keep).to(device)
         x_pool = sp.x_pool[keep_t]
@@ -595,6 +605,8 @@ class LabelNoiseTrack(Track):
             generator=torch.Generator().manual_seed(cell.seed),
             recipe=dict(recipe),
             info={},
+            x_val=sp.x_pool[torch.from_numpy(val).to(device)] if len(val) else None,
+            y_val_noisy=torch.from_numpy(y_val_noisy).to(device) if len(val) else None,
         )
         ctx.progress("correct", 0.0)
         t0 = time.perf_counter()
@@ -629,6 +641,7 @@ class LabelNoiseTrack(Track):
             "verified_size": int(len(y_ver)),
             "verified_strategy": strategy,
             "verified_label_precision": precision,
+            "val_size": int(len(val)),
             "noise": noise,
             "noise_rate_requested": rate,
             "noise_rate_realized": n_flipped / max(int(tcounts.sum()), 1),

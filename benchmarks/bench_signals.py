@@ -1,0 +1,106 @@
+"""Signal sharing: every score-based method from ONE proxy run, against each method training
+its own proxy (how DeepCore runs its selectors). Both sides are measured in this process.
+
+Target: shared cost (one proxy run with the union of signals + every method's selection)
+<= 1.3 x the cost of one proxy run.
+
+Usage::
+
+    python benchmarks/bench_signals.py                    # digits, cnn-small (the quick profile)
+    python benchmarks/bench_signals.py --dataset imagefolder:/path/cifar10-jpeg --per-class 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METHODS = [
+    "easycore", "easycore-hard", "cld", "ltc", "el2n", "grand", "forgetting", "aum",
+    "uncertainty-entropy", "uncertainty-margin", "uncertainty-least-confidence", "ccs",
+    "moderate", "d2-pruning", "tdds", "herding", "kcenter", "contextual-diversity", "cal",
+    "craig", "gradmatch", "glister", "submodular-graphcut", "submodular-facility-location",
+    "submodular-logdet",
+]
+
+
+def main() -> None:
+    from coreset_bench import data as D
+    from coreset_bench import models as M
+    from coreset_bench import plugins
+    from coreset_bench import signals as S
+    from coreset_bench.kinds import SelectionView, Signals
+    from coreset_bench.testing import validate_selection
+    from coreset_bench.tracks.coreset import QUICK_PROXY
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--arch", default="cnn-small")
+    ap.add_argument("--per-class", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=QUICK_PROXY["epochs"])
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--own-proxies", type=int, default=0, help="how many methods to time with their own proxy run (0 = all)")
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    plugins.load_plugins()
+    ds = D.resolve(a.dataset, None, Path(tempfile.gettempdir()) / "cb-bench-cache")
+    sp = D.make_splits(ds, val_fraction=0.1, seed=0, max_train_per_class=a.per_class)
+    methods = [plugins.method(m) for m in METHODS]
+    recipe = {**QUICK_PROXY, "epochs": a.epochs}
+    ck = tuple(range(1, a.epochs + 1))
+
+    def proxy(wanted, cache):
+        spec = S.ProxySpec(a.dataset, {"bench": 1}, a.arch, recipe, 0, ck)
+        return S.compute_signals(spec, wanted, x_pool=sp.x_pool, y_pool=sp.y_pool, x_val=sp.x_val, y_val=sp.y_val,
+                                 num_classes=ds.num_classes, model_factory=lambda: M.build(a.arch, ds.shape, ds.num_classes, ds.mean, ds.std, 0),
+                                 training=plugins.method("standard"), pad=ds.crop_pad, hflip=ds.hflip, cache_dir=cache)
+
+    def select(m, arrays):
+        budget = int(round(a.fraction * len(sp.y_pool)))
+        view = SelectionView(sp.x_pool, sp.y_pool, sp.x_val, sp.y_val, ds.num_classes, budget, a.fraction,
+                             Signals(S.restrict(arrays, m.signals), method=m.name), 0, torch.Generator().manual_seed(0),
+                             np.random.default_rng(0), lambda: M.build(a.arch, ds.shape, ds.num_classes, ds.mean, ds.std, 0))
+        t = time.perf_counter()
+        validate_selection(m.select(view), view, m)
+        return time.perf_counter() - t
+
+    # one proxy run without any optional signal group: the unit of cost
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        proxy({"loss"}, Path(tmp))
+        one = time.perf_counter() - t
+    # shared: the union of all signals once, then every method reads it
+    union = set().union(*(m.signals for m in methods))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        bundle = proxy(union, Path(tmp))
+        shared_proxy = time.perf_counter() - t
+        sel_times = {m.name: select(m, bundle.arrays) for m in methods}
+    shared = shared_proxy + sum(sel_times.values())
+    # DeepCore-style: every method trains its own proxy with the signals it needs
+    timed = methods if a.own_proxies == 0 else methods[: a.own_proxies]
+    own = 0.0
+    for m in timed:
+        t = time.perf_counter()
+        b = proxy(set(m.signals), None)
+        own += time.perf_counter() - t + sel_times[m.name]
+    own_total = own * len(methods) / len(timed)
+    print(f"pool {len(sp.y_pool)} samples, {a.arch}, {a.epochs} proxy epochs, {len(methods)} methods at {a.fraction:g}")
+    print(f"one proxy run (dynamics only):        {one:7.1f} s")
+    print(f"shared proxy (all signals) + selects: {shared:7.1f} s  = {shared / one:.2f} x one proxy run (target <= 1.3)")
+    print(f"  of which input gradients/embeddings add {shared_proxy - one:.1f} s, selections {sum(sel_times.values()):.1f} s")
+    print(f"each method its own proxy (DeepCore): {own_total:7.1f} s  = {own_total / one:.1f} x one proxy run"
+          + ("" if len(timed) == len(methods) else f" (extrapolated from {len(timed)} methods)"))
+    print(f"saving: {own_total / shared:.1f} x")
+    slow = sorted(sel_times.items(), key=lambda kv: -kv[1])[:5]
+    print("slowest selections: " + ", ".join(f"{k} {v:.2f}s" for k, v in slow))
+
+
+if __name__ == "__main__":
+    main()
