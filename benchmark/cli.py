@@ -154,7 +154,7 @@ def run(
     if jobs == 1 and executor == "inprocess":
         import torch
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(int(os.environ.get("CORESET_BENCH_THREADS", 0)) or max(1, os.cpu_count() or 1))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     failures = []

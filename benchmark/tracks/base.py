@@ -198,6 +198,31 @@ class Track(ABC):
                 )
         return out
 
+    def splits(self, profile: Profile, dataset: str, ctx: CellContext) -> Any:
+        """The profile's fixed, seeded splits of ``dataset`` (memoized in-process).
+
+        Settings read: ``val_fraction`` (validation carved per class from training data),
+        ``max_train_per_class`` and ``max_test`` (CPU-sized subsets). The split seed derives from
+        the profile id and the dataset, never from the method or the repeat.
+        """
+        from .. import data as D
+
+        cache = self.__dict__.setdefault("_splits_cache", {})
+        key = f"{profile.id}|{dataset}|{ctx.data_dir}|{ctx.device}"
+        if key not in cache:
+            ds = D.resolve(dataset, ctx.data_dir, ctx.cache_dir)
+            st = profile.settings
+            split_seed = int(hashlib.sha256(f"{profile.id}|{dataset}".encode()).hexdigest()[:8], 16) % (2**31)
+            cache[key] = D.make_splits(
+                ds,
+                val_fraction=float(st.get("val_fraction", 0.1)),
+                seed=split_seed,
+                max_train_per_class=st.get("max_train_per_class"),
+                max_test=st.get("max_test"),
+                device=ctx.device,
+            )
+        return cache[key]
+
     def reference(self, profile: Profile, name: str) -> Method:
         """The instance of reference method ``name`` this profile runs (its parameters may be
         set by the profile's ``reference_params``, e.g. a CPU-sized AutoAttack)."""

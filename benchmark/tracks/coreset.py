@@ -171,9 +171,6 @@ class CoresetTrack(Track):
     baseline_method = "random"
     reference_methods = ("random", "full")
 
-    def __init__(self) -> None:
-        self._splits: dict[str, D.Splits] = {}
-
     def profiles(self) -> list[Profile]:
         return _profiles()
 
@@ -187,23 +184,6 @@ class CoresetTrack(Track):
             return super().cells(profile, method)
         prof = Profile(profile.track, profile.name, profile.version, {**profile.axes, "budget": [float(fixed)]}, profile.seeds, profile.settings)
         return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in super().cells(prof, method)]
-
-    # ---- helpers --------------------------------------------------------------------------
-    def splits(self, profile: Profile, dataset: str, ctx: CellContext) -> D.Splits:
-        key = f"{profile.id}|{dataset}|{ctx.data_dir}|{ctx.device}"
-        if key not in self._splits:
-            ds = D.resolve(dataset, ctx.data_dir, ctx.cache_dir)
-            st = profile.settings
-            split_seed = int(hashlib.sha256(f"{profile.id}|{dataset}".encode()).hexdigest()[:8], 16) % (2**31)
-            self._splits[key] = D.make_splits(
-                ds,
-                val_fraction=float(st.get("val_fraction", 0.1)),
-                seed=split_seed,
-                max_train_per_class=st.get("max_train_per_class"),
-                max_test=st.get("max_test"),
-                device=ctx.device,
-            )
-        return self._splits[key]
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         from .. import registry as plugins

@@ -14,7 +14,8 @@ Contestants are ``noise-correction`` plugins; the fixtures are the noise injecti
    * ``low-curvature`` (the released Verifix scripts, reference section 3.2): after training on
      the whole noisy pool, the lowest input-loss-curvature samples of each *noisy* class (Garg
      et al.'s ``regr`` estimator, ``h`` and ``n_iter`` from the profile), with their noisy
-     labels; they stay in the pool. The fraction of correct labels among them is recorded
+     labels; they stay in the training pool, and ``val_fraction`` of the pool is held out for
+     model selection (below). The fraction of correct labels among them is recorded
      (``verified_label_precision``);
 3. injects seeded label noise into the pool (``noise`` and ``rate`` axes) with an **exact**
    rate: ``round(rate * n_c)`` samples of each affected class are flipped (see
@@ -306,6 +307,7 @@ def _profiles() -> list[Profile]:
                 "verified_fraction": 0.01,
                 "verified_min_per_class": 4,
                 "curvature": {"h": 1e-3, "n_iter": 2, "percentile": 0.0},
+                "val_fraction": 0.1,
                 **CONVENTIONS,
             },
             description="A seconds-long profile for tests: digits subsample, MLP, 50 % symmetric noise, clean and low-curvature verified sets.",
@@ -321,6 +323,7 @@ def _profiles() -> list[Profile]:
                 "verified_fraction": 0.01,
                 "verified_min_per_class": 10,
                 "curvature": {"h": 1e-3, "n_iter": 10, "percentile": 0.0},
+                "val_fraction": 0.1,
                 **CONVENTIONS,
             },
             description="Embedded digits on the CPU in a few minutes: MLP trained 200 epochs on noisy labels, symmetric and asymmetric noise at 25 % and 50 %, 10 verified samples per class, three repeats.",
@@ -336,6 +339,7 @@ def _profiles() -> list[Profile]:
                 "verified_fraction": 0.01,
                 "verified_min_per_class": 10,
                 "curvature": {"h": 1e-3, "n_iter": 10, "percentile": 0.0},
+                "val_fraction": 0.1,
                 **CONVENTIONS,
             },
             description="As quick, but the verified set is the lowest-curvature samples of each noisy class (the released Verifix pipeline: no external clean data).",
@@ -354,6 +358,7 @@ def _profiles() -> list[Profile]:
                     "verified_fraction": 0.02,
                     "verified_min_per_class": 5,
                     "curvature": {"h": 1e-3, "n_iter": 10, "percentile": 0.0},
+                    "val_fraction": 0.1,
                     **CONVENTIONS,
                 },
                 description=f"{ds.upper()} on a GPU: ResNet-18, 100 epochs on noisy labels, symmetric and asymmetric noise at 25 % and 50 %, a 2 % verified set (1,000 samples, as in Verifix), three repeats.",

@@ -110,10 +110,7 @@ class RobustnessTrack(Track):
         assert isinstance(method, AttackMethod)
         profile = self.profile(cell.profile)
         st = profile.settings
-        ds_ref = str(cell.axes["dataset"])
-        ds = D.resolve(ds_ref, ctx.data_dir, ctx.cache_dir)
-        split_seed = int(hashlib.sha256(f"{profile.id}|{ds_ref}".encode()).hexdigest()[:8], 16) % (2**31)
-        sp = D.make_splits(ds, val_fraction=float(st.get("val_fraction", 0.1)), seed=split_seed, max_train_per_class=st.get("max_train_per_class"), device=ctx.device)
+        sp = self.splits(profile, str(cell.axes["dataset"]), ctx)
         model, train_s, shared = self._fixture(profile, cell, sp, ctx)
         n = min(int(st.get("eval_subset", 500)), len(sp.y_test))
         sub = torch.from_numpy(np.sort(D.stratified_subset(sp.y_test.cpu().numpy(), n, seed=0))).to(sp.x_test.device)
