@@ -26,7 +26,7 @@ from .tracks.base import CellContext
 def _remote_cell(track_name: str, method_name: str, params: dict[str, Any], cell: Any, ctx_args: tuple[Any, ...]) -> tuple[bool, Any, str | None]:
     from .runner import _format_error, run_one
 
-    ctx = CellContext(*ctx_args)
+    ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4])
     try:
         return True, run_one(track_name, method_name, params, cell, ctx), None
     except BaseException as exc:  # noqa: BLE001 - returned to the driver, which stores it
@@ -54,7 +54,7 @@ class RayExecutor:
 
     def run(self, items: Sequence[Any], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Any, bool, Any, str | None, float]]:
         ray = self.ray
-        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device)
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals)
         pending = list(items)
         refs: dict[Any, tuple[Any, float]] = {}
         # at most `window` tasks in flight, so a task's clock (for the time-out) starts when a

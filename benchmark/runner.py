@@ -18,6 +18,7 @@ rerun executes again; ``done`` cells are never run twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -141,7 +142,7 @@ class InProcessExecutor:
     def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
         for p in items:
             key = p.cell.key
-            ctx = CellContext(self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, lambda w, f, k=key: on_progress(k, w, f), self.ctx.dataset_override)
+            ctx = dataclasses.replace(self.ctx, progress=lambda w, f, k=key: on_progress(k, w, f))
             t0 = time.perf_counter()
             try:
                 res = run_one(p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx)
@@ -167,7 +168,7 @@ def _worker(wid: int, tasks: Any, results: Any, threads: int) -> None:
         if item is None:
             return
         key, track_name, method_name, params, cell, ctx_args = item
-        ctx = CellContext(*ctx_args, progress=lambda w, f: results.put(("progress", (key, w, f))))
+        ctx = CellContext(*ctx_args[:4], progress=lambda w, f: results.put(("progress", (key, w, f))), prefetch_signals=ctx_args[4])
         try:
             res = run_one(track_name, method_name, params, cell, ctx)
             results.put(("result", (wid, key, True, res, None)))
@@ -201,7 +202,7 @@ class ProcessExecutor:
         pending = list(items)
         busy: dict[int, tuple[Planned, float]] = {}
         idle = [self._spawn() for _ in range(min(self.jobs, len(pending)))]
-        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device)
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals)
         while pending or busy:
             while idle and pending:
                 wid = idle.pop()
@@ -280,6 +281,8 @@ def execute(
 ) -> list[Outcome]:
     """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell."""
     timeout = timeout_s if timeout_s is not None else plan.profile.timeout_s
+    prefetch = frozenset().union(*(getattr(p.method, "signals", frozenset()) for p in plan.todo))
+    ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch)
     exe = make_executor(executor, ctx, jobs, timeout, address)
     outcomes: list[Outcome] = []
     started: set[str] = set()

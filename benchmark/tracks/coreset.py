@@ -221,7 +221,7 @@ class CoresetTrack(Track):
         ctx.progress("signals", 0.0)
         bundle = S.compute_signals(
             spec,
-            wanted,
+            (wanted | set(ctx.prefetch_signals)) if wanted else wanted,
             x_pool=sp.x_pool,
             y_pool=sp.y_pool,
             x_val=sp.x_val,

@@ -345,6 +345,26 @@ def _profiles() -> list[Profile]:
             description="As quick, but the verified set is the lowest-curvature samples of each noisy class (the released Verifix pipeline: no external clean data).",
         ),
     ]
+    out.append(
+        Profile(
+            "label-noise",
+            "cifar10-small",
+            1,
+            {"dataset": ["cifar10"], "arch": ["mlp"], "noise": ["symmetric", "asymmetric"], "rate": [0.25, 0.5], "verified": ["clean"]},
+            seeds=(0,),
+            settings={
+                "max_train_per_class": 500,
+                "max_test": 2000,
+                "train": {"epochs": 60, "batch_size": 64, "lr": 0.02, "schedule": "cosine", "weight_decay": 5e-4, "augment": False},
+                "verified_fraction": 0.02,
+                "verified_min_per_class": 10,
+                "curvature": {"h": 1e-3, "n_iter": 10, "percentile": 0.0},
+                "val_fraction": 0.1,
+                **CONVENTIONS,
+            },
+            description="A CPU-sized CIFAR-10 check (also --dataset imagefolder:PATH of a CIFAR-10 copy): 500 images a class, MLP, 60 epochs on noisy labels, 10 verified samples a class, one repeat.",
+        )
+    )
     for ds, arch in (("cifar10", "resnet18"), ("cifar100", "resnet18")):
         out.append(
             Profile(
