@@ -36,7 +36,7 @@ from .kinds import Method
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store import Store, StoreError
-from .tracks.base import Cell, CellContext, CellFailure, CellResult, Profile, Track
+from .tracks.base import Cell, CellContext, CellFailure, CellResult, Profile, Track, with_dataset
 
 
 @dataclass
@@ -63,18 +63,15 @@ class Outcome:
 
 
 def expand(track: Track, profile: Profile, method: Method, *, seeds: Sequence[int] | None = None, dataset: str | None = None) -> list[Cell]:
-    """Cells of ``profile`` for ``method`` with optional seed and dataset overrides."""
-    prof = profile
-    if seeds is not None or dataset is not None:
-        axes = dict(profile.axes)
-        if dataset is not None:
-            if "dataset" not in axes:
-                raise ValueError(f"profile {profile.id} has no dataset axis; --dataset does not apply")
-            axes["dataset"] = [dataset]
-        prof = Profile(profile.track, profile.name, profile.version, axes, tuple(seeds) if seeds is not None else profile.seeds, profile.settings, profile.description, profile.timeout_s, profile.device)
-    cells = track.cells(prof, method)
-    # cells keep the real profile id (overrides are visible in the axes, not in the id)
-    return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in cells]
+    """Cells of ``profile`` for ``method``, with optional seed and dataset overrides.
+
+    A dataset override makes a derived profile (``NAME:DATASET``) with its own id; seed
+    overrides only change which repeats run.
+    """
+    prof = with_dataset(profile, dataset) if dataset is not None else profile
+    if seeds is not None:
+        prof = dataclasses.replace(prof, seeds=tuple(seeds))
+    return track.cells(prof, method)
 
 
 def make_plan(track: Track, profile: Profile, methods: Sequence[Method], store: Store, *, seeds: Sequence[int] | None = None, dataset: str | None = None, references: bool = True) -> Plan:
@@ -88,6 +85,8 @@ def make_plan(track: Track, profile: Profile, methods: Sequence[Method], store: 
                 except LookupError:
                     continue
     planned = [Planned(c, m) for m in wanted for c in expand(track, profile, m, seeds=seeds, dataset=dataset)]
+    if dataset is not None:
+        profile = with_dataset(profile, dataset)
     seen: set[str] = set()
     unique = []
     for p in planned:

@@ -537,7 +537,11 @@ def _find_profile(track: Track, pid: str) -> Profile | None:
     for p in track.profiles():
         if p.id == pid:
             return p
-    return None
+    try:  # a derived profile (NAME:DATASET, from --dataset) of a known one
+        derived = track.profile(pid)
+    except (LookupError, ValueError):
+        return None
+    return derived if derived.id == pid else None
 
 
 def render_site(

@@ -387,3 +387,38 @@ def test_a_cell_past_its_time_out_fails_and_the_others_finish(reg, store, tmp_pa
     assert outs["sleeper"].error == "plugin 'sleeper' timed out: the cell ran past its 1.5 s limit"
     assert outs["firstk"].status == "done"
     assert {r["method"]: r["status"] for r in store.results()} == {"sleeper": "failed", "firstk": "done"}
+
+
+def test_dataset_override_is_its_own_profile(tmp_path):
+    """--dataset runs the profile's protocol on other data under a derived profile id, which the
+    track resolves again (to run cells) and the leaderboard renders as its own board."""
+    import numpy as np
+    from PIL import Image
+
+    from coreset_bench import plugins as P
+    from coreset_bench.leaderboard.render import render_site
+    from coreset_bench.runner import default_context, execute, make_plan
+    from coreset_bench.store import Store
+
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(30):
+            base = 40 if c == "a" else 200
+            Image.fromarray((base + rng.integers(0, 30, (8, 8, 3))).astype(np.uint8)).save(root / c / f"{i}.png")
+    P.load_plugins()
+    track = P.track("coreset")
+    prof = track.profile("tiny")
+    store = Store(tmp_path / "o.db")
+    ref = f"imagefolder:{root}"
+    plan = make_plan(track, prof, [P.method("random")], store, dataset=ref)
+    assert plan.profile.id == f"coreset/tiny:{ref}@1"
+    assert {p.cell.profile for p in plan.todo} == {plan.profile.id}
+    assert track.profile(plan.profile.id).axes["dataset"] == [ref]
+    outs = execute(plan, store, default_context(tmp_path, "cpu", None))
+    assert all(o.status == "done" for o in outs), [o.error for o in outs]
+    assert all(o.metrics["clean_acc"] > 0.9 for o in outs)  # two well-separated classes
+    report = render_site(store, tmp_path / "site")
+    assert not any("outside the profile" in w for w in report.warnings)
+    assert any("tiny" in p.name for p in report.pages)

@@ -67,6 +67,25 @@ class Profile:
         return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
 
 
+def with_dataset(profile: Profile, dataset: str) -> Profile:
+    """``profile`` run on ``dataset`` instead of its own (a derived profile, own id and ranking)."""
+    if "dataset" not in profile.axes:
+        raise ValueError(f"profile {profile.id} has no dataset axis; --dataset does not apply")
+    if list(profile.axes["dataset"]) == [dataset]:
+        return profile
+    return Profile(
+        profile.track,
+        f"{profile.name}:{dataset}",
+        profile.version,
+        {**profile.axes, "dataset": [dataset]},
+        profile.seeds,
+        profile.settings,
+        f"{profile.description} Run on {dataset}.",
+        profile.timeout_s,
+        profile.device,
+    )
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of a profile's matrix for one method."""
@@ -171,7 +190,11 @@ class Track(ABC):
         """All profiles of this track (every version that can still be run)."""
 
     def profile(self, ref: str | None) -> Profile:
-        """Resolve ``quick``, ``coreset/quick``, ``quick@1`` or ``coreset/quick@1``."""
+        """Resolve ``quick``, ``coreset/quick``, ``quick@1`` or ``coreset/quick@1``.
+
+        A name ``NAME:DATASET`` (``coreset/quick:imagefolder:/data/x@1``) is the profile run on
+        another dataset (``--dataset``): the same protocol, its own matrix and its own ranking.
+        """
         from ..registry import UnknownNameError, _closest
 
         profs = self.profiles()
@@ -182,12 +205,19 @@ class Track(ABC):
         name = ref.split("/", 1)[1] if ref.startswith(self.name + "/") else ref
         version = None
         if "@" in name:
-            name, v = name.split("@", 1)
-            version = int(v)
+            name, v = name.rsplit("@", 1)
+            try:
+                version = int(v)
+            except ValueError:
+                raise UnknownNameError(f"profile {ref!r}: the version after '@' must be an integer, e.g. {name}@1") from None
+        dataset = None
+        if ":" in name:
+            name, dataset = name.split(":", 1)
         matches = [p for p in profs if p.name == name and (version is None or p.version == version)]
         if not matches:
             raise UnknownNameError(f"unknown profile {ref!r} of track {self.name!r}; {_closest(name, [p.name for p in profs])}")
-        return max(matches, key=lambda p: p.version)
+        found = max(matches, key=lambda p: p.version)
+        return with_dataset(found, dataset) if dataset else found
 
     def cells(self, profile: Profile, method: Method) -> list[Cell]:
         """Expand a profile for one method (cross product of axes times repeats)."""

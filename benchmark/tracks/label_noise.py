@@ -12,7 +12,7 @@ Contestants are ``noise-correction`` plugins; the fixtures are the noise injecti
    * ``clean`` ("Expert" in Verifix): ``max(min_per_class, round(fraction * n_c))`` random
      samples of each class with their true labels, held out of the noisy training;
    * ``low-curvature`` (the released Verifix scripts, reference section 3.2): after training on
-     the whole noisy pool, the lowest input-loss-curvature samples of each *noisy* class (Garg
+     the noisy pool, the lowest input-loss-curvature samples of each *noisy* class (Garg
      et al.'s ``regr`` estimator, ``h`` and ``n_iter`` from the profile), with their noisy
      labels; they stay in the training pool, and ``val_fraction`` of the pool is held out for
      model selection (below). The fraction of correct labels among them is recorded
@@ -26,7 +26,8 @@ Contestants are ``noise-correction`` plugins; the fixtures are the noise injecti
    time (and the curvature time, for ``low-curvature``) is recorded with every cell, flagged
    shared when the cache served it;
 5. hands the method a ``NoiseView`` (a copy of the noisy model, the verified set, the noisy pool,
-   a model factory and the training fixture; nothing of the test split) and times
+   a model factory and the training fixture ``train(model, x, y, epochs=None, **recipe
+   overrides)`` with the profile's recipe; nothing of the test split) and times
    ``correct(view)``: that is the correction's cost (``correction_s``);
 6. checks the output (a ``torch.nn.Module`` with finite parameters and buffers giving one logit
    per class) and evaluates clean test accuracy before (``acc_before``) and after
