@@ -205,13 +205,15 @@ def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
     for r in rows:
         b = r["axes"].get("budget")
         groups.setdefault((r["method"], f"{float(b):g}" if b is not None else "-"), []).append(r)
-    cols = [primary] + [c for c in ("clean_acc",) if c != primary]
+    present = {k for r in rows for k in r["metrics"]}
+    cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
     table = Table("method", "budget", "n", *cols, title=f"{prof.id} (mean ± std over seeds and other axes)")
     for (m, b), rs in sorted(groups.items()):
         cells = []
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
-            cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
+            v = v[np.isfinite(v)]
+            cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "-")
         table.add_row(m, b, str(len(rs)), *cells)
     console.print(table)
 
