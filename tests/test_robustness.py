@@ -145,7 +145,7 @@ def assert_in_threat(x_adv, x, threat):
     [
         (fgsm_mod, "fgsm", "attack", {}),
         (pgd_mod, "pgd", "attack", {"steps": None, "step_size": None, "restarts": 1, "random_start": True}),
-        (autoattack_mod, "autoattack", "attack", {"version": "standard"}),
+        (autoattack_mod, "autoattack", "attack", {"version": "standard", "attacks": ""}),
         (trades_mod, "trades", "training", {"beta": 6.0}),
         (pgd_at_mod, "pgd-at", "training", {}),
     ],
