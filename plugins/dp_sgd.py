@@ -1,0 +1,188 @@
+"""``dp-sgd``: differentially private SGD (Abadi et al., CCS 2016) with the settings of the
+Curvature Clues / Privacy-Memorization-Curvature DP targets (``train/train_dp.py``: Opacus
+``make_private_with_epsilon``, delta = 1e-5, max grad norm 1.0, RMSprop lr 1e-3, 20 epochs,
+MultiStepLR x0.1 at 60 % and 80 %, batch 128, no augmentation, BatchNorm -> GroupNorm).
+
+Each step, with Poisson sampling at rate q = 1 / ceil(N / batch_size) (Opacus's ``DPDataLoader``):
+
+    g_i = d l(f(x_i), y_i) / d theta                       (per-sample, ``torch.func.vmap``)
+    g   = ( sum_i g_i * min(1, C / ||g_i||) + N(0, sigma^2 C^2 I) ) / (q N)
+
+and RMSprop steps on g. sigma is calibrated so that ``epochs / q`` steps reach the target
+(epsilon, delta) under the RDP accountant (``opacus.accountants.utils.get_noise_multiplier``,
+exactly the calibration ``make_private_with_epsilon`` performs); the realized epsilon is recorded.
+The per-sample gradients are computed with ``torch.func`` rather than Opacus's hooks (same
+clipping and noise as Opacus's flat clipping with ``loss_reduction="mean"``);
+``prepare_model`` swaps every BatchNorm for GroupNorm(min(32, C), C) as Opacus's
+``ModuleValidator.fix`` does.
+
+Settings come from the training recipe (``epsilon``, ``delta``, ``max_grad_norm``, ``epochs``,
+``batch_size``, ``lr``, ``milestones``, ``gamma``), else from the parameters. The harness calls
+``fit`` (its own loop: Poisson sampling and the accountant need it). Used inside the shared
+training loop instead, ``batch_loss`` returns a surrogate whose gradient is the clipped, noised
+mini-batch gradient with ``noise_multiplier`` from the recipe (no accounting: the shared loop
+samples by shuffling, not Poisson).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coreset_bench import hookimpl
+from coreset_bench.kinds import TrainingMethod
+
+
+def batchnorm_to_groupnorm(model: nn.Module) -> nn.Module:
+    """Replace every BatchNorm{1,2,3}d in place by GroupNorm(min(32, C), C) (Opacus's rule)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            c = child.num_features
+            setattr(model, name, nn.GroupNorm(math.gcd(min(32, c), c), c, affine=child.affine).to(next(child.buffers(), torch.zeros(0)).device))
+        else:
+            batchnorm_to_groupnorm(child)
+    return model
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def clipped_grad_sum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_norm: float, chunk: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Sum over the batch of per-sample gradients clipped to L2 norm ``max_norm`` (all
+    parameters together), and the per-sample norms before clipping."""
+    from torch.func import functional_call, grad, vmap
+
+    if _has_batchnorm(model):
+        raise ValueError("dp-sgd needs per-sample gradients, which BatchNorm mixes across the batch; build the model through dp-sgd's prepare_model (GroupNorm)")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def loss_fn(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return F.cross_entropy(out, yi.unsqueeze(0))
+
+    per_sample = vmap(grad(loss_fn), in_dims=(None, 0, 0))
+    total = [torch.zeros_like(params[n]) for n in names]
+    norms = []
+    for i in range(0, len(x), chunk):
+        g = per_sample(params, x[i : i + chunk], y[i : i + chunk])
+        flat = torch.cat([g[n].flatten(1) for n in names], dim=1)
+        norm = flat.norm(dim=1)
+        factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for j, n in enumerate(names):
+            total[j] += torch.einsum("b,b...->...", factor, g[n])
+        norms.append(norm)
+    return total, (torch.cat(norms) if norms else torch.zeros(0))
+
+
+def _noise(like: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.randn(like.shape, generator=generator, device="cpu") * std).to(like.device, like.dtype)
+
+
+def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """sigma reaching (epsilon, delta) after ``steps`` Poisson-subsampled Gaussian steps (RDP)."""
+    try:
+        from opacus.accountants.utils import get_noise_multiplier
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError("dp-sgd calibrates its noise with Opacus's RDP accountant: pip install opacus") from exc
+    return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta), sample_rate=float(sample_rate), steps=int(steps), accountant="rdp"))
+
+
+def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history.append((float(noise_multiplier), float(sample_rate), int(steps)))
+    return float(acc.get_epsilon(float(delta)))
+
+
+class DPSGD(TrainingMethod):
+    name = "dp-sgd"
+    version = "1"
+    summary = "DP-SGD: Poisson sampling, per-sample clipping (C=1), Gaussian noise calibrated to (epsilon, 1e-5) by the RDP accountant; RMSprop."
+    citation = "Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang. Deep Learning with Differential Privacy. CCS 2016."
+    params = {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0, "noise_multiplier": 1.0, "epochs": 20, "batch_size": 128, "lr": 1e-3, "chunk": 64}
+    #: the harness runs ``fit`` (this method's own loop) instead of the shared loop
+    own_loop = True
+
+    def _get(self, recipe: Mapping[str, Any], key: str) -> Any:
+        v = recipe.get(key)
+        return self.params[key] if v is None else v
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """The model DP-SGD trains: BatchNorm replaced by GroupNorm (in place; returned)."""
+        return batchnorm_to_groupnorm(model)
+
+    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, recipe: Mapping[str, Any], num_classes: int, seed: int, progress: Callable[[str, float], None] | None = None) -> dict[str, float]:
+        """Train ``model`` (already through ``prepare_model``) in place with DP-SGD."""
+        n = len(y)
+        if n == 0:
+            raise ValueError("cannot train on an empty set")
+        bs = int(self._get(recipe, "batch_size"))
+        epochs = int(self._get(recipe, "epochs"))
+        eps, delta = float(self._get(recipe, "epsilon")), float(self._get(recipe, "delta"))
+        clip = float(self._get(recipe, "max_grad_norm"))
+        n_batches = max(1, math.ceil(n / bs))
+        q = 1.0 / n_batches
+        steps = epochs * n_batches
+        sigma = noise_multiplier_for(eps, delta, q, steps)
+        gen = torch.Generator().manual_seed(int(seed))
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.RMSprop(params, lr=float(self._get(recipe, "lr")))
+        milestones = [int(round(m * epochs)) for m in recipe.get("milestones", (0.6, 0.8))]
+        gamma = float(recipe.get("gamma", 0.1))
+        model.train()
+        t0 = time.perf_counter()
+        expected = q * n
+        chunk = int(self.params["chunk"])
+        for step in range(steps):
+            epoch = step // n_batches
+            lr = float(self._get(recipe, "lr")) * gamma ** sum(epoch >= m for m in milestones)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            take = (torch.rand(n, generator=gen) < q).to(x.device)
+            xb, yb = x[take], y[take]
+            if len(yb):
+                sums, _ = clipped_grad_sum(model, xb, yb, clip, chunk)
+            else:
+                sums = [torch.zeros_like(p) for p in params]
+            for p, s in zip(params, sums):
+                p.grad = (s + _noise(p, sigma * clip, gen)) / expected
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if progress is not None and step % 10 == 0:
+                progress("train", step / steps)
+        model.eval()
+        return {
+            "train_s": time.perf_counter() - t0,
+            "steps": float(steps),
+            "epochs": float(epochs),
+            "noise_multiplier": sigma,
+            "sample_rate": q,
+            "epsilon": epsilon_spent(sigma, q, steps, delta),
+            "delta": delta,
+            "max_grad_norm": clip,
+        }
+
+    def batch_loss(self, model, x, y, ctx):
+        """Surrogate per-sample loss whose mean has the clipped, noised gradient (shared loop)."""
+        clip = float(self._get(ctx.recipe, "max_grad_norm"))
+        sigma = float(self._get(ctx.recipe, "noise_multiplier"))
+        params = [p for p in model.parameters() if p.requires_grad]
+        sums, _ = clipped_grad_sum(model, x, y, clip, int(self.params["chunk"]))
+        g = [(s + _noise(p, sigma * clip, ctx.generator)) / len(y) for p, s in zip(params, sums)]
+        surrogate = sum((p * gi.detach()).sum() for p, gi in zip(params, g))
+        return surrogate.expand(len(y))
+
+
+@hookimpl
+def register_methods(register):
+    register(DPSGD())
