@@ -260,3 +260,9 @@ def test_plugin_commands_are_added_through_the_hook(fresh_plugins):
     fresh_plugins.add_commands(app)
     res = runner.invoke(app, ["hello", "--name", "bench"])
     assert res.exit_code == 0 and res.stdout.strip() == "hello bench"
+
+
+def test_run_without_profile_uses_the_quick_profile(tmp_path):
+    res = invoke("run", "--plugin", "random", "--dry-run", "--db", str(tmp_path / "r.db"))
+    assert res.exit_code == 0, res.output
+    assert "coreset/quick@1" in res.output and "16 cell(s) to run" in res.output

@@ -179,6 +179,8 @@ class Track(ABC):
     baseline_method: str | None = None
     #: reference methods the ranking needs, run when missing
     reference_methods: tuple[str, ...] = ()
+    #: the profile ``run`` uses without ``--profile`` (the CPU-sized one users start with)
+    default_profile: str = "quick"
 
     def primary_for(self, profile: Profile) -> str:
         """The primary metric of ``profile`` (a track may vary it, e.g. clean accuracy where a
@@ -201,7 +203,8 @@ class Track(ABC):
         if not profs:
             raise UnknownNameError(f"track {self.name!r} has no profiles")
         if ref is None:
-            return profs[0]
+            named = [p for p in profs if p.name == self.default_profile]
+            return max(named, key=lambda p: p.version) if named else profs[0]
         name = ref.split("/", 1)[1] if ref.startswith(self.name + "/") else ref
         version = None
         if "@" in name:
