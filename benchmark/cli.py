@@ -142,6 +142,7 @@ def run(
         return
     if not plan.todo:
         console.print("Nothing to do.")
+        _summary(store, t, prof, methods)
         return
     try:
         dev = envmod.pick_device(device)
@@ -201,20 +202,22 @@ def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
     rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["method"] in names]
     if not rows:
         return
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    # one row per method and value of every axis the profile varies (budget, training, ...)
+    varied = [a for a, vals in prof.axes.items() if len(vals) > 1]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        b = r["axes"].get("budget")
-        groups.setdefault((r["method"], f"{float(b):g}" if b is not None else "-"), []).append(r)
+        key = (r["method"],) + tuple(f"{r['axes'].get(a)}" for a in varied)
+        groups.setdefault(key, []).append(r)
     present = {k for r in rows for k in r["metrics"]}
     cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
-    table = Table("method", "budget", "n", *cols, title=f"{prof.id} (mean ± std over seeds and other axes)")
-    for (m, b), rs in sorted(groups.items()):
+    table = Table("method", *varied, "n", *cols, title=f"{prof.id} (mean ± std over seeds)")
+    for key, rs in sorted(groups.items()):
         cells = []
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
             v = v[np.isfinite(v)]
             cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "-")
-        table.add_row(m, b, str(len(rs)), *cells)
+        table.add_row(*key, str(len(rs)), *cells)
     console.print(table)
 
 
