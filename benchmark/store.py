@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -207,10 +208,17 @@ class Store:
         self.engine = create_engine(self.url, **kwargs)
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            self.migrations_applied = _migrate(self.engine)
-        except (OperationalError, DatabaseError) as exc:
-            raise StoreError(f"cannot open the results database {self.url}: {exc.orig}; pass --db with a writable path") from exc
+        for attempt in range(20):
+            try:
+                self.migrations_applied = _migrate(self.engine)
+                break
+            except (OperationalError, DatabaseError) as exc:
+                # two processes creating one new database at once: the loser's CREATE fails
+                # because the winner committed first; the migration record then says it is done
+                if attempt < 19 and any(m in str(exc.orig) for m in ("already exists", "locked", "UNIQUE constraint failed: _migrations")):
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                raise StoreError(f"cannot open the results database {self.url}: {exc.orig}; pass --db with a writable path") from exc
         base = artifacts_dir
         if base is None:
             base = (self.sqlite_path.parent if self.sqlite_path else Path("results")) / "artifacts"

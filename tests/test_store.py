@@ -252,3 +252,23 @@ def test_plain_paths_with_url_characters_stay_literal(tmp_path, name):
     Store(path).close()
     assert path.exists()
     assert sqlite_path(resolve_url(str(path))) == path
+
+
+def test_concurrent_creation_of_one_new_database(tmp_path):
+    """Many processes opening the same new database at once all succeed (migrations race)."""
+    import multiprocessing as mp
+
+    db = tmp_path / "race.db"
+    ctx = mp.get_context("fork")
+    with ctx.Pool(6) as pool:
+        results = pool.map(_open_store, [str(db)] * 12)
+    assert all(r == "ok" for r in results), results
+    assert Store(db).applied_migrations() == ["m001_initial", "m002_indexes"]
+
+
+def _open_store(path: str) -> str:
+    try:
+        Store(path).close()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return f"{type(exc).__name__}: {exc}"
