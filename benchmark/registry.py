@@ -22,7 +22,7 @@ import importlib.metadata as md
 import os
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,7 +313,3 @@ def tracks_for(m: Method) -> list[str]:
 
 def add_commands(app: Any) -> None:
     _manager.add_commands(app)
-
-
-def on_load(fn: Callable[[PluginManager], None]) -> None:  # pragma: no cover - extension point
-    fn(load_plugins())

@@ -156,7 +156,6 @@ class CellContext:
     data_dir: Path | None
     device: str = "cpu"
     progress: Callable[[str, float], None] = lambda what, frac: None
-    dataset_override: str | None = None
     #: union of the signals every method of this run declared: the first proxy run computes
     #: them all, so later methods are served from the cache instead of recomputing a union
     prefetch_signals: frozenset[str] = frozenset()

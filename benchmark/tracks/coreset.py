@@ -150,10 +150,6 @@ def _profiles() -> list[Profile]:
     return out
 
 
-def _robust_profile_axes(profile: Profile) -> Sequence[str]:
-    return list(profile.settings.get("attacks", []))
-
-
 def _npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
@@ -290,7 +286,7 @@ class CoresetTrack(Track):
         metrics: dict[str, float] = {"clean_acc": acc["acc"]}
         for c, a in enumerate(acc["per_class"]):
             metrics[f"class_acc_{c}"] = a
-        attacks = _robust_profile_axes(profile)
+        attacks = list(st.get("attacks", []))
         if attacks:
             metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed))
         evaluation_s = time.perf_counter() - t2
