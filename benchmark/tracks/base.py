@@ -134,6 +134,17 @@ class ArtifactOut:
     name: str
     data: bytes
 
+    @classmethod
+    def npy(cls, kind: str, name: str, array: Any) -> "ArtifactOut":
+        """An array stored as a ``.npy`` file (no pickles)."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        return cls(kind, name, buf.getvalue())
+
 
 @dataclass
 class CellResult:

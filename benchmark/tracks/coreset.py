@@ -24,7 +24,6 @@ same compute, unless a profile says ``epochs``.
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -149,11 +148,6 @@ def _profiles() -> list[Profile]:
         )
     return out
 
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
 
 
 class CoresetTrack(Track):
@@ -291,12 +285,12 @@ class CoresetTrack(Track):
             metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed))
         evaluation_s = time.perf_counter() - t2
         hist = np.bincount(sp.y_pool.cpu().numpy()[sel.indices], minlength=ds.num_classes)
-        artifacts = [ArtifactOut("indices", "indices.npy", _npy_bytes(np.sort(sel.indices)))]
+        artifacts = [ArtifactOut.npy("indices", "indices.npy", np.sort(sel.indices))]
         if sel.weights is not None:
             order = np.argsort(sel.indices)
-            artifacts.append(ArtifactOut("weights", "weights.npy", _npy_bytes(sel.weights[order].astype(np.float64))))
+            artifacts.append(ArtifactOut.npy("weights", "weights.npy", sel.weights[order].astype(np.float64)))
         if sel.scores is not None:
-            artifacts.append(ArtifactOut("scores", "scores.npy", _npy_bytes(np.asarray(sel.scores, dtype=np.float64))))
+            artifacts.append(ArtifactOut.npy("scores", "scores.npy", np.asarray(sel.scores, dtype=np.float64)))
         metrics["subset_size"] = float(len(sel.indices))
         selection_s = bundle.proxy_s + select_s
         timings = {

@@ -75,7 +75,6 @@ from __future__ import annotations
 import copy
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -389,11 +388,6 @@ def _profiles() -> list[Profile]:
     return out
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
-
 
 def _hash_seed(*parts: Any) -> int:
     return int(hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:8], 16) % (2**31)
@@ -684,8 +678,8 @@ class LabelNoiseTrack(Track):
         if C <= 20:
             info["transition_matrix"] = realized.round(6).tolist()
         artifacts = [
-            ArtifactOut("transition", "transition_counts.npy", _npy_bytes(tcounts)),
-            ArtifactOut("indices", "verified_indices.npy", _npy_bytes(np.sort(ver_pool_idx).astype(np.int64))),
+            ArtifactOut.npy("transition", "transition_counts.npy", tcounts),
+            ArtifactOut.npy("indices", "verified_indices.npy", np.sort(ver_pool_idx).astype(np.int64)),
         ]
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
 

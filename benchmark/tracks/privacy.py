@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -125,11 +124,6 @@ def _privacy_profiles(track: str) -> list[Profile]:
 def _seed(obj: Any) -> int:
     return int(hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:8], 16) % (2**31 - 1)
 
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
 
 
 class BlackBox:
@@ -508,8 +502,8 @@ class PrivacyTrack(PrivacyBase):
             "target_selection": "separate targets (independent Bernoulli masks), shadows = masks + complements",
         }
         artifacts = [
-            ArtifactOut("scores", "scores.npy", _npy_bytes(np.stack(all_scores))),
-            ArtifactOut("members", "members.npy", _npy_bytes(np.stack(members))),
+            ArtifactOut.npy("scores", "scores.npy", np.stack(all_scores)),
+            ArtifactOut.npy("members", "members.npy", np.stack(members)),
         ]
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
 
@@ -575,7 +569,7 @@ class MemorizationTrack(PrivacyBase):
             "estimate": "Feldman-Zhang subsampled estimate from the shadows (0/1 correctness); queries = each target's members",
         }
         artifacts = [
-            ArtifactOut("scores", "scores.npy", _npy_bytes(np.stack(all_scores))),
-            ArtifactOut("memorization", "fz_memorization.npy", _npy_bytes(mem)),
+            ArtifactOut.npy("scores", "scores.npy", np.stack(all_scores)),
+            ArtifactOut.npy("memorization", "fz_memorization.npy", mem),
         ]
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
