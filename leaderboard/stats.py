@@ -111,21 +111,8 @@ def paired_differences(
 ) -> dict[int, float]:
     """Per repeat, mean over ``points`` of the oriented difference method − baseline."""
     sign = 1.0 if direction == "max" else -1.0
-    out: dict[int, float] = {}
-    k = len(points)
-    if k == 0:
-        return out
-    for r in repeats:
-        acc = 0.0
-        for p in points:
-            a = method.get((p, r))
-            b = baseline.get((p, r))
-            if a is None or b is None:
-                break
-            acc += a - b
-        else:
-            out[r] = sign * acc / k
-    return out
+    diffs = {k: sign * (v - baseline[k]) for k, v in method.items() if k in baseline}
+    return repeat_means(diffs, points, repeats)
 
 
 def paired_gain(

@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import SelectionView
 from coreset_bench.plugins.cld import (
+    CLD,
     _losses,
     checkpoint_rows,
     class_mean_rows,
     pearson_to_class_reference,
-    topk_per_class,
     zscore,
 )
 
@@ -54,7 +54,7 @@ _REFERENCES = ("pairwise_mean", "class_mean")
 _SCOPES = ("class", "all")
 
 
-class LTC(SelectionMethod):
+class LTC(CLD):
     name = "ltc"
     version = "1.0"
     summary = (
@@ -92,11 +92,6 @@ class LTC(SelectionMethod):
             r = pearson_to_class_reference(train, labels, ref, standardize_reference=False)
         info = {"checkpoints": (rows + 1).tolist(), "classes_without_val": missing.tolist() if scope == "class" else []}
         return r, info
-
-    def select(self, view: SelectionView) -> Selection:
-        r, info = self.scores(view)
-        idx = topk_per_class(r, view.labels, view.class_budgets(), descending=True)
-        return Selection(indices=idx, scores=r, info={**info, "kept": "highest score per class"})
 
 
 @hookimpl
