@@ -76,14 +76,14 @@ def run(
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile, e.g. quick or coreset/quick@1 (default: the track's first)."),
     track: Optional[str] = typer.Option(None, "--track", help="Track (default: the one that ranks the plugin's kind)."),
     db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cells run in parallel (process pool)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Cells run in parallel (process pool); default: one per CPU core on the CPU (env CORESET_BENCH_JOBS), 1 on a GPU."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated repeat indices overriding the profile's, e.g. 0,1,2."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run and those already done."),
     param: list[str] = typer.Option([], "--param", help="Method parameter KEY=VALUE (repeatable; part of the cell key)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the dataset axis, e.g. imagefolder:PATH."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where datasets live (CIFAR python batches)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    executor: str = typer.Option("inprocess", "--executor", help="inprocess, process or ray."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="inprocess, process or ray (default: process when cells run in parallel, else inprocess)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-cell time-out in seconds (overrides the profile's)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Also run missing reference cells (random, full)."),
@@ -152,10 +152,14 @@ def run(
         err.print(f"[yellow]warning:[/] profile {prof.id} is meant for a GPU; running on the CPU will be slow")
     results_dir = _results_dir(db)
     ctx = default_context(results_dir, dev, data_dir)
-    if jobs == 1 and executor == "inprocess":
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("CORESET_BENCH_THREADS", 0)) or max(1, os.cpu_count() or 1))
+    try:
+        if jobs is None:
+            jobs = 1 if executor == "inprocess" else envmod.default_jobs(dev, len(plan.todo))
+        if executor is None:
+            executor = "process" if jobs > 1 else "inprocess"
+        envmod.cell_threads(dev)  # a malformed CORESET_BENCH_THREADS fails here, before any cell
+    except ValueError as exc:
+        fail(str(exc))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     failures = []
@@ -186,7 +190,8 @@ def run(
         except (ValueError, StoreError) as exc:
             fail(str(exc))
     _summary(store, t, prof, methods)
-    console.print(f"wall time {time.perf_counter() - t0:.1f}s; results in {store.url}")
+    par = f"{jobs} cells side by side, " if jobs > 1 else ""
+    console.print(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}")
     if failures:
         err.print(f"[bold red]{len(failures)} cell(s) failed[/]:")
         for f in failures:

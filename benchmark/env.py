@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,66 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask where the OS has one)."""
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), os.cpu_count() or 1))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cell_threads(device: str) -> int:
+    """Intra-op torch threads every cell runs with, whatever the executor or ``--jobs``.
+
+    On the CPU the thread count changes how float reductions are split, hence the last bits of
+    every number a cell produces; so a CPU cell always runs with the same count: 1, or
+    ``CORESET_BENCH_THREADS=N`` (stored with each run as ``threads``). Cores are used by running
+    cells side by side (``--jobs``, default: one per core). On a GPU the host threads do not
+    touch the numbers and every core is used.
+    """
+    raw = os.environ.get("CORESET_BENCH_THREADS", "").strip()
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise ValueError(f"CORESET_BENCH_THREADS={raw!r} is not an integer; set it to a thread count like 1 or 4") from None
+    return 1 if device == "cpu" else cpu_cores()
+
+
+def default_jobs(device: str, cells: int) -> int:
+    """Cells run side by side when ``--jobs`` is not given: ``CORESET_BENCH_JOBS``, else one per
+    ``cell_threads`` cores on the CPU (at most one per cell) and one on a GPU."""
+    raw = os.environ.get("CORESET_BENCH_JOBS", "").strip()
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise ValueError(f"CORESET_BENCH_JOBS={raw!r} is not an integer; set it to a number of parallel cells like 1 or 2") from None
+    if device != "cpu":
+        return 1
+    return max(1, min(max(1, cells), cpu_cores() // cell_threads(device)))
+
+
+@contextlib.contextmanager
+def cell_thread_scope(device: str) -> Iterator[int]:
+    """Run a cell with ``cell_threads(device)`` torch threads; the previous count is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = cell_threads(device)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 def device_name(device: str) -> str:
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.processor() or platform.machine()}, {cpu_cores()} cores)"
 
 
 def environment(device: str = "cpu", method: Any = None) -> dict[str, Any]:
@@ -47,7 +103,7 @@ def environment(device: str = "cpu", method: Any = None) -> dict[str, Any]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": device,
         "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
+        "threads": cell_threads(device),
     }
     if method is not None:
         env["plugin_package"] = getattr(method, "package", "")

@@ -50,6 +50,54 @@ class Normalized(nn.Module):
         return self.classify(self.embed(x))
 
 
+class _ChannelsLastMaxPool(torch.autograd.Function):
+    """``max_pool2d`` whose forward runs in channels-last layout and whose gradient is the default
+    layout's kernel. The forward picks the same maxima and argmax indices (index within each
+    plane), so values and gradients equal ``F.max_pool2d``'s; only the speed differs (see
+    ``MaxPool2d``). Twice differentiable: the backward is an ATen op with its own derivative."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, dilation, ceil_mode):  # type: ignore[override]
+        out, idx = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), kernel, stride, padding, dilation, ceil_mode)
+        idx = idx.contiguous()
+        ctx.save_for_backward(x, idx)
+        ctx.conf = (kernel, stride, padding, dilation, ceil_mode)
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, idx = ctx.saved_tensors
+        gx = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *ctx.conf, idx)
+        return gx, None, None, None, None, None
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that is fast on small CPU feature maps.
+
+    On the CPU, PyTorch's default-layout max-pool kernel costs about 5 ns per element on planes of
+    at most 16x16 (8x8 digits maps: 0.7 ms of a 4 ms forward+backward of cnn-small at batch 64),
+    while the channels-last kernel is 4-6x faster there. For CPU inputs with planes of at most
+    ``small_plane`` elements the forward runs channels-last (same values and indices), outside
+    torch.func transforms; everything else takes the stock path. Numbers are unchanged.
+    """
+
+    small_plane = 256
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and x.shape[-1] * x.shape[-2] <= self.small_plane
+            and not self.return_indices
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            from torch.nn.modules.utils import _pair
+
+            stride = self.stride if self.stride is not None else self.kernel_size
+            return _ChannelsLastMaxPool.apply(x, list(_pair(self.kernel_size)), list(_pair(stride)), list(_pair(self.padding)), list(_pair(self.dilation)), bool(self.ceil_mode))
+        return super().forward(x)
+
+
 def _cbr(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -67,7 +115,7 @@ class SmallCNN(Normalized):
         self.body = nn.Sequential(
             _cbr(cin, width),
             _cbr(width, 2 * width),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             _cbr(2 * width, 4 * width),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -132,12 +180,12 @@ class FastNet(Normalized):
         self.body = nn.Sequential(
             _cbr(cin, w),
             _cbr(w, 2 * w),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             _Residual(2 * w),
             _cbr(2 * w, 4 * w),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             _cbr(4 * w, 8 * w),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             _Residual(8 * w),
             nn.AdaptiveMaxPool2d(1),
             nn.Flatten(),
@@ -158,7 +206,7 @@ class VGG16BN(Normalized):
         c = cin
         for v in self.cfg:
             if v == "M":
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
             else:
                 layers.append(_cbr(c, int(v)))
                 c = int(v)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing as mp
-import os
 import queue
 import signal
 import time
@@ -104,7 +103,8 @@ def run_one(track_name: str, method_name: str, params: dict[str, Any], cell: Cel
     """Run one cell. Used by every executor; raises on failure."""
     track = plugins.track(track_name)
     method = plugins.method(method_name).with_params(**params) if params else plugins.method(method_name)
-    result = track.run_cell(cell, method, ctx)
+    with envmod.cell_thread_scope(ctx.device):
+        result = track.run_cell(cell, method, ctx)
     _check_result(result, method_name)
     return result
 
@@ -157,11 +157,8 @@ class InProcessExecutor:
         pass
 
 
-def _worker(wid: int, tasks: Any, results: Any, threads: int) -> None:
-    import torch
-
+def _worker(wid: int, tasks: Any, results: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
-    torch.set_num_threads(threads)
     while True:
         item = tasks.get()
         if item is None:
@@ -184,7 +181,6 @@ class ProcessExecutor:
         self.timeout_s = timeout_s
         self.mpctx = mp.get_context("fork")
         self.results = self.mpctx.Queue()
-        self.threads = max(1, (os.cpu_count() or 1) // self.jobs)
         self.workers: dict[int, tuple[Any, Any]] = {}
         self._next = 0
 
@@ -192,7 +188,7 @@ class ProcessExecutor:
         wid = self._next
         self._next += 1
         tasks = self.mpctx.Queue()
-        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results, self.threads), daemon=True)
+        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results), daemon=True)
         p.start()
         self.workers[wid] = (p, tasks)
         return wid

@@ -8,6 +8,8 @@ Usage::
 
     python benchmarks/bench_signals.py                    # digits, cnn-small (the quick profile)
     python benchmarks/bench_signals.py --dataset imagefolder:/path/cifar10-jpeg --per-class 200
+    python benchmarks/bench_signals.py --dataset imagefolder:/path/cifar10-jpeg --epochs 3 --own-proxies 1 \
+        --methods "$(python -c 'import bench_signals as b; print(",".join(b.METHODS + ["deepfool"]))')"
 """
 
 from __future__ import annotations
@@ -46,12 +48,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=QUICK_PROXY["epochs"])
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--own-proxies", type=int, default=0, help="how many methods to time with their own proxy run (0 = all)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: the 25 score-based ones; add deepfool to time it too)")
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     plugins.load_plugins()
     ds = D.resolve(a.dataset, None, Path(tempfile.gettempdir()) / "cb-bench-cache")
     sp = D.make_splits(ds, val_fraction=0.1, seed=0, max_train_per_class=a.per_class)
-    methods = [plugins.method(m) for m in METHODS]
+    methods = [plugins.method(m.strip()) for m in a.methods.split(",") if m.strip()]
     recipe = {**QUICK_PROXY, "epochs": a.epochs}
     ck = tuple(range(1, a.epochs + 1))
 

@@ -13,12 +13,14 @@ CORE_PLUGINS = "core,random,full,standard"
 @pytest.fixture(autouse=True)
 def _one_torch_thread(monkeypatch):
     """One intra-op thread per test: tiny models on a shared 2-core machine run many times
-    faster without OpenMP workers competing. ``CORESET_BENCH_THREADS`` makes ``coreset-bench
-    run`` (in-process or a subprocess, which inherits the variable) do the same."""
+    faster without OpenMP workers competing. ``CORESET_BENCH_THREADS`` pins what cells use (1 is
+    also the CPU default), and ``CORESET_BENCH_JOBS=1`` keeps ``coreset-bench run`` in-process
+    unless a test asks for a pool (subprocesses inherit both)."""
     import torch
 
     torch.set_num_threads(1)
     monkeypatch.setenv("CORESET_BENCH_THREADS", "1")
+    monkeypatch.setenv("CORESET_BENCH_JOBS", "1")
 
 
 @pytest.fixture

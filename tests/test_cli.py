@@ -266,3 +266,57 @@ def test_run_without_profile_uses_the_quick_profile(tmp_path):
     res = invoke("run", "--plugin", "random", "--dry-run", "--db", str(tmp_path / "r.db"))
     assert res.exit_code == 0, res.output
     assert "coreset/quick@1" in res.output and "16 cell(s) to run" in res.output
+
+
+def test_numbers_do_not_depend_on_jobs_or_the_callers_threads(fresh_plugins, wide, monkeypatch, tmp_path):
+    """A CPU cell always runs with one torch thread (unless CORESET_BENCH_THREADS says otherwise):
+    thread counts change the last bits of float reductions, so an in-process run from a caller
+    with several threads and the default pooled run (one cell per core) must store the same
+    numbers, and record the thread count the cells really used."""
+    import torch
+
+    monkeypatch.delenv("CORESET_BENCH_THREADS")
+    monkeypatch.delenv("CORESET_BENCH_JOBS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    torch.set_num_threads(2)
+    a = invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(tmp_path / "a.db"), "--device", "cpu", "--jobs", "1")
+    assert a.exit_code == 0, a.stderr
+    assert torch.get_num_threads() == 2  # the caller's count is restored after the cells
+    assert "(1 torch thread(s) per cell)" in a.stdout
+    b = invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(tmp_path / "b.db"), "--device", "cpu")
+    assert b.exit_code == 0, b.stderr
+    assert "(2 cells side by side, 1 torch thread(s) per cell)" in b.stdout
+
+    def numbers(db):
+        rows = json.loads(invoke("results", "--json", "--db", str(db)).stdout)
+        assert all(r["environment"]["threads"] == 1 for r in rows)
+        return {r["key"]: {k: v for k, v in r["metrics"].items() if not k.endswith("_s")} for r in rows}
+
+    na, nb = numbers(tmp_path / "a.db"), numbers(tmp_path / "b.db")
+    assert len(na) == 3 and na == nb
+
+
+def test_thread_and_job_defaults(monkeypatch):
+    from coreset_bench import env
+
+    monkeypatch.delenv("CORESET_BENCH_THREADS")
+    monkeypatch.delenv("CORESET_BENCH_JOBS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert env.cell_threads("cpu") == 1 and env.cell_threads("cuda") == 8
+    assert env.default_jobs("cpu", 100) == 8 and env.default_jobs("cpu", 3) == 3 and env.default_jobs("cuda:0", 100) == 1
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "4")
+    assert env.cell_threads("cpu") == 4 and env.default_jobs("cpu", 100) == 2
+    monkeypatch.setenv("CORESET_BENCH_JOBS", "3")
+    assert env.default_jobs("cpu", 100) == 3
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "many")
+    with pytest.raises(ValueError, match="CORESET_BENCH_THREADS='many' is not an integer"):
+        env.cell_threads("cpu")
+
+
+def test_bad_thread_variable_is_a_one_line_error(fresh_plugins, monkeypatch, tmp_path):
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "two")
+    res = invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(tmp_path / "r.db"), "--device", "cpu")
+    assert "CORESET_BENCH_THREADS='two' is not an integer" in one_line_error(res)
+    assert not (tmp_path / "r.db").exists() or json.loads(invoke("results", "--json", "--db", str(tmp_path / "r.db")).stdout) == []

@@ -18,7 +18,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-
 
 
 def _cli(args, cwd):
-    env = {**os.environ, "COLUMNS": "200"}
+    # the defaults a user gets: one cell per core, one thread per cell
+    env = {k: v for k, v in os.environ.items() if k not in ("CORESET_BENCH_JOBS", "CORESET_BENCH_THREADS")}
+    env["COLUMNS"] = "200"
     return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, env=env, timeout=3600)
 
 
