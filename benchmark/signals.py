@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import locks
 from .kinds import SIGNALS, TrainingMethod
 from .tracks.base import canonical_json
 
@@ -108,13 +108,38 @@ def compute_signals(
     cache_dir: Path | None,
     progress: Callable[[str, float], None] | None = None,
 ) -> SignalBundle:
-    """Return the wanted signals, from the cache when it holds them, else from a proxy run."""
-    from . import training as tr
+    """Return the wanted signals, from the cache when it holds them, else from a proxy run.
 
+    With a cache, concurrent cells that need the same proxy run do not both train it: the
+    load-or-compute step holds the key's lock, so the others wait and then read the cache."""
     groups = groups_for(wanted)
     if not groups:
         return SignalBundle({}, 0.0, False, set())
-    path = Path(cache_dir) / "signals" / spec.key if cache_dir else None
+    args = (spec, groups, x_pool, y_pool, x_val, y_val, num_classes, model_factory, training, pad, hflip, progress)
+    if not cache_dir:
+        return _load_or_compute(None, *args)
+    path = Path(cache_dir) / "signals" / spec.key
+    with locks.file_lock(path.parent / f"{spec.key}.lock"):
+        return _load_or_compute(path, *args)
+
+
+def _load_or_compute(
+    path: Path | None,
+    spec: ProxySpec,
+    groups: set[str],
+    x_pool: torch.Tensor,
+    y_pool: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    num_classes: int,
+    model_factory: Callable[[], torch.nn.Module],
+    training: TrainingMethod,
+    pad: int,
+    hflip: bool,
+    progress: Callable[[str, float], None] | None,
+) -> SignalBundle:
+    from . import training as tr
+
     if path is not None:
         got = _load(path)
         if got is not None:
@@ -194,18 +219,12 @@ def compute_signals(
 
 
 def _save(path: Path, arrays: Mapping[str, np.ndarray], state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Write atomically: a temporary directory renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    """Write atomically: a temporary directory renamed into place (under the key's lock)."""
+    tmp = locks.temp_dir_for(path)
     np.savez(tmp / "signals.npz", **arrays)
     torch.save(dict(state), tmp / "proxy.pt")
     (tmp / "meta.json").write_text(json.dumps(meta, default=str, sort_keys=True))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    locks.replace_dir(tmp, path)
 
 
 def _model_loader(state_fn: Callable[[], Mapping[str, torch.Tensor]], factory: Callable[[], torch.nn.Module], device: Any) -> Callable[[], torch.nn.Module]:

@@ -97,3 +97,28 @@ def test_restrict_and_unknown():
     assert S.restrict({"loss": 1, "embeddings": 2}, {"loss"}) == {"loss": 1}
     with pytest.raises(ValueError, match="unknown signals"):
         S.groups_for({"nope"})
+
+
+def _child(small, cache_dir, queue):
+    b = _run(small, {"loss", "input_grad_norm"}, cache_dir, epochs=6)
+    queue.put((b.shared, b.arrays["loss"].tobytes()))
+
+
+def test_concurrent_cells_train_one_proxy_and_share_it(small, tmp_path):
+    """Cells run side by side by default; two that need the same proxy must not both train it
+    (nor trip over each other's cache writes): one computes under the key's lock, the other
+    waits and reads the cache."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(small, tmp_path, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert sorted(shared for shared, _ in got) == [False, True]
+    assert got[0][1] == got[1][1]
+    assert [p.name for p in (tmp_path / "signals").iterdir() if p.name.startswith(".")] == []

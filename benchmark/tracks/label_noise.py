@@ -73,11 +73,8 @@ the benchmark does not grant (reference section 3.7).
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,6 +85,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as D
+from .. import locks
 from .. import models as M
 from .. import training as T
 from ..kinds import Method, NoiseCorrectionMethod, NoiseView
@@ -492,24 +490,17 @@ class LabelNoiseTrack(Track):
         if path is None:
             m, meta = compute()
             return m, meta, False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains; concurrent cells wait and load
+        with locks.file_lock(path.parent / f"{key}.lock"):  # one process trains; concurrent cells wait and load
             got = load()
             if got is not None:
                 return got[0], got[1], True
             m, meta = compute()
-            tmp = path.parent / f".{key}.tmp{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
+            tmp = locks.temp_dir_for(path)
             torch.save({k: v.detach().cpu() for k, v in m.state_dict().items()}, tmp / "model.pt")
             if curvature is not None:
                 np.save(tmp / "curvature.npy", meta["curvature"])
             (tmp / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "curvature"}, sort_keys=True, default=str))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+            locks.replace_dir(tmp, path)
             return m, meta, False
 
     # ---- the cell ---------------------------------------------------------------------------

@@ -41,22 +41,19 @@ epsilon of its grid and attacks them with the non-private shadows of ``quick`` (
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import data as D
+from .. import locks
 from .. import models as M
 from .. import privacy_metrics as PM
 from .. import training as T
@@ -165,17 +162,6 @@ def validate_scores(out: Any, n: int, method: Method) -> np.ndarray:
     if bad.any():
         raise CellFailure(f"invalid output of plugin {method.name!r}: {int(bad.sum())} of {n} scores are not finite (NaN or inf)")
     return a
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ---- the model bank --------------------------------------------------------------------------------
@@ -321,7 +307,7 @@ class PrivacyBase(Track):
             b = self._banks[mem_key]
             return Bank(b.spec, b.masks, b.states, b.checkpoints, b.meta, True, b.correct, factory)
         path = Path(ctx.cache_dir) / "privacy" / spec.key
-        with _file_lock(Path(ctx.cache_dir) / "privacy" / f"{spec.key}.lock"):
+        with locks.file_lock(Path(ctx.cache_dir) / "privacy" / f"{spec.key}.lock"):
             bank = self._load(path, spec, factory, ctx)
             if bank is None:
                 bank = self._train(path, spec, masks, u, factory, trainer, ctx)
@@ -384,18 +370,12 @@ class PrivacyBase(Track):
 
     @staticmethod
     def _save(path: Path, masks: np.ndarray, correct: np.ndarray, states: list[Any], ckpts: list[Any], meta: Mapping[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        tmp = locks.temp_dir_for(path)
         cpu = lambda s: {n: v.cpu() for n, v in s.items()}  # noqa: E731
         torch.save({"states": [cpu(s) for s in states], "checkpoints": [[cpu(s) for s in c] for c in ckpts]}, tmp / "models.pt")
         np.savez(tmp / "arrays.npz", masks=masks, correct=correct)
         (tmp / "meta.json").write_text(json.dumps(meta, default=str, sort_keys=True))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        locks.replace_dir(tmp, path)
 
     # -- common checks -----------------------------------------------------------------------------
     def _check_method(self, method: Method) -> PrivacyMethod:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import data as D
+from .. import locks
 from .. import models as M
 from .. import training as T
 from ..kinds import AttackMethod, Method, ThreatModel
@@ -90,19 +91,19 @@ class RobustnessTrack(Track):
         seed = int(key[:8], 16) % (2**31)
         model = M.build(str(ax["arch"]), ds.shape, ds.num_classes, ds.mean, ds.std, seed).to(ctx.device)
         path = Path(ctx.cache_dir) / "robustness" / f"{key}.pt"
-        if path.exists():
-            blob = torch.load(path, weights_only=True)
-            model.load_state_dict(blob["state"])
-            return model.eval(), float(blob["train_s"]), True
-        t0 = time.perf_counter()
-        recipe = {**dict(profile.settings["train"]), **dict(profile.settings["robust"])}
-        T.train(model, sp.x_pool, sp.y_pool, method=plugins.method(str(ax["training"])), recipe=recipe, num_classes=ds.num_classes, seed=seed, pad=ds.crop_pad, hflip=ds.hflip)
-        train_s = time.perf_counter() - t0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "train_s": train_s}, tmp)
-        os.replace(tmp, path)
-        return model.eval(), train_s, False
+        with locks.file_lock(path.with_suffix(".lock")):  # one cell trains, concurrent ones wait and load
+            if path.exists():
+                blob = torch.load(path, weights_only=True)
+                model.load_state_dict(blob["state"])
+                return model.eval(), float(blob["train_s"]), True
+            t0 = time.perf_counter()
+            recipe = {**dict(profile.settings["train"]), **dict(profile.settings["robust"])}
+            T.train(model, sp.x_pool, sp.y_pool, method=plugins.method(str(ax["training"])), recipe=recipe, num_classes=ds.num_classes, seed=seed, pad=ds.crop_pad, hflip=ds.hflip)
+            train_s = time.perf_counter() - t0
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "train_s": train_s}, tmp)
+            os.replace(tmp, path)
+            return model.eval(), train_s, False
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         from ..robust import AttackOutputError, check_attack_output
