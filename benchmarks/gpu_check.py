@@ -51,6 +51,8 @@ FAST_RECIPE = {
 
 def _data_root(path: str) -> Path:
     p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"--data {path}: no such file or folder; run benchmarks/device/prepare.sh first (it copies the CIFAR-10 archive)")
     if p.is_dir():
         return p
     if p.name.endswith((".tar.gz", ".tgz", ".tar")):

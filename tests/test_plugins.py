@@ -8,6 +8,7 @@ installed packages do, and loads them into a fresh ``PluginManager``.
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import sys
 import textwrap
 import types
@@ -377,3 +378,34 @@ def test_with_params_rejects_unknown_and_malformed_values():
         base.with_params(k="seven")
     with pytest.raises(ValueError, match="has no parameter"):
         _Params(bogus=1)
+
+
+def test_builtins_load_without_the_dev_dependencies():
+    """pytest, selenium, torchattacks and Ray are dev extras: a plain ``pip install coreset-bench``
+    must load every built-in plugin and the CLI without them (the coreset track once imported its
+    output check from the pytest kit, so without pytest no track or dataset loaded)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in {'pytest', '_pytest', 'selenium', 'torchattacks', 'ray'}:
+                    raise ImportError('dev dependency ' + name + ' is not installed')
+        sys.meta_path.insert(0, Block())
+        from coreset_bench import plugins, cli
+        import coreset_bench.leaderboard.render
+        plugins.load_plugins()
+        bad = [f'{r.name}: {r.error}' for r in plugins.records() if r.error]
+        print(chr(10).join(bad))
+        print(len(plugins.methods()), plugins.dataset('digits').name, plugins.track('coreset').name)
+        sys.exit(1 if bad else 0)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORESET_BENCH_")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "digits coreset" in res.stdout

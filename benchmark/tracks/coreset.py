@@ -36,7 +36,7 @@ from .. import models as M
 from .. import signals as S
 from .. import training as T
 from ..kinds import Method, Selection, SelectionMethod, SelectionView, Signals, ThreatModel
-from ..testing import validate_selection
+from ..validation import validate_selection
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 CONVENTIONS = {

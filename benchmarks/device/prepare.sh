@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || echo '/.devcarry/' >> .git/info/exclude
 rm -rf .devcarry && mkdir -p .devcarry/whl
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .devcarry/whl \
     pyautoattack==0.2.0 sqlmodel==0.0.50 SQLAlchemy==2.1.9 greenlet pydantic==2.14.4 pydantic-core==2.50.5 \
