@@ -238,7 +238,12 @@ def _model_loader(state_fn: Callable[[], Mapping[str, torch.Tensor]], factory: C
 
 def _with_model(arrays: Mapping[str, Any], path: Path, factory: Callable[[], torch.nn.Module], device: Any) -> dict[str, Any]:
     out = dict(arrays)
-    out["proxy_model"] = _model_loader(lambda: torch.load(path / "proxy.pt", weights_only=True), factory, device)
+    def state() -> Mapping[str, torch.Tensor]:
+        # read under the key's lock: a run that widens the cached signals replaces the directory
+        with locks.file_lock(path.parent / f"{path.name}.lock"):
+            return torch.load(path / "proxy.pt", weights_only=True)
+
+    out["proxy_model"] = _model_loader(state, factory, device)
     return out
 
 
