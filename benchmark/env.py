@@ -53,9 +53,21 @@ def cell_threads(device: str) -> int:
     return 1 if device == "cpu" else cpu_cores()
 
 
+WORKER_MEMORY = 2 * 2**30  # what one CPU worker may hold: a CIFAR-sized dataset as float tensors plus a model
+
+
+def total_memory() -> int | None:
+    """Physical memory in bytes, where the OS says (Linux, macOS); else None."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def default_jobs(device: str, cells: int) -> int:
     """Cells run side by side when ``--jobs`` is not given: ``CORESET_BENCH_JOBS``, else one per
-    ``cell_threads`` cores on the CPU (at most one per cell) and one on a GPU."""
+    ``cell_threads`` cores on the CPU (at most one per cell, and at most one per 2 GiB of memory,
+    since every worker holds its own copy of the data) and one on a GPU."""
     raw = os.environ.get("CORESET_BENCH_JOBS", "").strip()
     if raw:
         try:
@@ -64,7 +76,11 @@ def default_jobs(device: str, cells: int) -> int:
             raise ValueError(f"CORESET_BENCH_JOBS={raw!r} is not an integer; set it to a number of parallel cells like 1 or 2") from None
     if device != "cpu":
         return 1
-    return max(1, min(max(1, cells), cpu_cores() // cell_threads(device)))
+    jobs = min(max(1, cells), cpu_cores() // cell_threads(device))
+    mem = total_memory()
+    if mem is not None:
+        jobs = min(jobs, mem // WORKER_MEMORY)
+    return max(1, jobs)
 
 
 @contextlib.contextmanager

@@ -304,12 +304,19 @@ def test_thread_and_job_defaults(monkeypatch):
     monkeypatch.delenv("CORESET_BENCH_JOBS")
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(env, "total_memory", lambda: 64 * 2**30)
     assert env.cell_threads("cpu") == 1 and env.cell_threads("cuda") == 8
     assert env.default_jobs("cpu", 100) == 8 and env.default_jobs("cpu", 3) == 3 and env.default_jobs("cuda:0", 100) == 1
     monkeypatch.setenv("CORESET_BENCH_THREADS", "4")
     assert env.cell_threads("cpu") == 4 and env.default_jobs("cpu", 100) == 2
     monkeypatch.setenv("CORESET_BENCH_JOBS", "3")
     assert env.default_jobs("cpu", 100) == 3
+    monkeypatch.delenv("CORESET_BENCH_JOBS")
+    monkeypatch.delenv("CORESET_BENCH_THREADS")
+    monkeypatch.setattr(env, "total_memory", lambda: 5 * 2**30)  # 5 GiB: two 2-GiB workers of 8 cores
+    assert env.default_jobs("cpu", 100) == 2
+    monkeypatch.setattr(env, "total_memory", lambda: 2**30)
+    assert env.default_jobs("cpu", 100) == 1
     monkeypatch.setenv("CORESET_BENCH_THREADS", "many")
     with pytest.raises(ValueError, match="CORESET_BENCH_THREADS='many' is not an integer"):
         env.cell_threads("cpu")
