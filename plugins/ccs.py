@@ -34,7 +34,7 @@ import numpy as np
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.aum import aum_scores
-from coreset_bench.plugins.cld import rank_order
+from coreset_bench.plugins._ranking import rank_order
 
 __all__ = ["CCS", "equal_width_strata", "allocate_budget", "stratified_sample"]
 

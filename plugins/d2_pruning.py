@@ -44,7 +44,7 @@ import torch
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView, class_budgets
 from coreset_bench.plugins.aum import aum_scores
-from coreset_bench.plugins.cld import rank_order
+from coreset_bench.plugins._ranking import rank_order
 from coreset_bench.plugins.forgetting import forgetting_counts
 from coreset_bench.plugins.moderate import final_embeddings
 

@@ -34,7 +34,7 @@ import numpy as np
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins._lastlayer import last_layer_grad_norms
-from coreset_bench.plugins.cld import top_global, topk_per_class
+from coreset_bench.plugins._ranking import top_global, topk_per_class
 from coreset_bench.plugins.el2n import checkpoint_logits, early_checkpoints
 
 __all__ = ["GraNd"]

@@ -39,14 +39,8 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import SelectionView
-from coreset_bench.plugins.cld import (
-    CLD,
-    _losses,
-    checkpoint_rows,
-    class_mean_rows,
-    pearson_to_class_reference,
-    zscore,
-)
+from coreset_bench.plugins._ranking import checkpoint_rows
+from coreset_bench.plugins.cld import CLD, _losses, class_mean_rows, pearson_to_class_reference, zscore
 
 __all__ = ["LTC"]
 

@@ -117,7 +117,7 @@ def test_last_layer_grads_match_autograd():
 
 
 def test_topk_per_class_and_ties_by_index():
-    from coreset_bench.plugins.cld import rank_order, topk_per_class
+    from coreset_bench.plugins._ranking import rank_order, topk_per_class
 
     scores = np.array([1.0, 3.0, 3.0, 0.0, 2.0, 2.0, 5.0])
     labels = np.array([0, 0, 0, 1, 1, 1, 1])
@@ -130,7 +130,7 @@ def test_topk_per_class_and_ties_by_index():
 
 
 def test_checkpoint_rows_prefix_and_stride():
-    from coreset_bench.plugins.cld import checkpoint_rows
+    from coreset_bench.plugins._ranking import checkpoint_rows
 
     assert checkpoint_rows(10).tolist() == list(range(10))
     assert checkpoint_rows(10, 0.5).tolist() == [0, 1, 2, 3, 4]
