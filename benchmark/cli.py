@@ -314,14 +314,21 @@ def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
     from .signals import cache_size
     from .store import Store, StoreError
 
-    e = envmod.environment(envmod.pick_device("auto"))
+    dev = envmod.pick_device("auto")
+    e = envmod.environment(dev)
     for k in ("coreset_bench", "git_commit", "python", "torch", "cuda", "device_name", "platform"):
         console.print(f"{k:14} {e.get(k)}")
+    settings_ok = True
+    try:
+        console.print(f"{'parallelism':14} {envmod.default_jobs(dev, 10**6)} cell(s) side by side by default on {dev}, {envmod.cell_threads(dev)} torch thread(s) each")
+    except ValueError as exc:
+        settings_ok = False
+        console.print(f"{'parallelism':14} [red]{exc}[/]", highlight=False)
     bad = [r for r in plugins.records() if r.error]
     console.print(f"{'plugins':14} {len(plugins.methods())} methods, {len(plugins.tracks())} tracks, {len(bad)} load error(s)")
     for r in bad:
         console.print(f"  [red]{r.name}[/] ({r.package}): {r.error}", highlight=False)
-    ok = not bad
+    ok = not bad and settings_ok
     try:
         store = Store(db, create=False)
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}")

@@ -64,6 +64,13 @@ def total_memory() -> int | None:
         return None
 
 
+def _threads_or_problem(device: str) -> int | str:
+    try:
+        return cell_threads(device)
+    except ValueError as exc:  # `run` refuses to start on it; `doctor` reports it
+        return str(exc)
+
+
 def default_jobs(device: str, cells: int) -> int:
     """Cells run side by side when ``--jobs`` is not given: ``CORESET_BENCH_JOBS``, else one per
     ``cell_threads`` cores on the CPU (at most one per cell, and at most one per 2 GiB of memory,
@@ -119,7 +126,7 @@ def environment(device: str = "cpu", method: Any = None) -> dict[str, Any]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": device,
         "device_name": device_name(device),
-        "threads": cell_threads(device),
+        "threads": _threads_or_problem(device),
     }
     if method is not None:
         env["plugin_package"] = getattr(method, "package", "")

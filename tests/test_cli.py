@@ -327,3 +327,13 @@ def test_bad_thread_variable_is_a_one_line_error(fresh_plugins, monkeypatch, tmp
     res = invoke("run", "--plugin", "random", "--profile", "tiny", "--db", str(tmp_path / "r.db"), "--device", "cpu")
     assert "CORESET_BENCH_THREADS='two' is not an integer" in one_line_error(res)
     assert not (tmp_path / "r.db").exists() or json.loads(invoke("results", "--json", "--db", str(tmp_path / "r.db")).stdout) == []
+
+
+def test_doctor_reports_parallelism_and_a_bad_thread_variable(fresh_plugins, wide, monkeypatch, tmp_path):
+    monkeypatch.delenv("CORESET_BENCH_JOBS")
+    doc = invoke("doctor", "--db", str(tmp_path / "none.db"))
+    assert doc.exit_code == 0, doc.stdout
+    assert "cell(s) side by side by default on cpu, 1 torch thread(s) each" in doc.stdout
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "lots")
+    bad = invoke("doctor", "--db", str(tmp_path / "none.db"))
+    assert bad.exit_code == 1 and "CORESET_BENCH_THREADS='lots' is not an integer" in bad.stdout
