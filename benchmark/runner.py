@@ -289,6 +289,8 @@ def execute(
             if store.start(p.cell, p.method, env):  # False: a concurrent run finished it
                 started.add(p.cell.key)
                 todo.append(p)
+    if not isinstance(exe, InProcessExecutor):  # costliest first (stable: plan order within a cost)
+        todo.sort(key=lambda p: -float(plan.track.cost_hint(p.cell)))
     try:
         for p, ok, payload, tb, secs in exe.run(todo, on_progress or (lambda k, w, f: None)):
             key = p.cell.key

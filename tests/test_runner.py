@@ -422,3 +422,33 @@ def test_dataset_override_is_its_own_profile(tmp_path):
     report = render_site(store, tmp_path / "site")
     assert not any("outside the profile" in w for w in report.warnings)
     assert any("tiny" in p.name for p in report.pages)
+
+
+def test_parallel_executors_start_the_costliest_cells_first(reg, store, tmp_path, monkeypatch):
+    """Cells are handed to a pool by the track's cost hint, highest first, in plan order within a
+    cost; the in-process executor keeps the plan order."""
+    from coreset_bench import runner
+
+    track = reg.track("fake")
+    monkeypatch.setattr(type(track), "cost_hint", lambda self, cell: 3.0 if cell.axes["size"] == "b" else 1.0, raising=False)
+    seen = {}
+
+    def capture(name):
+        def run(self, items, on_progress):
+            seen[name] = [p.cell for p in items]
+            return iter(())
+
+        return run
+
+    monkeypatch.setattr(runner.ProcessExecutor, "run", capture("pool"))
+    monkeypatch.setattr(runner.InProcessExecutor, "run", capture("inprocess"))
+    plan = fake_plan(reg, store, "firstk")
+    execute(plan, store, ctx_for(tmp_path), jobs=2)
+    sizes = [c.axes["size"] for c in seen["pool"]]
+    assert sizes == ["b"] * 4 + ["a"] * 4
+    planned_b = [p.cell.key for p in plan.todo if p.cell.axes["size"] == "b"]
+    assert [c.key for c in seen["pool"][:4]] == planned_b  # stable within a cost
+    store2 = Store(tmp_path / "other.db")
+    plan2 = fake_plan(reg, store2, "firstk")
+    execute(plan2, store2, ctx_for(tmp_path, "b"), jobs=1)
+    assert [c.key for c in seen["inprocess"]] == [p.cell.key for p in plan2.todo]

@@ -278,6 +278,11 @@ class Track(ABC):
         m = _method(name)
         return m.with_params(**params) if params else m
 
+    def cost_hint(self, cell: Cell) -> float:
+        """Relative expected cost of ``cell``; parallel executors start the costliest cells first
+        (so no long cell is left running alone at the end). Only the order depends on it."""
+        return 1.0
+
     def applicable(self, profile: Profile, method: Method, axes: Mapping[str, Any]) -> bool:
         """Whether ``method`` runs at ``axes`` (e.g. ``full`` runs only at budget 1.0)."""
         return True

@@ -164,6 +164,10 @@ class CoresetTrack(Track):
     def profiles(self) -> list[Profile]:
         return _profiles()
 
+    def cost_hint(self, cell: Cell) -> float:
+        """Adversarial training (an inner maximization per step) costs about three standard cells."""
+        return 1.0 if cell.axes.get("training", "standard") == "standard" else 3.0
+
     def primary_for(self, profile: Profile) -> str:
         """AutoAttack accuracy where the profile attacks, clean accuracy where it does not."""
         return "autoattack_acc" if "autoattack" in profile.settings.get("attacks", []) else "clean_acc"
