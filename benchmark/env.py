@@ -91,17 +91,48 @@ def default_jobs(device: str, cells: int) -> int:
 
 
 @contextlib.contextmanager
-def cell_thread_scope(device: str) -> Iterator[int]:
-    """Run a cell with ``cell_threads(device)`` torch threads; the previous count is restored."""
+def cell_scope(device: str) -> Iterator[int]:
+    """The numeric settings every cell runs under; the previous ones are restored afterwards.
+
+    * ``cell_threads(device)`` torch threads (see there).
+    * On CUDA, deterministic kernels: cuDNN's deterministic algorithms without autotuning,
+      ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op with no deterministic
+      implementation warns instead of failing the cell) and cuBLAS's fixed workspace
+      (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set), so the same cell gives the same numbers
+      on the same GPU. This costs some speed; ``CORESET_BENCH_NONDETERMINISTIC=1`` turns it off
+      (stored with each run as ``deterministic``).
+    """
     import torch
 
     before = torch.get_num_threads()
     n = cell_threads(device)
     torch.set_num_threads(n)
+    flags = None
+    if device.startswith("cuda") and deterministic(device):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        flags = (
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield n
     finally:
         torch.set_num_threads(before)
+        if flags is not None:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[0], flags[1]
+            torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
+
+
+def deterministic(device: str) -> bool:
+    """Whether cells on ``device`` run with deterministic kernels (always on the CPU)."""
+    if not device.startswith("cuda"):
+        return True
+    return os.environ.get("CORESET_BENCH_NONDETERMINISTIC", "").strip() in ("", "0", "false")
 
 
 def device_name(device: str) -> str:
@@ -127,6 +158,7 @@ def environment(device: str = "cpu", method: Any = None) -> dict[str, Any]:
         "device": device,
         "device_name": device_name(device),
         "threads": _threads_or_problem(device),
+        "deterministic": deterministic(device),
     }
     if method is not None:
         env["plugin_package"] = getattr(method, "package", "")

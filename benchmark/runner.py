@@ -103,7 +103,7 @@ def run_one(track_name: str, method_name: str, params: dict[str, Any], cell: Cel
     """Run one cell. Used by every executor; raises on failure."""
     track = plugins.track(track_name)
     method = plugins.method(method_name).with_params(**params) if params else plugins.method(method_name)
-    with envmod.cell_thread_scope(ctx.device):
+    with envmod.cell_scope(ctx.device):
         result = track.run_cell(cell, method, ctx)
     _check_result(result, method_name)
     return result

@@ -10,6 +10,8 @@
    (``evaluate_robustness`` with the ``autoattack`` plugin) against a plain ``pyautoattack``
    call on the same model and points, for APGD-CE + APGD-T and for the standard four attacks.
 
+Everything runs under the numeric settings of the harness's cells (``env.cell_scope``:
+deterministic cuDNN/cuBLAS kernels on CUDA); ``--nondeterministic`` lifts them, to see their cost.
 Everything is written to ``--out`` (``gpu_check.json`` and the log). Usage::
 
     python benchmarks/gpu_check.py --data shared/datasets/cifar10-jpeg.tar.gz --out "$OUT"
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tarfile
 import tempfile
@@ -90,7 +93,10 @@ def main() -> None:
     ap.add_argument("--aa", default="apgd-ce,apgd-t;standard", help="AutoAttack configurations to time, ';'-separated ('standard' = all four)")
     ap.add_argument("--target", type=float, default=0.93)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nondeterministic", action="store_true", help="let cuDNN pick its fastest (nondeterministic) kernels, unlike the harness's cells")
     a = ap.parse_args()
+    if a.nondeterministic:
+        os.environ["CORESET_BENCH_NONDETERMINISTIC"] = "1"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     log_f = open(out / "gpu_check.log", "w")
@@ -105,6 +111,9 @@ def main() -> None:
             torch.cuda.synchronize()
 
     report: dict = {"environment": envmod.environment(a.device), "recipe": {**FAST_RECIPE, "epochs": a.epochs}}
+    scope = envmod.cell_scope(a.device)  # the settings cells run under: deterministic kernels on CUDA
+    scope.__enter__()
+    log(f"deterministic kernels: {envmod.deterministic(a.device)}; torch threads: {envmod.cell_threads(a.device)}")
     plugins.load_plugins()
     t = time.perf_counter()
     root = _data_root(a.data)
@@ -191,6 +200,7 @@ def main() -> None:
         log(f"AutoAttack [{label}] on {len(x)} points: harness {len(x) / ours:8.1f} img/s (acc {res['autoattack_acc']:.3f}), "
             f"plain {len(x) / plain:8.1f} img/s (acc {plain_acc:.3f}), ratio {plain / ours:.2f}")
 
+    scope.__exit__(None, None, None)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     log(f"wrote {out / 'gpu_check.json'}")
 

@@ -337,3 +337,29 @@ def test_doctor_reports_parallelism_and_a_bad_thread_variable(fresh_plugins, wid
     monkeypatch.setenv("CORESET_BENCH_THREADS", "lots")
     bad = invoke("doctor", "--db", str(tmp_path / "none.db"))
     assert bad.exit_code == 1 and "CORESET_BENCH_THREADS='lots' is not an integer" in bad.stdout
+
+
+def test_cell_scope_sets_and_restores_the_numeric_settings(monkeypatch):
+    """Cells on CUDA run with deterministic kernels (no GPU needed to check the switches)."""
+    import torch
+
+    from coreset_bench import env
+
+    monkeypatch.delenv("CORESET_BENCH_NONDETERMINISTIC", raising=False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.set_num_threads(2)
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    with env.cell_scope("cuda:0"):
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.get_num_threads() == 1  # CORESET_BENCH_THREADS=1 from conftest
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+    assert torch.get_num_threads() == 2
+    with env.cell_scope("cpu"):
+        assert not torch.are_deterministic_algorithms_enabled()  # CPU kernels are deterministic already
+    monkeypatch.setenv("CORESET_BENCH_NONDETERMINISTIC", "1")
+    with env.cell_scope("cuda"):
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert env.environment("cuda")["deterministic"] is False and env.environment("cpu")["deterministic"] is True
+    torch.set_num_threads(1)
