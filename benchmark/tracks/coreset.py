@@ -94,7 +94,7 @@ def _profiles() -> list[Profile]:
                 "eval_subset": 100,
                 **CONVENTIONS,
             },
-            description="Embedded digits on the CPU (under 2 minutes for a method with its references on 2 cores, one cell per core): cnn-small, standard and TRADES training, PGD-20 and AutoAttack (APGD-CE + APGD-T) at eps=0.1.",
+            description="Embedded digits on the CPU (about 2 minutes for a method with its references on 2 cores, one cell per core): cnn-small, standard and TRADES training, PGD-20 and AutoAttack (APGD-CE + APGD-T) at eps=0.1.",
         ),
     ]
     out.append(
