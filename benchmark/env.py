@@ -35,6 +35,17 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _env_count(name: str, example: str) -> int | None:
+    """A positive count from environment variable ``name`` (at least 1), or None when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer; set it to {example}") from None
+
+
 def cell_threads(device: str) -> int:
     """Intra-op torch threads every cell runs with, whatever the executor or ``--jobs``.
 
@@ -44,12 +55,9 @@ def cell_threads(device: str) -> int:
     cells side by side (``--jobs``, default: one per core). On a GPU the host threads do not
     touch the numbers and every core is used.
     """
-    raw = os.environ.get("CORESET_BENCH_THREADS", "").strip()
-    if raw:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            raise ValueError(f"CORESET_BENCH_THREADS={raw!r} is not an integer; set it to a thread count like 1 or 4") from None
+    n = _env_count("CORESET_BENCH_THREADS", "a thread count like 1 or 4")
+    if n is not None:
+        return n
     return 1 if device == "cpu" else cpu_cores()
 
 
@@ -75,12 +83,9 @@ def default_jobs(device: str, cells: int) -> int:
     """Cells run side by side when ``--jobs`` is not given: ``CORESET_BENCH_JOBS``, else one per
     ``cell_threads`` cores on the CPU (at most one per cell, and at most one per 2 GiB of memory,
     since every worker holds its own copy of the data) and one on a GPU."""
-    raw = os.environ.get("CORESET_BENCH_JOBS", "").strip()
-    if raw:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            raise ValueError(f"CORESET_BENCH_JOBS={raw!r} is not an integer; set it to a number of parallel cells like 1 or 2") from None
+    n = _env_count("CORESET_BENCH_JOBS", "a number of parallel cells like 1 or 2")
+    if n is not None:
+        return n
     if device != "cpu":
         return 1
     jobs = min(max(1, cells), cpu_cores() // cell_threads(device))

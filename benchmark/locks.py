@@ -30,6 +30,12 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def lock_for(path: Path):
+    """The lock of the artifact at ``path`` (file or directory): ``NAME.lock`` beside it."""
+    path = Path(path)
+    return file_lock(path.parent / f"{path.name}.lock")
+
+
 def temp_dir_for(path: Path) -> Path:
     """An empty private directory beside ``path`` to write its next version into."""
     path = Path(path)

@@ -16,6 +16,7 @@ shared, even when the cache served it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -115,107 +116,86 @@ def compute_signals(
     groups = groups_for(wanted)
     if not groups:
         return SignalBundle({}, 0.0, False, set())
-    args = (spec, groups, x_pool, y_pool, x_val, y_val, num_classes, model_factory, training, pad, hflip, progress)
-    if not cache_dir:
-        return _load_or_compute(None, *args)
-    path = Path(cache_dir) / "signals" / spec.key
-    with locks.file_lock(path.parent / f"{spec.key}.lock"):
-        return _load_or_compute(path, *args)
-
-
-def _load_or_compute(
-    path: Path | None,
-    spec: ProxySpec,
-    groups: set[str],
-    x_pool: torch.Tensor,
-    y_pool: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    num_classes: int,
-    model_factory: Callable[[], torch.nn.Module],
-    training: TrainingMethod,
-    pad: int,
-    hflip: bool,
-    progress: Callable[[str, float], None] | None,
-) -> SignalBundle:
     from . import training as tr
 
-    if path is not None:
-        got = _load(path)
-        if got is not None:
-            arrays, meta = got
-            if groups <= set(meta["groups"]):
-                return SignalBundle(_with_model(arrays, path, model_factory, x_pool.device), float(meta["proxy_s"]), True, set(meta["groups"]))
-            groups |= set(meta["groups"])  # recompute the union so the cache only grows
+    path = Path(cache_dir) / "signals" / spec.key if cache_dir else None
+    with locks.lock_for(path) if path is not None else contextlib.nullcontext():
+        if path is not None:
+            got = _load(path)
+            if got is not None:
+                arrays, meta = got
+                if groups <= set(meta["groups"]):
+                    return SignalBundle(_with_model(arrays, path, model_factory, x_pool.device), float(meta["proxy_s"]), True, set(meta["groups"]))
+                groups |= set(meta["groups"])  # recompute the union so the cache only grows
 
-    t0 = time.perf_counter()
-    want_grad = "input_grad" in groups
-    want_ckpt = "checkpoints" in groups
-    n = len(y_pool)
-    ckpts = set(spec.checkpoint_epochs)
-    per_epoch: dict[str, list[np.ndarray]] = {k: [] for k in ("loss", "prob_true", "prob_other_max", "correct", "val_loss", "train_correct")}
-    if want_grad:
-        per_epoch["input_grad_norm"] = []
-    ck: dict[str, list[np.ndarray]] = {k: [] for k in ("logits", "embeddings", "val_logits", "val_embeddings")}
-    ck_epochs: list[int] = []
-    batch_correct = np.zeros(n, dtype=bool)
-
-    def on_batch(idx: torch.Tensor, logits: torch.Tensor) -> None:
-        i = idx.cpu().numpy()
-        batch_correct[i] = (logits.argmax(1) == y_pool[idx]).cpu().numpy()
-
-    def on_epoch_end(epoch: int, model: torch.nn.Module) -> None:
-        s = tr.eval_signals(model, x_pool, y_pool, input_grad=want_grad)
-        for k in ("loss", "prob_true", "prob_other_max", "correct"):
-            per_epoch[k].append(s[k])
+        t0 = time.perf_counter()
+        want_grad = "input_grad" in groups
+        want_ckpt = "checkpoints" in groups
+        n = len(y_pool)
+        ckpts = set(spec.checkpoint_epochs)
+        per_epoch: dict[str, list[np.ndarray]] = {k: [] for k in ("loss", "prob_true", "prob_other_max", "correct", "val_loss", "train_correct")}
         if want_grad:
-            per_epoch["input_grad_norm"].append(s["input_grad_norm"])
-        per_epoch["train_correct"].append(batch_correct.copy())
-        if len(y_val):
-            per_epoch["val_loss"].append(tr.eval_signals(model, x_val, y_val, input_grad=False)["loss"])
-        else:
-            per_epoch["val_loss"].append(np.zeros(0, dtype=np.float32))
-        if want_ckpt and epoch in ckpts:
-            e, lg = tr.features(model, x_pool)
-            ck["embeddings"].append(e)
-            ck["logits"].append(lg)
-            if len(y_val):
-                ve, vl = tr.features(model, x_val)
-            else:
-                ve, vl = np.zeros((0, e.shape[1]), np.float32), np.zeros((0, lg.shape[1]), np.float32)
-            ck["val_embeddings"].append(ve)
-            ck["val_logits"].append(vl)
-            ck_epochs.append(epoch)
+            per_epoch["input_grad_norm"] = []
+        ck: dict[str, list[np.ndarray]] = {k: [] for k in ("logits", "embeddings", "val_logits", "val_embeddings")}
+        ck_epochs: list[int] = []
+        batch_correct = np.zeros(n, dtype=bool)
 
-    model = model_factory()
-    recipe = {**dict(spec.recipe), "budget_mode": "epochs"}
-    tr.train(
-        model,
-        x_pool,
-        y_pool,
-        method=training,
-        recipe=recipe,
-        num_classes=num_classes,
-        seed=spec.seed,
-        pad=pad,
-        hflip=hflip,
-        on_epoch_end=on_epoch_end,
-        on_batch=on_batch,
-        progress=progress,
-    )
-    arrays: dict[str, np.ndarray] = {k: np.stack(v) for k, v in per_epoch.items() if v}
-    if want_ckpt and ck_epochs:
-        for k, v in ck.items():
-            arrays[k] = np.stack(v)
-        arrays["checkpoint_epochs"] = np.asarray(ck_epochs, dtype=np.int64)
-    proxy_s = time.perf_counter() - t0
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if path is not None:
-        _save(path, arrays, state, {"groups": sorted(groups), "proxy_s": proxy_s, "spec": spec.__dict__})
-        return SignalBundle(_with_model(arrays, path, model_factory, x_pool.device), proxy_s, False, groups)
-    arrays_any: dict[str, Any] = dict(arrays)
-    arrays_any["proxy_model"] = _model_loader(lambda: state, model_factory, x_pool.device)
-    return SignalBundle(arrays_any, proxy_s, False, groups)
+        def on_batch(idx: torch.Tensor, logits: torch.Tensor) -> None:
+            i = idx.cpu().numpy()
+            batch_correct[i] = (logits.argmax(1) == y_pool[idx]).cpu().numpy()
+
+        def on_epoch_end(epoch: int, model: torch.nn.Module) -> None:
+            s = tr.eval_signals(model, x_pool, y_pool, input_grad=want_grad)
+            for k in ("loss", "prob_true", "prob_other_max", "correct"):
+                per_epoch[k].append(s[k])
+            if want_grad:
+                per_epoch["input_grad_norm"].append(s["input_grad_norm"])
+            per_epoch["train_correct"].append(batch_correct.copy())
+            if len(y_val):
+                per_epoch["val_loss"].append(tr.eval_signals(model, x_val, y_val, input_grad=False)["loss"])
+            else:
+                per_epoch["val_loss"].append(np.zeros(0, dtype=np.float32))
+            if want_ckpt and epoch in ckpts:
+                e, lg = tr.features(model, x_pool)
+                ck["embeddings"].append(e)
+                ck["logits"].append(lg)
+                if len(y_val):
+                    ve, vl = tr.features(model, x_val)
+                else:
+                    ve, vl = np.zeros((0, e.shape[1]), np.float32), np.zeros((0, lg.shape[1]), np.float32)
+                ck["val_embeddings"].append(ve)
+                ck["val_logits"].append(vl)
+                ck_epochs.append(epoch)
+
+        model = model_factory()
+        recipe = {**dict(spec.recipe), "budget_mode": "epochs"}
+        tr.train(
+            model,
+            x_pool,
+            y_pool,
+            method=training,
+            recipe=recipe,
+            num_classes=num_classes,
+            seed=spec.seed,
+            pad=pad,
+            hflip=hflip,
+            on_epoch_end=on_epoch_end,
+            on_batch=on_batch,
+            progress=progress,
+        )
+        arrays: dict[str, np.ndarray] = {k: np.stack(v) for k, v in per_epoch.items() if v}
+        if want_ckpt and ck_epochs:
+            for k, v in ck.items():
+                arrays[k] = np.stack(v)
+            arrays["checkpoint_epochs"] = np.asarray(ck_epochs, dtype=np.int64)
+        proxy_s = time.perf_counter() - t0
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if path is not None:
+            _save(path, arrays, state, {"groups": sorted(groups), "proxy_s": proxy_s, "spec": spec.__dict__})
+            return SignalBundle(_with_model(arrays, path, model_factory, x_pool.device), proxy_s, False, groups)
+        arrays_any: dict[str, Any] = dict(arrays)
+        arrays_any["proxy_model"] = _model_loader(lambda: state, model_factory, x_pool.device)
+        return SignalBundle(arrays_any, proxy_s, False, groups)
 
 
 def _save(path: Path, arrays: Mapping[str, np.ndarray], state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
@@ -240,7 +220,7 @@ def _with_model(arrays: Mapping[str, Any], path: Path, factory: Callable[[], tor
     out = dict(arrays)
     def state() -> Mapping[str, torch.Tensor]:
         # read under the key's lock: a run that widens the cached signals replaces the directory
-        with locks.file_lock(path.parent / f"{path.name}.lock"):
+        with locks.lock_for(path):
             return torch.load(path / "proxy.pt", weights_only=True)
 
     out["proxy_model"] = _model_loader(state, factory, device)

@@ -490,7 +490,7 @@ class LabelNoiseTrack(Track):
         if path is None:
             m, meta = compute()
             return m, meta, False
-        with locks.file_lock(path.parent / f"{key}.lock"):  # one process trains; concurrent cells wait and load
+        with locks.lock_for(path):  # one process trains; concurrent cells wait and load
             got = load()
             if got is not None:
                 return got[0], got[1], True

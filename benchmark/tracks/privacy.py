@@ -307,7 +307,7 @@ class PrivacyBase(Track):
             b = self._banks[mem_key]
             return Bank(b.spec, b.masks, b.states, b.checkpoints, b.meta, True, b.correct, factory)
         path = Path(ctx.cache_dir) / "privacy" / spec.key
-        with locks.file_lock(Path(ctx.cache_dir) / "privacy" / f"{spec.key}.lock"):
+        with locks.lock_for(path):
             bank = self._load(path, spec, factory, ctx)
             if bank is None:
                 bank = self._train(path, spec, masks, u, factory, trainer, ctx)

@@ -91,7 +91,7 @@ class RobustnessTrack(Track):
         seed = int(key[:8], 16) % (2**31)
         model = M.build(str(ax["arch"]), ds.shape, ds.num_classes, ds.mean, ds.std, seed).to(ctx.device)
         path = Path(ctx.cache_dir) / "robustness" / f"{key}.pt"
-        with locks.file_lock(path.with_suffix(".lock")):  # one cell trains, concurrent ones wait and load
+        with locks.lock_for(path):  # one cell trains, concurrent ones wait and load
             if path.exists():
                 blob = torch.load(path, weights_only=True)
                 model.load_state_dict(blob["state"])
