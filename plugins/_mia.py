@@ -83,6 +83,18 @@ STATISTICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 _CACHE: weakref.WeakKeyDictionary[Any, dict[Any, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
+def model_box(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A query-only view of ``model``: eval-mode logits without gradients, the box the privacy
+    track hands attacks (used for a bank's checkpoints or extra models)."""
+
+    @torch.no_grad()
+    def box(x: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        return model(x)
+
+    return box
+
+
 def cached(box: Any, view: Any, key: Any, fn: Callable[[], np.ndarray]) -> np.ndarray:
     """``fn()`` memoized per (box, queries, labels, seed, number of views, ``key``)."""
     full = (id(view.x), view.x.data_ptr() if hasattr(view.x, "data_ptr") else 0, tuple(view.x.shape), id(view.y), int(view.seed), len(view.views), key)

@@ -138,19 +138,10 @@ class ZeroOrderCurvature(PrivacyMethod):
         views = _views(view, str(self.params["views"]))
         boxes = [view.target]
         if self.params["checkpoints"] == "all" and view.target_checkpoints:
-            boxes = [_no_grad_box(m) for m in view.target_checkpoints]
+            boxes = [_mia.model_box(m) for m in view.target_checkpoints]
         elif self.params["checkpoints"] not in ("all", "final"):
             raise ValueError(f"unknown checkpoints {self.params['checkpoints']!r}; use all or final")
         return np.mean([curvature_scores(view, b, self.params, views).mean(0) for b in boxes], axis=0)
-
-
-def _no_grad_box(model: torch.nn.Module):
-    @torch.no_grad()
-    def box(x: torch.Tensor) -> torch.Tensor:
-        model.eval()
-        return model(x)
-
-    return box
 
 
 @hookimpl

@@ -38,17 +38,8 @@ class _CheckpointProxy(PrivacyMethod):
         if which not in ("all", "final"):
             raise ValueError(f"unknown checkpoints {which!r}; use all or final")
         models = list(view.target_checkpoints or []) if which == "all" else []
-        boxes = [_box(m) for m in models] or [view.target]
+        boxes = [_mia.model_box(m) for m in models] or [view.target]
         return np.mean([_mia.logit_statistic(view, b, type(self).stat, n_views=1)[0] for b in boxes], axis=0)
-
-
-def _box(model: torch.nn.Module):
-    @torch.no_grad()
-    def box(x: torch.Tensor) -> torch.Tensor:
-        model.eval()
-        return model(x)
-
-    return box
 
 
 class LossProxy(_CheckpointProxy):
