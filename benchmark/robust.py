@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -289,9 +290,11 @@ def check_attack_output(name: str, x_adv: Any, x: torch.Tensor, threat: ThreatMo
 # --------------------------------------------------------------------------------------------
 
 
-def _count_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+def _correct_mask(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample correctness (bool, on the CPU)."""
     with torch.no_grad():
-        return int((model(x).argmax(dim=1) == y).sum())
+        return (model(x).argmax(dim=1) == y).cpu()
+
 
 
 def _attack_label(key: str, method: AttackMethod) -> str:
@@ -311,10 +314,11 @@ def _run_attack(
     seed: int,
     batch_size: int,
     strict: bool,
-) -> tuple[int, bool]:
-    """Correct count under ``method`` and whether every output was inside the threat model."""
+) -> tuple[torch.Tensor, bool]:
+    """Per-sample correctness under ``method`` (bool, CPU) and whether every output was inside
+    the threat model."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    correct = 0
+    masks: list[torch.Tensor] = []
     ball_ok = True
     label = _attack_label(key, method)
     for start in range(0, x.shape[0], batch_size):
@@ -328,8 +332,8 @@ def _run_attack(
             ball_ok = False
             if not isinstance(x_adv, torch.Tensor) or tuple(x_adv.shape) != tuple(xb.shape):
                 raise AttackOutputError(f"attack plugin {label} returned unusable output: {problem}")
-        correct += _count_correct(model, x_adv.detach().to(device=xb.device, dtype=xb.dtype), yb)
-    return correct, ball_ok
+        masks.append(_correct_mask(model, x_adv.detach().to(device=xb.device, dtype=xb.dtype), yb))
+    return torch.cat(masks), ball_ok
 
 
 def evaluate_robustness(
@@ -343,6 +347,7 @@ def evaluate_robustness(
     *,
     masking_check: bool = False,
     strict: bool = True,
+    per_point: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Clean and adversarial accuracy of ``model`` on (x, y), with sanity checks.
 
@@ -360,6 +365,10 @@ def evaluate_robustness(
       with 5x the steps (same step size) leaves accuracy higher than the configured PGD by more
       than one sample, a sign of gradient masking; ``pgd_masking_acc`` is that accuracy.
 
+    With ``per_point`` (a dict), each accuracy's per-sample correctness is stored in it as a bool
+    array of length n under the metric's name (``clean_acc``, ``pgd_acc``, ...), in the order of
+    ``x``: the leaderboard's paired bootstrap over test points reads them.
+
     The model is evaluated in eval mode; every module's mode is restored afterwards.
     """
     if x.shape[0] != y.shape[0]:
@@ -376,21 +385,25 @@ def evaluate_robustness(
     counts: dict[str, int] = {}
     ball_ok = True
     with eval_mode(model):
-        clean = sum(
-            _count_correct(model, x[s : s + batch_size], y[s : s + batch_size])
-            for s in range(0, n, batch_size)
-        )
+        clean_mask = torch.cat([_correct_mask(model, x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, n, batch_size)])
+        clean = int(clean_mask.sum())
         metrics["clean_acc"] = clean / n
+        if per_point is not None:
+            per_point["clean_acc"] = clean_mask.numpy().astype(bool)
         for key, method in attacks.items():
-            counts[key], ok = _run_attack(key, method, model, x, y, threat, seed, batch_size, strict)
+            mask, ok = _run_attack(key, method, model, x, y, threat, seed, batch_size, strict)
+            counts[key] = int(mask.sum())
             ball_ok = ball_ok and ok
             metrics[f"{key}_acc"] = counts[key] / n
+            if per_point is not None:
+                per_point[f"{key}_acc"] = mask.numpy().astype(bool)
         if masking_check and "pgd" in attacks:
             pgd = attacks["pgd"]
             longer = dataclasses.replace(threat, steps=5 * int(threat.steps))
             if pgd.params.get("steps") is not None:
                 pgd = pgd.with_params(steps=5 * int(pgd.params["steps"]))
-            long_count, ok = _run_attack("pgd", pgd, model, x, y, longer, seed, batch_size, strict)
+            long_mask, ok = _run_attack("pgd", pgd, model, x, y, longer, seed, batch_size, strict)
+            long_count = int(long_mask.sum())
             ball_ok = ball_ok and ok
             metrics["pgd_masking_acc"] = long_count / n
             metrics["pgd_masking_flag"] = 1.0 if long_count > counts["pgd"] + 1 else 0.0
