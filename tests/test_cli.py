@@ -265,7 +265,8 @@ def test_plugin_commands_are_added_through_the_hook(fresh_plugins):
 def test_run_without_profile_uses_the_quick_profile(tmp_path):
     res = invoke("run", "--plugin", "random", "--dry-run", "--db", str(tmp_path / "r.db"))
     assert res.exit_code == 0, res.output
-    assert "coreset/quick@1" in res.output and "16 cell(s) to run" in res.output
+    # quick@2 (issue 20): 2 budgets x 2 recipes x 3 seeds for random, plus 2 x 3 for full
+    assert "coreset/quick@2" in res.output and "18 cell(s) to run" in res.output
 
 
 def test_numbers_do_not_depend_on_jobs_or_the_callers_threads(fresh_plugins, wide, monkeypatch, tmp_path):

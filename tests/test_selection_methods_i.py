@@ -17,7 +17,7 @@ from coreset_bench.kinds import class_budgets
 from coreset_bench.testing import check_selection_method, make_selection_view, validate_selection
 
 MODULES = {
-    "easycore": ["easycore", "easycore-hard"],
+    "easycore": ["easycore", "easycore-balanced", "easycore-hard"],
     "cld": ["cld"],
     "ltc": ["ltc"],
     "el2n": ["el2n"],

@@ -248,16 +248,19 @@ class Track(ABC):
         """The profile's fixed, seeded splits of ``dataset`` (memoized in-process).
 
         Settings read: ``val_fraction`` (validation carved per class from training data),
-        ``max_train_per_class`` and ``max_test`` (CPU-sized subsets). The split seed derives from
-        the profile id and the dataset, never from the method or the repeat.
+        ``max_train_per_class`` and ``max_test`` (CPU-sized subsets), ``dataset_args`` (a loader
+        argument per dataset name, e.g. ``{"digits": "test=0.3"}``: a larger held-out split). The
+        split seed derives from the profile id and the dataset, never from the method or the repeat.
         """
         from .. import data as D
 
         cache = self.__dict__.setdefault("_splits_cache", {})
         key = f"{profile.id}|{dataset}|{ctx.data_dir}|{ctx.device}"
         if key not in cache:
-            ds = D.resolve(dataset, ctx.data_dir, ctx.cache_dir)
             st = profile.settings
+            loader_arg = dict(st.get("dataset_args", {})).get(dataset)
+            ref = f"{dataset}:{loader_arg}" if loader_arg and ":" not in dataset else dataset
+            ds = D.resolve(ref, ctx.data_dir, ctx.cache_dir)
             split_seed = int(hashlib.sha256(f"{profile.id}|{dataset}".encode()).hexdigest()[:8], 16) % (2**31)
             cache[key] = D.make_splits(
                 ds,
