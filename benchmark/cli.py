@@ -51,11 +51,11 @@ def _results_dir(db: Optional[str]) -> Path:
     return path.parent if path is not None else Path("results")
 
 
-def _open_store(db: Optional[str], create: bool = True) -> Any:
+def _open_store(db: Optional[str], create: bool = True, read_only: bool = False) -> Any:
     from .store import Store, StoreError
 
     try:
-        return Store(db, create=create)
+        return Store(db, create=create, read_only=read_only)
     except StoreError as exc:
         fail(str(exc))
 
@@ -295,7 +295,7 @@ def results(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per run."),
 ) -> None:
     """Show stored runs."""
-    store = _open_store(db, create=False)
+    store = _open_store(db, create=False, read_only=True)  # reads only: works in a read-only directory
     rows = store.results(method=plugin, track=track, profile=profile, status=status)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
