@@ -196,7 +196,8 @@ class ProcessExecutor:
     def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
         pending = list(items)
         busy: dict[int, tuple[Planned, float]] = {}
-        idle = [self._spawn() for _ in range(min(self.jobs, len(pending)))]
+        idle = list(self.workers)  # workers left idle by an earlier batch are reused
+        idle += [self._spawn() for _ in range(min(self.jobs, len(pending)) - len(idle))]
         ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals)
         while pending or busy:
             while idle and pending:
@@ -262,6 +263,9 @@ def make_executor(name: str, ctx: CellContext, jobs: int, timeout_s: float | Non
     return InProcessExecutor(ctx)
 
 
+WAIT_POLL_S = 2.0  # how often a run re-checks cells that another live run is computing
+
+
 def execute(
     plan: Plan,
     store: Store,
@@ -274,45 +278,86 @@ def execute(
     on_done: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[str, str, float], None] | None = None,
 ) -> list[Outcome]:
-    """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell."""
+    """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell.
+
+    Each cell is claimed first (``Store.claim``: a lease in one write transaction, refreshed by
+    a heartbeat thread while this run lasts). A cell another live run holds is not computed
+    here: this run waits for it and reports its stored result, or takes it over if that run
+    fails it or dies (its lease goes stale). So two runs on one database compute each cell once.
+    """
     timeout = timeout_s if timeout_s is not None else plan.profile.timeout_s
     prefetch = frozenset().union(*(getattr(p.method, "signals", frozenset()) for p in plan.todo))
     ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch)
-    exe = make_executor(executor, ctx, jobs, timeout, address)
     outcomes: list[Outcome] = []
     started: set[str] = set()
     envs: dict[str, dict[str, Any]] = {}
-    todo = []
-    with _store_errors(store):
-        for p in plan.todo:
-            env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
-            if store.start(p.cell, p.method, env):  # False: a concurrent run finished it
-                started.add(p.cell.key)
-                todo.append(p)
-    if not isinstance(exe, InProcessExecutor):  # costliest first (stable: plan order within a cost)
-        todo.sort(key=lambda p: -float(plan.track.cost_hint(p.cell)))
-    try:
-        for p, ok, payload, tb, secs in exe.run(todo, on_progress or (lambda k, w, f: None)):
-            key = p.cell.key
-            with _store_errors(store):
-                if ok:
-                    res: CellResult = payload
-                    store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts)
-                    out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
-                else:
-                    store.fail(key, str(payload), tb, {"total_s": secs})
-                    out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
-            started.discard(key)
-            outcomes.append(out)
-            if on_done is not None:
-                on_done(out)
-    except KeyboardInterrupt:
-        for key in started:
-            store.fail(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells", None)
-        raise
-    finally:
-        exe.close()
+    exe: Any = None
+
+    def claim(items: Sequence[Planned]) -> tuple[list[Planned], list[Planned]]:
+        mine, elsewhere = [], []
+        with _store_errors(store):
+            for p in items:
+                env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
+                state = store.claim(p.cell, p.method, env)
+                if state == "claimed":
+                    started.add(p.cell.key)
+                    mine.append(p)
+                elif state == "busy":
+                    elsewhere.append(p)
+                else:  # done by a concurrent run since the plan was made
+                    outcomes.append(_stored_outcome(store, p))
+        return mine, elsewhere
+
+    with store.keep_leases():
+        try:
+            todo, waiting = claim(plan.todo)
+            while todo or waiting:
+                if todo:
+                    if exe is None:
+                        exe = make_executor(executor, ctx, jobs, timeout, address)
+                    if not isinstance(exe, InProcessExecutor):  # costliest first (stable: plan order within a cost)
+                        todo.sort(key=lambda p: -float(plan.track.cost_hint(p.cell)))
+                    for out in _run_claimed(exe, todo, store, on_progress):
+                        started.discard(out.cell.key)
+                        outcomes.append(out)
+                        if on_done is not None:
+                            on_done(out)
+                    todo = []
+                if waiting:
+                    time.sleep(WAIT_POLL_S)
+                    todo, waiting = claim(waiting)
+        except KeyboardInterrupt:
+            for key in started:
+                store.fail(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells", None)
+            raise
+        finally:
+            if exe is not None:
+                exe.close()
     return outcomes
+
+
+def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None] | None) -> Iterator[Outcome]:
+    for p, ok, payload, tb, secs in exe.run(todo, on_progress or (lambda k, w, f: None)):
+        key = p.cell.key
+        with _store_errors(store):
+            if ok:
+                res: CellResult = payload
+                if store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts):
+                    out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
+                else:  # a run that took over our (stale) lease stored it first: report what is stored
+                    out = _stored_outcome(store, p, secs)
+            else:
+                store.fail(key, str(payload), tb, {"total_s": secs})
+                out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
+        yield out  # outside the `with`: an exception in the consumer is not a store error
+
+
+def _stored_outcome(store: Store, p: Planned, seconds: float = 0.0) -> Outcome:
+    """The outcome of a cell as stored (finished by another run)."""
+    with _store_errors(store):
+        rows = [r for r in store.runs(method=p.cell.method, track=p.cell.track, profile=p.cell.profile) if r.key == p.cell.key]
+        mets = store.metrics_for([rows[0].id]).get(rows[0].id, {}) if rows and rows[0].id is not None else {}
+    return Outcome(p.cell, "done", metrics=dict(mets), seconds=seconds)
 
 
 @contextlib.contextmanager
