@@ -6,13 +6,15 @@ Executors:
   driver process.
 * ``process`` (``--jobs N``, or any run with a cell time-out): N long-lived worker processes
   (forked, each with ``cores // N`` torch threads so the machine is not oversubscribed). A cell
-  past its time-out, or whose worker dies, fails on its own; the worker is replaced.
+  past its time-out, or whose worker dies, fails on its own; the worker is replaced. Workers
+  exit when the driver dies, even by ``kill -9`` (``coreset_bench.lifetime.die_with_parent``).
 * ``ray``: cells become Ray tasks (see ``coreset_bench.ray_executor``).
 
-Only the driver writes the store: workers return results. A cell is recorded as ``running``
-before it starts and becomes ``done`` (metrics, artifacts, timings in one transaction) or
-``failed`` (error and traceback). An interrupted run leaves ``running``/``failed`` rows, which a
-rerun executes again; ``done`` cells are never run twice.
+Only the driver writes the store: workers return results. A cell is claimed (``running``, with a
+lease the driver's heartbeat keeps fresh) before it starts and becomes ``done`` (metrics,
+artifacts, timings in one transaction) or ``failed`` (error and traceback). An interrupted run
+leaves ``running``/``failed`` rows, which a rerun executes again; ``done`` cells are never run
+twice, and a cell another live run holds is waited for, not computed again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -32,6 +35,7 @@ from typing import Any
 from . import env as envmod
 from . import registry as plugins
 from .kinds import Method
+from .lifetime import die_with_parent
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store import Store, StoreError
@@ -157,7 +161,8 @@ class InProcessExecutor:
         pass
 
 
-def _worker(wid: int, tasks: Any, results: Any) -> None:
+def _worker(wid: int, tasks: Any, results: Any, parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed driver (even kill -9) takes its workers with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
     while True:
         item = tasks.get()
@@ -188,7 +193,7 @@ class ProcessExecutor:
         wid = self._next
         self._next += 1
         tasks = self.mpctx.Queue()
-        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results), daemon=True)
+        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results, os.getpid()), daemon=True)
         p.start()
         self.workers[wid] = (p, tasks)
         return wid
