@@ -330,7 +330,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
         console.print(f"  [red]{r.name}[/] ({r.package}): {r.error}", highlight=False)
     ok = not bad and settings_ok
     try:
-        store = Store(db, create=False)
+        store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}")
         console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='running'))} running/interrupted")
     except StoreError as exc:

@@ -403,7 +403,9 @@ print(json.dumps(out, default=str))
         res = subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout.strip().splitlines()[-1])
-        cli = subprocess.run([*prefix, sys.executable, "-c", "from coreset_bench.cli import main; main()", "results", "--json", "--db", str(db)], capture_output=True, text=True, env=env, timeout=300)
+        main = [sys.executable, "-c", "from coreset_bench.cli import main; main()"]
+        cli = subprocess.run([*prefix, *main, "results", "--json", "--db", str(db)], capture_output=True, text=True, env=env, timeout=300)
+        doctor = subprocess.run([*prefix, *main, "doctor", "--db", str(db)], capture_output=True, text=True, env=env, timeout=300)
     finally:
         ro.chmod(0o755)
     writer = out["writer"]
@@ -413,6 +415,7 @@ print(json.dumps(out, default=str))
     assert r["key"] == c.key and r["metrics"] == {"clean_acc": 0.75}
     assert cli.returncode == 0, cli.stderr
     assert [x["key"] for x in json.loads(cli.stdout)] == [c.key]
+    assert "integrity ok" in doctor.stdout and "1 done" in doctor.stdout, doctor.stdout + doctor.stderr
     assert db.read_bytes() == content and _sidecars(db) == []
 
 
