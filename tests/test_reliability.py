@@ -92,6 +92,11 @@ def test_two_processes_one_database(tmp_path):
     assert len(keys) == len(set(keys)) == 9  # 3 cells x seeds {0, 1, 2}
     assert all(s == "done" for _k, s, _f, _i in rows)
     assert _metric_dupes(db) == 0
+    con = sqlite3.connect(db)
+    try:  # each cell claimed (and computed) once: a second claim of a row would count an attempt
+        assert con.execute("SELECT key, attempts FROM run WHERE attempts != 1").fetchall() == []
+    finally:
+        con.close()
 
 
 def test_full_disk_during_write_leaves_consistent_store(tmp_path, monkeypatch):
