@@ -1,11 +1,15 @@
 """The results store: SQLModel over SQLite (WAL) by default, any SQLAlchemy URL otherwise.
 
-Tables: ``run`` (one row per cell key: status, error, timings, environment), ``metric`` (run,
-name, value), ``artifact`` (run, kind, name, content hash, path), and ``_migrations`` (applied
-migrations, in order). The database is plain SQLite: ``datasette results/coreset-bench.db``
-browses it.
+Tables: ``run`` (one row per cell key: status, error, timings, environment, and the lease of a
+running cell: owner and heartbeat), ``metric`` (run, name, value; unique per run and name),
+``artifact`` (run, kind, name, content hash, path; unique per run, kind and name), and
+``_migrations`` (applied migrations, in order). The database is plain SQLite:
+``datasette results/coreset-bench.db`` browses it.
 
-Only the driver process writes the store.
+Only the driver process writes the store. Several drivers may share one store: a cell is
+claimed under a lease (``Store.claim``) and finished with first-writer-wins (``Store.finish``),
+each in one transaction holding the write lock (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR
+UPDATE`` elsewhere).
 """
 
 from __future__ import annotations
@@ -415,6 +419,7 @@ class Store:
 
         Reading a row and writing depending on it is then one atomic step across processes (a
         plain deferred transaction lets two processes read the same state, then both write).
+        Other back ends lock the row read with ``SELECT ... FOR UPDATE``.
         """
         if self.read_only:
             raise StoreError(f"{self.url} was opened read-only; this command cannot write results")
@@ -445,7 +450,7 @@ class Store:
         """
         for _ in range(20):
             with self._write() as s:
-                row = s.exec(select(Run).where(Run.key == cell.key)).first()
+                row = s.exec(select(Run).where(Run.key == cell.key).with_for_update()).first()
                 if row is not None and row.status == "done":
                     return "done"
                 if row is not None and self.lease_is_live(row):
@@ -523,7 +528,7 @@ class Store:
         # write artifact files first (content-addressed, atomic rename); rows follow in one commit
         written = [self._write_artifact(a) for a in artifacts]
         with self._write() as s:
-            row = s.exec(select(Run).where(Run.key == key)).one()
+            row = s.exec(select(Run).where(Run.key == key).with_for_update()).one()
             if row.status == "done":
                 return False
             for m in s.exec(select(Metric).where(Metric.run_id == row.id)):
@@ -547,7 +552,7 @@ class Store:
     def fail(self, key: str, error: str, tb: str | None, timings: dict[str, float] | None = None) -> None:
         """Record a failed cell, unless it is done or another live run has taken it over."""
         with self._write() as s:
-            row = s.exec(select(Run).where(Run.key == key)).one()
+            row = s.exec(select(Run).where(Run.key == key).with_for_update()).one()
             if row.status == "done" or self.lease_is_live(row):  # keep the other run's result or lease
                 return
             row.status = "failed"
