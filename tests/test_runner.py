@@ -515,3 +515,36 @@ def test_two_processes_on_one_database_compute_each_cell_once(reg, tmp_path):
         assert con.execute("SELECT MAX(attempts) FROM run").fetchone() == (1,)
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("release", ["finish", "fail"])
+def test_a_run_waits_for_a_cell_another_live_run_holds(reg, tmp_path, monkeypatch, release):
+    """Held elsewhere: not computed here; its stored result is reported once the holder finishes
+    it, or it is computed here once the holder fails it."""
+    import threading
+
+    from coreset_bench import runner
+
+    monkeypatch.setattr(runner, "WAIT_POLL_S", 0.05)
+    db = tmp_path / "r.db"
+    other, mine = Store(db), Store(db)
+    plan = fake_plan(reg, mine, "firstk")
+    held = plan.todo[0]
+    assert other.claim(held.cell, held.method, {}) == "claimed"
+    if release == "finish":
+        act = lambda: other.finish(held.cell.key, metrics={"score": 0.125}, timings={}, info={})  # noqa: E731
+    else:
+        act = lambda: other.fail(held.cell.key, "boom", None)  # noqa: E731
+    timer = threading.Timer(0.5, act)
+    timer.start()
+    outs = execute(plan, mine, ctx_for(tmp_path))
+    timer.join()
+    assert len(outs) == len(plan.todo) and all(o.status == "done" for o in outs)
+    (held_out,) = [o for o in outs if o.cell.key == held.cell.key]
+    rest = sorted(p.cell.key for p in plan.todo[1:])
+    if release == "finish":
+        assert sorted(CALLS) == rest  # never computed here
+        assert held_out.metrics == {"score": 0.125}
+    else:
+        assert sorted(CALLS) == sorted(rest + [held.cell.key]) and CALLS[-1] == held.cell.key
+    assert {r.key: r.attempts for r in mine.runs()}[held.cell.key] == (1 if release == "finish" else 2)
