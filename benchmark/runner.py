@@ -360,7 +360,7 @@ def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Calla
 def _stored_outcome(store: Store, p: Planned, seconds: float = 0.0) -> Outcome:
     """The outcome of a cell as stored (finished by another run)."""
     with _store_errors(store):
-        rows = [r for r in store.runs(method=p.cell.method, track=p.cell.track, profile=p.cell.profile) if r.key == p.cell.key]
+        rows = store.runs(key=p.cell.key)
         mets = store.metrics_for([rows[0].id]).get(rows[0].id, {}) if rows and rows[0].id is not None else {}
     return Outcome(p.cell, "done", metrics=dict(mets), seconds=seconds)
 

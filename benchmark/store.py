@@ -584,9 +584,11 @@ class Store:
             found = set(s.exec(q).all())
         return found if keys is None else found & set(keys)
 
-    def runs(self, *, method: str | None = None, track: str | None = None, profile: str | None = None, status: str | None = None) -> list[Run]:
+    def runs(self, *, method: str | None = None, track: str | None = None, profile: str | None = None, status: str | None = None, key: str | None = None) -> list[Run]:
         with Session(self.engine) as s:
             q = select(Run)
+            if key:
+                q = q.where(Run.key == key)
             if method:
                 q = q.where(Run.method == method)
             if track:
