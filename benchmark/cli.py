@@ -177,7 +177,8 @@ def run(
             if out.status == "done":
                 acc = out.metrics.get("clean_acc")
                 extra = f" clean_acc={acc:.4f}" if acc is not None else ""
-                console.print(f"[green]done[/]   {label}{extra} ({out.seconds:.1f}s)", highlight=False)
+                where = "by another run on this database" if getattr(out, "elsewhere", False) else f"{out.seconds:.1f}s"
+                console.print(f"[green]done[/]   {label}{extra} ({where})", highlight=False)
             else:
                 failures.append(out)
                 console.print(f"[red]failed[/] {label}: {out.error}", highlight=False)

@@ -63,6 +63,7 @@ class Outcome:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    elsewhere: bool = False  # finished by another run on the same store while this one ran
 
 
 def expand(track: Track, profile: Profile, method: Method, *, seeds: Sequence[int] | None = None, dataset: str | None = None) -> list[Cell]:
@@ -297,6 +298,13 @@ def execute(
     started: set[str] = set()
     envs: dict[str, dict[str, Any]] = {}
     exe: Any = None
+    progress = on_progress or (lambda k, w, f: None)
+
+    def report(out: Outcome) -> None:
+        started.discard(out.cell.key)
+        outcomes.append(out)
+        if on_done is not None:
+            on_done(out)
 
     def claim(items: Sequence[Planned]) -> tuple[list[Planned], list[Planned]]:
         mine, elsewhere = [], []
@@ -310,7 +318,7 @@ def execute(
                 elif state == "busy":
                     elsewhere.append(p)
                 else:  # done by a concurrent run since the plan was made
-                    outcomes.append(_stored_outcome(store, p))
+                    report(_stored_outcome(store, p))
         return mine, elsewhere
 
     with store.keep_leases():
@@ -322,13 +330,11 @@ def execute(
                         exe = make_executor(executor, ctx, jobs, timeout, address)
                     if not isinstance(exe, InProcessExecutor):  # costliest first (stable: plan order within a cost)
                         todo.sort(key=lambda p: -float(plan.track.cost_hint(p.cell)))
-                    for out in _run_claimed(exe, todo, store, on_progress):
-                        started.discard(out.cell.key)
-                        outcomes.append(out)
-                        if on_done is not None:
-                            on_done(out)
+                    for out in _run_claimed(exe, todo, store, progress):
+                        report(out)
                     todo = []
                 if waiting:
+                    progress("", f"waiting for {len(waiting)} cell(s) another run on this database is computing", 0.0)
                     time.sleep(WAIT_POLL_S)
                     todo, waiting = claim(waiting)
         except KeyboardInterrupt:
@@ -341,8 +347,8 @@ def execute(
     return outcomes
 
 
-def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None] | None) -> Iterator[Outcome]:
-    for p, ok, payload, tb, secs in exe.run(todo, on_progress or (lambda k, w, f: None)):
+def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None]) -> Iterator[Outcome]:
+    for p, ok, payload, tb, secs in exe.run(todo, on_progress):
         key = p.cell.key
         with _store_errors(store):
             if ok:
@@ -362,7 +368,7 @@ def _stored_outcome(store: Store, p: Planned, seconds: float = 0.0) -> Outcome:
     with _store_errors(store):
         rows = store.runs(key=p.cell.key)
         mets = store.metrics_for([rows[0].id]).get(rows[0].id, {}) if rows and rows[0].id is not None else {}
-    return Outcome(p.cell, "done", metrics=dict(mets), seconds=seconds)
+    return Outcome(p.cell, "done", metrics=dict(mets), seconds=seconds, elsewhere=True)
 
 
 @contextlib.contextmanager

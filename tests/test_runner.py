@@ -544,7 +544,7 @@ def test_a_run_waits_for_a_cell_another_live_run_holds(reg, tmp_path, monkeypatc
     rest = sorted(p.cell.key for p in plan.todo[1:])
     if release == "finish":
         assert sorted(CALLS) == rest  # never computed here
-        assert held_out.metrics == {"score": 0.125}
+        assert held_out.metrics == {"score": 0.125} and held_out.elsewhere
     else:
         assert sorted(CALLS) == sorted(rest + [held.cell.key]) and CALLS[-1] == held.cell.key
     assert {r.key: r.attempts for r in mine.runs()}[held.cell.key] == (1 if release == "finish" else 2)
