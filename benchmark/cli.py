@@ -51,11 +51,11 @@ def _results_dir(db: Optional[str]) -> Path:
     return path.parent if path is not None else Path("results")
 
 
-def _open_store(db: Optional[str], create: bool = True) -> Any:
+def _open_store(db: Optional[str], create: bool = True, read_only: bool = False) -> Any:
     from .store import Store, StoreError
 
     try:
-        return Store(db, create=create)
+        return Store(db, create=create, read_only=read_only)
     except StoreError as exc:
         fail(str(exc))
 
@@ -177,7 +177,8 @@ def run(
             if out.status == "done":
                 acc = out.metrics.get("clean_acc")
                 extra = f" clean_acc={acc:.4f}" if acc is not None else ""
-                console.print(f"[green]done[/]   {label}{extra} ({out.seconds:.1f}s)", highlight=False)
+                where = "by another run on this database" if getattr(out, "elsewhere", False) else f"{out.seconds:.1f}s"
+                console.print(f"[green]done[/]   {label}{extra} ({where})", highlight=False)
             else:
                 failures.append(out)
                 console.print(f"[red]failed[/] {label}: {out.error}", highlight=False)
@@ -295,7 +296,7 @@ def results(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per run."),
 ) -> None:
     """Show stored runs."""
-    store = _open_store(db, create=False)
+    store = _open_store(db, create=False, read_only=True)  # reads only: works in a read-only directory
     rows = store.results(method=plugin, track=track, profile=profile, status=status)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
@@ -330,7 +331,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
         console.print(f"  [red]{r.name}[/] ({r.package}): {r.error}", highlight=False)
     ok = not bad and settings_ok
     try:
-        store = Store(db, create=False)
+        store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}")
         console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='running'))} running/interrupted")
     except StoreError as exc:

@@ -6,13 +6,15 @@ Executors:
   driver process.
 * ``process`` (``--jobs N``, or any run with a cell time-out): N long-lived worker processes
   (forked, each with ``cores // N`` torch threads so the machine is not oversubscribed). A cell
-  past its time-out, or whose worker dies, fails on its own; the worker is replaced.
+  past its time-out, or whose worker dies, fails on its own; the worker is replaced. Workers
+  exit when the driver dies, even by ``kill -9`` (``coreset_bench.lifetime.die_with_parent``).
 * ``ray``: cells become Ray tasks (see ``coreset_bench.ray_executor``).
 
-Only the driver writes the store: workers return results. A cell is recorded as ``running``
-before it starts and becomes ``done`` (metrics, artifacts, timings in one transaction) or
-``failed`` (error and traceback). An interrupted run leaves ``running``/``failed`` rows, which a
-rerun executes again; ``done`` cells are never run twice.
+Only the driver writes the store: workers return results. A cell is claimed (``running``, with a
+lease the driver's heartbeat keeps fresh) before it starts and becomes ``done`` (metrics,
+artifacts, timings in one transaction) or ``failed`` (error and traceback). An interrupted run
+leaves ``running``/``failed`` rows, which a rerun executes again; ``done`` cells are never run
+twice, and a cell another live run holds is waited for, not computed again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -32,6 +35,7 @@ from typing import Any
 from . import env as envmod
 from . import registry as plugins
 from .kinds import Method
+from .lifetime import die_with_parent
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store import Store, StoreError
@@ -59,6 +63,7 @@ class Outcome:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    elsewhere: bool = False  # finished by another run on the same store while this one ran
 
 
 def expand(track: Track, profile: Profile, method: Method, *, seeds: Sequence[int] | None = None, dataset: str | None = None) -> list[Cell]:
@@ -157,7 +162,8 @@ class InProcessExecutor:
         pass
 
 
-def _worker(wid: int, tasks: Any, results: Any) -> None:
+def _worker(wid: int, tasks: Any, results: Any, parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed driver (even kill -9) takes its workers with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
     while True:
         item = tasks.get()
@@ -188,7 +194,7 @@ class ProcessExecutor:
         wid = self._next
         self._next += 1
         tasks = self.mpctx.Queue()
-        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results), daemon=True)
+        p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results, os.getpid()), daemon=True)
         p.start()
         self.workers[wid] = (p, tasks)
         return wid
@@ -196,7 +202,8 @@ class ProcessExecutor:
     def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
         pending = list(items)
         busy: dict[int, tuple[Planned, float]] = {}
-        idle = [self._spawn() for _ in range(min(self.jobs, len(pending)))]
+        idle = list(self.workers)  # workers left idle by an earlier batch are reused
+        idle += [self._spawn() for _ in range(min(self.jobs, len(pending)) - len(idle))]
         ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals)
         while pending or busy:
             while idle and pending:
@@ -262,6 +269,9 @@ def make_executor(name: str, ctx: CellContext, jobs: int, timeout_s: float | Non
     return InProcessExecutor(ctx)
 
 
+WAIT_POLL_S = 2.0  # how often a run re-checks cells that another live run is computing
+
+
 def execute(
     plan: Plan,
     store: Store,
@@ -274,45 +284,91 @@ def execute(
     on_done: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[str, str, float], None] | None = None,
 ) -> list[Outcome]:
-    """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell."""
+    """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell.
+
+    Each cell is claimed first (``Store.claim``: a lease in one write transaction, refreshed by
+    a heartbeat thread while this run lasts). A cell another live run holds is not computed
+    here: this run waits for it and reports its stored result, or takes it over if that run
+    fails it or dies (its lease goes stale). So two runs on one database compute each cell once.
+    """
     timeout = timeout_s if timeout_s is not None else plan.profile.timeout_s
     prefetch = frozenset().union(*(getattr(p.method, "signals", frozenset()) for p in plan.todo))
     ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch)
-    exe = make_executor(executor, ctx, jobs, timeout, address)
     outcomes: list[Outcome] = []
     started: set[str] = set()
     envs: dict[str, dict[str, Any]] = {}
-    todo = []
-    with _store_errors(store):
-        for p in plan.todo:
-            env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
-            if store.start(p.cell, p.method, env):  # False: a concurrent run finished it
-                started.add(p.cell.key)
-                todo.append(p)
-    if not isinstance(exe, InProcessExecutor):  # costliest first (stable: plan order within a cost)
-        todo.sort(key=lambda p: -float(plan.track.cost_hint(p.cell)))
-    try:
-        for p, ok, payload, tb, secs in exe.run(todo, on_progress or (lambda k, w, f: None)):
-            key = p.cell.key
-            with _store_errors(store):
-                if ok:
-                    res: CellResult = payload
-                    store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts)
-                    out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
-                else:
-                    store.fail(key, str(payload), tb, {"total_s": secs})
-                    out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
-            started.discard(key)
-            outcomes.append(out)
-            if on_done is not None:
-                on_done(out)
-    except KeyboardInterrupt:
-        for key in started:
-            store.fail(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells", None)
-        raise
-    finally:
-        exe.close()
+    exe: Any = None
+    progress = on_progress or (lambda k, w, f: None)
+
+    def report(out: Outcome) -> None:
+        started.discard(out.cell.key)
+        outcomes.append(out)
+        if on_done is not None:
+            on_done(out)
+
+    def claim(items: Sequence[Planned]) -> tuple[list[Planned], list[Planned]]:
+        mine, elsewhere = [], []
+        with _store_errors(store):
+            for p in items:
+                env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
+                state = store.claim(p.cell, p.method, env)
+                if state == "claimed":
+                    started.add(p.cell.key)
+                    mine.append(p)
+                elif state == "busy":
+                    elsewhere.append(p)
+                else:  # done by a concurrent run since the plan was made
+                    report(_stored_outcome(store, p))
+        return mine, elsewhere
+
+    with store.keep_leases():
+        try:
+            todo, waiting = claim(plan.todo)
+            while todo or waiting:
+                if todo:
+                    if exe is None:
+                        exe = make_executor(executor, ctx, jobs, timeout, address)
+                    if not isinstance(exe, InProcessExecutor):  # costliest first (stable: plan order within a cost)
+                        todo.sort(key=lambda p: -float(plan.track.cost_hint(p.cell)))
+                    for out in _run_claimed(exe, todo, store, progress):
+                        report(out)
+                    todo = []
+                if waiting:
+                    progress("", f"waiting for {len(waiting)} cell(s) another run on this database is computing", 0.0)
+                    time.sleep(WAIT_POLL_S)
+                    todo, waiting = claim(waiting)
+        except KeyboardInterrupt:
+            for key in started:
+                store.fail(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells", None)
+            raise
+        finally:
+            if exe is not None:
+                exe.close()
     return outcomes
+
+
+def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None]) -> Iterator[Outcome]:
+    for p, ok, payload, tb, secs in exe.run(todo, on_progress):
+        key = p.cell.key
+        with _store_errors(store):
+            if ok:
+                res: CellResult = payload
+                if store.finish(key, metrics=res.metrics, timings=res.timings, info=res.info, artifacts=res.artifacts):
+                    out = Outcome(p.cell, "done", metrics=dict(res.metrics), seconds=secs)
+                else:  # a run that took over our (stale) lease stored it first: report what is stored
+                    out = _stored_outcome(store, p, secs)
+            else:
+                store.fail(key, str(payload), tb, {"total_s": secs})
+                out = Outcome(p.cell, "failed", error=str(payload), seconds=secs)
+        yield out  # outside the `with`: an exception in the consumer is not a store error
+
+
+def _stored_outcome(store: Store, p: Planned, seconds: float = 0.0) -> Outcome:
+    """The outcome of a cell as stored (finished by another run)."""
+    with _store_errors(store):
+        rows = store.runs(key=p.cell.key)
+        mets = store.metrics_for([rows[0].id]).get(rows[0].id, {}) if rows and rows[0].id is not None else {}
+    return Outcome(p.cell, "done", metrics=dict(mets), seconds=seconds, elsewhere=True)
 
 
 @contextlib.contextmanager

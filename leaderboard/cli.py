@@ -17,7 +17,7 @@ def _open_store(db: str | None, required: bool) -> Store | None:
         if required:
             raise StoreError(f"no results database at {DEFAULT_DB}; run `coreset-bench run` first or pass --db")
         return None
-    return Store(db, create=False)
+    return Store(db, create=False, read_only=True)  # reads only: works in a read-only directory
 
 
 def register(app: typer.Typer) -> None:

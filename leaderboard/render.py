@@ -189,7 +189,7 @@ def _records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
     if isinstance(source, Store):
         return load_store_records(source), source
     if isinstance(source, (str, os.PathLike)):
-        store = Store(source, create=False)
+        store = Store(source, create=False, read_only=True)
         try:
             return load_store_records(store), store
         finally:

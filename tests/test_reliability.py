@@ -92,6 +92,11 @@ def test_two_processes_one_database(tmp_path):
     assert len(keys) == len(set(keys)) == 9  # 3 cells x seeds {0, 1, 2}
     assert all(s == "done" for _k, s, _f, _i in rows)
     assert _metric_dupes(db) == 0
+    con = sqlite3.connect(db)
+    try:  # each cell claimed (and computed) once: a second claim of a row would count an attempt
+        assert con.execute("SELECT key, attempts FROM run WHERE attempts != 1").fetchall() == []
+    finally:
+        con.close()
 
 
 def test_full_disk_during_write_leaves_consistent_store(tmp_path, monkeypatch):
@@ -154,3 +159,94 @@ def test_ray_executor_matches_inprocess(tmp_path):
     ma = {r["key"]: r["metrics"]["clean_acc"] for r in a}
     mb = {r["key"]: r["metrics"]["clean_acc"] for r in b}
     assert ma == mb and len(ma) == 3
+
+
+# ---- workers die with their driver (issue 24, item 12) ----------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for f in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out |= {int(x) for x in f.read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _wait_gone(pids, seconds: float) -> set[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        alive = {p for p in pids if _alive(p)}
+        if not alive:
+            return set()
+        time.sleep(0.1)
+    return {p for p in pids if _alive(p)}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("pdeathsig", [True, False], ids=["pdeathsig-and-watch", "watch-only"])
+def test_die_with_parent_ends_a_child_whose_parent_is_killed(tmp_path, pdeathsig):
+    grandchild = (
+        "import os, sys, time\n"
+        "import coreset_bench.lifetime as L\n"
+        + ("" if pdeathsig else "L._set_pdeathsig = lambda sig: False\n")
+        + "L.die_with_parent(interval=0.1)\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    middle = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=sys.stdout)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE, text=True)
+    pid = 0
+    try:
+        pid = int(proc.stdout.readline())
+        assert _alive(pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _wait_gone({pid}, 5) == set(), "the child outlived its killed parent"
+    finally:
+        proc.kill()
+        proc.wait()
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_kill_9_of_the_driver_takes_its_pool_workers_with_it(tmp_path):
+    db = tmp_path / "r.db"
+    args = ["run", "--plugin", "random", "--profile", "tiny", "--jobs", "2", "--seeds", "0,1,2,3", "--db", str(db)]
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(CLI + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 180
+        workers: set[int] = set()
+        while time.time() < deadline and proc.poll() is None:
+            workers = {p for p in _children(proc.pid) if _alive(p)}
+            if len(workers) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None and len(workers) >= 2, "the run ended before its two workers were seen"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        survivors = _wait_gone(workers, 5)
+        assert survivors == set(), f"pool workers {sorted(survivors)} outlived the killed driver"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in workers:  # do not leave a failed test's survivors running
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,16 @@ class Sleeper(SelectionMethod):
 
     def select(self, view):
         time.sleep(60)
+        return np.arange(view.budget)
+
+
+class SlowFirstK(SelectionMethod):
+    """Takes a moment per cell, so two runs started together overlap."""
+
+    name = "slowk"
+
+    def select(self, view):
+        time.sleep(0.3)
         return np.arange(view.budget)
 
 
@@ -141,7 +152,7 @@ class _Plugin:
 
     @hookimpl
     def register_methods(self, register):
-        for cls in (FirstK, Sleeper, Raiser, Duplicates, OutOfRange, TooMany, NanWeights, Peeker, LowestLoss):
+        for cls in (FirstK, SlowFirstK, Sleeper, Raiser, Duplicates, OutOfRange, TooMany, NanWeights, Peeker, LowestLoss):
             register(cls())
 
 
@@ -452,3 +463,88 @@ def test_parallel_executors_start_the_costliest_cells_first(reg, store, tmp_path
     plan2 = fake_plan(reg, store2, "firstk")
     execute(plan2, store2, ctx_for(tmp_path, "b"), jobs=1)
     assert [c.key for c in seen["inprocess"]] == [p.cell.key for p in plan2.todo]
+
+
+# ---- two runs on one database (issue 24, item 11) ---------------------------------------------
+
+
+def _run_in_child(db: str, results: str, go, out) -> None:
+    from coreset_bench import registry
+
+    CALLS.clear()
+    store = Store(db)
+    t = registry.track("fake")
+    plan = make_plan(t, t.profile("small@1"), [registry.method("slowk")], store, references=False)
+    go.wait(30)
+    outs = execute(plan, store, default_context(Path(results), "cpu", None))
+    out.put((list(CALLS), sorted((o.cell.key, o.status, o.metrics.get("score")) for o in outs)))
+
+
+def test_two_processes_on_one_database_compute_each_cell_once(reg, tmp_path):
+    """README: two runs on one database compute each cell once and store no duplicated rows.
+
+    Both processes plan all 8 cells while none is done, then start together; the lease makes
+    each cell run in exactly one of them, and the other reports the stored result.
+    """
+    import multiprocessing as mp
+    import sqlite3
+
+    db = str(tmp_path / "shared.db")
+    Store(db).close()
+    ctx = mp.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_run_in_child, args=(db, str(tmp_path / f"res{i}"), go, out)) for i in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)
+    go.set()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    (calls_a, outs_a), (calls_b, outs_b) = got
+    keys = [c.key for c in expand(reg.track("fake"), reg.track("fake").profile("small@1"), reg.method("slowk"))]
+    assert len(keys) == 8
+    assert sorted(calls_a + calls_b) == sorted(keys)  # every cell computed exactly once
+    assert outs_a == outs_b and [k for k, _s, _v in outs_a] == sorted(keys)  # both report every cell
+    assert all(s == "done" and v is not None for _k, s, v in outs_a)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT key), SUM(status = 'done') FROM run").fetchone() == (8, 8, 8)
+        assert con.execute("SELECT COUNT(*) FROM (SELECT run_id, name FROM metric GROUP BY run_id, name HAVING COUNT(*) > 1)").fetchone() == (0,)
+        assert con.execute("SELECT MAX(attempts) FROM run").fetchone() == (1,)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("release", ["finish", "fail"])
+def test_a_run_waits_for_a_cell_another_live_run_holds(reg, tmp_path, monkeypatch, release):
+    """Held elsewhere: not computed here; its stored result is reported once the holder finishes
+    it, or it is computed here once the holder fails it."""
+    import threading
+
+    from coreset_bench import runner
+
+    monkeypatch.setattr(runner, "WAIT_POLL_S", 0.05)
+    db = tmp_path / "r.db"
+    other, mine = Store(db), Store(db)
+    plan = fake_plan(reg, mine, "firstk")
+    held = plan.todo[0]
+    assert other.claim(held.cell, held.method, {}) == "claimed"
+    if release == "finish":
+        act = lambda: other.finish(held.cell.key, metrics={"score": 0.125}, timings={}, info={})  # noqa: E731
+    else:
+        act = lambda: other.fail(held.cell.key, "boom", None)  # noqa: E731
+    timer = threading.Timer(0.5, act)
+    timer.start()
+    outs = execute(plan, mine, ctx_for(tmp_path))
+    timer.join()
+    assert len(outs) == len(plan.todo) and all(o.status == "done" for o in outs)
+    (held_out,) = [o for o in outs if o.cell.key == held.cell.key]
+    rest = sorted(p.cell.key for p in plan.todo[1:])
+    if release == "finish":
+        assert sorted(CALLS) == rest  # never computed here
+        assert held_out.metrics == {"score": 0.125} and held_out.elsewhere
+    else:
+        assert sorted(CALLS) == sorted(rest + [held.cell.key]) and CALLS[-1] == held.cell.key
+    assert {r.key: r.attempts for r in mine.runs()}[held.cell.key] == (1 if release == "finish" else 2)

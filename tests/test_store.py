@@ -7,6 +7,7 @@ import os
 import sqlite3
 import sys
 import types
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_migrations_are_applied_once_and_recorded_in_order(tmp_path, monkeypatch
     db = tmp_path / "r.db"
     s = Store(db)
     names = [n for n, _ in store_mod.MIGRATIONS]
-    assert s.migrations_applied == names == ["m001_initial", "m002_indexes"]
+    assert s.migrations_applied == names == ["m001_initial", "m002_indexes", "m003_unique_rows", "m004_run_lease"]
     assert s.applied_migrations() == names
     s.close()
     again = Store(db)
@@ -263,7 +264,7 @@ def test_concurrent_creation_of_one_new_database(tmp_path):
     with ctx.Pool(6) as pool:
         results = pool.map(_open_store, [str(db)] * 12)
     assert all(r == "ok" for r in results), results
-    assert Store(db).applied_migrations() == ["m001_initial", "m002_indexes"]
+    assert Store(db).applied_migrations() == [n for n, _ in store_mod.MIGRATIONS]
 
 
 def _open_store(path: str) -> str:
@@ -272,3 +273,241 @@ def _open_store(path: str) -> str:
         return "ok"
     except Exception as exc:  # noqa: BLE001 - reported to the test
         return f"{type(exc).__name__}: {exc}"
+
+
+# ---- issue 24: a foreign or corrupt file is never modified (item 9) ---------------------------
+
+
+def _wal_header_garbage() -> bytes:
+    """A valid-looking header that says WAL (bytes 18-19 = 2) over garbage pages: a plain
+    read-only open of it creates -wal/-shm files (the cause of a once-flaky test)."""
+    b = bytearray(b"SQLite format 3\x00" + bytes(range(256)) * 16)[:4096]
+    b[16:18] = (4096).to_bytes(2, "big")
+    b[18] = b[19] = 2
+    return bytes(b)
+
+
+def test_a_corrupt_file_whose_header_says_wal_leaves_no_sidecar_files(tmp_path):
+    db = tmp_path / "r.db"
+    content = _wal_header_garbage()
+    db.write_bytes(content)
+    for kwargs in ({}, {"create": False}, {"create": False, "read_only": True}):
+        with pytest.raises(StoreError, match="corrupt SQLite database") as ei:
+            Store(db, **kwargs)
+        assert "--db" in str(ei.value) and "\n" not in str(ei.value)
+        assert db.read_bytes() == content
+        assert _sidecars(db) == []
+
+
+def _foreign_with_run_table(db: Path, *, wal: bool, our_names: bool) -> None:
+    con = sqlite3.connect(db)
+    if wal:
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE run (id INTEGER PRIMARY KEY, started TEXT, distance_km REAL)")
+    if our_names:  # every table name is one of ours, but the columns are not
+        con.execute("CREATE TABLE metric (id INTEGER PRIMARY KEY, athlete TEXT)")
+    else:
+        con.execute("CREATE TABLE shoes (id INTEGER PRIMARY KEY, brand TEXT)")
+    con.execute("INSERT INTO run (started, distance_km) VALUES ('2026-01-01', 10.5)")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback-journal", "wal"])
+@pytest.mark.parametrize("our_names", [False, True], ids=["run-and-others", "only-our-table-names"])
+def test_a_foreign_database_with_a_run_table_is_refused_before_any_write(tmp_path, wal, our_names):
+    db = tmp_path / "other.db"
+    _foreign_with_run_table(db, wal=wal, our_names=our_names)
+    assert _sidecars(db) == []
+    content, mtime = db.read_bytes(), os.stat(db).st_mtime_ns
+    for kwargs in ({}, {"create": False}, {"create": False, "read_only": True}):
+        with pytest.raises(StoreError, match=r"is a database of another program \(tables: ") as ei:
+            Store(db, **kwargs)
+        assert "--db" in str(ei.value) and "\n" not in str(ei.value)
+        assert db.read_bytes() == content and os.stat(db).st_mtime_ns == mtime
+        assert _sidecars(db) == []
+    tables = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "_migrations" not in tables and "artifact" not in tables
+
+
+def test_a_store_of_a_newer_version_is_refused_untouched(tmp_path):
+    db = tmp_path / "r.db"
+    Store(db).close()
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO _migrations (name, applied_at) VALUES ('m999_future', 'x')")
+    con.commit()
+    con.close()
+    content = db.read_bytes()
+    with pytest.raises(StoreError, match="written by a newer coreset-bench \\(migration m999_future\\)"):
+        Store(db)
+    assert db.read_bytes() == content and _sidecars(db) == []
+
+
+# ---- a healthy store in a read-only directory (item 10) ---------------------------------------
+
+
+def _read_only_runner(directory: Path) -> list[str] | None:
+    """A command prefix that runs a program with ``directory`` really read-only, or None.
+
+    As a normal user, ``chmod`` suffices. Root ignores permission bits, so as root the program
+    runs in a private mount namespace with ``directory`` bind-mounted read-only (needs
+    ``unshare`` and CAP_SYS_ADMIN); writes then fail with EROFS, for root too.
+    """
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        return []
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return None
+    d = str(directory)
+    prefix = ["unshare", "-m", "sh", "-c", f'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && shift && exec "$@"', d, "--"]
+    probe = subprocess.run([*prefix, "sh", "-c", f'! touch "{d}/.probe" 2>/dev/null'], capture_output=True)
+    return prefix if probe.returncode == 0 and not (directory / ".probe").exists() else None
+
+
+def test_a_healthy_store_in_a_read_only_directory(tmp_path):
+    import json
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    db = ro / "r.db"
+    s = Store(db)
+    c = cell()
+    s.start(c, METHOD, ENV)
+    s.finish(c.key, metrics={"clean_acc": 0.75}, timings={}, info={})
+    s.close()
+    assert _sidecars(db) == [] and rows(db, "PRAGMA journal_mode") == [("wal",)]
+    content = db.read_bytes()
+    prefix = _read_only_runner(ro)
+    if prefix is None:
+        pytest.skip("running as root without a way to mount a directory read-only (unshare + CAP_SYS_ADMIN)")
+    script = f"""
+import json, sys
+from coreset_bench.store import Store, StoreError
+out = {{}}
+try:
+    Store({str(db)!r})
+    out["writer"] = "opened"
+except StoreError as exc:
+    out["writer"] = str(exc)
+ro = Store({str(db)!r}, create=False, read_only=True)
+out["results"] = ro.results()
+ro.close()
+print(json.dumps(out, default=str))
+"""
+    env = {**os.environ, "COLUMNS": "200"}
+    try:
+        res = subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        main = [sys.executable, "-c", "from coreset_bench.cli import main; main()"]
+        cli = subprocess.run([*prefix, *main, "results", "--json", "--db", str(db)], capture_output=True, text=True, env=env, timeout=300)
+        doctor = subprocess.run([*prefix, *main, "doctor", "--db", str(db)], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        ro.chmod(0o755)
+    writer = out["writer"]
+    assert writer.startswith(f"cannot create the WAL/lock files beside {db}") and "read-only" in writer
+    assert "make the directory writable or copy the file" in writer and "corrupt" not in writer and "\n" not in writer
+    (r,) = out["results"]
+    assert r["key"] == c.key and r["metrics"] == {"clean_acc": 0.75}
+    assert cli.returncode == 0, cli.stderr
+    assert [x["key"] for x in json.loads(cli.stdout)] == [c.key]
+    assert "integrity ok" in doctor.stdout and "1 done" in doctor.stdout, doctor.stdout + doctor.stderr
+    assert db.read_bytes() == content and _sidecars(db) == []
+
+
+def test_read_only_store_refuses_writes_and_leaves_no_trace_on_the_file(tmp_path):
+    db = tmp_path / "r.db"
+    s = Store(db)
+    s.start(cell(), METHOD, ENV)
+    s.close()
+    content = db.read_bytes()
+    ro = Store(db, create=False, read_only=True)
+    assert [r.key for r in ro.runs()] == [cell().key]
+    with pytest.raises(StoreError, match="opened read-only"):
+        ro.start(cell(0.3), METHOD, ENV)
+    with ro.engine.connect() as conn, pytest.raises(Exception, match="readonly database"):
+        conn.execute(text("DELETE FROM run"))  # SQLite itself refuses: PRAGMA query_only
+    ro.close()
+    assert db.read_bytes() == content and _sidecars(db) == []
+    assert rows(db, "SELECT COUNT(*) FROM run") == [(1,)]
+
+
+# ---- one cell, one owner, one set of rows (item 11) -------------------------------------------
+
+
+def test_a_running_cell_is_leased_to_one_live_owner(tmp_path):
+    db = tmp_path / "r.db"
+    a, b = Store(db), Store(db)
+    c = cell()
+    assert a.claim(c, METHOD, ENV) == "claimed"
+    assert b.claim(c, METHOD, ENV) == "busy"  # a lives and its heartbeat is fresh
+    assert a.claim(c, METHOD, ENV) == "claimed"  # its own lease
+    b.fail(c.key, "not mine", None)  # must not fail a cell another live run holds
+    assert a.runs()[0].status == "running"
+    assert a.finish(c.key, metrics={"clean_acc": 0.5}, timings={}, info={}, artifacts=[ArtifactOut("indices", "i.npy", b"1")])
+    assert not b.finish(c.key, metrics={"clean_acc": 0.9}, timings={}, info={}, artifacts=[ArtifactOut("indices", "i.npy", b"2")])
+    assert b.claim(c, METHOD, ENV) == "done"
+    assert rows(db, "SELECT name, value FROM metric") == [("clean_acc", 0.5)]
+    assert rows(db, "SELECT COUNT(*) FROM artifact") == [(1,)]
+
+
+def test_a_stale_or_orphaned_lease_is_taken_over(tmp_path):
+    import subprocess
+
+    db = tmp_path / "r.db"
+    a, b = Store(db), Store(db)
+    c1, c2 = cell(0.1), cell(0.2)
+    assert a.claim(c1, METHOD, ENV) == "claimed"
+    old = store_mod.utcnow() - timedelta(seconds=store_mod.STALE_S + 1)
+    with a.engine.begin() as conn:
+        conn.execute(store_mod.update(store_mod.Run).values(heartbeat=old))
+    assert b.claim(c1, METHOD, ENV) == "claimed"  # heartbeat older than STALE_S
+    assert a.heartbeat() == 0 and b.heartbeat() == 1
+    # an owner process on this machine that is gone: taken over at once, heartbeat still fresh
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    assert a.claim(c2, METHOD, ENV) == "claimed"
+    host, _pid, _start, token = a.owner.split("/")
+    with a.engine.begin() as conn:
+        conn.execute(text("UPDATE run SET owner = :o WHERE key = :k"), {"o": f"{host}/{dead}/1/{token}", "k": c2.key})
+    assert b.claim(c2, METHOD, ENV) == "claimed"
+    (r2,) = [r for r in b.runs() if r.key == c2.key]
+    assert r2.owner == b.owner and r2.attempts == 2
+
+
+def test_the_database_rejects_duplicate_metric_and_artifact_rows(tmp_path):
+    db = tmp_path / "r.db"
+    s = Store(db)
+    c = cell()
+    s.start(c, METHOD, ENV)
+    s.finish(c.key, metrics={"clean_acc": 0.5}, timings={}, info={}, artifacts=[ArtifactOut("indices", "i.npy", b"1")])
+    (rid,) = [r.id for r in s.runs()]
+    s.close()
+    con = sqlite3.connect(db)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            con.execute("INSERT INTO metric (run_id, name, value) VALUES (?, 'clean_acc', 0.9)", (rid,))
+        with pytest.raises(sqlite3.IntegrityError):
+            con.execute("INSERT INTO artifact (run_id, kind, name, sha256, path, size) VALUES (?, 'indices', 'i.npy', 'x', 'y', 1)", (rid,))
+    finally:
+        con.close()
+
+
+def test_the_unique_rows_migration_keeps_the_first_of_duplicates(tmp_path, monkeypatch):
+    db = tmp_path / "r.db"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:2])
+    old = Store(db)
+    c = cell()
+    old.start(c, METHOD, ENV)
+    old.finish(c.key, metrics={"clean_acc": 0.5}, timings={}, info={})
+    old.close()
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO metric (run_id, name, value) SELECT run_id, name, 0.9 FROM metric")  # a duplicate
+    con.commit()
+    con.close()
+    monkeypatch.undo()
+    assert Store(db).migrations_applied == ["m003_unique_rows", "m004_run_lease"]
+    assert rows(db, "SELECT name, value FROM metric") == [("clean_acc", 0.5)]
