@@ -213,7 +213,8 @@ class _Artifacts:
     def __init__(self, out: Path, roots: Iterable[str | os.PathLike[str]] = ()) -> None:
         self.out = out
         self.roots = [os.path.realpath(r) for r in roots]
-        self.done: dict[str, str | None] = {}
+        self.done: dict[str, str] = {}
+        self.failed: set[tuple[str, str]] = set()
         self.dirs: set[str] = set()
         self.count = 0
         self.warnings: list[str] = []
@@ -223,10 +224,12 @@ class _Artifacts:
         sha = art.get("sha256") or ""
         if not isinstance(sha, str):
             sha = ""
-        if sha in self.done:
-            return self.done[sha]
-        href = None
         path = art.get("path")
+        if self.done.get(sha) is not None:  # published already (by a row that passed the checks)
+            return self.done[sha]
+        if (sha, str(path)) in self.failed:
+            return None
+        href = None
         if art.get("kind") in COPIED_ARTIFACT_KINDS and path:
             what = f"artifact {art.get('kind')} {str(art.get('name') or '')!r} of run {row or '?'}"
             problem = self._refuse(str(path), sha)
@@ -237,7 +240,7 @@ class _Artifacts:
                     os.makedirs(self.out / sub, exist_ok=True)
                     self.dirs.add(sub)
                 rel = f"{sub}/{sha}{suffix}"
-                problem = "not found"
+                problem = "not found"  # no candidate exists
                 # the file's place in the artifacts directory (a moved results directory, or a
                 # relative path recorded from another working directory), else the recorded path
                 candidates = [os.path.join(r, sha[:2], os.path.basename(str(path))) for r in self.roots] + [str(path)]
@@ -248,9 +251,14 @@ class _Artifacts:
                 if problem is None:
                     href = rel
                     self.count += 1
+            if problem == "not found":
+                problem = f"its file is missing (neither {path!r} nor a file of that name in the artifacts directory)"
             if problem is not None:
                 self.warnings.append(" ".join(f"{what} not published: {problem}".split()))
-        self.done[sha] = href
+        if href is not None:
+            self.done[sha] = href
+        else:  # a refused row never stops another row with the same hash from being published
+            self.failed.add((sha, str(path)))
         return href
 
     @staticmethod

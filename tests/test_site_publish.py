@@ -69,8 +69,16 @@ def forged(store, tmp_path):  # noqa: F811
 
     con = sqlite3.connect(db)
     runs = [r[0] for r in con.execute("SELECT id FROM run WHERE method = 'lbt-alpha' AND status = 'done' ORDER BY id")]
+    # 6. a row of a method rendered before lbt-alpha ('<script>...' sorts first) that claims the
+    # hash of one of alpha's real subsets but points outside: refused, and alpha's copy still published
+    legit_sha, legit_path = con.execute("SELECT sha256, path FROM artifact WHERE run_id = ?", (runs[-1],)).fetchone()
+    shadow = outside / f"{legit_sha}.bin"  # not the name of the real file in the artifacts directory
+    shadow.write_bytes(Path(legit_path).read_bytes())
+    forged_rows.append(("shadow", legit_sha, str(shadow)))
+    first = con.execute("SELECT id FROM run WHERE method LIKE '<script>%' AND status = 'done' ORDER BY id").fetchone()[0]
+    runs = runs[: len(forged_rows) - 1] + [first]
     keys = {}
-    for (label, sha, path), run_id in zip(forged_rows, runs):
+    for (label, sha, path), run_id in zip(forged_rows, runs, strict=True):
         con.execute("INSERT INTO artifact (run_id, kind, name, sha256, path, size) VALUES (?, 'indices', ?, ?, ?, 10)", (run_id, f"forged-{label}.npy", sha, path))
         keys[label] = con.execute("SELECT key FROM run WHERE id = ?", (run_id,)).fetchone()[0]
     con.commit()
@@ -92,6 +100,7 @@ def test_site_publishes_only_checked_copies_from_the_results_directory(forged, t
     assert report.artifacts == len(legit) and (out / "lbtiny-small-v2.html").exists()
     published = [p for p in out.rglob("*") if p.is_file() or p.is_symlink()]
     contents = {p.read_bytes() for p in published if not p.is_symlink()}
+    assert "outside the results directory" in next(w for w in report.warnings if "forged-shadow" in w)
     for label, data in secrets.items():
         assert data not in contents, f"the {label} file was published"
     assert not any(label in p.name for p in published for label in ("hostname",))
@@ -115,7 +124,7 @@ def test_site_publishes_only_checked_copies_from_the_results_directory(forged, t
     if "hostname" in why:
         assert "content-addressed" in why["hostname"]
     alpha = (out / "methods" / "lbt-alpha.html").read_text()
-    for label in keys:  # the row is still listed, without a download link
+    for label in secrets:  # the row is still listed, without a download link
         sha = _sha(secrets[label]) if label != "mismatch" else None
         if sha:
             assert f'href="../artifacts/{sha[:2]}/{sha}' not in alpha
