@@ -15,6 +15,7 @@ Pages::
 ``render_site(source, out_dir, entries_dirs=...)`` takes a ``Store``, a database path/URL, a list
 of run records (``Store.results()`` dicts), or None, plus directories of entries to merge. Bad
 entries are rejected with a one-line reason (``SiteReport.rejected``); the rest is rendered.
+Signed entries are checked (``signing``); with trusted keys, verified rows get a badge.
 The site works from ``file://``.
 """
 
@@ -43,6 +44,7 @@ from . import figures
 from .board import Board, Table, build_board, primary_metric
 from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key
 from .entries import entry_records, load_entries
+from .signing import Trust
 from .stats import Interval
 
 HERE = Path(__file__).resolve().parent
@@ -324,6 +326,14 @@ def _unit(board: Board, metric: str, gain: bool = False) -> str:
     return ""
 
 
+def _verified_by(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The trusted keys that signed the row's results; empty unless every record is verified."""
+    labels = [r.get("verified_by") for r in records]
+    if not labels or not all(labels):
+        return []
+    return sorted({str(x) for x in labels})
+
+
 def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> dict[str, Any]:
     primary, direction = board.primary, board.direction
     scale = _scale(board, primary)
@@ -362,6 +372,11 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             badges.append(("incomplete", "b-incomplete", r.note))
         if r.status == "reference":
             badges.append(("reference", "b-reference", r.note))
+        signers = _verified_by(v.records)
+        if signers:
+            badges.append(
+                ("verified: " + ", ".join(signers), "b-verified", "every result of this row comes from an entry whose Ed25519 signature verifies under a trusted key")
+            )
         cells = [
             _cell(str(r.rank) if r.rank else "–", r.rank),
             _cell(v.label, v.label.lower(), title=f"{v.method}@{v.version} {v.params}", href=method_href.get(v.method, ""), badges=badges),
@@ -465,6 +480,7 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
             "device": p.device,
         },
         "tables": [_table_model(board, t, method_href) for t in board.tables],
+        "verified": any(_verified_by(v.records) for v in board.variants),
         "figures": figs,
         "warnings": list(board.warnings),
         "provenance": prov,
@@ -576,6 +592,7 @@ def _method_page(
             "params": sorted(first["params"].items()),
             "package": first.get("package") or "",
             "package_version": first.get("package_version") or "",
+            "verified": _verified_by(recs),
             "profiles": profiles,
         })
     return {
@@ -613,11 +630,14 @@ def render_site(
     tracks: Mapping[str, Track] | None = None,
     max_curves: int = 10,
     artifacts_dir: str | os.PathLike[str] | None = None,
+    trust: Trust | None = None,
 ) -> SiteReport:
     """Render the site from a store (or rows, or nothing) plus validated entries; see module doc.
 
     ``artifacts_dir``: the only directory subset files are published from (default: the store's
     ``artifacts/`` beside its database; with rows and no store, none are published).
+    ``trust``: trusted keys for signed entries (``signing.Trust``); rows of entries verified by
+    one get a "verified" badge, and ``trust.require_signed`` rejects the other entries.
     """
     records, store = _records_from(source)
     tracks = dict(tracks) if tracks is not None else plugins.tracks()
@@ -626,14 +646,20 @@ def render_site(
     entry_meta: dict[str, dict[str, Any]] = {}
     dirs = [Path(d) for d in entries_dirs]
     if dirs:
-        loaded = load_entries(dirs, known, tracks=tracks)
+        loaded = load_entries(dirs, known, tracks=tracks, trust=trust)
         report.rejected = loaded.rejected
         keys = {r["key"] for r in records if r["key"]}
         duplicates = 0
         for path, obj in loaded.accepted:
             m = obj["method"]
             entry_meta.setdefault(m["name"], dict(m))
+            verdict = loaded.verdicts.get(path)
+            if verdict is not None and verdict.note:
+                report.warnings.append(f"{path}: {verdict.note}")
             fresh = [r for r in entry_records(obj, str(path)) if r["key"] not in keys]
+            if verdict is not None and verdict.verified_by is not None:
+                for r in fresh:
+                    r["verified_by"] = verdict.label
             duplicates += len(obj["cells"]) - len(fresh)
             keys.update(r["key"] for r in fresh)
             records.extend(fresh)
