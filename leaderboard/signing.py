@@ -7,19 +7,18 @@ signature binds the whole entry to a key. ``coreset-bench keys generate --out DI
 
     "signature": {
       "algorithm": "ed25519",
-      "canonicalization": "coreset-bench/entry-c14n/1",
-      "public_key": "<base64 of the 32-byte raw Ed25519 public key>",
-      "key_fingerprint": "sha256:<hex sha256 of those 32 bytes>",
-      "value": "<base64 of the 64-byte Ed25519 signature>"
+      "key_id": "sha256:<hex sha256 of the 32-byte raw Ed25519 public key>",
+      "public_key": "<base64 of those 32 bytes>",
+      "signature": "<base64 of the 64-byte Ed25519 signature>"
     }
 
 What is signed (``signed_bytes``): the entry as parsed from its JSON file, *without* its
 top-level ``signature`` key, serialized as ``json.dumps(entry, sort_keys=True,
 separators=(",", ":"), ensure_ascii=True, allow_nan=False)`` (floats in Python's shortest
 round-trip form), encoded as UTF-8 (ASCII), and prefixed with the domain tag
-``b"coreset-bench/entry-signature/1\\n"``. Every key and value of every field is covered, so
-changing a metric, a name, a timestamp or adding a field breaks the signature; re-indenting the
-file or reordering its keys does not (the content is the same).
+``b"coreset-bench/entry-signature/1\\n"`` (the ``1`` versions this serialization). Every key and
+value of every field is covered, so changing a metric, a name, a timestamp or adding a field
+breaks the signature; re-indenting the file or reordering its keys does not (same content).
 
 ``check_signature(obj, trust)`` (called by ``entries.load_entries`` before validation) returns the
 entry without its signature block and who verified it: a malformed block or a signature that does
@@ -47,10 +46,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 ALGORITHM = "ed25519"
-CANONICALIZATION = "coreset-bench/entry-c14n/1"
 DOMAIN = b"coreset-bench/entry-signature/1\n"
 SIGNATURE_FIELD = "signature"
-_BLOCK_FIELDS = {"algorithm", "canonicalization", "public_key", "key_fingerprint", "value"}
+_BLOCK_FIELDS = {"algorithm", "key_id", "public_key", "signature"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -209,10 +207,9 @@ def sign_entry(entry: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, An
     pub = key.public_key()
     body[SIGNATURE_FIELD] = {
         "algorithm": ALGORITHM,
-        "canonicalization": CANONICALIZATION,
+        "key_id": fingerprint(pub),
         "public_key": base64.b64encode(_raw(pub)).decode("ascii"),
-        "key_fingerprint": fingerprint(pub),
-        "value": base64.b64encode(key.sign(signed_bytes(body))).decode("ascii"),
+        "signature": base64.b64encode(key.sign(signed_bytes(body))).decode("ascii"),
     }
     return body
 
@@ -249,6 +246,8 @@ def _b64(text: Any, size: int, what: str) -> bytes:
         raise ValueError(f"signature.{what} is not valid base64") from exc
     if len(raw) != size:
         raise ValueError(f"signature.{what} holds {len(raw)} bytes, not {size}")
+    if base64.b64encode(raw).decode("ascii") != text:  # unused padding bits set: another string, same bytes
+        raise ValueError(f"signature.{what} is not canonical base64")
     return raw
 
 
@@ -263,12 +262,10 @@ def verify_signature(entry: Mapping[str, Any]) -> Ed25519PublicKey:
         raise ValueError(f"signature block has {'unknown field ' + repr(extra[0]) if extra else 'no field ' + repr(missing[0])}")
     if block["algorithm"] != ALGORITHM:
         raise ValueError(f"signature algorithm {block['algorithm']!r} is not supported (only {ALGORITHM!r})")
-    if block["canonicalization"] != CANONICALIZATION:
-        raise ValueError(f"signature canonicalization {block['canonicalization']!r} is not supported (only {CANONICALIZATION!r})")
     pub = Ed25519PublicKey.from_public_bytes(_b64(block["public_key"], 32, "public_key"))
-    if block["key_fingerprint"] != fingerprint(pub):
-        raise ValueError("signature.key_fingerprint is not the fingerprint of signature.public_key")
-    sig = _b64(block["value"], 64, "value")
+    if block["key_id"] != fingerprint(pub):
+        raise ValueError("signature.key_id is not the fingerprint of signature.public_key")
+    sig = _b64(block["signature"], 64, "signature")
     try:
         data = signed_bytes(entry)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -276,7 +273,7 @@ def verify_signature(entry: Mapping[str, Any]) -> Ed25519PublicKey:
     try:
         pub.verify(sig, data)
     except InvalidSignature:
-        raise ValueError(f"bad signature by key {block['key_fingerprint']}: the entry was changed after it was signed") from None
+        raise ValueError(f"bad signature by key {block['key_id']}: the entry was changed after it was signed") from None
     return pub
 
 

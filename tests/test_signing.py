@@ -84,7 +84,7 @@ def test_sign_verify_round_trip(tiny, keys, signed):
     alice, _ = keys
     obj = load_entry(signed[1]["lbt-alpha"])
     sig = obj["signature"]
-    assert sig["algorithm"] == "ed25519" and sig["key_fingerprint"] == alice.fingerprint
+    assert sig["algorithm"] == "ed25519" and sig["key_id"] == alice.fingerprint
     trust = Trust(load_trusted_keys([alice.public_path]))
     body, verdict = check_signature(obj, trust)
     assert "signature" not in body and verdict.verified_by is not None and verdict.verified_by.name == "alice"
@@ -92,7 +92,7 @@ def test_sign_verify_round_trip(tiny, keys, signed):
     # re-indenting the file keeps the content and the signature
     assert check_signature(json.loads(json.dumps(obj, indent=4, sort_keys=True)), trust)[1].verified_by is not None
     # re-signing is idempotent on the content
-    assert sign_entry(obj, load_private_key(alice.private_path))["signature"]["key_fingerprint"] == alice.fingerprint
+    assert sign_entry(obj, load_private_key(alice.private_path))["signature"]["key_id"] == alice.fingerprint
 
 
 def _reject_reason(obj: dict, trust: Trust | None = None) -> str:
@@ -118,7 +118,7 @@ def test_a_forged_entry_with_recomputed_aggregates_is_rejected(tiny, keys, signe
     renamed["method"]["name"] = "lbt-alphb"
     assert _reject_reason(renamed).startswith("bad signature")
     # a broken signature block is a one-line reason, not a crash
-    for field, value in (("value", "AAAA"), ("algorithm", "rsa"), ("public_key", 7), ("key_fingerprint", "sha256:00")):
+    for field, value in (("signature", "AAAA"), ("algorithm", "rsa"), ("public_key", 7), ("key_id", "sha256:00"), ("extra", "x")):
         bad = json.loads(json.dumps(obj))
         bad["signature"][field] = value
         assert "\n" not in _reject_reason(bad)
@@ -217,3 +217,21 @@ def test_committed_entries_render_without_keys(fresh_plugins, tmp_path):
     report = render_site(None, tmp_path / "site", entries_dirs=[REPO / "results" / "entries"])
     assert report.rejected == [] and report.records > 0
     assert "b-verified" not in "".join(p.read_text() for p in report.pages)
+
+
+def test_a_signature_with_other_padding_bits_is_rejected(keys, signed):
+    """Base64 has unused bits in its last character: a different string that decodes to the same
+    signature is a changed entry, and is rejected (found by the byte-flip test, by chance)."""
+    import base64
+
+    obj = load_entry(signed[1]["lbt-alpha"])
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for field, data_char in (("signature", -3), ("public_key", -2)):  # 64 bytes: 'x==', 32 bytes: 'x='
+        bad = json.loads(json.dumps(obj))
+        text = bad["signature"][field]
+        c = text[data_char]
+        other = alphabet[alphabet.index(c) ^ 0b0001]  # an unused bit
+        bad["signature"][field] = text[:data_char] + other + text[len(text) + data_char + 1 :]
+        assert bad["signature"][field] != text
+        assert base64.b64decode(bad["signature"][field]) == base64.b64decode(text)
+        assert "not canonical base64" in _reject_reason(bad)
