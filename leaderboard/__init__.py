@@ -3,8 +3,9 @@
 * ``stats``: mean and 95 % t-interval over seeds, paired gain over the baseline, ties.
 * ``board``: the ranking model of one track profile (rows, columns, coverage, ties).
 * ``entries``: export of one JSON entry per (method, profile), and validation of entries.
+* ``signing``: optional Ed25519 signatures of entries (keys, sign, verify against trusted keys).
 * ``render``: ``render_site(store_or_rows, out_dir, entries_dirs=...)``, the static HTML site.
-* ``cli``: ``register(app)`` adds the ``leaderboard`` and ``export`` commands to a typer app.
+* ``cli``: ``register(app)`` adds the ``leaderboard``, ``export`` and ``keys`` commands to a typer app.
 
 Modules are imported on use (``render`` pulls in matplotlib), so importing this package is cheap.
 """

@@ -1,4 +1,4 @@
-"""The ``leaderboard`` and ``export`` commands; ``register(app)`` adds them to a typer app."""
+"""The ``leaderboard``, ``export`` and ``keys`` commands; ``register(app)`` adds them to a typer app."""
 
 from __future__ import annotations
 
@@ -21,16 +21,28 @@ def _open_store(db: str | None, required: bool) -> Store | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``leaderboard`` and ``export`` to ``app``."""
+    """Add ``leaderboard``, ``export`` and ``keys generate`` to ``app``."""
 
     @app.command("leaderboard")
     def leaderboard(
         out: Path = typer.Option(Path("results/site"), "--out", help="directory of the rendered site (replaced on each render)"),
         entries: list[Path] = typer.Option([], "--entries", help="directory (or file) of entries to merge; repeatable"),
         db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (default: CORESET_BENCH_DB or results/coreset-bench.db)"),
+        trusted_keys: list[Path] = typer.Option([], "--trusted-keys", help="public key file (.pub) or directory of them; entries signed by one get a 'verified' badge; repeatable"),
+        require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
     ) -> None:
         """Render the static leaderboard site from the store and/or validated entries."""
         from .render import SiteError, render_site  # matplotlib: imported when the command runs
+        from .signing import SigningError, Trust, load_trusted_keys
+
+        if require_signed and not trusted_keys:
+            typer.echo("error: --require-signed needs --trusted-keys FILE_OR_DIR (the public keys whose signatures you accept)", err=True)
+            raise typer.Exit(1)
+        try:
+            trust = Trust(load_trusted_keys(trusted_keys), require_signed) if trusted_keys else None
+        except SigningError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
         try:
             store = _open_store(db, required=not entries)
         except StoreError as exc:
@@ -38,7 +50,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         t0 = time.perf_counter()
         try:
-            report = render_site(store, out, entries_dirs=entries)
+            report = render_site(store, out, entries_dirs=entries, trust=trust)
         except (SiteError, StoreError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -60,9 +72,19 @@ def register(app: typer.Typer) -> None:
         plugin: str | None = typer.Option(None, "--plugin", help="only this method (or plugin package)"),
         out: Path = typer.Option(Path("results/entries"), "--out", help="directory the entries are written under"),
         db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL"),
+        sign_key: Path | None = typer.Option(None, "--sign-key", help="Ed25519 private key (.key of `coreset-bench keys generate`) to sign each entry with"),
     ) -> None:
         """Write one leaderboard entry (JSON) per method and profile, with provenance and subset hashes."""
         from .entries import export_entries
+        from .signing import SigningError, fingerprint, load_private_key
+
+        key = None
+        if sign_key is not None:
+            try:
+                key = load_private_key(sign_key)
+            except SigningError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
         try:
             store = _open_store(db, required=True)
         except StoreError as exc:
@@ -70,7 +92,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         assert store is not None
         try:
-            written, warnings = export_entries(store, out, plugin=plugin)
+            written, warnings = export_entries(store, out, plugin=plugin, sign_key=key)
         finally:
             store.close()
         for w in warnings:
@@ -82,3 +104,26 @@ def register(app: typer.Typer) -> None:
         for e in written:
             mark = "" if e.complete else f"  (incomplete: {e.done}/{e.expected} cells)"
             typer.echo(f"{e.path}{mark}")
+        if key is not None:
+            typer.echo(f"signed {len(written)} entries with key {fingerprint(key.public_key())}")
+
+    keys = typer.Typer(help="Ed25519 keys for signing exported entries.", no_args_is_help=True)
+
+    @keys.command("generate")
+    def keys_generate(
+        out: Path = typer.Option(..., "--out", help="directory for NAME.key (private, mode 0600) and NAME.pub (public)"),
+        name: str = typer.Option("coreset-bench", "--name", help="file name stem of the key pair; also the key's name on the board of whoever trusts it"),
+    ) -> None:
+        """Make an Ed25519 key pair: sign with `export --sign-key NAME.key`, publish NAME.pub."""
+        from .signing import SigningError, generate_keypair
+
+        try:
+            made = generate_keypair(out, name)
+        except SigningError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"private key {made.private_path} (mode 0600; keep it secret)")
+        typer.echo(f"public key  {made.public_path} (give it to whoever renders the board: --trusted-keys)")
+        typer.echo(f"fingerprint {made.fingerprint}")
+
+    app.add_typer(keys, name="keys")

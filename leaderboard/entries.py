@@ -14,7 +14,8 @@ in the spirit of RobustBench's ``model_info`` files::
       "cells": [{"key", "axes", "repeat", "seed", "metrics", "timings", "info",
                  "subsets": [{"kind", "name", "sha256", "size"}], "finished"}],
       "cells_sha256": "<sha256 of the canonical JSON of cells>",
-      "aggregates": {"points": [{"axes", "metrics": {name: {"mean", "ci95", "n"}}}]}
+      "aggregates": {"points": [{"axes", "metrics": {name: {"mean", "ci95", "n"}}}]},
+      "signature": {...}   (optional: Ed25519 over the rest of the entry, see ``signing``)
     }
 
 ``validate_entry(obj, known_profiles)`` returns every problem found (empty: valid). It checks the
@@ -33,7 +34,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -195,12 +196,14 @@ def export_entries(
     *,
     plugin: str | None = None,
     tracks: Mapping[str, Track] | None = None,
+    sign_key: Any = None,
 ) -> tuple[list[ExportedEntry], list[str]]:
     """Write one entry per (method variant, profile) of a store or records; returns (written, warnings).
 
     ``plugin`` keeps only runs whose method name or plugin package is ``plugin``. Files go to
     ``out_dir/<track>/<profile>@<version>/<method>@<version>[-<params hash>].json`` (the hash
     only when the parameters are not the installed method's defaults) and are replaced in place.
+    ``sign_key`` (an Ed25519 private key, see ``signing``) adds a ``signature`` block to each.
     """
     records = load_store_records(source) if isinstance(source, Store) else source
     tracks = dict(tracks) if tracks is not None else plugins.tracks()
@@ -230,6 +233,10 @@ def export_entries(
         d = out / _safe(tname) / f"{_safe(profile.name)}@{profile.version}"
         d.mkdir(parents=True, exist_ok=True)
         path = d / entry_filename(entry, defaults)
+        if sign_key is not None:
+            from .signing import sign_entry
+
+            entry = sign_entry(entry, sign_key)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(entry, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(path)
@@ -506,6 +513,8 @@ def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
 class LoadedEntries:
     accepted: list[tuple[Path, dict[str, Any]]]
     rejected: list[tuple[Path, str]]
+    #: per accepted file: the signature verdict (``signing.Verdict``), when ``trust`` was checked
+    verdicts: dict[Path, Any] = field(default_factory=dict)
 
 
 def load_entries(
@@ -513,11 +522,19 @@ def load_entries(
     known_profiles: Mapping[str, Profile] | Iterable[Profile] | None = None,
     *,
     tracks: Mapping[str, Track] | None = None,
+    trust: Any = None,
 ) -> LoadedEntries:
-    """Every ``*.json`` under ``dirs`` (recursively), validated; rejected files with their reason."""
+    """Every ``*.json`` under ``dirs`` (recursively), validated; rejected files with their reason.
+
+    A ``signature`` block is checked first and removed before validation
+    (``signing.check_signature``; ``trust`` is a ``signing.Trust``, None: no trusted keys).
+    """
+    from .signing import check_signature
+
     known = _as_profile_map(known_profiles) if known_profiles is not None else known_profiles_from_plugins()
     accepted: list[tuple[Path, dict[str, Any]]] = []
     rejected: list[tuple[Path, str]] = []
+    verdicts: dict[Path, Any] = {}
     for d in dirs:
         base = Path(d)
         if base.is_file():
@@ -529,9 +546,11 @@ def load_entries(
             continue
         for f in files:
             try:
-                obj = check_entry(load_entry(f), known, tracks=tracks)
+                obj, verdict = check_signature(load_entry(f), trust)
+                obj = check_entry(obj, known, tracks=tracks)
             except EntryError as exc:
                 rejected.append((f, str(exc)))
                 continue
             accepted.append((f, obj))
-    return LoadedEntries(accepted, rejected)
+            verdicts[f] = verdict
+    return LoadedEntries(accepted, rejected, verdicts)

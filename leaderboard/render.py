@@ -7,12 +7,15 @@ Pages::
     methods/<method>.html                    one page per method: params, version, package,
                                              citation, per-cell results, subset artifacts
     figures/*.svg                            budget curves and the cost-quality Pareto chart
-    artifacts/<sha256[:2]>/<sha256>.<ext>    selected-indices files, content-addressed
+    artifacts/<sha256[:2]>/<sha256>.<ext>    selected-indices files, content-addressed: plain copies
+                                             of files under the store's artifacts directory
+                                             whose sha256 matches their row (never links)
     static/leaderboard.css, leaderboard.js   styles and the sortable-table script
 
 ``render_site(source, out_dir, entries_dirs=...)`` takes a ``Store``, a database path/URL, a list
 of run records (``Store.results()`` dicts), or None, plus directories of entries to merge. Bad
 entries are rejected with a one-line reason (``SiteReport.rejected``); the rest is rendered.
+Signed entries are checked (``signing``); with trusted keys, verified rows get a badge.
 The site works from ``file://``.
 """
 
@@ -23,6 +26,7 @@ import html
 import math
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,7 @@ from . import figures
 from .board import Board, Table, build_board, primary_metric
 from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key
 from .entries import entry_records, load_entries
+from .signing import Trust
 from .stats import Interval
 
 HERE = Path(__file__).resolve().parent
@@ -198,56 +203,114 @@ def _records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
 
 
 class _Artifacts:
-    """Copies artifact files into the site (hard link when possible), content-addressed."""
+    """Publishes artifact files into the site as plain copies, content-addressed.
 
-    def __init__(self, out: Path, store: Store | None) -> None:
+    Only a file that (after resolving symlinks) lies under one of ``roots`` (the results directory
+    of the store and its artifacts directory), is named ``<sha256><ext>`` after the row's hash,
+    is a regular file and whose bytes hash to the row's ``sha256`` is published; the copy is
+    hashed while it is written, so what lands in the site is what was checked. Anything else is
+    skipped with a one-line warning naming the row. Files are never hard-linked or symlinked.
+    """
+
+    def __init__(self, out: Path, roots: Iterable[str | os.PathLike[str]] = ()) -> None:
         self.out = out
-        self.store = store
-        self.done: dict[str, str | None] = {}
+        self.roots = [os.path.realpath(r) for r in roots]
+        self.done: dict[str, str] = {}
+        self.failed: set[tuple[str, str]] = set()
         self.dirs: set[str] = set()
         self.count = 0
+        self.warnings: list[str] = []
 
-    def href(self, art: Mapping[str, Any]) -> str | None:
+    def href(self, art: Mapping[str, Any], row: str = "") -> str | None:
         """The site-relative path of the artifact's file, copied on first use; None if unavailable."""
         sha = art.get("sha256") or ""
-        if sha in self.done:
-            return self.done[sha]
-        href = None
+        if not isinstance(sha, str):
+            sha = ""
         path = art.get("path")
-        if art.get("kind") in COPIED_ARTIFACT_KINDS and path and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha):
-            suffix = "".join(ch for ch in os.path.splitext(str(art.get("name") or ""))[1] if ch.isalnum() or ch == ".")[:10] or ".bin"
-            sub = f"artifacts/{sha[:2]}"
-            if sub not in self.dirs:
-                os.makedirs(self.out / sub, exist_ok=True)
-                self.dirs.add(sub)
-            rel = f"{sub}/{sha}{suffix}"
-            dest = os.path.join(self.out, rel)
-            # the recorded path, else the store's own artifacts directory (a relative recorded
-            # path was relative to the directory the run was started from)
-            if self._place(str(path), dest) or (
-                self.store is not None
-                and self._place(os.path.join(self.store.artifacts_dir, sha[:2], os.path.basename(str(path))), dest)
-            ):
-                href = rel
-                self.count += 1
-        self.done[sha] = href
+        if self.done.get(sha) is not None:  # published already (by a row that passed the checks)
+            return self.done[sha]
+        if (sha, str(path)) in self.failed:
+            return None
+        href = None
+        if art.get("kind") in COPIED_ARTIFACT_KINDS and path:
+            what = f"artifact {art.get('kind')} {str(art.get('name') or '')!r} of run {row or '?'}"
+            problem = self._refuse(str(path), sha)
+            if problem is None:
+                suffix = "".join(ch for ch in os.path.splitext(str(art.get("name") or ""))[1] if ch.isalnum() or ch == ".")[:10] or ".bin"
+                sub = f"artifacts/{sha[:2]}"
+                if sub not in self.dirs:
+                    os.makedirs(self.out / sub, exist_ok=True)
+                    self.dirs.add(sub)
+                rel = f"{sub}/{sha}{suffix}"
+                problem = "not found"  # no candidate exists
+                # the file's place in the artifacts directory (a moved results directory, or a
+                # relative path recorded from another working directory), else the recorded path
+                candidates = [os.path.join(r, sha[:2], os.path.basename(str(path))) for r in self.roots] + [str(path)]
+                for src in candidates:
+                    problem = self._publish(src, sha, os.path.join(self.out, rel))
+                    if problem is None or problem != "not found":
+                        break
+                if problem is None:
+                    href = rel
+                    self.count += 1
+            if problem == "not found":
+                problem = f"its file is missing (neither {path!r} nor a file of that name in the artifacts directory)"
+            if problem is not None:
+                self.warnings.append(" ".join(f"{what} not published: {problem}".split()))
+        if href is not None:
+            self.done[sha] = href
+        else:  # a refused row never stops another row with the same hash from being published
+            self.failed.add((sha, str(path)))
         return href
 
     @staticmethod
-    def _place(src: str, dest: str) -> bool:
+    def _refuse(path: str, sha: str) -> str | None:
+        """Why a row's recorded path is refused before touching the file system (None: fine)."""
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            return "its sha256 is not 64 lowercase hex digits"
+        if ".." in path.replace("\\", "/").split("/"):
+            return f"its path {path!r} contains '..'"
+        if not os.path.basename(path).startswith(sha):
+            return f"its path {path!r} is not a content-addressed file named after its sha256"
+        return None
+
+    def _inside(self, real: str) -> bool:
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+
+    def _publish(self, src: str, sha: str, dest: str) -> str | None:
+        """Copy ``src`` to ``dest`` if it is a regular file under the roots with hash ``sha``."""
+        if not os.path.lexists(src):
+            return "not found"
+        real = os.path.realpath(src)
+        if not self.roots or not self._inside(real):
+            where = "no results directory is known" if not self.roots else f"it resolves to {real}, outside the results directory"
+            return f"{where}; only files under the results directory are published"
+        if not os.path.basename(real).startswith(sha):
+            return f"it resolves to {real}, which is not named after its sha256"
         try:
-            os.link(src, dest)
-            return True
-        except FileExistsError:
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError:
-            try:
-                shutil.copyfile(src, dest)
-                return True
-            except OSError:
-                return False
+            # no symlink at the last step (checked above, raced here), no blocking on a FIFO
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            return f"cannot open {real} ({exc.strerror})"
+        tmp = f"{dest}.part{os.getpid()}"
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return f"{real} is not a regular file"
+                h = hashlib.sha256()
+                with open(tmp, "xb") as out:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+            if h.hexdigest() != sha:
+                os.unlink(tmp)
+                return f"the file's sha256 is {h.hexdigest()[:16]}…, not the row's {sha[:16]}…"
+            os.replace(tmp, dest)
+            return None
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            return f"cannot copy {real} ({exc.strerror})"
 
 
 # ---- page models ------------------------------------------------------------------------------
@@ -261,6 +324,14 @@ def _unit(board: Board, metric: str, gain: bool = False) -> str:
     if metric in board.fraction_metrics:
         return "pp" if gain else "%"
     return ""
+
+
+def _verified_by(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The trusted keys that signed the row's results; empty unless every record is verified."""
+    labels = [r.get("verified_by") for r in records]
+    if not labels or not all(labels):
+        return []
+    return sorted({str(x) for x in labels})
 
 
 def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> dict[str, Any]:
@@ -301,6 +372,11 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             badges.append(("incomplete", "b-incomplete", r.note))
         if r.status == "reference":
             badges.append(("reference", "b-reference", r.note))
+        signers = _verified_by(v.records)
+        if signers:
+            badges.append(
+                ("verified: " + ", ".join(signers), "b-verified", "every result of this row comes from an entry whose Ed25519 signature verifies under a trusted key")
+            )
         cells = [
             _cell(str(r.rank) if r.rank else "–", r.rank),
             _cell(v.label, v.label.lower(), title=f"{v.method}@{v.version} {v.params}", href=method_href.get(v.method, ""), badges=badges),
@@ -404,6 +480,7 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
             "device": p.device,
         },
         "tables": [_table_model(board, t, method_href) for t in board.tables],
+        "verified": any(_verified_by(v.records) for v in board.variants),
         "figures": figs,
         "warnings": list(board.warnings),
         "provenance": prov,
@@ -482,7 +559,7 @@ def _method_page(
                 t = r["timings"]
                 subsets = []
                 for a in r.get("artifacts") or ():
-                    rel = arts.href(a)
+                    rel = arts.href(a, row=f"{r['key']} ({name})")
                     subsets.append({"kind": a.get("kind", ""), "sha": a.get("sha256", ""), "href": root + rel if rel else ""})
                 info = r["info"]
                 realized = ""
@@ -515,6 +592,7 @@ def _method_page(
             "params": sorted(first["params"].items()),
             "package": first.get("package") or "",
             "package_version": first.get("package_version") or "",
+            "verified": _verified_by(recs),
             "profiles": profiles,
         })
     return {
@@ -551,8 +629,16 @@ def render_site(
     entries_dirs: Iterable[str | os.PathLike[str]] = (),
     tracks: Mapping[str, Track] | None = None,
     max_curves: int = 10,
+    artifacts_dir: str | os.PathLike[str] | None = None,
+    trust: Trust | None = None,
 ) -> SiteReport:
-    """Render the site from a store (or rows, or nothing) plus validated entries; see module doc."""
+    """Render the site from a store (or rows, or nothing) plus validated entries; see module doc.
+
+    ``artifacts_dir``: the only directory subset files are published from (default: the store's
+    ``artifacts/`` beside its database; with rows and no store, none are published).
+    ``trust``: trusted keys for signed entries (``signing.Trust``); rows of entries verified by
+    one get a "verified" badge, and ``trust.require_signed`` rejects the other entries.
+    """
     records, store = _records_from(source)
     tracks = dict(tracks) if tracks is not None else plugins.tracks()
     known = {p.id: p for t in tracks.values() for p in t.profiles()}
@@ -560,14 +646,20 @@ def render_site(
     entry_meta: dict[str, dict[str, Any]] = {}
     dirs = [Path(d) for d in entries_dirs]
     if dirs:
-        loaded = load_entries(dirs, known, tracks=tracks)
+        loaded = load_entries(dirs, known, tracks=tracks, trust=trust)
         report.rejected = loaded.rejected
         keys = {r["key"] for r in records if r["key"]}
         duplicates = 0
         for path, obj in loaded.accepted:
             m = obj["method"]
             entry_meta.setdefault(m["name"], dict(m))
+            verdict = loaded.verdicts.get(path)
+            if verdict is not None and verdict.note:
+                report.warnings.append(f"{path}: {verdict.note}")
             fresh = [r for r in entry_records(obj, str(path)) if r["key"] not in keys]
+            if verdict is not None and verdict.verified_by is not None:
+                for r in fresh:
+                    r["verified_by"] = verdict.label
             duplicates += len(obj["cells"]) - len(fresh)
             keys.update(r["key"] for r in fresh)
             records.extend(fresh)
@@ -608,7 +700,9 @@ def render_site(
             by_method.setdefault(r["method"], []).append(r)
     method_href = {m: f"methods/{names.get(m)}.html" for m in sorted(by_method)}
 
-    arts = _Artifacts(out, store)
+    if artifacts_dir is None and store is not None:
+        artifacts_dir = store.artifacts_dir
+    arts = _Artifacts(out, [artifacts_dir] if artifacts_dir is not None else [])
     tmpl_profile = env.get_template("profile.html")
     index_profiles: dict[str, list[dict[str, Any]]] = {}
     for pid, board in boards.items():
@@ -638,6 +732,7 @@ def render_site(
         path.write_text(tmpl_method.render(page=model, root="../", **common), encoding="utf-8")
         report.pages.append(path)
     report.artifacts = arts.count
+    report.warnings.extend(arts.warnings)
 
     track_list = []
     for tname in sorted(set(tracks) | {b.track.name for b in boards.values()}):
