@@ -156,7 +156,8 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         for _name, color, ms, alpha, idx in groups:
             if not idx:
                 continue
-            yerr = [(rows[i].score.half_width or 0.0) * scale for i in idx]  # type: ignore[union-attr]
+            lo_hi = [rows[i].score.bounds() for i in idx]  # type: ignore[union-attr]
+            yerr = [[(rows[i].score.mean - lo) * scale for i, (lo, _) in zip(idx, lo_hi)], [(hi - rows[i].score.mean) * scale for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
             ax.errorbar([pts[i][0] for i in idx], [pts[i][1] for i in idx], yerr=yerr, fmt="o", ms=ms, capsize=2, color=color, alpha=alpha, lw=1)
         for i, (r, (x, y)) in enumerate(zip(rows, pts)):
             if i in on_front or r.baseline or r.leader or len(rows) <= 15:

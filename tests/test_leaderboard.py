@@ -208,18 +208,31 @@ def test_paired_gain_hand_values():
     assert stats.paired_differences(partial, base, pts, [0, 1, 2]) == pytest.approx({0: 0.15, 1: 0.135})
 
 
-def test_ties_with_leader():
-    ivs = {
-        "a": stats.Interval(0.715, 0.054, 3),
-        "b": stats.Interval(0.710, 0.054, 3),
-        "c": stats.Interval(0.570, 0.050, 3),  # high 0.620 < low of a (0.661)
-        "d": stats.Interval(0.700, None, 1),  # a point inside a's interval
-        "e": None,
-    }
-    lead, tied = stats.ties_with_leader(ivs, "max")
-    assert lead == "a" and tied == {"b", "d"}
-    lead_min, _ = stats.ties_with_leader(ivs, "min")
-    assert lead_min == "c"
+def test_ties_are_a_paired_comparison_with_the_leader_not_interval_overlap():
+    pts = ["p"]
+    lead = {("p", 0): 0.50, ("p", 1): 0.70, ("p", 2): 0.90}
+    # the seeds disagree wildly, so the two rows' own intervals overlap almost entirely ...
+    close = {("p", 0): 0.48, ("p", 1): 0.679, ("p", 2): 0.881}
+    assert stats.mean_over_points(lead, pts, [0, 1, 2]).contains(stats.mean_over_points(close, pts, [0, 1, 2]).mean)
+    # ... but the paired differences (0.02, 0.021, 0.019) exclude 0: not tied
+    d = stats.paired_gain(lead, close, pts, [0, 1, 2])
+    assert d.defined and d.low > 0 and not stats.is_tied(d)
+    # a row that is better in one seed and worse in another is tied
+    mixed = {("p", 0): 0.55, ("p", 1): 0.65, ("p", 2): 0.90}
+    assert stats.is_tied(stats.paired_gain(lead, mixed, pts, [0, 1, 2]))
+    # equal differences in every seed: no interval, so no difference is established (tied)
+    equal = {k: v - 0.02 for k, v in lead.items()}
+    flat = stats.paired_gain(lead, equal, pts, [0, 1, 2])
+    assert not flat.defined and "zero width" in flat.reason and stats.is_tied(flat)
+    assert stats.is_tied(None)
+    # two seeds are too few for a t-interval, whatever the values
+    two = stats.paired_gain(lead, close, pts, [0, 1])
+    assert two.half_width is None and "too few" in two.reason
+
+
+def test_mean_ranks():
+    scores = {"a": [0.9, 0.1], "b": [0.8, 0.3], "c": [0.8, 0.2]}
+    assert stats.mean_ranks(scores, "max") == {"a": 2.0, "b": 1.75, "c": 2.25}  # (1+3)/2, (2.5+1)/2, (2.5+2)/2
 
 
 def test_pareto_front():
@@ -293,7 +306,7 @@ def test_board_with_several_settings_has_an_overall_table(tiny):
             for bi, b in enumerate([0.1, 0.5]):
                 for r in (0, 1):
                     acc = 0.5 + 0.1 * bi + 0.2 * di + 0.01 * r + lift[di]
-                    rows.append({"key": f"{m}{d}{b}{r}", "track": "lbtiny", "profile": wide.id, "method": m,
+                    rows.append({"key": f"{m}{d}{b}{r}", "track": "lbtiny", "profile": wide.id, "method": m, "package": "lbt-package",
                                  "method_version": "1.0", "params": {"k": 3} if m == "lbt-alpha" else {},
                                  "axes": {"dataset": d, "budget": b}, "repeat": r, "status": "done", "metrics": {"acc": acc}})
     board = build_board(track, wide, normalize_records(rows))
@@ -303,8 +316,12 @@ def test_board_with_several_settings_has_an_overall_table(tiny):
     alpha = next(r for r in overall.rows if r.variant.method == "lbt-alpha")
     # per repeat the mean over 4 points is 0.5 + 0.05 + 0.1 + 0.01 r + 0.1 -> 0.75, 0.76
     assert alpha.score.mean == pytest.approx(0.755) and alpha.score.n == 2
-    assert alpha.score.half_width == pytest.approx(stats.t_critical(1) * 0.005, rel=1e-9)
-    assert alpha.gain.mean == pytest.approx(0.10) and alpha.gain.half_width == pytest.approx(0.0, abs=1e-9)
+    # two seeds: no interval (a t-interval from 2 values is not shown), and the equal paired
+    # differences (0.10 in both seeds) do not make a zero-width "exact" gain either
+    assert alpha.score.half_width is None and not alpha.score.defined and "too few" in alpha.score.reason
+    assert alpha.gain.mean == pytest.approx(0.10) and not alpha.gain.defined
+    # the overall table ranks by mean rank over the settings, never by a mean across them
+    assert alpha.leader and alpha.mean_rank == 1.0 and alpha.setting_ranks == [1, 1]
     assert [iv.mean for iv in alpha.col_gain] == pytest.approx([0.05, 0.15])
     d2 = board.tables[2]
     assert [c.label for c in d2.columns] == ["0.1", "0.5"] and d2.rows[0].variant.method == "lbt-alpha"
