@@ -39,7 +39,7 @@ from coreset_bench.tracks.base import Profile, Track
 from . import figures
 from .board import Board, Table, build_board, primary_metric
 from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key
-from .entries import entry_records, load_entries
+from .entries import entry_records, load_entries, one_line_error
 from .stats import Interval
 
 HERE = Path(__file__).resolve().parent
@@ -101,7 +101,10 @@ def fmt_interval(iv: Interval | None, scale: float = 1.0, signed: bool = False) 
         return f"{m} (no interval, n={iv.n})"
     if iv.method == "bootstrap":
         return f"{m} [{_num(iv.bounds()[0], scale)}, {_num(iv.bounds()[1], scale)}]"
-    return f"{m} ± {_num(iv.half_width or 0.0, scale)}"
+    hw = _num(iv.half_width or 0.0, scale)
+    if not hw.strip("0."):  # a nonzero width that rounds to zero is not shown as "± 0"
+        hw = "< 0.01" if scale == 100.0 else f"{(iv.half_width or 0.0) * scale:.1e}"
+    return f"{m} ± {hw}"
 
 
 def interval_title(iv: Interval | None, what: str = "seeds") -> str:
@@ -639,8 +642,13 @@ def render_site(
         duplicates = 0
         for path, obj in loaded.accepted:
             m = obj["method"]
+            try:
+                recs = entry_records(obj, str(path))
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not take down the board
+                report.rejected.append((path, one_line_error("could not be read", exc)))
+                continue
             entry_meta.setdefault(m["name"], dict(m))
-            fresh = [r for r in entry_records(obj, str(path)) if r["key"] not in keys]
+            fresh = [r for r in recs if r["key"] not in keys]
             duplicates += len(obj["cells"]) - len(fresh)
             keys.update(r["key"] for r in fresh)
             records.extend(fresh)
@@ -668,7 +676,11 @@ def render_site(
         if profile is None:
             report.warnings.append(f"{len(recs)} runs of {pid}: the installed track {tname!r} does not define that profile version; not rendered")
             continue
-        boards[pid] = build_board(track, profile, recs)
+        try:
+            boards[pid] = build_board(track, profile, recs)
+        except Exception as exc:  # noqa: BLE001 - the other profiles still render
+            report.warnings.append(f"{pid}: not rendered: {one_line_error('the board failed', exc)}")
+            continue
         page = f"{_slug(track.name)}-{_slug(profile.name)}-v{profile.version}"
         if f"{page}.html" in profile_href.values():  # two free-form names that slug alike
             page += "-" + hashlib.sha1(pid.encode()).hexdigest()[:8]

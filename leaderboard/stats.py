@@ -136,9 +136,14 @@ def seed_interval(values: Iterable[float]) -> Interval | None:
         return None
     if iv.n < MIN_SEEDS:
         return Interval(iv.mean, None, iv.n, reason=f"n={iv.n} seeds is too few for an interval")
-    if not iv.half_width or not math.isfinite(iv.half_width):
+    if iv.half_width is None or not math.isfinite(iv.half_width) or _negligible(iv.half_width, iv.mean):
         return Interval(iv.mean, None, iv.n, reason=f"zero width over n={iv.n} seeds: equal values are not exactness")
     return iv
+
+
+def _negligible(width: float, mean: float) -> bool:
+    """A width that is zero up to floating-point rounding (equal values summed in another order)."""
+    return width <= 1e-12 + 1e-9 * abs(mean)
 
 
 Point = Hashable  # an axis point (canonical key of the non-seed axes)
@@ -240,7 +245,7 @@ def _blocks(
 
 def _percentile_interval(mean: float, reps: np.ndarray, n: int, points: int) -> Interval:
     lo, hi = (float(x) for x in np.percentile(reps, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)]))
-    if not hi > lo:
+    if not hi > lo or _negligible(hi - lo, mean):
         return Interval(mean, None, n, method="bootstrap", reason="zero width: the resampled values are all equal", points=points)
     return Interval(mean, None, n, lo=lo, hi=hi, method="bootstrap", points=points)
 
