@@ -62,6 +62,7 @@ class Variant:
     label: str = ""
     _values: dict[str, dict[tuple[str, int], float]] = field(default_factory=dict)
     _bits: dict[str, dict[tuple[str, int], Any]] = field(default_factory=dict)
+    _intervals: dict[tuple[Any, ...], Interval | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -106,6 +107,22 @@ class Variant:
                     hit[k] = vec
             self._bits[metric] = hit
         return hit
+
+    def interval(self, metric: str, points: Sequence[str], repeats: Sequence[int], groups: Mapping[str, Any]) -> Interval | None:
+        """``stats.bootstrap_mean`` of ``metric`` over ``points`` (memoized: tables share columns)."""
+        key = ("mean", metric, tuple(points), tuple(repeats))
+        if key not in self._intervals:
+            self._intervals[key] = stats.bootstrap_mean(self.values(metric), self.bits(metric), points, repeats, groups)
+        return self._intervals[key]
+
+    def paired(self, other: Variant, metric: str, points: Sequence[str], repeats: Sequence[int], direction: str, groups: Mapping[str, Any]) -> Interval | None:
+        """``stats.paired_bootstrap`` of (self − other), oriented by ``direction`` (memoized)."""
+        key = ("paired", other.key, metric, tuple(points), tuple(repeats), direction)
+        if key not in self._intervals:
+            self._intervals[key] = stats.paired_bootstrap(
+                self.values(metric), other.values(metric), self.bits(metric), other.bits(metric), points, repeats, direction, groups
+            )
+        return self._intervals[key]
 
     def flags(self, keys: Iterable[tuple[str, int]]) -> dict[str, int]:
         """Flag -> number of done cells among ``keys`` that carry it (``info["flags"]``)."""
@@ -304,14 +321,13 @@ def _row(
     secondary: Sequence[str],
     baseline: Variant | None,
     groups: Mapping[str, Any],
+    overall: bool = False,
 ) -> Row:
     pset = set(points)
     exp = {k for k in v.expected if k[0] in pset}
     exp_points = [p for p in points if any((p, r) in exp for r in repeats)]
     vals = v.values(primary)
-    bits = v.bits(primary)
     base_vals = baseline.values(primary) if baseline is not None and baseline is not v else None
-    base_bits = baseline.bits(primary) if baseline is not None else {}
     done_keys = [k for k in exp if k in vals]
     cols: list[Interval | None] = []
     applicable: list[bool] = []
@@ -326,15 +342,17 @@ def _row(
             complete.append(True)
             gains.append(None)
             continue
-        cols.append(stats.bootstrap_mean(vals, bits, cp, repeats, groups))
+        cols.append(v.interval(primary, cp, repeats, groups))
         complete.append(all((p, r) in vals for p in cp for r in repeats if (p, r) in exp))
-        gains.append(stats.paired_bootstrap(vals, base_vals, bits, base_bits, cp, repeats, direction, groups) if base_vals is not None else None)
+        gains.append(v.paired(baseline, primary, cp, repeats, direction, groups) if baseline is not None and base_vals is not None else None)
     full_matrix = bool(rank_points) and exp_point_set.issuperset(rank_points)
     # a row on the whole matrix is scored over the matrix; a reference row over its own points
     score_points = list(rank_points) if full_matrix else exp_points
-    score = stats.bootstrap_mean(vals, bits, score_points, repeats, groups)
-    gain = stats.paired_bootstrap(vals, base_vals, bits, base_bits, score_points, repeats, direction, groups) if base_vals is not None else None
-    sec = {m: stats.bootstrap_mean(v.values(m), v.bits(m), score_points, repeats, groups) for m in secondary}
+    score = v.interval(primary, score_points, repeats, groups)
+    # the overall table (several settings) shows neither a gain nor secondary metrics averaged
+    # across settings: standard and TRADES numbers are not averaged
+    gain = v.paired(baseline, primary, score_points, repeats, direction, groups) if baseline is not None and base_vals is not None and not overall else None
+    sec = {m: v.interval(m, score_points, repeats, groups) for m in secondary} if not overall else {}
     flags = v.flags(done_keys)
     done_recs = [v.done[k] for k in done_keys]
     sel = _mean(r["timings"]["selection_s"] for r in done_recs if "selection_s" in r["timings"])
@@ -391,8 +409,7 @@ _STATUS_ORDER = {"flagged": 0, "reference": 1, "incomplete": 2}
 
 def _vs_leader(lead: Row, row: Row, points: Sequence[str], repeats: Sequence[int], primary: str, direction: str, groups: Mapping[str, Any]) -> Interval | None:
     """Paired interval of (leader − row), oriented so that positive means the leader is better."""
-    a, b = lead.variant, row.variant
-    return stats.paired_bootstrap(a.values(primary), b.values(primary), a.bits(primary), b.bits(primary), points, repeats, direction, groups)
+    return lead.variant.paired(row.variant, primary, points, repeats, direction, groups)
 
 
 def _order(rows: list[Row], direction: str, points: Sequence[str], repeats: Sequence[int], primary: str, groups: Mapping[str, Any]) -> list[Row]:
@@ -437,7 +454,7 @@ def build_table(
     groups = groups or {}
     points = [p for c in columns for p in c.points]
     ranked_on = list(rank_points) if rank_points is not None else [p for c in columns if not c.extra for p in c.points]
-    rows = [_row(v, columns, points, ranked_on, repeats, primary, direction, secondary, baseline, groups) for v in variants]
+    rows = [_row(v, columns, points, ranked_on, repeats, primary, direction, secondary, baseline, groups, kind == "overall") for v in variants]
     rows = [r for r in rows if r.expected > 0]
     floor: list[float | None] = []
     for c in columns:

@@ -302,7 +302,8 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
         headers.append({"label": "mean", "title": f"{primary} averaged over the table's matrix per seed", "type": "num", "first": first})
     if base is not None and not overall:
         headers.append({"label": f"gain vs {base}", "title": f"mean gain over {base}, paired by seed ({_unit(board, primary, True) or 'raw'})", "type": "num", "first": "desc"})
-    for m in board.secondary:
+    secondary = [] if overall else board.secondary  # never averaged across settings
+    for m in secondary:
         sdir = "desc" if board.track.metric_directions.get(m, "max") == "max" else "asc"
         headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir})
     headers += [
@@ -379,7 +380,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
                         cls="partial" if dagger else "",
                     )
                 )
-        for m in board.secondary:
+        for m in secondary:
             iv = r.secondary.get(m)
             cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="partial" if dagger else ""))
         cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
