@@ -572,6 +572,8 @@ def _method_page(
                 values += [_num(r["metrics"][m], scale[m]) if m in r["metrics"] else "" for m in metric_names]
                 values += [fmt_seconds(t.get(k)) if k in t else "" for k in TIMING_KEYS]
                 values.append(realized)
+                fl = info.get("flags")
+                values.append(", ".join(str(f) for f in fl) if isinstance(fl, list) else "")
                 rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets})
             done = sum(1 for r in prs if r["status"] == "done")
             cov = ""
