@@ -11,8 +11,9 @@ Intervals (95 %, ``CONFIDENCE``)
   points with replacement (drawn exactly as multinomial counts over the distinct values, which is
   the same distribution as resampling indices), and recomputes the statistic: the mean over
   repeats of the mean over the table's axis points of the mean over test points. Test points of
-  one repeat are resampled once per *group* of axis points (same dataset and number of points),
-  so a test point keeps one weight across the budgets and recipes it was scored at. For a
+  one repeat are resampled once per *group* of axis points (the points of one dataset), so a
+  test point keeps one weight across the budgets and recipes it was scored at; a group whose
+  points hold different numbers of test points falls back to the t-interval below. For a
   comparison the vectors are the per-point differences ``a − b`` of two methods at the same
   (axes, repeat) — the track scores the same test points in the same order for every method
   there, so the comparison is paired. ``BOOTSTRAP_B`` = 2000 replicates, fixed seed

@@ -643,6 +643,7 @@ def test_constant_classifier_is_flagged_never_ranked_first_and_its_flag_is_shown
     assert "constant classifier (floor)" in page and re.search(r'class="floor">10\.00<', page)
     for m in ("easycore", "easycore-balanced"):
         assert (tmp_path / "site" / "methods" / f"{m}.html").exists()
+    assert "constant classifier (1/C)" in (tmp_path / "site" / "figures" / "lbtiny-small-v2-budget.svg").read_text()
     # the method page shows each cell's flags
     assert "<td>never-predicts-class, subset-class-coverage</td>" in (tmp_path / "site" / "methods" / "lbt-const.html").read_text()
 
