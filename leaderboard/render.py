@@ -38,7 +38,7 @@ from coreset_bench.tracks.base import Profile, Track
 
 from . import figures
 from .board import Board, Table, build_board, primary_metric
-from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key
+from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key, version_key
 from .entries import entry_records, load_entries, one_line_error
 from .stats import Interval
 
@@ -529,7 +529,7 @@ def _method_page(
     for r in records:
         by_variant.setdefault(variant_key(r), []).append(r)
     variants = []
-    for vk, recs in sorted(by_variant.items()):
+    for vk, recs in sorted(by_variant.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]), kv[0][2])):
         first = recs[0]
         per_profile: dict[str, list[dict[str, Any]]] = {}
         for r in recs:
