@@ -623,6 +623,33 @@ def _find_profile(track: Track, pid: str) -> Profile | None:
     return derived if derived.id == pid else None
 
 
+def _board_without_failing_entries(
+    track: Track, profile: Profile, recs: list[dict[str, Any]], exc: Exception, report: SiteReport
+) -> tuple[Board | None, list[dict[str, Any]]]:
+    """After ``build_board`` failed: reject each entry whose records alone (beside the store's)
+    make it fail, then build the board from the rest; (None, records) when it still fails."""
+    pid = profile.id
+    own = [r for r in recs if r.get("source") == "store" or not str(r.get("source") or "").endswith(".json")]
+    own_ids = {id(r) for r in own}
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        if id(r) not in own_ids:
+            by_source.setdefault(str(r["source"]), []).append(r)
+    kept = list(own)
+    for source, srecs in sorted(by_source.items()):
+        try:
+            build_board(track, profile, own + srecs)
+        except Exception as one:  # noqa: BLE001
+            report.rejected.append((Path(source), one_line_error(f"the {pid} board fails with this entry", one)))
+            continue
+        kept.extend(srecs)
+    try:
+        return build_board(track, profile, kept), kept
+    except Exception as still:  # noqa: BLE001 - the other profiles still render
+        report.warnings.append(f"{pid}: not rendered: {one_line_error('the board failed', still if kept else exc)}")
+        return None, kept
+
+
 def render_site(
     source: Any = None,
     out_dir: str | os.PathLike[str] = "results/site",
@@ -681,9 +708,12 @@ def render_site(
             continue
         try:
             boards[pid] = build_board(track, profile, recs)
-        except Exception as exc:  # noqa: BLE001 - the other profiles still render
-            report.warnings.append(f"{pid}: not rendered: {one_line_error('the board failed', exc)}")
-            continue
+        except Exception as exc:  # noqa: BLE001 - one entry must not take down the board
+            board, recs = _board_without_failing_entries(track, profile, recs, exc, report)
+            by_profile[pid] = recs
+            if board is None:
+                continue
+            boards[pid] = board
         page = f"{_slug(track.name)}-{_slug(profile.name)}-v{profile.version}"
         if f"{page}.html" in profile_href.values():  # two free-form names that slug alike
             page += "-" + hashlib.sha1(pid.encode()).hexdigest()[:8]

@@ -23,6 +23,7 @@ from coreset_bench.leaderboard import stats
 from coreset_bench.leaderboard.board import build_board
 from coreset_bench.leaderboard.data import load_store_records, normalize_records
 from coreset_bench.leaderboard import entries as entries_mod
+from coreset_bench.leaderboard import render as render_mod
 from coreset_bench.leaderboard.data import version_key
 from coreset_bench.leaderboard.entries import (
     CORESET_INFO_KEYS,
@@ -724,6 +725,21 @@ def test_one_entry_cannot_crash_the_board(tiny, exported, tmp_path, monkeypatch)
     report = render_site(None, tmp_path / "site2", entries_dirs=[src])
     assert [(p.name, r) for p, r in report.rejected] == [("lbt-gamma@1.0.json", "could not be read: ZeroDivisionError: float division by zero")]
     assert "lbt-gamma" not in _rows_of((tmp_path / "site2" / "lbtiny-small-v2.html").read_text(), "d1")
+    monkeypatch.undo()
+    # an entry that makes the board itself fail (aggregation) is rejected; the board renders
+    real_build = render_mod.build_board
+
+    def fragile(track, profile, records):
+        if any(r["method"] == "lbt-beta" for r in records):
+            raise OverflowError("(34, 'Numerical result out of range')")
+        return real_build(track, profile, records)
+
+    monkeypatch.setattr(render_mod, "build_board", fragile)
+    report = render_site(None, tmp_path / "site3", entries_dirs=[src])
+    assert [(p.name, r) for p, r in report.rejected] == [
+        ("lbt-beta@1.0.json", "the lbtiny/small@2 board fails with this entry: OverflowError: (34, 'Numerical result out of range')")
+    ]
+    assert _rows_of((tmp_path / "site3" / "lbtiny-small-v2.html").read_text(), "d1") == ["lbt-alpha", "lbt-gamma", "lbt-random", ESCAPED, "lbt-full"]
 
 
 def test_entries_above_the_size_limit_are_rejected_before_parsing(tiny, exported, tmp_path, monkeypatch):
