@@ -1,6 +1,6 @@
 """The leaderboard: statistics, portable entries and the static site.
 
-* ``stats``: mean and 95 % t-interval over seeds, paired gain over the baseline, ties.
+* ``stats``: intervals (paired hierarchical bootstrap, t fallback), paired gains, ties, mean ranks.
 * ``board``: the ranking model of one track profile (rows, columns, coverage, ties).
 * ``entries``: export of one JSON entry per (method, profile), and validation of entries.
 * ``signing``: optional Ed25519 signatures of entries (keys, sign, verify against trusted keys).

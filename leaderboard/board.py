@@ -1,23 +1,30 @@
-"""The ranking model of one track profile: rows, columns, statistics, coverage, ties.
+"""The ranking model of one track profile: rows, columns, statistics, coverage, flags, ties.
 
-Design of a board (one per track + profile):
+Design of a board (one per track + profile); the statistics are defined in ``stats``:
 
 * A *row* is one method variant: (method name, method version, parameters).
 * Axes other than the seed are split into the *column axis* (``budget`` when the profile has
   one) and the *setting* axes (dataset, architecture, training recipe, ...). Each setting gets a
-  table whose columns are the budgets: the primary metric at each budget, mean ± 95 % CI over
-  seeds, as coreset papers print it. When a profile has more than one setting, an *overall* table
-  comes first, whose columns are the settings (each the mean over its budgets).
-* A row's *score* is the mean of the primary metric over all of the table's axis points, taken
-  per repeat and then t-interval'd over repeats; its *gain* is the same over paired differences
-  to the track's baseline method (same axes and repeat, hence the same seed).
-* A row is *ranked* only when it covers every axis point of the table (so its score averages the
-  same matrix as the others) and every expected cell is done. Rows that run on part of the matrix
-  by design (e.g. full-data training at budget 1.0) are shown as *reference* rows; rows with
-  missing cells are marked *incomplete*, with their coverage; neither is ranked or compared to
-  the leader, and no average of theirs is computed over cells that are not there.
-* The leader is the ranked row with the best score; a ranked row whose score interval overlaps
-  the leader's is *tied with the leader*.
+  table whose columns are the budgets: the primary metric at each budget, mean with its 95 %
+  interval (paired hierarchical bootstrap over seeds and test points where cells store
+  per-point correctness, else a t-interval over seeds, undefined below 3 seeds or at zero width).
+* A row's *score* in a setting table is the mean of the primary metric over the table's axis
+  points; its *gain* is the paired difference to the track's baseline (same axes and repeat,
+  hence the same seed and test points).
+* Settings are never averaged into one score (standard and TRADES accuracies live on different
+  scales). When a profile has more than one setting, an *overall* table comes first: its columns
+  are the settings side by side, and rows are ordered by their *mean rank* over the settings.
+* A row is *ranked* only when it covers every axis point of the table, every expected cell is
+  done, and no cell is flagged (``info["flags"]``: a degenerate model). Flagged rows are shown
+  with their flags and never lead; rows that run on part of the matrix by design (full data at
+  budget 1.0) are *reference* rows; rows with missing cells are *incomplete*, with coverage.
+* The *leader* is the ranked row with the best score (best mean rank on the overall table); a
+  ranked row is *tied* with it when the paired interval of (leader − row) contains 0 or is
+  undefined (on the overall table: tied in every setting).
+* The *baseline* is the track's baseline method as installed here: the same name, version and
+  package; a published entry can never become the baseline.
+* Accuracy tables show the constant-classifier floor (1/C, ``info["chance_floor"]``, else one
+  over the length of ``info["class_histogram"]``) as a reference row.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from coreset_bench import registry as plugins
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
-from .data import point_key, variant_key
+from .data import point_key, variant_key, version_key
 from .stats import Interval
 
 COLUMN_AXIS = "budget"
@@ -54,6 +61,8 @@ class Variant:
     points: set[str] = field(default_factory=set)  # the axis points of ``expected``
     label: str = ""
     _values: dict[str, dict[tuple[str, int], float]] = field(default_factory=dict)
+    _bits: dict[str, dict[tuple[str, int], Any]] = field(default_factory=dict)
+    _intervals: dict[tuple[Any, ...], Interval | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -74,6 +83,57 @@ class Variant:
                     hit[k] = float(v)
             self._values[metric] = hit
         return hit
+
+    def bits(self, metric: str) -> dict[tuple[str, int], Any]:
+        """(axis point, repeat) -> per-test-point correctness of ``metric`` (float 0/1 array).
+
+        Only cells whose ``info["per_point"][metric]`` decodes and agrees with the cell's metric
+        value (mean of the bits within half a test point) are used; others fall back to seeds.
+        """
+        hit = self._bits.get(metric)
+        if hit is None:
+            hit = {}
+            vals = self.values(metric)
+            for k, rec in self.done.items():
+                pp = rec["info"].get("per_point") if isinstance(rec.get("info"), Mapping) else None
+                spec = pp.get(metric) if isinstance(pp, Mapping) else None
+                if k not in vals or not isinstance(spec, Mapping):
+                    continue
+                try:
+                    vec = stats.decode_bits(spec.get("n"), spec.get("bits"))
+                except (ValueError, TypeError):
+                    continue
+                if abs(float(vec.mean()) - vals[k]) <= 0.5 / vec.size + 1e-6:
+                    hit[k] = vec
+            self._bits[metric] = hit
+        return hit
+
+    def interval(self, metric: str, points: Sequence[str], repeats: Sequence[int], groups: Mapping[str, Any]) -> Interval | None:
+        """``stats.bootstrap_mean`` of ``metric`` over ``points`` (memoized: tables share columns)."""
+        key = ("mean", metric, tuple(points), tuple(repeats))
+        if key not in self._intervals:
+            self._intervals[key] = stats.bootstrap_mean(self.values(metric), self.bits(metric), points, repeats, groups)
+        return self._intervals[key]
+
+    def paired(self, other: Variant, metric: str, points: Sequence[str], repeats: Sequence[int], direction: str, groups: Mapping[str, Any]) -> Interval | None:
+        """``stats.paired_bootstrap`` of (self − other), oriented by ``direction`` (memoized)."""
+        key = ("paired", other.key, metric, tuple(points), tuple(repeats), direction)
+        if key not in self._intervals:
+            self._intervals[key] = stats.paired_bootstrap(
+                self.values(metric), other.values(metric), self.bits(metric), other.bits(metric), points, repeats, direction, groups
+            )
+        return self._intervals[key]
+
+    def flags(self, keys: Iterable[tuple[str, int]]) -> dict[str, int]:
+        """Flag -> number of done cells among ``keys`` that carry it (``info["flags"]``)."""
+        out: dict[str, int] = {}
+        for k in keys:
+            rec = self.done.get(k)
+            fl = rec["info"].get("flags") if rec is not None and isinstance(rec.get("info"), Mapping) else None
+            if isinstance(fl, list):
+                for f in dict.fromkeys(str(x) for x in fl):
+                    out[f] = out.get(f, 0) + 1
+        return out
 
 
 @dataclass
@@ -110,6 +170,13 @@ class Row:
     leader: bool = False
     tied: bool = False
     baseline: bool = False
+    #: flag -> number of flagged cells of this row in the table (degenerate models)
+    flags: dict[str, int] = field(default_factory=dict)
+    #: paired interval of (leader − row) that decided ``tied`` (None for the leader)
+    vs_leader: Interval | None = None
+    #: overall table: mean rank over the settings, and the rank in each setting
+    mean_rank: float | None = None
+    setting_ranks: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -123,6 +190,8 @@ class Table:
     setting: dict[str, Any] = field(default_factory=dict)
     #: the points a row must cover to be ranked (the profile's matrix within this table)
     rank_points: list[str] = field(default_factory=list)
+    #: per column, the constant-classifier accuracy (1/C) when the cells declare it, else None
+    floor: list[float | None] = field(default_factory=list)
 
     @property
     def ranked_rows(self) -> list[Row]:
@@ -251,6 +320,8 @@ def _row(
     direction: str,
     secondary: Sequence[str],
     baseline: Variant | None,
+    groups: Mapping[str, Any],
+    overall: bool = False,
 ) -> Row:
     pset = set(points)
     exp = {k for k in v.expected if k[0] in pset}
@@ -271,15 +342,18 @@ def _row(
             complete.append(True)
             gains.append(None)
             continue
-        cols.append(stats.mean_over_points(vals, cp, repeats))
+        cols.append(v.interval(primary, cp, repeats, groups))
         complete.append(all((p, r) in vals for p in cp for r in repeats if (p, r) in exp))
-        gains.append(stats.paired_gain(vals, base_vals, cp, repeats, direction) if base_vals is not None else None)
+        gains.append(v.paired(baseline, primary, cp, repeats, direction, groups) if baseline is not None and base_vals is not None else None)
     full_matrix = bool(rank_points) and exp_point_set.issuperset(rank_points)
     # a row on the whole matrix is scored over the matrix; a reference row over its own points
     score_points = list(rank_points) if full_matrix else exp_points
-    score = stats.mean_over_points(vals, score_points, repeats)
-    gain = stats.paired_gain(vals, base_vals, score_points, repeats, direction) if base_vals is not None else None
-    sec = {m: stats.mean_over_points(v.values(m), score_points, repeats) for m in secondary}
+    score = v.interval(primary, score_points, repeats, groups)
+    # the overall table (several settings) shows neither a gain nor secondary metrics averaged
+    # across settings: standard and TRADES numbers are not averaged
+    gain = v.paired(baseline, primary, score_points, repeats, direction, groups) if baseline is not None and base_vals is not None and not overall else None
+    sec = {m: v.interval(m, score_points, repeats, groups) for m in secondary} if not overall else {}
+    flags = v.flags(done_keys)
     done_recs = [v.done[k] for k in done_keys]
     sel = _mean(r["timings"]["selection_s"] for r in done_recs if "selection_s" in r["timings"])
     tot = _mean(r["timings"]["total_s"] for r in done_recs if "total_s" in r["timings"])
@@ -301,6 +375,9 @@ def _row(
         note = f"{len(done_keys)} of {len(exp)} cells done"
         if v.failed:
             note += f", {v.failed} failed"
+    elif flags:
+        status = "flagged"
+        note = "degenerate model in " + ", ".join(f"{n} cell{'s' if n != 1 else ''} ({f})" for f, n in sorted(flags.items()))
     else:
         status = "ranked"
         note = ""
@@ -323,22 +400,33 @@ def _row(
         status=status,
         note=note,
         baseline=baseline is v,
+        flags=flags,
     )
 
 
-def _order(rows: list[Row], direction: str) -> list[Row]:
+_STATUS_ORDER = {"flagged": 0, "reference": 1, "incomplete": 2}
+
+
+def _vs_leader(lead: Row, row: Row, points: Sequence[str], repeats: Sequence[int], primary: str, direction: str, groups: Mapping[str, Any]) -> Interval | None:
+    """Paired interval of (leader − row), oriented so that positive means the leader is better."""
+    return lead.variant.paired(row.variant, primary, points, repeats, direction, groups)
+
+
+def _order(rows: list[Row], direction: str, points: Sequence[str], repeats: Sequence[int], primary: str, groups: Mapping[str, Any]) -> list[Row]:
     sign = -1.0 if direction == "max" else 1.0
     ranked = sorted((r for r in rows if r.ranked), key=lambda r: (sign * r.score.mean, r.variant.label))  # type: ignore[union-attr]
     others = sorted(
         (r for r in rows if not r.ranked),
-        key=lambda r: (r.status != "reference", -(r.done / r.expected if r.expected else 0.0), r.variant.label),
+        key=lambda r: (_STATUS_ORDER.get(r.status, 3), -(r.done / r.expected if r.expected else 0.0), r.variant.label),
     )
-    # keys in ranking order, so that the leader stats picks is the first ranked row
-    lead, tied = stats.ties_with_leader({f"{i:08d}": r.score for i, r in enumerate(ranked)}, direction)
     for i, r in enumerate(ranked):
         r.rank = i + 1
-        r.leader = f"{i:08d}" == lead
-        r.tied = f"{i:08d}" in tied
+    if ranked:
+        lead = ranked[0]
+        lead.leader = True
+        for r in ranked[1:]:
+            r.vs_leader = _vs_leader(lead, r, points, repeats, primary, direction, groups)
+            r.tied = stats.is_tied(r.vs_leader)
     return ranked + others
 
 
@@ -355,13 +443,59 @@ def build_table(
     baseline: Variant | None,
     setting: dict[str, Any] | None = None,
     rank_points: Sequence[str] | None = None,
+    groups: Mapping[str, Any] | None = None,
+    floors: Mapping[str, float] | None = None,
 ) -> Table:
-    """A ranking table; ``rank_points`` defaults to the points of its non-extra columns."""
+    """A ranking table; ``rank_points`` defaults to the points of its non-extra columns.
+
+    ``groups``: axis point -> test-set group (points of one group share their test points);
+    ``floors``: axis point -> constant-classifier accuracy.
+    """
+    groups = groups or {}
     points = [p for c in columns for p in c.points]
     ranked_on = list(rank_points) if rank_points is not None else [p for c in columns if not c.extra for p in c.points]
-    rows = [_row(v, columns, points, ranked_on, repeats, primary, direction, secondary, baseline) for v in variants]
+    rows = [_row(v, columns, points, ranked_on, repeats, primary, direction, secondary, baseline, groups, kind == "overall") for v in variants]
     rows = [r for r in rows if r.expected > 0]
-    return Table(title, slug, columns, points, _order(rows, direction), kind, setting or {}, ranked_on)
+    floor: list[float | None] = []
+    for c in columns:
+        fl = {round(floors[p], 12) for p in c.points if floors and p in floors}
+        floor.append(fl.pop() if len(fl) == 1 and all(floors and p in floors for p in c.points) else None)
+    return Table(title, slug, columns, points, _order(rows, direction, ranked_on, repeats, primary, groups), kind, setting or {}, ranked_on, floor)
+
+
+def rank_overall(overall: Table, settings: Sequence[Table], repeats: Sequence[int], primary: str, direction: str, groups: Mapping[str, Any]) -> None:
+    """Order the overall table by mean rank over the settings (never by an average across them).
+
+    A row is ranked when it is ranked (complete, unflagged) in every setting; ranks per setting
+    are recomputed among those rows. The leader has the best mean rank (ties: the better rank
+    sum of paired wins is not attempted; the label decides); a row is tied with the leader when
+    the paired interval of (leader − row) contains 0 or is undefined in every setting.
+    """
+    by_setting = [{r.variant.key: r for r in t.rows} for t in settings]
+    cands = [r for r in overall.rows if r.ranked and all(r.variant.key in m and m[r.variant.key].ranked for m in by_setting)]
+    for r in overall.rows:
+        r.rank, r.leader, r.tied, r.vs_leader = None, False, False, None
+        if r.ranked and r not in cands:
+            r.ranked = False
+            r.status = "flagged" if r.flags else "incomplete"
+            r.note = r.note or "not ranked in every setting"
+    scores = {r.variant.key: [m[r.variant.key].score.mean for m in by_setting] for r in cands}  # type: ignore[union-attr]
+    sign = -1.0 if direction == "max" else 1.0
+    mr = stats.mean_ranks({"\x00".join(k): v for k, v in scores.items()}, direction)
+    for r in cands:
+        r.mean_rank = mr["\x00".join(r.variant.key)]
+        r.setting_ranks = [1 + sum(1 for o in cands if sign * scores[o.variant.key][s] < sign * scores[r.variant.key][s]) for s in range(len(settings))]
+    ranked = sorted(cands, key=lambda r: (r.mean_rank, r.variant.label))
+    others = sorted((r for r in overall.rows if r not in cands), key=lambda r: (_STATUS_ORDER.get(r.status, 3), -(r.done / r.expected if r.expected else 0.0), r.variant.label))
+    for i, r in enumerate(ranked):
+        r.rank = i + 1
+    if ranked:
+        lead = ranked[0]
+        lead.leader = True
+        for r in ranked[1:]:
+            diffs = [_vs_leader(lead, r, t.rank_points, repeats, primary, direction, groups) for t in settings]
+            r.tied = all(stats.is_tied(d) for d in diffs)
+    overall.rows = ranked + others
 
 
 def _labels(variants: Sequence[Variant]) -> None:
@@ -389,6 +523,62 @@ def primary_metric(track: Track, profile: Profile) -> str:
     """The track's primary metric on ``profile`` (``track.primary_for(profile)`` where defined)."""
     fn = getattr(track, "primary_for", None)
     return str(fn(profile)) if callable(fn) else track.primary_metric
+
+
+def suite_baseline(track: Track, variants: Sequence[Variant], primary: str, warnings: list[str] | None = None) -> Variant | None:
+    """The track's baseline row: the baseline method as installed here (same name, version and package).
+
+    A row of that name from elsewhere (another version, another package: a published entry) is
+    never the baseline. Among matching rows (different parameters), the installed defaults come
+    first, then the most cells.
+    """
+    name = track.baseline_method
+    if not name:
+        return None
+    try:
+        inst = plugins.method(name)
+    except LookupError:
+        if warnings is not None and any(v.method == name for v in variants):
+            warnings.append(f"the baseline method {name!r} is not installed here, so no row is used as the baseline")
+        return None
+    pkg = str(getattr(inst, "package", "") or "")
+    cands = [v for v in variants if v.method == name and str(v.version) == str(inst.version) and (v.package or "") == pkg]
+    if not cands:
+        if warnings is not None and any(v.method == name for v in variants):
+            warnings.append(f"no results of the installed baseline {name}@{inst.version} ({pkg}); gains are not shown")
+        return None
+    defaults = dict(getattr(inst, "params", {}) or {})
+    return max(cands, key=lambda v: (v.params == defaults, len(v.values(primary))))
+
+
+def _test_group(point: str) -> Any:
+    """Points of one dataset share their test points (the bootstrap resamples them together)."""
+    try:
+        axes = json.loads(point)
+    except ValueError:
+        return point
+    return json.dumps(axes.get("dataset")) if isinstance(axes, dict) else point
+
+
+def _is_accuracy(metric: str) -> bool:
+    return metric == "acc" or metric.endswith("_acc")
+
+
+def _floors(variants: Sequence[Variant]) -> dict[str, float]:
+    """Axis point -> constant-classifier accuracy (``info["chance_floor"]``, else 1 / #classes)."""
+    out: dict[str, float] = {}
+    for v in variants:
+        for (p, _r), rec in v.done.items():
+            if p in out:
+                continue
+            info = rec.get("info") or {}
+            fl = info.get("chance_floor")
+            hist = info.get("class_histogram")
+            if isinstance(fl, (int, float)) and not isinstance(fl, bool) and 0.0 < fl <= 1.0:
+                out[p] = float(fl)
+            elif isinstance(hist, list) and hist:
+                out[p] = 1.0 / len(hist)
+    return out
 
 
 def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, Any]]) -> Board:
@@ -419,13 +609,9 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
             v.done[k] = rec
     if stray:
         warnings.append(f"{stray} runs lie outside the profile's matrix (axes or repeat) and are not shown")
-    vlist = sorted(variants.values(), key=lambda v: (v.method, v.version, v.key[2]))
+    vlist = sorted(variants.values(), key=lambda v: (v.method, version_key(v.version), v.key[2]))
     _labels(vlist)
-    baseline = None
-    if track.baseline_method:
-        cands = [v for v in vlist if v.method == track.baseline_method]
-        if cands:
-            baseline = max(cands, key=lambda v: (len(v.values(primary)), v.version))
+    baseline = suite_baseline(track, vlist, primary, warnings)
     # secondary metrics: the track's, then the other metrics it declares a direction for, each
     # shown only when some run reports it
     wanted = [m for m in (*track.secondary_metrics, *directions) if m != primary]
@@ -437,13 +623,18 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
             fraction_metrics.add(m)
     extra = sorted({p for v in vlist for p in v.points} - {point_key(ap) for ap in profile.axis_points()})
     col_axis, layout = profile_layout(profile, [json.loads(p) for p in extra])
+    all_points = {p for v in vlist for p in v.points}
+    groups = {p: _test_group(p) for p in all_points}
+    floors = _floors(vlist) if _is_accuracy(primary) else {}
     tables: list[Table] = []
     args = (repeats, primary, direction, secondary, baseline)
+    for setting, cols in layout:
+        title = _setting_title(setting) or profile.short
+        tables.append(build_table(title, _slug(_setting_label(setting)), "setting", cols, vlist, *args, setting=setting, groups=groups, floors=floors))
     if len(layout) > 1:
         cols = [Column(_setting_label(s), [p for c in cs for p in c.points], dict(s), _setting_title(s)) for s, cs in layout]
         rank = [p for _, cs in layout for c in cs if not c.extra for p in c.points]
-        tables.append(build_table("Overall", "overall", "overall", cols, vlist, *args, rank_points=rank))
-    for setting, cols in layout:
-        title = _setting_title(setting) or profile.short
-        tables.append(build_table(title, _slug(_setting_label(setting)), "setting", cols, vlist, *args, setting=setting))
+        overall = build_table("Overall", "overall", "overall", cols, vlist, *args, rank_points=rank, groups=groups, floors=floors)
+        rank_overall(overall, tables, repeats, primary, direction, groups)
+        tables.insert(0, overall)
     return Board(track, profile, vlist, baseline, tables, col_axis, primary, direction, secondary, fraction_metrics, warnings)

@@ -222,3 +222,22 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     out["first_run"] = min(dates) if dates else ""
     out["last_run"] = max(dates) if dates else ""
     return out
+
+
+def version_key(version: Any) -> tuple[int, Any]:
+    """A sort key that compares versions as versions ("10" > "9", "1.10" > "1.9").
+
+    PEP 440 versions compare with ``packaging.version``; others as tuples of the integers in
+    them; anything else after every parsed version, by its text.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    text = str(version)
+    try:
+        return (0, Version(text))
+    except InvalidVersion:
+        pass
+    parts = text.split(".")
+    if parts and all(p.isdigit() for p in parts):
+        return (1, tuple(int(p) for p in parts))
+    return (2, text)

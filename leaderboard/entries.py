@@ -25,6 +25,22 @@ recomputed from the axes and repeat), that metrics are finite, that the aggregat
 digest agree with the cells (an edited number is caught), and that the coverage claim is true.
 An incomplete entry is valid; it is marked incomplete on the board, never averaged silently.
 ``check_entry`` raises ``EntryError`` with a one-line reason instead.
+
+Enforced before anything else is read from a file (``load_entry``, ``load_entries``):
+
+* files above ``MAX_ENTRY_BYTES`` (16 MiB) are rejected before parsing, and JSON nested deeper
+  than ``MAX_DEPTH`` levels is rejected (never a recursion error);
+* every block has a closed set of keys (``SCHEMA_KEYS``; ``info`` of the coreset track:
+  ``CORESET_INFO_KEYS`` plus ``method_*``); an unknown key anywhere is rejected. Free-form maps
+  are the method's ``params``, a cell's ``axes``, ``metrics`` and ``timings``, and the ``info``
+  of tracks without a declared key set;
+* every metric lies in its declared range (``METRIC_RANGES``: accuracies, AUCs and rates in
+  [0, 1], correlations in [-1, 1], anything else finite with |x| <= 1e12); timings are finite,
+  >= 0 and <= 1e9 s;
+* a method name owned by an installed plugin (every built-in method name is owned by
+  ``coreset-bench``) is reserved: an entry of that name from another package is rejected;
+* any exception while loading or validating one entry rejects that entry with a one-line
+  reason, and the other entries still render.
 """
 
 from __future__ import annotations
@@ -50,6 +66,54 @@ from .data import load_store_records, point_key, provenance_of, variant_key
 
 SCHEMA = "coreset-bench/entry"
 SCHEMA_VERSION = 1
+
+MAX_ENTRY_BYTES = 16 * 1024 * 1024  # larger files are rejected before parsing
+MAX_DEPTH = 32  # nesting levels of JSON containers
+
+#: the closed key set of every block of an entry (``optional``: keys that may be absent)
+SCHEMA_KEYS: dict[str, frozenset[str]] = {
+    "entry": frozenset({"schema", "schema_version", "track", "profile", "method", "provenance", "coverage", "cells", "cells_sha256", "aggregates", "signature"}),
+    "profile": frozenset({"id", "name", "version"}),
+    "method": frozenset({"name", "version", "kind", "summary", "citation", "params", "package", "package_version"}),
+    "provenance": frozenset({
+        "coreset_bench_version", "plugin_package", "plugin_version", "git_commit", "device", "torch_version",
+        "first_run", "last_run", "exported", "exported_with",
+    }),
+    "coverage": frozenset({"done", "expected", "complete"}),
+    "cell": frozenset({"key", "axes", "repeat", "seed", "metrics", "timings", "info", "subsets", "finished"}),
+    "subset": frozenset({"kind", "name", "sha256", "size"}),
+    "aggregates": frozenset({"points"}),
+    "aggregate point": frozenset({"axes", "metrics"}),
+    "aggregate metric": frozenset({"mean", "ci95", "n"}),
+    "signature": frozenset({"algorithm", "key_id", "public_key", "signature"}),
+    "per_point": frozenset({"n", "bits", "points_sha"}),
+}
+#: ``info`` keys the coreset track writes (plus ``method_<key>``, the method's own ``info``)
+CORESET_INFO_KEYS = frozenset({
+    "budget", "pool_size", "realized_size", "weighted", "proxy_shared", "proxy_key", "signals", "class_histogram",
+    "test_size", "subset_sha256", "primary_metric", "flags", "pred_histogram", "chance_floor", "per_point",
+    "underrepresented_classes", "never_predicted_classes",
+})
+INFO_KEYS: dict[str, frozenset[str]] = {"coreset": CORESET_INFO_KEYS}
+
+#: declared metric ranges, first match wins: (name pattern, low, high, what)
+METRIC_RANGES: tuple[tuple[re.Pattern[str], float, float, str], ...] = (
+    (re.compile(r"(^|_)acc($|_)"), 0.0, 1.0, "an accuracy"),
+    (re.compile(r"(^|_)auc($|_)"), 0.0, 1.0, "an AUC"),
+    (re.compile(r"(^|_)(rate|fraction|flag|ok|tpr|fpr|precision|recall)($|_)"), 0.0, 1.0, "a rate"),
+    (re.compile(r"^(spearman|pearson|cosine|kendall)($|_)"), -1.0, 1.0, "a correlation"),
+    (re.compile(r"^gain$"), -1.0, 1.0, "an accuracy difference"),
+)
+OTHER_METRIC_BOUND = 1e12  # |x| of any other metric
+TIMING_BOUND = 1e9  # seconds
+
+
+def metric_range(name: str) -> tuple[float, float, str]:
+    """(low, high, what) a metric of this name must lie in."""
+    for pat, lo, hi, what in METRIC_RANGES:
+        if pat.search(name):
+            return lo, hi, what
+    return -OTHER_METRIC_BOUND, OTHER_METRIC_BOUND, "a metric"
 
 
 class EntryError(ValueError):
@@ -267,19 +331,68 @@ def known_profiles_from_plugins() -> dict[str, Profile]:
 
 
 def load_entry(path: str | Path) -> dict[str, Any]:
-    """Parse an entry file; ``EntryError`` for unreadable or malformed JSON."""
+    """Parse an entry file; ``EntryError`` for unreadable, oversized, too deep or malformed JSON."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        size = p.stat().st_size
+        if size > MAX_ENTRY_BYTES:
+            raise EntryError(f"file is {size} bytes, above the {MAX_ENTRY_BYTES} byte limit for an entry; not parsed")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_ENTRY_BYTES + 1)
+    except OSError as exc:
         raise EntryError(f"cannot read: {exc}") from exc
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise EntryError(f"file is above the {MAX_ENTRY_BYTES} byte limit for an entry; not parsed")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EntryError(f"cannot read: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    depth = _max_depth_of_text(text)
+    if depth > MAX_DEPTH:
+        raise EntryError(f"JSON nested {depth} levels deep, above the limit of {MAX_DEPTH}; not parsed")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EntryError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError:
+        raise EntryError(f"JSON nested too deeply (limit {MAX_DEPTH} levels); not parsed") from None
     if not isinstance(obj, dict):
         raise EntryError(f"malformed entry: the top level is a JSON {type(obj).__name__}, not an object")
     return obj
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def _max_depth_of_text(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside JSON strings (vectorized, no recursion)."""
+    import numpy as np
+
+    bare = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    if not bare:
+        return 0
+    arr = np.frombuffer(bare, dtype=np.uint8)
+    step = np.isin(arr, (ord("["), ord("{"))).astype(np.int64) - np.isin(arr, (ord("]"), ord("}"))).astype(np.int64)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _max_depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON containers (iterative)."""
+    best = 0
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            vals = o.values()
+        elif isinstance(o, list):
+            vals = o
+        else:
+            continue
+        best = max(best, d)
+        if best > MAX_DEPTH:
+            return best
+        stack.extend((v, d + 1) for v in vals)
+    return best
 
 
 def _is_number(v: Any) -> bool:
@@ -318,6 +431,12 @@ def _schema_problems(obj: Any) -> list[str]:
         "aggregates": dict,
     }
     problems = []
+    depth = _max_depth(obj)
+    if depth > MAX_DEPTH:
+        return [f"JSON nested {depth} levels deep, above the limit of {MAX_DEPTH}"]
+    unknown = _unknown_key(obj, SCHEMA_KEYS["entry"], "the entry")
+    if unknown:
+        return [unknown]
     for k, t in spec.items():
         if k not in obj:
             problems.append(f"schema: missing field {k!r}")
@@ -325,6 +444,20 @@ def _schema_problems(obj: Any) -> list[str]:
             problems.append(f"schema: field {k!r} must be a JSON {'object' if t is dict else 'array' if t is list else 'string'}")
     if problems:
         return problems
+    for block in ("profile", "method", "provenance", "coverage", "aggregates"):
+        unknown = _unknown_key(obj[block], SCHEMA_KEYS[block], block)
+        if unknown:
+            return [unknown]
+    if "signature" in obj:
+        sig = obj["signature"]
+        if not isinstance(sig, dict):
+            return ["schema: signature must be a JSON object"]
+        unknown = _unknown_key(sig, SCHEMA_KEYS["signature"], "signature")
+        if unknown:
+            return [unknown]
+        bad_sig = [k for k, v in sig.items() if not isinstance(v, str)]
+        if bad_sig:
+            return [f"schema: signature.{bad_sig[0]} must be a string"]
     for block, fields in (
         ("profile", {"id": str, "version": int}),
         ("method", {"name": str, "version": str, "params": dict}),
@@ -339,9 +472,27 @@ def _schema_problems(obj: Any) -> list[str]:
         bad_text = [k for k in keys if k in obj[block] and not isinstance(obj[block][k], str)]
         if bad_text:
             problems.append(f"schema: {block}.{bad_text[0]} must be a string")
+    if problems:
+        return problems
+    for k, p in enumerate(obj["aggregates"]["points"]):
+        if not isinstance(p, dict):
+            return [f"schema: aggregates.points[{k}] is not an object"]
+        unknown = _unknown_key(p, SCHEMA_KEYS["aggregate point"], f"aggregates.points[{k}]")
+        if unknown:
+            return [unknown]
+        for m, agg in (p.get("metrics") or {}).items() if isinstance(p.get("metrics"), dict) else ():
+            if isinstance(agg, dict):
+                unknown = _unknown_key(agg, SCHEMA_KEYS["aggregate metric"], f"aggregates.points[{k}].metrics.{m}")
+                if unknown:
+                    return [unknown]
+    info_keys = INFO_KEYS.get(obj["track"]) if isinstance(obj["track"], str) else None
     for i, c in enumerate(obj["cells"]):
         if not isinstance(c, dict):
             problems.append(f"schema: cells[{i}] is not an object")
+            break
+        unknown = _unknown_key(c, SCHEMA_KEYS["cell"], f"cells[{i}]")
+        if unknown:
+            problems.append(unknown)
             break
         bad = [
             f
@@ -351,11 +502,82 @@ def _schema_problems(obj: Any) -> list[str]:
         if bad:
             problems.append(f"schema: cells[{i}] lacks or mistypes {', '.join(bad)}")
             break
+        where = f"cells[{i}] ({_axes_text(c['axes'])}, repeat {c['repeat']})"
         nonfinite = [m for m, v in c["metrics"].items() if not _is_number(v)]
         if nonfinite:
-            problems.append(f"cells[{i}] ({_axes_text(c['axes'])}, repeat {c['repeat']}): metric {nonfinite[0]} is not a finite number")
+            problems.append(f"{where}: metric {nonfinite[0]} is not a finite number")
+            break
+        out_of_range = next(((m, v) for m, v in c["metrics"].items() if not metric_range(m)[0] <= v <= metric_range(m)[1]), None)
+        if out_of_range is not None:
+            m, v = out_of_range
+            lo, hi, what = metric_range(m)
+            problems.append(f"{where}: metric {m} = {v:.6g} is outside [{lo:g}, {hi:g}], the range of {what}")
+            break
+        bad_timing = next((k for k, v in c["timings"].items() if not (_is_number(v) and 0.0 <= v <= TIMING_BOUND)), None)
+        if bad_timing is not None:
+            problems.append(f"{where}: timing {bad_timing} = {c['timings'][bad_timing]!r} is not a finite number of seconds in [0, {TIMING_BOUND:g}]")
+            break
+        bad_subset = next((j for j, sub in enumerate(c["subsets"]) if not isinstance(sub, dict) or _unknown_key(sub, SCHEMA_KEYS["subset"], "")), None)
+        if bad_subset is not None:
+            sub = c["subsets"][bad_subset]
+            problems.append(_unknown_key(sub, SCHEMA_KEYS["subset"], f"{where} subsets[{bad_subset}]") if isinstance(sub, dict) else f"schema: {where} subsets[{bad_subset}] is not an object")
+            break
+        info_problem = _info_problem(c["info"], info_keys, c["metrics"])
+        if info_problem:
+            problems.append(f"{where}: {info_problem}")
             break
     return problems
+
+
+def _unknown_key(block: Mapping[str, Any], allowed: frozenset[str], where: str) -> str:
+    """A one-line reason naming the first key of ``block`` outside ``allowed`` ('' if none)."""
+    extra = sorted(k for k in block if k not in allowed)
+    if not extra:
+        return ""
+    name = extra[0] if len(extra[0]) <= 60 else extra[0][:57] + "..."
+    return f"schema: unknown key {name!r} in {where} (allowed: {', '.join(sorted(allowed))}); remove it or re-export with this coreset-bench"
+
+
+def _is_count_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+
+
+def _info_problem(info: Mapping[str, Any], allowed: frozenset[str] | None, metrics: Mapping[str, Any]) -> str:
+    """The first problem of a cell's ``info`` ('' if none): unknown keys, and the types of the keys the board reads."""
+    if allowed is not None:
+        extra = sorted(k for k in info if k not in allowed and not k.startswith("method_"))
+        if extra:
+            return _unknown_key({extra[0]: None}, allowed, "info").replace("(allowed: ", "(allowed: method_*, ")
+    for k in ("budget", "realized_size", "pool_size", "test_size"):
+        v = info.get(k)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**12):
+            return f"info.{k} must be a non-negative integer"
+    if "flags" in info and not (isinstance(info["flags"], list) and all(isinstance(f, str) and 0 < len(f) <= 100 for f in info["flags"])):
+        return "info.flags must be a list of short strings"
+    for k in ("class_histogram", "pred_histogram"):
+        if k in info and not _is_count_list(info[k]):
+            return f"info.{k} must be a list of non-negative integers"
+    if "chance_floor" in info:
+        v = info["chance_floor"]
+        if not (_is_number(v) and 0.0 < v <= 1.0):
+            return "info.chance_floor must be a number in (0, 1]"
+    if "per_point" in info:
+        pp = info["per_point"]
+        if not isinstance(pp, dict):
+            return "info.per_point must be an object {metric: {n, bits}}"
+        for m, spec in pp.items():
+            if m not in metrics:
+                return f"info.per_point.{m} is not a metric of the cell"
+            if not isinstance(spec, dict):
+                return f"info.per_point.{m} must be an object with n and bits"
+            unknown = _unknown_key(spec, SCHEMA_KEYS["per_point"], f"info.per_point.{m}")
+            if unknown:
+                return unknown
+            try:
+                stats.decode_bits(spec.get("n"), spec.get("bits"))
+            except (ValueError, TypeError) as exc:
+                return f"info.per_point.{m}: {exc}"
+    return ""
 
 
 def _as_profile_map(known_profiles: Mapping[str, Profile] | Iterable[Profile]) -> dict[str, Profile]:
@@ -395,6 +617,9 @@ def validate_entry(
     tracks = tracks if tracks is not None else plugins.tracks()
     track = tracks.get(profile.track)
     meth = obj["method"]
+    reserved = reserved_name_problem(meth)
+    if reserved:
+        return [reserved]
     if track is not None:
         expected = expected_cells(track, profile, meth["name"], meth["version"], meth["params"])
     else:
@@ -454,6 +679,27 @@ def validate_entry(
     return problems
 
 
+def reserved_name_problem(method: Mapping[str, Any]) -> str:
+    """'' unless the entry's method name belongs to an installed plugin of another package.
+
+    Built-in method names (``random``, ``full``, ...) are owned by ``coreset-bench``; an entry of
+    such a name from any other package is an impostor and could take a reference row's place.
+    """
+    name = method.get("name")
+    try:
+        installed = plugins.method(str(name))
+    except LookupError:
+        return ""
+    owner = str(getattr(installed, "package", "") or "")
+    claimed = str(method.get("package") or "")
+    if owner and claimed != owner:
+        return (
+            f"method name {name!r} is reserved by the installed package {owner!r} but this entry is from "
+            f"package {claimed or '(none)'!r}; rename the method"
+        )
+    return ""
+
+
 def check_entry(
     obj: Any, known_profiles: Mapping[str, Profile] | Iterable[Profile], *, tracks: Mapping[str, Track] | None = None
 ) -> dict[str, Any]:
@@ -509,6 +755,12 @@ def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
     return out
 
 
+def one_line_error(what: str, exc: BaseException) -> str:
+    """``what: ExcType: message`` on one line, at most 300 characters."""
+    text = " ".join(f"{what}: {type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 @dataclass
 class LoadedEntries:
     accepted: list[tuple[Path, dict[str, Any]]]
@@ -550,6 +802,9 @@ def load_entries(
                 obj = check_entry(obj, known, tracks=tracks)
             except EntryError as exc:
                 rejected.append((f, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not take down the board
+                rejected.append((f, one_line_error("could not be checked", exc)))
                 continue
             accepted.append((f, obj))
             verdicts[f] = verdict

@@ -99,6 +99,10 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
                 (line,) = ax.plot(xs, ys, "--" if row.baseline else "-", marker="o", ms=3, lw=1.4, color=color)
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
                 legend.setdefault(v.label, line)
+            floors = {f for f, c in zip(table.floor, table.columns) if f is not None and not c.extra}
+            if len(floors) == 1:  # the constant-classifier accuracy (1/C): a reference line
+                floor_line = ax.axhline(floors.pop() * scale, color="0.45", lw=1.0, ls=":")
+                legend.setdefault("constant classifier (1/C)", floor_line)
             ax.set_title(_label(table.title), fontsize=9)
             ax.set_xlabel(board.column_axis)
             ax.set_ylabel(_label(board.primary) + unit)
@@ -106,7 +110,7 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
         for j in range(n, nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         if legend:
-            labels = [v.label for v in drawn if v.label in legend]
+            labels = [v.label for v in drawn if v.label in legend] + [k for k in legend if k == "constant classifier (1/C)"]
             fig.legend([legend[k] for k in labels], [_label(k) for k in labels], loc="center left", bbox_to_anchor=((width - legend_w + 0.1) / width, 0.5), frameon=False, fontsize=8)
         fig.savefig(path, format="svg", metadata=_META)
         plt.close(fig)
@@ -156,7 +160,8 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         for _name, color, ms, alpha, idx in groups:
             if not idx:
                 continue
-            yerr = [(rows[i].score.half_width or 0.0) * scale for i in idx]  # type: ignore[union-attr]
+            lo_hi = [rows[i].score.bounds() for i in idx]  # type: ignore[union-attr]
+            yerr = [[(rows[i].score.mean - lo) * scale for i, (lo, _) in zip(idx, lo_hi)], [(hi - rows[i].score.mean) * scale for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
             ax.errorbar([pts[i][0] for i in idx], [pts[i][1] for i in idx], yerr=yerr, fmt="o", ms=ms, capsize=2, color=color, alpha=alpha, lw=1)
         for i, (r, (x, y)) in enumerate(zip(rows, pts)):
             if i in on_front or r.baseline or r.leader or len(rows) <= 15:

@@ -42,8 +42,8 @@ from coreset_bench.tracks.base import Profile, Track
 
 from . import figures
 from .board import Board, Table, build_board, primary_metric
-from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key
-from .entries import entry_records, load_entries
+from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key, version_key
+from .entries import entry_records, load_entries, one_line_error
 from .signing import Trust
 from .stats import Interval
 
@@ -93,14 +93,34 @@ def _num(x: float, scale: float) -> str:
 
 
 def fmt_interval(iv: Interval | None, scale: float = 1.0, signed: bool = False) -> str:
+    """``mean ± h`` (t-interval), ``mean [lo, hi]`` (percentile bootstrap), or the mean with
+    "no interval" when it is undefined (too few seeds or zero width): never "± 0"."""
     if iv is None:
         return "—"
     m = _num(iv.mean, scale)
-    if signed and iv.mean >= 0:
+    if m.startswith("-") and not m.strip("-0."):  # a tiny negative that rounds to zero
+        m = m[1:]
+    if signed and not m.startswith("-"):
         m = "+" + m
-    if iv.half_width is None:
-        return f"{m} (n=1)"
-    return f"{m} ± {_num(iv.half_width, scale)}"
+    if not iv.defined:
+        return f"{m} (no interval, n={iv.n})"
+    if iv.method == "bootstrap":
+        return f"{m} [{_num(iv.bounds()[0], scale)}, {_num(iv.bounds()[1], scale)}]"
+    hw = _num(iv.half_width or 0.0, scale)
+    if not hw.strip("0."):  # a nonzero width that rounds to zero is not shown as "± 0"
+        hw = "< 0.01" if scale == 100.0 else f"{(iv.half_width or 0.0) * scale:.1e}"
+    return f"{m} ± {hw}"
+
+
+def interval_title(iv: Interval | None, what: str = "seeds") -> str:
+    """A tooltip saying which interval this is, or why there is none."""
+    if iv is None:
+        return "no complete seed"
+    if not iv.defined:
+        return f"n={iv.n} {what}; interval undefined: {iv.reason or 'too little data'}"
+    if iv.method == "bootstrap":
+        return f"n={iv.n} {what} × {iv.points} test points; 95 % paired hierarchical bootstrap, percentile method"
+    return f"n={iv.n} {what}; 95 % t-interval over seeds (no per-point data)"
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -346,10 +366,15 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     for c in table.columns:
         note = " (outside the profile's matrix: run by design by reference methods such as full data)" if c.extra else ""
         headers.append({"label": c.label, "title": f"{primary} at {c.title}{note}", "type": "num", "first": first})
-    headers.append({"label": "mean", "title": f"{primary} averaged over the table's matrix per seed", "type": "num", "first": first})
-    if base is not None:
+    overall = table.kind == "overall"
+    if overall:
+        headers.append({"label": "mean rank", "title": "mean over the settings of the row's rank in each (settings are never averaged)", "type": "num", "first": "asc"})
+    else:
+        headers.append({"label": "mean", "title": f"{primary} averaged over the table's matrix per seed", "type": "num", "first": first})
+    if base is not None and not overall:
         headers.append({"label": f"gain vs {base}", "title": f"mean gain over {base}, paired by seed ({_unit(board, primary, True) or 'raw'})", "type": "num", "first": "desc"})
-    for m in board.secondary:
+    secondary = [] if overall else board.secondary  # never averaged across settings
+    for m in secondary:
         sdir = "desc" if board.track.metric_directions.get(m, "max") == "max" else "asc"
         headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir})
     headers += [
@@ -365,7 +390,13 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
         if r.leader:
             badges.append(("leader", "b-leader", "best mean among complete rows"))
         if r.tied:
-            badges.append(("tied", "b-tied", "95 % interval overlaps the leader's"))
+            why = "tied with the leader in every setting (paired)" if overall else (
+                "the paired 95 % interval of (leader − row) contains 0 or is undefined: "
+                + (fmt_interval(r.vs_leader, scale, signed=True) if r.vs_leader is not None else "no paired seed")
+            )
+            badges.append(("tied", "b-tied", why))
+        if r.flags:
+            badges.append(("flagged: " + ", ".join(sorted(r.flags)), "b-flagged", "degenerate model, never the leader: " + r.note if r.status == "flagged" else "degenerate model in some cells: " + ", ".join(f"{f} ({n} cells)" for f, n in sorted(r.flags.items()))))
         if r.baseline:
             badges.append(("baseline", "b-baseline", "gains are measured against this method"))
         if r.status == "incomplete":
@@ -386,23 +417,34 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
                 cells.append(_cell("n/a", None, title="not run at this point by design", cls="na"))
                 continue
             text = fmt_interval(iv, scale)
-            title = f"n={iv.n} seeds" if iv is not None else "no complete seed"
+            title = interval_title(iv)
             cls = "" if complete else "partial"
             if not complete:
                 title += "; some cells missing"
                 text += " †"
             sub = fmt_interval(g, scale, signed=True) if g is not None else ""
             cells.append(_cell(text, iv.mean if iv is not None else None, title=title, cls=cls, sub=sub))
-        cells.append(
-            _cell(
-                fmt_interval(r.score, scale) + (" †" if r.status == "incomplete" and r.score is not None else ""),
-                r.score.mean if r.score is not None else None,
-                title=(f"n={r.score.n} seeds" if r.score else "no complete seed") + (f"; {r.note}" if r.note else ""),
-                cls="score" + (" partial" if r.status == "incomplete" else ""),
+        if overall:
+            ranks = ", ".join(f"{c.label}: {k}" for c, k in zip(table.columns, r.setting_ranks))
+            cells.append(
+                _cell(
+                    f"{r.mean_rank:.2f}" if r.mean_rank is not None else "—",
+                    r.mean_rank,
+                    title=(f"rank per setting: {ranks}" if r.mean_rank is not None else "not ranked in every setting") + (f"; {r.note}" if r.note else ""),
+                    cls="score",
+                )
             )
-        )
+        else:
+            cells.append(
+                _cell(
+                    fmt_interval(r.score, scale) + (" †" if r.status == "incomplete" and r.score is not None else ""),
+                    r.score.mean if r.score is not None else None,
+                    title=interval_title(r.score) + (f"; {r.note}" if r.note else ""),
+                    cls="score" + (" partial" if r.status == "incomplete" else ""),
+                )
+            )
         dagger = " †" if r.status == "incomplete" else ""
-        if base is not None:
+        if base is not None and not overall:
             if r.baseline:
                 cells.append(_cell("baseline", None, cls="na"))
             else:
@@ -410,13 +452,13 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
                     _cell(
                         fmt_interval(r.gain, scale, signed=True) + (dagger if r.gain is not None else ""),
                         r.gain.mean if r.gain is not None else None,
-                        title=f"n={r.gain.n} paired seeds" if r.gain else "no paired seed",
+                        title=interval_title(r.gain, "paired seeds") if r.gain else "no paired seed",
                         cls="partial" if dagger else "",
                     )
                 )
-        for m in board.secondary:
+        for m in secondary:
             iv = r.secondary.get(m)
-            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (dagger if iv is not None else ""), iv.mean if iv is not None else None, cls="partial" if dagger else ""))
+            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="partial" if dagger else ""))
         cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
         cells.append(_cell(fmt_seconds(r.total_s), r.total_s))
         if r.realized_ratio is None:
@@ -425,19 +467,51 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             cells.append(_cell(f"{r.realized_ratio * 100:.1f} % of budget", r.realized_ratio, title=f"{r.realized_short} cells below the budget"))
         cov = r.done / r.expected if r.expected else 0.0
         cells.append(_cell(f"{r.done}/{r.expected}", cov, title=r.note or "complete", cls="" if r.done == r.expected else "partial"))
-        classes = [f"st-{r.status}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else [])
+        classes = [f"st-{r.status}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else []) + (["flagged"] if r.flags else [])
         rows.append({"cls": " ".join(classes), "cells": cells, "method": v.label})
+    floor_row = None
+    if any(f is not None for f in table.floor):
+        n_before = 2
+        fcells = [_cell("–"), _cell("constant classifier (floor)", title="accuracy of always predicting one class: 1 / number of classes")]
+        for f in table.floor:
+            fcells.append(_cell(_num(f, scale) if f is not None else "—", f, cls="floor"))
+        n_after = len(headers) - n_before - len(table.floor)
+        fcells += [_cell("", cls="na") for _ in range(n_after)]
+        floor_row = {"cls": "floor", "cells": fcells}
+    footnotes = [
+        f"{r.variant.label}: {r.note}" if r.status == "flagged" else f"{r.variant.label}: degenerate model in " + ", ".join(f"{n} cell{'s' if n != 1 else ''} ({f})" for f, n in sorted(r.flags.items()))
+        for r in table.rows
+        if r.flags
+    ]
     n_seeds = len(board.profile.seeds)
     unit = _unit(board, primary)
-    explain = (
-        f"Columns {table.columns[0].label} … {table.columns[-1].label}: {primary}"
-        + (f" ({unit})" if unit else "")
-        + (f" at each {board.column_axis}" if table.kind == "setting" and board.column_axis else " per setting (mean over its matrix)")
-        + f", mean ± 95 % t-interval over {n_seeds} seed{'s' if n_seeds != 1 else ''}"
-        + (f"; second line: gain over {base} ({_unit(board, primary, True) or 'raw'}), paired by seed" if base else "")
-        + ". † marks values over an incomplete set of cells."
+    methods = {iv.method for r in table.rows for iv in (r.score, *r.cols) if iv is not None and iv.defined}
+    how = (
+        "95 % paired hierarchical bootstrap over seeds and test points (percentile method)"
+        if methods == {"bootstrap"}
+        else "95 % interval: bootstrap over seeds and test points [lo, hi] where cells store per-point results, else t over seeds (± h)"
+        if "bootstrap" in methods
+        else "95 % t-interval over seeds (no per-point results; undefined below 3 seeds or at zero width)"
     )
-    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain}
+    if table.kind == "overall":
+        explain = (
+            f"Columns {table.columns[0].label} … {table.columns[-1].label}: {primary}"
+            + (f" ({unit})" if unit else "")
+            + f" per setting (mean over its budgets, {how}; {n_seeds} seed{'s' if n_seeds != 1 else ''})"
+            + (f"; second line: gain over {base}, paired" if base else "")
+            + ". Settings are not averaged: rows are ordered by their mean rank over the settings; tied: tied with the leader (paired) in every setting."
+            + " † marks values over an incomplete set of cells."
+        )
+    else:
+        explain = (
+            f"Columns {table.columns[0].label} … {table.columns[-1].label}: {primary}"
+            + (f" ({unit})" if unit else "")
+            + (f" at each {board.column_axis}" if board.column_axis else "")
+            + f", mean with {how}, {n_seeds} seed{'s' if n_seeds != 1 else ''}"
+            + (f"; second line: gain over {base} ({_unit(board, primary, True) or 'raw'}), paired by seed and test point" if base else "")
+            + ". † marks values over an incomplete set of cells."
+        )
+    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain, "floor": floor_row, "footnotes": footnotes}
 
 
 def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, str], max_curves: int) -> dict[str, Any]:
@@ -449,13 +523,16 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
             "alt": f"{board.primary} against {board.column_axis} per method",
             "caption": f"{board.primary} against {board.column_axis}: the {max_curves} best rows of the {board.main.title.lower()} ranking and the baseline, with 95 % CI bands.",
         })
-    pareto = out / "figures" / f"{stem}-pareto.svg"
-    if figures.pareto_chart(board, board.main, pareto):
-        figs.append({
-            "src": f"figures/{pareto.name}",
-            "alt": "cost against quality per method",
-            "caption": f"Cost–quality: mean end-to-end time per cell against {board.primary} ({board.main.title.lower()}); red: the Pareto front.",
-        })
+    # one chart per setting: quality is never averaged across settings (standard vs TRADES)
+    settings = [t for t in board.tables if t.kind == "setting"]
+    for t in settings:
+        pareto = out / "figures" / (f"{stem}-pareto.svg" if len(settings) == 1 else f"{stem}-pareto-{t.slug}.svg")
+        if figures.pareto_chart(board, t, pareto):
+            figs.append({
+                "src": f"figures/{pareto.name}",
+                "alt": f"cost against quality per method ({t.title})",
+                "caption": f"Cost–quality: mean end-to-end time per cell against {board.primary} ({t.title.lower()}); red: the Pareto front.",
+            })
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
     sources = sorted({str(r.get("source")) for r in recs})
@@ -529,7 +606,7 @@ def _method_page(
     for r in records:
         by_variant.setdefault(variant_key(r), []).append(r)
     variants = []
-    for vk, recs in sorted(by_variant.items()):
+    for vk, recs in sorted(by_variant.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1]), kv[0][2])):
         first = recs[0]
         per_profile: dict[str, list[dict[str, Any]]] = {}
         for r in recs:
@@ -572,6 +649,8 @@ def _method_page(
                 values += [_num(r["metrics"][m], scale[m]) if m in r["metrics"] else "" for m in metric_names]
                 values += [fmt_seconds(t.get(k)) if k in t else "" for k in TIMING_KEYS]
                 values.append(realized)
+                fl = info.get("flags")
+                values.append(", ".join(str(f) for f in fl) if isinstance(fl, list) else "")
                 rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets})
             done = sum(1 for r in prs if r["status"] == "done")
             cov = ""
@@ -622,6 +701,33 @@ def _find_profile(track: Track, pid: str) -> Profile | None:
     return derived if derived.id == pid else None
 
 
+def _board_without_failing_entries(
+    track: Track, profile: Profile, recs: list[dict[str, Any]], exc: Exception, report: SiteReport
+) -> tuple[Board | None, list[dict[str, Any]]]:
+    """After ``build_board`` failed: reject each entry whose records alone (beside the store's)
+    make it fail, then build the board from the rest; (None, records) when it still fails."""
+    pid = profile.id
+    own = [r for r in recs if r.get("source") == "store" or not str(r.get("source") or "").endswith(".json")]
+    own_ids = {id(r) for r in own}
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        if id(r) not in own_ids:
+            by_source.setdefault(str(r["source"]), []).append(r)
+    kept = list(own)
+    for source, srecs in sorted(by_source.items()):
+        try:
+            build_board(track, profile, own + srecs)
+        except Exception as one:  # noqa: BLE001
+            report.rejected.append((Path(source), one_line_error(f"the {pid} board fails with this entry", one)))
+            continue
+        kept.extend(srecs)
+    try:
+        return build_board(track, profile, kept), kept
+    except Exception as still:  # noqa: BLE001 - the other profiles still render
+        report.warnings.append(f"{pid}: not rendered: {one_line_error('the board failed', still if kept else exc)}")
+        return None, kept
+
+
 def render_site(
     source: Any = None,
     out_dir: str | os.PathLike[str] = "results/site",
@@ -652,11 +758,16 @@ def render_site(
         duplicates = 0
         for path, obj in loaded.accepted:
             m = obj["method"]
+            try:
+                recs = entry_records(obj, str(path))
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not take down the board
+                report.rejected.append((path, one_line_error("could not be read", exc)))
+                continue
             entry_meta.setdefault(m["name"], dict(m))
             verdict = loaded.verdicts.get(path)
             if verdict is not None and verdict.note:
                 report.warnings.append(f"{path}: {verdict.note}")
-            fresh = [r for r in entry_records(obj, str(path)) if r["key"] not in keys]
+            fresh = [r for r in recs if r["key"] not in keys]
             if verdict is not None and verdict.verified_by is not None:
                 for r in fresh:
                     r["verified_by"] = verdict.label
@@ -687,7 +798,14 @@ def render_site(
         if profile is None:
             report.warnings.append(f"{len(recs)} runs of {pid}: the installed track {tname!r} does not define that profile version; not rendered")
             continue
-        boards[pid] = build_board(track, profile, recs)
+        try:
+            boards[pid] = build_board(track, profile, recs)
+        except Exception as exc:  # noqa: BLE001 - one entry must not take down the board
+            board, recs = _board_without_failing_entries(track, profile, recs, exc, report)
+            by_profile[pid] = recs
+            if board is None:
+                continue
+            boards[pid] = board
         page = f"{_slug(track.name)}-{_slug(profile.name)}-v{profile.version}"
         if f"{page}.html" in profile_href.values():  # two free-form names that slug alike
             page += "-" + hashlib.sha1(pid.encode()).hexdigest()[:8]
@@ -719,7 +837,7 @@ def render_site(
             "href": profile_href[pid],
             "methods": len(board.variants),
             "leader": lead.variant.label if lead else "",
-            "leader_score": fmt_interval(lead.score, _scale(board, board.primary)) if lead else "",
+            "leader_score": (f"mean rank {lead.mean_rank:.2f}" if main.kind == "overall" else fmt_interval(lead.score, _scale(board, board.primary))) if lead else "",
             "complete": sum(1 for r in main.rows if r.status != "incomplete"),
             "incomplete": sum(1 for r in main.rows if r.status == "incomplete"),
         })

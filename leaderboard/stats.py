@@ -1,19 +1,47 @@
-"""Seed-level statistics of the leaderboard: means with 95 % t-intervals, paired gains, ties.
+"""Statistics of the leaderboard: intervals, paired comparisons with the leader, ties, ranks.
 
-Every interval here is over *repeats* (seeds), the independent replicates of the benchmark:
+This module is the one place that defines what the board's numbers mean.
 
-* ``t_interval(values)``: mean ± t_{n-1, 0.975} · s / sqrt(n) (Student's t, ``scipy.stats.t``);
-  with one value the mean is reported and the interval is undefined (``half_width`` None).
-* ``repeat_means(values, points, repeats)``: the per-repeat mean of a metric over a set of axis
-  points (e.g. every budget of a setting). A repeat counts only when every point has a value at
-  that repeat, so a mean over several points never silently averages a partial matrix.
-* ``paired_gain(method, baseline, points, repeats, direction)``: per repeat, the mean over the
-  points of (method − baseline) at the same axes and repeat. Two methods at the same axes and
-  repeat share the cell seed (``Cell.seed``), so this is a paired comparison; the t-interval is
-  over the per-repeat differences. The sign is oriented so that a positive gain is always an
-  improvement (``baseline − method`` for metrics where lower is better).
-* ``ties_with_leader(intervals, direction)``: the leader is the best mean; a row ties with it when
-  the two intervals overlap. A row without an interval (one seed) is a point.
+Intervals (95 %, ``CONFIDENCE``)
+--------------------------------
+* **Paired hierarchical bootstrap** (``bootstrap_mean``, ``paired_bootstrap``), used whenever
+  every cell involved stores per-test-point correctness (``info["per_point"][metric]``: ``n``
+  and the little-endian ``np.packbits`` of the 0/1 vector, ``decode_bits``). One replicate
+  resamples the repeats (seeds) with replacement, then, within each resampled repeat, the test
+  points with replacement (drawn exactly as multinomial counts over the distinct values, which is
+  the same distribution as resampling indices), and recomputes the statistic: the mean over
+  repeats of the mean over the table's axis points of the mean over test points. Test points of
+  one repeat are resampled once per *group* of axis points (the points of one dataset), so a
+  test point keeps one weight across the budgets and recipes it was scored at; a group whose
+  points hold different numbers of test points falls back to the t-interval below. For a
+  comparison the vectors are the per-point differences ``a − b`` of two methods at the same
+  (axes, repeat) — the track scores the same test points in the same order for every method
+  there, so the comparison is paired. ``BOOTSTRAP_B`` = 2000 replicates, fixed seed
+  ``BOOTSTRAP_SEED`` (deterministic), **percentile method**: the interval is the 2.5th and 97.5th
+  percentiles of the replicates (asymmetric in general). The centre is the observed statistic.
+* **Fallback t-interval** (``seed_interval``), for cells without per-point data (older entries):
+  mean ± t_{n-1, 0.975} · s / sqrt(n) over the per-repeat values. It is *undefined*
+  (``half_width`` None, shown as "interval undefined") when n < ``MIN_SEEDS`` (3) or the width is
+  0: a zero-width interval from equal per-seed values is not exactness, it is too little data.
+  ``t_interval`` is the plain formula (entries' per-point aggregates use it as is).
+* A bootstrap interval of width 0 (every resampled value equal, e.g. two methods right and wrong
+  on exactly the same test points) is undefined as well.
+
+Definitions
+-----------
+* ``repeat_means(values, points, repeats)``: per repeat, the mean of a metric over a set of axis
+  points; a repeat counts only when every point has a value at that repeat.
+* *Gain* over the baseline: paired difference (method − baseline, oriented so that positive is
+  better), per repeat and point, with the intervals above.
+* *Leader*: the best mean among the table's ranked rows. A ranked row is complete over the
+  table's matrix and has no flagged cell (``info["flags"]``: degenerate model, e.g. a class
+  missing from the subset or never predicted); flagged rows are shown, marked, and never lead.
+* *Tied with the leader*: the paired interval of (leader − row) contains 0, or is undefined (no
+  difference is established). It is a paired comparison with the leader, never interval overlap.
+* Several settings (e.g. standard and TRADES training) are never averaged into one score: each
+  setting is ranked on its own, and the overall table orders rows by their *mean rank* over the
+  settings (``mean_ranks``); a row is tied with the overall leader when it is tied with it in
+  every setting.
 """
 
 from __future__ import annotations
@@ -23,37 +51,60 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from scipy import stats as _sps
 
 CONFIDENCE = 0.95
+MIN_SEEDS = 3  # fewer seeds: the fallback t-interval is undefined
+BOOTSTRAP_B = 2000
+BOOTSTRAP_SEED = 20_261_129
+MAX_POINTS = 10_000_000  # largest per-point vector accepted (test points of one cell)
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its two-sided t-interval over ``n`` values (``half_width`` None when n < 2)."""
+    """A mean with its 95 % interval over ``n`` repeats.
+
+    ``half_width`` is set for a symmetric t-interval; ``lo``/``hi`` for a percentile bootstrap
+    interval. Neither set: the interval is undefined (``reason`` says why).
+    """
 
     mean: float
     half_width: float | None
     n: int
+    lo: float | None = None
+    hi: float | None = None
+    method: str = "t"  # "t" | "bootstrap"
+    reason: str = ""
+    points: int = 0  # test points per repeat behind a bootstrap interval
 
     @property
     def low(self) -> float | None:
+        if self.lo is not None:
+            return self.lo
         return None if self.half_width is None else self.mean - self.half_width
 
     @property
     def high(self) -> float | None:
+        if self.hi is not None:
+            return self.hi
         return None if self.half_width is None else self.mean + self.half_width
+
+    @property
+    def defined(self) -> bool:
+        lo, hi = self.low, self.high
+        return lo is not None and hi is not None and hi > lo
 
     def bounds(self) -> tuple[float, float]:
         """(low, high), a point when the interval is undefined."""
-        if self.half_width is None:
+        lo, hi = self.low, self.high
+        if lo is None or hi is None:
             return (self.mean, self.mean)
-        return (self.mean - self.half_width, self.mean + self.half_width)
+        return (lo, hi)
 
-    def overlaps(self, other: Interval) -> bool:
+    def contains(self, x: float) -> bool:
         lo, hi = self.bounds()
-        olo, ohi = other.bounds()
-        return lo <= ohi and olo <= hi
+        return lo <= x <= hi
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {"mean": self.mean, "ci95": self.half_width, "n": self.n}
@@ -66,7 +117,7 @@ def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
 
 
 def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Interval | None:
-    """Mean and t-interval half-width of ``values``; None for no values."""
+    """Mean and t-interval half-width of ``values``; None for no values (plain formula)."""
     vals = [float(v) for v in values]
     n = len(vals)
     if n == 0:
@@ -79,8 +130,26 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, half, n)
 
 
+def seed_interval(values: Iterable[float]) -> Interval | None:
+    """The fallback t-interval over seeds, undefined when n < ``MIN_SEEDS`` or its width is 0."""
+    iv = t_interval(values)
+    if iv is None:
+        return None
+    if iv.n < MIN_SEEDS:
+        return Interval(iv.mean, None, iv.n, reason=f"n={iv.n} seeds is too few for an interval")
+    if iv.half_width is None or not math.isfinite(iv.half_width) or _negligible(iv.half_width, iv.mean):
+        return Interval(iv.mean, None, iv.n, reason=f"zero width over n={iv.n} seeds: equal values are not exactness")
+    return iv
+
+
+def _negligible(width: float, mean: float) -> bool:
+    """A width that is zero up to floating-point rounding (equal values summed in another order)."""
+    return width <= 1e-12 + 1e-9 * abs(mean)
+
+
 Point = Hashable  # an axis point (canonical key of the non-seed axes)
 CellValues = Mapping[tuple[Point, int], float]  # (axis point, repeat) -> value
+CellBits = Mapping[tuple[Point, int], np.ndarray]  # (axis point, repeat) -> per-test-point values
 
 
 def repeat_means(values: CellValues, points: Sequence[Point], repeats: Iterable[int]) -> dict[int, float]:
@@ -101,11 +170,6 @@ def repeat_means(values: CellValues, points: Sequence[Point], repeats: Iterable[
     return out
 
 
-def mean_over_points(values: CellValues, points: Sequence[Point], repeats: Iterable[int]) -> Interval | None:
-    """t-interval over repeats of the per-repeat mean over ``points``."""
-    return t_interval(repeat_means(values, points, repeats).values())
-
-
 def paired_differences(
     method: CellValues, baseline: CellValues, points: Sequence[Point], repeats: Iterable[int], direction: str = "max"
 ) -> dict[int, float]:
@@ -115,35 +179,159 @@ def paired_differences(
     return repeat_means(diffs, points, repeats)
 
 
+# ---- per-point data and the hierarchical bootstrap -------------------------------------------
+
+
+def decode_bits(n: int, hexbits: str) -> np.ndarray:
+    """The 0/1 vector of ``n`` test points from ``np.packbits(..., bitorder="little").hex()``.
+
+    ``ValueError`` when the length is wrong or padding bits are set.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_POINTS:
+        raise ValueError(f"n must be an integer in 1..{MAX_POINTS}")
+    if not isinstance(hexbits, str) or len(hexbits) != 2 * ((n + 7) // 8):
+        raise ValueError(f"bits must be {2 * ((n + 7) // 8)} hex digits for n={n}")
+    raw = np.frombuffer(bytes.fromhex(hexbits), dtype=np.uint8)
+    bits = np.unpackbits(raw, bitorder="little")
+    if bits[n:].any():
+        raise ValueError("padding bits past n are set")
+    return bits[:n].astype(np.float64)
+
+
+def hierarchical_bootstrap(blocks: Sequence[Sequence[tuple[np.ndarray, float]]], b: int = BOOTSTRAP_B, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``b`` bootstrap replicates of mean_r Σ_g w_g · mean(v_{r,g}).
+
+    ``blocks[r]`` holds, for repeat r, the (vector over test points, weight) of each group.
+    Repeats are resampled with replacement, then each group's test points within every
+    resampled repeat (as multinomial counts over the vector's distinct values).
+    """
+    n_rep = len(blocks)
+    rng = np.random.default_rng(seed)
+    rep = rng.integers(0, n_rep, size=(b, n_rep))
+    out = np.zeros((b, n_rep))
+    for r, groups in enumerate(blocks):
+        mask = rep == r
+        c = int(mask.sum())
+        if c == 0:
+            continue
+        acc = np.zeros(c)
+        for vec, w in groups:
+            vals, counts = np.unique(vec, return_counts=True)
+            n = int(vec.size)
+            draws = rng.multinomial(n, counts / n, size=c)
+            acc += w * (draws @ vals) / n
+        out[mask] = acc
+    return out.mean(axis=1)
+
+
+def _blocks(
+    cells: CellBits, points: Sequence[Point], repeats: Sequence[int], groups: Mapping[Point, Hashable]
+) -> list[list[tuple[np.ndarray, float]]] | None:
+    """Per repeat, the group vectors (mean over the group's points); None when they do not align."""
+    k = len(points)
+    order: dict[Hashable, list[Point]] = {}
+    for p in points:
+        order.setdefault(groups.get(p, p), []).append(p)
+    out = []
+    for r in repeats:
+        blocks = []
+        for pts in order.values():
+            vecs = [cells[(p, r)] for p in pts]
+            if len({v.size for v in vecs}) != 1:
+                return None
+            blocks.append((np.mean(vecs, axis=0), len(pts) / k))
+        out.append(blocks)
+    return out
+
+
+def _percentile_interval(mean: float, reps: np.ndarray, n: int, points: int) -> Interval:
+    lo, hi = (float(x) for x in np.percentile(reps, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)]))
+    if not hi > lo or _negligible(hi - lo, mean):
+        return Interval(mean, None, n, method="bootstrap", reason="zero width: the resampled values are all equal", points=points)
+    return Interval(mean, None, n, lo=lo, hi=hi, method="bootstrap", points=points)
+
+
+def bootstrap_mean(
+    values: CellValues, bits: CellBits, points: Sequence[Point], repeats: Iterable[int], groups: Mapping[Point, Hashable] | None = None
+) -> Interval | None:
+    """Mean over ``points`` and repeats with its bootstrap interval; the fallback t-interval when
+    some cell it uses has no per-point data. None when no repeat covers every point."""
+    per = repeat_means(values, points, repeats)
+    if not per:
+        return None
+    reps = sorted(per)
+    if all((p, r) in bits for p in points for r in reps):
+        blocks = _blocks(bits, points, reps, groups or {})
+        if blocks is not None:
+            mean = math.fsum(per.values()) / len(per)
+            return _percentile_interval(mean, hierarchical_bootstrap(blocks), len(reps), max(v.size for bl in blocks for v, _ in bl))
+    return seed_interval(per.values())
+
+
+def paired_bootstrap(
+    method: CellValues,
+    baseline: CellValues,
+    method_bits: CellBits,
+    baseline_bits: CellBits,
+    points: Sequence[Point],
+    repeats: Iterable[int],
+    direction: str = "max",
+    groups: Mapping[Point, Hashable] | None = None,
+) -> Interval | None:
+    """Gain of ``method`` over ``baseline`` paired by (axis point, repeat, test point).
+
+    The paired hierarchical bootstrap where both sides have per-point data of equal length at
+    every cell used, else the fallback t-interval over the per-repeat differences.
+    """
+    per = paired_differences(method, baseline, points, repeats, direction)
+    if not per:
+        return None
+    reps = sorted(per)
+    sign = 1.0 if direction == "max" else -1.0
+    keys = [(p, r) for p in points for r in reps]
+    if all(k in method_bits and k in baseline_bits and method_bits[k].size == baseline_bits[k].size for k in keys):
+        diffs = {k: sign * (method_bits[k] - baseline_bits[k]) for k in keys}
+        blocks = _blocks(diffs, points, reps, groups or {})
+        if blocks is not None:
+            mean = math.fsum(per.values()) / len(per)
+            return _percentile_interval(mean, hierarchical_bootstrap(blocks), len(reps), max(v.size for bl in blocks for v, _ in bl))
+    return seed_interval(per.values())
+
+
 def paired_gain(
     method: CellValues, baseline: CellValues, points: Sequence[Point], repeats: Iterable[int], direction: str = "max"
 ) -> Interval | None:
-    """Gain of ``method`` over ``baseline``, paired by (axis point, repeat), with its t-interval."""
-    return t_interval(paired_differences(method, baseline, points, repeats, direction).values())
+    """Gain of ``method`` over ``baseline`` without per-point data: the fallback t-interval."""
+    return paired_bootstrap(method, baseline, {}, {}, points, repeats, direction)
+
+
+def mean_over_points(values: CellValues, points: Sequence[Point], repeats: Iterable[int]) -> Interval | None:
+    """Fallback t-interval over repeats of the per-repeat mean over ``points``."""
+    return bootstrap_mean(values, {}, points, repeats)
+
+
+def is_tied(diff: Interval | None) -> bool:
+    """A row is tied with the leader when the interval of (leader − row) contains 0 or is undefined."""
+    return diff is None or not diff.defined or diff.contains(0.0)
 
 
 def is_better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "max" else a < b
 
 
-def leader(intervals: Mapping[str, Interval | None], direction: str = "max") -> str | None:
-    """The name with the best mean (ties on the mean go to the first name in sorted order)."""
-    best: str | None = None
-    for name in sorted(intervals):
-        iv = intervals[name]
-        if iv is None:
-            continue
-        if best is None or is_better(iv.mean, intervals[best].mean, direction):  # type: ignore[union-attr]
-            best = name
-    return best
+def mean_ranks(scores: Mapping[str, Sequence[float]], direction: str = "max") -> dict[str, float]:
+    """Mean over settings of each name's rank (1 = best; equal means share the average rank).
 
-
-def ties_with_leader(intervals: Mapping[str, Interval | None], direction: str = "max") -> tuple[str | None, set[str]]:
-    """(leader, names whose interval overlaps the leader's), the leader excluded from the set."""
-    top = leader(intervals, direction)
-    if top is None:
-        return None, set()
-    lead = intervals[top]
-    assert lead is not None
-    tied = {name for name, iv in intervals.items() if name != top and iv is not None and iv.overlaps(lead)}
-    return top, tied
+    ``scores[name][s]`` is the name's mean in setting s; every name has every setting.
+    """
+    names = sorted(scores)
+    if not names:
+        return {}
+    n_set = len(scores[names[0]])
+    total = dict.fromkeys(names, 0.0)
+    sign = -1.0 if direction == "max" else 1.0
+    for s in range(n_set):
+        ranks = _sps.rankdata([sign * scores[n][s] for n in names], method="average")
+        for n, rk in zip(names, ranks):
+            total[n] += float(rk)
+    return {n: total[n] / n_set for n in names}

@@ -22,8 +22,13 @@ from coreset_bench.leaderboard import cli as lb_cli
 from coreset_bench.leaderboard import stats
 from coreset_bench.leaderboard.board import build_board
 from coreset_bench.leaderboard.data import load_store_records, normalize_records
+from coreset_bench.leaderboard import entries as entries_mod
+from coreset_bench.leaderboard import render as render_mod
+from coreset_bench.leaderboard.data import version_key
 from coreset_bench.leaderboard.entries import (
+    CORESET_INFO_KEYS,
     EntryError,
+    build_entry,
     check_entry,
     export_entries,
     load_entry,
@@ -208,18 +213,31 @@ def test_paired_gain_hand_values():
     assert stats.paired_differences(partial, base, pts, [0, 1, 2]) == pytest.approx({0: 0.15, 1: 0.135})
 
 
-def test_ties_with_leader():
-    ivs = {
-        "a": stats.Interval(0.715, 0.054, 3),
-        "b": stats.Interval(0.710, 0.054, 3),
-        "c": stats.Interval(0.570, 0.050, 3),  # high 0.620 < low of a (0.661)
-        "d": stats.Interval(0.700, None, 1),  # a point inside a's interval
-        "e": None,
-    }
-    lead, tied = stats.ties_with_leader(ivs, "max")
-    assert lead == "a" and tied == {"b", "d"}
-    lead_min, _ = stats.ties_with_leader(ivs, "min")
-    assert lead_min == "c"
+def test_ties_are_a_paired_comparison_with_the_leader_not_interval_overlap():
+    pts = ["p"]
+    lead = {("p", 0): 0.50, ("p", 1): 0.70, ("p", 2): 0.90}
+    # the seeds disagree wildly, so the two rows' own intervals overlap almost entirely ...
+    close = {("p", 0): 0.48, ("p", 1): 0.679, ("p", 2): 0.881}
+    assert stats.mean_over_points(lead, pts, [0, 1, 2]).contains(stats.mean_over_points(close, pts, [0, 1, 2]).mean)
+    # ... but the paired differences (0.02, 0.021, 0.019) exclude 0: not tied
+    d = stats.paired_gain(lead, close, pts, [0, 1, 2])
+    assert d.defined and d.low > 0 and not stats.is_tied(d)
+    # a row that is better in one seed and worse in another is tied
+    mixed = {("p", 0): 0.55, ("p", 1): 0.65, ("p", 2): 0.90}
+    assert stats.is_tied(stats.paired_gain(lead, mixed, pts, [0, 1, 2]))
+    # equal differences in every seed: no interval, so no difference is established (tied)
+    equal = {k: v - 0.02 for k, v in lead.items()}
+    flat = stats.paired_gain(lead, equal, pts, [0, 1, 2])
+    assert not flat.defined and "zero width" in flat.reason and stats.is_tied(flat)
+    assert stats.is_tied(None)
+    # two seeds are too few for a t-interval, whatever the values
+    two = stats.paired_gain(lead, close, pts, [0, 1])
+    assert two.half_width is None and "too few" in two.reason
+
+
+def test_mean_ranks():
+    scores = {"a": [0.9, 0.1], "b": [0.8, 0.3], "c": [0.8, 0.2]}
+    assert stats.mean_ranks(scores, "max") == {"a": 2.0, "b": 1.75, "c": 2.25}  # (1+3)/2, (2.5+1)/2, (2.5+2)/2
 
 
 def test_pareto_front():
@@ -293,7 +311,7 @@ def test_board_with_several_settings_has_an_overall_table(tiny):
             for bi, b in enumerate([0.1, 0.5]):
                 for r in (0, 1):
                     acc = 0.5 + 0.1 * bi + 0.2 * di + 0.01 * r + lift[di]
-                    rows.append({"key": f"{m}{d}{b}{r}", "track": "lbtiny", "profile": wide.id, "method": m,
+                    rows.append({"key": f"{m}{d}{b}{r}", "track": "lbtiny", "profile": wide.id, "method": m, "package": "lbt-package",
                                  "method_version": "1.0", "params": {"k": 3} if m == "lbt-alpha" else {},
                                  "axes": {"dataset": d, "budget": b}, "repeat": r, "status": "done", "metrics": {"acc": acc}})
     board = build_board(track, wide, normalize_records(rows))
@@ -303,8 +321,14 @@ def test_board_with_several_settings_has_an_overall_table(tiny):
     alpha = next(r for r in overall.rows if r.variant.method == "lbt-alpha")
     # per repeat the mean over 4 points is 0.5 + 0.05 + 0.1 + 0.01 r + 0.1 -> 0.75, 0.76
     assert alpha.score.mean == pytest.approx(0.755) and alpha.score.n == 2
-    assert alpha.score.half_width == pytest.approx(stats.t_critical(1) * 0.005, rel=1e-9)
-    assert alpha.gain.mean == pytest.approx(0.10) and alpha.gain.half_width == pytest.approx(0.0, abs=1e-9)
+    # two seeds: no interval (a t-interval from 2 values is not shown), and the equal paired
+    # differences (0.10 in both seeds) do not make a zero-width "exact" gain either
+    assert alpha.score.half_width is None and not alpha.score.defined and "too few" in alpha.score.reason
+    assert alpha.gain is None  # no gain averaged across settings; per setting below
+    d1_alpha = next(r for r in board.tables[1].rows if r.variant.method == "lbt-alpha")
+    assert d1_alpha.gain.mean == pytest.approx(0.05) and not d1_alpha.gain.defined
+    # the overall table ranks by mean rank over the settings, never by a mean across them
+    assert alpha.leader and alpha.mean_rank == 1.0 and alpha.setting_ranks == [1, 1]
     assert [iv.mean for iv in alpha.col_gain] == pytest.approx([0.05, 0.15])
     d2 = board.tables[2]
     assert [c.label for c in d2.columns] == ["0.1", "0.5"] and d2.rows[0].variant.method == "lbt-alpha"
@@ -500,6 +524,309 @@ def test_render_rejects_bad_entries_and_renders_the_rest(tiny, exported, tmp_pat
     assert _rows_of(page, "d1") == ["lbt-gamma", "lbt-random", ESCAPED, "lbt-full", "lbt-beta"]
     index = (tmp_path / "site" / "index.html").read_text()
     assert "garbage.json" in index and "malformed JSON" in index
+
+
+# ---- fabricated coreset-like cells: per-point bits, flags, floors ---------------------------------
+
+
+N_TEST = 200
+LABELS = np.arange(N_TEST) % 10  # 10 classes, 20 test points each
+
+
+def per_point_bits(correct: np.ndarray) -> dict:
+    """``info["per_point"][metric]`` as the coreset track stores it (little-endian packbits, hex)."""
+    return {"n": int(correct.size), "bits": np.packbits(correct.astype(bool), bitorder="little").tobytes().hex()}
+
+
+def fabricate(profile: Profile, methods: dict, package: str = "lbt-package", per_point: bool = True, version: str = "1.0") -> list[dict]:
+    """Records of coreset-like cells: ``methods[name](budget, repeat) -> (correct, flags)``.
+
+    Every cell stores ``acc`` = mean(correct), the per-point bits, its flags, the chance floor and
+    class / prediction histograms, as ``info`` of a ``coreset/quick@2`` cell does.
+    """
+    rows = []
+    for name, fn in methods.items():
+        for b in profile.axes["budget"]:
+            for r in profile.seeds:
+                correct, flags = fn(b, r)
+                info = {"flags": list(flags), "chance_floor": 0.1, "class_histogram": [12] * 10, "pred_histogram": [20] * 10}
+                if per_point:
+                    info["per_point"] = {"acc": per_point_bits(correct)}
+                rows.append({"key": f"{name}|{b}|{r}", "track": "lbtiny", "profile": profile.id, "method": name, "package": package,
+                             "method_version": version, "params": {"k": 3} if name == "lbt-alpha" else {}, "axes": {"dataset": "d1", "budget": b},
+                             "repeat": r, "status": "done", "metrics": {"acc": float(correct.mean())}, "info": info,
+                             "timings": {"total_s": 1.0}})
+    return normalize_records(rows)
+
+
+def _base_correct(b: float, r: int) -> np.ndarray:
+    return np.random.default_rng(1000 * r + int(b * 100)).random(N_TEST) < 0.5
+
+
+def _plus_two_pp(b: float, r: int) -> np.ndarray:
+    """The base correctness plus 4 of 200 more points right: +2 pp in every seed and budget."""
+    c = _base_correct(b, r).copy()
+    c[np.flatnonzero(~c)[:4]] = True
+    return c
+
+
+def test_decode_bits_roundtrip_and_refusals():
+    c = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1], dtype=bool)
+    spec = per_point_bits(c)
+    assert np.array_equal(stats.decode_bits(spec["n"], spec["bits"]), c.astype(float))
+    with pytest.raises(ValueError, match="hex digits"):
+        stats.decode_bits(11, spec["bits"] + "00")
+    with pytest.raises(ValueError, match="padding"):
+        stats.decode_bits(9, spec["bits"][:2] + "fe")  # bits 9-15 set past n=9
+
+
+def test_identical_paired_differences_give_a_nonzero_width_gain_interval(tiny):
+    track, profile = tiny
+    methods = {"lbt-random": lambda b, r: (_base_correct(b, r), []), "lbt-gamma": lambda b, r: (_plus_two_pp(b, r), [])}
+    board = build_board(track, profile, fabricate(profile, methods))
+    gamma = next(r for r in board.main.rows if r.variant.method == "lbt-gamma")
+    # +2 pp in every seed and budget: a t-interval over seeds would be 2.00 ± 0.00
+    assert gamma.gain.mean == pytest.approx(0.02, abs=1e-12)
+    assert gamma.gain.method == "bootstrap" and gamma.gain.defined
+    assert gamma.gain.low < 0.02 < gamma.gain.high and gamma.gain.high - gamma.gain.low > 0.005
+    assert all(g.defined and g.low < g.high for g in gamma.col_gain if g is not None)
+    assert gamma.score.method == "bootstrap" and gamma.score.low < gamma.score.mean < gamma.score.high
+    # deterministic: the same board gives the same interval
+    again = build_board(track, profile, fabricate(profile, methods))
+    assert next(r for r in again.main.rows if r.variant.method == "lbt-gamma").gain == gamma.gain
+    # without per-point data: the fallback t-interval is undefined, never shown as exact
+    flat = build_board(track, profile, fabricate(profile, methods, per_point=False))
+    fg = next(r for r in flat.main.rows if r.variant.method == "lbt-gamma").gain
+    assert fg.mean == pytest.approx(0.02) and not fg.defined and "zero width" in fg.reason
+
+
+def test_identical_paired_differences_render_without_a_zero_width_interval(tiny, tmp_path):
+    track, profile = tiny
+    methods = {"lbt-random": lambda b, r: (_base_correct(b, r), []), "lbt-gamma": lambda b, r: (_plus_two_pp(b, r), [])}
+    render_site(fabricate(profile, methods), tmp_path / "site")
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert "± 0.00" not in page and re.search(r"\+2\.00 \[\d+\.\d\d, \d+\.\d\d\]", page)
+    assert "paired hierarchical bootstrap" in page and "percentile" in page
+    render_site(fabricate(profile, methods, per_point=False), tmp_path / "flat")
+    flat = (tmp_path / "flat" / "lbtiny-small-v2.html").read_text()
+    assert "± 0.00" not in flat and "+2.00 (no interval, n=3)" in flat
+
+
+def test_constant_classifier_is_flagged_never_ranked_first_and_its_flag_is_shown(tiny, tmp_path):
+    track, profile = tiny
+    const = LABELS == 0  # always predicts class 0: right on 10 % of the points
+
+    def floor_level(seed: int):
+        return lambda b, r: (np.random.default_rng(seed + 10 * r + int(b * 10)).random(N_TEST) < 0.05, [])
+
+    methods = {
+        "lbt-random": floor_level(1),
+        "lbt-alpha": floor_level(2),
+        "easycore": floor_level(3),
+        "easycore-balanced": floor_level(4),
+        "lbt-const": lambda b, r: (const, ["never-predicts-class", "subset-class-coverage"]),
+    }
+    board = build_board(track, profile, fabricate(profile, methods))
+    rows = {r.variant.method: r for r in board.main.rows}
+    c = rows["lbt-const"]
+    assert c.score.mean == pytest.approx(0.10) and max(r.score.mean for r in board.main.rows if r is not c) < 0.10
+    assert c.status == "flagged" and not c.ranked and c.rank is None and not c.leader
+    assert c.flags == {"never-predicts-class": 6, "subset-class-coverage": 6}
+    first = board.main.rows[0]
+    assert first is not c and first.leader and first.rank == 1 and not first.flags
+    assert board.main.floor == [0.1, 0.1]
+    # EasyCore both ways: two labelled rows
+    assert rows["easycore"].variant.label == "easycore" and rows["easycore-balanced"].variant.label == "easycore-balanced"
+    render_site(fabricate(profile, methods), tmp_path / "site")
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert _rows_of(page, "d1")[0] != "lbt-const" and "lbt-const" in _rows_of(page, "d1")
+    assert "b-flagged" in page and "never-predicts-class" in page and "subset-class-coverage" in page
+    assert "constant classifier (floor)" in page and re.search(r'class="floor">10\.00<', page)
+    for m in ("easycore", "easycore-balanced"):
+        assert (tmp_path / "site" / "methods" / f"{m}.html").exists()
+    assert "constant classifier (1/C)" in (tmp_path / "site" / "figures" / "lbtiny-small-v2-budget.svg").read_text()
+    # the method page shows each cell's flags
+    assert "<td>never-predicts-class, subset-class-coverage</td>" in (tmp_path / "site" / "methods" / "lbt-const.html").read_text()
+
+
+def test_versions_compare_as_versions():
+    assert version_key("10") > version_key("9") and version_key("1.10") > version_key("1.9")
+    assert version_key("2.0rc1") < version_key("2.0") and version_key("x-1") > version_key("99")
+
+
+def _valid_entry(track, profile, name: str, version: str, package: str, acc: float) -> dict:
+    """A self-consistent entry (keys, seeds, digest, aggregates) of a method that is not installed."""
+    stand_in = types.SimpleNamespace(name=name, version=version, params={}, kind="selection", package=package)
+    rows = [{"key": c.key, "track": "lbtiny", "profile": profile.id, "method": name, "package": package, "method_version": version,
+             "params": {}, "axes": c.axes, "repeat": c.repeat, "seed": c.seed, "status": "done", "metrics": {"acc": acc, "robust_acc": acc},
+             "timings": {"total_s": 1.0}} for c in track.cells(profile, stand_in)]
+    entry = build_entry(track, profile, normalize_records(rows))
+    assert validate_entry(entry, [profile]) == [] or name in {m.name for m in METHODS}
+    return entry
+
+
+def test_a_published_entry_cannot_become_the_baseline(tiny, exported, tmp_path):
+    track, profile = tiny
+    src, _ = exported
+    d = tmp_path / "entries"
+    shutil.copytree(src, d)
+    # 'random' version 9, all accuracies 0, from the baseline's own package: a row, never the baseline
+    forged = _valid_entry(track, profile, "lbt-random", "9", "lbt-package", 0.0)
+    assert validate_entry(forged, [profile]) == []
+    (d / "forged.json").write_text(json.dumps(forged))
+    # the same name from another package: rejected, the name is reserved
+    impostor = _valid_entry(track, profile, "lbt-random", "9", "evil-package", 0.0)
+    problems = validate_entry(impostor, [profile])
+    assert problems and "reserved by the installed package 'lbt-package'" in problems[0] and "evil-package" in problems[0]
+    (d / "impostor.json").write_text(json.dumps(impostor))
+    report = render_site(None, tmp_path / "site", entries_dirs=[d])
+    assert [p.name for p, _ in report.rejected] == ["impostor.json"] and "reserved" in report.rejected[0][1]
+    board = build_board(track, profile, [r for p, o in entries_mod.load_entries([d], [profile]).accepted for r in entries_mod.entry_records(o, str(p))])
+    assert board.baseline is not None and (board.baseline.method, board.baseline.version) == ("lbt-random", "1.0")
+    alpha = next(r for r in board.main.rows if r.variant.method == "lbt-alpha")
+    assert alpha.gain.mean == pytest.approx(0.145)  # against random 1.0, not against the all-zero forgery
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert "+14.50 ± 2.15" in page
+
+
+def _redigest(obj: dict) -> dict:
+    obj["cells_sha256"] = entries_mod._cells_digest(obj["cells"])
+    return obj
+
+
+def test_one_entry_cannot_crash_the_board(tiny, exported, tmp_path, monkeypatch):
+    track, profile = tiny
+    src, written = exported
+    d = tmp_path / "entries"
+    shutil.copytree(src, d)
+    alpha_path = d / written["lbt-alpha"].path.relative_to(src)
+    huge = json.loads(alpha_path.read_text())
+    for c in huge["cells"]:
+        c["metrics"]["n_points"] = 1e308  # overflowed the t-interval's sum of squares
+    (d / "huge.json").write_text(json.dumps(_redigest(huge)))
+    (d / "deep.json").write_text('{"schema": "coreset-bench/entry", "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    report = render_site(None, tmp_path / "site", entries_dirs=[d])
+    reasons = {p.name: r for p, r in report.rejected}
+    assert set(reasons) == {"huge.json", "deep.json"}
+    assert "metric n_points = 1e+308 is outside" in reasons["huge.json"]
+    assert "nested" in reasons["deep.json"] and "limit of 32" in reasons["deep.json"]
+    assert all("\n" not in r for r in reasons.values())
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert _rows_of(page, "d1")[:2] == ["lbt-alpha", "lbt-gamma"]
+    # any other failure inside one entry rejects that entry only, with a one-line reason
+    real = entries_mod.entry_records
+
+    def boom(obj, source):
+        if obj["method"]["name"] == "lbt-gamma":
+            raise ZeroDivisionError("float division\nby zero")
+        return real(obj, source)
+
+    monkeypatch.setattr("coreset_bench.leaderboard.render.entry_records", boom)
+    report = render_site(None, tmp_path / "site2", entries_dirs=[src])
+    assert [(p.name, r) for p, r in report.rejected] == [("lbt-gamma@1.0.json", "could not be read: ZeroDivisionError: float division by zero")]
+    assert "lbt-gamma" not in _rows_of((tmp_path / "site2" / "lbtiny-small-v2.html").read_text(), "d1")
+    monkeypatch.undo()
+    # an entry that makes the board itself fail (aggregation) is rejected; the board renders
+    real_build = render_mod.build_board
+
+    def fragile(track, profile, records):
+        if any(r["method"] == "lbt-beta" for r in records):
+            raise OverflowError("(34, 'Numerical result out of range')")
+        return real_build(track, profile, records)
+
+    monkeypatch.setattr(render_mod, "build_board", fragile)
+    report = render_site(None, tmp_path / "site3", entries_dirs=[src])
+    assert [(p.name, r) for p, r in report.rejected] == [
+        ("lbt-beta@1.0.json", "the lbtiny/small@2 board fails with this entry: OverflowError: (34, 'Numerical result out of range')")
+    ]
+    assert _rows_of((tmp_path / "site3" / "lbtiny-small-v2.html").read_text(), "d1") == ["lbt-alpha", "lbt-gamma", "lbt-random", ESCAPED, "lbt-full"]
+
+
+def test_entries_above_the_size_limit_are_rejected_before_parsing(tiny, exported, tmp_path, monkeypatch):
+    _, profile = tiny
+    src, written = exported
+    path = written["lbt-alpha"].path
+    size = path.stat().st_size
+    monkeypatch.setattr(entries_mod, "MAX_ENTRY_BYTES", size - 1)
+    parsed = []
+    monkeypatch.setattr(entries_mod.json, "loads", lambda *a, **k: parsed.append(1))
+    with pytest.raises(EntryError, match=rf"file is {size} bytes, above the {size - 1} byte limit"):
+        load_entry(path)
+    assert parsed == []
+    assert entries_mod.MAX_ENTRY_BYTES == size - 1 and "16 MiB" in entries_mod.__doc__
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["top", "profile", "method", "provenance", "coverage", "cell", "subset", "aggregates", "aggregate point", "aggregate metric", "signature", "per_point"],
+)
+def test_unknown_keys_at_any_level_are_rejected(tiny, exported, where):
+    _, profile = tiny
+    obj = load_entry(exported[1]["lbt-alpha"].path)
+    target = {
+        "top": lambda o: o,
+        "profile": lambda o: o["profile"],
+        "method": lambda o: o["method"],
+        "provenance": lambda o: o["provenance"],
+        "coverage": lambda o: o["coverage"],
+        "cell": lambda o: o["cells"][0],
+        "subset": lambda o: o["cells"][0]["subsets"][0],
+        "aggregates": lambda o: o["aggregates"],
+        "aggregate point": lambda o: o["aggregates"]["points"][0],
+        "aggregate metric": lambda o: o["aggregates"]["points"][0]["metrics"]["acc"],
+        "signature": lambda o: o.setdefault("signature", {"algorithm": "ed25519", "key_id": "k", "public_key": "p", "signature": "s"}),
+        "per_point": lambda o: o["cells"][0]["info"].setdefault("per_point", {"acc": per_point_bits(np.ones(10, bool))})["acc"],
+    }[where](obj)
+    target["surprise"] = 1
+    problems = validate_entry(_redigest(obj), [profile])
+    assert problems and "unknown key 'surprise'" in problems[0], problems
+
+
+def test_the_exporters_keys_are_accepted_signature_and_new_info_included(tiny, exported):
+    _, profile = tiny
+    obj = load_entry(exported[1]["lbt-alpha"].path)
+    obj["signature"] = {"algorithm": "ed25519", "key_id": "ab12", "public_key": "AAAA", "signature": "BBBB"}
+    assert validate_entry(obj, [profile]) == []
+    info = {
+        "budget": 121, "pool_size": 1211, "realized_size": 121, "weighted": False, "proxy_shared": False, "proxy_key": "x",
+        "signals": ["input_grad_norm"], "class_histogram": [91, 0, 1, 0, 17, 5, 0, 1, 4, 2], "test_size": 450,
+        "subset_sha256": "0" * 64, "primary_metric": "autoattack_acc", "method_class_balanced": False, "method_kept": "lowest AIGN",
+        "flags": ["subset-class-coverage", "never-predicts-class"], "pred_histogram": [65, 0, 0, 0, 114, 112, 0, 0, 126, 33],
+        "chance_floor": 0.1, "per_point": {m: per_point_bits(np.arange(500) % 3 == 0) for m in ("clean_acc", "pgd_acc", "autoattack_acc")},
+    }
+    metrics = {"clean_acc": 0.3, "pgd_acc": 0.2, "autoattack_acc": 0.2, "class_acc_0": 0.9, "class_robust_acc_0": 0.5}
+    assert entries_mod._info_problem(info, CORESET_INFO_KEYS, metrics) == ""
+    assert "unknown key 'eps_typo'" in entries_mod._info_problem({**info, "eps_typo": 1}, CORESET_INFO_KEYS, metrics)
+    assert "padding" in entries_mod._info_problem({**info, "per_point": {"pgd_acc": {"n": 9, "bits": "fffe"}}}, CORESET_INFO_KEYS, metrics)
+    assert "chance_floor" in entries_mod._info_problem({**info, "chance_floor": 7}, CORESET_INFO_KEYS, metrics)
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "message"),
+    [
+        ("acc", 1.5, "metric acc = 1.5 is outside [0, 1], the range of an accuracy"),
+        ("class_robust_acc_3", -0.1, "outside [0, 1], the range of an accuracy"),
+        ("mia_auc", 2.0, "the range of an AUC"),
+        ("noise_rate", 1.01, "the range of a rate"),
+        ("spearman", -1.5, "the range of a correlation"),
+        ("n_points", -1e13, "outside [-1e+12, 1e+12]"),
+    ],
+)
+def test_metrics_outside_their_declared_range_are_rejected(tiny, exported, metric, value, message):
+    _, profile = tiny
+    obj = load_entry(exported[1]["lbt-alpha"].path)
+    obj["cells"][0]["metrics"][metric] = value
+    problems = validate_entry(_redigest(obj), [profile])
+    assert problems and message in problems[0], problems
+
+
+def test_timings_must_be_finite_and_non_negative(tiny, exported):
+    _, profile = tiny
+    for bad in (-1.0, 1e300):
+        obj = load_entry(exported[1]["lbt-alpha"].path)
+        obj["cells"][0]["timings"]["total_s"] = bad
+        problems = validate_entry(_redigest(obj), [profile])
+        assert problems and "timing total_s" in problems[0]
 
 
 # ---- command line -------------------------------------------------------------------------------------
