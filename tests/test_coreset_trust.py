@@ -182,6 +182,6 @@ def test_a_constant_classifier_trained_through_the_track_is_flagged(trust_track,
     rr = run_one("coreset", "random", {}, expand(t, TRUST, ref)[0], ctx)
     assert rr.info["flags"] == []  # random keeps every class and its model predicts every class
     assert rr.info["per_point"]["pgd_acc"]["n"] == 120
-    # paired: the same points for every method at a repeat, other points at another repeat
+    # paired: the same points for every method (and budget, recipe) of a repeat, other points at another repeat
     assert rr.info["per_point"]["pgd_acc"]["points_sha"] == info["per_point"]["pgd_acc"]["points_sha"]
     assert r1.info["per_point"]["pgd_acc"]["points_sha"] != info["per_point"]["pgd_acc"]["points_sha"]

@@ -335,7 +335,10 @@ class CoresetTrack(Track):
         points: dict[str, str] = {"clean_acc": hashlib.sha256(np.arange(len(y_test), dtype=np.int64).tobytes()).hexdigest()[:16]}
         attacks = list(st.get("attacks", []))
         if attacks:
-            metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed, per_point=per_point, num_classes=ds.num_classes, points=points))
+            # the attacked points of a repeat: the same for every method, budget and recipe of that
+            # repeat (paired everywhere), other points at another repeat
+            subset_seed = int(hashlib.sha256(canonical_json([profile.id, ax["dataset"], "eval-points", cell.repeat]).encode()).hexdigest()[:8], 16) % (2**31)
+            metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed, per_point=per_point, num_classes=ds.num_classes, points=points, subset_seed=subset_seed))
         evaluation_s = time.perf_counter() - t2
         hist = np.bincount(sp.y_pool.cpu().numpy()[sel.indices], minlength=ds.num_classes)
         pred_hist = np.bincount(pred, minlength=ds.num_classes)
@@ -387,14 +390,16 @@ class CoresetTrack(Track):
         per_point: dict[str, np.ndarray] | None = None,
         num_classes: int | None = None,
         points: dict[str, str] | None = None,
+        subset_seed: int | None = None,
     ) -> dict[str, float]:
         """Adversarial accuracy on the profile's attacked test points.
 
         Settings: ``eval_subset`` (a count, or ``"all"``), ``attack_subsets`` (a smaller count for
-        a costly attack, e.g. AutoAttack; its points are the first ones of the attacked set, which
-        is in a class-stratified random order), ``eval_subset_per_repeat`` (draw the points with the
-        cell seed, so the test-sampling variance enters the repeats; otherwise one fixed draw per
-        profile). The seed is shared by every method at the same axes and repeat, so the points
+        a costly attack, e.g. AutoAttack: a class-stratified part of the attacked points),
+        ``masking_subset`` (the PGD gradient-masking check on such a part), ``eval_subset_per_repeat``
+        (draw the points with ``subset_seed``, one per repeat, so test-sampling variance enters the
+        repeats; otherwise one fixed draw per profile). The points of a repeat are the same for
+        every method, budget and recipe, so per-point results
         are paired. With ``per_point``, per-point correctness is stored there (``<attack>_acc``) and
         per-class robust accuracy of each attack is returned (``class_<attack>_acc_<c>``).
         """
@@ -406,7 +411,8 @@ class CoresetTrack(Track):
         y_all = sp.y_test.cpu().numpy()
         wanted = st.get("eval_subset", 500)
         n = len(y_all) if wanted == "all" else min(int(wanted), len(y_all))
-        sub_seed = seed if st.get("eval_subset_per_repeat") else 0  # fixed per profile unless per repeat
+        per_repeat = bool(st.get("eval_subset_per_repeat")) and subset_seed is not None
+        sub_seed = int(subset_seed) if per_repeat else 0  # fixed per profile unless per repeat
         sub = np.sort(D.stratified_subset(y_all, n, seed=sub_seed))
         threat = ThreatModel(norm="linf", eps=float(rb["eps"]), step_size=float(rb["step_size"]), steps=int(rb.get("eval_steps", 20)))
         attack_params: Mapping[str, Mapping[str, Any]] = st.get("attack_params", {})
