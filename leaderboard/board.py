@@ -125,15 +125,45 @@ class Variant:
         return self._intervals[key]
 
     def flags(self, keys: Iterable[tuple[str, int]]) -> dict[str, int]:
-        """Flag -> number of done cells among ``keys`` that carry it (``info["flags"]``)."""
+        """Flag -> number of done cells among ``keys`` that carry it (``info["flags"]``, or for
+        cells stored before the track recorded flags, ``derived_flags``)."""
         out: dict[str, int] = {}
         for k in keys:
             rec = self.done.get(k)
-            fl = rec["info"].get("flags") if rec is not None and isinstance(rec.get("info"), Mapping) else None
+            info = rec.get("info") if rec is not None else None
+            fl = info.get("flags") if isinstance(info, Mapping) else None
+            if fl is None and rec is not None:
+                fl = derived_flags(rec)
             if isinstance(fl, list):
                 for f in dict.fromkeys(str(x) for x in fl):
                     out[f] = out.get(f, 0) + 1
         return out
+
+
+def derived_flags(rec: Mapping[str, Any]) -> list[str]:
+    """Conservative flags for a cell stored before the track recorded ``info["flags"]``
+    (e.g. ``coreset/quick@1``), from what such cells carry:
+
+    * ``subset-class-coverage (derived)``: a class is absent from the subset
+      (``info["class_histogram"]`` has a zero);
+    * ``class-never-correct (derived)``: the model classifies no test sample of some class
+      correctly (a ``class_acc_<c>`` metric is exactly 0), the trace of a model that never
+      predicts that class.
+
+    Weaker than the track's own flags (which use the pool's class shares and the prediction
+    histogram), so a cell that passes here may still be degenerate.
+    """
+    out: list[str] = []
+    info = rec.get("info")
+    hist = info.get("class_histogram") if isinstance(info, Mapping) else None
+    if isinstance(hist, list) and hist and any(isinstance(h, (int, float)) and h == 0 for h in hist):
+        out.append("subset-class-coverage (derived)")
+    metrics = rec.get("metrics")
+    if isinstance(metrics, Mapping) and any(
+        str(k).startswith("class_acc_") and isinstance(v, (int, float)) and v == 0.0 for k, v in metrics.items()
+    ):
+        out.append("class-never-correct (derived)")
+    return out
 
 
 @dataclass

@@ -28,3 +28,38 @@ def test_every_committed_entry_validates_and_renders(tmp_path):
         html = (tmp_path / "site" / page).read_text()
         assert "± 0.00" not in html  # no zero-width interval shown as exact
     assert not [w for w in report.warnings if "not rendered" in w]
+
+
+def test_no_committed_board_has_a_flagged_leader():
+    """Issue 20: a row with a degenerate cell (stored flags, or flags derived for entries that
+    predate them) is never the leader; quick@1's collapsed EasyCore no longer leads."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.leaderboard.board import build_board, derived_flags
+    from coreset_bench.leaderboard.entries import entry_records
+
+    loaded = load_entries([ENTRIES])
+    by_profile: dict[str, list] = {}
+    for path, obj in loaded.accepted:
+        by_profile.setdefault(obj["profile"]["id"], []).extend(entry_records(obj, str(path)))
+    tracks = plugins.tracks()
+    checked = 0
+    for pid, recs in by_profile.items():
+        track = tracks[pid.split("/", 1)[0]]
+        prof = next((p for p in track.profiles() if p.id == pid), None)
+        if prof is None:
+            continue
+        board = build_board(track, prof, recs)
+        for table in board.tables:
+            for row in table.rows:
+                if row.leader:
+                    checked += 1
+                    assert not row.flags, (pid, table.title, row.variant.label, row.flags)
+                    # independently of the board: none of the leader's cells is degenerate
+                    mine = [r for r in recs if r["method"] == row.variant.label.split(" ")[0]]
+                    for r in mine:
+                        fl = r["info"].get("flags")
+                        assert not (fl if fl is not None else derived_flags(r)), (pid, row.variant.label, r["axes"], r["repeat"])
+    assert checked > 0
+    easy = [r for r in by_profile.get("coreset/quick@1", []) if r["method"] == "easycore" and r["axes"]["training"] == "standard" and r["axes"]["budget"] == 0.1 and r["repeat"] == 0]
+    if easy:  # the audit's collapsed subset [91, 0, 1, 0, 17, 5, 0, 1, 4, 2]
+        assert "subset-class-coverage (derived)" in derived_flags(easy[0])
