@@ -826,6 +826,8 @@ def render_site(
     for pid, board in boards.items():
         stem = profile_href[pid][: -len(".html")]
         model = _profile_page(board, stem, out, method_href, max_curves)
+        newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0]), default=board.profile.version)
+        model["superseded_by"] = f"{board.track.name}/{board.profile.name}@{newer}" if newer > board.profile.version else ""
         path = out / profile_href[pid]
         path.write_text(tmpl_profile.render(page=model, root="", **common), encoding="utf-8")
         report.pages.append(path)
@@ -856,15 +858,26 @@ def render_site(
     for tname in sorted(set(tracks) | {b.track.name for b in boards.values()}):
         t = tracks[tname]
         rendered = {p["id"]: p for p in index_profiles.get(tname, [])}
-        profs = []
+        profs, earlier = [], []
+        newest: dict[str, int] = {}
+        for p in t.profiles():
+            newest[p.name] = max(newest.get(p.name, p.version), p.version)
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "complete": 0, "incomplete": 0}
-            profs.append({**row, "primary": primary_metric(t, p)})
+            row = {**row, "primary": primary_metric(t, p)}
+            # a profile superseded by a newer version of the same name leaves the front table
+            # (its page stays, linked from a compact list): its protocol is known to mislead
+            if p.version < newest[p.name]:
+                if row["href"]:
+                    earlier.append({**row, "superseded_by": f"{t.name}/{p.name}@{newest[p.name]}"})
+            else:
+                profs.append(row)
         track_list.append({
             "name": t.name,
             "summary": t.summary,
             "contestants": t.contestant_kind,
             "profiles": profs,
+            "earlier": earlier,
         })
     index_model = {
         "tracks": track_list,

@@ -63,3 +63,15 @@ def test_no_committed_board_has_a_flagged_leader():
     easy = [r for r in by_profile.get("coreset/quick@1", []) if r["method"] == "easycore" and r["axes"]["training"] == "standard" and r["axes"]["budget"] == 0.1 and r["repeat"] == 0]
     if easy:  # the audit's collapsed subset [91, 0, 1, 0, 17, 5, 0, 1, 4, 2]
         assert "subset-class-coverage (derived)" in derived_flags(easy[0])
+
+
+def test_a_superseded_profile_version_leaves_the_front_table(tmp_path):
+    """Issue 20: quick@1 stays loadable and rendered, but only as an earlier version."""
+    import re
+
+    render_site(None, tmp_path / "site", entries_dirs=[ENTRIES])
+    index = (tmp_path / "site" / "index.html").read_text()
+    table = index.split('id="track-coreset"', 1)[1].split("</table>", 1)[0]
+    assert "coreset/quick@1" not in table and "coreset/quick@2" in table
+    assert re.search(r'Earlier profile versions.*coreset-quick-v1\.html">coreset/quick@1</a> \(superseded by coreset/quick@2', index, re.S)
+    assert "Superseded by <code>coreset/quick@2</code>" in (tmp_path / "site" / "coreset-quick-v1.html").read_text()
