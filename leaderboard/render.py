@@ -573,6 +573,9 @@ def _method_meta(name: str, entry_meta: Mapping[str, Mapping[str, Any]], records
         m = plugins.method(name)
         d = m.describe()
         d["installed"] = True
+        # an optional paragraph a method gives its page (e.g. a choice the paper leaves open)
+        notes = getattr(m, "notes", "")
+        d["notes"] = notes if isinstance(notes, str) else ""
         return d
     except LookupError:
         pass
@@ -678,6 +681,7 @@ def _method_page(
         "name": name,
         "kind": meta.get("kind", ""),
         "summary": meta.get("summary", ""),
+        "notes": meta.get("notes", ""),
         "citation": meta.get("citation", ""),
         "version": meta.get("version", ""),
         "package": meta.get("package", ""),

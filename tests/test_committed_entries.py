@@ -75,3 +75,5 @@ def test_a_superseded_profile_version_leaves_the_front_table(tmp_path):
     assert "coreset/quick@1" not in table and "coreset/quick@2" in table
     assert re.search(r'Earlier profile versions.*coreset-quick-v1\.html">coreset/quick@1</a> \(superseded by coreset/quick@2', index, re.S)
     assert "Superseded by <code>coreset/quick@2</code>" in (tmp_path / "site" / "coreset-quick-v1.html").read_text()
+    # EasyCore's method page explains global vs class-balanced (issue 20, item 4)
+    assert "Global or class-balanced?" in (tmp_path / "site" / "methods" / "easycore.html").read_text()
