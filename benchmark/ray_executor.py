@@ -11,6 +11,10 @@ records the proxy's cost.
 
 A cell past its time-out is cancelled (``ray.cancel(force=True)``) and fails on its own; a task
 whose worker dies fails its cell with Ray's error.
+
+This module never imports ``coreset_bench.runner``: the runner hands the executor its cell
+function (``run_one``) and error formatter, so the dependency runs one way only (runner ->
+ray_executor, lazily, when ``--executor ray`` is chosen).
 """
 
 from __future__ import annotations
@@ -23,24 +27,34 @@ from typing import Any
 from .tracks.base import CellContext
 
 
-def _remote_cell(track_name: str, method_name: str, params: dict[str, Any], cell: Any, ctx_args: tuple[Any, ...]) -> tuple[bool, Any, str | None]:
-    from .runner import _format_error, run_one
+#: ``run_one(track_name, method_name, params, cell, ctx) -> CellResult``: runs one cell, raises on failure
+CellFn = Callable[[str, str, dict[str, Any], Any, CellContext], Any]
+#: ``format_error(exc, method_name) -> str``: the one-line error stored with a failed cell
+FormatFn = Callable[[BaseException, str], str]
 
+
+def _remote_cell(cell_fn: CellFn, format_error: FormatFn, track_name: str, method_name: str, params: dict[str, Any], cell: Any, ctx_args: tuple[Any, ...]) -> tuple[bool, Any, str | None]:
+    # cell_fn and format_error are module-level functions: Ray pickles them by reference
     ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4])
     try:
-        return True, run_one(track_name, method_name, params, cell, ctx), None
+        return True, cell_fn(track_name, method_name, params, cell, ctx), None
     except BaseException as exc:  # noqa: BLE001 - returned to the driver, which stores it
-        return False, _format_error(exc, method_name), traceback.format_exc()
+        return False, format_error(exc, method_name), traceback.format_exc()
 
 
 class RayExecutor:
-    def __init__(self, ctx: CellContext, jobs: int, timeout_s: float | None, address: str | None) -> None:
+    """Runs cells as Ray tasks; ``cell_fn`` and ``format_error`` are the runner's (``run_one``,
+    ``_format_error``), passed in so that this module does not import the runner."""
+
+    def __init__(self, ctx: CellContext, jobs: int, timeout_s: float | None, address: str | None, *, cell_fn: CellFn, format_error: FormatFn) -> None:
         try:
             import ray
         except ImportError:
             raise ValueError("--executor ray needs Ray: pip install 'coreset-bench[ray]'") from None
         self.ray = ray
         self.ctx = ctx
+        self.cell_fn = cell_fn
+        self.format_error = format_error
         self.timeout_s = timeout_s
         self.started_here = False
         if not ray.is_initialized():
@@ -63,7 +77,7 @@ class RayExecutor:
         while pending or refs:
             while pending and len(refs) < window:
                 p = pending.pop(0)
-                ref = self.fn.remote(p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx_args)
+                ref = self.fn.remote(self.cell_fn, self.format_error, p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx_args)
                 refs[ref] = (p, time.perf_counter())
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
             for ref in ready:

@@ -261,7 +261,8 @@ def make_executor(name: str, ctx: CellContext, jobs: int, timeout_s: float | Non
     if name == "ray":
         from .ray_executor import RayExecutor
 
-        return RayExecutor(ctx, jobs, timeout_s, address)
+        # the executor receives the cell function: ray_executor never imports this module
+        return RayExecutor(ctx, jobs, timeout_s, address, cell_fn=run_one, format_error=_format_error)
     if name == "process" or jobs > 1 or timeout_s is not None:
         return ProcessExecutor(ctx, jobs, timeout_s)
     if name != "inprocess":
