@@ -121,6 +121,10 @@ def run(
     for m in methods:
         if m.kind != t.contestant_kind:
             fail(f"track {t.name!r} ranks {t.contestant_kind} methods; {m.name!r} is a {m.kind} method")
+        reason = plugins.refusal(t.name, m)  # before any cell is created
+        if reason:
+            others = [n for n in plugins.tracks_for(m) if n != t.name]
+            fail(f"{reason}; " + (f"run it on {', '.join(others)}" if others else "no installed track ranks it"))
     seed_list = None
     if seeds:
         try:
@@ -229,20 +233,23 @@ def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
 
 @app.command("plugins")
 def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the plugins that loaded (and those that failed, with their errors)."""
+    """List the plugins that loaded (and those that failed, with their errors).
+
+    Each method's ``tracks`` are the tracks that accept it (``Track.accepts``); with ``--json``,
+    ``refused`` maps each other track of its kind to the reason it does not rank the method."""
     recs = plugins.records()
     rows: list[dict[str, Any]] = []
     by_module: dict[str, Any] = {r.name: r for r in recs}
     for m in plugins.methods():
         rec = next((r for r in recs if ("methods", m.name) in r.objects), None)
-        rows.append({"name": m.name, "kind": m.kind, "version": m.version, "package": m.package, "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": plugins.tracks_for(m), "summary": m.summary, "error": None})
+        rows.append({"name": m.name, "kind": m.kind, "version": m.version, "package": m.package, "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": plugins.tracks_for(m), "refused": _refusals(m), "summary": m.summary, "error": None})
     for reg, kind in (("datasets", "dataset"), ("architectures", "architecture"), ("tracks", "track")):
         for name in sorted(getattr(plugins.manager(), reg).items):
             rec = next((r for r in recs if (reg, name) in r.objects), None)
-            rows.append({"name": name, "kind": kind, "version": rec.package_version if rec else "", "package": rec.package if rec else "", "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": [name] if kind == "track" else [], "summary": getattr(getattr(plugins.manager(), reg).items[name], "summary", ""), "error": None})
+            rows.append({"name": name, "kind": kind, "version": rec.package_version if rec else "", "package": rec.package if rec else "", "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": [name] if kind == "track" else [], "refused": {}, "summary": getattr(getattr(plugins.manager(), reg).items[name], "summary", ""), "error": None})
     for r in recs:
         if r.error:
-            rows.append({"name": r.name, "kind": "?", "version": r.package_version, "package": r.package, "package_version": r.package_version, "entry_point": r.name, "tracks": [], "summary": "", "error": r.error})
+            rows.append({"name": r.name, "kind": "?", "version": r.package_version, "package": r.package, "package_version": r.package_version, "entry_point": r.name, "tracks": [], "refused": {}, "summary": "", "error": r.error})
     del by_module
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -251,6 +258,17 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     for r in rows:
         table.add_row(r["name"], r["kind"], str(r["version"]), r["package"], ", ".join(r["tracks"]), f"[red]{r['error']}[/]" if r["error"] else r["summary"])
     console.print(table)
+
+
+def _refusals(m: Any) -> dict[str, str]:
+    """Tracks of ``m``'s kind that do not rank it, with their one-line reasons."""
+    out = {}
+    for name, t in sorted(plugins.tracks().items()):
+        if t.contestant_kind == m.kind:
+            reason = plugins.refusal(name, m)
+            if reason:
+                out[name] = reason
+    return out
 
 
 @app.command()

@@ -25,17 +25,35 @@ and labels never appear in a contestant's view.
 
 Kinds and the function each must implement:
 
-================  ==========================  ================================================
-kind              base class                  function
-================  ==========================  ================================================
+================  ==========================  ===========================================================
+kind              base class                  function (and the attribute that picks the track)
+================  ==========================  ===========================================================
 selection         ``SelectionMethod``         ``select(view: SelectionView) -> Selection``
+                                              (``modalities`` has ``"image"``: coreset track)
+                                              ``select(view: InstructionView) -> Selection``
+                                              (``modalities`` has ``"text"``: instruction track)
 training          ``TrainingMethod``          ``batch_loss(model, x, y, ctx) -> per-sample loss``
 attack            ``AttackMethod``            ``perturb(model, x, y, threat, generator) -> x_adv``
 privacy           ``PrivacyMethod``           ``score(view: PrivacyView) -> scores``
+                                              (``role`` ``"attack"``: privacy; ``"proxy"``: memorization)
 noise-correction  ``NoiseCorrectionMethod``   ``correct(view: NoiseView) -> model``
-distillation      ``DistillationMethod``      ``distill(view: DistillationView) -> models``
+distillation      ``DistillationMethod``      ``distill(view: DecentralizedView) -> one model per node``
+                                              (``role = "decentralized"``: decentralized track)
+                                              ``distill(view: ExitView) -> ExitModel``
+                                              (``role = "early-exit"``: video track)
 provisioning      ``ProvisioningMethod``      ``plan(view: ProvisioningView) -> pool sizes``
-================  ==========================  ================================================
+                                              (optional ``fit(view)``; ``privileged``: a bound)
+================  ==========================  ===========================================================
+
+A track takes a method only when ``Track.accepts(method)`` is None: the kind matches, a
+non-empty ``tracks`` names the track, and the modality or role the track needs is declared.
+
+Every view carries ``seed``, a seeded ``generator`` (torch) and/or ``rng`` (numpy) for the
+method's own randomness. The views of the phase-2 kinds (``InstructionView``,
+``DecentralizedView``, ``ExitView``, ``ProvisioningView``) also carry an ``info`` dict the method
+may fill with JSON-serialisable facts, stored with the cell. No view holds hidden truth: no task
+ids or noise flags of an instruction pool, no out-of-distribution flags of a public set, no
+future demand (except ``ProvisioningView.future``, given only to ``privileged`` methods).
 """
 
 from __future__ import annotations
@@ -286,10 +304,68 @@ class SelectionMethod(Method):
     signals: frozenset[str] = frozenset()
     exact_budget: bool = True
     weighted: bool = False
+    #: data the method can select from: "image" (``SelectionView``, the coreset track) and/or
+    #: "text" (``InstructionView``, the instruction track); tracks refuse other methods
+    modalities: frozenset[str] = frozenset({"image"})
 
     @abstractmethod
-    def select(self, view: SelectionView) -> Selection | Sequence[int] | np.ndarray:
+    def select(self, view: SelectionView | InstructionView) -> Selection | Sequence[int] | np.ndarray:
         ...
+
+
+@dataclass(frozen=True)
+class WarmupRun:
+    """The shared warm-up run of the instruction track (LESS/TRIM), trained once per repeat on a
+    random part of the pool. ``checkpoints[k]()`` returns model k in eval mode; ``lrs[k]`` is the
+    mean learning rate of the segment ending at checkpoint k; ``adam_states[k]`` maps a parameter
+    name to its Adam ``(exp_avg, exp_avg_sq)``; ``grad_params`` names the parameters whose
+    gradients are gradient-based methods' features (the LoRA parameters on HF models)."""
+
+    indices: np.ndarray
+    checkpoints: Sequence[Callable[[], Any]]
+    lrs: Sequence[float]
+    adam_states: Sequence[Mapping[str, tuple[Any, Any]]]
+    grad_params: Sequence[str]
+
+
+@dataclass(frozen=True)
+class InstructionView:
+    """What a text selection method sees (instruction track): a tokenized pool of
+    prompt/response examples and a handful of target examples.
+
+    ``ids`` (N, T) int64, right-padded; ``response_mask`` marks positions whose *next* token is a
+    response token (loss positions); ``prompt_mask`` marks prompt tokens; ``texts`` holds
+    ``"prompt ||| response"`` for lexical methods. ``target_*`` are the target examples (the
+    task to select for). ``lm.base()`` returns a fresh copy of the base model and
+    ``lm.forward(model, ids, attn_layers)`` runs it, counted; ``warmup()`` returns the shared
+    ``WarmupRun`` (lazy; its cost is charged to the method that calls it). The pool's task ids,
+    noise flags and any other generator truth are not here.
+    """
+
+    ids: Any
+    response_mask: Any
+    prompt_mask: Any
+    lengths: Any
+    texts: Sequence[str]
+    target_ids: Any
+    target_response_mask: Any
+    target_prompt_mask: Any
+    target_task: Sequence[str]
+    vocab: Sequence[str]
+    budget: int
+    fraction: float
+    lm: Any
+    warmup: Callable[[], WarmupRun]
+    seed: int
+    generator: Any  # torch.Generator seeded from the cell key
+    rng: np.random.Generator
+    device: Any = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Pool size (``random`` and ``full`` need only ``n``, ``budget`` and ``rng``)."""
+        return int(len(self.ids))
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,29 +527,104 @@ class NoiseCorrectionMethod(Method):
 
 
 @dataclass(frozen=True)
-class DistillationView:
-    """Knowledge-distillation inputs: per-node (or per-modality) training data, teacher models,
-    a communication graph where the track defines one, and the harness's training fixture."""
+class DecentralizedView:
+    """Decentralized-learning inputs (role ``"decentralized"``): n nodes on a fixed topology.
 
-    node_data: Sequence[tuple[Any, Any]]
+    ``nodes[i]`` is node i's local ``(x, y)`` (x in [0, 1]); ``own_label_counts`` (n, C): row i
+    is node i's own label histogram (sharing it goes through ``net.allgather``); ``public_x`` is
+    an unlabelled public set, the same at every node (no flag says which of it is
+    out-of-distribution). ``net`` (``coreset_bench.decentralized.Network``) is the only channel
+    between nodes and counts every byte; ``topology`` has ``name``, ``n``, ``W`` and
+    ``neighbours(i)``. ``model_factory()`` returns the same seeded initial model on every call.
+    ``recipe``: epochs, batch_size, momentum, weight_decay, milestones, gamma.
+
+    Contract: node i's update depends only on ``nodes[i]``, ``public_x``,
+    ``own_label_counts[i]``, the recipe and what node i received through ``net`` (the kit's
+    isolation check enforces it). Return exactly n models, one per node.
+    """
+
+    nodes: Sequence[tuple[Any, Any]]
     num_classes: int
+    own_label_counts: np.ndarray
+    public_x: Any
+    net: Any
+    topology: Any
     model_factory: Callable[[], Any]
-    teachers: Sequence[Any] = ()
-    graph: Any = None
-    public_x: Any = None
-    train: Callable[..., Any] | None = None
-    seed: int = 0
-    generator: Any = None
+    recipe: Mapping[str, Any]
+    steps_per_epoch: int
+    seed: int
+    generator: Any
+    rng: np.random.Generator
+    #: optional vmapped ensemble helper class (``NodeEnsemble``) where the track provides one
+    ensemble: Any = None
+    device: Any = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.nodes)
+
+
+@dataclass(frozen=True)
+class ExitView:
+    """Early-exit distillation inputs (role ``"early-exit"``): frozen backbones' cached features.
+
+    ``feats_train[m][k-1]`` is stage k's output (N, K, ch, h, w) of modality m's frozen backbone
+    (K segments per clip), ``final_logits_train[m]`` (N, K, C) its final classifier's logits
+    (the teachers). ``head_factory(m, k)`` returns a fresh internal-classifier head of the
+    harness's architecture for stage k in 1..3. ``exit_order`` lists the backbone exits in
+    order, then ``("fused", 4)``; ``exit_macs`` their cumulative cost. No test data here.
+    """
+
+    modalities: Sequence[str]
+    feats_train: Mapping[str, Sequence[Any]]
+    final_logits_train: Mapping[str, Any]
+    y_train: Any
+    num_classes: int
+    head_factory: Callable[[str, int], Any]
+    exit_order: Sequence[tuple[str, int]]
+    exit_macs: np.ndarray
+    recipe: Mapping[str, Any]
+    seed: int
+    generator: Any
+    rng: np.random.Generator
+    device: Any = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.y_train))
+
+
+@dataclass
+class ExitModel:
+    """What an early-exit method returns: ``heads[(modality, k)]`` for every modality and
+    k = 1..3, and optionally ``combiner[e]``, the weights over exits 0..e (length e + 1) for
+    every exit e of ``exit_order`` (None: each exit decides alone)."""
+
+    heads: Mapping[tuple[str, int], Any]
+    combiner: Sequence[np.ndarray] | None = None
 
 
 class DistillationMethod(Method):
-    """Returns the trained student model(s), one per node or exit."""
+    """Returns trained students: one model per node (role ``"decentralized"``) or an
+    ``ExitModel`` (role ``"early-exit"``). ``role`` picks the track; a distillation method with
+    no valid role is reported by ``registry.check_pending()`` and no track takes it."""
 
     kind: ClassVar[str] = "distillation"
+    #: "decentralized" (``DecentralizedView``) or "early-exit" (``ExitView``)
+    role: str = ""
 
     @abstractmethod
-    def distill(self, view: DistillationView) -> Sequence[Any]:
+    def distill(self, view: DecentralizedView | ExitView) -> Sequence[Any] | ExitModel:
         ...
+
+
+#: the roles a method of each kind may declare (``check_pending`` reports others)
+ROLES: dict[str, tuple[str, ...]] = {
+    "privacy": ("attack", "proxy"),
+    "distillation": ("decentralized", "early-exit"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,19 +634,47 @@ class DistillationMethod(Method):
 
 @dataclass(frozen=True)
 class ProvisioningView:
-    """Pool-sizing inputs: the observed demand history (requests per time step) up to now and
-    the horizon to plan for."""
+    """Pool-sizing inputs at step ``t``: the demand observed so far and the pool's state.
+
+    ``history`` (t,) requests per step so far (``history == demand[:t]``); ``horizon`` steps to
+    plan (lead + decision_every); ``start`` the ISO timestamp of step 0 (time of day and day of
+    week derive from it); ``lead`` the creation latency in steps; ``ready``/``in_flight`` the
+    current idle and being-created clusters; ``cost_idle``/``cost_miss`` and
+    ``target_hit_rate`` for methods that weigh them; ``max_pool`` the harness's upper clip.
+    ``future`` (the demand to come) is None except for ``privileged`` methods (a bound, never
+    ranked).
+    """
 
     history: np.ndarray
     horizon: int
     step_seconds: float
     seed: int
+    t: int = 0
+    start: str = ""
+    lead: int = 1
+    decision_every: int = 1
+    target_hit_rate: float = 0.99
+    cost_idle: float = 1.0
+    cost_miss: float = 100.0
+    ready: int = 0
+    in_flight: int = 0
+    max_pool: int = 1000
+    rng: np.random.Generator | None = None
+    future: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class ProvisioningMethod(Method):
-    """Returns the pool size to keep warm for each of the next ``horizon`` steps."""
+    """Returns the pool size to keep warm for each of the next ``horizon`` steps (1-D, length
+    ``horizon``, finite, >= 0; the harness rounds and clips to ``max_pool``). The track uses a
+    fresh copy per cell, so state kept on ``self`` between calls lives for one cell."""
 
     kind: ClassVar[str] = "provisioning"
+    #: True: receives ``view.future``; shown as a bound, never ranked as a contestant
+    privileged: bool = False
+
+    def fit(self, view: ProvisioningView) -> None:
+        """Optional: called at the start of the evaluation (and every ``refit_every`` steps)."""
 
     @abstractmethod
     def plan(self, view: ProvisioningView) -> np.ndarray:

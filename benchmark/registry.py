@@ -146,12 +146,25 @@ class PluginManager:
                         raise PluginError(f"plugin {ep.name!r} ({package}) failed to load: {rec.error}") from exc
                     continue
                 self.records.append(rec)
-            try:
-                self.pm.check_pending()
-            except pluggy.PluginValidationError as exc:
+            problems = self.check_pending()
+            if problems:
                 if strict:
-                    raise PluginError(str(exc)) from exc
-                self.records.append(PluginRecord("check_pending", "-", "-", "-", error=str(exc)))
+                    raise PluginError("; ".join(problems))
+                self.records.append(PluginRecord("check_pending", "-", "-", "-", error="; ".join(problems)))
+
+    def check_pending(self) -> list[str]:
+        """Problems no single registration catches, one line each: hook implementations that
+        match no hook (pluggy's ``check_pending``, e.g. a misspelt hook) and methods whose
+        declarations no track can use (a distillation method without a valid ``role``, a
+        selection method without ``modalities``). Each message says the fix."""
+        problems: list[str] = []
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            problems.append(str(exc).splitlines()[0] if str(exc) else repr(exc))
+        for m in sorted(self.methods.items.values(), key=lambda m: m.name):
+            problems.extend(_declaration_problems(m))
+        return problems
 
     def register(self, module: Any, name: str | None = None, package: str = "(in-process)") -> PluginRecord:
         """Register a plugin module or object at run time (tests and notebooks use this).
@@ -230,6 +243,22 @@ def _check_method(obj: Any, rec: PluginRecord) -> None:
         raise PluginError(f"{rec.name}: a method of kind {obj.kind!r} has no name")
 
 
+def _declaration_problems(m: Method) -> list[str]:
+    from .kinds import ROLES
+
+    out = []
+    pkg = (m.package or "in-process").strip("()")
+    roles = ROLES.get(m.kind)
+    role = getattr(m, "role", "")
+    if roles and role not in roles:
+        options = " or ".join(repr(r) for r in roles)
+        what = f"declares role {role!r}, which no track ranks" if role else "declares no role"
+        out.append(f"{m.kind} method {m.name!r} ({pkg}) {what}; set role = {options}")
+    if m.kind == "selection" and not getattr(m, "modalities", None):
+        out.append(f"selection method {m.name!r} ({pkg}) declares no modalities; set modalities = frozenset({{'image'}}) or frozenset({{'text'}})")
+    return out
+
+
 _manager = PluginManager()
 
 
@@ -259,6 +288,12 @@ def unregister(name: str) -> None:
 def records() -> list[PluginRecord]:
     load_plugins()
     return list(_manager.records)
+
+
+def check_pending() -> list[str]:
+    """``PluginManager.check_pending`` of the loaded plugins (one line per problem, with the fix)."""
+    load_plugins()
+    return _manager.check_pending()
 
 
 def method(name: str) -> Method:
@@ -303,12 +338,34 @@ def tracks() -> dict[str, Any]:
 
 
 def tracks_for(m: Method) -> list[str]:
-    """Names of the tracks in which ``m`` is a contestant."""
+    """Names of the tracks in which ``m`` is a contestant: those whose ``accepts(m)`` is None."""
     out = []
     for t in tracks().values():
-        if t.contestant_kind == m.kind and (not m.tracks or t.name in m.tracks):
+        if _refusal(t, m) is None:
             out.append(t.name)
     return sorted(out)
+
+
+def _refusal(t: Any, m: Method) -> str | None:
+    """``t.accepts(m)``; a track object without ``accepts`` (not a ``Track`` subclass) falls back to
+    the kind and ``tracks`` rules, and a track whose ``accepts`` raises refuses with the error."""
+    accepts = getattr(t, "accepts", None)
+    if accepts is None:
+        if t.contestant_kind != m.kind:
+            return f"track {t.name!r} ranks {t.contestant_kind} methods"
+        if m.tracks and t.name not in m.tracks:
+            return f"{m.name!r} takes part only in track(s) {', '.join(m.tracks)}"
+        return None
+    try:
+        reason = accepts(m)
+    except Exception as exc:  # a broken third-party track must not break `plugins` or `run`
+        return f"track {t.name!r} failed to decide whether it ranks {m.name!r}: {type(exc).__name__}: {exc}"
+    return str(reason).splitlines()[0] if reason else None
+
+
+def refusal(track_name: str, m: Method) -> str | None:
+    """Why track ``track_name`` cannot rank ``m`` (one line), or None when it can."""
+    return _refusal(track(track_name), m)
 
 
 def add_commands(app: Any) -> None:

@@ -15,6 +15,8 @@ class FullData(SelectionMethod):
     version = "1"
     summary = "The whole training pool: the full-data reference."
     fixed_fraction = 1.0
+    #: needs only ``view.n``: a reference of the image tracks and of the instruction track
+    modalities = frozenset({"image", "text"})
 
     def select(self, view):
         return Selection(np.arange(view.n))

@@ -20,11 +20,15 @@ class RandomSelection(SelectionMethod):
     summary = "Uniform random subset of the budget (optionally class-balanced)."
     citation = "Guo, Zhao, Bai. DeepCore: A Comprehensive Library for Coreset Selection in Deep Learning. DEXA 2022."
     params = {"class_balanced": False}
+    #: needs only ``view.n``, ``budget`` and ``rng``: a reference of the image and instruction tracks
+    modalities = frozenset({"image", "text"})
 
     def select(self, view):
         rng = view.rng
         if not self.params["class_balanced"]:
             return Selection(np.sort(rng.choice(view.n, size=view.budget, replace=False)))
+        if not hasattr(view, "class_budgets"):
+            raise ValueError("random: class_balanced=true needs class labels, which this view has none of; use class_balanced=false")
         labels = view.labels
         parts = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in enumerate(view.class_budgets()) if k]
         return Selection(np.sort(np.concatenate(parts)))

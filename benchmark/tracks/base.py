@@ -191,6 +191,39 @@ class Track(ABC):
     reference_methods: tuple[str, ...] = ()
     #: the profile ``run`` uses without ``--profile`` (the CPU-sized one users start with)
     default_profile: str = "quick"
+    #: data modality a contestant must list in its ``modalities`` (selection tracks; "" = none required)
+    modality: str = ""
+    #: ``role`` a contestant must declare (privacy and distillation tracks; "" = none required)
+    role: str = ""
+
+    def accepts(self, method: Method) -> str | None:
+        """None when this track can rank ``method``, else a one-line reason it cannot.
+
+        Enforced: the method's kind is ``contestant_kind``; a non-empty ``method.tracks`` names
+        this track; the method lists ``modality`` in its ``modalities`` (when the track sets one);
+        the method's ``role`` equals ``role`` (when the track sets one). ``registry.tracks_for``
+        skips tracks that refuse, and ``coreset-bench run --track`` exits with the reason.
+        Subclasses may refuse more, and should call ``super().accepts`` first.
+        """
+        who = f"{method.name!r}"
+        if method.kind != self.contestant_kind:
+            return f"track {self.name!r} ranks {self.contestant_kind} methods; {who} is a {method.kind} method"
+        if method.tracks and self.name not in method.tracks:
+            return f"{who} takes part only in track(s) {', '.join(method.tracks)} (its `tracks` attribute); track {self.name!r} is not one of them"
+        if self.modality:
+            mods = sorted(getattr(method, "modalities", ()) or ())
+            if self.modality not in mods:
+                have = ", ".join(mods) if mods else "none"
+                return (
+                    f"track {self.name!r} ranks {self.modality} {self.contestant_kind} methods; {who} declares modalities {have} "
+                    f"(add {self.modality!r} to its `modalities` if it handles {self.modality} data)"
+                )
+        if self.role:
+            role = getattr(method, "role", "") or ""
+            if role != self.role:
+                has = f"has role {role!r}" if role else "declares no role"
+                return f"{who} {has}; track {self.name!r} ranks {self.contestant_kind} methods with role {self.role!r}"
+        return None
 
     def primary_for(self, profile: Profile) -> str:
         """The primary metric of ``profile`` (a track may vary it, e.g. clean accuracy where a

@@ -197,6 +197,8 @@ class CoresetTrack(Track):
     name = "coreset"
     summary = "Train on a subset chosen by the method; report clean and adversarial test accuracy at each budget."
     contestant_kind = "selection"
+    #: image selection methods only (``SelectionMethod.modalities``); text ones go to the instruction track
+    modality = "image"
     fixtures = ("training", "attack")
     primary_metric = "autoattack_acc"
     secondary_metrics = ("clean_acc", "pgd_acc")
