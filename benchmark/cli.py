@@ -328,7 +328,9 @@ def results(
 
 @app.command()
 def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
-    """Check the installation: versions, device, plugin load errors, store health, cache size."""
+    """Check the installation: versions, device, plugin load errors, MPEG-4 encoding with PyAV,
+    the optional SmolLM2 weights, store health, cache size. Exits 1 on a load error, a bad
+    setting, or when PyAV cannot encode MPEG-4 (a core dependency); SmolLM2 is optional."""
     from . import env as envmod
     from .signals import cache_size
     from .store import Store, StoreError
@@ -347,7 +349,14 @@ def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
     console.print(f"{'plugins':14} {len(plugins.methods())} methods, {len(plugins.tracks())} tracks, {len(bad)} load error(s)")
     for r in bad:
         console.print(f"  [red]{r.name}[/] ({r.package}): {r.error}", highlight=False)
-    ok = not bad and settings_ok
+    video_ok, video = envmod.mpeg4_encoding()
+    console.print(f"{'video':14} {video}" if video_ok else f"{'video':14} [red]{video}[/]", highlight=False)
+    gguf = envmod.smollm2_gguf()
+    if gguf is not None:
+        console.print(f"{'smollm2':14} {gguf}", highlight=False)
+    else:
+        console.print(f"{'smollm2':14} not installed (optional: the instruction track's real-model profile); install it with: {envmod.SMOLLM2_HINT}", highlight=False)
+    ok = not bad and settings_ok and video_ok
     try:
         store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}")

