@@ -15,6 +15,11 @@ exact budget (or at most the budget for methods with ``exact_budget = False``); 
 non-negative weights; determinism under a fixed seed; no access to test data (the view has
 none, and a method that reads a file of the test split is caught by the track, not here); and a
 reasonable time on a small pool.
+
+The phase-2 kinds have their own checks, with small synthetic fixtures built here so plugin
+authors get them too (``coreset_bench.kit``): ``check_text_selection_method``,
+``check_decentralized_method`` (with the isolation check), ``check_exit_method`` and
+``check_provisioning_method``.
 """
 
 from __future__ import annotations
@@ -168,6 +173,22 @@ def check_selection_method(
         assert np.allclose(first.weights[order1], second.weights[order2]), f"{method.name}: weights not deterministic"
     assert not any(hasattr(restricted, a) for a in ("x_test", "y_test", "test")), "the view must not expose test data"
     return first
+
+
+# ---- the phase-2 kinds: text selection, decentralized, early-exit, provisioning (see .kit) ------
+
+from .kit import (  # noqa: E402 - re-exported: part of the kit's API
+    check_decentralized_method,
+    check_exit_method,
+    check_provisioning_method,
+    check_text_selection_method,
+    make_decentralized_view,
+    make_demand_trace,
+    make_exit_view,
+    make_instruction_view,
+    make_instruction_world,
+    simulate_pool,
+)
 
 
 # ---- pytest fixtures ---------------------------------------------------------------------------
