@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from .data import LeakageError, _check_not_contestant, contestant_guard
 from .decentralized import Network, Topology
 from .kinds import (
     DecentralizedView,
@@ -59,8 +58,20 @@ def _seed(*parts: Any) -> int:
     return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16) % (2**31 - 1)
 
 
+# the harness's contestant guard lives in coreset_bench.data, which imports torch: imported
+# lazily, so that loading the pytest plugin (coreset_bench.testing) does not import torch
+
+
+def _check_not_contestant(what: str) -> None:
+    from .data import _check_not_contestant as check
+
+    check(what)
+
+
 def _run_guarded(name: str, fn: Callable[[], Any]) -> Any:
     """Run a method's function under the contestant guard; a leak becomes an AssertionError."""
+    from .data import LeakageError, contestant_guard
+
     try:
         with contestant_guard(name):
             return fn()

@@ -120,3 +120,12 @@ def test_ray_executor_runs_the_cell_function_the_runner_hands_it(monkeypatch, tm
     assert calls == [("coreset", "good", "cpu"), ("coreset", "bad", "cpu")]
     assert out[0][1] is True and out[0][2].metrics == {"clean_acc": 0.5}
     assert out[1][1] is False and out[1][2] == "plugin 'bad' failed: ValueError: kaboom"
+
+
+def test_the_pytest_plugin_loads_without_torch():
+    """``coreset_bench.testing`` is a pytest11 plugin, loaded by every pytest run in an environment
+    where coreset-bench is installed: the kit (phase-2 checks included) imports torch lazily."""
+    code = "import sys, coreset_bench.testing, coreset_bench.kit, coreset_bench.decentralized; print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
