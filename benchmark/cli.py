@@ -280,7 +280,8 @@ def tracks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         return
     table = Table("track", "contestants", "primary metric", "profiles", "summary")
     for t in ts.values():
-        table.add_row(t.name, t.contestant_kind, t.primary_metric, ", ".join(p.id for p in t.profiles()), t.summary)
+        who = t.contestant_kind + "".join(f" ({v})" for v in (getattr(t, "modality", ""), getattr(t, "role", "")) if v)
+        table.add_row(t.name, who, t.primary_metric, ", ".join(p.id for p in t.profiles()), t.summary)
     console.print(table)
 
 

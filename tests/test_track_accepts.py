@@ -248,3 +248,11 @@ def test_check_pending_runs_at_load_and_the_record_lists_it(fresh_plugins, monke
         assert fresh_plugins.tracks_for(fresh_plugins.method("ext-norole")) == []
     finally:
         sys.modules.pop("cbt_norole_plugin", None)
+
+
+def test_tracks_command_shows_what_each_track_requires(phase2):
+    rows = {t["name"]: t for t in json.loads(runner.invoke(cli.app, ["tracks", "--json"], catch_exceptions=False).stdout)}
+    assert (rows["coreset"]["modality"], rows["coreset"]["role"]) == ("image", "")
+    assert (rows["acc-instruction"]["modality"], rows["privacy"]["role"], rows["acc-video"]["role"]) == ("text", "attack", "early-exit")
+    res = runner.invoke(cli.app, ["tracks"], catch_exceptions=False)
+    assert "selection (image)" in res.stdout and "privacy (attack)" in res.stdout and "distillation (decentralized)" in res.stdout

@@ -335,6 +335,8 @@ class Track(ABC):
             "name": self.name,
             "summary": self.summary,
             "contestants": self.contestant_kind,
+            "modality": self.modality,
+            "role": self.role,
             "fixtures": list(self.fixtures),
             "primary_metric": self.primary_metric,
             "profiles": [p.id for p in self.profiles()],
