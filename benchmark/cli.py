@@ -110,7 +110,10 @@ def run(
         fail(f"the plugins are of different kinds ({', '.join(sorted(kinds))}); run one kind at a time")
     try:
         if track is None:
-            names = plugins.tracks_for(methods[0])
+            # the first track (by name) that ranks every given method
+            names = [n for n in plugins.tracks_for(methods[0]) if all(plugins.refusal(n, m) is None for m in methods[1:])]
+            if not names and len(methods) > 1 and plugins.tracks_for(methods[0]):
+                fail(f"no single track ranks all of {', '.join(m.name for m in methods)}; pass --track or run them separately")
             if not names:
                 fail(f"no track ranks {methods[0].kind} methods like {methods[0].name!r}; `coreset-bench tracks` lists the tracks")
             track = names[0]

@@ -256,3 +256,11 @@ def test_tracks_command_shows_what_each_track_requires(phase2):
     assert (rows["acc-instruction"]["modality"], rows["privacy"]["role"], rows["acc-video"]["role"]) == ("text", "attack", "early-exit")
     res = runner.invoke(cli.app, ["tracks"], catch_exceptions=False)
     assert "selection (image)" in res.stdout and "privacy (attack)" in res.stdout and "distillation (decentralized)" in res.stdout
+
+
+def test_run_without_track_picks_the_track_that_ranks_every_method(phase2, tmp_path):
+    db = str(tmp_path / "r.db")
+    res = runner.invoke(cli.app, ["run", "--plugin", "random", "--plugin", "acc-text", "--db", db, "--dry-run"], catch_exceptions=False)
+    assert res.exit_code == 0 and "acc-instruction" in res.stdout and "coreset/" not in res.stdout, res.stdout + res.stderr
+    res = runner.invoke(cli.app, ["run", "--plugin", "acc-image", "--plugin", "acc-text", "--db", db], catch_exceptions=False)
+    assert res.exit_code == 2 and "no single track ranks all of acc-image, acc-text" in res.stderr
