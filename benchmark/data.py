@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,9 @@ class contestant_guard:
 
 def _check_not_contestant(what: str) -> None:
     if _CONTESTANT:
-        raise LeakageError(f"plugin {_CONTESTANT[-1]!r} tried to {what} while it was being evaluated; a method may only use the view it is given (no test data)")
+        msg = f"plugin {_CONTESTANT[-1]!r} tried to {what} while it was being evaluated; a method may only use the view it is given (no test data)"
+        sys.audit("coreset_bench.leakage", msg)  # the contestant worker's guard records it: the cell fails even if the plugin catches this
+        raise LeakageError(msg)
 
 
 @dataclass
