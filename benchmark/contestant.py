@@ -5,8 +5,10 @@ Each process that runs cells (the driver, or a worker of the process pool) start
 one *contestant worker*: a fresh Python interpreter (``subprocess`` with the parent's
 ``sys.path``; no memory is inherited, unlike ``fork``) that is reused across cells and restarted
 when it dies. The harness sends it the method (pickled by reference to its class) and the view
-(pickled, so the worker holds its own copy), and gets back the method's raw output, which the
-track validates as before. The worker never calls the dataset registry for the harness, so no
+(pickled, so the worker holds its own copy), and gets back the method's output as numbers only
+(arrays, and ``Selection.info`` as JSON text), which the track validates as before. The harness
+unpickles nothing else from the worker (a restricted unpickler admits numpy arrays, dtypes and
+scalars), so a returned object cannot run code in the harness's process. The worker never calls the dataset registry for the harness, so no
 test tensor exists in its memory whatever the method inspects (``gc.get_objects()``, module
 globals such as ``coreset_bench.data._LOADED``, a track's split cache).
 
@@ -25,11 +27,14 @@ per-cell time-out of the process pool kills the parent of a hung contestant).
 
 Not stopped: a plugin escaping Python through native code already loaded (e.g. a compiled
 extension it ships that reads files or forks), or one that tampers with this guard's own Python
-objects. What holds structurally is that the test split is not in the worker's memory.
+objects; and code a plugin module runs when it is imported, which happens in the harness's
+process too (the registry loads every plugin there). What holds structurally is that the test
+split is not in the worker's memory.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import subprocess
@@ -207,17 +212,73 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
             if violations:  # refused, and the plugin caught the error: the cell fails all the same
                 reply: tuple[Any, ...] = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
             else:
-                reply = ("ok", raw, _get_rng())
-            out = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+                reply = ("ok", _PLAIN[call](raw, name), _get_rng())
+            out = pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
         except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
-            msg = violations[0] if violations else format_plugin_error(exc, name)
             if violations:
-                msg = "LeakageError: " + msg
+                msg = "LeakageError: " + violations[0]
+            elif isinstance(exc, ContestantOutputError):
+                msg = str(exc)
+            else:
+                msg = format_plugin_error(exc, name)
             try:
                 out = pickle.dumps(("error", msg, traceback.format_exc()))
             except Exception:  # noqa: BLE001
                 out = pickle.dumps(("error", msg, ""))
         tx.send_bytes(out)
+
+
+def _plain_array(value: Any, what: str, name: str) -> Any:
+    import numpy as np
+
+    if value is None:
+        return None
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001
+        raise ContestantOutputError(f"invalid output of plugin {name!r}: its {what} are not an array ({type(exc).__name__})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ContestantOutputError(f"invalid output of plugin {name!r}: its {what} are of dtype {arr.dtype}; expected numbers")
+    return np.ascontiguousarray(arr)
+
+
+def _plain_selection(raw: Any, name: str) -> dict[str, Any]:
+    """A selection as numbers only (arrays and JSON text): what comes back to the harness, which
+    unpickles nothing else (a plugin object could run code in the harness's process)."""
+    import json
+
+    from .kinds import Selection
+
+    sel = raw if isinstance(raw, Selection) else Selection(indices=raw)
+    try:
+        info = json.dumps(dict(sel.info or {}), sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise ContestantOutputError(f"invalid output of plugin {name!r}: Selection.info is not a JSON-serialisable dict ({exc})") from None
+    return {
+        "indices": _plain_array(sel.indices, "indices", name),
+        "weights": _plain_array(sel.weights, "weights", name),
+        "scores": _plain_array(sel.scores, "scores", name),
+        "info": info,
+    }
+
+
+def _from_plain(call: str, out: Any) -> Any:
+    if call == "select":
+        import json
+
+        from .kinds import Selection
+
+        return Selection(indices=out["indices"], weights=out["weights"], scores=out["scores"], info=json.loads(out["info"]))
+    raise ValueError(f"unknown contestant call {call!r}")  # pragma: no cover
+
+
+_PLAIN = {"select": _plain_selection}
+
+
+class ContestantOutputError(ValueError):
+    """A contestant's output is not made of numbers (raised in the worker, reported in the cell)."""
 
 
 def _get_rng() -> tuple[Any, ...]:
@@ -226,7 +287,7 @@ def _get_rng() -> tuple[Any, ...]:
     import numpy as np
     import torch
 
-    return (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    return (random.getstate(), np.random.get_state(), torch.get_rng_state().numpy())
 
 
 def _set_rng(state: tuple[Any, ...]) -> None:
@@ -237,7 +298,28 @@ def _set_rng(state: tuple[Any, ...]) -> None:
 
     random.setstate(state[0])
     np.random.set_state(state[1])
-    torch.set_rng_state(state[2])
+    torch.set_rng_state(torch.from_numpy(np.array(state[2], dtype=np.uint8)))
+
+
+#: what the harness unpickles from the worker: numpy arrays, dtypes and scalars (plus plain
+#: Python values, which need no lookup); anything else is refused
+_SAFE_GLOBALS = frozenset({
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS or (module == "numpy" and name.endswith("DType")) or module == "numpy.dtypes":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"the contestant worker sent a {module}.{name} object; only numbers and arrays come back")
+
+
+def _safe_loads(blob: bytes) -> Any:
+    return _SafeUnpickler(io.BytesIO(blob)).load()
 
 
 # ---- the harness side ---------------------------------------------------------------------------
@@ -294,15 +376,25 @@ class ContestantWorker:
             ) from None
         try:
             self.tx.send_bytes(blob)
-            reply = pickle.loads(self.rx.recv_bytes())
-        except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            code = self.proc.wait(timeout=5) if self.proc.poll() is None and isinstance(exc, EOFError) else self.proc.poll()
+            answer = self.rx.recv_bytes()
+        except (EOFError, OSError):
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
             self.close()
             raise ContestantCrash(f"plugin {name!r} crashed the contestant worker process (exit code {code})") from None
-        if reply[0] == "ok":
-            _set_rng(reply[2])
-            return reply[1]
-        raise ContestantError(reply[1]) from RemoteTraceback(reply[2])
+        try:
+            reply = _safe_loads(answer)
+            if reply[0] == "ok":
+                out = _from_plain(call, reply[1])
+                _set_rng(reply[2])
+                return out
+            msg, tb = str(reply[1]), str(reply[2])
+        except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
+            self.close()  # a worker that sends anything else is not trusted with another cell
+            raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
+        raise ContestantError(msg) from RemoteTraceback(tb)
 
     def close(self) -> None:
         for c in (self.tx, self.rx):

@@ -174,10 +174,40 @@ class NanScores(SelectionMethod):
         return Selection(np.arange(view.budget), scores=s)
 
 
+def _write_marker(path: str) -> str:
+    Path(path).write_text(f"code ran in process {os.getpid()}")
+    return path
+
+
+class _Payload:
+    """Unpickling it runs ``_write_marker`` in the unpickling process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (_write_marker, (self.path,))
+
+
+class Trojan(SelectionMethod):
+    """Sends back objects whose unpickling would run its code in the harness's process."""
+
+    name = "trojan"
+    params = {"marker": "", "bypass": False}
+
+    def select(self, view):
+        if self.params["bypass"]:  # skip the worker's own conversion to numbers
+            import coreset_bench.contestant as c
+
+            c._PLAIN["select"] = lambda raw, name: raw
+            return _Payload(self.params["marker"])
+        return Selection(np.array([_Payload(self.params["marker"])] * view.budget, dtype=object))
+
+
 class _Plugin:
     @hookimpl
     def register_methods(self, register):
-        for cls in (Hostile, Crasher, Sleeper, Mutator, NanScores):
+        for cls in (Hostile, Crasher, Sleeper, Mutator, NanScores, Trojan):
             register(cls())
 
 
@@ -246,6 +276,21 @@ def test_a_crash_of_the_contestant_worker_fails_only_its_cell(reg, tmp_path):
     assert by["crasher"].status == "failed"
     assert by["crasher"].error == "plugin 'crasher' crashed the contestant worker process (exit code 7)"
     assert by["random"].status == "done"  # a fresh worker ran the next cell
+    store.close()
+
+
+def test_only_numbers_come_back_from_the_contestant_worker(reg, tmp_path):
+    store = Store(tmp_path / "r.db")
+    marker = tmp_path / "marker"
+    methods = [reg.method("trojan").with_params(marker=str(marker), bypass=b) for b in (False, True)] + [reg.method("random")]
+    outs = {(o.cell.method, o.cell.params.get("bypass")): o for o in run(reg, store, tmp_path, methods)}
+    plain = outs[("trojan", False)]
+    assert plain.status == "failed" and plain.error == "invalid output of plugin 'trojan': its indices are of dtype object; expected numbers"
+    bypass = outs[("trojan", True)]
+    assert bypass.status == "failed"
+    assert bypass.error.startswith("plugin 'trojan' sent back an invalid answer from the contestant worker (UnpicklingError:")
+    assert not marker.exists()  # the payload never ran in the harness
+    assert outs[("random", None)].status == "done"
     store.close()
 
 
