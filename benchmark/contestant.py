@@ -171,6 +171,9 @@ def _watch_parent(parent: int) -> None:
 
 def _main(read_fd: int, write_fd: int, parent: int) -> None:
     """Entry point of the worker process (see ``ContestantWorker``)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle; it stops us
     rx, tx = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     setup = pickle.loads(rx.recv_bytes())
@@ -384,6 +387,9 @@ class ContestantWorker:
                 code = None
             self.close()
             raise ContestantCrash(f"plugin {name!r} crashed the contestant worker process (exit code {code})") from None
+        except BaseException:  # Ctrl-C while waiting: the answer would be read by the next cell
+            self.close()
+            raise
         try:
             reply = _safe_loads(answer)
             if reply[0] == "ok":

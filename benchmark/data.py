@@ -49,7 +49,10 @@ class contestant_guard:
     """Context manager: while a contestant method runs, loading datasets raises ``LeakageError``.
 
     A method's view holds the pool and validation split only; a method that reaches for the
-    dataset registry to get at the test split fails its cell with a message naming it.
+    dataset registry to get at the test split fails its cell with a message naming it. This is
+    the in-process layer (the privacy and label-noise tracks rely on it alone); selection
+    methods run in the contestant worker (``coreset_bench.contestant``), a process that never
+    loaded the test split, where this check also fails the cell if the plugin catches the error.
     """
 
     def __init__(self, name: str) -> None:
