@@ -16,7 +16,8 @@ Before any plugin module is imported, the worker installs a Python audit hook
 (``sys.addaudithook``; it cannot be removed) that, while the worker lives,
 
 * refuses to open files under the dataset locations the harness names (``--data-dir``, an
-  ``imagefolder`` root, the decoded-image cache, scikit-learn's bundled data), and to hard-link or
+  ``imagefolder`` root, the decoded-image cache, scikit-learn's bundled data) or the directories
+  above them (a directory descriptor would reach the files through ``dir_fd``), to hard-link or
   rename them, and files of other processes under ``/proc``;
 * refuses to start processes (``subprocess``, ``os.system``, ``os.exec*``, ``os.posix_spawn``,
   ``os.spawn*``, ``os.fork``) and to load or call native code through ``ctypes``.
@@ -120,6 +121,11 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
         except (TypeError, ValueError, OSError):
             return None
         if (p + os.sep).startswith(roots):
+            return p
+        # a directory above a dataset location: its descriptor would let a relative path with
+        # dir_fd (which the audit event does not show) reach the files
+        anc = p.rstrip(os.sep) + os.sep
+        if any(r.startswith(anc) for r in roots) and os.path.isdir(p):
             return p
         if p.startswith("/proc/"):
             part = p.split("/")[2]

@@ -86,6 +86,15 @@ class Hostile(SelectionMethod):
             with open(_digits_file(), "rb") as fh:
                 found.append(f"read {len(fh.read())} bytes of digits.csv.gz")
 
+        def dir_fd():
+            path = Path(_digits_file())
+            fd = os.open(path.parent.parent, os.O_RDONLY)  # a directory above the data
+            try:
+                with open(os.open(f"data/{path.name}", os.O_RDONLY, dir_fd=fd), "rb") as fh:
+                    found.append(f"dir_fd read {len(fh.read())} bytes")
+            finally:
+                os.close(fd)
+
         def sklearn_loader():
             from sklearn.datasets import load_digits
 
@@ -112,7 +121,7 @@ class Hostile(SelectionMethod):
             found.append(f"ctypes -> {ctypes.CDLL('libc.so.6')}")
 
         return found, {
-            "memory": in_memory, "resolve": resolve, "open": open_file, "sklearn": sklearn_loader,
+            "memory": in_memory, "resolve": resolve, "open": open_file, "dir_fd": dir_fd, "sklearn": sklearn_loader,
             "cat": spawn_cat, "system": system, "fork": fork, "ctypes": ctypes_libc,
         }
 
@@ -237,7 +246,7 @@ def test_a_hostile_method_finds_no_test_data_and_each_refusal_fails_its_cell(reg
 
     D.resolve("digits")  # the harness's memo holds the test split in this process
     store = Store(tmp_path / "r.db")
-    probes = ["memory", "resolve", "open", "sklearn", "cat", "system", "fork", "ctypes", "all"]
+    probes = ["memory", "resolve", "open", "dir_fd", "sklearn", "cat", "system", "fork", "ctypes", "all"]
     hostile = reg.method("hostile")
     outs = {o.cell.params["probe"]: o for o in run(reg, store, tmp_path, [hostile.with_params(probe=p) for p in probes])}
     # in memory there is nothing to find: the cell succeeds and its info says so
@@ -255,6 +264,7 @@ def test_a_hostile_method_finds_no_test_data_and_each_refusal_fails_its_cell(reg
         if probe not in ("resolve", "all"):
             assert GUARD in out.error, (probe, out.error)
     assert "open" in outs["open"].error and "digits.csv.gz" in outs["open"].error
+    assert "sklearn/datasets (dataset files)" in outs["dir_fd"].error
     assert "subprocess.Popen" in outs["cat"].error and "os.system" in outs["system"].error
     assert "os.fork" in outs["fork"].error and "ctypes" in outs["ctypes"].error
     store.close()
