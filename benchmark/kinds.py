@@ -65,14 +65,22 @@ KINDS: tuple[str, ...] = (
 
 def readonly(value: Any) -> Any:
     """What a view hands out for ``value``: numpy arrays as non-writable views (no copy), tensors
-    as detached copies, tuples and lists element-wise (a new container); anything else as is."""
+    as detached copies, tuples and lists element-wise (a new container); anything else as is.
+
+    A tensor that is already such a copy is handed out as is, so a track can build the views of
+    one cell from one copy (``x = readonly(track_x)`` once; per-cell plugin caches keyed by the
+    tensor keep working) while its own tensors stay untouched."""
     if isinstance(value, np.ndarray):
         out = value.view()
         out.setflags(write=False)
         return out
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        if getattr(value, "_coreset_bench_view_copy", False):  # already a view's own copy
+            return value
+        out = value.detach().clone()
+        out._coreset_bench_view_copy = True  # a track may share it between the views of one cell
+        return out
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
         return tuple(readonly(v) for v in value)
     if isinstance(value, list):

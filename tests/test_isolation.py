@@ -403,3 +403,15 @@ def test_nan_scores_fail_the_cell(reg, tmp_path):
     assert out.status == "failed"
     assert out.error.startswith("invalid output of plugin 'nanscores': nanscores: returned NaN in its scores (1 of ")
     store.close()
+
+
+def test_views_of_one_cell_can_share_one_copy_and_the_source_stays_untouched():
+    from coreset_bench.kinds import readonly
+
+    src = _tensor()
+    copy = readonly(src)
+    assert copy is not src and readonly(copy) is copy  # one copy per cell: per-cell caches still hit
+    views = [PrivacyView(copy, copy, 4, lambda x: x, [], np.zeros((0, 3), dtype=bool), [lambda x: x], 0, None) for _ in range(2)]
+    assert views[0].x is views[1].x is copy
+    views[0].x.zero_()
+    assert torch.equal(src, _tensor())
