@@ -379,7 +379,7 @@ class ContestantWorker:
                 protocol=pickle.HIGHEST_PROTOCOL,
             )
         except Exception as exc:  # noqa: BLE001
-            raise LeakageError(
+            raise ContestantError(
                 f"plugin {name!r} cannot be sent to the contestant worker ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 f"define its method class at module level of an importable module"
             ) from None

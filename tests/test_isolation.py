@@ -415,3 +415,24 @@ def test_views_of_one_cell_can_share_one_copy_and_the_source_stays_untouched():
     assert views[0].x is views[1].x is copy
     views[0].x.zero_()
     assert torch.equal(src, _tensor())
+
+
+def test_a_method_whose_class_is_not_importable_fails_its_cell_with_the_fix(reg, tmp_path):
+    class Local(SelectionMethod):  # defined in a function: the worker cannot import it
+        name = "local-method"
+
+        def select(self, view):
+            return np.arange(view.budget)
+
+    class _LocalPlugin:
+        @hookimpl
+        def register_methods(self, register):
+            register(Local())
+
+    reg.register(_LocalPlugin(), name="local-plugin")
+    store = Store(tmp_path / "r.db")
+    (out,) = run(reg, store, tmp_path, [reg.method("local-method")])
+    assert out.status == "failed"
+    assert out.error.startswith("plugin 'local-method' cannot be sent to the contestant worker (")
+    assert out.error.endswith("define its method class at module level of an importable module")
+    store.close()
