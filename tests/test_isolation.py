@@ -213,10 +213,25 @@ class Trojan(SelectionMethod):
         return Selection(np.array([_Payload(self.params["marker"])] * view.budget, dtype=object))
 
 
+class UsesModels(SelectionMethod):
+    """Builds the proxy model and a fresh model inside the worker (both travel in the view)."""
+
+    name = "uses-models"
+    signals = frozenset({"proxy_model", "loss"})
+
+    def select(self, view):
+        proxy = view.signals["proxy_model"]()
+        fresh = view.model_factory()
+        with torch.no_grad():
+            margin = proxy(view.x).max(1).values - fresh(view.x).max(1).values
+        idx = np.argsort(-margin.numpy(), kind="stable")[: view.budget]
+        return Selection(np.sort(idx), info={"proxy": type(proxy).__name__, "same_arch": type(proxy) is type(fresh)})
+
+
 class _Plugin:
     @hookimpl
     def register_methods(self, register):
-        for cls in (Hostile, Crasher, Sleeper, Mutator, NanScores, Trojan):
+        for cls in (Hostile, Crasher, Sleeper, Mutator, NanScores, Trojan, UsesModels):
             register(cls())
 
 
@@ -277,6 +292,15 @@ def test_the_kit_check_no_test_access_passes_a_clean_method_and_catches_a_hostil
     for probe in ("open", "cat"):
         with pytest.raises(AssertionError, match="plugin 'hostile' tried to"):
             check_no_test_access(reg.method("hostile").with_params(probe=probe))
+
+
+def test_the_proxy_model_and_the_model_factory_work_in_the_worker(reg, tmp_path):
+    store = Store(tmp_path / "r.db")
+    (out,) = run(reg, store, tmp_path, [reg.method("uses-models")])
+    assert out.status == "done", out.error
+    info = store.results(status="done")[0]["info"]
+    assert info["method_same_arch"] is True and info["method_proxy"]
+    store.close()
 
 
 def test_a_crash_of_the_contestant_worker_fails_only_its_cell(reg, tmp_path):
