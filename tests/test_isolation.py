@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from coreset_bench import contestant as C
 from coreset_bench import hookimpl
 from coreset_bench.kinds import (
     DistillationView,
