@@ -21,7 +21,10 @@ instance through the ``register_methods`` hook::
 
 A method never sees a track's private state: it receives a *view* built by the track
 (``SelectionView``, ``PrivacyView``, ...), which holds only what the protocol allows. Test inputs
-and labels never appear in a contestant's view.
+and labels never appear in a contestant's view. Views are read-only: every numpy array in a view
+(and in ``Signals``) is a non-writable view of the track's array, every tensor is the view's own
+copy, so a method that writes into them cannot change what later cells see. (Models handed out,
+e.g. ``NoiseView.model``, are the view's own copies where the track says so.)
 
 Kinds and the function each must implement:
 
@@ -41,6 +44,7 @@ provisioning      ``ProvisioningMethod``      ``plan(view: ProvisioningView) -> 
 from __future__ import annotations
 
 import copy
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +61,39 @@ KINDS: tuple[str, ...] = (
     "distillation",
     "provisioning",
 )
+
+
+def readonly(value: Any) -> Any:
+    """What a view hands out for ``value``: numpy arrays as non-writable views (no copy), tensors
+    as detached copies, tuples and lists element-wise (a new container); anything else as is.
+
+    A tensor that is already such a copy is handed out as is, so a track can build the views of
+    one cell from one copy (``x = readonly(track_x)`` once; per-cell plugin caches keyed by the
+    tensor keep working) while its own tensors stay untouched."""
+    if isinstance(value, np.ndarray):
+        out = value.view()
+        out.setflags(write=False)
+        return out
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if getattr(value, "_coreset_bench_view_copy", False):  # already a view's own copy
+            return value
+        out = value.detach().clone()
+        out._coreset_bench_view_copy = True  # a track may share it between the views of one cell
+        return out
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(readonly(v) for v in value)
+    if isinstance(value, list):
+        return [readonly(v) for v in value]
+    return value
+
+
+class _ReadOnlyView:
+    """Mixin of the frozen view dataclasses: ``__post_init__`` protects every field (``readonly``)."""
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            object.__setattr__(self, name, readonly(getattr(self, name)))
 
 
 class Method(ABC):
@@ -174,7 +211,7 @@ class Signals(Mapping[str, Any]):
     """
 
     def __init__(self, data: Mapping[str, Any], *, method: str = "") -> None:
-        self._data = dict(data)
+        self._data = {k: readonly(v) for k, v in data.items()}
         self._method = method
 
     def __getitem__(self, key: str) -> Any:
@@ -194,7 +231,7 @@ class Signals(Mapping[str, Any]):
 
 
 @dataclass(frozen=True)
-class SelectionView:
+class SelectionView(_ReadOnlyView):
     """What a selection method sees: the training pool, the validation split, signals, budget.
 
     ``x`` is float32 in [0, 1], shape (N, C, H, W) (or (N, F) for tabular data), on ``device``.
@@ -363,7 +400,7 @@ class AttackMethod(Method):
 
 
 @dataclass(frozen=True)
-class PrivacyView:
+class PrivacyView(_ReadOnlyView):
     """Membership-inference inputs.
 
     ``target`` and every entry of ``shadows`` are black boxes: callables mapping an input batch
@@ -408,7 +445,7 @@ class PrivacyMethod(Method):
 
 
 @dataclass(frozen=True)
-class NoiseView:
+class NoiseView(_ReadOnlyView):
     """Label-noise correction inputs: a model trained on noisy labels, a small verified clean
     set, and the noisy pool. ``train(model, x, y, epochs=None, **overrides)`` runs the harness's
     standard training fixture in place (``overrides``: keys of the training recipe, e.g. ``lr``
@@ -451,7 +488,7 @@ class NoiseCorrectionMethod(Method):
 
 
 @dataclass(frozen=True)
-class DistillationView:
+class DistillationView(_ReadOnlyView):
     """Knowledge-distillation inputs: per-node (or per-modality) training data, teacher models,
     a communication graph where the track defines one, and the harness's training fixture."""
 
@@ -482,7 +519,7 @@ class DistillationMethod(Method):
 
 
 @dataclass(frozen=True)
-class ProvisioningView:
+class ProvisioningView(_ReadOnlyView):
     """Pool-sizing inputs: the observed demand history (requests per time step) up to now and
     the horizon to plan for."""
 
