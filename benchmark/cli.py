@@ -11,7 +11,9 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from . import registry as plugins
@@ -28,9 +30,19 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit."""
-    err.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error and exit (the message is printed literally: it may quote plugin text)."""
+    err.print(Text.assemble(("Error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _lit(value: Any) -> Text:
+    """Plugin-supplied text (names, summaries, errors, info) as a literal ``Text``: never parsed as
+    console markup, so ``[/bold]`` in an error message prints as is instead of crashing the run."""
+    return Text("" if value is None else str(value))
+
+
+def _row(table: Table, *cells: Any) -> None:
+    table.add_row(*(c if isinstance(c, Text) else _lit(c) for c in cells))
 
 
 def _version(value: bool) -> None:
@@ -139,12 +151,12 @@ def run(
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
     except ValueError as exc:
         fail(str(exc))
-    console.print(f"[bold]{t.name}[/] profile [bold]{prof.id}[/]: {len(plan.todo)} cell(s) to run, {len(plan.done)} already done")
+    console.print(Text.assemble((t.name, "bold"), " profile ", (prof.id, "bold"), f": {len(plan.todo)} cell(s) to run, {len(plan.done)} already done"), highlight=False)
     if dry_run:
         table = Table("status", "method", "axes", "repeat", "key")
         for status, items in (("todo", plan.todo), ("done", plan.done)):
             for p in items:
-                table.add_row(status, p.method.name, " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
+                _row(table, status, p.method.name, " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
         console.print(table)
         return
     if not plan.todo:
@@ -156,7 +168,7 @@ def run(
     except ValueError as exc:
         fail(str(exc))
     if prof.device == "cuda" and dev == "cpu":
-        err.print(f"[yellow]warning:[/] profile {prof.id} is meant for a GPU; running on the CPU will be slow")
+        err.print(Text.assemble(("warning:", "yellow"), f" profile {prof.id} is meant for a GPU; running on the CPU will be slow"))
     results_dir = _results_dir(db)
     ctx = default_context(results_dir, dev, data_dir)
     try:
@@ -176,7 +188,7 @@ def run(
         step = bar.add_task("step", total=1.0)
 
         def on_progress(key: str, what: str, frac: float) -> None:
-            bar.update(step, description=f"  {what}", completed=frac)
+            bar.update(step, description=escape(f"  {what}"), completed=frac)
 
         def on_done(out: Any) -> None:
             bar.advance(overall)
@@ -185,10 +197,10 @@ def run(
                 acc = out.metrics.get("clean_acc")
                 extra = f" clean_acc={acc:.4f}" if acc is not None else ""
                 where = "by another run on this database" if getattr(out, "elsewhere", False) else f"{out.seconds:.1f}s"
-                console.print(f"[green]done[/]   {label}{extra} ({where})", highlight=False)
+                console.print(Text.assemble(("done", "green"), f"   {label}{extra} ({where})"), highlight=False)
             else:
                 failures.append(out)
-                console.print(f"[red]failed[/] {label}: {out.error}", highlight=False)
+                console.print(Text.assemble(("failed", "red"), f" {label}: {out.error}"), highlight=False)
 
         try:
             execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=on_done, on_progress=on_progress)
@@ -199,11 +211,11 @@ def run(
             fail(str(exc))
     _summary(store, t, prof, methods)
     par = f"{jobs} cells side by side, " if jobs > 1 else ""
-    console.print(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}")
+    console.print(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}", markup=False)
     if failures:
         err.print(f"[bold red]{len(failures)} cell(s) failed[/]:")
         for f in failures:
-            err.print(f"  {f.cell.label()}: {f.error}", highlight=False)
+            err.print(f"  {f.cell.label()}: {f.error}", highlight=False, markup=False)
         raise typer.Exit(1)
 
 
@@ -223,14 +235,14 @@ def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
         groups.setdefault(key, []).append(r)
     present = {k for r in rows for k in r["metrics"]}
     cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
-    table = Table("method", *varied, "n", *cols, title=f"{prof.id} (mean ± std over seeds)")
+    table = Table("method", *varied, "n", *cols, title=_lit(f"{prof.id} (mean ± std over seeds)"))
     for key, rs in sorted(groups.items()):
         cells = []
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
             v = v[np.isfinite(v)]
             cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "-")
-        table.add_row(*key, str(len(rs)), *cells)
+        _row(table, *key, str(len(rs)), *cells)
     console.print(table)
 
 
@@ -259,7 +271,7 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         return
     table = Table("name", "kind", "version", "package", "tracks", "summary / error")
     for r in rows:
-        table.add_row(r["name"], r["kind"], str(r["version"]), r["package"], ", ".join(r["tracks"]), f"[red]{r['error']}[/]" if r["error"] else r["summary"])
+        _row(table, r["name"], r["kind"], str(r["version"]), r["package"], ", ".join(r["tracks"]), Text(str(r["error"]), style="red") if r["error"] else r["summary"])
     console.print(table)
 
 
@@ -284,7 +296,7 @@ def tracks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     table = Table("track", "contestants", "primary metric", "profiles", "summary")
     for t in ts.values():
         who = t.contestant_kind + "".join(f" ({v})" for v in (getattr(t, "modality", ""), getattr(t, "role", "")) if v)
-        table.add_row(t.name, who, t.primary_metric, ", ".join(p.id for p in t.profiles()), t.summary)
+        _row(table, t.name, who, t.primary_metric, ", ".join(p.id for p in t.profiles()), t.summary)
     console.print(table)
 
 
@@ -304,7 +316,7 @@ def profiles(track: Optional[str] = typer.Argument(None, help="Only this track."
         return
     table = Table("profile", "axes", "seeds", "cells/method", "device", "description")
     for it in items:
-        table.add_row(it["id"], "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in it["axes"].items()), ", ".join(map(str, it["seeds"])), str(it["cells_per_method"]), it["device"], it["description"])
+        _row(table, it["id"], "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in it["axes"].items()), ", ".join(map(str, it["seeds"])), str(it["cells_per_method"]), it["device"], it["description"])
     console.print(table)
 
 
@@ -326,7 +338,7 @@ def results(
     table = Table("key", "method", "profile", "axes", "repeat", "status", "metrics / error")
     for r in rows:
         mets = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("class_acc_"))
-        table.add_row(r["key"][:12], r["method"], r["profile"], " ".join(f"{k}={v}" for k, v in r["axes"].items()), str(r["repeat"]), r["status"], r["error"] or mets)
+        _row(table, r["key"][:12], r["method"], r["profile"], " ".join(f"{k}={v}" for k, v in r["axes"].items()), str(r["repeat"]), r["status"], r["error"] or mets)
     console.print(table)
 
 
@@ -342,34 +354,34 @@ def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
     dev = envmod.pick_device("auto")
     e = envmod.environment(dev)
     for k in ("coreset_bench", "git_commit", "python", "torch", "cuda", "device_name", "platform"):
-        console.print(f"{k:14} {e.get(k)}")
+        console.print(f"{k:14} {e.get(k)}", markup=False)
     settings_ok = True
     try:
         console.print(f"{'parallelism':14} {envmod.default_jobs(dev, 10**6)} cell(s) side by side by default on {dev}, {envmod.cell_threads(dev)} torch thread(s) each")
     except ValueError as exc:
         settings_ok = False
-        console.print(f"{'parallelism':14} [red]{exc}[/]", highlight=False)
+        console.print(Text.assemble(f"{'parallelism':14} ", (str(exc), "red")), highlight=False)
     bad = [r for r in plugins.records() if r.error]
     console.print(f"{'plugins':14} {len(plugins.methods())} methods, {len(plugins.tracks())} tracks, {len(bad)} load error(s)")
     for r in bad:
-        console.print(f"  [red]{r.name}[/] ({r.package}): {r.error}", highlight=False)
+        console.print(Text.assemble("  ", (r.name, "red"), f" ({r.package}): {r.error}"), highlight=False)
     video_ok, video = envmod.mpeg4_encoding()
-    console.print(f"{'video':14} {video}" if video_ok else f"{'video':14} [red]{video}[/]", highlight=False)
+    console.print(Text.assemble(f"{'video':14} ", (video, "" if video_ok else "red")), highlight=False)
     gguf = envmod.smollm2_gguf()
     if gguf is not None:
-        console.print(f"{'smollm2':14} {gguf}", highlight=False)
+        console.print(f"{'smollm2':14} {gguf}", highlight=False, markup=False)
     else:
-        console.print(f"{'smollm2':14} not installed (optional: the instruction track's real-model profile); install it with: {envmod.SMOLLM2_HINT}", highlight=False)
+        console.print(f"{'smollm2':14} not installed (optional: the instruction track's real-model profile); install it with: {envmod.SMOLLM2_HINT}", highlight=False, markup=False)
     ok = not bad and settings_ok and video_ok
     try:
         store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
-        console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}")
+        console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}", markup=False)
         console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='running'))} running/interrupted")
     except StoreError as exc:
-        console.print(f"{'store':14} {exc}")
+        console.print(f"{'store':14} {exc}", markup=False)
         ok = ok and "no results database" in str(exc)
     cache = _results_dir(db) / "cache"
-    console.print(f"{'cache':14} {cache} {cache_size(cache) / 1e6:.1f} MB" if cache.exists() else f"{'cache':14} (empty)")
+    console.print(f"{'cache':14} {cache} {cache_size(cache) / 1e6:.1f} MB" if cache.exists() else f"{'cache':14} (empty)", markup=False)
     if not ok:
         raise typer.Exit(1)
 
@@ -395,7 +407,7 @@ def main() -> None:
     try:
         plugins.load_plugins()
     except plugins.PluginError as exc:
-        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        err.print(Text.assemble(("Error:", "bold red"), f" {exc}"), highlight=False)
         sys.exit(2)
     _add_plugin_commands()
     app()

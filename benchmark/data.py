@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,10 @@ class contestant_guard:
     """Context manager: while a contestant method runs, loading datasets raises ``LeakageError``.
 
     A method's view holds the pool and validation split only; a method that reaches for the
-    dataset registry to get at the test split fails its cell with a message naming it.
+    dataset registry to get at the test split fails its cell with a message naming it. This is
+    the in-process layer (the privacy and label-noise tracks rely on it alone); selection
+    methods run in the contestant worker (``coreset_bench.contestant``), a process that never
+    loaded the test split, where this check also fails the cell if the plugin catches the error.
     """
 
     def __init__(self, name: str) -> None:
@@ -63,7 +67,9 @@ class contestant_guard:
 
 def _check_not_contestant(what: str) -> None:
     if _CONTESTANT:
-        raise LeakageError(f"plugin {_CONTESTANT[-1]!r} tried to {what} while it was being evaluated; a method may only use the view it is given (no test data)")
+        msg = f"plugin {_CONTESTANT[-1]!r} tried to {what} while it was being evaluated; a method may only use the view it is given (no test data)"
+        sys.audit("coreset_bench.leakage", msg)  # the contestant worker's guard records it: the cell fails even if the plugin catches this
+        raise LeakageError(msg)
 
 
 @dataclass

@@ -21,7 +21,10 @@ instance through the ``register_methods`` hook::
 
 A method never sees a track's private state: it receives a *view* built by the track
 (``SelectionView``, ``PrivacyView``, ...), which holds only what the protocol allows. Test inputs
-and labels never appear in a contestant's view.
+and labels never appear in a contestant's view. Views are read-only: every numpy array in a view
+(and in ``Signals``) is a non-writable view of the track's array, every tensor is the view's own
+copy, so a method that writes into them cannot change what later cells see. (Models handed out,
+e.g. ``NoiseView.model``, are the view's own copies where the track says so.)
 
 Kinds and the function each must implement:
 
@@ -59,9 +62,11 @@ future demand (except ``ProvisioningView.future``, given only to ``privileged`` 
 from __future__ import annotations
 
 import copy
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -75,6 +80,39 @@ KINDS: tuple[str, ...] = (
     "distillation",
     "provisioning",
 )
+
+
+def readonly(value: Any) -> Any:
+    """What a view hands out for ``value``: numpy arrays as non-writable views (no copy), tensors
+    as detached copies, tuples and lists element-wise (a new container); anything else as is.
+
+    A tensor that is already such a copy is handed out as is, so a track can build the views of
+    one cell from one copy (``x = readonly(track_x)`` once; per-cell plugin caches keyed by the
+    tensor keep working) while its own tensors stay untouched."""
+    if isinstance(value, np.ndarray):
+        out = value.view()
+        out.setflags(write=False)
+        return out
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if getattr(value, "_coreset_bench_view_copy", False):  # already a view's own copy
+            return value
+        out = value.detach().clone()
+        out._coreset_bench_view_copy = True  # a track may share it between the views of one cell
+        return out
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(readonly(v) for v in value)
+    if isinstance(value, list):
+        return [readonly(v) for v in value]
+    return value
+
+
+class _ReadOnlyView:
+    """Mixin of the frozen view dataclasses: ``__post_init__`` protects every field (``readonly``)."""
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            object.__setattr__(self, name, readonly(getattr(self, name)))
 
 
 class Method(ABC):
@@ -192,7 +230,7 @@ class Signals(Mapping[str, Any]):
     """
 
     def __init__(self, data: Mapping[str, Any], *, method: str = "") -> None:
-        self._data = dict(data)
+        self._data = {k: readonly(v) for k, v in data.items()}
         self._method = method
 
     def __getitem__(self, key: str) -> Any:
@@ -212,7 +250,7 @@ class Signals(Mapping[str, Any]):
 
 
 @dataclass(frozen=True)
-class SelectionView:
+class SelectionView(_ReadOnlyView):
     """What a selection method sees: the training pool, the validation split, signals, budget.
 
     ``x`` is float32 in [0, 1], shape (N, C, H, W) (or (N, F) for tabular data), on ``device``.
@@ -329,7 +367,7 @@ class WarmupRun:
 
 
 @dataclass(frozen=True)
-class InstructionView:
+class InstructionView(_ReadOnlyView):
     """What a text selection method sees (instruction track): a tokenized pool of
     prompt/response examples and a handful of target examples.
 
@@ -439,7 +477,7 @@ class AttackMethod(Method):
 
 
 @dataclass(frozen=True)
-class PrivacyView:
+class PrivacyView(_ReadOnlyView):
     """Membership-inference inputs.
 
     ``target`` and every entry of ``shadows`` are black boxes: callables mapping an input batch
@@ -484,7 +522,7 @@ class PrivacyMethod(Method):
 
 
 @dataclass(frozen=True)
-class NoiseView:
+class NoiseView(_ReadOnlyView):
     """Label-noise correction inputs: a model trained on noisy labels, a small verified clean
     set, and the noisy pool. ``train(model, x, y, epochs=None, **overrides)`` runs the harness's
     standard training fixture in place (``overrides``: keys of the training recipe, e.g. ``lr``
@@ -527,7 +565,7 @@ class NoiseCorrectionMethod(Method):
 
 
 @dataclass(frozen=True)
-class DecentralizedView:
+class DecentralizedView(_ReadOnlyView):
     """Decentralized-learning inputs (role ``"decentralized"``): n nodes on a fixed topology.
 
     ``nodes[i]`` is node i's local ``(x, y)`` (x in [0, 1]); ``own_label_counts`` (n, C): row i
@@ -566,7 +604,7 @@ class DecentralizedView:
 
 
 @dataclass(frozen=True)
-class ExitView:
+class ExitView(_ReadOnlyView):
     """Early-exit distillation inputs (role ``"early-exit"``): frozen backbones' cached features.
 
     ``feats_train[m][k-1]`` is stage k's output (N, K, ch, h, w) of modality m's frozen backbone
@@ -590,6 +628,12 @@ class ExitView:
     rng: np.random.Generator
     device: Any = "cpu"
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # the mappings of features and teacher logits too: read-only, their tensors the view's own copies
+        for name in ("feats_train", "final_logits_train"):
+            object.__setattr__(self, name, MappingProxyType({k: readonly(v) for k, v in getattr(self, name).items()}))
 
     @property
     def n(self) -> int:
@@ -633,7 +677,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class ProvisioningView:
+class ProvisioningView(_ReadOnlyView):
     """Pool-sizing inputs at step ``t``: the demand observed so far and the pool's state.
 
     ``history`` (t,) requests per step so far (``history == demand[:t]``); ``horizon`` steps to

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -247,3 +248,23 @@ def build(arch: str, ds_shape: Sequence[int], num_classes: int, mean: Sequence[f
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return spec.build(int(ds_shape[0]), num_classes, int(ds_shape[-1]), mean, std)
+
+
+class ModelFactory:
+    """A picklable ``() -> nn.Module`` (it travels to the contestant worker inside a view):
+    ``build(arch, shape, num_classes, mean, std, seed)`` moved to ``device``. Called with a seed,
+    that seed replaces the default one."""
+
+    def __init__(self, arch: str, shape: Sequence[int], num_classes: int, mean: Sequence[float], std: Sequence[float], seed: int, device: Any = "cpu") -> None:
+        self.arch, self.shape, self.num_classes = str(arch), tuple(int(v) for v in shape), int(num_classes)
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.seed, self.device = int(seed), str(device)
+
+    def __call__(self, seed: int | None = None) -> nn.Module:
+        return build(self.arch, self.shape, self.num_classes, self.mean, self.std, self.seed if seed is None else int(seed)).to(self.device)
+
+    def with_seed(self, seed: int) -> "ModelFactory":
+        return ModelFactory(self.arch, self.shape, self.num_classes, self.mean, self.std, seed, self.device)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"ModelFactory({self.arch!r}, seed={self.seed}, device={self.device!r})"

@@ -13,6 +13,11 @@ registered inside its own try/except: a plugin that fails is listed with its err
 plugins``) and the rest keep working. ``CORESET_BENCH_STRICT_PLUGINS=1`` makes such failures fatal.
 ``CORESET_BENCH_LOAD_PLUGINS`` (comma-separated entry-point names) is an allow-list,
 ``CORESET_BENCH_DISABLE_PLUGINS`` a block-list.
+
+Built-in names are reserved: the entry points of the suite's own distribution (``coreset-bench``)
+load before any third party's, whatever their names, and a name the suite registers (a method,
+dataset, architecture or track) can never be taken by another package: the other package's
+plugin fails to load, reported with both package names, and the built-in stays.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata as md
 import os
+import re
 import threading
 import traceback
 from collections.abc import Iterable
@@ -32,6 +38,13 @@ from . import hookspecs
 from .kinds import KINDS, Method
 
 ENTRY_POINT_GROUP = "coreset_bench"
+#: the suite's own distribution; names it registers are reserved
+BUILTIN_PACKAGE = "coreset-bench"
+
+
+def is_builtin_package(package: str) -> bool:
+    """Whether ``package`` (a distribution name, any spelling) is the suite itself."""
+    return re.sub(r"[-_.]+", "-", package or "").lower() == BUILTIN_PACKAGE
 
 
 class PluginError(Exception):
@@ -80,6 +93,14 @@ class Registry:
         if not name:
             raise PluginError(f"{self.what} registered by {package} has no name")
         if name in self.items:
+            first, builtin = self.owner[name], is_builtin_package(self.owner[name])
+            if builtin or is_builtin_package(package):
+                other = package if builtin else first
+                raise PluginError(
+                    f"{self.what} name {name!r} is reserved for the built-in of package {BUILTIN_PACKAGE!r}; "
+                    f"package {other!r} cannot register it; rename its {self.what} "
+                    f"(or disable that plugin with CORESET_BENCH_DISABLE_PLUGINS)"
+                )
             raise PluginError(
                 f"two {self.what}s named {name!r}: one from package {self.owner[name]!r}, "
                 f"one from package {package!r}; uninstall or disable one of them "
@@ -124,15 +145,15 @@ class PluginManager:
             allow = _env_list("CORESET_BENCH_LOAD_PLUGINS")
             block = _env_list("CORESET_BENCH_DISABLE_PLUGINS") or set()
             eps = list(entry_points) if entry_points is not None else list(md.entry_points(group=ENTRY_POINT_GROUP))
-            eps.sort(key=lambda e: (0 if e.name == "core" else 1, e.name))
+            # the suite's own entry points first (``core`` first of all), so a third party can
+            # never take a built-in name, whatever its entry point is called
+            eps.sort(key=lambda e: (0 if _ep_package(e)[0] else 1, 0 if e.name == "core" else 1, e.name))
             for ep in eps:
                 if allow is not None and ep.name not in allow:
                     continue
                 if ep.name in block:
                     continue
-                dist = getattr(ep, "dist", None)
-                package = dist.name if dist is not None else "?"
-                pversion = dist.version if dist is not None else "?"
+                _builtin, package, pversion = _ep_package(ep)
                 rec = PluginRecord(ep.name, ep.value, package, pversion)
                 try:
                     module = ep.load()
@@ -232,6 +253,14 @@ class PluginManager:
                 fn(app)
             except Exception as exc:
                 rec.error = f"register_commands: {type(exc).__name__}: {exc}"
+
+
+def _ep_package(ep: md.EntryPoint) -> tuple[bool, str, str]:
+    """(is the suite's own, distribution name, distribution version) of an entry point."""
+    dist = getattr(ep, "dist", None)
+    package = dist.name if dist is not None else "?"
+    pversion = dist.version if dist is not None else "?"
+    return is_builtin_package(package), package, pversion
 
 
 def _check_method(obj: Any, rec: PluginRecord) -> None:

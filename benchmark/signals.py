@@ -194,7 +194,7 @@ def compute_signals(
             _save(path, arrays, state, {"groups": sorted(groups), "proxy_s": proxy_s, "spec": spec.__dict__})
             return SignalBundle(_with_model(arrays, path, model_factory, x_pool.device), proxy_s, False, groups)
         arrays_any: dict[str, Any] = dict(arrays)
-        arrays_any["proxy_model"] = _model_loader(lambda: state, model_factory, x_pool.device)
+        arrays_any["proxy_model"] = ProxyModel(model_factory, x_pool.device, state=state)
         return SignalBundle(arrays_any, proxy_s, False, groups)
 
 
@@ -207,23 +207,30 @@ def _save(path: Path, arrays: Mapping[str, np.ndarray], state: Mapping[str, torc
     locks.replace_dir(tmp, path)
 
 
-def _model_loader(state_fn: Callable[[], Mapping[str, torch.Tensor]], factory: Callable[[], torch.nn.Module], device: Any) -> Callable[[], torch.nn.Module]:
-    def load() -> torch.nn.Module:
-        m = factory()
-        m.load_state_dict(state_fn())
-        return m.to(device).eval()
+class ProxyModel:
+    """The ``proxy_model`` signal: ``()`` -> the final proxy model, eval mode, on ``device``.
 
-    return load
+    Picklable when its factory is (it travels to the contestant worker): it holds either the
+    weights (``state``) or the cache directory of the signals (``path``), read under the key's
+    lock since a run that widens the cached signals replaces the directory."""
+
+    def __init__(self, factory: Callable[[], torch.nn.Module], device: Any, *, state: Mapping[str, torch.Tensor] | None = None, path: Path | None = None) -> None:
+        self.factory, self.device, self.state, self.path = factory, str(device), state, path
+
+    def __call__(self) -> torch.nn.Module:
+        m = self.factory()
+        if self.state is not None:
+            m.load_state_dict(self.state)
+        else:
+            assert self.path is not None
+            with locks.lock_for(self.path):
+                m.load_state_dict(torch.load(self.path / "proxy.pt", weights_only=True))
+        return m.to(self.device).eval()
 
 
 def _with_model(arrays: Mapping[str, Any], path: Path, factory: Callable[[], torch.nn.Module], device: Any) -> dict[str, Any]:
     out = dict(arrays)
-    def state() -> Mapping[str, torch.Tensor]:
-        # read under the key's lock: a run that widens the cached signals replaces the directory
-        with locks.lock_for(path):
-            return torch.load(path / "proxy.pt", weights_only=True)
-
-    out["proxy_model"] = _model_loader(state, factory, device)
+    out["proxy_model"] = ProxyModel(factory, device, path=path)
     return out
 
 

@@ -12,9 +12,15 @@ and ``coreset_bench_register`` (registers a plugin module for the test and remov
 
 ``check_selection_method`` runs the harness's own checks: valid, unique, in-range indices; the
 exact budget (or at most the budget for methods with ``exact_budget = False``); finite,
-non-negative weights; determinism under a fixed seed; no access to test data (the view has
-none, and a method that reads a file of the test split is caught by the track, not here); and a
-reasonable time on a small pool.
+non-negative weights and scores without NaN; determinism under a fixed seed; that the view holds
+no test data; and a reasonable time on a small pool.
+
+``check_no_test_access`` runs the method as the coreset track does: in the contestant worker
+(``coreset_bench.contestant``), a separate process that never loaded a test split, whose audit
+hook refuses opening the dataset files (scikit-learn's bundled data, ``--data-dir``), starting
+processes and ctypes. It fails when the method trips the guard (even if the method catches the
+error) or cannot be sent to the worker (its class must be importable). It does not stop a method
+that escapes Python through native code already loaded; see README, "Guarantees".
 
 The phase-2 kinds have their own checks, with small synthetic fixtures built here so plugin
 authors get them too (``coreset_bench.kit``): ``check_text_selection_method``,
@@ -173,6 +179,25 @@ def check_selection_method(
         assert np.allclose(first.weights[order1], second.weights[order2]), f"{method.name}: weights not deterministic"
     assert not any(hasattr(restricted, a) for a in ("x_test", "y_test", "test")), "the view must not expose test data"
     return first
+
+
+def check_no_test_access(method: SelectionMethod, view: SelectionView | None = None, *, dataset: str = "digits", data_dir: Any = None) -> Selection:
+    """Run ``method.select`` in the contestant worker, as the harness does, on ``view`` (default:
+    ``make_selection_view``), with the files of ``dataset`` (and ``data_dir``) protected.
+
+    Raises AssertionError with the guard's one-line message when the method reaches for the
+    dataset registry or files, starts a process, uses ctypes, or crashes the worker; returns the
+    validated selection otherwise.
+    """
+    from . import contestant as C
+    from .data import LeakageError
+
+    view = view if view is not None else make_selection_view(method=method.name)
+    try:
+        raw = C.run_contestant(method, "select", view, device="cpu", protected=C.protected_paths(dataset, data_dir, None))
+    except (C.ContestantError, C.ContestantCrash, LeakageError) as exc:
+        raise AssertionError(f"{method.name}: {exc}") from None
+    return validate_selection(raw, view, method)
 
 
 # ---- the phase-2 kinds: text selection, decentralized, early-exit, provisioning (see .kit) ------

@@ -3,8 +3,9 @@ track, and re-exported by the plugin authors' kit ``coreset_bench.testing``).
 
 A selection is valid when its indices form a 1-D array of unique integers in ``[0, n)`` with
 exactly the budget of them (at most the budget, and at least one, for methods with
-``exact_budget = False``), and its optional weights are finite, non-negative, one per index and
-not all zero.
+``exact_budget = False``), its optional weights are finite, non-negative, one per index and
+not all zero, and its optional scores are numbers without NaN, one per pool sample (``inf`` is
+allowed: e.g. forgetting scores never-learned samples as infinitely forgotten).
 """
 
 from __future__ import annotations
@@ -59,4 +60,14 @@ def validate_selection(out: Any, view: SelectionView, method: SelectionMethod) -
             raise SelectionOutputError(f"{name}: returned negative weights")
         if w.sum() <= 0:
             raise SelectionOutputError(f"{name}: returned weights that sum to zero")
-    return Selection(indices=idx, weights=w, scores=out.scores, info=dict(out.info))
+    scores = out.scores
+    if scores is not None:
+        try:
+            scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise SelectionOutputError(f"{name}: returned scores that are not numbers ({exc}); return one float per pool sample") from None
+        if scores.shape != (view.n,):
+            raise SelectionOutputError(f"{name}: returned scores of shape {scores.shape}; expected one score per pool sample, shape ({view.n},)")
+        if np.isnan(scores).any():
+            raise SelectionOutputError(f"{name}: returned NaN in its scores ({int(np.isnan(scores).sum())} of {scores.size}); return numbers (or no scores)")
+    return Selection(indices=idx, weights=w, scores=scores, info=dict(out.info))

@@ -185,6 +185,42 @@ def test_run_with_a_failing_cell_exits_1_with_a_summary(fresh_plugins, wide, tmp
     assert len(rows) == 2 and all("kaboom inside select" in r["error"] for r in rows)
 
 
+MARKUP_ERROR = "boom [/bold] [red]x[/]"
+
+
+class MarkupBoom(SelectionMethod):
+    name = "markup-boom"
+    summary = "a summary with [bold]markup[/] and a stray [/red] tag"
+
+    def select(self, view):
+        raise RuntimeError(MARKUP_ERROR)
+
+
+class _MarkupPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(MarkupBoom())
+
+
+def test_plugin_text_with_console_markup_is_printed_literally(fresh_plugins, wide, tmp_path):
+    # before the fix the `[/bold]` of the error crashed the run (rich MarkupError) and left the
+    # cells `running`
+    fresh_plugins.register(_MarkupPlugin(), name="markup-plugin")
+    db = tmp_path / "r.db"
+    res = runner.invoke(cli.app, ["run", "--plugin", "markup-boom", "--profile", "coreset/tiny@1", "--no-references", "--db", str(db), "--device", "cpu"])
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 1, (res.stdout, res.stderr)
+    expected = f"plugin 'markup-boom' failed: RuntimeError: {MARKUP_ERROR}"
+    assert res.stderr.count(expected) == 2 and res.stdout.count(expected) == 2
+    rows = json.loads(invoke("results", "--json", "--db", str(db)).stdout)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"failed"}
+    assert all(r["error"] == expected for r in rows)
+    table = invoke("results", "--db", str(db))
+    assert table.exit_code == 0 and MARKUP_ERROR in table.stdout
+    listing = invoke("plugins")
+    assert listing.exit_code == 0 and MarkupBoom.summary in listing.stdout
+
+
 def test_unknown_plugin_lists_close_names(fresh_plugins, tmp_path):
     line = one_line_error(invoke("run", "--plugin", "randon", "--db", str(tmp_path / "r.db")))
     assert line.startswith("Error: unknown method 'randon'; did you mean random?")

@@ -133,7 +133,7 @@ TRUST = Profile(
     seeds=(0, 1),
     settings={
         "val_fraction": 0.1,
-        "max_train_per_class": 80,
+        "max_train_per_class": 120,
         "dataset_args": {"digits": "test=0.3"},
         "proxy": {"epochs": 1, "batch_size": 64, "lr": 0.05},
         "checkpoints": "all",
@@ -154,34 +154,53 @@ def trust_track(with_pgd, monkeypatch):
     return with_pgd
 
 
-def test_a_constant_classifier_trained_through_the_track_is_flagged(trust_track, tmp_path):
+def test_a_constant_classifier_trained_through_the_track_is_flagged_and_never_leads(trust_track, tmp_path):
+    """Issue 20's 'done when': a constant classifier, trained through the real track and stored,
+    is flagged, is not ranked first on the rendered board, and its flag is shown."""
+    from coreset_bench.leaderboard.board import build_board
+    from coreset_bench.leaderboard.data import normalize_records
+    from coreset_bench.leaderboard.render import render_site
+    from coreset_bench.runner import execute, make_plan
+    from coreset_bench.store import Store
+
     t = trust_track.track("coreset")
     m = trust_track.method("test-only-class-zero")
-    cells = expand(t, TRUST, m)
+    store = Store(tmp_path / "r.db")
     ctx = default_context(tmp_path / "results", "cpu", None)
-    r = run_one("coreset", m.name, {}, cells[0], ctx)
-    info = r.info
+    plan = make_plan(t, TRUST, [m], store)  # plus the random and full references
+    outcomes = execute(plan, store, ctx)
+    assert outcomes and all(o.status == "done" for o in outcomes), [o.error for o in outcomes]
+    rows = store.results(profile=TRUST.id)
+    const = [r for r in rows if r["method"] == m.name]
+    rand = [r for r in rows if r["method"] == "random"]
+    assert len(const) == 2 and len(rand) == 2
+    info = const[0]["info"]
     assert info["pred_histogram"][0] == sum(info["pred_histogram"])  # predicts class 0 only
     assert info["flags"] == ["never-predicts-class", "subset-class-coverage"]
     assert info["never_predicted_classes"] == list(range(1, 10))
     assert info["chance_floor"] == pytest.approx(0.1)
     # per-point correctness: clean on every test point, PGD on the attacked ones
     clean = unpack_bits(info["per_point"]["clean_acc"])
-    assert clean.size == 539 and clean.mean() == pytest.approx(r.metrics["clean_acc"])
+    assert clean.size == 539 and clean.mean() == pytest.approx(const[0]["metrics"]["clean_acc"])
     pgd = unpack_bits(info["per_point"]["pgd_acc"])
-    assert pgd.size == 120 and pgd.mean() == pytest.approx(r.metrics["pgd_acc"])
+    assert pgd.size == 120 and pgd.mean() == pytest.approx(const[0]["metrics"]["pgd_acc"])
     # the constant classifier's accuracy is its class's share: the floor, not robustness
-    assert r.metrics["clean_acc"] == pytest.approx(0.1, abs=0.01)
-    assert r.metrics["class_pgd_acc_1"] == 0.0
-    # the attacked points are drawn per repeat (test-sampling variance enters the repeats), and
-    # shared by every method at the same repeat (the cell seed does not depend on the method)
-    r1 = run_one("coreset", m.name, {}, cells[1], ctx)
-    assert r1.info["per_point"]["pgd_acc"]["n"] == 120
-    assert "pgd_masking_flag" in r.metrics and "pgd_masking_acc" in r.metrics
-    ref = trust_track.method("random")
-    rr = run_one("coreset", "random", {}, expand(t, TRUST, ref)[0], ctx)
-    assert rr.info["flags"] == []  # random keeps every class and its model predicts every class
-    assert rr.info["per_point"]["pgd_acc"]["n"] == 120
+    assert const[0]["metrics"]["clean_acc"] == pytest.approx(0.1, abs=0.01)
+    assert const[0]["metrics"]["class_pgd_acc_1"] == 0.0
+    assert "pgd_masking_flag" in const[0]["metrics"]
+    assert all(r["info"]["flags"] == [] for r in rand), [(r["info"]["flags"], r["info"]["class_histogram"], r["info"]["pred_histogram"]) for r in rand]
     # paired: the same points for every method (and budget, recipe) of a repeat, other points at another repeat
-    assert rr.info["per_point"]["pgd_acc"]["points_sha"] == info["per_point"]["pgd_acc"]["points_sha"]
-    assert r1.info["per_point"]["pgd_acc"]["points_sha"] != info["per_point"]["pgd_acc"]["points_sha"]
+    sha = {(r["method"], r["repeat"]): r["info"]["per_point"]["pgd_acc"]["points_sha"] for r in const + rand}
+    assert sha[(m.name, 0)] == sha[("random", 0)] and sha[(m.name, 1)] == sha[("random", 1)]
+    assert sha[(m.name, 0)] != sha[(m.name, 1)]
+    # the board: flagged, never ranked, never the leader, flag shown; the floor row is there
+    board = build_board(t, TRUST, normalize_records(rows))
+    for table in board.tables:
+        for row in table.rows:
+            if row.variant.label.startswith(m.name):
+                assert row.flags and not row.leader and not row.ranked
+    report = render_site(store, tmp_path / "site")
+    page = next(p for p in report.pages if "trust-test" in p.name).read_text()
+    assert "flagged" in page and "never-predicts-class" in page and "subset-class-coverage" in page
+    assert "constant classifier" in page
+    store.close()

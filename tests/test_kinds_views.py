@@ -46,3 +46,26 @@ def test_kit_views_are_instances_and_their_factories_pickle():
     pickle.loads(pickle.dumps(e.head_factory))("res", 1)
     with pytest.raises(ValueError):
         d.own_label_counts[0, 0] = 1  # read-only
+
+
+def test_phase2_views_hand_out_protected_copies():
+    """As for the other views (``_ReadOnlyView``): tensors are the view's own copies, arrays are
+    read-only, and the exit view's mappings of features and logits cannot be rebound."""
+    import torch
+
+    t = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    a = np.arange(6.0)
+    e = kinds.ExitView(("res",), {"res": (t, t)}, {"res": t}, t, 3, lambda m, k: None, (("res", 1),), a, {}, 0, None, np.random.default_rng(0))
+    e.feats_train["res"][0].zero_()
+    e.final_logits_train["res"].zero_()
+    with pytest.raises(TypeError):
+        e.feats_train["res"] = ()
+    with pytest.raises(ValueError, match="read-only"):
+        e.exit_macs[0] = 1
+    i = kinds.InstructionView(t, t, t, t, ("a",), t, t, t, ("x",), ("v",), 1, 0.5, None, lambda: None, 0, None, np.random.default_rng(0))
+    i.ids.zero_()
+    p = kinds.ProvisioningView(a, 3, 60.0, 0, future=a)
+    with pytest.raises(ValueError, match="read-only"):
+        p.future[0] = 1
+    p.info["note"] = "methods may fill info"
+    assert torch.equal(t, torch.arange(12, dtype=torch.float32).reshape(3, 4)) and a[0] == 0.0

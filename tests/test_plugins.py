@@ -409,3 +409,36 @@ def test_builtins_load_without_the_dev_dependencies():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "digits coreset" in res.stdout
+
+
+@pytest.mark.parametrize("order", ["builtin-first", "impostor-first"])
+def test_a_third_party_cannot_take_a_builtin_name_whatever_the_load_order(fake, order):
+    # the impostor's entry point name sorts before the built-in's: before the fix it loaded first,
+    # took `random`, and the built-in failed to load
+    builtin = fake.method_module("builtin", "random")
+    impostor = fake.method_module("impostor", "random")
+    fake.dist("coreset-bench", "0.1.0", {"random": builtin})
+    fake.dist("evil-pkg", "6.6", {"aaa_random": impostor})
+    eps = fake.entry_points()
+    eps.sort(key=lambda e: e.name, reverse=(order == "builtin-first"))
+    assert [e.name for e in eps][0] == ("random" if order == "builtin-first" else "aaa_random")
+    pm = PluginManager()
+    pm.load(eps)
+    recs = by_name(pm)
+    assert recs["random"].error is None
+    assert pm.methods.get("random").package == "coreset-bench"
+    assert pm.methods.get("random").__class__.__module__ == builtin
+    err = recs["aaa_random"].error
+    assert err is not None and "reserved" in err and "'random'" in err
+    assert "coreset-bench" in err and "evil-pkg" in err
+    assert pm.pm.get_plugin("aaa_random") is None
+
+
+def test_a_runtime_plugin_cannot_take_a_builtin_name(fake):
+    builtin = fake.method_module("builtin", "runtime-method")
+    fake.dist("coreset_bench", "0.1.0", {"rm": builtin})  # any spelling of the distribution name
+    pm = PluginManager()
+    pm.load(fake.entry_points())
+    with pytest.raises(PluginError, match="reserved for the built-in"):
+        pm.register(_RuntimePlugin(), name="rt")
+    assert pm.methods.get("runtime-method").package == "coreset_bench"

@@ -8,7 +8,9 @@ PGD-AT) and, for robust metrics, ``attack`` plugins. For every cell the harness:
 2. computes (or reads from the cache) the training signals the method declared, from one
    standard-training proxy run on the full pool;
 3. hands the method a ``SelectionView`` (pool, validation split, signals, budget, seeded
-   generators, a model factory; nothing of the test split) and validates its output;
+   generators, a model factory; nothing of the test split) in the contestant worker, a separate
+   process that never loaded the test split (``coreset_bench.contestant``), and validates the
+   output it sends back;
 4. trains a fresh model of the cell's architecture on the subset with the cell's training plugin
    (weighted when the method returned weights);
 5. evaluates the final model (never a best epoch) on the test split: clean accuracy, per-class
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import contestant as C
 from .. import data as D
 from .. import models as M
 from .. import signals as S
@@ -240,10 +243,12 @@ class CoresetTrack(Track):
         arch = str(ax["arch"])
         repeat_seed = int(hashlib.sha256(canonical_json([profile.id, ax["dataset"], arch, cell.repeat]).encode()).hexdigest()[:8], 16) % (2**31)
 
-        def factory(seed: int = repeat_seed) -> torch.nn.Module:
-            return M.build(arch, ds.shape, ds.num_classes, ds.mean, ds.std, seed).to(device)
+        # picklable: it travels to the contestant worker inside the view and the proxy-model signal
+        factory = M.ModelFactory(arch, ds.shape, ds.num_classes, ds.mean, ds.std, repeat_seed, device)
 
         standard = plugins.method("standard")
+        protected = C.protected_paths(str(ax["dataset"]), ctx.data_dir, ctx.cache_dir)
+        C.prestart(device=str(device), protected=protected)  # boots while the proxy trains
         # ---- signals (shared proxy run) -------------------------------------------------------
         wanted = set(method.signals)
         epochs = int(st["proxy"]["epochs"])
@@ -287,13 +292,16 @@ class CoresetTrack(Track):
             seed=cell.seed,
             generator=gen,
             rng=np.random.default_rng(cell.seed),
-            model_factory=lambda: factory(cell.seed),
+            model_factory=factory.with_seed(cell.seed),
             device=device,
         )
         ctx.progress("select", 0.0)
         t0 = time.perf_counter()
-        with D.contestant_guard(method.name):
-            raw = method.select(view)
+        # in the contestant worker: a process that never loaded the test split (see contestant.py)
+        try:
+            raw = C.run_contestant(method, "select", view, device=str(device), protected=protected)
+        except (C.ContestantError, C.ContestantCrash, D.LeakageError) as exc:
+            raise CellFailure(str(exc)) from exc
         select_s = time.perf_counter() - t0
         try:
             sel: Selection = validate_selection(raw, view, method)

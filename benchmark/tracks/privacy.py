@@ -57,7 +57,7 @@ from .. import locks
 from .. import models as M
 from .. import privacy_metrics as PM
 from .. import training as T
-from ..kinds import Method, PrivacyMethod, PrivacyView
+from ..kinds import Method, PrivacyMethod, PrivacyView, readonly
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 # ---- profiles -------------------------------------------------------------------------------------
@@ -445,12 +445,15 @@ class PrivacyTrack(PrivacyBase):
         per_target: list[dict[str, float]] = []
         all_scores, members, forwards = [], [], []
         attack_s = evaluation_s = 0.0
+        # the views' own copy of the queries, one per cell: the track's universe stays untouched
+        # whatever a plugin writes, and per-cell shadow statistics stay cached across targets
+        xq, yq = readonly(u.x), readonly(u.y)
         for t in range(len(targets.states)):
             box = BlackBox(targets.model(t))
             for b in shadow_boxes:
                 b.forwards = 0
             view = PrivacyView(
-                x=u.x, y=u.y, num_classes=ds.num_classes, target=box, shadows=list(shadow_boxes),
+                x=xq, y=yq, num_classes=ds.num_classes, target=box, shadows=list(shadow_boxes),
                 shadow_in=shadows.masks.copy(), views=self._views(ds), seed=int(cell.seed),
                 generator=torch.Generator().manual_seed(int(cell.seed)), input_std=tuple(ds.std),
             )
