@@ -15,6 +15,10 @@ Built-ins (registered by ``coreset_bench.plugins.core``):
 * ``imagefolder:PATH``: any class-folder tree. With ``PATH/train`` and ``PATH/test`` those
   are the splits; otherwise a fixed 20 % per-class test split is held out. Decoded images are
   cached under the cache directory, keyed by the tree's listing.
+
+Each spec may declare its L-infinity threat model (``threat_model``; ``threat_model(ref)`` reads
+it without loading data): 8/255 with 2/255 steps for CIFAR-10/100 and image folders, 0.1 with
+0.025 steps for digits. A profile run on the dataset with ``--dataset`` adopts it.
 """
 
 from __future__ import annotations

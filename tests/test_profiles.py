@@ -1,11 +1,19 @@
-"""Coreset profiles: a profile run on another dataset takes that dataset's threat model (issue 20,
-item 6)."""
+"""Coreset profiles: version 2 of the CIFAR profiles keeps each method's signal, version 1 is
+unchanged, and a profile run on another dataset takes that dataset's threat model (issue 20,
+items 5 and 6)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from coreset_bench import registry as P
+from coreset_bench.testing import make_selection_view, validate_selection
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +73,81 @@ def test_cli_profiles_show_the_dataset_threat_model(workdir):
     assert res.exit_code == 0, res.output
     assert "coreset/quick:imagefolder:/x@1" in res.output.replace("\n", "")
     assert "Threat model: L∞ 8/255 with 2/255 steps (from the dataset; the profile's own is L∞ 0.1)." in " ".join(res.output.split())
+
+
+# ---- version 1 is unchanged ----------------------------------------------------------------------
+
+
+def test_v1_profiles_keep_their_settings_and_cell_keys(track):
+    for name in ("cifar10@1", "cifar100@1"):
+        st = track.profile(name).settings
+        assert st["checkpoints"] == [10, 20, 30, 40] and st["val_fraction"] == 0.02
+        assert st["robust"]["eps"] == pytest.approx(8 / 255)
+    cpu = track.profile("cifar10-cpu@1").settings
+    assert cpu["val_fraction"] == 0.1 and cpu["max_train_per_class"] == 200 and cpu["proxy"]["epochs"] == 10
+    # the committed quick@1 entry of random has exactly the cells (and keys) the profile makes now
+    entry = json.loads((ROOT / "results/entries/coreset/quick@1/random@1.json").read_text())
+    quick = track.profile("quick@1")
+    keys = {c.key for c in track.cells(quick, P.method("random"))}
+    assert keys == {c["key"] for c in entry["cells"]}
+
+
+# ---- version 2 keeps each method's signal --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,per_class,val", [("cifar10@2", 5000, 500), ("cifar100@2", 500, 50), ("cifar10-cpu@2", 250, 50)])
+def test_v2_profiles_validation_per_class(track, name, per_class, val):
+    st = track.profile(name).settings
+    n = int(st.get("max_train_per_class") or per_class)
+    assert n == per_class
+    assert int(round(st["val_fraction"] * n)) == val >= 50
+
+
+def _v2_epochs(track, name):
+    st = track.profile(name).settings
+    epochs = int(st["proxy"]["epochs"])
+    ck = st["checkpoints"]
+    return epochs, (list(range(1, epochs + 1)) if ck == "all" else list(ck))
+
+
+@pytest.mark.parametrize("name", ["cifar10@2", "cifar100@2", "cifar10-cpu@2"])
+def test_v2_checkpoints_give_tdds_el2n_and_grand_their_papers_epochs(track, name):
+    """Run TDDS, EL2N and GraNd on signals laid out as the profile records them: TDDS sees the
+    first 30 epochs one by one (windows of 10), EL2N and GraNd epochs 1-10; methods that read the
+    final model get the last epoch."""
+    epochs, ck = _v2_epochs(track, name)
+    assert ck[-1] == epochs
+    rng = np.random.default_rng(0)
+    n, c = 40, 10
+    sig = {
+        "logits": rng.standard_normal((len(ck), n, c)).astype(np.float32),
+        "embeddings": rng.standard_normal((len(ck), n, 4)).astype(np.float32),
+        "checkpoint_epochs": np.asarray(ck),
+    }
+    view = make_selection_view(labels=np.arange(n) % c, num_classes=c, budget=8, signals=sig)
+    seen = {}
+    for m in ("tdds", "el2n", "grand"):
+        meth = P.method(m)
+        seen[m] = validate_selection(meth.select(view), view, meth).info
+    assert seen["tdds"]["checkpoints"] == list(range(1, 31)) and seen["tdds"]["window"] == 10
+    assert seen["el2n"]["checkpoints"] == list(range(1, 11))
+    assert seen["grand"]["checkpoints"] == list(range(1, 11))
+
+
+def test_v1_gpu_checkpoints_starved_tdds(track):
+    """What version 1 gave (kept for its own boards): TDDS three points 10 epochs apart."""
+    _, ck = _v2_epochs(track, "cifar10@1")
+    rng = np.random.default_rng(0)
+    sig = {"logits": rng.standard_normal((len(ck), 20, 10)).astype(np.float32), "checkpoint_epochs": np.asarray(ck)}
+    view = make_selection_view(labels=np.arange(20) % 10, num_classes=10, budget=4, signals=sig)
+    assert P.method("tdds").select(view).info["checkpoints"] == [10, 20, 30]
+
+
+def test_v2_descriptions_say_what_they_keep(track):
+    for name in ("cifar10@2", "cifar100@2", "cifar10-cpu@2"):
+        d = track.profile(name).description
+        assert "8/255" in d and "(from the dataset)" in d
+        assert "every epoch" in d or "per-epoch" in d
+        assert "validation" in d and "CCS beta and D2 mislabel ratio by budget" in d
+    assert "50 validation images per class" in track.profile("cifar100@2").description
+    assert track.profile("cifar10-cpu").version == 2 and track.profile("cifar100").version == 2
