@@ -311,9 +311,18 @@ def threat_model(ref: str) -> dict[str, float] | None:
     try:
         spec = plugins.dataset(name)
     except LookupError:
-        return None
+        spec = next((b for b in BUILTIN_DATASETS if b.name == name), None)
     tm = getattr(spec, "threat_model", None)
     return {"eps": float(tm["eps"]), "step_size": float(tm["step_size"])} if tm else None
+
+
+def builtin_threat_model(name: str) -> dict[str, float]:
+    """The threat model of the built-in dataset ``name``, independent of installed plugins (what
+    built-in profiles are defined with, so their settings never depend on the environment)."""
+    spec = next((b for b in BUILTIN_DATASETS if b.name == name), None)
+    if spec is None or spec.threat_model is None:
+        raise ValueError(f"{name!r} is not a built-in dataset with a threat model; known: {', '.join(b.name for b in BUILTIN_DATASETS)}")
+    return {"eps": float(spec.threat_model["eps"]), "step_size": float(spec.threat_model["step_size"])}
 
 
 def threat_text(eps: float) -> str:

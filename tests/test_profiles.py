@@ -151,3 +151,17 @@ def test_v2_descriptions_say_what_they_keep(track):
         assert "validation" in d and "CCS beta and D2 mislabel ratio by budget" in d
     assert "50 validation images per class" in track.profile("cifar100@2").description
     assert track.profile("cifar10-cpu").version == 2 and track.profile("cifar100").version == 2
+
+
+def test_profile_threat_models_do_not_depend_on_installed_plugins(fresh_plugins, monkeypatch):
+    """Built-in profiles read the built-in datasets' threat models, so an allow-list without the
+    dataset plugins (or a plugin environment of any kind) cannot change a profile's eps."""
+    from coreset_bench import data as D
+    from coreset_bench.tracks.coreset import _profiles
+
+    monkeypatch.setattr(fresh_plugins, "dataset", lambda name: (_ for _ in ()).throw(LookupError(name)))
+    got = {p.id: p.settings["robust"]["eps"] for p in _profiles()}
+    assert got["coreset/cifar100@2"] == pytest.approx(8 / 255) and got["coreset/quick@1"] == 0.1
+    assert D.threat_model("imagefolder:/x") == {"eps": pytest.approx(8 / 255), "step_size": pytest.approx(2 / 255)}
+    with pytest.raises(ValueError, match="not a built-in dataset with a threat model"):
+        D.builtin_threat_model("mnist")

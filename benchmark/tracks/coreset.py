@@ -151,12 +151,10 @@ def _profiles() -> list[Profile]:
 
 
 def threat_from_dataset(dataset: str, **steps: Any) -> dict[str, Any]:
-    """A profile's ``robust`` settings: the ``eps`` and ``step_size`` ``dataset`` declares
-    (``data.threat_model``), plus the profile's step counts and TRADES ``beta``."""
-    tm = D.threat_model(dataset)
-    if tm is None:
-        raise ValueError(f"dataset {dataset!r} declares no threat model; give the profile's eps and step_size explicitly")
-    return {**tm, **steps}
+    """A profile's ``robust`` settings: the ``eps`` and ``step_size`` the built-in ``dataset``
+    declares (``data.builtin_threat_model``, not the plugin registry, so a profile's settings
+    never depend on what is installed), plus the profile's step counts and TRADES ``beta``."""
+    return {**D.builtin_threat_model(dataset), **steps}
 
 
 #: the GPU @2 proxy records logits and embeddings after each of the first 30 epochs and the last:
