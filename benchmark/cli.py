@@ -151,7 +151,9 @@ def run(
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
     except ValueError as exc:
         fail(str(exc))
-    console.print(Text.assemble((t.name, "bold"), " profile ", (prof.id, "bold"), f": {len(plan.todo)} cell(s) to run, {len(plan.done)} already done"), highlight=False)
+    console.print(Text.assemble((t.name, "bold"), " profile ", (plan.profile.id, "bold"), f": {len(plan.todo)} cell(s) to run, {len(plan.done)} already done"), highlight=False)
+    if plan.profile.description.startswith(prof.description) and plan.profile.description != prof.description:
+        console.print(plan.profile.description[len(prof.description) :].strip(), markup=False)  # --dataset: the data and its threat model
     if dry_run:
         table = Table("status", "method", "axes", "repeat", "key")
         for status, items in (("todo", plan.todo), ("done", plan.done)):

@@ -15,6 +15,10 @@ Built-ins (registered by ``coreset_bench.plugins.core``):
 * ``imagefolder:PATH``: any class-folder tree. With ``PATH/train`` and ``PATH/test`` those
   are the splits; otherwise a fixed 20 % per-class test split is held out. Decoded images are
   cached under the cache directory, keyed by the tree's listing.
+
+Each spec may declare its L-infinity threat model (``threat_model``; ``threat_model(ref)`` reads
+it without loading data): 8/255 with 2/255 steps for CIFAR-10/100 and image folders, 0.1 with
+0.025 steps for digits. A profile run on the dataset with ``--dataset`` adopts it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import hashlib
 import os
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,15 +100,27 @@ class DatasetTensors:
         return tuple(self.x_train.shape[1:])
 
 
+#: L-infinity threat models in [0, 1] pixel units: ``eps`` and the PGD ``step_size`` (training
+#: and evaluation). Natural images (CIFAR-10/100, image folders, ImageNet-like data): the standard
+#: 8/255 with 2/255 steps. Digits (8x8, 16 grey levels): 0.1 (about 1.6 grey levels) with 0.025 steps.
+CIFAR_THREAT: dict[str, float] = {"eps": 8 / 255, "step_size": 2 / 255}
+DIGITS_THREAT: dict[str, float] = {"eps": 0.1, "step_size": 0.025}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A registered dataset. ``load(arg, data_dir, cache_dir)``: ``arg`` is the text after the
-    colon in ``name:arg`` (e.g. the path of ``imagefolder:PATH``), or None."""
+    colon in ``name:arg`` (e.g. the path of ``imagefolder:PATH``), or None.
+
+    ``threat_model``: the dataset's L-infinity threat model (``{"eps": ..., "step_size": ...}`` in
+    [0, 1] pixel units), which a profile run on this dataset with ``--dataset`` adopts; None: the
+    dataset declares none and such a profile keeps its own."""
 
     name: str
     load: Callable[[str | None, Path | None, Path | None], DatasetTensors]
     summary: str = ""
     needs_arg: bool = False
+    threat_model: Mapping[str, float] | None = None
 
 
 def _finish(ds: DatasetTensors) -> DatasetTensors:
@@ -298,11 +314,41 @@ def load_imagefolder(arg: str | None, data_dir: Path | None = None, cache_dir: P
 
 
 BUILTIN_DATASETS = [
-    DatasetSpec("digits", load_digits, "scikit-learn 8x8 handwritten digits, embedded (no download)"),
-    DatasetSpec("cifar10", load_cifar10, "CIFAR-10 python batches under --data-dir (torchvision download when possible)"),
-    DatasetSpec("cifar100", load_cifar100, "CIFAR-100 python batches under --data-dir (torchvision download when possible)"),
-    DatasetSpec("imagefolder", load_imagefolder, "any class-folder tree: --dataset imagefolder:PATH", needs_arg=True),
+    DatasetSpec("digits", load_digits, "scikit-learn 8x8 handwritten digits, embedded (no download)", threat_model=DIGITS_THREAT),
+    DatasetSpec("cifar10", load_cifar10, "CIFAR-10 python batches under --data-dir (torchvision download when possible)", threat_model=CIFAR_THREAT),
+    DatasetSpec("cifar100", load_cifar100, "CIFAR-100 python batches under --data-dir (torchvision download when possible)", threat_model=CIFAR_THREAT),
+    DatasetSpec("imagefolder", load_imagefolder, "any class-folder tree: --dataset imagefolder:PATH", needs_arg=True, threat_model=CIFAR_THREAT),
 ]
+
+
+def threat_model(ref: str) -> dict[str, float] | None:
+    """The L-infinity threat model (``eps``, ``step_size``) the dataset ``name`` or ``name:arg``
+    declares, from the registry without loading any data; None when the dataset declares none or
+    is not registered (its loading fails later with the registry's message)."""
+    from . import registry as plugins
+
+    name = ref.partition(":")[0]
+    try:
+        spec = plugins.dataset(name)
+    except LookupError:
+        spec = next((b for b in BUILTIN_DATASETS if b.name == name), None)
+    tm = getattr(spec, "threat_model", None)
+    return {"eps": float(tm["eps"]), "step_size": float(tm["step_size"])} if tm else None
+
+
+def builtin_threat_model(name: str) -> dict[str, float]:
+    """The threat model of the built-in dataset ``name``, independent of installed plugins (what
+    built-in profiles are defined with, so their settings never depend on the environment)."""
+    spec = next((b for b in BUILTIN_DATASETS if b.name == name), None)
+    if spec is None or spec.threat_model is None:
+        raise ValueError(f"{name!r} is not a built-in dataset with a threat model; known: {', '.join(b.name for b in BUILTIN_DATASETS)}")
+    return {"eps": float(spec.threat_model["eps"]), "step_size": float(spec.threat_model["step_size"])}
+
+
+def threat_text(eps: float) -> str:
+    """``8/255`` for multiples of 1/255, else the plain number (``0.1``)."""
+    k = float(eps) * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{float(eps):g}"
 
 
 _LOADED: dict[tuple[str, str], DatasetTensors] = {}

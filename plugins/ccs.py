@@ -18,8 +18,23 @@ margin ``p_y - max_{k != y} p_k`` over the proxy epochs):
    are chosen.
 4. Sample uniformly at random without replacement inside each stratum (``view.rng``).
 
-Selection is global, not class-balanced, as in CCS. Defaults: ``beta = 0.3`` (the README's
-CIFAR-10 value at 90 % pruning; the paper tunes it per pruning rate) and ``bins = 50``.
+Selection is global, not class-balanced, as in CCS. Defaults: ``bins = 50`` and ``beta = "auto"``:
+the hard-cutoff rate for the cell's budget, looked up by pruning rate ``1 - view.fraction`` in
+``CCS_BETA_BY_PRUNING`` (the first row whose pruning rate is reached):
+
+=============  =====  ============================================================================
+pruning rate   beta   source
+=============  =====  ============================================================================
+>= 90 %        0.3    CCS README (CIFAR-10, AUM, 90 %) and the ImageNet setting at 90 %
+>= 80 %        0.2    the ImageNet setting at 80 % (CCS README, see ``methods-selection.md``)
+>= 70 %        0.1    interpolated (inference): the cutoff grows with the pruning rate
+<  70 %        0.0    inference: at low pruning rates the hard samples are worth keeping
+=============  =====  ============================================================================
+
+The paper tunes beta per dataset and pruning rate; its table could not be read, so the rows
+below 80 % are a documented reading, not the paper's numbers. A number (``--param beta=0.3``)
+fixes beta at every budget; ``info["beta"]`` records the value a cell used. Version 1.0 (the
+committed ``quick@1`` entries) used the fixed ``beta = 0.3``.
 Equal-width strata are computed as ``floor((s - min) / (max - min) * bins)``, clipped to the last
 stratum, in place of the code's ``max * 1.0001`` upper edge (which misbehaves for a negative
 maximum).
@@ -36,7 +51,33 @@ from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.aum import aum_scores
 from coreset_bench.plugins._ranking import rank_order
 
-__all__ = ["CCS", "equal_width_strata", "allocate_budget", "stratified_sample"]
+__all__ = ["CCS", "CCS_BETA_BY_PRUNING", "equal_width_strata", "allocate_budget", "stratified_sample", "rate_for_budget", "resolve_rate"]
+
+#: (pruning rate reached, beta) rows for ``beta="auto"``, highest pruning rate first
+CCS_BETA_BY_PRUNING: tuple[tuple[float, float], ...] = ((0.9, 0.3), (0.8, 0.2), (0.7, 0.1), (0.0, 0.0))
+
+
+def rate_for_budget(table: tuple[tuple[float, float], ...], fraction: float) -> float:
+    """The value of the first ``(pruning rate, value)`` row whose pruning rate ``1 - fraction``
+    reaches it (``fraction``: the kept fraction of the pool); 0 when none does."""
+    pruning = round(1.0 - float(fraction), 9)  # 1 - 0.1 must count as 90 %
+    for at, value in table:
+        if pruning >= at:
+            return float(value)
+    return 0.0
+
+
+def resolve_rate(value: Any, table: tuple[tuple[float, float], ...], fraction: float, what: str) -> float:
+    """``value`` as a rate in [0, 1): ``"auto"`` reads ``table`` at the budget, else a number."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return rate_for_budget(table, fraction)
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be 'auto' or a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{what} must be 'auto' or a number in [0, 1), got {value!r}")
+    return rate
 
 
 def equal_width_strata(scores: np.ndarray, bins: int) -> np.ndarray:
@@ -88,19 +129,17 @@ def stratified_sample(strata: np.ndarray, counts: np.ndarray, rng: np.random.Gen
 
 class CCS(SelectionMethod):
     name = "ccs"
-    version = "1.0"
-    summary = "Prune the lowest-AUM beta fraction, then sample the budget evenly over equal-width AUM strata."
+    version = "1.1"
+    summary = "Prune the lowest-AUM beta fraction (beta by budget), then sample the budget evenly over equal-width AUM strata."
     citation = (
         "Zheng, Liu, Lai, Prakash. Coverage-centric Coreset Selection for High Pruning Rates. "
         "ICLR 2023. arXiv:2210.15809."
     )
-    params = {"beta": 0.3, "bins": 50}
+    params = {"beta": "auto", "bins": 50}
     signals = frozenset({"prob_true", "prob_other_max"})
 
     def select(self, view: SelectionView) -> Selection:
-        beta = float(self.params["beta"])
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"ccs: beta must be in [0, 1), got {beta}")
+        beta = resolve_rate(self.params["beta"], CCS_BETA_BY_PRUNING, view.fraction, "ccs: beta")
         score = aum_scores(view)
         n, budget = view.n, view.budget
         m = min(int(np.floor(beta * n)), n - budget)
@@ -109,7 +148,7 @@ class CCS(SelectionMethod):
         sizes = np.bincount(strata, minlength=int(self.params["bins"]))
         counts = allocate_budget(budget, sizes)
         idx = remaining[stratified_sample(strata, counts, view.rng)]
-        info = {"kept": "stratified over AUM after pruning the lowest", "pruned": m, "strata_sizes": sizes.tolist(), "strata_budgets": counts.tolist()}
+        info = {"kept": "stratified over AUM after pruning the lowest", "beta": beta, "pruned": m, "strata_sizes": sizes.tolist(), "strata_budgets": counts.tolist()}
         return Selection(indices=idx, scores=score, info=info)
 
 

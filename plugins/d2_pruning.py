@@ -13,9 +13,15 @@ Algorithm:
    be non-negative (the code also shifts AUM by its minimum before building the graph), so that the
    neighbour sums below add up difficulty rather than cancel.
 2. Hard-prune the ``m = min(floor(mis_ratio * N), N - budget)`` samples of lowest AUM (D2's default
-   ``--mis-key accumulated_margin``; ties by index). Default ``mis_ratio = 0.0``: the README uses
-   0.4 for CIFAR-10 at a high pruning rate and the value is tuned per rate, so no pruning is the
-   neutral default.
+   ``--mis-key accumulated_margin``; ties by index). Default ``mis_ratio = "auto"``: the ratio for
+   the cell's budget, looked up by pruning rate ``1 - view.fraction`` in ``D2_MIS_RATIO_BY_PRUNING``
+   (first row reached): >= 90 %: 0.4 (the README's CIFAR-10 command at 90 % pruning); >= 80 %: 0.3
+   and >= 70 %: 0.2 (inference: the ratio falls with the pruning rate, as CCS's cutoff does);
+   below 70 %: 0.0 (inference: at low pruning rates D2 keeps its difficulty signal whole). The
+   paper tunes the ratio per rate; its table could not be read, so only the 90 % row is the
+   authors' value. A number (``--param mis_ratio=0.4``) fixes it at every budget;
+   ``info["mis_ratio"]`` records the value a cell used. Version 1.0 (the committed ``quick@1``
+   entries) used ``mis_ratio = 0.0``.
 3. kNN graph on the proxy's final penultimate embeddings (signal ``embeddings``), Euclidean,
    ``k`` neighbours (default 5), computed with chunked ``torch.cdist``; per class when
    ``per_class=True`` (default), else over the whole remaining pool.
@@ -44,11 +50,15 @@ import torch
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView, class_budgets
 from coreset_bench.plugins.aum import aum_scores
+from coreset_bench.plugins.ccs import resolve_rate
 from coreset_bench.plugins._ranking import rank_order
 from coreset_bench.plugins.forgetting import forgetting_counts
 from coreset_bench.plugins.moderate import final_embeddings
 
-__all__ = ["D2Pruning", "knn_graph", "forward_message_passing", "reverse_greedy"]
+__all__ = ["D2Pruning", "D2_MIS_RATIO_BY_PRUNING", "knn_graph", "forward_message_passing", "reverse_greedy"]
+
+#: (pruning rate reached, mislabel ratio) rows for ``mis_ratio="auto"``, highest pruning rate first
+D2_MIS_RATIO_BY_PRUNING: tuple[tuple[float, float], ...] = ((0.9, 0.4), (0.8, 0.3), (0.7, 0.2), (0.0, 0.0))
 
 _SCORES = ("forgetting", "aum")
 
@@ -99,22 +109,20 @@ def reverse_greedy(density: np.ndarray, dists: np.ndarray, nbrs: np.ndarray, bud
 
 class D2Pruning(SelectionMethod):
     name = "d2-pruning"
-    version = "1.0"
+    version = "1.1"
     summary = "Graph message passing over difficulty scores on a kNN graph of embeddings, then diverse greedy picks."
     citation = (
         "Maharana, Yadav, Bansal. D2 Pruning: Message Passing for Balancing Diversity and Difficulty "
         "in Data Pruning. ICLR 2024. arXiv:2310.07931."
     )
-    params = {"k": 5, "gamma": 0.1, "mis_ratio": 0.0, "score": "forgetting", "per_class": True}
+    params = {"k": 5, "gamma": 0.1, "mis_ratio": "auto", "score": "forgetting", "per_class": True}
     signals = frozenset({"train_correct", "prob_true", "prob_other_max", "embeddings", "checkpoint_epochs"})
 
     def select(self, view: SelectionView) -> Selection:
         kind = self.params["score"]
         if kind not in _SCORES:
             raise ValueError(f"d2-pruning: score must be one of {_SCORES}, got {kind!r}")
-        mis_ratio = float(self.params["mis_ratio"])
-        if not 0.0 <= mis_ratio < 1.0:
-            raise ValueError(f"d2-pruning: mis_ratio must be in [0, 1), got {mis_ratio}")
+        mis_ratio = resolve_rate(self.params["mis_ratio"], D2_MIS_RATIO_BY_PRUNING, view.fraction, "d2-pruning: mis_ratio")
         if int(self.params["k"]) < 0:
             raise ValueError(f"d2-pruning: k must be >= 0, got {self.params['k']}")
         aum = aum_scores(view)
@@ -141,7 +149,7 @@ class D2Pruning(SelectionMethod):
             density = forward_message_passing(hardness[members], dists, nbrs)
             picked.append(members[reverse_greedy(density, dists, nbrs, b, float(self.params["gamma"]))])
         idx = np.concatenate(picked) if picked else np.zeros(0, np.int64)
-        info = {"kept": "graph greedy picks", "pruned": m, "score": kind}
+        info = {"kept": "graph greedy picks", "mis_ratio": mis_ratio, "pruned": m, "score": kind}
         return Selection(indices=idx, scores=hardness, info=info)
 
 

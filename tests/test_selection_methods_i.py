@@ -414,7 +414,7 @@ def test_ccs_never_selects_the_pruned_lowest_aum_fraction():
     lowest = set(np.argsort(aum)[:15].tolist())
     for seed in range(4):
         view = make_selection_view(labels=np.arange(50) % 5, num_classes=5, budget=10, signals=_aum_signals(aum), seed=seed)
-        sel = _select(_method("ccs"), view)
+        sel = _select(_method("ccs", beta=0.3), view)
         assert not lowest & set(sel.indices.tolist())
         assert sel.info["pruned"] == 15
 
@@ -441,6 +441,37 @@ def test_ccs_helpers_and_prune_cap():
     view = make_selection_view(labels=np.zeros(20, int), num_classes=1, budget=15, signals=_aum_signals(aum))
     sel = _select(_method("ccs", beta=0.9), view)
     assert sel.info["pruned"] == 5 and _sorted(sel) == list(range(5, 20))
+
+
+# kept fraction -> CCS beta (paper-anchored: 0.3 at >= 90 % pruning, 0.2 at 80 %, 0.1 at 70 %, 0 below)
+CCS_AUTO = [(0.01, 0.3), (0.05, 0.3), (0.1, 0.3), (0.2, 0.2), (0.3, 0.1), (0.5, 0.0), (0.7, 0.0)]
+
+
+@pytest.mark.parametrize("fraction,beta", CCS_AUTO)
+def test_ccs_auto_beta_follows_the_budget(fraction, beta):
+    """The default beta is the hard-cutoff rate for the cell's budget: the lowest-AUM
+    floor(beta N) samples are pruned, and info says which beta was used."""
+    n = 200
+    aum = np.random.default_rng(3).uniform(-1, 1, n)
+    budget = int(round(fraction * n))
+    view = make_selection_view(labels=np.arange(n) % 4, num_classes=4, budget=budget, signals=_aum_signals(aum))
+    assert view.fraction == pytest.approx(fraction)
+    ccs = _method("ccs")
+    assert ccs.params["beta"] == "auto"
+    sel = _select(ccs, view)
+    m = int(np.floor(beta * n))
+    assert sel.info["beta"] == beta and sel.info["pruned"] == m
+    assert not set(np.argsort(aum)[:m].tolist()) & set(sel.indices.tolist())
+
+
+def test_ccs_beta_number_overrides_auto_and_bad_values_are_named():
+    aum = np.linspace(-1, 1, 40)
+    view = make_selection_view(labels=np.zeros(40, int), num_classes=1, budget=4, signals=_aum_signals(aum))
+    sel = _select(_method("ccs", beta="0.25"), view)  # a CLI --param arrives as text
+    assert sel.info["beta"] == 0.25 and sel.info["pruned"] == 10
+    for bad in ("high", "1.5", -0.1):
+        with pytest.raises(ValueError, match=r"ccs: beta must be 'auto' or a number in \[0, 1\)"):
+            _method("ccs", beta=bad).select(view)
 
 
 # ---- Moderate ------------------------------------------------------------------------------------
@@ -508,6 +539,27 @@ def test_d2_class_budgets_and_mis_ratio_prunes_lowest_aum():
     assert not set(np.argsort(aum)[:5].tolist()) & set(sel.indices.tolist())
     kept_labels = labels[np.sort(np.argsort(aum)[5:])]
     assert np.bincount(labels[sel.indices], minlength=2).tolist() == class_budgets(kept_labels, 10, 2).tolist()
+
+
+# kept fraction -> D2 mislabel ratio (0.4 at >= 90 % pruning as the README's CIFAR-10 command, 0.3, 0.2, 0)
+D2_AUTO = [(0.05, 0.4), (0.1, 0.4), (0.2, 0.3), (0.3, 0.2), (0.5, 0.0), (0.7, 0.0)]
+
+
+@pytest.mark.parametrize("fraction,ratio", D2_AUTO)
+def test_d2_auto_mis_ratio_follows_the_budget(fraction, ratio):
+    n = 100
+    rng = np.random.default_rng(4)
+    aum = rng.uniform(-1, 1, n)
+    sig = {**_aum_signals(aum), "embeddings": rng.standard_normal((1, n, 3)).astype(np.float32), "checkpoint_epochs": np.array([5])}
+    view = make_selection_view(labels=np.arange(n) % 2, num_classes=2, budget=int(round(fraction * n)), signals=sig)
+    d2 = _method("d2-pruning", score="aum")
+    assert d2.params["mis_ratio"] == "auto"
+    sel = _select(d2, view)
+    m = int(np.floor(ratio * n))
+    assert sel.info["mis_ratio"] == ratio and sel.info["pruned"] == m
+    assert not set(np.argsort(aum)[:m].tolist()) & set(sel.indices.tolist())
+    with pytest.raises(ValueError, match="d2-pruning: mis_ratio must be 'auto' or a number"):
+        _method("d2-pruning", mis_ratio="lots").select(view)
 
 
 # ---- TDDS ----------------------------------------------------------------------------------------

@@ -68,22 +68,45 @@ class Profile:
 
 
 def with_dataset(profile: Profile, dataset: str) -> Profile:
-    """``profile`` run on ``dataset`` instead of its own (a derived profile, own id and ranking)."""
+    """``profile`` run on ``dataset`` instead of its own (a derived profile, own id and ranking).
+
+    The threat model follows the data: where the profile attacks (settings ``robust`` with an
+    ``eps``), the derived profile takes the ``eps`` and ``step_size`` the new dataset declares
+    (``data.threat_model``: 8/255 with 2/255 steps for CIFAR and image folders, 0.1 with 0.025 for
+    digits) and keeps the profile's step counts and TRADES beta; a dataset that declares none keeps
+    the profile's. The description says which. The profile itself is returned unchanged."""
     if "dataset" not in profile.axes:
         raise ValueError(f"profile {profile.id} has no dataset axis; --dataset does not apply")
     if list(profile.axes["dataset"]) == [dataset]:
         return profile
+    settings, note = _dataset_threat(profile.settings, dataset)
     return Profile(
         profile.track,
         f"{profile.name}:{dataset}",
         profile.version,
         {**profile.axes, "dataset": [dataset]},
         profile.seeds,
-        profile.settings,
-        f"{profile.description} Run on {dataset}.",
+        settings,
+        f"{profile.description} Run on {dataset}.{note}",
         profile.timeout_s,
         profile.device,
     )
+
+
+def _dataset_threat(settings: Mapping[str, Any], dataset: str) -> tuple[Mapping[str, Any], str]:
+    """(settings with ``dataset``'s threat model, a sentence saying which threat model applies)."""
+    from ..data import threat_model, threat_text
+
+    rb = settings.get("robust")
+    if not isinstance(rb, Mapping) or "eps" not in rb:
+        return settings, ""
+    tm = threat_model(dataset)
+    if tm is None:
+        return settings, f" Threat model: L∞ {threat_text(rb['eps'])} (the profile's; the dataset declares none)."
+    note = f" Threat model: L∞ {threat_text(tm['eps'])} with {threat_text(tm['step_size'])} steps (from the dataset"
+    if float(rb["eps"]) != tm["eps"] or float(rb.get("step_size", tm["step_size"])) != tm["step_size"]:
+        note += f"; the profile's own is L∞ {threat_text(rb['eps'])}"
+    return {**settings, "robust": {**rb, **tm}}, note + ")."
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,93 @@ def _profiles() -> list[Profile]:
                 device="cuda",
             )
         )
+    out.extend(_signal_keeping_profiles())
+    return out
+
+
+def threat_from_dataset(dataset: str, **steps: Any) -> dict[str, Any]:
+    """A profile's ``robust`` settings: the ``eps`` and ``step_size`` the built-in ``dataset``
+    declares (``data.builtin_threat_model``, not the plugin registry, so a profile's settings
+    never depend on what is installed), plus the profile's step counts and TRADES ``beta``."""
+    return {**D.builtin_threat_model(dataset), **steps}
+
+
+#: the GPU @2 proxy records logits and embeddings after each of the first 30 epochs and the last:
+#: TDDS's trajectory (T = 30 epochs, windows of 10), EL2N/GraNd's epochs 1-10 (CCS's ``max_epoch``)
+#: and the final model; epochs 31-39 are used by no method
+GPU_CHECKPOINTS_V2 = [*range(1, 31), int(CIFAR_PROXY["epochs"])]
+
+
+def _signal_keeping_profiles() -> list[Profile]:
+    """Version 2 of the CIFAR profiles: each method gets the signal its paper uses (issue 20, item 5).
+
+    * per-epoch checkpoints: TDDS sees 30 consecutive epochs (window 10), EL2N and GraNd epochs
+      1-10; version 1 recorded only epochs 10/20/30/40;
+    * validation of 10 % of the training data per class: 500 images per class on CIFAR-10 and 50
+      on CIFAR-100 (CLD's split; version 1 had 10 per class on CIFAR-100), 50 per class on the CPU
+      profile;
+    * CCS's beta and D2-pruning's mislabel ratio follow the budget (the methods' ``"auto"``
+      default, read from the kept fraction);
+    * the threat model is the dataset's (``threat_from_dataset``).
+    """
+    keeps = "per-epoch logits and embeddings (epochs 1-30 and 40: TDDS's 30-epoch window, EL2N/GraNd's epochs 1-10), {val} validation images per class (CLD/LTC/GLISTER's class reference), CCS beta and D2 mislabel ratio by budget"
+    out = [
+        Profile(
+            "coreset",
+            "cifar10-cpu",
+            2,
+            {"dataset": ["cifar10"], "arch": ["cnn-small"], "budget": [0.1, 0.3], "training": ["standard"]},
+            seeds=(0, 1, 2),
+            settings={
+                "val_fraction": 0.2,
+                "max_train_per_class": 250,
+                "max_test": 1000,
+                "proxy": {"epochs": 30, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+                "checkpoints": "all",
+                "train": {"budget_mode": "iterations", "steps": 300, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+                "robust": threat_from_dataset("cifar10", attack_steps=5, beta=6.0, eval_steps=10),
+                "attacks": ["pgd"],
+                "eval_subset": 500,
+                **CONVENTIONS,
+            },
+            description=(
+                "A CPU-sized CIFAR-10 check on real images (250 per class: 200 pool, 50 validation; cnn-small, three seeds, PGD-10), "
+                "threat model L∞ 8/255 with 2/255 steps (from the dataset). Keeps each method's signal: a 30-epoch proxy with "
+                "logits and embeddings every epoch (TDDS's 30-epoch window, EL2N/GraNd's epochs 1-10), 50 validation images per "
+                "class, CCS beta and D2 mislabel ratio by budget. For the JPEG copy: --profile cifar10-cpu --dataset imagefolder:PATH."
+            ),
+        )
+    ]
+    for ds, per_class in (("cifar10", 500), ("cifar100", 50)):
+        out.append(
+            Profile(
+                "coreset",
+                ds,
+                2,
+                {
+                    "dataset": [ds],
+                    "arch": ["resnet18", "fastnet"],
+                    "budget": [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7],
+                    "training": ["standard", "trades"],
+                },
+                seeds=(0, 1, 2),
+                settings={
+                    "val_fraction": 0.1,
+                    "proxy": CIFAR_PROXY,
+                    "checkpoints": GPU_CHECKPOINTS_V2,
+                    "train": CIFAR_RECIPE,
+                    "robust": threat_from_dataset(ds, attack_steps=10, beta=6.0),
+                    "attacks": ["pgd", "autoattack"],
+                    "eval_subset": 1000,
+                    **CONVENTIONS,
+                },
+                description=(
+                    f"{ds.upper()} on a GPU: ResNet-18 and fastnet, seven budgets, three seeds, standard and TRADES training, "
+                    f"threat model L∞ 8/255 with 2/255 steps (from the dataset). Keeps {keeps.format(val=per_class)}."
+                ),
+                device="cuda",
+            )
+        )
     return out
 
 
