@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .kinds import SIGNALS, Selection, SelectionMethod, SelectionView, Signals
+from .kinds import SIGNALS, Selection, SelectionMethod, SelectionView, Signals, unknown_signals_error  # noqa: F401 - SIGNALS: part of the kit's API
 from .validation import SelectionOutputError, validate_selection  # noqa: F401 - part of the kit's API
 
 
@@ -156,8 +156,8 @@ def check_selection_method(
     factory = view_factory or (lambda seed: make_selection_view(seed=seed, method=method.name))
     assert isinstance(method, SelectionMethod), f"{method!r} is not a SelectionMethod"
     assert method.name, "a method needs a name"
-    unknown = set(method.signals) - set(SIGNALS)
-    assert not unknown, f"{method.name}: unknown signals {sorted(unknown)}"
+    problem = unknown_signals_error(method.name, method.signals)
+    assert problem is None, problem
     view = factory(0)
     # only the declared signals are visible, as in the harness
     restricted = SelectionView(**{**view.__dict__, "signals": Signals({k: v for k, v in view.signals.items() if k in method.signals}, method=method.name)})
