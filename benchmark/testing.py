@@ -20,7 +20,7 @@ no test data; and a reasonable time on a small pool.
 hook refuses opening the dataset files (scikit-learn's bundled data, ``--data-dir``), starting
 processes and ctypes. It fails when the method trips the guard (even if the method catches the
 error) or cannot be sent to the worker (its class must be importable). It does not stop a method
-that escapes Python through native code already loaded; see README, "Guarantees".
+that escapes Python through native code already loaded; see docs/guarantees.md.
 """
 
 from __future__ import annotations
