@@ -72,7 +72,7 @@ def test_every_view_field_is_in_the_view_reference(pages):
 
     page = pages["reference/views.md"]
     classes = _hook().kind_dataclasses()
-    assert {"SelectionView", "PrivacyView", "NoiseView", "DistillationView", "ProvisioningView", "Selection"} <= {c.__name__ for c in classes}
+    assert {"SelectionView", "InstructionView", "PrivacyView", "NoiseView", "DecentralizedView", "ExitView", "ExitModel", "ProvisioningView", "Selection"} <= {c.__name__ for c in classes}
     for cls in classes:
         section = page.split(f"## {cls.__name__} ", 1)[1].split("\n## ", 1)[0]
         for f in dataclasses.fields(cls):
