@@ -325,10 +325,10 @@ def profiles(track: Optional[str] = typer.Argument(None, help="Only this track."
 @app.command()
 def results(
     plugin: Optional[str] = typer.Option(None, "--plugin", "-p", help="Only this method."),
-    track: Optional[str] = typer.Option(None, "--track"),
+    track: Optional[str] = typer.Option(None, "--track", help="Only this track."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile id, e.g. coreset/quick@1."),
     status: Optional[str] = typer.Option(None, "--status", help="done, failed or running."),
-    db: Optional[str] = typer.Option(None, "--db"),
+    db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB); opened read-only."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per run."),
 ) -> None:
     """Show stored runs."""
@@ -345,7 +345,7 @@ def results(
 
 
 @app.command()
-def doctor(db: Optional[str] = typer.Option(None, "--db")) -> None:
+def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL to check (env CORESET_BENCH_DB); opened read-only.")) -> None:
     """Check the installation: versions, device, plugin load errors, MPEG-4 encoding with PyAV,
     the optional SmolLM2 weights, store health, cache size. Exits 1 on a load error, a bad
     setting, or when PyAV cannot encode MPEG-4 (a core dependency); SmolLM2 is optional."""

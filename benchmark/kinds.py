@@ -64,7 +64,7 @@ from __future__ import annotations
 import copy
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -222,6 +222,25 @@ SIGNALS: dict[str, str] = {
 }
 
 
+def signal_shape(name: str) -> str:
+    """The shape and dtype part of a signal's description, e.g. ``(E, N) float32``."""
+    return SIGNALS[name].split(":", 1)[0]
+
+
+def unknown_signals_error(method: str, names: Iterable[str]) -> str | None:
+    """None when every name in ``names`` is in ``SIGNALS``; else a one-line error naming the
+    unknown ones and listing every known signal with its shape (what a plugin author needs)."""
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = sorted({str(n) for n in names} - set(SIGNALS))
+    if not unknown:
+        return None
+    known = "; ".join(f"{k} {signal_shape(k)}" for k in SIGNALS)
+    return (
+        f"method {method!r} asks for unknown signal(s) {', '.join(map(repr, unknown))} in its `signals`; "
+        f"known signals (shapes: E proxy epochs, K checkpoints, N pool, Nv validation, C classes, D width): {known}"
+    )
+
+
 class Signals(Mapping[str, Any]):
     """Read-only mapping of training signals of one proxy run (see ``SIGNALS``).
 
@@ -239,7 +258,7 @@ class Signals(Mapping[str, Any]):
         except KeyError:
             raise KeyError(
                 f"signal {key!r} was not computed for {self._method or 'this method'}; "
-                f"add it to the method's `signals` (known: {', '.join(SIGNALS)})"
+                f"add it to the method's `signals` (known: {', '.join(f'{k} {signal_shape(k)}' for k in SIGNALS)})"
             ) from None
 
     def __iter__(self) -> Iterator[str]:

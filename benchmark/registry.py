@@ -35,7 +35,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .kinds import KINDS, Method
+from .kinds import KINDS, Method, SelectionMethod, unknown_signals_error
 
 ENTRY_POINT_GROUP = "coreset_bench"
 #: the suite's own distribution; names it registers are reserved
@@ -270,6 +270,11 @@ def _check_method(obj: Any, rec: PluginRecord) -> None:
         raise PluginError(f"{rec.name}: method {obj.name!r} has unknown kind {obj.kind!r}; kinds: {', '.join(KINDS)}")
     if not obj.name:
         raise PluginError(f"{rec.name}: a method of kind {obj.kind!r} has no name")
+    if isinstance(obj, SelectionMethod):
+        # reported when the plugin loads (`coreset-bench plugins`), not only when its cells run
+        problem = unknown_signals_error(obj.name, obj.signals)
+        if problem:
+            raise PluginError(f"{rec.name}: {problem}")
 
 
 def _declaration_problems(m: Method) -> list[str]:

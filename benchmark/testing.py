@@ -20,7 +20,7 @@ no test data; and a reasonable time on a small pool.
 hook refuses opening the dataset files (scikit-learn's bundled data, ``--data-dir``), starting
 processes and ctypes. It fails when the method trips the guard (even if the method catches the
 error) or cannot be sent to the worker (its class must be importable). It does not stop a method
-that escapes Python through native code already loaded; see README, "Guarantees".
+that escapes Python through native code already loaded; see docs/guarantees.md.
 
 The phase-2 kinds have their own checks, with small synthetic fixtures built here so plugin
 authors get them too (``coreset_bench.kit``): ``check_text_selection_method``,
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .kinds import SIGNALS, Selection, SelectionMethod, SelectionView, Signals
+from .kinds import SIGNALS, Selection, SelectionMethod, SelectionView, Signals, unknown_signals_error  # noqa: F401 - SIGNALS: part of the kit's API
 from .validation import SelectionOutputError, validate_selection  # noqa: F401 - part of the kit's API
 
 
@@ -161,8 +161,8 @@ def check_selection_method(
     factory = view_factory or (lambda seed: make_selection_view(seed=seed, method=method.name))
     assert isinstance(method, SelectionMethod), f"{method!r} is not a SelectionMethod"
     assert method.name, "a method needs a name"
-    unknown = set(method.signals) - set(SIGNALS)
-    assert not unknown, f"{method.name}: unknown signals {sorted(unknown)}"
+    problem = unknown_signals_error(method.name, method.signals)
+    assert problem is None, problem
     view = factory(0)
     # only the declared signals are visible, as in the harness
     restricted = SelectionView(**{**view.__dict__, "signals": Signals({k: v for k, v in view.signals.items() if k in method.signals}, method=method.name)})

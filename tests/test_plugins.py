@@ -466,3 +466,81 @@ def test_built_in_methods_live_in_the_subpackage_of_their_kind():
     for name, value in eps.items():
         if name != "core":
             assert value.count(".") == 3, (name, value)
+
+
+# ---- unknown signals: reported at load time and by the kit, with the valid names and shapes ----
+
+BAD_SIGNAL_SRC = '''
+import numpy as np
+from coreset_bench import hookimpl
+from coreset_bench.kinds import Selection, SelectionMethod
+
+class Guess(SelectionMethod):
+    name = "guess"
+    summary = "asks for a signal that does not exist"
+    signals = frozenset({"loss", "grad_norm"})
+
+    def select(self, view):
+        return Selection(np.arange(view.budget))
+
+@hookimpl
+def register_methods(register):
+    register(Guess())
+'''
+
+
+def test_a_method_asking_for_an_unknown_signal_is_a_load_error_listing_the_known_ones(fake):
+    bad = fake.module("guess", BAD_SIGNAL_SRC)
+    good = fake.method_module("good", "alpha")
+    fake.dist("fake-guess", "0.1", {"guess": bad, "alpha": good})
+    pm = load(fake)
+    err = by_name(pm)["guess"].error
+    assert err is not None and "'grad_norm'" in err and "'loss'" not in err.split("known signals")[0]
+    # every known signal is listed with its shape
+    for name, shape in (("loss", "(E, N) float32"), ("logits", "(K, N, C) float32"), ("input_grad_norm", "(E, N) float32"), ("checkpoint_epochs", "(K,) int64")):
+        assert f"{name} {shape}" in err
+    assert "\n" not in err
+    assert "guess" not in pm.methods.items and "alpha" in pm.methods.items
+
+
+def test_plugins_command_lists_the_unknown_signal_as_a_load_problem(fake, monkeypatch):
+    from typer.testing import CliRunner
+
+    from coreset_bench import cli
+
+    fake.dist("fake-guess", "0.1", {"guess": fake.module("guess", BAD_SIGNAL_SRC)})
+    monkeypatch.setattr(registry, "_manager", load(fake))
+    rows = __import__("json").loads(CliRunner().invoke(cli.app, ["plugins", "--json"]).stdout)
+    (row,) = [r for r in rows if r["name"] == "guess"]
+    assert row["kind"] == "?" and "unknown signal(s) 'grad_norm'" in row["error"] and "loss (E, N) float32" in row["error"]
+
+
+def test_strict_mode_stops_on_an_unknown_signal(fake, monkeypatch):
+    monkeypatch.setenv("CORESET_BENCH_STRICT_PLUGINS", "1")
+    fake.dist("fake-guess", "0.1", {"guess": fake.module("guess", BAD_SIGNAL_SRC)})
+    with pytest.raises(PluginError, match="unknown signal.*grad_norm"):
+        load(fake)
+
+
+def test_the_kit_rejects_an_unknown_signal_listing_the_known_ones_with_shapes():
+    from coreset_bench.testing import check_selection_method
+
+    class Guess(SelectionMethod):
+        name = "guess"
+        signals = frozenset({"logit"})
+
+        def select(self, view):
+            return Selection(np.arange(view.budget))
+
+    with pytest.raises(AssertionError) as ei:
+        check_selection_method(Guess())
+    msg = str(ei.value)
+    assert "'logit'" in msg and "logits (K, N, C) float32" in msg and "loss (E, N) float32" in msg
+
+
+def test_reading_an_undeclared_signal_lists_the_known_ones_with_shapes():
+    from coreset_bench.kinds import Signals
+
+    with pytest.raises(KeyError) as ei:
+        Signals({"loss": np.zeros((2, 3), np.float32)}, method="m")["logits"]
+    assert "add it to the method's `signals`" in str(ei.value) and "logits (K, N, C) float32" in str(ei.value)
