@@ -72,7 +72,7 @@ def test_every_view_field_is_in_the_view_reference(pages):
 
     page = pages["reference/views.md"]
     classes = _hook().kind_dataclasses()
-    assert {"SelectionView", "PrivacyView", "NoiseView", "DistillationView", "ProvisioningView", "Selection"} <= {c.__name__ for c in classes}
+    assert {"SelectionView", "InstructionView", "PrivacyView", "NoiseView", "DecentralizedView", "ExitView", "ExitModel", "ProvisioningView", "Selection"} <= {c.__name__ for c in classes}
     for cls in classes:
         section = page.split(f"## {cls.__name__} ", 1)[1].split("\n## ", 1)[0]
         for f in dataclasses.fields(cls):
@@ -184,24 +184,31 @@ def test_the_guide_selection_package_works_as_written(tmp_path, monkeypatch, fre
 def test_the_guide_provisioning_package_works_as_written(tmp_path, monkeypatch, fresh_plugins):
     files = guide_files("provisioning.md")
     assert set(files) == {"pyproject.toml", "ewma_pool.py", "tests/test_ewma_pool.py"}
+    # the package's own tests run the kit's conformance check, not a hand-written one
+    assert "check_provisioning_method(EwmaPool())" in files["tests/test_ewma_pool.py"]
     root = tmp_path / "coreset-bench-ewma-pool"
     _write(files, root)
     proc = _pytest(root)
-    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout + proc.stderr
 
     from coreset_bench import cli
+    from coreset_bench.testing import check_provisioning_method
 
     _install(root, monkeypatch, fresh_plugins)
     rows = json.loads(CliRunner().invoke(cli.app, ["plugins", "--json"]).stdout)
     (row,) = [r for r in rows if r["name"] == "ewma-pool"]
     assert (row["kind"], row["package"], row["error"]) == ("provisioning", "coreset-bench-ewma-pool", None)
+    assert row["tracks"] == []  # no pooling track yet, as the guide's note says
     import numpy as np
 
     from coreset_bench.kinds import ProvisioningView
 
+    # the method as loaded through its entry point passes the kit, and plans with the extended view
     m = fresh_plugins.method("ewma-pool")
-    plan = m.plan(ProvisioningView(history=np.array([4.0, 4.0, 4.0]), horizon=3, step_seconds=60.0, seed=0))
-    assert plan.shape == (3,) and (plan >= 0).all()
+    assert check_provisioning_method(m).hit_rate > 0.85
+    view = ProvisioningView(history=np.full(8, 4.0), horizon=7, step_seconds=60.0, seed=0, t=8, lead=2, decision_every=5, max_pool=10)
+    plan = np.asarray(m.plan(view))
+    assert plan.shape == (7,) and (plan == 10).all()  # ceil(1.5 x 4 x 3) = 18, clipped to max_pool
 
 
 # ---- the site builds strictly -------------------------------------------------------------------
