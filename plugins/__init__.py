@@ -1,5 +1,7 @@
-"""Built-in plugins of coreset-bench (one module per method), loaded through the
-``coreset_bench`` entry points like any third-party plugin.
+"""Built-in plugins of coreset-bench, loaded through the ``coreset_bench`` entry points like any
+third-party plugin: one subpackage per kind (``selection``, ``training``, ``attack``, ``privacy``,
+``noise_correction``, ``distillation``, ``provisioning``), one module per method inside it, and
+``core`` (datasets, architectures, tracks).
 
 For convenience the package also re-exports the plugin facade of ``coreset_bench.registry``
 (``from coreset_bench import plugins; plugins.method("easycore")``). The facade cannot be a

@@ -1,5 +1,11 @@
 """Built-in datasets, architectures and tracks, registered through the same entry point
-mechanism as any third-party plugin (entry point ``core`` of the ``coreset_bench`` group)."""
+mechanism as any third-party plugin (entry point ``core`` of the ``coreset_bench`` group).
+
+The tracks themselves live in ``coreset_bench.tracks`` (one module per track); the methods in this
+package's per-kind subpackages (``selection/``, ``training/``, ``attack/``, ``privacy/``,
+``noise_correction/``, ``distillation/``, ``provisioning/``), each method module registered by its
+own entry point in ``pyproject.toml``.
+"""
 
 from coreset_bench import hookimpl
 from coreset_bench.data import BUILTIN_DATASETS

@@ -77,8 +77,8 @@ class ImageOnly(LossToTarget):
 
 
 def test_text_selection_check_passes_a_correct_method_and_random_and_full():
-    from coreset_bench.plugins.full import FullData
-    from coreset_bench.plugins.random_baseline import RandomSelection
+    from coreset_bench.plugins.selection.full import FullData
+    from coreset_bench.plugins.selection.random_baseline import RandomSelection
 
     sel = check_text_selection_method(LossToTarget())
     view = make_instruction_view()

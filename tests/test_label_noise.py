@@ -123,7 +123,7 @@ def test_input_curvature_is_finite_and_seeded():
 
 
 def test_verifix_projection_removes_a_planted_direction_and_keeps_the_rest():
-    from coreset_bench.plugins import verifix as V
+    from coreset_bench.plugins.noise_correction import verifix as V
 
     d, k = 6, 3
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
@@ -151,7 +151,7 @@ def test_verifix_projection_removes_a_planted_direction_and_keeps_the_rest():
 
 
 def test_verifix_thin_svd_and_gram_paths_give_the_same_projection():
-    from coreset_bench.plugins import verifix as V
+    from coreset_bench.plugins.noise_correction import verifix as V
 
     layer = nn.Linear(40, 5)
     x = torch.randn(12, 40, generator=torch.Generator().manual_seed(0)) @ torch.randn(40, 40, generator=torch.Generator().manual_seed(1))
@@ -165,7 +165,7 @@ def test_verifix_thin_svd_and_gram_paths_give_the_same_projection():
 
 
 def test_verifix_projects_conv_layers_through_unfolded_patches():
-    from coreset_bench.plugins import verifix as V
+    from coreset_bench.plugins.noise_correction import verifix as V
 
     conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
     # inputs only in channel 0: the channel-1 weights receive no verified activation
@@ -207,7 +207,7 @@ def _planted_data(n, seed, eps=0.01, orthogonal=False):
 
 
 def test_verifix_plugin_chooses_an_alpha_that_suppresses_the_noise_direction():
-    from coreset_bench.plugins.verifix import Verifix
+    from coreset_bench.plugins.noise_correction.verifix import Verifix
 
     w = torch.zeros(3, 10)
     w[:3, :3] = 3 * torch.eye(3)
@@ -234,7 +234,7 @@ def test_verifix_plugin_chooses_an_alpha_that_suppresses_the_noise_direction():
 
 
 def test_verifix_rejects_bad_parameters():
-    from coreset_bench.plugins.verifix import Verifix, parse_alphas
+    from coreset_bench.plugins.noise_correction.verifix import Verifix, parse_alphas
 
     assert parse_alphas("1e4, 1e3,1e4") == [1e3, 1e4]
     with pytest.raises(ValueError, match="alphas"):

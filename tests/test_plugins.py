@@ -444,6 +444,30 @@ def test_a_runtime_plugin_cannot_take_a_builtin_name(fake):
     assert pm.methods.get("runtime-method").package == "coreset_bench"
 
 
+def test_built_in_methods_live_in_the_subpackage_of_their_kind():
+    """Issue 15: plugins/ is grouped by kind; a method module sits in the subpackage named after
+    the kind of every method it registers (entry points and method names are unchanged)."""
+    import importlib.metadata as md
+
+    from coreset_bench import registry
+
+    registry.load_plugins()
+    eps = {ep.name: ep.value for ep in md.entry_points(group="coreset_bench") if ep.value.startswith("coreset_bench.plugins.")}
+    assert eps["core"] == "coreset_bench.plugins.core"
+    by_module: dict[str, set[str]] = {}
+    for m in registry.methods():
+        if m.package == "coreset-bench":
+            by_module.setdefault(type(m).__module__, set()).add(m.kind)
+    assert len(by_module) >= 40
+    for module, kinds in by_module.items():
+        parts = module.split(".")
+        assert parts[:2] == ["coreset_bench", "plugins"] and len(parts) == 4, module
+        assert kinds == {parts[2].replace("_", "-")}, (module, kinds)
+    for name, value in eps.items():
+        if name != "core":
+            assert value.count(".") == 3, (name, value)
+
+
 # ---- unknown signals: reported at load time and by the kit, with the valid names and shapes ----
 
 BAD_SIGNAL_SRC = '''

@@ -16,7 +16,7 @@ from torch import nn
 from coreset_bench import hookimpl
 from coreset_bench import privacy_metrics as PM
 from coreset_bench.kinds import PrivacyMethod, PrivacyView
-from coreset_bench.plugins import _mia
+from coreset_bench.plugins.privacy import _mia
 from coreset_bench.tracks.base import CellFailure
 from coreset_bench.tracks.privacy import BlackBox, masks_for, validate_scores
 
@@ -235,7 +235,7 @@ def test_logit_attacks_separate_members_on_synthetic_models(name):
 
 
 def test_curvature_test_statistics_on_gaussian_scores():
-    from coreset_bench.plugins.curvature_mia import test_statistic
+    from coreset_bench.plugins.privacy.curvature_mia import test_statistic
 
     rng = np.random.default_rng(0)
     n = 2000
@@ -347,7 +347,7 @@ def test_validate_scores_names_the_plugin():
 
 
 def test_dp_clipping_matches_a_per_sample_loop():
-    from coreset_bench.plugins.dp_sgd import batchnorm_to_groupnorm, clipped_grad_sum
+    from coreset_bench.plugins.training.dp_sgd import batchnorm_to_groupnorm, clipped_grad_sum
     from coreset_bench import models as M
 
     model = batchnorm_to_groupnorm(M.build("cnn-small", (1, 8, 8), 10, (0.3,), (0.4,), 0))
@@ -380,7 +380,7 @@ def test_dp_sgd_trains_at_the_requested_epsilon():
     assert info["noise_multiplier"] > 0.5 and info["sample_rate"] == pytest.approx(0.25)
     assert info["steps"] == 12
     # more privacy needs more noise
-    from coreset_bench.plugins.dp_sgd import noise_multiplier_for
+    from coreset_bench.plugins.training.dp_sgd import noise_multiplier_for
 
     assert noise_multiplier_for(1.0, 1e-5, 0.25, 12) > info["noise_multiplier"]
 

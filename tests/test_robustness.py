@@ -16,16 +16,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from coreset_bench.kinds import AttackMethod, ThreatModel, TrainContext
-from coreset_bench.plugins import autoattack as autoattack_mod
-from coreset_bench.plugins import fgsm as fgsm_mod
-from coreset_bench.plugins import pgd as pgd_mod
-from coreset_bench.plugins import pgd_at as pgd_at_mod
-from coreset_bench.plugins import trades as trades_mod
-from coreset_bench.plugins.autoattack import AutoAttackMethod
-from coreset_bench.plugins.fgsm import FGSM
-from coreset_bench.plugins.pgd import PGD
-from coreset_bench.plugins.pgd_at import PGDAT
-from coreset_bench.plugins.trades import TRADES
+from coreset_bench.plugins.attack import autoattack as autoattack_mod
+from coreset_bench.plugins.attack import fgsm as fgsm_mod
+from coreset_bench.plugins.attack import pgd as pgd_mod
+from coreset_bench.plugins.training import pgd_at as pgd_at_mod
+from coreset_bench.plugins.training import trades as trades_mod
+from coreset_bench.plugins.attack.autoattack import AutoAttackMethod
+from coreset_bench.plugins.attack.fgsm import FGSM
+from coreset_bench.plugins.attack.pgd import PGD
+from coreset_bench.plugins.training.pgd_at import PGDAT
+from coreset_bench.plugins.training.trades import TRADES
 from coreset_bench.robust import (
     AttackOutputError,
     check_attack_output,

@@ -33,7 +33,7 @@ MODULES = {
 
 
 def _mod(name):
-    return importlib.import_module(f"coreset_bench.plugins.{name}")
+    return importlib.import_module(f"coreset_bench.plugins.selection.{name}")
 
 
 def _methods(module):
@@ -92,7 +92,7 @@ def test_conformance_kit_on_non_default_modes():
 
 
 def test_last_layer_grads_match_autograd():
-    from coreset_bench.plugins._lastlayer import last_layer_grad_norms, last_layer_grads
+    from coreset_bench.plugins.selection._lastlayer import last_layer_grad_norms, last_layer_grads
 
     torch.manual_seed(0)
     n, d, c = 5, 3, 4
@@ -117,7 +117,7 @@ def test_last_layer_grads_match_autograd():
 
 
 def test_topk_per_class_and_ties_by_index():
-    from coreset_bench.plugins._ranking import rank_order, topk_per_class
+    from coreset_bench.plugins.selection._ranking import rank_order, topk_per_class
 
     scores = np.array([1.0, 3.0, 3.0, 0.0, 2.0, 2.0, 5.0])
     labels = np.array([0, 0, 0, 1, 1, 1, 1])
@@ -130,7 +130,7 @@ def test_topk_per_class_and_ties_by_index():
 
 
 def test_checkpoint_rows_prefix_and_stride():
-    from coreset_bench.plugins._ranking import checkpoint_rows
+    from coreset_bench.plugins.selection._ranking import checkpoint_rows
 
     assert checkpoint_rows(10).tolist() == list(range(10))
     assert checkpoint_rows(10, 0.5).tolist() == [0, 1, 2, 3, 4]
@@ -246,7 +246,7 @@ def test_cld_matches_pearson_per_class_and_uses_class_budgets():
 
 
 def test_ltc_raw_losses_class_mean_and_pairwise_mean():
-    from coreset_bench.plugins import cld, ltc
+    from coreset_bench.plugins.selection import cld, ltc
 
     assert ltc.pearson_to_class_reference is cld.pearson_to_class_reference  # shared, not duplicated
     rng = np.random.default_rng(5)
@@ -322,7 +322,7 @@ def test_grand_keeps_largest_last_layer_gradient_norm():
 
 
 def test_forgetting_counts_transitions_and_never_learned():
-    from coreset_bench.plugins.forgetting import forgetting_counts
+    from coreset_bench.plugins.selection.forgetting import forgetting_counts
 
     tc = np.array(
         [
@@ -431,7 +431,7 @@ def test_ccs_stratified_allocation_takes_sparse_strata_whole():
 
 
 def test_ccs_helpers_and_prune_cap():
-    from coreset_bench.plugins.ccs import allocate_budget, equal_width_strata
+    from coreset_bench.plugins.selection.ccs import allocate_budget, equal_width_strata
 
     assert allocate_budget(10, np.array([3, 3, 3, 3])).sum() == 10
     assert allocate_budget(5, np.array([0, 1, 10, 2])).tolist() == [0, 1, 2, 2]
@@ -504,7 +504,7 @@ def test_moderate_uses_per_class_coordinate_wise_median():
 
 
 def test_d2_knn_and_forward_message_passing():
-    from coreset_bench.plugins.d2_pruning import forward_message_passing, knn_graph
+    from coreset_bench.plugins.selection.d2_pruning import forward_message_passing, knn_graph
 
     x = np.array([[0.0], [1.0], [3.0], [7.0]])
     d, nb = knn_graph(x, 2, chunk_elems=4)  # one row per chunk

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from coreset_bench.kinds import SelectionMethod
-from coreset_bench.plugins import _greedy
-from coreset_bench.plugins._lastlayer import last_layer_grads
+from coreset_bench.plugins.selection import _greedy
+from coreset_bench.plugins.selection._lastlayer import last_layer_grads
 from coreset_bench.testing import check_selection_method, make_selection_view, validate_selection
 
 MODULES = {
@@ -35,7 +35,7 @@ def _methods() -> list[SelectionMethod]:
     out = []
     for mod in MODULES:
         reg: list = []
-        importlib.import_module(f"coreset_bench.plugins.{mod}").register_methods(reg.append)
+        importlib.import_module(f"coreset_bench.plugins.selection.{mod}").register_methods(reg.append)
         out.extend(reg)
     return out
 
@@ -77,7 +77,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def test_each_module_registers_its_methods():
     for mod, names in MODULES.items():
         reg: list = []
-        importlib.import_module(f"coreset_bench.plugins.{mod}").register_methods(reg.append)
+        importlib.import_module(f"coreset_bench.plugins.selection.{mod}").register_methods(reg.append)
         assert [m.name for m in reg] == names
         for m in reg:
             assert isinstance(m, SelectionMethod) and m.kind == "selection"
@@ -367,7 +367,7 @@ def test_craig_weights_sum_to_class_sizes_on_random_view():
 
 
 def test_omp_recovers_an_exact_nonnegative_combination():
-    from coreset_bench.plugins.gradmatch import omp_nonneg
+    from coreset_bench.plugins.selection.gradmatch import omp_nonneg
 
     rng = np.random.default_rng(9)
     g = torch.tensor(rng.standard_normal((40, 200)) * 10.0, dtype=torch.float32)
@@ -408,7 +408,7 @@ def test_gradmatch_method_weights_and_partial_budget():
 
 
 def test_glister_update_is_one_sgd_step_of_the_head():
-    from coreset_bench.plugins.glister import GlisterGain
+    from coreset_bench.plugins.selection.glister import GlisterGain
 
     torch.manual_seed(0)
     c, d = 3, 4
@@ -493,7 +493,7 @@ class _Linear2(torch.nn.Module):
 
 
 def test_deepfool_perturbation_is_the_distance_to_a_linear_boundary():
-    from coreset_bench.plugins.deepfool import deepfool_scores
+    from coreset_bench.plugins.selection.deepfool import deepfool_scores
 
     labels = np.repeat([0, 1], 10)
     view = make_selection_view(labels=labels, budget=4, image_shape=(1, 2, 2), signals={"proxy_model": lambda: _Linear2(4).eval()})
@@ -513,7 +513,7 @@ def test_deepfool_perturbation_is_the_distance_to_a_linear_boundary():
 
 
 def test_deepfool_multiclass_perturbation_crosses_the_boundary():
-    from coreset_bench.plugins.deepfool import deepfool_scores
+    from coreset_bench.plugins.selection.deepfool import deepfool_scores
 
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)).eval()

@@ -146,8 +146,8 @@ def test_tracks_for_claims_only_what_a_track_can_rank(phase2):
 def test_default_modalities_and_roles():
     assert SelectionMethod.modalities == frozenset({"image"})
     assert DistillationMethod.role == ""
-    from coreset_bench.plugins.full import FullData
-    from coreset_bench.plugins.random_baseline import RandomSelection
+    from coreset_bench.plugins.selection.full import FullData
+    from coreset_bench.plugins.selection.random_baseline import RandomSelection
 
     assert RandomSelection.modalities == FullData.modalities == frozenset({"image", "text"})
 

@@ -21,7 +21,7 @@ receives a ``PrivacyView``: the queries (x in [0, 1], labels), the target and th
 boxes (batch -> logits, no gradients; forwards are counted), ``shadow_in`` (S, N), the input
 views (identity, and horizontal flip where the dataset allows it) and the models' normalization
 std. All views of one cell share the cell's seed and the same shadow black-box objects, so a plugin
-may compute the shadows' statistics once per cell (``plugins/_mia.cached``), as the reference
+may compute the shadows' statistics once per cell (``plugins/privacy/_mia.cached``), as the reference
 precomputes them once. It returns one finite score per query (higher = member). The harness
 computes AUC,
 balanced accuracy at the equal-error point, TPR at 1 % and 0.1 % FPR (interpolated, as the

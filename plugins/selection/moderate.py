@@ -28,7 +28,7 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
-from coreset_bench.plugins._ranking import rank_order
+from coreset_bench.plugins.selection._ranking import rank_order
 
 __all__ = ["Moderate", "final_embeddings", "median_distances"]
 

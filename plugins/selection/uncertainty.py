@@ -30,9 +30,9 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
-from coreset_bench.plugins._lastlayer import softmax
-from coreset_bench.plugins._ranking import top_global, topk_per_class
-from coreset_bench.plugins.el2n import checkpoint_logits
+from coreset_bench.plugins.selection._lastlayer import softmax
+from coreset_bench.plugins.selection._ranking import top_global, topk_per_class
+from coreset_bench.plugins.selection.el2n import checkpoint_logits
 
 __all__ = ["UncertaintyEntropy", "UncertaintyMargin", "UncertaintyLeastConfidence", "uncertainty_scores"]
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
-from coreset_bench.plugins._lastlayer import softmax
-from coreset_bench.plugins._ranking import top_global
+from coreset_bench.plugins.selection._lastlayer import softmax
+from coreset_bench.plugins.selection._ranking import top_global
 
 __all__ = ["EL2N", "early_checkpoints", "checkpoint_logits"]
 

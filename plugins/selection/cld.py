@@ -40,7 +40,7 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
-from coreset_bench.plugins._ranking import checkpoint_rows, topk_per_class
+from coreset_bench.plugins.selection._ranking import checkpoint_rows, topk_per_class
 
 __all__ = [
     "CLD",

@@ -49,11 +49,11 @@ import torch
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView, class_budgets
-from coreset_bench.plugins.aum import aum_scores
-from coreset_bench.plugins.ccs import resolve_rate
-from coreset_bench.plugins._ranking import rank_order
-from coreset_bench.plugins.forgetting import forgetting_counts
-from coreset_bench.plugins.moderate import final_embeddings
+from coreset_bench.plugins.selection.aum import aum_scores
+from coreset_bench.plugins.selection.ccs import resolve_rate
+from coreset_bench.plugins.selection._ranking import rank_order
+from coreset_bench.plugins.selection.forgetting import forgetting_counts
+from coreset_bench.plugins.selection.moderate import final_embeddings
 
 __all__ = ["D2Pruning", "D2_MIS_RATIO_BY_PRUNING", "knn_graph", "forward_message_passing", "reverse_greedy"]
 

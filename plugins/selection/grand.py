@@ -11,7 +11,7 @@ Formula::
 
 the gradient of the cross-entropy with respect to the classifier head (bias and weight) at
 checkpoint ``t``, computed from the signals ``logits`` and ``embeddings`` without building the
-gradient matrix: ``||g|| = ||p - y|| sqrt(1 + ||e||^2)`` (``coreset_bench.plugins._lastlayer``).
+gradient matrix: ``||g|| = ||p - y|| sqrt(1 + ||e||^2)`` (``coreset_bench.plugins.selection._lastlayer``).
 
 Kept: the **highest** scores; over the whole pool by default (the paper ranks globally), per class
 with ``view.class_budgets()`` when ``class_balanced=True`` (DeepCore's default ``--balance``).
@@ -33,9 +33,9 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
-from coreset_bench.plugins._lastlayer import last_layer_grad_norms
-from coreset_bench.plugins._ranking import top_global, topk_per_class
-from coreset_bench.plugins.el2n import checkpoint_logits, early_checkpoints
+from coreset_bench.plugins.selection._lastlayer import last_layer_grad_norms
+from coreset_bench.plugins.selection._ranking import top_global, topk_per_class
+from coreset_bench.plugins.selection.el2n import checkpoint_logits, early_checkpoints
 
 __all__ = ["GraNd"]
 

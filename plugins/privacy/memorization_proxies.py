@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import PrivacyMethod
-from coreset_bench.plugins import _mia
+from coreset_bench.plugins.privacy import _mia
 
 
 def _el2n(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

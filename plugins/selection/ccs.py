@@ -4,7 +4,7 @@ Haizhong Zheng, Rui Liu, Fan Lai, Atul Prakash. "Coverage-centric Coreset Select
 Pruning Rates". ICLR 2023. arXiv:2210.15809. Code: haizhongzheng/Coverage-centric-coreset-selection
 (``CoresetSelection.mislabel_mask``, ``stratified_sampling``, ``bin_allocate``).
 
-Algorithm, with the importance score AUM (``coreset_bench.plugins.aum``: summed probability
+Algorithm, with the importance score AUM (``coreset_bench.plugins.selection.aum``: summed probability
 margin ``p_y - max_{k != y} p_k`` over the proxy epochs):
 
 1. Hard-prune the ``m = min(floor(beta * N), N - budget)`` samples of **lowest** AUM (mislabeled
@@ -48,8 +48,8 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
-from coreset_bench.plugins.aum import aum_scores
-from coreset_bench.plugins._ranking import rank_order
+from coreset_bench.plugins.selection.aum import aum_scores
+from coreset_bench.plugins.selection._ranking import rank_order
 
 __all__ = ["CCS", "CCS_BETA_BY_PRUNING", "equal_width_strata", "allocate_budget", "stratified_sample", "rate_for_budget", "resolve_rate"]
 

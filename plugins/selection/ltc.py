@@ -3,7 +3,7 @@
 Manish Nagaraj, Deepak Ravikumar, Efstathia Soufleri, Kaushik Roy. "Finding the Muses:
 Identifying Coresets through Loss Trajectories". arXiv:2503.09721, 2025. No official code was
 found; this is a reconstruction from the abstract and figure caption, implemented as the raw-loss
-variant of CLD (``coreset_bench.plugins.cld``), whose helpers it reuses.
+variant of CLD (``coreset_bench.plugins.selection.cld``), whose helpers it reuses.
 
 Formula. With the per-epoch eval losses ``l(z) = [l(theta_1, z), ..., l(theta_T, z)]`` (signals
 ``loss`` and ``val_loss``; raw losses, not differences):
@@ -39,8 +39,8 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import SelectionView
-from coreset_bench.plugins._ranking import checkpoint_rows
-from coreset_bench.plugins.cld import CLD, _losses, class_mean_rows, pearson_to_class_reference, zscore
+from coreset_bench.plugins.selection._ranking import checkpoint_rows
+from coreset_bench.plugins.selection.cld import CLD, _losses, class_mean_rows, pearson_to_class_reference, zscore
 
 __all__ = ["LTC"]
 

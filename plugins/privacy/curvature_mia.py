@@ -40,7 +40,7 @@ import torch
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import PrivacyMethod
-from coreset_bench.plugins import _mia
+from coreset_bench.plugins.privacy import _mia
 
 ESTIMATORS = {"zo": _mia.curv_zo, "hutchinson_zo": _mia.hutchinson_zo}
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import PrivacyMethod
-from coreset_bench.plugins import _mia
+from coreset_bench.plugins.privacy import _mia
 
 
 class Sablayrolles(PrivacyMethod):

@@ -1,0 +1,2 @@
+"""Noise-correction methods (kind ``noise-correction``): contestants of the ``label-noise`` track.
+"""
