@@ -139,6 +139,12 @@ def sample_quantile_function(taus: np.ndarray, qs: np.ndarray, u: np.ndarray) ->
 # ---- auto-tuning and back-tests ---------------------------------------------------------------
 
 
+def untuned_ratio(target: float) -> float:
+    """The cost ratio whose critical fractile is the target itself (used when no tuning is possible)."""
+    t = min(max(float(target), 0.5), 0.9999)
+    return t / (1 - t)
+
+
 def autotune(score_fn: Callable[[float], float], target: float, *, lo: float = 1.0, hi: float = 1e4, probes: int = 12) -> float:
     """The smallest cost ratio rho = c_miss / c_idle in [lo, hi] whose ``score_fn(rho)`` (a
     back-tested hit rate, non-decreasing in rho) reaches ``target``: bisection on log rho with

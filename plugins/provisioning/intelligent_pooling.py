@@ -32,6 +32,7 @@ from coreset_bench.kinds import ProvisioningMethod
 from coreset_bench.pooling import calendar
 
 from ._pooling import (
+    untuned_ratio,
     autotune,
     backtest_hit,
     critical_fractile,
@@ -137,7 +138,7 @@ class IntelligentPooling(ProvisioningMethod):
         self._taus = np.asarray(p["quantiles"], dtype=np.float64)
         self._scale = float(window_demand(hist[-int(p["fit_days"]) * spd :], L, de).mean()) + 1.0
         tune = int(p["tune_days"]) * spd
-        self._rho = 1.0
+        self._rho = untuned_ratio(view.target_hit_rate)  # kept when the history is too short to tune
         if len(hist) >= tune + 2 * spd:
             past = hist[:-tune]
             net, W_hat = self._model(past, spd, L, de, view.seed, view.start, view.step_seconds, tune)

@@ -19,7 +19,7 @@ from coreset_bench import hookimpl
 from coreset_bench.kinds import ProvisioningMethod
 from coreset_bench.pooling import calendar
 
-from ._pooling import autotune, backtest_hit, critical_fractile, steps_per_day, window_demand
+from ._pooling import untuned_ratio, autotune, backtest_hit, critical_fractile, steps_per_day, window_demand
 
 
 class SeasonalPooling(ProvisioningMethod):
@@ -59,7 +59,7 @@ class SeasonalPooling(ProvisioningMethod):
         W_days = W[: D * spd].reshape(D, spd) if D else np.zeros((0, spd))
         _, dows = calendar(view.start, 0, (D + 2) * spd, view.step_seconds)
         weekend = (dows[::spd] >= 5)
-        self._rho = 1.0
+        self._rho = untuned_ratio(view.target_hit_rate)  # kept when the history is too short to tune
         tune = [j for j in range(max(D - int(self.params["tune_days"]), 1), D)]
         tables = [(j, self._table(W_days, weekend, j)) for j in tune]
         tables = [(j, t) for j, t in tables if t is not None]

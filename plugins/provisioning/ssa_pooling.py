@@ -19,7 +19,7 @@ import numpy as np
 from coreset_bench import hookimpl
 from coreset_bench.kinds import ProvisioningMethod
 
-from ._pooling import autotune, backtest_hit, critical_fractile, ssa_rates, steps_per_day, window_demand, window_from_rates
+from ._pooling import untuned_ratio, autotune, backtest_hit, critical_fractile, ssa_rates, steps_per_day, window_demand, window_from_rates
 
 
 def empirical_quantile(x: np.ndarray, q: float) -> float:
@@ -47,7 +47,7 @@ class SSAPooling(ProvisioningMethod):
         L, de = view.lead, view.decision_every
         w = L + de
         tune = int(p["tune_days"]) * spd
-        self._rho, self._resid = 1.0, np.zeros(1)
+        self._rho, self._resid = untuned_ratio(view.target_hit_rate), np.zeros(1)  # kept when the history is too short to tune
         if len(hist) >= tune + 2 * spd:
             _, fc, _ = self._rates(hist[:-tune], spd, tune + w)
             W_hat = window_from_rates(fc, L, de)[:tune]
