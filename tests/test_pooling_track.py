@@ -119,3 +119,21 @@ def test_intelligent_pooling_meets_the_target_on_unseen_diurnal_days(track, tmp_
     cell = next(c for c in track.cells(prof, m) if c.axes["trace"] == "synth-sessions:diurnal" and c.repeat == 0)
     r = track.run_cell(cell, m, _ctx(tmp_path))
     assert r.metrics["hit_rate"] >= 0.985
+
+
+def test_tiny_run_renders_the_pool_frontier_figure(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from coreset_bench import cli
+
+    cli._add_plugin_commands()  # the leaderboard command, as main() registers it
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "x.db")
+    r = CliRunner().invoke(cli.app, ["run", "--track", "pooling", "--profile", "tiny", "-p", "reactive", "--db", db, "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli.app, ["leaderboard", "--db", db, "--out", str(tmp_path / "site")])
+    assert r.exit_code == 0, r.output
+    svg = tmp_path / "site" / "figures" / "pooling-tiny-v1-pool-frontier.svg"
+    text = svg.read_text()
+    assert "static frontier (hindsight)" in text and "reactive" in text and "oracle" in text
+    assert "pooling-tiny-v1-pool-frontier.svg" in (tmp_path / "site" / "pooling-tiny-v1.html").read_text()
