@@ -150,6 +150,8 @@ def simulate(
         K = 1
         tg = None
     A = 1 if ttl is None else int(ttl) + 2
+    if K == 1 and A == 1:
+        return _simulate_one(d, None if tg is None else tg[0], plan_fn, lead, decision_every, max_pool, float(step_seconds), record)
     ages = np.zeros((A, K), dtype=np.int64)
     pipe = np.zeros((lead, K), dtype=np.int64)  # pipe[t % lead]: creations completing at t
     in_flight = np.zeros(K, dtype=np.int64)
@@ -208,6 +210,55 @@ def simulate(
             ages[1:] = ages[:-1].copy()
             ages[0] = 0
     return SimResult(hits, misses, idle, created, ttl_del, lead, float(step_seconds), T, rec_ready, rec_tg)
+
+
+def _simulate_one(d, tg, plan_fn, lead, decision_every, max_pool, step_seconds, record) -> SimResult:
+    """``simulate`` for one pool without TTL, in plain Python scalars (several times faster than
+    the vector loop at K = 1; the same semantics, step for step)."""
+    T = len(d)
+    dl = d.astype(np.int64).tolist()
+    tl = tg.tolist() if tg is not None else None
+    pipe = [0] * lead
+    ready = in_flight = hits = misses = idle = created = 0
+    rec_ready = [0] * T if record else None
+    rec_tg = [0] * T if record else None
+    current: list[int] = [0]
+    cap = None if max_pool is None else int(max_pool)
+    for t in range(T):
+        slot = t % lead
+        a = pipe[slot]
+        if a:
+            ready += a
+            in_flight -= a
+            pipe[slot] = 0
+        dt = dl[t]
+        if dt:
+            h = ready if ready < dt else dt
+            hits += h
+            misses += dt - h
+            ready -= h
+        if plan_fn is not None:
+            if t % decision_every == 0:
+                arr = np.rint(np.asarray(plan_fn(t, ready, in_flight), dtype=np.float64)[:decision_every]).astype(np.int64)
+                arr = np.clip(arr, 0, cap)
+                current = arr.tolist()
+            p = current[min(t % decision_every, len(current) - 1)]
+        else:
+            p = tl[t]  # type: ignore[index]
+        short = p - ready - in_flight
+        if short > 0:
+            pipe[slot] += short
+            in_flight += short
+            created += short
+        if ready > p:
+            ready = p if p > 0 else 0
+        idle += ready
+        if record:
+            rec_ready[t] = ready  # type: ignore[index]
+            rec_tg[t] = p  # type: ignore[index]
+    one = lambda x: np.array([x], dtype=np.int64)  # noqa: E731
+    return SimResult(one(hits), one(misses), one(idle), one(created), one(0), lead, step_seconds, T,
+                     np.array([rec_ready], dtype=np.int32) if record else None, np.array([rec_tg], dtype=np.int32) if record else None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -80,6 +80,11 @@ def test_batched_equals_single_and_plan_fn_equals_targets():
     for k in range(4):
         one = simulate(d, tg[k], lead=4)
         assert int(one.hits[0]) == int(both.hits[k]) and int(one.idle_steps[0]) == int(both.idle_steps[k])
+    # the scalar path (one pool, no TTL) and the vector path (a TTL that never fires) agree
+    vec = simulate(d, tg[1], lead=4, ttl=700, record=True)
+    one = simulate(d, tg[1], lead=4, record=True)
+    assert (int(vec.hits[0]), int(vec.idle_steps[0]), int(vec.pool_creations[0])) == (int(one.hits[0]), int(one.idle_steps[0]), int(one.pool_creations[0]))
+    assert np.array_equal(vec.ready, one.ready) and np.array_equal(vec.targets, one.targets)
     held = tg[0].copy()
     held = held[(np.arange(600) // 5) * 5]
     a = simulate(d, held, lead=4)
