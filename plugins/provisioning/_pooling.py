@@ -191,21 +191,39 @@ def bucket_sums(demand: np.ndarray, bucket: int) -> np.ndarray:
     return d[: nb * bucket].reshape(nb, bucket).sum(axis=1)
 
 
-def ssa_rates(history: np.ndarray, *, spd: int, bucket: int, fit_days: int, window_days: float, energy: float, max_rank: int, ahead: int) -> tuple[np.ndarray, np.ndarray, int]:
+def ssa_rates(history: np.ndarray, *, spd: int, bucket: int, fit_days: int, window_days: float, energy: float, max_rank: int, ahead: int, start: str = "", step_seconds: float = 60.0, day_types: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """SSA on the last ``fit_days`` of ``bucket``-step sums of ``history``; returns (per-step
     in-sample reconstruction of the fitted span, per-step forecast of the next ``ahead`` steps
     from ``len(history)``, the step index where the fitted span starts). Rates are bucket values
-    spread evenly over their steps, clipped at 0."""
+    spread evenly over their steps, clipped at 0.
+
+    ``day_types``: the series is first divided by its day type's level (mean bucket on weekdays
+    vs weekends over the span, relative to the overall mean) and the forecast multiplied back by
+    the level of the day it falls on; a one-day SSA window cannot otherwise carry the weekly
+    cycle (Monday would be forecast from Sunday)."""
+    from coreset_bench.pooling import calendar
+
     b = bucket_sums(history, bucket)
     n = min(len(b), int(fit_days * spd // bucket))
-    series = b[len(b) - n :]
-    model = ssa_fit(series, int(window_days * spd // bucket), energy=energy, max_rank=max_rank)
-    span_start = (len(b) - n) * bucket
-    recon = np.repeat(np.maximum(model.recon, 0) / bucket, bucket)
+    first = len(b) - n
     done = len(b) * bucket  # steps covered by whole buckets
     extra = len(history) - done
     nfc = int(np.ceil((ahead + extra) / bucket)) + 1
-    fc = np.repeat(np.maximum(model.forecast(nfc), 0) / bucket, bucket)[extra : extra + ahead]
+    factor = np.ones(n + nfc)
+    if day_types and n:
+        _, dows = calendar(start, first * bucket, (n + nfc) * bucket, step_seconds)
+        weekend = dows[::bucket] >= 5
+        span, we = b[first:], weekend[:n]
+        overall = float(span.mean())
+        if overall > 0 and we.any() and (~we).any():
+            lv_we, lv_wd = float(span[we].mean()) / overall, float(span[~we].mean()) / overall
+            if lv_we > 0 and lv_wd > 0:
+                factor = np.where(weekend, lv_we, lv_wd)
+    series = b[first:] / factor[:n]
+    model = ssa_fit(series, int(window_days * spd // bucket), energy=energy, max_rank=max_rank)
+    span_start = first * bucket
+    recon = np.repeat(np.maximum(model.recon * factor[:n], 0) / bucket, bucket)
+    fc = np.repeat(np.maximum(model.forecast(nfc) * factor[n:], 0) / bucket, bucket)[extra : extra + ahead]
     return recon, fc, span_start
 
 

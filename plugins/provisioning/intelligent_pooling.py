@@ -55,7 +55,7 @@ class IntelligentPooling(ProvisioningMethod):
         "fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20,
         "lags": 12, "hidden": 32, "quantiles": [0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999],
         "epochs": 300, "lr": 1e-3, "stride": 10,
-        "scenarios": 200, "solver": "highs", "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2,
+        "scenarios": 200, "solver": "highs", "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2, "day_types": True,
     }
 
     # ---- features ------------------------------------------------------------------------
@@ -113,14 +113,15 @@ class IntelligentPooling(ProvisioningMethod):
         with torch.no_grad():
             return self._monotone(net(torch.from_numpy(X))).numpy().astype(np.float64) * self._scale
 
-    def _rates(self, history, spd, ahead):
+    def _rates(self, history, spd, ahead, start="", step_seconds=60.0):
         p = self.params
-        return ssa_rates(history, spd=spd, bucket=int(p["bucket"]), fit_days=int(p["fit_days"]), window_days=float(p["window_days"]), energy=float(p["energy"]), max_rank=int(p["max_rank"]), ahead=ahead)
+        return ssa_rates(history, spd=spd, bucket=int(p["bucket"]), fit_days=int(p["fit_days"]), window_days=float(p["window_days"]), energy=float(p["energy"]), max_rank=int(p["max_rank"]), ahead=ahead,
+                         start=start, step_seconds=step_seconds, day_types=bool(p["day_types"]))
 
     def _model(self, hist, spd, L, de, seed, start, step_seconds, ahead):
         """(net, forecast Ŵ for the next ``ahead`` steps) trained on ``hist``."""
         w = L + de
-        recon, fc, span0 = self._rates(hist, spd, ahead + w)
+        recon, fc, span0 = self._rates(hist, spd, ahead + w, start, step_seconds)
         W_hat_in = window_from_rates(np.concatenate([np.zeros(span0), recon, fc[: w]]), L, de)[: len(hist)]
         W = window_demand(hist, L, de)
         lo = max(span0, int(self.params["bucket"]) * int(self.params["lags"]))

@@ -34,11 +34,12 @@ class SSAPooling(ProvisioningMethod):
     version = "1"
     summary = "SSA forecast of demand plus back-tested residual quantiles; cost ratio auto-tuned to the target."
     citation = "Golyandina, Nekrutkin, Zhigljavsky. Analysis of Time Series Structure: SSA and Related Techniques, 2001; Zhu et al., Intelligent Pooling, PVLDB 17(7), 2024 (SSA ablation)."
-    params = {"fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20, "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2}
+    params = {"fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20, "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2, "day_types": True}
 
-    def _rates(self, history, spd, ahead):
+    def _rates(self, history, spd, ahead, start="", step_seconds=60.0):
         p = self.params
-        return ssa_rates(history, spd=spd, bucket=int(p["bucket"]), fit_days=int(p["fit_days"]), window_days=float(p["window_days"]), energy=float(p["energy"]), max_rank=int(p["max_rank"]), ahead=ahead)
+        return ssa_rates(history, spd=spd, bucket=int(p["bucket"]), fit_days=int(p["fit_days"]), window_days=float(p["window_days"]), energy=float(p["energy"]), max_rank=int(p["max_rank"]), ahead=ahead,
+                         start=start, step_seconds=step_seconds, day_types=bool(p["day_types"]))
 
     def fit(self, view):
         p = self.params
@@ -49,7 +50,7 @@ class SSAPooling(ProvisioningMethod):
         tune = int(p["tune_days"]) * spd
         self._rho, self._resid = untuned_ratio(view.target_hit_rate), np.zeros(1)  # kept when the history is too short to tune
         if len(hist) >= tune + 2 * spd:
-            _, fc, _ = self._rates(hist[:-tune], spd, tune + w)
+            _, fc, _ = self._rates(hist[:-tune], spd, tune + w, view.start, view.step_seconds)
             W_hat = window_from_rates(fc, L, de)[:tune]
             W = window_demand(hist, L, de)[-tune:]
             at = np.arange(0, tune - w, de)  # decision steps with a complete window
@@ -64,7 +65,7 @@ class SSAPooling(ProvisioningMethod):
         self._t0 = int(view.t)
         ahead = int(float(p["ahead_days"]) * spd)
         if len(hist) >= spd:
-            _, fc, _ = self._rates(hist, spd, ahead + w)
+            _, fc, _ = self._rates(hist, spd, ahead + w, view.start, view.step_seconds)
         else:
             fc = np.full(ahead + w, float(hist.mean()) if len(hist) else 0.0)
         self._W_hat = window_from_rates(fc, L, de)[:ahead]
