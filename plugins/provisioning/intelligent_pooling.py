@@ -7,7 +7,8 @@ its patent), whose formulas are unpublished: every detail below is a parameter.
 1. SSA on the last ``fit_days`` of ``bucket``-step demand sums (window ``window_days``, rank by
    the ``energy`` rule capped at ``max_rank``): the seasonal baseline Ŵ(t) of lead-window demand
    W(t) = requests in (t, t + lead + decision_every − 1] (in-sample reconstruction for the
-   training rows, the recurrent forecast when planning). Refit at every fit (daily).
+   training rows, the recurrent forecast when planning); with ``day_types`` the series is
+   divided by its weekday/weekend level first and the forecast multiplied back. Refit at every fit.
 2. An MLP (``hidden`` × 2, ReLU) maps [the last ``lags`` bucket counts, Ŵ(t), sin/cos of the
    minute of day, day-of-week one-hot] (counts divided by the mean of W) to the ``quantiles`` of
    W(t) (non-decreasing by construction: first quantile + cumulative softplus), trained with the

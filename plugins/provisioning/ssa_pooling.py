@@ -3,7 +3,8 @@ forecaster: its SSA part alone, claim P3 of the pooling track).
 
 At every fit (daily in the track): SSA (``ssa_fit``: Hankel embedding with a ``window_days``
 window of ``bucket``-step sums, rank by the ``energy`` rule capped at ``max_rank``, linear
-recurrent forecast) on the last ``fit_days`` of history. The residuals are those of a back-test:
+recurrent forecast; with ``day_types`` on the series divided by its weekday/weekend level) on
+the last ``fit_days`` of history. The residuals are those of a back-test:
 the same SSA fitted on the history before the last ``tune_days`` forecasts those days, and
 r = W − Ŵ at each decision step, with W the lead-window demand (requests in
 (t, t + lead + decision_every − 1]) and Ŵ its forecast. The pool is Ŵ(t) + the residual quantile
