@@ -69,3 +69,19 @@ def test_static_is_the_smallest_pool_meeting_the_target_on_history():
     m.fit(v)
     P = int(m.plan(v)[0])
     assert simulate(d, P, lead=5).hit_rate >= 0.99 > simulate(d, P - 1, lead=5).hit_rate
+
+
+def test_ssa_forecasts_monday_at_the_weekday_level_after_a_weekend():
+    from coreset_bench.plugins.provisioning._pooling import ssa_rates
+
+    spd = 1440
+    tod = (np.arange(7 * spd) % spd) / spd
+    shape = 0.2 + 2 * np.maximum(0, np.sin(np.pi * (tod - 0.3) / 0.5)) ** 2
+    level = np.repeat([1, 1, 1, 1, 1, 0.4, 0.4], spd)  # Monday .. Sunday
+    hist = 3.0 * shape * level
+    kw = dict(spd=spd, bucket=5, fit_days=7, window_days=1.0, energy=0.99, max_rank=20, ahead=spd, start="2026-01-05T00:00:00")
+    _, fc, _ = ssa_rates(hist, **kw)
+    monday = hist[:spd].sum()
+    assert abs(fc.sum() - monday) / monday < 0.1
+    _, plain, _ = ssa_rates(hist, day_types=False, **kw)  # one-day window, no levels: Sunday again
+    assert plain.sum() < 0.75 * monday
