@@ -573,66 +573,20 @@ class PoolSimResult:
 
 
 def simulate_pool(method: ProvisioningMethod, demand: np.ndarray, *, start_step: int, lead: int = 5, decision_every: int = 5, max_pool: int = 200, step_seconds: float = 60.0, seed: int = 0, start: str = "2026-01-05T00:00:00") -> PoolSimResult:
-    """Drive ``method`` over ``demand[start_step:]`` as the pooling track's simulator does:
-    in-flight creations join the pool after ``lead`` steps, requests take ready clusters (the
-    rest are misses), ``plan`` is called every ``decision_every`` steps for ``lead +
-    decision_every`` targets (checked, rounded, clipped to ``max_pool``), and the pool is
-    replenished or trimmed towards the current target each step. ``fit`` is called once at
-    ``start_step``. Every plan is checked; a bad one raises AssertionError."""
-    horizon = lead + decision_every
-    res = PoolSimResult()
-    ready = 0
-    flight: list[tuple[int, int]] = []
-    target = 0
-    targets = np.zeros(decision_every, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    privileged = bool(getattr(method, "privileged", False))
+    """Drive ``method`` over ``demand[start_step:]`` with the pooling track's own simulator
+    (``coreset_bench.pooling.run_method``): in-flight creations join the pool after ``lead``
+    steps, requests take ready clusters (the rest are misses), ``plan`` is called every
+    ``decision_every`` steps for ``lead + decision_every`` targets (checked, rounded, clipped to
+    ``max_pool``), and the pool is replenished or trimmed towards the current target each step.
+    ``fit`` is called once at ``start_step``. A bad plan raises AssertionError naming the method."""
+    from .pooling import PlanError, run_method
 
-    def view_at(t: int) -> ProvisioningView:
-        history = demand[:t].copy()
-        history.setflags(write=False)
-        future = None
-        if privileged:
-            future = np.zeros(horizon, dtype=demand.dtype)  # zero past the end of the trace
-            chunk = demand[t : t + horizon]
-            future[: len(chunk)] = chunk
-            future.setflags(write=False)
-        return ProvisioningView(
-            history=history, horizon=horizon, step_seconds=step_seconds, seed=seed, t=t, start=start, lead=lead,
-            decision_every=decision_every, ready=ready, in_flight=sum(c for _, c in flight), max_pool=max_pool, rng=rng, future=future,
-        )
-
-    _run_guarded(method.name, lambda: method.fit(view_at(start_step)))
-    for t in range(start_step, len(demand)):
-        ready += sum(c for when, c in flight if when == t)
-        flight = [(w, c) for w, c in flight if w > t]
-        d = int(demand[t])
-        hit = min(ready, d)
-        res.hits += hit
-        res.misses += d - hit
-        ready -= hit
-        if (t - start_step) % decision_every == 0:
-            view = view_at(t)
-            assert view.future is None or privileged, "a non-privileged method must not see the future"
-            plan = _run_guarded(method.name, lambda: method.plan(view))
-            arr = np.asarray(plan, dtype=np.float64) if not hasattr(plan, "detach") else plan.detach().cpu().numpy().astype(np.float64)
-            assert arr.ndim == 1 and arr.shape[0] == horizon, f"{method.name}: plan has shape {arr.shape}, expected ({horizon},) (the view's horizon)"
-            assert np.isfinite(arr).all(), f"{method.name}: plan at step {t} is not finite"
-            assert (arr >= 0).all(), f"{method.name}: plan at step {t} has negative pool sizes"
-            res.plans.append(arr.copy())
-            rounded = np.rint(arr).astype(np.int64)
-            res.clipped += int((rounded > max_pool).sum())
-            targets = np.minimum(rounded, max_pool)[:decision_every]
-        target = int(targets[(t - start_step) % decision_every])
-        in_flight = sum(c for _, c in flight)
-        if ready + in_flight < target:
-            new = target - ready - in_flight
-            flight.append((t + lead, new))
-            res.pool_creations += new
-        elif ready > target:
-            ready = target
-        res.idle_steps += ready
-    return res
+    try:
+        run = run_method(method, demand, start_step=start_step, lead=lead, decision_every=decision_every, max_pool=max_pool, step_seconds=step_seconds, seed=seed, start=start, guard=_run_guarded)
+    except PlanError as exc:
+        raise AssertionError(str(exc)) from None
+    sim = run.sim
+    return PoolSimResult(int(sim.hits[0]), int(sim.misses[0]), float(sim.idle_steps[0]), int(sim.pool_creations[0]), run.clipped, run.plans)
 
 
 def check_provisioning_method(method: ProvisioningMethod, *, days: int = 2, max_seconds: float = 30.0) -> PoolSimResult:

@@ -179,3 +179,61 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         fig.savefig(path, format="svg", metadata=_META)
         plt.close(fig)
     return True
+
+
+def pool_frontier(board: Board, path: Path) -> bool:
+    """Pooling track: idle cluster-hours per day against hit rate, one panel per trace, for every
+    row (one small dot per cell, a large one at the row's mean) over the hindsight static
+    frontiers of the cells (constant pools 0..P*, one thin line per repeat, from each cell's
+    ``info["frontier_hit"]``/``["frontier_idle_hours"]``). Returns False without such cells."""
+    import json
+
+    by_trace: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    frontiers: dict[str, dict[int, tuple[list[float], list[float]]]] = {}
+    for v in board.variants:
+        for (point, rep), rec in v.done.items():
+            try:
+                axes = json.loads(point)
+            except ValueError:
+                continue
+            info, m = rec.get("info") or {}, rec.get("metrics") or {}
+            if "hit_rate" not in m or "idle_hours_per_day" not in m:
+                continue
+            key = " · ".join(f"{k}={axes[k]}" for k in axes if k != "trace" and len(board.profile.axes.get(k, [])) > 1)
+            trace = str(axes.get("trace", "")) + (f" ({key})" if key else "")
+            by_trace.setdefault(trace, {}).setdefault(v.label or v.method, []).append((float(m["hit_rate"]), float(m["idle_hours_per_day"])))
+            fh, fi, days = info.get("frontier_hit"), info.get("frontier_idle_hours"), info.get("eval_days")
+            if isinstance(fh, list) and isinstance(fi, list) and days:
+                frontiers.setdefault(trace, {})[int(rep)] = (fh, [x / float(days) for x in fi])
+    if not by_trace:
+        return False
+    traces = sorted(by_trace)
+    with plt.rc_context(_RC):
+        fig, axs = plt.subplots(1, len(traces), figsize=(4.2 * len(traces) + 1.6, 4.2), squeeze=False)
+        fig.subplots_adjust(left=0.07, right=0.8, bottom=0.14, top=0.9, wspace=0.3)
+        names = sorted({n for t in traces for n in by_trace[t]})
+        colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+        for ax, trace in zip(axs[0], traces):
+            for i, (rep, (fh, fi)) in enumerate(sorted(frontiers.get(trace, {}).items())):
+                ax.plot([100 * h for h in fh], fi, color="0.4", lw=0.8, alpha=0.6, label="static frontier (hindsight)" if i == 0 else None)
+            lo = 100.0
+            for n, pts in sorted(by_trace[trace].items()):
+                hs = [100 * h for h, _ in pts]
+                ids = [i for _, i in pts]
+                lo = min(lo, min(hs))
+                ax.scatter(hs, ids, s=8, color=colours[n], alpha=0.4)
+                ax.scatter([sum(hs) / len(hs)], [sum(ids) / len(ids)], s=40, color=colours[n], edgecolor="k", lw=0.5, label=_label(n), zorder=3)
+            ax.set_xlim(max(lo - 1.0, 80.0), 100.05)
+            ax.set_title(_label(trace), fontsize=8)
+            ax.set_xlabel("hit rate (%)")
+            ax.set_ylabel("idle cluster-hours per day")
+            ax.grid(alpha=0.3, lw=0.5)
+        handles, labels = axs[0][0].get_legend_handles_labels()
+        seen = dict(zip(labels, handles))
+        for ax in axs[0][1:]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(lab, h)
+        fig.legend(list(seen.values()), list(seen.keys()), loc="center right", frameon=False, fontsize=7)
+        fig.savefig(path, format="svg", metadata=_META)
+        plt.close(fig)
+    return True

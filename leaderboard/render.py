@@ -533,6 +533,14 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
                 "alt": f"cost against quality per method ({t.title})",
                 "caption": f"Cost–quality: mean end-to-end time per cell against {board.primary} ({t.title.lower()}); red: the Pareto front.",
             })
+    if board.track.name == "pooling":
+        pool = out / "figures" / f"{stem}-pool-frontier.svg"
+        if figures.pool_frontier(board, pool):
+            figs.append({
+                "src": f"figures/{pool.name}",
+                "alt": "idle cluster-hours per day against hit rate per method, over the static frontier",
+                "caption": "Idle cluster-hours per day against hit rate, per trace: every row (small dots: cells; large: the row's mean) over the hindsight static frontier (constant pools, one line per repeat). Below and right of the line is better than any constant pool.",
+            })
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
     sources = sorted({str(r.get("source")) for r in recs})

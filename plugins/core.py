@@ -40,3 +40,6 @@ def register_tracks(register):
     from coreset_bench.tracks.label_noise import LabelNoiseTrack
 
     register(LabelNoiseTrack())
+    from coreset_bench.tracks.pooling import PoolingTrack
+
+    register(PoolingTrack())

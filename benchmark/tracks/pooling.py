@@ -1,0 +1,176 @@
+"""The ``pooling`` track: forecast-driven pool sizing (Intelligent Pooling) on a cluster-pool simulator.
+
+Contestants are ``provisioning`` methods. Per cell the harness loads or generates a demand trace
+(``synth-sessions:{diurnal,scheduled,bursty}``, ``azure-functions:PATH``, ``counts-csv:FILE``),
+gives the first ``train_days`` as history, and drives the method over the remaining days with
+the simulator of ``coreset_bench.pooling``: ``fit`` at the evaluation start and every
+``refit_every`` steps, ``plan`` every ``decision_every`` steps. Each plan is checked (1-D,
+length ``horizon``, finite, >= 0); a bad plan, a mean plan time over ``plan_timeout_s``, or a
+non-privileged method reaching for the trace generator (``LeakageError``) fails only that cell,
+naming the plugin. ``view.future`` is given to ``privileged`` methods only (the ``oracle`` bound).
+
+Metrics (spec tracks-phase2.md §5.6):
+
+* ``idle_saving`` (primary, max) = 1 − idle / idle_static(hit), the idle cluster-time saved
+  against the hindsight static frontier (constant pools P = 0..P* simulated on the evaluation
+  days) at the method's own realized hit rate, interpolated between the bracketing pools;
+* ``hit_rate``, ``slo_met`` (hit_rate >= target − 0.002), ``idle_hours_per_day``,
+  ``miss_wait_min_per_day``, ``pool_creations_per_day``, ``fit_s``, ``plan_s``,
+  ``static_pool_for_hit`` (P*);
+* ``idle_saving_vs_static``: the paper's comparison, 1 − idle / idle of the ``static`` reference
+  (an operator's constant pool calibrated on the history) run in the same cell.
+
+A cell that misses the target carries the flag ``missed the hit-rate target``, and the oracle's
+cells ``bound: sees the future``: flagged rows are shown below the ranked ones, never ranked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import pooling as PL
+from ..kinds import Method, ProvisioningMethod
+from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
+
+SYNTH = [f"synth-sessions:{k}" for k in PL.SYNTH_KINDS]
+MISSED = "missed the hit-rate target"
+BOUND = "bound: sees the future (never ranked)"
+
+_QUICK = {"days": 14, "train_days": 7, "decision_every": 5, "max_pool": 200, "refit_every": 2880, "plan_timeout_s": 5.0, "slo_tolerance": 0.002}
+
+
+def _profiles() -> list[Profile]:
+    return [
+        Profile("pooling", "tiny", 1, {"trace": ["synth-sessions:diurnal"], "lead": [5], "target": [0.99]}, seeds=(0,),
+                settings={**_QUICK, "days": 3, "train_days": 2, "refit_every": 1440},
+                description="Seconds-long profile for tests: 3 synthetic days (2 history, 1 evaluated)."),
+        Profile("pooling", "quick", 1, {"trace": SYNTH, "lead": [5], "target": [0.99]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+                description="Three synthetic 14-day minute traces (7 days history, 7 evaluated), creation lead 5 min, 99% hit-rate target, decisions every 5 min, refit every 2 days.",
+                timeout_s=600.0),
+        Profile("pooling", "tradeoff", 1, {"trace": ["synth-sessions:bursty", "synth-sessions:scheduled"], "lead": [5], "target": [0.95, 0.98, 0.99, 0.995]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+                description="The idle/hit trade-off: targets 95% to 99.5% on the bursty and scheduled traces.", timeout_s=600.0),
+        Profile("pooling", "leadtime", 1, {"trace": SYNTH, "lead": [2, 5, 10], "target": [0.99]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+                description="Creation latency 2, 5 and 10 minutes.", timeout_s=600.0),
+        Profile("pooling", "azure", 1, {"trace": ["azure-functions:azure-functions-2019"], "lead": [5], "target": [0.99]}, seeds=(0,),
+                settings={**_QUICK, "train_days": None, "train_fraction": 0.5, "refit_every": 1440},
+                description="User data: the Azure Functions 2019 per-minute CSVs in <data dir>/azure-functions-2019 (or edit the trace to azure-functions:PATH / counts-csv:FILE); the first half of the days is history."),
+    ]
+
+
+class PoolingTrack(Track):
+    name = "pooling"
+    summary = "Pool sizing for pre-provisioned clusters: idle time saved at equal hit rate, on a minute-step simulator."
+    contestant_kind = "provisioning"
+    fixtures = ("trace",)
+    primary_metric = "idle_saving"
+    secondary_metrics = ("hit_rate", "slo_met", "idle_hours_per_day", "miss_wait_min_per_day", "pool_creations_per_day", "idle_saving_vs_static", "fit_s", "plan_s")
+    metric_directions = {
+        "idle_saving": "max", "hit_rate": "max", "slo_met": "max", "idle_hours_per_day": "min", "miss_wait_min_per_day": "min",
+        "pool_creations_per_day": "min", "idle_saving_vs_static": "max", "fit_s": "min", "plan_s": "min", "static_pool_for_hit": "min",
+    }
+    baseline_method = "static"
+    reference_methods = ("static", "oracle")
+
+    def profiles(self) -> list[Profile]:
+        return _profiles()
+
+    def cost_hint(self, cell: Cell) -> float:
+        return 20.0 if cell.method == "intelligent-pooling" else 1.0
+
+    def trace(self, profile: Profile, ref: str, repeat: int, ctx: CellContext) -> PL.Trace:
+        """The cell's trace; synthetic ones are seeded by (profile, trace, repeat), never the method."""
+        seed = int(hashlib.sha256(f"{profile.id}|{ref}|{repeat}".encode()).hexdigest()[:8], 16) % (2**31)
+        return PL.resolve_trace(ref, seed=seed, days=int(profile.settings.get("days", 14)), data_dir=ctx.data_dir)
+
+    def _evaluate(self, method: ProvisioningMethod, tr: PL.Trace, train: int, lead: int, target: float, st: dict, seed: int) -> PL.MethodRun:
+        from ..data import LeakageError, contestant_guard
+
+        def guard(name: str, fn):
+            try:
+                with contestant_guard(name):
+                    return fn()
+            except LeakageError as exc:
+                raise CellFailure(f"plugin {name!r}: {exc}") from None
+
+        try:
+            return PL.run_method(
+                method, tr.demand, start_step=train, lead=lead, decision_every=int(st["decision_every"]), max_pool=int(st["max_pool"]),
+                step_seconds=tr.step_seconds, seed=seed, start=tr.start, target_hit_rate=target, refit_every=st.get("refit_every"),
+                plan_timeout_s=st.get("plan_timeout_s"), guard=guard, record=True,
+            )
+        except PL.PlanError as exc:
+            raise CellFailure(str(exc)) from None
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        if not isinstance(method, ProvisioningMethod):
+            raise CellFailure(f"track 'pooling' ranks provisioning methods; {method.name!r} is a {method.kind} method")
+        profile = self.profile(cell.profile)
+        st = dict(profile.settings)
+        lead, target = int(cell.axes["lead"]), float(cell.axes["target"])
+        try:
+            tr = self.trace(profile, str(cell.axes["trace"]), cell.repeat, ctx)
+        except PL.TraceError as exc:
+            raise CellFailure(str(exc)) from None
+        spd = tr.steps_per_day
+        train_days = st.get("train_days")
+        if train_days is None:
+            train_days = max(1, int(round(tr.days * float(st.get("train_fraction", 0.5)))))
+        train = int(train_days) * spd
+        if train >= len(tr.demand):
+            raise CellFailure(f"trace {tr.name} has {tr.days} days; the profile needs more than {train_days} days of history")
+        eval_demand = tr.demand[train:]
+        eval_days = len(eval_demand) / spd
+
+        t0 = time.perf_counter()
+        run = self._evaluate(method.with_params(), tr, train, lead, target, st, cell.seed)
+        wall = time.perf_counter() - t0
+        sim = run.sim
+        frontier = PL.static_frontier(eval_demand, lead=lead, max_pool=int(st["max_pool"]), step_seconds=tr.step_seconds)
+        hit = float(sim.hit_rate)
+        idle = float(sim.idle_hours)
+        idle_static = frontier.idle_at(hit)
+        saving = 1.0 - idle / idle_static if idle_static > 0 else (0.0 if idle == 0 else float("-inf"))
+        if method.name == "static":
+            static_idle = idle
+        else:
+            ref = self._evaluate(self.reference(profile, "static").with_params(), tr, train, lead, target, st, cell.seed)
+            static_idle = float(ref.sim.idle_hours)
+        vs_static = 1.0 - idle / static_idle if static_idle > 0 else 0.0
+        slo_met = float(np.isfinite(hit) and hit >= target - float(st.get("slo_tolerance", 0.002)))
+        flags = []
+        if getattr(method, "privileged", False):
+            flags.append(BOUND)
+        elif not slo_met:
+            flags.append(MISSED)
+        metrics = {
+            "idle_saving": float(saving),
+            "hit_rate": hit,
+            "slo_met": slo_met,
+            "idle_hours_per_day": idle / eval_days,
+            "miss_wait_min_per_day": float(sim.miss_wait_min) / eval_days,
+            "pool_creations_per_day": float(sim.pool_creations[0]) / eval_days,
+            "idle_saving_vs_static": float(vs_static),
+            "static_pool_for_hit": float(frontier.p_star),
+            "fit_s": run.fit_s,
+            "plan_s": run.plan_s,
+        }
+        if not all(np.isfinite(v) for v in metrics.values()):
+            raise CellFailure(f"plugin {method.name!r}: the cell's metrics are not finite ({ {k: v for k, v in metrics.items() if not np.isfinite(v)} })")
+        ready = sim.ready[0]  # type: ignore[index]
+        n5 = len(ready) // 5 * 5
+        artifacts = [
+            ArtifactOut.npy("pooling", "targets.npy", sim.targets[0].astype(np.int32)),  # type: ignore[index]
+            ArtifactOut.npy("pooling", "ready.npy", ready[:n5].reshape(-1, 5).mean(axis=1).astype(np.float32)),
+            ArtifactOut.npy("pooling", "frontier.npy", frontier.as_array()),
+        ]
+        info: dict[str, Any] = {
+            "flags": flags, "primary_metric": self.primary_metric, "trace": tr.name, "train_days": int(train_days), "eval_days": eval_days,
+            "requests": int(sim.requests[0]), "hits": int(sim.hits[0]), "idle_static_at_hit": idle_static, "static_ref_idle_hours": static_idle,
+            "frontier_hit": [round(float(x), 6) for x in frontier.hit], "frontier_idle_hours": [round(float(x), 3) for x in frontier.idle_hours],
+            "plan_calls": run.plan_calls, "fits": run.fits, "clipped": run.clipped,
+        }
+        return CellResult(metrics=metrics, timings={"fit_s": run.fit_s, "plan_s": run.plan_s, "total_s": wall}, artifacts=artifacts, info=info)

@@ -1,0 +1,232 @@
+"""Helpers shared by the provisioning methods: SSA, the newsvendor LP, the critical fractile,
+quantile-function sampling, the cost-ratio auto-tuner and back-testing on the track's own
+simulator (``coreset_bench.pooling``).
+
+Decisions use *lead-window demand*: at a decision step t the pool must cover the requests of
+(t, t + lead + decision_every - 1], those that arrive before a replacement started now lands
+(tracks-phase2.md §5.7). ``window_demand`` computes it from a demand series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from coreset_bench.pooling import forward_sums, hold, simulate
+
+
+def window_len(lead: int, decision_every: int) -> int:
+    return int(lead) + int(decision_every) - 1
+
+
+def window_demand(demand: np.ndarray, lead: int, decision_every: int) -> np.ndarray:
+    """``W[t]`` = requests in (t, t + lead + decision_every - 1] (zero past the end)."""
+    return forward_sums(demand, window_len(lead, decision_every), offset=1)
+
+
+# ---- SSA --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SSA:
+    """A fitted singular spectrum analysis: the rank-r reconstruction and its linear recurrence."""
+
+    recon: np.ndarray
+    lrf: np.ndarray  # (window - 1,) coefficients: y[n] = lrf @ y[n - window + 1 : n]
+    rank: int
+
+    def forecast(self, h: int) -> np.ndarray:
+        """The next ``h`` values by the recurrent forecast of the reconstruction."""
+        L1 = len(self.lrf)
+        buf = list(self.recon[-L1:])
+        out = np.empty(h)
+        for i in range(h):
+            v = float(np.dot(self.lrf, buf[-L1:]))
+            out[i] = v
+            buf.append(v)
+        return out
+
+
+def ssa_fit(series: np.ndarray, window: int, energy: float = 0.9, max_rank: int = 20, rank: int | None = None) -> SSA:
+    """Hankel embedding (``window`` rows) -> SVD (via the lag-covariance eigenvectors) -> the smallest rank holding ``energy`` of the
+    squared singular values (capped at ``max_rank``; ``rank`` fixes it) -> diagonal averaging,
+    and the linear recurrent formula R = sum_i pi_i U_i[:-1] / (1 - nu^2), nu^2 = sum_i pi_i^2
+    (Golyandina, Nekrutkin, Zhigljavsky, "Analysis of Time Series Structure: SSA and Related
+    Techniques", 2001, §2.1)."""
+    y = np.asarray(series, dtype=np.float64)
+    N = len(y)
+    L = int(min(window, N // 2))
+    if L < 2:
+        raise ValueError(f"SSA needs at least 4 points, got {N}")
+    K = N - L + 1
+    X = np.lib.stride_tricks.sliding_window_view(y, L).T  # (L, K) Hankel
+    # eigen-decomposition of the (L, L) lag-covariance X X^T: its eigenvectors are the left
+    # singular vectors, its eigenvalues the squared singular values (far cheaper than an SVD of X)
+    lam, U = np.linalg.eigh(X @ X.T)
+    lam, U = np.maximum(lam[::-1], 0.0), U[:, ::-1]
+    if rank is None:
+        e = np.cumsum(lam) / max(float(lam.sum()), 1e-300)
+        rank = int(min(np.searchsorted(e, energy) + 1, max_rank, len(lam)))
+    r = int(rank)
+    Ur = U[:, :r]
+    Xr = Ur @ (Ur.T @ X)
+    # diagonal averaging: recon[n] = mean of Xr[i, j] with i + j = n
+    recon = np.zeros(N)
+    counts = np.zeros(N)
+    for i in range(L):
+        recon[i : i + K] += Xr[i]
+        counts[i : i + K] += 1
+    recon /= counts
+    pi = U[-1, :r]
+    nu2 = float((pi**2).sum())
+    if nu2 >= 1 - 1e-9:
+        lrf = np.zeros(L - 1)
+        lrf[-1] = 1.0  # degenerate: persistence
+    else:
+        lrf = (U[:-1, :r] @ pi) / (1 - nu2)
+    return SSA(recon, lrf, r)
+
+
+# ---- the newsvendor ---------------------------------------------------------------------------
+
+
+def critical_fractile(c_idle: float, c_miss: float) -> float:
+    return float(c_miss) / (float(c_miss) + float(c_idle))
+
+
+def newsvendor_cost(P: float, scenarios: np.ndarray, c_idle: float, c_miss: float) -> float:
+    s = np.asarray(scenarios, dtype=np.float64)
+    return float(np.mean(c_idle * np.maximum(P - s, 0) + c_miss * np.maximum(s - P, 0)))
+
+
+def fractile_pool(scenarios: np.ndarray, c_idle: float, c_miss: float) -> float:
+    """The empirical critical-fractile quantile: the smallest scenario value whose empirical CDF
+    reaches c_miss / (c_miss + c_idle) (a minimiser of the sample-average newsvendor cost)."""
+    s = np.sort(np.asarray(scenarios, dtype=np.float64))
+    k = int(np.ceil(critical_fractile(c_idle, c_miss) * len(s) - 1e-12)) - 1
+    return float(s[min(max(k, 0), len(s) - 1)])
+
+
+def newsvendor_lp(scenarios: np.ndarray, c_idle: float, c_miss: float, p_max: float) -> tuple[float, float]:
+    """Sample-average newsvendor as an LP on ``scipy.optimize.linprog`` (HiGHS):
+    min_P (1/S) sum_s [c_idle o_s + c_miss u_s]  s.t.  o_s >= P - D_s, u_s >= D_s - P, o, u >= 0,
+    0 <= P <= p_max. Returns (P, objective)."""
+    from scipy.optimize import linprog
+
+    d = np.asarray(scenarios, dtype=np.float64)
+    S = len(d)
+    c = np.concatenate([[0.0], np.full(S, c_idle / S), np.full(S, c_miss / S)])
+    eye = np.eye(S)
+    # P - o_s <= D_s ;  -P - u_s <= -D_s
+    A = np.block([[np.ones((S, 1)), -eye, np.zeros((S, S))], [-np.ones((S, 1)), np.zeros((S, S)), -eye]])
+    b = np.concatenate([d, -d])
+    bounds = [(0.0, float(p_max))] + [(0.0, None)] * (2 * S)
+    res = linprog(c, A_ub=A, b_ub=b, bounds=bounds, method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"newsvendor LP failed: {res.message}")
+    return float(res.x[0]), float(res.fun)
+
+
+def sample_quantile_function(taus: np.ndarray, qs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Draws at uniforms ``u`` from the piecewise-linear quantile function through (taus, qs)
+    (flat beyond the outermost quantiles; ``qs`` made non-decreasing first)."""
+    q = np.maximum.accumulate(np.asarray(qs, dtype=np.float64))
+    return np.interp(u, taus, q)
+
+
+# ---- auto-tuning and back-tests ---------------------------------------------------------------
+
+
+def untuned_ratio(target: float) -> float:
+    """The cost ratio whose critical fractile is the target itself (used when no tuning is possible)."""
+    t = min(max(float(target), 0.5), 0.9999)
+    return t / (1 - t)
+
+
+def autotune(score_fn: Callable[[float], float], target: float, *, lo: float = 1.0, hi: float = 1e4, probes: int = 12) -> float:
+    """The smallest cost ratio rho = c_miss / c_idle in [lo, hi] whose ``score_fn(rho)`` (a
+    back-tested hit rate, non-decreasing in rho) reaches ``target``: bisection on log rho with
+    ``probes`` evaluations; ``hi`` when even it falls short."""
+    a, b = np.log(lo), np.log(hi)
+    if score_fn(float(np.exp(a))) >= target:
+        return float(lo)
+    if score_fn(float(np.exp(b))) < target:
+        return float(hi)
+    for _ in range(max(probes - 2, 0)):
+        m = 0.5 * (a + b)
+        if score_fn(float(np.exp(m))) >= target:
+            b = m
+        else:
+            a = m
+    return float(np.exp(b))
+
+
+def backtest_hit(demand: np.ndarray, decision_targets: np.ndarray, *, lead: int, decision_every: int) -> np.ndarray:
+    """Hit rate(s) of per-step targets (K, T) or (T,) held between decisions, on ``demand`` (T,),
+    not counting the first ``lead`` steps (no creation can have landed yet)."""
+    tg = hold(np.asarray(decision_targets), decision_every)
+    res = simulate(demand, tg, lead=lead)
+    served = float(np.asarray(demand)[lead:].sum())
+    hits = np.asarray(res.hits, dtype=np.float64)
+    return np.where(served > 0, hits / max(served, 1.0), 1.0)
+
+
+def daily_view(history: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """The whole days of ``history`` as (days, steps_per_day) (a partial first day dropped)."""
+    h = np.asarray(history)
+    n = len(h) // steps_per_day
+    return h[len(h) - n * steps_per_day :].reshape(n, steps_per_day) if n else h[:0].reshape(0, steps_per_day)
+
+
+def steps_per_day(view) -> int:
+    return int(round(86400 / float(view.step_seconds)))
+
+
+def bucket_sums(demand: np.ndarray, bucket: int) -> np.ndarray:
+    """Requests per ``bucket`` steps, buckets aligned to step 0 (a partial last bucket dropped)."""
+    d = np.asarray(demand, dtype=np.float64)
+    nb = len(d) // bucket
+    return d[: nb * bucket].reshape(nb, bucket).sum(axis=1)
+
+
+def ssa_rates(history: np.ndarray, *, spd: int, bucket: int, fit_days: int, window_days: float, energy: float, max_rank: int, ahead: int, start: str = "", step_seconds: float = 60.0, day_types: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """SSA on the last ``fit_days`` of ``bucket``-step sums of ``history``; returns (per-step
+    in-sample reconstruction of the fitted span, per-step forecast of the next ``ahead`` steps
+    from ``len(history)``, the step index where the fitted span starts). Rates are bucket values
+    spread evenly over their steps, clipped at 0.
+
+    ``day_types``: the series is first divided by its day type's level (mean bucket on weekdays
+    vs weekends over the span, relative to the overall mean) and the forecast multiplied back by
+    the level of the day it falls on; a one-day SSA window cannot otherwise carry the weekly
+    cycle (Monday would be forecast from Sunday)."""
+    from coreset_bench.pooling import calendar
+
+    b = bucket_sums(history, bucket)
+    n = min(len(b), int(fit_days * spd // bucket))
+    first = len(b) - n
+    done = len(b) * bucket  # steps covered by whole buckets
+    extra = len(history) - done
+    nfc = int(np.ceil((ahead + extra) / bucket)) + 1
+    factor = np.ones(n + nfc)
+    if day_types and n:
+        _, dows = calendar(start, first * bucket, (n + nfc) * bucket, step_seconds)
+        weekend = dows[::bucket] >= 5
+        span, we = b[first:], weekend[:n]
+        overall = float(span.mean())
+        if overall > 0 and we.any() and (~we).any():
+            lv_we, lv_wd = float(span[we].mean()) / overall, float(span[~we].mean()) / overall
+            if lv_we > 0 and lv_wd > 0:
+                factor = np.where(weekend, lv_we, lv_wd)
+    series = b[first:] / factor[:n]
+    model = ssa_fit(series, int(window_days * spd // bucket), energy=energy, max_rank=max_rank)
+    span_start = first * bucket
+    recon = np.repeat(np.maximum(model.recon * factor[:n], 0) / bucket, bucket)
+    fc = np.repeat(np.maximum(model.forecast(nfc) * factor[n:], 0) / bucket, bucket)[extra : extra + ahead]
+    return recon, fc, span_start
+
+
+def window_from_rates(rates: np.ndarray, lead: int, decision_every: int) -> np.ndarray:
+    """Expected lead-window demand from per-step rates (the window of ``window_demand``)."""
+    return forward_sums(rates, window_len(lead, decision_every), offset=1)

@@ -1,0 +1,37 @@
+"""``static``: the operator's constant pool (the pooling track's baseline).
+
+P = the smallest constant pool whose hit rate on the history (the training days) reaches the
+target, simulated on the track's own simulator; set once at the first ``fit`` and kept
+(``recalibrate=true`` recomputes it at every refit on all history so far).
+
+Reference: the static pooling baseline of Y. Zhu et al., "Intelligent Pooling: Proactive
+Resource Provisioning in Large-scale Cloud Service", PVLDB 17(7), 2024 (arXiv 2411.11326).
+"""
+
+import numpy as np
+
+from coreset_bench import hookimpl
+from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.pooling import smallest_static_pool
+
+
+class StaticPool(ProvisioningMethod):
+    name = "static"
+    version = "1"
+    summary = "Constant pool: the smallest that met the hit-rate target on the history."
+    citation = "Zhu et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024 (static baseline)."
+    params = {"recalibrate": False}
+
+    def fit(self, view):
+        if getattr(self, "_pool", None) is not None and not self.params["recalibrate"]:
+            return
+        self._pool = smallest_static_pool(np.asarray(view.history), view.target_hit_rate, lead=view.lead, max_pool=view.max_pool, step_seconds=view.step_seconds)
+        view.info["static_pool"] = self._pool
+
+    def plan(self, view):
+        return np.full(view.horizon, float(self._pool))
+
+
+@hookimpl
+def register_methods(register):
+    register(StaticPool())

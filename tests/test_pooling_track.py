@@ -1,0 +1,139 @@
+"""The ``pooling`` track: cell protocol, metrics, flags, bad plugin output (tracks-phase2.md §5.6, §5.9 9-10)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from coreset_bench import registry
+from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.tracks.base import CellContext, CellFailure
+from coreset_bench.tracks.pooling import BOUND, MISSED, PoolingTrack
+
+
+@pytest.fixture(scope="module")
+def track():
+    return PoolingTrack()
+
+
+def _ctx(tmp_path):
+    return CellContext(results_dir=tmp_path, cache_dir=tmp_path / "cache", data_dir=None)
+
+
+def _run(track, method, tmp_path, profile="tiny"):
+    prof = track.profile(profile)
+    (cell,) = track.cells(prof, method)[:1]
+    return track.run_cell(cell, method, _ctx(tmp_path))
+
+
+def test_track_is_registered_with_quick_default_and_ranks_intelligent_pooling():
+    t = registry.track("pooling")
+    assert t.default_profile == "quick" and t.profile(None).id == "pooling/quick@1"
+    assert t.profile(None).n_cells() == 9
+    assert t.accepts(registry.method("intelligent-pooling")) is None
+    assert "pooling" in list(registry.tracks_for(registry.method("intelligent-pooling")))
+    assert {p.name for p in t.profiles()} == {"tiny", "quick", "tradeoff", "leadtime", "azure"}
+
+
+def test_static_lies_on_the_frontier_and_the_oracle_is_a_flagged_bound(track, tmp_path):
+    st = _run(track, registry.method("static"), tmp_path)
+    assert st.metrics["idle_saving"] == pytest.approx(0.0, abs=1e-9)  # a constant pool is a frontier point
+    assert st.metrics["idle_saving_vs_static"] == 0.0
+    orc = _run(track, registry.method("oracle"), tmp_path)
+    assert orc.metrics["idle_saving"] > 0.9 and BOUND in orc.info["flags"]
+    assert orc.metrics["hit_rate"] == pytest.approx(orc.info["hits"] / orc.info["requests"])
+    names = {a.name for a in orc.artifacts}
+    assert names == {"targets.npy", "ready.npy", "frontier.npy"}
+
+
+def test_reactive_cell_metrics(track, tmp_path):
+    r = _run(track, registry.method("reactive"), tmp_path)
+    m = r.metrics
+    assert set(track.secondary_metrics) <= set(m) and all(np.isfinite(v) for v in m.values())
+    assert 0 < m["hit_rate"] <= 1 and m["slo_met"] in (0.0, 1.0)
+    assert (MISSED in r.info["flags"]) == (m["slo_met"] == 0.0)
+    assert m["idle_saving"] > 0  # a reactive pool beats the best constant pool at its hit rate
+
+
+class _Bad(ProvisioningMethod):
+    name = "bad-pool"
+    version = "1"
+
+    def __init__(self, how="nan"):
+        super().__init__()
+        self.how = how
+
+    def with_params(self, **kw):
+        return self
+
+    def plan(self, view):
+        out = np.full(view.horizon, 3.0)
+        if self.how == "nan":
+            out[2] = np.nan
+        elif self.how == "negative":
+            out[0] = -1
+        elif self.how == "length":
+            out = out[:-1]
+        elif self.how == "slow":
+            time.sleep(0.02)
+        elif self.how == "peek":
+            from coreset_bench.pooling import synth_sessions
+
+            synth_sessions("diurnal")
+        elif self.how == "future":
+            assert view.future is None
+            self.saw_no_future = True
+        return out
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("nan", "not finite"), ("negative", "negative pool sizes"), ("length", r"shape \(9,\), expected \(10,\)"),
+    ("peek", "tried to generate the pooling trace"), ("slow", "over the 0.005s budget"),
+])
+def test_bad_plugin_output_fails_only_its_cell_naming_the_plugin(track, tmp_path, how, needle, monkeypatch):
+    if how == "slow":
+        orig = track.profile
+
+        def prof(ref):
+            p = orig(ref)
+            return type(p)(p.track, p.name, p.version, p.axes, p.seeds, {**p.settings, "plan_timeout_s": 0.005}, p.description)
+
+        monkeypatch.setattr(track, "profile", prof)
+    with pytest.raises(CellFailure, match=needle) as exc:
+        _run(track, _Bad(how), tmp_path)
+    assert "bad-pool" in str(exc.value)
+    ok = _run(track, registry.method("static"), tmp_path)  # the next cell is unaffected
+    assert ok.metrics["hit_rate"] > 0
+
+
+def test_non_privileged_methods_never_see_the_future(track, tmp_path):
+    m = _Bad("future")
+    r = _run(track, m, tmp_path)
+    assert m.saw_no_future and r.metrics["hit_rate"] > 0
+
+
+@pytest.mark.slow
+def test_intelligent_pooling_meets_the_target_on_unseen_diurnal_days(track, tmp_path):
+    prof = track.profile("quick")
+    m = registry.method("intelligent-pooling")
+    cell = next(c for c in track.cells(prof, m) if c.axes["trace"] == "synth-sessions:diurnal" and c.repeat == 0)
+    r = track.run_cell(cell, m, _ctx(tmp_path))
+    assert r.metrics["hit_rate"] >= 0.985
+
+
+def test_tiny_run_renders_the_pool_frontier_figure(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from coreset_bench import cli
+
+    cli._add_plugin_commands()  # the leaderboard command, as main() registers it
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "x.db")
+    r = CliRunner().invoke(cli.app, ["run", "--track", "pooling", "--profile", "tiny", "-p", "reactive", "--db", db, "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli.app, ["leaderboard", "--db", db, "--out", str(tmp_path / "site")])
+    assert r.exit_code == 0, r.output
+    svg = tmp_path / "site" / "figures" / "pooling-tiny-v1-pool-frontier.svg"
+    text = svg.read_text()
+    assert "static frontier (hindsight)" in text and "reactive" in text and "oracle" in text
+    assert "pooling-tiny-v1-pool-frontier.svg" in (tmp_path / "site" / "pooling-tiny-v1.html").read_text()
