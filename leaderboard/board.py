@@ -407,7 +407,7 @@ def _row(
             note += f", {v.failed} failed"
     elif flags:
         status = "flagged"
-        note = "degenerate model in " + ", ".join(f"{n} cell{'s' if n != 1 else ''} ({f})" for f, n in sorted(flags.items()))
+        note = "flagged in " + ", ".join(f"{n} cell{'s' if n != 1 else ''} ({f})" for f, n in sorted(flags.items()))
     else:
         status = "ranked"
         note = ""

@@ -396,7 +396,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             )
             badges.append(("tied", "b-tied", why))
         if r.flags:
-            badges.append(("flagged: " + ", ".join(sorted(r.flags)), "b-flagged", "degenerate model, never the leader: " + r.note if r.status == "flagged" else "degenerate model in some cells: " + ", ".join(f"{f} ({n} cells)" for f, n in sorted(r.flags.items()))))
+            badges.append(("flagged: " + ", ".join(sorted(r.flags)), "b-flagged", "flagged (a degenerate model, or the track's own flag), never the leader: " + r.note if r.status == "flagged" else "flagged in some cells: " + ", ".join(f"{f} ({n} cells)" for f, n in sorted(r.flags.items()))))
         if r.baseline:
             badges.append(("baseline", "b-baseline", "gains are measured against this method"))
         if r.status == "incomplete":
@@ -479,7 +479,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
         fcells += [_cell("", cls="na") for _ in range(n_after)]
         floor_row = {"cls": "floor", "cells": fcells}
     footnotes = [
-        f"{r.variant.label}: {r.note}" if r.status == "flagged" else f"{r.variant.label}: degenerate model in " + ", ".join(f"{n} cell{'s' if n != 1 else ''} ({f})" for f, n in sorted(r.flags.items()))
+        f"{r.variant.label}: {r.note}" if r.status == "flagged" else f"{r.variant.label}: flagged in " + ", ".join(f"{n} cell{'s' if n != 1 else ''} ({f})" for f, n in sorted(r.flags.items()))
         for r in table.rows
         if r.flags
     ]
