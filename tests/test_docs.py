@@ -131,7 +131,8 @@ def _install(root: Path, monkeypatch, fresh_plugins) -> dict:
     (info / "entry_points.txt").write_text("[coreset_bench]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
     monkeypatch.syspath_prepend(str(root / "site"))
     monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", "core,random,full,standard," + ",".join(eps))
+    # the core plugins, the pooling track's references (static, oracle) and the package's own
+    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", "core,random,full,standard,static,oracle," + ",".join(eps))
     fresh_plugins.reset()
     return proj
 
@@ -209,6 +210,24 @@ def test_the_guide_provisioning_package_works_as_written(tmp_path, monkeypatch, 
     view = ProvisioningView(history=np.full(8, 4.0), horizon=7, step_seconds=60.0, seed=0, t=8, lead=2, decision_every=5, max_pool=10)
     plan = np.asarray(m.plan(view))
     assert plan.shape == (7,) and (plan == 10).all()  # ceil(1.5 x 4 x 3) = 18, clipped to max_pool
+
+    # run, export and publish, as the guide's last section says
+    import re
+
+    cmds = [c.split("#")[0].split() for c in re.findall(r"^coreset-bench (.+)$", (REPO / "docs" / "guide" / "provisioning.md").read_text(), re.M)]
+    run_cmd = next(c for c in cmds if c[0] == "run")
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "p.db"
+    runner = CliRunner()
+    res = runner.invoke(cli.app, [*run_cmd, "--no-references", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli.app, [*next(c for c in cmds if c[0] == "export"), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    entries = list((tmp_path / "results" / "entries" / "pooling").rglob("ewma-pool@*.json"))
+    assert len(entries) == 1, res.output
+    res = runner.invoke(cli.app, [*next(c for c in cmds if c[0] == "leaderboard"), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "ewma-pool" in (tmp_path / "results" / "site" / "methods" / "ewma-pool.html").read_text()
 
 
 # ---- the site builds strictly -------------------------------------------------------------------
