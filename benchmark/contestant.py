@@ -40,8 +40,6 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,20 +166,15 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
         pass
 
 
-def _watch_parent(parent: int) -> None:
-    while True:
-        if os.getppid() != parent:
-            os._exit(3)
-        time.sleep(0.2)
-
-
 def _main(read_fd: int, write_fd: int, parent: int) -> None:
     """Entry point of the worker process (see ``ContestantWorker``)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle; it stops us
     rx, tx = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    from .lifetime import die_with_parent
+
+    die_with_parent(parent, interval=0.2)  # before the guard: it arms PR_SET_PDEATHSIG through ctypes
     setup = pickle.loads(rx.recv_bytes())
     import warnings
 
