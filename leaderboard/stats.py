@@ -256,7 +256,12 @@ def bootstrap_mean(
 ) -> Interval | None:
     """Mean over ``points`` and repeats with its bootstrap interval; the fallback t-interval when
     some cell it uses has no per-point data. None when no repeat covers every point."""
-    per = repeat_means(values, points, repeats)
+    return _bootstrap_or_t(repeat_means(values, points, repeats), bits, points, groups)
+
+
+def _bootstrap_or_t(per: Mapping[int, float], bits: CellBits, points: Sequence[Point], groups: Mapping[Point, Hashable] | None) -> Interval | None:
+    """The interval of the mean of the per-repeat values ``per``: the hierarchical bootstrap over
+    ``bits`` when every (point, repeat) has aligned per-point data, else the t-interval."""
     if not per:
         return None
     reps = sorted(per)
@@ -284,18 +289,10 @@ def paired_bootstrap(
     every cell used, else the fallback t-interval over the per-repeat differences.
     """
     per = paired_differences(method, baseline, points, repeats, direction)
-    if not per:
-        return None
-    reps = sorted(per)
     sign = 1.0 if direction == "max" else -1.0
-    keys = [(p, r) for p in points for r in reps]
-    if all(k in method_bits and k in baseline_bits and method_bits[k].size == baseline_bits[k].size for k in keys):
-        diffs = {k: sign * (method_bits[k] - baseline_bits[k]) for k in keys}
-        blocks = _blocks(diffs, points, reps, groups or {})
-        if blocks is not None:
-            mean = math.fsum(per.values()) / len(per)
-            return _percentile_interval(mean, hierarchical_bootstrap(blocks), len(reps), max(v.size for bl in blocks for v, _ in bl))
-    return seed_interval(per.values())
+    keys = [(p, r) for p in points for r in per]
+    diffs = {k: sign * (method_bits[k] - baseline_bits[k]) for k in keys if k in method_bits and k in baseline_bits and method_bits[k].size == baseline_bits[k].size}
+    return _bootstrap_or_t(per, diffs, points, groups)
 
 
 def paired_gain(
