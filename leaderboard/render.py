@@ -399,6 +399,8 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             badges.append(("flagged: " + ", ".join(sorted(r.flags)), "b-flagged", "flagged (a degenerate model, or the track's own flag), never the leader: " + r.note if r.status == "flagged" else "flagged in some cells: " + ", ".join(f"{f} ({n} cells)" for f, n in sorted(r.flags.items()))))
         if r.baseline:
             badges.append(("baseline", "b-baseline", "gains are measured against this method"))
+        if r.status == "at floor":
+            badges.append(("at floor", "b-atfloor", r.note))
         if r.status == "incomplete":
             badges.append(("incomplete", "b-incomplete", r.note))
         if r.status == "reference":

@@ -633,7 +633,9 @@ def test_constant_classifier_is_flagged_never_ranked_first_and_its_flag_is_shown
     assert c.status == "flagged" and not c.ranked and c.rank is None and not c.leader
     assert c.flags == {"never-predicts-class": 6, "subset-class-coverage": 6}
     first = board.main.rows[0]
-    assert first is not c and first.leader and first.rank == 1 and not first.flags
+    # every other row sits at 5 %, below the 10 % floor: at floor, so no row leads
+    assert first is not c and not first.flags and first.status == "at floor" and not first.ranked
+    assert not any(r.leader for r in board.main.rows)
     assert board.main.floor == [0.1, 0.1]
     # EasyCore both ways: two labelled rows
     assert rows["easycore"].variant.label == "easycore" and rows["easycore-balanced"].variant.label == "easycore-balanced"
@@ -906,3 +908,29 @@ def test_browser_sorts_ranking_table(site, tmp_path):
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_rows_not_above_the_floor_are_never_ranked_and_never_lead(tiny, tmp_path):
+    """A row whose 95 % interval reaches the constant-classifier floor is 'at floor': shown, not
+    ranked, never the leader, even when its mean is the best of a table where nothing beats the
+    floor; rows clearly above it are ranked as before."""
+    track, profile = tiny
+
+    def level(p: float, seed: int):
+        return lambda b, r: (np.random.default_rng(seed + 10 * r + int(b * 10)).random(N_TEST) < p, [])
+
+    methods = {"lbt-random": level(0.4, 1), "lbt-alpha": level(0.45, 2), "lbt-gamma": level(0.11, 3)}
+    board = build_board(track, profile, fabricate(profile, methods))
+    rows = {r.variant.method: r for r in board.main.rows}
+    g = rows["lbt-gamma"]
+    assert g.score.low <= 0.10 < g.score.mean
+    assert g.status == "at floor" and not g.ranked and g.rank is None and not g.leader and "floor (10.0 %)" in g.note
+    assert rows["lbt-alpha"].leader and rows["lbt-random"].ranked
+    # nothing above the floor: no leader at all, rows ordered by score
+    low = {"lbt-random": level(0.06, 1), "lbt-alpha": level(0.09, 2), "lbt-gamma": level(0.03, 3)}
+    board = build_board(track, profile, fabricate(profile, low))
+    assert [r.variant.method for r in board.main.rows] == ["lbt-alpha", "lbt-random", "lbt-gamma"]
+    assert all(r.status == "at floor" and not r.leader and r.rank is None for r in board.main.rows)
+    render_site(fabricate(profile, low), tmp_path / "site")
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert "b-atfloor" in page and "b-leader" not in page.split("<table", 1)[1]
