@@ -102,6 +102,52 @@ def test_masks_are_complementary_and_targets_separate():
     assert np.array_equal(sh, sh2) and np.array_equal(tg, tg2)
 
 
+def test_independent_masks_are_the_references_bernoulli_rows():
+    """shadow_masks="independent": S + T independent Bernoulli(0.5) rows of one generator, shadows
+    first (the reference's shadows 0-63 and targets 64-66); a query's in-count is Binomial(S, 1/2)."""
+    n, s, t = 20000, 16, 3
+    sh, tg = masks_for(n, s, t, seed=11, scheme="independent")
+    rows = np.random.default_rng(11).random((s + t, n)) < 0.5
+    assert np.array_equal(sh, rows[:s]) and np.array_equal(tg, rows[s:])
+    counts = sh.sum(0)
+    assert abs(counts.mean() - s / 2) < 0.05 and abs(counts.var() - s / 4) < 0.15  # Binomial(16, 1/2): mean 8, var 4
+    hist = np.bincount(counts, minlength=s + 1) / n
+    from math import comb
+
+    binom = np.array([comb(s, k) for k in range(s + 1)]) / 2**s
+    assert np.abs(hist - binom).max() < 0.01
+    assert not any(np.array_equal(a, ~b) for a in sh for b in sh)  # no complements
+    # paired: every query is in exactly S/2 shadows
+    sp, _ = masks_for(n, s, t, seed=11, scheme="paired")
+    assert np.all(sp.sum(0) == s // 2)
+    with pytest.raises(ValueError, match="shadow_masks"):
+        masks_for(10, 4, 1, seed=0, scheme="complement")
+    with pytest.raises(ValueError, match="even"):
+        masks_for(10, 5, 1, seed=0, scheme="paired")
+    assert masks_for(10, 5, 1, seed=0, scheme="independent")[0].shape == (5, 10)
+
+
+def test_profile_versions_keep_paired_masks_and_add_the_references(workdir):
+    """Version 1 profiles keep their masks (and bank keys); version 2 use independent masks."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.runner import default_context, expand
+
+    ctx = default_context(workdir / "results", "cpu", None)
+    for tname in ("privacy", "memorization"):
+        track = plugins.track(tname)
+        method = plugins.method("loss" if tname == "privacy" else "loss-proxy")
+        assert track.profile("quick@1").settings["shadow_masks"] == "paired"
+        assert track.profile("quick").version == 2 and track.profile("quick").settings["shadow_masks"] == "independent"
+        (c1,) = expand(track, track.profile("tiny@1"), method)
+        (c2,) = expand(track, track.profile("tiny@2"), method)
+        _, s1, m1, _, _ = track.bank_specs(c1, ctx)
+        _, s2, m2, _, _ = track.bank_specs(c2, ctx)
+        assert np.all(m1.sum(0) == 2) and s1.mask_scheme == "paired"
+        assert len(set(m2.sum(0).tolist())) > 1 and s2.mask_scheme == "independent"
+        assert s1.key != s2.key
+    assert plugins.track("privacy").profile("quick@2").settings["n_targets"] > plugins.track("privacy").profile("quick@1").settings["n_targets"]
+
+
 # ---- curvature estimators on a quadratic loss ---------------------------------------------------
 
 
@@ -383,6 +429,64 @@ def test_dp_sgd_trains_at_the_requested_epsilon():
     from coreset_bench.plugins.training.dp_sgd import noise_multiplier_for
 
     assert noise_multiplier_for(1.0, 1e-5, 0.25, 12) > info["noise_multiplier"]
+
+
+def test_dp_accountant_defaults_to_the_references_prv_and_is_a_parameter():
+    """The reference calls make_private_with_epsilon on PrivacyEngine(), whose default accountant
+    in the pinned Opacus is PRV: the default sigma is Opacus's PRV calibration, RDP gives more
+    noise at the same epsilon, and each run returns sigma, realized epsilon and the accountant."""
+    pytest.importorskip("opacus")
+    import inspect
+
+    from opacus import PrivacyEngine
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from coreset_bench import registry as plugins
+    from coreset_bench.plugins.training.dp_sgd import epsilon_spent, noise_multiplier_for
+
+    assert inspect.signature(PrivacyEngine.__init__).parameters["accountant"].default == "prv"
+    dp = plugins.method("dp-sgd")
+    assert dp.params["accountant"] == "prv"
+    q, steps = 1 / 6, 120  # quick-dp: ~670 members, batch 128, 20 epochs
+    prv = noise_multiplier_for(1.0, 1e-5, q, steps)
+    assert prv == get_noise_multiplier(target_epsilon=1.0, target_delta=1e-5, sample_rate=q, steps=steps, accountant="prv")
+    rdp = noise_multiplier_for(1.0, 1e-5, q, steps, "rdp")
+    assert 1.02 < rdp / prv < 1.15  # RDP: a few per cent more noise at the same epsilon
+    assert epsilon_spent(prv, q, steps, 1e-5) == pytest.approx(1.0, abs=0.02)
+    with pytest.raises(ValueError, match="unknown DP accountant 'moments'"):
+        noise_multiplier_for(1.0, 1e-5, q, steps, "moments")
+    x, y = _digits(120, 3)
+    info = dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 4.0, "epochs": 2, "batch_size": 40, "accountant": "rdp"}, num_classes=10, seed=0)
+    assert info["accountant"] == "rdp" and info["noise_multiplier"] == noise_multiplier_for(4.0, 1e-5, 1 / 3, 6, "rdp")
+    assert info["epsilon"] == pytest.approx(4.0, abs=0.05)
+    # the non-private reference: same loop, no noise, no clipping, no epsilon
+    plain = dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": float("inf"), "epochs": 2, "batch_size": 40}, num_classes=10, seed=0)
+    assert plain["noise_multiplier"] == 0.0 and plain["private"] == 0.0 and "epsilon" not in plain
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 0.0}, num_classes=10, seed=0)
+
+
+def test_fz_standard_error_and_split_half():
+    from coreset_bench import privacy_metrics as PM
+
+    rng = np.random.default_rng(3)
+    member = rng.random((40, 30)) < 0.5
+    correct = rng.random((40, 30)) < np.where(member, 0.9, 0.6)
+    se = PM.fz_standard_error(correct, member)
+    for i in range(30):
+        a, b = correct[member[:, i], i].astype(float), correct[~member[:, i], i].astype(float)
+        assert se[i] == pytest.approx(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    m2 = member.copy()
+    m2[:, 0] = False  # no "in" model
+    assert np.isnan(PM.fz_standard_error(correct, m2)[0])
+    # split-half reliability: high for a strong, consistent signal, near zero for pure noise
+    truth = rng.random(400)
+    mem = rng.random((64, 400)) < 0.5
+    corr = rng.random((64, 400)) < np.where(mem, 0.5 + 0.5 * truth, 0.5 - 0.5 * truth)
+    assert PM.fz_split_half(corr, mem, seed=0) > 0.6
+    assert abs(PM.fz_split_half(rng.random((64, 400)) < 0.5, mem, seed=0)) < 0.2
+    d = PM.distribution(np.array([1.0, 2.0, np.nan, 3.0]), "x")
+    assert d["x_mean"] == 2.0 and d["x_q50"] == 2.0 and set(d) == {"x_mean", "x_std", "x_q10", "x_q50", "x_q90"}
 
 
 # ---- the tracks end to end ---------------------------------------------------------------------------
