@@ -584,3 +584,33 @@ def test_quick_profile_attacks_and_proxies(workdir):
     method = plugins.method("input-curvature")
     (cell,) = expand(mtrack, mtrack.profile("quick"), method)
     assert mtrack.run_cell(cell, method, ctx).metrics["spearman"] > 0.1
+
+
+def test_epsilon_sweep_board_figure(tmp_path):
+    """memorization/quick-dp: the board draws score and FZ memorization against epsilon (the
+    non-private reference at the right end) with the fitted bound shape; other profiles: none."""
+    import math as _m
+
+    from coreset_bench import registry as plugins
+    from coreset_bench.leaderboard import figures
+    from coreset_bench.leaderboard.board import build_board
+    from coreset_bench.leaderboard.data import normalize_records
+
+    track = plugins.track("memorization")
+    prof = track.profile("quick-dp@1")
+    rows = []
+    for name, params, scale in (("input-curvature", {"estimator": "hutchinson"}, 1.0), ("input-curvature", {"estimator": "regr"}, 0.01)):
+        for eps in prof.axes["epsilon"]:
+            f = 1.0 - _m.exp(-float(eps)) if float(eps) != _m.inf else 1.0
+            rows.append({"track": "memorization", "profile": prof.id, "method": name, "method_version": "1", "params": params,
+                         "axes": {"dataset": "digits", "arch": "mlp", "training": "dp-sgd", "epsilon": eps}, "repeat": 0, "status": "done",
+                         "metrics": {"spearman": 0.3 * f, "score_mean": scale * (0.2 + f), "mem_mean": 0.1 * f, "mem_q90": 0.4 * f, "mem_se_mean": 0.05},
+                         "info": {}, "timings": {"total_s": 1.0}})
+    board = build_board(track, prof, normalize_records(rows))
+    out = tmp_path / "eps.svg"
+    assert figures.epsilon_sweep(board, out)
+    svg = out.read_text()
+    assert "non-private" in svg and "estimator=regr" in svg and "FZ memorization" in svg
+    assert figures._bound_shape_fit([1.0, 4.0, _m.inf], [0.2 + (1 - _m.exp(-1.0)), 0.2 + (1 - _m.exp(-4.0)), 1.2]) == pytest.approx((1.0, 0.2))
+    plain = build_board(track, track.profile("quick@2"), normalize_records([{**rows[0], "profile": "memorization/quick@2", "axes": {"dataset": "digits", "arch": "cnn-small", "training": "standard"}}]))
+    assert not figures.epsilon_sweep(plain, tmp_path / "none.svg") and not (tmp_path / "none.svg").exists()
