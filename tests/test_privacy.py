@@ -614,3 +614,69 @@ def test_epsilon_sweep_board_figure(tmp_path):
     assert figures._bound_shape_fit([1.0, 4.0, _m.inf], [0.2 + (1 - _m.exp(-1.0)), 0.2 + (1 - _m.exp(-4.0)), 1.2]) == pytest.approx((1.0, 0.2))
     plain = build_board(track, track.profile("quick@2"), normalize_records([{**rows[0], "profile": "memorization/quick@2", "axes": {"dataset": "digits", "arch": "cnn-small", "training": "standard"}}]))
     assert not figures.epsilon_sweep(plain, tmp_path / "none.svg") and not (tmp_path / "none.svg").exists()
+
+
+def test_epsilon_sweep_trains_the_shadows_like_the_targets(workdir):
+    """memorization/*-dp: at each epsilon the shadows (the FZ estimate) are DP-trained at that
+    epsilon with the targets' recipe; inf is the non-private reference; the privacy track's DP
+    profiles keep non-private shadows."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.runner import default_context, expand
+
+    ctx = default_context(workdir / "results", "cpu", None)
+    track = plugins.track("memorization")
+    method = plugins.method("loss-proxy")
+    cells = expand(track, track.profile("tiny-dp"), method)
+    assert [c.axes["epsilon"] for c in cells] == [8.0, "inf"]
+    keys = set()
+    for c in cells:
+        _, sspec, smask, tspec, _ = track.bank_specs(c, ctx)
+        assert sspec.training == tspec.training == "dp-sgd" and sspec.recipe == tspec.recipe
+        assert sspec.recipe["epsilon"] == float(c.axes["epsilon"]) and sspec.recipe["accountant"] == "prv"
+        assert sspec.mask_scheme == "independent" and len(set(smask.sum(0).tolist())) > 1
+        keys.add(sspec.key)
+    assert len(keys) == 2
+    ptrack = plugins.track("privacy")
+    (pc,) = expand(ptrack, ptrack.profile("tiny-dp"), plugins.method("loss"))
+    _, sspec, _, tspec, _ = ptrack.bank_specs(pc, ctx)
+    assert sspec.training == "standard" and tspec.training == "dp-sgd" and tspec.recipe["accountant"] == "prv"
+    (p1,) = expand(ptrack, ptrack.profile("tiny-dp@1"), plugins.method("loss"))
+    assert ptrack.bank_specs(p1, ctx)[3].recipe["accountant"] == "rdp"
+
+
+def test_dp_sgd_is_deterministic():
+    pytest.importorskip("opacus")
+    from coreset_bench import registry as plugins
+
+    dp = plugins.method("dp-sgd")
+    x, y = _digits(90, 4)
+    states = []
+    for _ in range(2):
+        m = dp.prepare_model(_mlp(1))
+        info = dp.fit(m, x, y, recipe={"epsilon": 2.0, "epochs": 2, "batch_size": 30}, num_classes=10, seed=5)
+        states.append((m.state_dict(), info["noise_multiplier"], info["epsilon"]))
+    assert states[0][1:] == states[1][1:]
+    for k in states[0][0]:
+        assert torch.equal(states[0][0][k], states[1][0][k])
+
+
+@pytest.mark.slow
+def test_memorization_epsilon_sweep_end_to_end(workdir):
+    """memorization/tiny-dp@1 through run_cell (minutes on a loaded CPU): both cells finish with
+    the distributions, the FZ standard error, sigma and realized epsilon (none at inf), and the
+    same cell run again from a fresh cache gives the same numbers."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.runner import default_context, expand
+
+    track = plugins.track("memorization")
+    method = plugins.method("input-curvature").with_params(estimator="regr")
+    res = {}
+    for c in expand(track, track.profile("tiny-dp"), method):
+        r = track.run_cell(c, method, default_context(workdir / "r1", "cpu", None))
+        res[c.axes["epsilon"]] = r
+        for k in ("spearman", "mem_se_mean", "mem_split_half_spearman", "score_mean", "score_q90", "mem_q90", "target_noise_multiplier"):
+            assert math.isfinite(r.metrics[k]), k
+    assert res[8.0].metrics["target_epsilon"] == pytest.approx(8.0, abs=0.05) and res[8.0].info["dp"]["targets"]["accountant"] == "prv"
+    assert "target_epsilon" not in res["inf"].metrics and res["inf"].metrics["target_noise_multiplier"] == 0.0
+    again = track.run_cell(expand(track, track.profile("tiny-dp"), method)[0], method, default_context(workdir / "r2", "cpu", None))
+    assert again.metrics == res[8.0].metrics
