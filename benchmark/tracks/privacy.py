@@ -111,9 +111,11 @@ def _cifar(bs: int) -> dict[str, Any]:
 
 #: memorization against epsilon (arXiv 2402.18726 links 2 and 3): every model of the bank, shadows
 #: included, is trained with DP-SGD at the cell's epsilon, so the Feldman-Zhang estimate is the
-#: memorization of the DP algorithm itself; MLP on digits keeps 5 x 66 DP models CPU-sized.
+#: memorization of the DP algorithm itself. Sized for the CPU: 600 digits (60 a class), MLP,
+#: 32 shadows and 2 targets per epsilon (5 x 34 DP models); per-sample gradients dominate.
 MEM_DP = {
-    "n_shadows": 64,
+    "max_train_per_class": 60,
+    "n_shadows": 32,
     "n_targets": 2,
     "recipe": DP_RECIPE_2,
     "target_recipe": DP_RECIPE_2,
@@ -133,7 +135,7 @@ def _privacy_profiles(track: str) -> list[Profile]:
         Profile(track, "quick", 1, {**digits_cnn, "training": ["standard"]}, settings=QUICK,
                 description="Digits on the CPU: cnn-small, 32 shadows (16 masks + complements), 3 targets; the 35-model bank trains once (about 4 minutes on a free core), then each attack takes seconds (curvature: minutes)."),
         Profile(track, "quick", 2, {**digits_cnn, "training": ["standard"]}, settings={**QUICK, **V2, "n_targets": 12},
-                description="Digits on the CPU: cnn-small, 32 independent shadows (the reference's masks), 12 targets so that AUC intervals over targets separate methods 1-2 points apart; the 44-model bank trains once (QUICK_TIME), then each attack takes seconds (curvature: minutes)."),
+                description="Digits on the CPU: cnn-small, 32 independent shadows (the reference's masks), 12 targets so that AUC intervals over targets separate methods 1-2 points apart; the 44-model bank trains once (about 5 minutes on a free core, scaled from the 35 models of quick@1 in about 4), then each attack takes seconds (curvature: minutes)."),
     ]
     if track == "privacy":
         out += [
@@ -158,7 +160,7 @@ def _privacy_profiles(track: str) -> list[Profile]:
                     description="Seconds, for tests: the epsilon sweep at epsilon 8 and non-private, 300 digits, MLP, 8 DP shadows, 2 targets."),
             Profile(track, "quick-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0, NONPRIVATE]},
                     settings=MEM_DP,
-                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise); 64 independent shadows per epsilon (about 32 in / 32 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. MEMDP_TIME"),
+                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; one MLP on 670 digits took 7.5 s of CPU for 2 DP epochs (accountant included) on a heavily shared core, so expect about an hour of CPU for the bank (extrapolated, not a full run); the proxies then take seconds to minutes."),
         ]
     for ds, bs in (("cifar10", 256), ("cifar100", 512)):
         out.append(
