@@ -92,13 +92,13 @@ def test_correlations_match_scipy_and_fz_estimate():
 
 
 def test_masks_are_complementary_and_targets_separate():
-    sh, tg = masks_for(500, 8, 3, seed=7)
+    sh, tg = masks_for(500, 8, 3, seed=7, scheme="paired")
     assert sh.shape == (8, 500) and tg.shape == (3, 500)
     assert np.array_equal(sh[:4], ~sh[4:])
     assert np.all(sh.sum(0) == 4)  # every query is in exactly half of the shadows
     assert 0.4 < tg.mean() < 0.6
     assert not any(np.array_equal(t, s) or np.array_equal(t, ~s) for t in tg for s in sh)
-    sh2, tg2 = masks_for(500, 8, 3, seed=7)
+    sh2, tg2 = masks_for(500, 8, 3, seed=7, scheme="paired")
     assert np.array_equal(sh, sh2) and np.array_equal(tg, tg2)
 
 
@@ -251,7 +251,7 @@ def _synthetic_view(n=400, s=16, gap=2.0, seed=0):
     """Members get a higher true-class margin (by ``gap`` units of per-example noise)."""
     rng = np.random.default_rng(seed)
     difficulty = rng.normal(size=n)
-    shadow_in, _ = masks_for(n, s, 0, seed)
+    shadow_in, _ = masks_for(n, s, 0, seed, scheme="paired")
     target_in = rng.random(n) < 0.5
     y = torch.from_numpy(rng.integers(0, 3, n))
 
@@ -367,7 +367,7 @@ def test_each_plugin_returns_one_finite_score_per_query(name, small_models):
         method = method.with_params(n_iter=2)
     if name == "input-curvature":
         method = method.with_params(n_iter=2)
-    shadow_in, _ = masks_for(len(y), 4, 0, 0)
+    shadow_in, _ = masks_for(len(y), 4, 0, 0, scheme="paired")
     proxy = method.role == "proxy"
     view = PrivacyView(
         x=x, y=y, num_classes=10, target=BlackBox(models[0]),

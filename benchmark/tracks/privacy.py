@@ -11,7 +11,8 @@ One numpy generator, seeded from (dataset, universe, repeat) but not from the pr
 method, draws Bernoulli(0.5) rows over the queries. The profile setting ``shadow_masks`` says
 how the S shadows are formed (``masks_for``):
 
-* ``independent`` (the reference's, default of every profile from version 2 on): S + T
+* ``independent`` (the reference's; the default, and the setting of every profile from
+  version 2 on): S + T
   independent Bernoulli rows; rows 0..S-1 train the shadows and rows S..S+T-1 the targets, as
   the reference's shadows 0-63 and targets 64-66 are all independent rows of its first 128
   (the complements, rows 128-255, are never shadows there). A query's "in" count over the
@@ -44,9 +45,20 @@ target the proxy scores the target's members (white-box final model and training
 no shadows, so the estimate is out of its reach); the harness reports the Spearman (primary),
 Pearson and cosine agreement of the score with the estimate, mean and std over targets.
 
-**DP.** ``privacy/quick-dp@1`` trains the targets with the ``dp-sgd`` training plugin at each
+**DP.** ``privacy/quick-dp`` trains the targets with the ``dp-sgd`` training plugin at each
 epsilon of its grid and attacks them with the non-private shadows of ``quick`` (the reference's
-"effect of privacy" set-up: DP targets, non-private shadows).
+"effect of privacy" set-up: DP targets, non-private shadows); version 1 calibrates sigma with the
+RDP accountant, version 2 with PRV (``dp-sgd``'s ``accountant``, the reference's default). Each
+DP cell stores sigma (``target_noise_multiplier``), the realized epsilon (``target_epsilon``) and
+``info["dp"]`` (accountant, delta, per-model sigma and epsilon).
+
+``memorization/quick-dp`` is the epsilon sweep of arXiv 2402.18726 (settings ``shadow_training =
+"target"``): at each epsilon (``inf``: the non-private reference, the same loop without clipping
+or noise) the shadows too are DP-trained, so the Feldman-Zhang estimate is the memorization of
+the DP algorithm; cells report the distribution (mean, std, 10/50/90 % quantiles) of the proxy's
+score over the targets' members (``score_*``; input-curvature: the curvature) and of the
+estimate (``mem_*``), the estimate's standard error (``mem_se_mean``) and its split-half
+reliability (``mem_split_half_spearman``).
 """
 
 from __future__ import annotations
@@ -249,7 +261,7 @@ class BankSpec:
     n_models: int
     mask_seed: int
     checkpoints: tuple[int, ...] = ()
-    mask_scheme: str = "paired"
+    mask_scheme: str = "independent"
 
     @property
     def key(self) -> str:
@@ -276,7 +288,7 @@ class Bank:
 MASK_SCHEMES = ("independent", "paired")
 
 
-def masks_for(n_queries: int, n_shadows: int, n_targets: int, seed: int, scheme: str = "paired") -> tuple[np.ndarray, np.ndarray]:
+def masks_for(n_queries: int, n_shadows: int, n_targets: int, seed: int, scheme: str = "independent") -> tuple[np.ndarray, np.ndarray]:
     """(shadow masks (S, N), target masks (T, N)) from one ``np.random.default_rng(seed)``.
 
     ``scheme="independent"`` (the reference's): S + T independent Bernoulli(0.5) rows, the first
@@ -345,7 +357,7 @@ class PrivacyBase(Track):
         u = self.universe(profile, dataset, ctx)
         uspec = self._universe_spec(profile, dataset, u)
         mseed = self._mask_seed(profile, dataset, u, cell.repeat)
-        scheme = str(st.get("shadow_masks", "paired"))
+        scheme = str(st.get("shadow_masks", "independent"))  # the reference's, unless the profile says otherwise
         shadow_masks, target_masks = masks_for(len(u.y), int(st["n_shadows"]), int(st["n_targets"]), mseed, scheme)
         recipe = dict(st["recipe"])
         ck = tuple(int(e) for e in st.get("checkpoints", ()))
