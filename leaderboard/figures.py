@@ -237,3 +237,122 @@ def pool_frontier(board: Board, path: Path) -> bool:
         fig.savefig(path, format="svg", metadata=_META)
         plt.close(fig)
     return True
+
+
+def _epsilon_value(v: Any) -> float | None:
+    try:
+        e = float(v)
+    except (TypeError, ValueError):
+        return None
+    return e if e > 0 else None
+
+
+def _bound_shape_fit(eps: list[float], vals: list[float]) -> tuple[float, float] | None:
+    """Least-squares (alpha, beta) of vals ~ alpha (1 - exp(-eps)) + beta over the finite
+    epsilons: the (1 - e^-eps) factor of the DP uniform-stability bound that arXiv 2402.18726's
+    curvature and memorization bounds inherit (the non-private reference, eps = inf, has factor 1)."""
+    xs = [1.0 - math.exp(-e) if math.isfinite(e) else 1.0 for e in eps]
+    if len(xs) < 3 or max(xs) - min(xs) < 1e-9:
+        return None
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(vals) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    alpha = sum((x - mx) * (y - my) for x, y in zip(xs, vals)) / sxx
+    return alpha, my - alpha * mx
+
+
+def epsilon_sweep(board: Board, path: Path) -> bool:
+    """Privacy and memorization tracks, profiles with an ``epsilon`` axis of 2 values or more.
+
+    Privacy: attack AUC against epsilon per row (cells: small dots; mean: line). Memorization:
+    left, each row's mean score on the targets' members (for ``input-curvature``: mean input-loss
+    curvature) relative to its non-private value, against epsilon, with the fitted bound shape
+    alpha (1 - e^-eps) + beta dashed; right, the Feldman-Zhang memorization (mean and 90th
+    percentile over the queries, error bars: the estimate's mean standard error) against epsilon.
+    The non-private reference (``inf``) is drawn at the right end of the log axis. Returns False
+    (and writes nothing) for other boards."""
+    import json
+
+    grid = [e for e in (_epsilon_value(v) for v in board.profile.axes.get("epsilon", [])) if e is not None]
+    if len(grid) < 2 or board.track.name not in ("privacy", "memorization"):
+        return False
+    finite = sorted(e for e in grid if math.isfinite(e))
+    inf_x = (finite[-1] * 4.0) if finite else 1.0
+
+    def xpos(e: float) -> float:
+        return e if math.isfinite(e) else inf_x
+
+    rows: dict[str, dict[float, list[float]]] = {}
+    mem: dict[float, dict[str, list[float]]] = {}
+    metric = "auc" if board.track.name == "privacy" else "score_mean"
+    for v in board.variants:
+        for (point, _rep), rec in v.done.items():
+            try:
+                e = _epsilon_value(json.loads(point).get("epsilon"))
+            except (ValueError, AttributeError):
+                continue
+            m = rec.get("metrics") or {}
+            if e is None or metric not in m:
+                continue
+            rows.setdefault(v.label or v.method, {}).setdefault(e, []).append(float(m[metric]))
+            for k in ("mem_mean", "mem_q90", "mem_se_mean"):
+                if k in m:
+                    mem.setdefault(e, {}).setdefault(k, []).append(float(m[k]))
+    if not rows:
+        return False
+    names = sorted(rows)
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    panels = 2 if (board.track.name == "memorization" and mem) else 1
+    with plt.rc_context(_RC):
+        fig, axs = plt.subplots(1, panels, figsize=(5.2 * panels + 1.8, 4.0), squeeze=False)
+        fig.subplots_adjust(left=0.08, right=0.78 if panels == 1 else 0.8, bottom=0.14, top=0.88, wspace=0.3)
+        ax = axs[0][0]
+        for n in names:
+            pts = rows[n]
+            es = sorted(pts)
+            means = [sum(pts[e]) / len(pts[e]) for e in es]
+            ref = means[-1] if board.track.name == "memorization" and not math.isfinite(es[-1]) and means[-1] else None
+            scale = (1.0 / ref) if ref else 1.0
+            for e in es:
+                ax.scatter([xpos(e)] * len(pts[e]), [p * scale for p in pts[e]], s=8, color=colours[n], alpha=0.4)
+            ax.plot([xpos(e) for e in es], [mu * scale for mu in means], "-o", ms=4, color=colours[n], label=_label(n))
+            fit = _bound_shape_fit(es, [mu * scale for mu in means]) if board.track.name == "memorization" else None
+            if fit is not None:
+                xs = [finite[0] * (finite[-1] / finite[0]) ** (i / 60) for i in range(61)] if finite else []
+                ax.plot(xs + [inf_x], [fit[0] * (1 - math.exp(-x)) + fit[1] for x in xs] + [fit[0] + fit[1]], "--", lw=0.8, color=colours[n])
+        ax.set_xscale("log")
+        ticks = [xpos(e) for e in sorted(grid, key=xpos)]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{e:g}" if math.isfinite(e) else "∞ (non-private)" for e in sorted(grid, key=xpos)], fontsize=7)
+        ax.set_xlabel("ε (DP-SGD target, δ = 1e-5)")
+        if board.track.name == "privacy":
+            ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
+            ax.set_ylabel("attack AUC")
+            ax.set_title("membership inference against ε", fontsize=9)
+        else:
+            ax.set_ylabel("mean score on members / non-private mean")
+            ax.set_title("proxy score (curvature) against ε; dashed: α(1−e^−ε)+β", fontsize=9)
+        ax.grid(alpha=0.3, lw=0.5)
+        if panels == 2:
+            ax2 = axs[0][1]
+            es = sorted(mem, key=xpos)
+            for k, style, lab in (("mem_mean", "-o", "mean"), ("mem_q90", "-s", "90th percentile")):
+                xs = [xpos(e) for e in es if k in mem[e]]
+                ys = [sum(mem[e][k]) / len(mem[e][k]) for e in es if k in mem[e]]
+                err = [sum(mem[e]["mem_se_mean"]) / len(mem[e]["mem_se_mean"]) if "mem_se_mean" in mem[e] else 0.0 for e in es if k in mem[e]]
+                ax2.errorbar(xs, ys, yerr=err, fmt=style, ms=4, color="k", alpha=0.8 if k == "mem_mean" else 0.5, capsize=2, label=f"FZ memorization, {lab}")
+            ax2.set_xscale("log")
+            ax2.set_xticks(ticks)
+            ax2.set_xticklabels(ax.get_xticklabels(), fontsize=7)
+            ax2.set_xlabel("ε (DP-SGD models, δ = 1e-5)")
+            ax2.set_ylabel("Feldman-Zhang memorization")
+            ax2.set_title("memorization against ε (bars: mean standard error)", fontsize=9)
+            ax2.grid(alpha=0.3, lw=0.5)
+            ax2.legend(loc="upper left", frameon=False, fontsize=7)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if panels == 2:
+            axs[0][1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        fig.legend(*ax.get_legend_handles_labels(), loc="center right", frameon=False, fontsize=7)
+        fig.savefig(path, format="svg", metadata=_META)
+        plt.close(fig)
+    return True

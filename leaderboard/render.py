@@ -543,6 +543,15 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
                 "alt": "idle cluster-hours per day against hit rate per method, over the static frontier",
                 "caption": "Idle cluster-hours per day against hit rate, per trace: every row (small dots: cells; large: the row's mean) over the hindsight static frontier (constant pools, one line per repeat). Below and right of the line is better than any constant pool.",
             })
+    if board.track.name in ("privacy", "memorization"):
+        sweep = out / "figures" / f"{stem}-epsilon.svg"
+        if figures.epsilon_sweep(board, sweep):
+            what = "attack AUC" if board.track.name == "privacy" else "each row's mean score on the targets' members (input-curvature: mean input-loss curvature) relative to its non-private value, with the fitted bound shape α(1−e^−ε)+β dashed, and the Feldman-Zhang memorization (mean and 90th percentile, bars: its mean standard error)"
+            figs.append({
+                "src": f"figures/{sweep.name}",
+                "alt": f"{board.primary} against epsilon",
+                "caption": f"Against ε of the DP-SGD models (∞: the non-private reference): {what}.",
+            })
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
     sources = sorted({str(r.get("source")) for r in recs})
