@@ -146,6 +146,15 @@ def run(
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             fail(f"--seeds {seeds!r} is not a comma-separated list of integers, e.g. 0,1,2")
+    # the data, checked once before any plan or cell exists (a missing image folder is one
+    # error here, not one failed cell per method, budget and seed)
+    from .tracks.base import with_dataset
+
+    try:
+        target = with_dataset(prof, dataset) if dataset is not None else prof
+    except ValueError as exc:
+        fail(str(exc))
+    _check_datasets(target, data_dir)
     store = _open_store(db)
     try:
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
@@ -154,16 +163,22 @@ def run(
     console.print(Text.assemble((t.name, "bold"), " profile ", (plan.profile.id, "bold"), f": {len(plan.todo)} cell(s) to run, {len(plan.done)} already done"), highlight=False)
     if plan.profile.description.startswith(prof.description) and plan.profile.description != prof.description:
         console.print(plan.profile.description[len(prof.description) :].strip(), markup=False)  # --dataset: the data and its threat model
+    label = _labeller(methods)
     if dry_run:
+        if _plain():
+            for status, items in (("todo", plan.todo), ("done", plan.done)):
+                for p in items:
+                    _line(f"  {status:5} {p.cell.key}  {label(p.cell)}")
+            return
         table = Table("status", "method", "axes", "repeat", "key")
         for status, items in (("todo", plan.todo), ("done", plan.done)):
             for p in items:
-                _row(table, status, p.method.name, " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
+                _row(table, status, _method_label(p.cell.method, p.cell.params, label.defaults), " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
         console.print(table)
         return
     if not plan.todo:
         console.print("Nothing to do.")
-        _summary(store, t, prof, methods)
+        _summary(store, t, prof, plan, methods, seed_list, dataset)
         return
     try:
         dev = envmod.pick_device(device)
@@ -181,70 +196,157 @@ def run(
         envmod.cell_threads(dev)  # a malformed CORESET_BENCH_THREADS fails here, before any cell
     except ValueError as exc:
         fail(str(exc))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    _load_datasets(plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    from .progress import RunDisplay
 
-    failures = []
+    primary = t.primary_for(prof)
+    shown = [primary] + [c for c in t.secondary_metrics if c != primary][:3]
+    costs = {p.cell.key: float(t.cost_hint(p.cell)) for p in plan.todo}
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
-        overall = bar.add_task("cells", total=len(plan.todo))
-        step = bar.add_task("step", total=1.0)
-
-        def on_progress(key: str, what: str, frac: float) -> None:
-            bar.update(step, description=escape(f"  {what}"), completed=frac)
-
-        def on_done(out: Any) -> None:
-            bar.advance(overall)
-            label = out.cell.label()
-            if out.status == "done":
-                acc = out.metrics.get("clean_acc")
-                extra = f" clean_acc={acc:.4f}" if acc is not None else ""
-                where = "by another run on this database" if getattr(out, "elsewhere", False) else f"{out.seconds:.1f}s"
-                console.print(Text.assemble(("done", "green"), f"   {label}{extra} ({where})"), highlight=False)
-            else:
-                failures.append(out)
-                console.print(Text.assemble(("failed", "red"), f" {label}: {out.error}"), highlight=False)
-
+    display = RunDisplay(console, costs, shown, terminal=console.is_terminal, label=label)
+    with display:
         try:
-            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=on_done, on_progress=on_progress)
+            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress)
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: finished cells are stored; rerun the same command to complete the rest")
+            display.__exit__(None, None, None)
+            err.print(f"interrupted: {display.done} finished cell(s) are stored; the {display.total - display.done} cut short are marked interrupted (not failed); rerun the same command to complete them", highlight=False, markup=False)
             raise typer.Exit(130)
         except (ValueError, StoreError) as exc:
+            display.__exit__(None, None, None)
             fail(str(exc))
-    _summary(store, t, prof, methods)
+    _summary(store, t, prof, plan, methods, seed_list, dataset)
     par = f"{jobs} cells side by side, " if jobs > 1 else ""
-    console.print(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}", markup=False)
-    if failures:
-        err.print(f"[bold red]{len(failures)} cell(s) failed[/]:")
-        for f in failures:
-            err.print(f"  {f.cell.label()}: {f.error}", highlight=False, markup=False)
+    _line(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}")
+    if display.failures:
+        err.print(f"[bold red]{len(display.failures)} cell(s) failed[/]:")
+        for f in display.failures:
+            err.print(f"  {label(f.cell)}: {f.error}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
-def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
+def _plain() -> bool:
+    """Plain, unwrapped lines instead of tables and live bars: stdout is not a terminal."""
+    return not console.is_terminal
+
+
+def _line(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_datasets(profile: Any, data_dir: Optional[Path]) -> None:
+    """Every dataset on the profile's dataset axis is registered and present (cheap checks)."""
+    if "dataset" not in profile.axes:
+        return
+    from . import data as D
+
+    for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
+        try:
+            D.check(ref, data_dir)
+        except LookupError as exc:
+            fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+        except D.DatasetError as exc:
+            fail(str(exc))
+
+
+def _load_datasets(profile: Any, ctx: Any) -> None:
+    """Load (decode) the profile's datasets once before the cells, under a spinner on a terminal;
+    the in-process memo then serves every cell (forked workers inherit it)."""
+    if "dataset" not in profile.axes:
+        return
+    import contextlib
+
+    from . import data as D
+
+    for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
+        spin = console.status(f"loading dataset {ref}", spinner="dots") if console.is_terminal else contextlib.nullcontext()
+        try:
+            with spin:
+                D.resolve(ref, ctx.data_dir, ctx.cache_dir)
+        except D.DatasetError as exc:
+            fail(str(exc))
+        except LookupError as exc:
+            fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+
+
+class _Labeller:
+    """Cell labels that name the parameters differing from the installed defaults."""
+
+    def __init__(self, methods: list[Any]) -> None:
+        self.defaults: dict[str, dict[str, Any]] = {}
+        for m in methods:
+            try:
+                self.defaults[m.name] = dict(plugins.method(m.name).params)
+            except LookupError:
+                self.defaults[m.name] = dict(m.params)
+
+    def __call__(self, cell: Any) -> str:
+        ax = " ".join(f"{k}={v}" for k, v in cell.axes.items())
+        return f"{_method_label(cell.method, cell.params, self.defaults)} {ax} repeat={cell.repeat}"
+
+
+def _labeller(methods: list[Any]) -> _Labeller:
+    return _Labeller(methods)
+
+
+def _method_label(name: str, params: Any, defaults: dict[str, dict[str, Any]]) -> str:
+    """``cld`` or ``cld(epochs_used=0.5)``: the parameters that differ from the installed defaults."""
+    if name not in defaults:
+        try:
+            defaults[name] = dict(plugins.method(name).params)
+        except LookupError:
+            defaults[name] = {}
+    base = defaults[name]
+    diff = {k: v for k, v in dict(params or {}).items() if k not in base or base[k] != v}
+    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(diff.items()))})" if diff else name
+
+
+def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds: Optional[list[int]], dataset: Optional[str]) -> None:
+    """Mean ± std over seeds of this invocation's cells (and the references it compares with),
+    one row per method, parameter setting and value of every axis the profile varies."""
     import numpy as np
 
+    from .progress import fmt_metric, fraction_metric
+    from .runner import expand
+
+    prof = plan.profile
     primary = t.primary_for(prof)
-    names = [m.name for m in methods] + [r for r in t.reference_methods if r not in {m.name for m in methods}]
-    rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["method"] in names]
-    if not rows:
+    keys = {p.cell.key for p in [*plan.todo, *plan.done]}
+    for ref in t.reference_methods:  # the references this run is compared with, even with --no-references
+        try:
+            keys |= {c.key for c in expand(t, base, t.reference(base, ref), seeds=seeds, dataset=dataset)}
+        except (LookupError, ValueError):
+            continue
+    own = {p.cell.key for p in [*plan.todo, *plan.done] if p.method.name in {m.name for m in methods}}
+    rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["key"] in keys]
+    if not any(r["key"] in own for r in rows):  # references alone are no summary of this run
+        console.print(f"no finished cells of this run on {prof.id} to summarise", markup=False, highlight=False)
         return
-    # one row per method and value of every axis the profile varies (budget, training, ...)
+    defaults: dict[str, dict[str, Any]] = {}
     varied = [a for a, vals in prof.axes.items() if len(vals) > 1]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        key = (r["method"],) + tuple(f"{r['axes'].get(a)}" for a in varied)
+        key = (_method_label(r["method"], r["params"], defaults),) + tuple(f"{r['axes'].get(a)}" for a in varied)
         groups.setdefault(key, []).append(r)
     present = {k for r in rows for k in r["metrics"]}
     cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
-    table = Table("method", *varied, "n", *cols, title=_lit(f"{prof.id} (mean ± std over seeds)"))
+    percent = {c: fraction_metric(r["metrics"].get(c) for r in rows) for c in cols}
+    title = f"{prof.id}: this run's cells and references (mean ± std over seeds{'; in %' if any(percent.values()) else ''})"
+    lines = []
     for key, rs in sorted(groups.items()):
         cells = []
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
             v = v[np.isfinite(v)]
-            cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "-")
-        _row(table, *key, str(len(rs)), *cells)
+            cells.append(fmt_metric(float(v.mean()), percent[c], float(v.std()) if v.size > 1 else None) if v.size else "-")
+        lines.append((key, len(rs), cells))
+    if _plain():
+        _line(title)
+        for key, n, cells in lines:
+            _line("  " + "  ".join([key[0], *(f"{a}={v}" for a, v in zip(varied, key[1:])), f"n={n}", *(f"{c}={x}" for c, x in zip(cols, cells))]))
+        return
+    table = Table("method", *varied, "n", *cols, title=_lit(title))
+    for key, n, cells in lines:
+        _row(table, *key, str(n), *cells)
     console.print(table)
 
 
@@ -378,7 +480,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
     try:
         store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}", markup=False)
-        console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='running'))} running/interrupted")
+        console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='interrupted'))} interrupted (Ctrl-C; not failures), {len(store.runs(status='running'))} running")
     except StoreError as exc:
         console.print(f"{'store':14} {exc}", markup=False)
         ok = ok and "no results database" in str(exc)

@@ -125,6 +125,9 @@ class DatasetSpec:
     summary: str = ""
     needs_arg: bool = False
     threat_model: Mapping[str, float] | None = None
+    #: optional cheap check ``check(arg, data_dir)`` run before a plan is made (``run`` and
+    #: ``run --dry-run``): raises ``DatasetError`` when the data cannot be there, without loading it
+    check: Callable[[str | None, Path | None], None] | None = None
 
 
 def _finish(ds: DatasetTensors) -> DatasetTensors:
@@ -272,6 +275,17 @@ def _decode(items: list[tuple[str, int]], size: tuple[int, int] | None) -> tuple
     return x, y
 
 
+def check_imagefolder(arg: str | None, data_dir: Path | None = None) -> None:
+    """The tree of ``imagefolder:PATH`` exists and has class folders with images (listed, not decoded)."""
+    if not arg:
+        raise DatasetError("imagefolder needs a path: --dataset imagefolder:PATH")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"imagefolder: {root} is not a directory; pass --dataset imagefolder:PATH of a class-folder tree")
+    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    _list_tree(root / "train" if split_dirs else root)
+
+
 def load_imagefolder(arg: str | None, data_dir: Path | None = None, cache_dir: Path | None = None) -> DatasetTensors:
     if not arg:
         raise DatasetError("imagefolder needs a path: --dataset imagefolder:PATH")
@@ -321,7 +335,7 @@ BUILTIN_DATASETS = [
     DatasetSpec("digits", load_digits, "scikit-learn 8x8 handwritten digits, embedded (no download)", threat_model=DIGITS_THREAT),
     DatasetSpec("cifar10", load_cifar10, "CIFAR-10 python batches under --data-dir (torchvision download when possible)", threat_model=CIFAR_THREAT),
     DatasetSpec("cifar100", load_cifar100, "CIFAR-100 python batches under --data-dir (torchvision download when possible)", threat_model=CIFAR_THREAT),
-    DatasetSpec("imagefolder", load_imagefolder, "any class-folder tree: --dataset imagefolder:PATH", needs_arg=True, threat_model=CIFAR_THREAT),
+    DatasetSpec("imagefolder", load_imagefolder, "any class-folder tree: --dataset imagefolder:PATH", needs_arg=True, threat_model=CIFAR_THREAT, check=check_imagefolder),
 ]
 
 
@@ -356,6 +370,21 @@ def threat_text(eps: float) -> str:
 
 
 _LOADED: dict[tuple[str, str], DatasetTensors] = {}
+
+
+def check(ref: str, data_dir: Path | None = None) -> None:
+    """Fail early, without loading data: ``ref`` names a registered dataset, has the argument it
+    needs, and passes the dataset's own ``check`` (e.g. the image-folder tree exists).
+
+    Raises ``DatasetError`` (or ``LookupError`` listing the known names) with a one-line message."""
+    from . import registry as plugins
+
+    name, _, arg = ref.partition(":")
+    spec: DatasetSpec = plugins.dataset(name)
+    if spec.needs_arg and not arg:
+        raise DatasetError(f"dataset {name} needs an argument: --dataset {name}:PATH")
+    if getattr(spec, "check", None) is not None:
+        spec.check(arg or None, data_dir)
 
 
 def resolve(ref: str, data_dir: Path | None = None, cache_dir: Path | None = None) -> DatasetTensors:
