@@ -357,3 +357,172 @@ def test_interrupted_cells_are_not_failures_in_doctor_or_results(reg, wide, tmp_
     assert {r["status"] for r in json.loads(invoke("results", "--json", "--db", str(db)).stdout)} == {"interrupted"}
     again = make_plan(t, t.profile("tiny"), [reg.method("random")], store, references=False)
     assert len(again.todo) == 2  # a rerun computes them
+
+
+# ---- 7. start-up ------------------------------------------------------------------------------
+
+_PROBE = (
+    "import sys\n"
+    "sys.argv = ['coreset-bench'] + sys.argv[1:]\n"
+    "from coreset_bench.cli import main\n"
+    "try:\n"
+    "    main()\n"
+    "finally:\n"
+    "    print('LOADED', 'torch' in sys.modules, 'coreset_bench.registry' in sys.modules, file=sys.stderr)\n"
+)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"], ["results", "--db", "DB"]])
+def test_version_help_and_results_import_neither_torch_nor_plugins(tmp_path, argv):
+    """Through the real entry point (``main``): no plugin load, no torch import (the benchmark
+    ``benchmarks/bench_startup.py`` measures the time; this pins the cause)."""
+    db = tmp_path / "r.db"
+    Store(db).close()
+    res = subprocess.run([sys.executable, "-c", _PROBE, *[str(db) if a == "DB" else a for a in argv]], capture_output=True, text=True, env=_bench_env(tmp_path), timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "LOADED False False" in res.stderr
+    if argv == ["--help"]:
+        for cmd in ("run", "plugins", "results", "leaderboard", "export", "compare"):
+            assert cmd in res.stdout
+
+
+# ---- 5. discoverability ---------------------------------------------------------------------
+
+
+def test_plugins_lists_one_line_per_plugin_at_80_columns(reg, monkeypatch):
+    rows = json.loads(invoke("plugins", "--json").stdout)
+    for terminal in (False, True):
+        buf = io.StringIO()
+        monkeypatch.setattr(cli, "console", Console(file=buf, width=80, force_terminal=terminal, color_system=None))
+        assert invoke("plugins").exit_code == 0
+        lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+        body = [ln for ln in lines if ln.split() and ln.split()[0] in {r["name"] for r in rows}]
+        assert len(body) == len(rows), buf.getvalue()  # one line each, never wrapped
+        assert len(lines) <= len(rows) + 3
+        if terminal:
+            assert all(len(ln) <= 80 for ln in lines)
+    stepped = next(ln for ln in body if ln.startswith("stepped"))
+    assert "selection" in stepped and "coreset" in stepped and "keeps the first samples" in stepped
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=250))
+    assert invoke("plugins", "--verbose").exit_code == 0
+    assert "package" in buf.getvalue() and "version" in buf.getvalue() and "coreset-bench" in buf.getvalue()
+
+
+def test_plugins_show_prints_parameters_with_types_ranges_and_citation(reg, wide):
+    res = invoke("plugins", "show", "stepped")
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    assert "stepped (selection)" in out and "citation: Nobody. A Test Method. 2026." in out and "tracks: coreset" in out
+    assert "fraction = 1.0  (float in (0, 1])  share of the pool" in out
+    assert "stride = 1  (int >= 1)" in out and "mode = 'first'  (str one of 'first', 'last')" in out
+    assert "flag = False  (bool)" in out  # undeclared: the default's type
+    data = json.loads(invoke("plugins", "show", "stepped", "--json").stdout)
+    assert data["params"]["fraction"] == {"default": 1.0, "rule": "float in (0, 1]", "help": "share of the pool"}
+    assert data["package"] and data["tracks"] == ["coreset"]
+    line = one_line_error(invoke("plugins", "show", "steped"))
+    assert "no plugin named 'steped'" in line and "stepped" in line
+
+
+def test_profiles_show_the_conventions_without_json(reg, wide):
+    res = invoke("profiles", "coreset")
+    assert res.exit_code == 0
+    block = res.stdout.split("coreset/tiny@1", 1)[1].split("coreset/", 1)[0]
+    assert "budget: kept fraction of the training pool" in block
+    assert "class balance: method's choice" in block
+    assert "training: 40 optimizer steps" in block
+    item = {p["id"]: p for p in json.loads(invoke("profiles", "coreset", "--json").stdout)}["coreset/tiny@1"]
+    assert item["conventions"]["training"].startswith("40 optimizer steps")
+
+
+def test_results_json_help_matches_its_output(reg, tmp_path):
+    Store(tmp_path / "r.db").close()
+    assert "JSON array" in " ".join(invoke("results", "--help").stdout.split())
+    assert isinstance(json.loads(invoke("results", "--json", "--db", str(tmp_path / "r.db")).stdout), list)
+
+
+# ---- 6. housekeeping and comparison -------------------------------------------------------------
+
+
+def _two_settings(reg, db, seeds=(0, 1, 2)):
+    store = Store(db)
+    t = reg.track("coreset")
+    prof = t.profile("tiny")
+    for m, base in ((reg.method("stepped"), 0.60), (reg.method("stepped").with_params(fraction="0.5"), 0.55)):
+        plan = make_plan(t, prof, [m], store, seeds=list(seeds), references=False)
+        for p in plan.todo:
+            store.claim(p.cell, p.method, {})
+            store.finish(p.cell.key, metrics={"clean_acc": base + 0.01 * p.cell.repeat + (0.002 if p.cell.axes["budget"] == 0.5 else 0.0)}, timings={}, info={})
+    return store, t, prof
+
+
+def test_compare_prints_the_paired_difference_per_cell_with_an_interval(reg, wide, tmp_path):
+    db = tmp_path / "r.db"
+    _two_settings(reg, db)
+    res = invoke("compare", "stepped:fraction=0.5", "stepped", "--db", str(db))
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("coreset/tiny@1: clean_acc, stepped:fraction=0.5 − stepped (paired by seed")
+    cells = [ln for ln in lines if "budget=" in ln]
+    assert len(cells) == 2 and all("n=3" in ln and "-5.00 pp" in ln for ln in cells)  # the same paired gap at every seed
+    assert "(no interval" in cells[0]  # zero spread: no fake "± 0"
+    data = json.loads(invoke("compare", "stepped:fraction=0.5", "stepped", "--db", str(db), "--json").stdout)
+    assert data[0]["overall"]["mean"] == pytest.approx(-0.05) and data[0]["overall"]["n"] == 3
+    line = one_line_error(invoke("compare", "stepped:fraction=2", "stepped", "--db", str(db)))
+    assert "parameter 'fraction': expected float in (0, 1]" in line
+    line = one_line_error(invoke("compare", "stepped:stride=3", "stepped", "--db", str(db)))
+    assert "no finished runs of stepped:stride=3" in line
+
+
+def test_results_prune_removes_failed_runs_or_a_parameter_setting(reg, wide, tmp_path):
+    db = tmp_path / "r.db"
+    store, t, prof = _two_settings(reg, db, seeds=(0,))
+    bad = make_plan(t, prof, [reg.method("stepped").with_params(stride="2")], store, references=False)
+    for i, p in enumerate(bad.todo):
+        store.claim(p.cell, p.method, {})
+        (store.fail if i == 0 else store.interrupt)(p.cell.key, "boom", *([None] if i == 0 else []))
+    assert len(store.runs()) == 6
+    line = one_line_error(invoke("results", "prune", "--db", str(db)))
+    assert "name what to remove" in line
+    dry = invoke("results", "prune", "--failed", "--dry-run", "--db", str(db))
+    assert "2 run(s) would be removed" in dry.stdout and len(store.runs()) == 6
+    res = invoke("results", "prune", "--failed", "--db", str(db))
+    assert res.exit_code == 0 and "removed 2 run(s)" in res.stdout
+    assert {r.status for r in store.runs()} == {"done"} and len(store.runs()) == 4
+    res = invoke("results", "prune", "--plugin", "stepped", "--param", "fraction=0.5", "--db", str(db))
+    assert "removed 2 run(s)" in res.stdout
+    assert [json.loads(r.params)["fraction"] for r in store.runs()] == [1.0, 1.0]
+
+
+# ---- 8. export leaves unchanged entries alone -------------------------------------------------
+
+
+def test_export_does_not_rewrite_unchanged_entries_and_names_the_setting_in_warnings(reg, wide, tmp_path):
+    cli._add_builtin_commands()  # what main() adds: leaderboard, export, keys
+    db = tmp_path / "r.db"
+    store, t, prof = _two_settings(reg, db, seeds=(0,))
+    out = tmp_path / "entries"
+    first = invoke("export", "--out", str(out), "--db", str(db))
+    assert first.exit_code == 0, first.stderr
+    files = sorted(out.rglob("*.json"))
+    assert len(files) == 2
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+    import time
+
+    time.sleep(1.1)  # a rewrite would carry a new export time
+    again = invoke("export", "--out", str(out), "--db", str(db))
+    assert again.exit_code == 0 and again.stdout.count("(unchanged)") == 2
+    assert {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files} == before
+    # a changed result changes the entry: it is written again (and only it)
+    key = make_plan(t, prof, [reg.method("stepped")], store, references=False).done[0].cell.key
+    assert store.delete([key]) == 1
+    third = invoke("export", "--out", str(out), "--db", str(db))
+    assert third.stdout.count("(unchanged)") == 1
+    changed = [f for f in files if f.read_bytes() != before[f][0]]
+    assert len(changed) == 1 and "-" not in changed[0].name  # the default setting's file
+    # a setting with no finished cell: the warning names its parameters
+    failed = make_plan(t, prof, [reg.method("stepped").with_params(stride="4")], store, references=False)
+    store.claim(failed.todo[0].cell, failed.todo[0].method, {})
+    store.fail(failed.todo[0].cell.key, "boom", None)
+    res = invoke("export", "--out", str(out), "--db", str(db))
+    assert "warning: stepped(stride=4) on coreset/tiny@1: no finished cells" in res.stderr
