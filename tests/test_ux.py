@@ -336,11 +336,11 @@ def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, (out, err)
-    assert "marked interrupted (not failed)" in err
     with sqlite3.connect(db) as con:
         statuses = [r[0] for r in con.execute("SELECT status FROM run")]
-    assert "interrupted" in statuses and "failed" not in statuses and "running" not in statuses
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in statuses and "failed" not in statuses and "running" not in statuses, statuses
+    assert "marked interrupted (not failed)" in err, (out, err)
 
 
 def test_interrupted_cells_are_not_failures_in_doctor_or_results(reg, wide, tmp_path):
