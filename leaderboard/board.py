@@ -212,6 +212,9 @@ class Row:
     #: overall table: mean rank over the settings, and the rank in each setting
     mean_rank: float | None = None
     setting_ranks: list[int | None] = field(default_factory=list)
+    #: mean over cells of this row's end-to-end time divided by the baseline's at the same cell
+    #: (axis point and repeat) on the same machine (platform, device, threads); None without one
+    cost_ratio: float | None = None
 
 
 @dataclass
@@ -250,6 +253,28 @@ class Board:
     @property
     def main(self) -> Table:
         return self.tables[0]
+
+
+def _machine(rec: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What the environment record says about the machine a cell ran on."""
+    env = rec.get("environment") or {}
+    return (str(env.get("platform", "")), str(env.get("device_name") or env.get("device", "")), str(env.get("threads", "")))
+
+
+def _cost_ratio(v: Variant, baseline: Variant | None, keys: Sequence[tuple[str, int]]) -> float | None:
+    """Mean of (this cell's total time / the baseline's at the same cell), over cells whose two
+    records ran on the same machine: a loaded or slower machine cannot make a method look slow."""
+    if baseline is None:
+        return None
+    ratios = []
+    for k in keys:
+        a, b = v.done.get(k), baseline.done.get(k)
+        if a is None or b is None or _machine(a) != _machine(b):
+            continue
+        ta, tb = a["timings"].get("total_s"), b["timings"].get("total_s")
+        if isinstance(ta, (int, float)) and isinstance(tb, (int, float)) and tb > 0 and math.isfinite(ta) and math.isfinite(tb):
+            ratios.append(float(ta) / float(tb))
+    return math.fsum(ratios) / len(ratios) if ratios else None
 
 
 def method_stand_in(track: Track, name: str, version: str, params: Mapping[str, Any]) -> Any:
@@ -392,6 +417,7 @@ def _row(
     done_recs = [v.done[k] for k in done_keys]
     sel = _mean(r["timings"]["selection_s"] for r in done_recs if "selection_s" in r["timings"])
     tot = _mean(r["timings"]["total_s"] for r in done_recs if "total_s" in r["timings"])
+    cost_ratio = _cost_ratio(v, baseline, done_keys)
     ratios = []
     short = 0
     for r in done_recs:
@@ -427,6 +453,7 @@ def _row(
         secondary=sec,
         selection_s=sel,
         total_s=tot,
+        cost_ratio=cost_ratio,
         realized_ratio=realized,
         realized_short=short,
         done=len(done_keys),

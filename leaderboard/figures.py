@@ -32,6 +32,21 @@ def _label(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _limits(board: Board, metric: str) -> tuple[float, float]:
+    """The range a metric can take, in plotted units: [0, 100] % for a fraction, else unbounded.
+    Confidence bands are clipped to it (a t-interval over few seeds can run past 0 % or 100 %)."""
+    if metric in board.fraction_metrics:
+        return 0.0, 100.0
+    return -math.inf, math.inf
+
+
+def _title(text: str, width: int = 44) -> str:
+    """A panel title wrapped to the panel's width, so neighbouring titles never overlap."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(_label(text), width)) or _label(text)
+
+
 def _scale(board: Board, metric: str) -> float:
     return 100.0 if metric in board.fraction_metrics else 1.0
 
@@ -59,20 +74,22 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
         return False
     scale = _scale(board, board.primary)
     unit = " (%)" if scale == 100.0 else ""
+    floor_y, ceil_y = _limits(board, board.primary)
     n = len(settings)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
     drawn = curve_variants(board, max_rows)
+    title_lines = max(_title(t.title).count("\n") + 1 for t in settings)
     # fixed margins instead of tight layouts: computing text extents dominates the cost of a
-    # figure with many panels, and a large board must render in seconds
-    panel_w, panel_h, legend_w, top, bottom, left = 4.2, 3.0, 2.4, 0.45, 0.55, 0.75
+    # figure with many panels, and a large board must render in seconds; room for wrapped titles
+    panel_w, panel_h, legend_w, top, bottom, left = 4.2, 3.0 + 0.16 * (title_lines - 1), 2.4, 0.3 + 0.16 * title_lines, 0.55, 0.75
     width = ncols * panel_w + legend_w
     height = nrows * panel_h + top + bottom
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
         fig.subplots_adjust(
             left=left / width, right=(width - legend_w) / width, bottom=bottom / height, top=1 - top / height,
-            wspace=0.3, hspace=0.55,
+            wspace=0.3, hspace=0.55 + 0.08 * (title_lines - 1),
         )
         cmap = plt.get_cmap("tab10")
         colors = {id(v): ("0.35" if v is board.baseline else cmap(i % 10)) for i, v in enumerate(drawn)}
@@ -91,8 +108,8 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
                     xs.append(float(col.value))
                     ys.append(iv.mean * scale)
                     a, b = iv.bounds()
-                    lo.append(a * scale)
-                    hi.append(b * scale)
+                    lo.append(min(max(a * scale, floor_y), ceil_y))
+                    hi.append(min(max(b * scale, floor_y), ceil_y))
                 if not xs:
                     continue
                 color = colors[id(v)]
@@ -103,7 +120,7 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
             if len(floors) == 1:  # the constant-classifier accuracy (1/C): a reference line
                 floor_line = ax.axhline(floors.pop() * scale, color="0.45", lw=1.0, ls=":")
                 legend.setdefault("constant classifier (1/C)", floor_line)
-            ax.set_title(_label(table.title), fontsize=9)
+            ax.set_title(_title(table.title), fontsize=9)
             ax.set_xlabel(board.column_axis)
             ax.set_ylabel(_label(board.primary) + unit)
             ax.grid(alpha=0.3, lw=0.5)
@@ -145,7 +162,11 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         return False
     scale = _scale(board, board.primary)
     unit = " (%)" if scale == 100.0 else ""
-    pts = [(float(r.total_s), r.score.mean * scale) for r in rows]  # type: ignore[arg-type, union-attr]
+    floor_y, ceil_y = _limits(board, board.primary)
+    # like with like: each cell's time over the baseline's at the same cell on the same machine
+    # (a loaded machine slows both); absolute seconds only when some row has no such pair
+    relative = board.baseline is not None and all(r.cost_ratio is not None for r in rows)
+    pts = [(float(r.cost_ratio if relative else r.total_s), r.score.mean * scale) for r in rows]  # type: ignore[arg-type, union-attr]
     front = pareto_front(pts, board.direction)
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(7.4, 4.6))
@@ -161,7 +182,7 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
             if not idx:
                 continue
             lo_hi = [rows[i].score.bounds() for i in idx]  # type: ignore[union-attr]
-            yerr = [[(rows[i].score.mean - lo) * scale for i, (lo, _) in zip(idx, lo_hi)], [(hi - rows[i].score.mean) * scale for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
+            yerr = [[max(0.0, pts[i][1] - max(lo * scale, floor_y)) for i, (lo, _) in zip(idx, lo_hi)], [max(0.0, min(hi * scale, ceil_y) - pts[i][1]) for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
             ax.errorbar([pts[i][0] for i in idx], [pts[i][1] for i in idx], yerr=yerr, fmt="o", ms=ms, capsize=2, color=color, alpha=alpha, lw=1)
         for i, (r, (x, y)) in enumerate(zip(rows, pts)):
             if i in on_front or r.baseline or r.leader or len(rows) <= 15:
@@ -172,7 +193,10 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         xs = [p[0] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
-        ax.set_xlabel("mean end-to-end time per cell (s): selection incl. proxy + training + evaluation")
+        if relative:
+            ax.set_xlabel(f"end-to-end time per cell ÷ {_label(board.baseline.label)}'s at the same cell, same machine")  # type: ignore[union-attr]
+        else:
+            ax.set_xlabel("mean end-to-end time per cell (s): selection incl. proxy + training + evaluation")
         ax.set_ylabel(_label(f"{board.primary} ({table.title.lower()})") + unit)
         ax.grid(alpha=0.3, lw=0.5)
         ax.legend(loc="lower right", frameon=False, fontsize=8)

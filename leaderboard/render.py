@@ -25,6 +25,7 @@ import hashlib
 import html
 import math
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,6 +210,13 @@ def _env() -> Environment:
 
 
 def _records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
+    """Records of a store, a path or a list; cells cut by Ctrl-C (``interrupted``) are no result
+    and no failure, so the board never sees them."""
+    recs, store = _all_records_from(source)
+    return [r for r in recs if r.get("status") != "interrupted"], store
+
+
+def _all_records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
     if source is None:
         return [], None
     if isinstance(source, Store):
@@ -346,6 +354,65 @@ def _unit(board: Board, metric: str, gain: bool = False) -> str:
     return ""
 
 
+def _unit_suffix(board: Board, metric: str) -> str:
+    """`` %`` after a number of a fraction metric (shown in percent, as the CLI prints it)."""
+    return " %" if metric in board.fraction_metrics else ""
+
+
+def paper_link(citation: str) -> str:
+    """A link to the paper a citation names: its arXiv page, DOI or URL when the citation gives
+    one, else a Google Scholar search for the citation text; "" without a citation."""
+    import urllib.parse
+
+    text = " ".join(str(citation or "").split())
+    if not text:
+        return ""
+    m = re.search(r"https?://\S+[^\s.,;)]", text)
+    if m:
+        return m.group(0)
+    m = re.search(r"arXiv[:\s]*(\d{4}\.\d{4,5})", text, re.I)
+    if m:
+        return f"https://arxiv.org/abs/{m.group(1)}"
+    m = re.search(r"\b(10\.\d{4,9}/[^\s,;]+[^\s.,;)])", text)
+    if m:
+        return f"https://doi.org/{m.group(1)}"
+    return "https://scholar.google.com/scholar?q=" + urllib.parse.quote(text[:300])
+
+
+def _headline(board: Board, method_href: Mapping[str, str], papers: Mapping[str, str]) -> dict[str, Any] | None:
+    """The front page's table of a track: method × column (budget) of the primary metric, from
+    the first setting table of ``board``, ranked rows first, each method with its paper link."""
+    tables = [t for t in board.tables if t.kind == "setting"]
+    if not tables:
+        return None
+    t = tables[0]
+    scale, unit = _scale(board, board.primary), _unit_suffix(board, board.primary)
+    rows = []
+    for r in t.rows:
+        if not any(iv is not None for iv in r.cols):
+            continue
+        name = r.variant.method
+        rows.append({
+            "label": r.variant.label,
+            "href": method_href.get(name, ""),
+            "paper": papers.get(name, ""),
+            "status": r.status,
+            "leader": r.leader,
+            "cells": [(fmt_interval(iv, scale) + unit) if iv is not None else "—" for iv in r.cols],
+        })
+    if not rows:
+        return None
+    return {
+        "profile": board.profile.id,
+        "setting": t.title,
+        "axis": board.column_axis or "",
+        "columns": [c.label for c in t.columns],
+        "metric": board.primary,
+        "direction": "higher is better" if board.direction == "max" else "lower is better",
+        "rows": rows,
+    }
+
+
 def _verified_by(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The trusted keys that signed the row's results; empty unless every record is verified."""
     labels = [r.get("verified_by") for r in records]
@@ -376,7 +443,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     secondary = [] if overall else board.secondary  # never averaged across settings
     for m in secondary:
         sdir = "desc" if board.track.metric_directions.get(m, "max") == "max" else "asc"
-        headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir})
+        headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir, "cls": "secondary"})
     headers += [
         {"label": "selection", "title": "mean selection time per cell, including the proxy run it needed", "type": "num", "first": "asc"},
         {"label": "total", "title": "mean end-to-end time per cell", "type": "num", "first": "asc"},
@@ -460,7 +527,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
                 )
         for m in secondary:
             iv = r.secondary.get(m)
-            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="partial" if dagger else ""))
+            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (_unit_suffix(board, m) if iv is not None else "") + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="secondary partial" if dagger else "secondary"))
         cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
         cells.append(_cell(fmt_seconds(r.total_s), r.total_s))
         if r.realized_ratio is None:
@@ -513,7 +580,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             + (f"; second line: gain over {base} ({_unit(board, primary, True) or 'raw'}), paired by seed and test point" if base else "")
             + ". † marks values over an incomplete set of cells."
         )
-    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain, "floor": floor_row, "footnotes": footnotes}
+    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain, "floor": floor_row, "footnotes": footnotes, "has_secondary": bool(secondary)}
 
 
 def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, str], max_curves: int) -> dict[str, Any]:
@@ -533,7 +600,7 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
             figs.append({
                 "src": f"figures/{pareto.name}",
                 "alt": f"cost against quality per method ({t.title})",
-                "caption": f"Cost–quality: mean end-to-end time per cell against {board.primary} ({t.title.lower()}); red: the Pareto front.",
+                "caption": f"Cost–quality: end-to-end time per cell against {board.primary} ({t.title.lower()}); time relative to the baseline's at the same cell on the same machine (platform, device, threads) where every row has such pairs, else mean seconds; red: the Pareto front; bands clipped to the metric's range.",
             })
     if board.track.name == "pooling":
         pool = out / "figures" / f"{stem}-pool-frontier.svg"
@@ -668,12 +735,13 @@ def _method_page(
                         realized += f" of {info['budget']}"
                 values = [str(r["axes"].get(a, "")) for a in axis_names]
                 values += [str(r["repeat"]), str(r["seed"])]
-                values += [_num(r["metrics"][m], scale[m]) if m in r["metrics"] else "" for m in metric_names]
+                values += [_num(r["metrics"][m], scale[m]) + (" %" if scale[m] == 100.0 else "") if m in r["metrics"] else "" for m in metric_names]
                 values += [fmt_seconds(t.get(k)) if k in t else "" for k in TIMING_KEYS]
                 values.append(realized)
                 fl = info.get("flags")
                 values.append(", ".join(str(f) for f in fl) if isinstance(fl, list) else "")
-                rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets})
+                label = " ".join(f"{a}={r['axes'][a]}" for a in axis_names if a in r["axes"]) + f" repeat={r['repeat']}"
+                rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets, "label": label})
             done = sum(1 for r in prs if r["status"] == "done")
             cov = ""
             if board is not None:
@@ -862,7 +930,9 @@ def render_site(
             "href": profile_href[pid],
             "methods": len(board.variants),
             "leader": lead.variant.label if lead else "",
-            "leader_score": (f"mean rank {lead.mean_rank:.2f}" if main.kind == "overall" else fmt_interval(lead.score, _scale(board, board.primary))) if lead else "",
+            "leader_score": (f"mean rank {lead.mean_rank:.2f}" if main.kind == "overall" else fmt_interval(lead.score, _scale(board, board.primary)) + _unit_suffix(board, board.primary)) if lead else "",
+            "derived": ":" in board.profile.name,
+            "n_methods": len(board.variants),
             "complete": sum(1 for r in main.rows if r.status != "incomplete"),
             "incomplete": sum(1 for r in main.rows if r.status == "incomplete"),
         })
@@ -877,6 +947,7 @@ def render_site(
     report.artifacts = arts.count
     report.warnings.extend(arts.warnings)
 
+    papers = {name: paper_link(_method_meta(name, entry_meta, recs).get("citation", "")) for name, recs in by_method.items()}
     track_list = []
     for tname in sorted(set(tracks) | {b.track.name for b in boards.values()}):
         t = tracks[tname]
@@ -885,6 +956,7 @@ def render_site(
         newest: dict[str, int] = {}
         for p in t.profiles():
             newest[p.name] = max(newest.get(p.name, p.version), p.version)
+        empty = []
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "complete": 0, "incomplete": 0}
             row = {**row, "primary": primary_metric(t, p)}
@@ -893,14 +965,25 @@ def render_site(
             if p.version < newest[p.name]:
                 if row["href"]:
                     earlier.append({**row, "superseded_by": f"{t.name}/{p.name}@{newest[p.name]}"})
-            else:
+            elif row["href"]:
                 profs.append(row)
+            else:  # no results: listed compactly below the table, not as an empty row
+                empty.append(p.id)
+        known = {p.id for p in t.profiles()}
+        derived = [{**row, "primary": boards[row["id"]].primary} for pid, row in sorted(rendered.items()) if pid not in known]
+        # the headline: the current (not superseded, not derived) profile with the most methods
+        current = [row["id"] for row in profs if row["id"] in boards]
+        best = max(current, key=lambda pid: (len(boards[pid].variants), pid), default=None)
         track_list.append({
             "name": t.name,
             "summary": t.summary,
             "contestants": t.contestant_kind,
             "profiles": profs,
+            "derived": derived,
+            "empty": empty,
             "earlier": earlier,
+            "headline": _headline(boards[best], method_href, papers) if best else None,
+            "headline_href": profile_href.get(best, "") if best else "",
         })
     index_model = {
         "tracks": track_list,

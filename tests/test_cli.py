@@ -160,7 +160,7 @@ def test_run_dry_run_results_and_doctor(fresh_plugins, wide, tmp_path):
     doc = invoke("doctor", "--db", str(db))
     assert doc.exit_code == 0, doc.stdout
     assert "integrity ok" in doc.stdout and "m001_initial, m002_indexes" in doc.stdout
-    assert "3 done, 0 failed, 0 running/interrupted" in doc.stdout
+    assert "3 done, 0 failed, 0 interrupted (Ctrl-C; not failures), 0 running" in doc.stdout
     assert "0 load error(s)" in doc.stdout
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import FacilityLocation, Kernel, check_choice, euclidean, final_grads, greedy_maximize, pairwise_max, select_groups
 
@@ -58,6 +58,7 @@ class Craig(SelectionMethod):
     summary = "CRAIG: facility location on last-layer gradient distances, per class, with cluster-size weights."
     citation = "Mirzasoleiman, Bilmes & Leskovec, Coresets for Data-efficient Training of Machine Learning Models, ICML 2020"
     params = {"class_balanced": True, "greedy": "lazy", "weights": "count"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive")), "weights": Param(str, choices=("count", "deepcore"))}
     signals = frozenset({"embeddings", "logits"})
     weighted = True
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import device_of, rank_groups
 
@@ -101,6 +101,7 @@ class DeepFool(SelectionMethod):
     summary = "DeepFool margin on the proxy model: keep the samples with the smallest adversarial perturbation."
     citation = "Ducoffe & Precioso, Adversarial Active Learning for Deep Networks: a Margin Based Approach, arXiv 2018"
     params = {"class_balanced": True, "max_iter": 50, "overshoot": 0.02, "batch_size": 128}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "max_iter": Param(int, min=1), "overshoot": Param(float, min=0), "batch_size": Param(int, min=1)}
     signals = frozenset({"proxy_model"})
 
     def scores(self, view: SelectionView) -> np.ndarray:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import FacilityLocation, GraphCut, Kernel, LogDeterminant, check_choice, cosine01, final_grads, greedy_maximize, select_groups
 
@@ -78,6 +78,7 @@ class GraphCutSelection(_Submodular):
     name = "submodular-graphcut"
     summary = "Greedy graph cut on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy", "lam": 1.0}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive")), "lam": Param(float, min=0)}
 
     def function(self, kernel: Kernel, budget: int) -> GraphCut:
         return GraphCut(kernel, lam=float(self.params["lam"]))
@@ -87,6 +88,7 @@ class FacilityLocationSelection(_Submodular):
     name = "submodular-facility-location"
     summary = "Greedy facility location on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive"))}
 
     def function(self, kernel: Kernel, budget: int) -> FacilityLocation:
         return FacilityLocation(kernel)
@@ -96,6 +98,7 @@ class LogDeterminantSelection(_Submodular):
     name = "submodular-logdet"
     summary = "Greedy log-determinant on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive"))}
 
     def function(self, kernel: Kernel, budget: int) -> LogDeterminant:
         return LogDeterminant(kernel, budget)
