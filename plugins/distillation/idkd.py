@@ -1,8 +1,10 @@
 """``idkd``: In-Distribution Knowledge Distillation for decentralized learning.
 
-QGM training on the private data until epoch ``e0 = round(start_frac · E)``; from the first epoch
-e >= e0 with e % ``every`` == 0, and every ``every`` epochs after it, the nodes homogenize their
-data through labels on a shared unlabelled public set, without sharing data or extra models:
+QGM training on the private data until epoch ``e0 = round(start_frac · E)``; at the start of
+epoch e0 and every ``every`` epochs after it, the nodes homogenize their data through labels on a
+shared unlabelled public set, without sharing data or extra models (the reference waits for the
+first multiple of 5 after e0: epoch 245 for e0 = 241 of 300; here the first exchange is at e0
+itself, so a short profile still gets one):
 
 1. (first exchange) node i labels the public set, p = softmax(f_i(x) / T), and keeps sample j as
    in-distribution iff max_c p_c > τ (maximum-softmax-probability OOD detector); its soft label
@@ -28,7 +30,8 @@ epochs and the number of labelled public samples per node.
 D. Ravikumar, G. Saha, S. A. Aketi, K. Roy. "Homogenizing Non-IID Datasets via In-Distribution
 Knowledge Distillation for Decentralized Learning." TMLR 2024 (arXiv 2304.04326). Defaults of
 ``train_idkd.py``: lr 0.01, τ 0.98 (CIFAR), T 1, exchanges every 5 epochs from epoch 241 of 300
-(start_frac 0.8). QGM: Lin et al., ICML 2021.
+(start_frac 0.8). Every choice the paper leaves open is a parameter: ``tau``, ``temperature``,
+``start_frac``, ``every``, ``aggregation``, ``final_gossip``. QGM: Lin et al., ICML 2021.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ class _Distiller:
         self.view, self.tau, self.T, self.how, self.chunk = view, float(tau), float(temperature), aggregation, int(chunk)
         E = int(view.recipe["epochs"])
         e0 = int(round(float(start_frac) * E))
-        self.exchange_epochs = [e for e in range(e0, E) if e % every == 0]
+        self.exchange_epochs = list(range(e0, E, int(every)))
         self.ids = _gossip.local_nodes(view)
         self.labels: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.kept: list[list[int]] | None = None
