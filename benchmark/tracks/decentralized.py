@@ -287,7 +287,14 @@ class DecentralizedTrack(Track):
 
             out, sent, method_info = gossip_dist.run_cell_multiprocess(self, profile, cell, method, w, topo, ctx)
         train_s = time.perf_counter() - t0
+        return self.score(profile, cell, method, out, sent, method_info, w, topo, ctx, train_s=train_s, how=how)
+
+    def score(self, profile: Profile, cell: Cell, method: Method, out: Any, sent: dict[str, int], method_info: dict[str, Any], w: World,
+              topo: DC.Topology, ctx: CellContext, *, train_s: float, how: str) -> CellResult:
+        """Check the method's node models and compute the cell's metrics, artifacts and info."""
+        n = topo.n
         models = check_node_models(out, method.name, n, w.x_test[: min(8, len(w.x_test))], w.num_classes, ctx.device)
+        method_info = dict(method_info)
 
         ctx.progress("evaluate", 0.9)
         t1 = time.perf_counter()
