@@ -332,6 +332,7 @@ class DecentralizedTrack(Track):
             "node_sizes": [int(len(y)) for _, y in w.nodes], "public_size": int(len(w.public_x)), "public_id": int(w.public_is_id.sum()),
             "test_size": int(len(w.y_test)), "partition_seed": w.partition_seed, "public_seed": w.public_seed, "bytes": {k: int(v) for k, v in sent.items()},
             "node_acc": [round(float(a), 6) for a in accs], "world_build_s": w.build_s, **detector,
+            "epochs": int(profile.settings["epochs"]), "steps_per_epoch": max(1, int(np.mean([len(y) for _, y in w.nodes]) // int(profile.settings["batch_size"]))),
             **{f"method_{k}": v for k, v in method_info.items()},
         }
         return CellResult(metrics=metrics, timings={"train_s": train_s, "evaluation_s": eval_s, "total_s": train_s + eval_s}, artifacts=artifacts, info=info)
