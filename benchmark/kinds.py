@@ -707,6 +707,14 @@ class DecentralizedView(_ReadOnlyView):
     Contract: node i's update depends only on ``nodes[i]``, ``public_x``,
     ``own_label_counts[i]``, the recipe and what node i received through ``net`` (the kit's
     isolation check enforces it). Return exactly n models, one per node.
+
+    Row r of ``nodes`` and ``own_label_counts`` is the global node ``net.local_nodes[r]``: all
+    n nodes (0..n-1) when the track simulates them in one process; only this process's node in a
+    multi-process run (execution ``gloo``: one process per node, ``net`` a ``GlooNetwork``), where
+    ``n`` is 1 and ``topology.n`` the number of nodes. A method written against
+    ``net.local_nodes`` (seeding each node by its global id) runs unchanged in both and declares
+    ``multiprocess = True``. The recipe has no learning rate: it is each method's own ``lr``
+    parameter (the reference scripts differ: DSGDm 0.1, QGM and IDKD 0.01).
     """
 
     nodes: Sequence[tuple[Any, Any]]
@@ -786,6 +794,9 @@ class DistillationMethod(Method):
     kind: ClassVar[str] = "distillation"
     #: "decentralized" (``DecentralizedView``) or "early-exit" (``ExitView``)
     role: str = ""
+    #: role "decentralized": the method also runs one node per process (``net.local_nodes``),
+    #: so the track's multi-process execution (``gloo``) can run it
+    multiprocess: ClassVar[bool] = False
 
     @abstractmethod
     def distill(self, view: DecentralizedView | ExitView) -> Sequence[Any] | ExitModel:
