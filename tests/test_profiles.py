@@ -69,9 +69,16 @@ def test_cli_profiles_show_the_dataset_threat_model(workdir):
 
     from coreset_bench.cli import app
 
-    res = CliRunner().invoke(app, ["run", "--plugin", "random", "--profile", "quick", "--dataset", "imagefolder:/x", "--dry-run"])
+    from PIL import Image
+
+    tree = workdir / "x"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tree / split / c).mkdir(parents=True)
+            Image.new("RGB", (4, 4), (10, 20, 30)).save(tree / split / c / "0.png")
+    res = CliRunner().invoke(app, ["run", "--plugin", "random", "--profile", "quick", "--dataset", f"imagefolder:{tree}", "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert "coreset/quick:imagefolder:/x@2" in res.output.replace("\n", "")
+    assert f"coreset/quick:imagefolder:{tree}@2" in res.output.replace("\n", "")
     assert "Threat model: L∞ 8/255 with 2/255 steps (from the dataset; the profile's own is L∞ 0.075)." in " ".join(res.output.split())
 
 
