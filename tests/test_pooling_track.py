@@ -1,5 +1,6 @@
 """The ``pooling`` track: cell protocol, metrics, flags, bad plugin output (tracks-phase2.md §5.6, §5.9 9-10)."""
 
+import re
 import time
 
 import numpy as np
@@ -136,7 +137,16 @@ def test_tiny_run_renders_the_pool_frontier_figure(tmp_path, monkeypatch):
     svg = tmp_path / "site" / "figures" / "pooling-tiny-v1-pool-frontier.svg"
     text = svg.read_text()
     assert "static frontier (hindsight)" in text and "reactive" in text and "oracle" in text
-    assert "pooling-tiny-v1-pool-frontier.svg" in (tmp_path / "site" / "pooling-tiny-v1.html").read_text()
+    page = (tmp_path / "site" / "pooling-tiny-v1.html").read_text()
+    assert "pooling-tiny-v1-pool-frontier.svg" in page
+    # no coreset columns on a pooling board (no subset is selected), and seconds are not percentages
+    heads = re.findall(r"<th [^>]*>(.*?)</th>", page)
+    assert "total" in heads and "plan_s" in heads and not {"selection", "subset size"} & set(heads), heads
+    assert "= budget" not in page
+    method = (tmp_path / "site" / "methods" / "reactive.html").read_text()
+    mheads = re.findall(r"<th[^>]*>(.*?)</th>", method)
+    assert "plan_s" in mheads and "plan_s (%)" not in mheads and "subset size" not in mheads and "selection" not in mheads
+    assert re.search(r"<td>k [0-9.]+; pool p50 [0-9.]+ / p95 [0-9.]+ / max [0-9.]+</td>", method), "the realized k and pool sizes"
 
 
 def test_cells_store_what_the_method_realized(track, tmp_path):

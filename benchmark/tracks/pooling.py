@@ -124,6 +124,25 @@ class PoolingTrack(Track):
         out["pool_ready_mean"] = round(float(r.mean()), 3) if len(r) else 0.0
         return out
 
+    realized_title = "realized per fit; pool sizes"
+
+    @staticmethod
+    def realized_text(info: dict[str, Any]) -> str:
+        """One line for the method page: what the method wrote at each fit (``method_<key>``
+        lists, e.g. ``rho 31.2, 28.7, 40.1, 35.5``) and the pool targets in force (median, 95th
+        percentile, max)."""
+        def num(v: Any) -> str:
+            return "—" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+        parts = []
+        for k in sorted(k for k in info if k.startswith("method_")):
+            v = info[k]
+            parts.append(f"{k[len('method_'):]} " + (", ".join(num(x) for x in v) if isinstance(v, list) else num(v)))
+        pt = info.get("pool_target")
+        if isinstance(pt, dict) and pt:
+            parts.append(f"pool p50 {num(pt.get('p50'))} / p95 {num(pt.get('p95'))} / max {num(pt.get('max'))}")
+        return "; ".join(parts)
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         """One cell, with numpy's BLAS held to the cell's torch thread count: SSA's eigh and the
         like on a 2-thread OpenBLAS beside another cell's worker were ~80x slower in wall time
