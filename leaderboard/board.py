@@ -710,6 +710,8 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
     secondary = [m for m in dict.fromkeys(wanted) if any(v.values(m) for v in vlist)]
     fraction_metrics = set()
     for m in [primary, *secondary]:
+        if m.endswith("_s"):  # seconds (the pooling track's fit_s, plan_s) are never a fraction, however small
+            continue
         seen = [x for v in vlist for x in v.values(m).values()]
         if seen and all(0.0 <= x <= 1.0 for x in seen):
             fraction_metrics.add(m)

@@ -193,10 +193,11 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         xs = [p[0] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
+        with_selection = any(r.selection_s is not None for r in rows)
         if relative:
             ax.set_xlabel(f"end-to-end time per cell ÷ {_label(board.baseline.label)}'s at the same cell, same machine")  # type: ignore[union-attr]
         else:
-            ax.set_xlabel("mean end-to-end time per cell (s): selection incl. proxy + training + evaluation")
+            ax.set_xlabel("mean end-to-end time per cell (s)" + (": selection incl. proxy + training + evaluation" if with_selection else ""))
         ax.set_ylabel(_label(f"{board.primary} ({table.title.lower()})") + unit)
         ax.grid(alpha=0.3, lw=0.5)
         ax.legend(loc="lower right", frameon=False, fontsize=8)

@@ -444,12 +444,17 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     for m in secondary:
         sdir = "desc" if board.track.metric_directions.get(m, "max") == "max" else "asc"
         headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir, "cls": "secondary"})
-    headers += [
-        {"label": "selection", "title": "mean selection time per cell, including the proxy run it needed", "type": "num", "first": "asc"},
-        {"label": "total", "title": "mean end-to-end time per cell", "type": "num", "first": "asc"},
-        {"label": "subset size", "title": "realized subset size relative to the budget", "type": "num", "first": "desc"},
-        {"label": "coverage", "title": "cells done / cells the profile asks of the method", "type": "num", "first": "desc"},
-    ]
+    # columns only where the track's cells record them: no "selection" or "subset size" on a
+    # track that selects no subset (the pooling track's cells have neither)
+    recs = [rec for v in board.variants for rec in v.records]
+    has_selection = any("selection_s" in (rec.get("timings") or {}) for rec in recs)
+    has_subset = any("budget" in (rec.get("info") or {}) or "realized_size" in (rec.get("info") or {}) for rec in recs)
+    if has_selection:
+        headers.append({"label": "selection", "title": "mean selection time per cell, including the proxy run it needed", "type": "num", "first": "asc"})
+    headers.append({"label": "total", "title": "mean end-to-end time per cell", "type": "num", "first": "asc"})
+    if has_subset:
+        headers.append({"label": "subset size", "title": "realized subset size relative to the budget", "type": "num", "first": "desc"})
+    headers.append({"label": "coverage", "title": "cells done / cells the profile asks of the method", "type": "num", "first": "desc"})
     rows = []
     for r in table.rows:
         v = r.variant
@@ -528,9 +533,12 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
         for m in secondary:
             iv = r.secondary.get(m)
             cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (_unit_suffix(board, m) if iv is not None else "") + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="secondary partial" if dagger else "secondary"))
-        cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
+            if has_selection:
+                cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
         cells.append(_cell(fmt_seconds(r.total_s), r.total_s))
-        if r.realized_ratio is None:
+        if not has_subset:
+            pass
+        elif r.realized_ratio is None:
             cells.append(_cell("= budget", 1.0, cls="na"))
         else:
             cells.append(_cell(f"{r.realized_ratio * 100:.1f} % of budget", r.realized_ratio, title=f"{r.realized_short} cells below the budget"))
@@ -720,6 +728,12 @@ def _method_page(
                             metric_names.append(m)
             prs = sorted(prs, key=lambda r: (order.get(r["point"], 1 << 30), r["point"], r["repeat"]))
             scale = {m: (100.0 if board is not None and m in board.fraction_metrics else 1.0) for m in metric_names}
+            # the timing and subset columns this profile's cells record (a pooling cell times fit
+            # and plan, and selects no subset); the track's own summary of what a cell realized
+            seen = {k for r in prs for k in (r.get("timings") or {})}
+            timing_names = [k for k in TIMING_KEYS if k in seen] + sorted(k for k in seen if k not in TIMING_KEYS and k not in metric_names)
+            has_size = any("realized_size" in (r.get("info") or {}) for r in prs)
+            realized_text = getattr(board.track, "realized_text", None) if board is not None else None
             rows = []
             for r in prs:
                 t = r["timings"]
@@ -736,8 +750,14 @@ def _method_page(
                 values = [str(r["axes"].get(a, "")) for a in axis_names]
                 values += [str(r["repeat"]), str(r["seed"])]
                 values += [_num(r["metrics"][m], scale[m]) + (" %" if scale[m] == 100.0 else "") if m in r["metrics"] else "" for m in metric_names]
-                values += [fmt_seconds(t.get(k)) if k in t else "" for k in TIMING_KEYS]
-                values.append(realized)
+                values += [fmt_seconds(t.get(k)) if k in t else "" for k in timing_names]
+                if has_size:
+                    values.append(realized)
+                if realized_text is not None:
+                    try:
+                        values.append(str(realized_text(info)))
+                    except Exception:  # an old or foreign record: show nothing rather than fail the page
+                        values.append("")
                 fl = info.get("flags")
                 values.append(", ".join(str(f) for f in fl) if isinstance(fl, list) else "")
                 label = " ".join(f"{a}={r['axes'][a]}" for a in axis_names if a in r["axes"]) + f" repeat={r['repeat']}"
@@ -754,6 +774,10 @@ def _method_page(
                 "coverage": cov or f"{done} done",
                 "axis_names": axis_names,
                 "metric_names": [m + (" (%)" if scale[m] == 100.0 else "") for m in metric_names],
+                "timing_names": [k.removesuffix("_s") for k in timing_names],
+                "show_size": has_size,
+                "realized": (getattr(board.track, "realized_title", "realized") if realized_text is not None else ""),
+                "artifacts_label": "subset" if has_size or not prs or any(a.get("kind") == "subset" for r in prs for a in (r.get("artifacts") or ())) else "artifacts",
                 "rows": rows,
             })
         variants.append({
