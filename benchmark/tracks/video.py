@@ -51,9 +51,9 @@ COST_GRID = np.round(np.arange(1, 21) * 0.05, 2)
 THETAS = np.linspace(0.0, 1.0, 101)
 
 _QUICK: dict[str, Any] = {
-    "size": 64, "q": 4, "accumulate": True, "segments": 3, "train_per_class": 80, "test_per_class": 30,
-    "pools": {"mv": 4, "res": 4, "iframe": 4}, "widths": [8, 16, 32, 48], "backbone_epochs": 30, "backbone_lr": 0.05,
-    "backbone_batch_size": 64, "ic_epochs": 30, "ic_batch_size": 64, "ic_lr": {"mv": 0.01, "res": 0.005, "iframe": 3e-4},
+    "size": 64, "q": 4, "accumulate": True, "segments": 3, "train_per_class": 40, "test_per_class": 20,
+    "pools": {"mv": 4, "res": 4, "iframe": 4}, "widths": [8, 16, 32, 48], "backbone_epochs": 20, "backbone_lr": 0.05,
+    "backbone_batch_size": 32, "ic_epochs": 24, "ic_batch_size": 32, "ic_lr": {"mv": 0.01, "res": 0.005, "iframe": 3e-4},
     "ic_milestones": [0.5, 0.667, 0.833], "adam_eps": 1e-3, "weight_decay": 1e-4, "synth": {},
 }
 
@@ -65,8 +65,8 @@ def _profiles() -> list[Profile]:
                           "widths": [4, 8, 8, 16], "backbone_epochs": 3, "ic_epochs": 4, "synth": {"classes": 4, "size": 32, "object_size": [8, 12]}},
                 description="Seconds-long profile for tests: 4 classes, 32x32 clips, 12 training clips per class, 3 backbone and 4 IC epochs."),
         Profile("video", "quick", 1, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK),
-                description="synth-motion (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 80 training / 30 test clips per class), "
-                            "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 30 epochs and shared through the cache, 30 IC epochs.",
+                description="synth-motion (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 20 test clips per class), "
+                            "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 20 epochs and shared through the cache, 24 IC epochs.",
                 timeout_s=1800.0),
         Profile("video", "accumulate", 1, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="quick@1 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
