@@ -255,7 +255,8 @@ def synth_clip(cls: int, rng: np.random.Generator, cfg: dict[str, Any]) -> np.nd
 
 
 def _arrays(clips: list[dict[str, np.ndarray]], y: list[int]) -> ClipSet:
-    return ClipSet({m: np.stack([c[m] for c in clips]) for m in MODALITIES}, np.asarray(y, dtype=np.int64))
+    # rounded through float16, the cache's storage type: a fresh build equals a cached load bit for bit
+    return ClipSet({m: np.stack([c[m] for c in clips]).astype(np.float16).astype(np.float32) for m in MODALITIES}, np.asarray(y, dtype=np.int64))
 
 
 def synth_motion(seed: int, *, train_per_class: int = 80, test_per_class: int = 30, cache_dir: Path | None = None,
