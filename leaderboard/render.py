@@ -541,6 +541,14 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
                 "alt": "idle cluster-hours per day against hit rate per method, over the static frontier",
                 "caption": "Idle cluster-hours per day against hit rate, per trace: every row (small dots: cells; large: the row's mean) over the hindsight static frontier (constant pools, one line per repeat). Below and right of the line is better than any constant pool.",
             })
+    if board.track.name == "video":
+        ef = out / "figures" / f"{stem}-exit-frontier.svg"
+        if figures.exit_frontier(board, ef):
+            figs.append({
+                "src": f"figures/{ef.name}",
+                "alt": "accuracy against relative compute of the early-exit cascade per method",
+                "caption": "Accuracy against compute of the early-exit cascade (confidence-threshold sweep): per row, the best test accuracy reachable at a mean cost up to x % of the full cost (all three networks and the fused exit), averaged over the cells. exit_auc is the mean of this curve over 5 %, 10 %, ..., 100 %.",
+            })
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
     sources = sorted({str(r.get("source")) for r in recs})

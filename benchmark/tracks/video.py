@@ -53,7 +53,7 @@ THETAS = np.linspace(0.0, 1.0, 101)
 _QUICK: dict[str, Any] = {
     "size": 64, "q": 4, "accumulate": True, "segments": 3, "train_per_class": 40, "test_per_class": 20,
     "pools": {"mv": 4, "res": 4, "iframe": 4}, "widths": [8, 16, 32, 48], "backbone_epochs": 20, "backbone_lr": 0.05,
-    "backbone_batch_size": 32, "ic_epochs": 24, "ic_batch_size": 32, "ic_lr": {"mv": 0.01, "res": 0.005, "iframe": 3e-4},
+    "backbone_batch_size": 32, "ic_epochs": 12, "ic_batch_size": 32, "ic_lr": {"mv": 0.01, "res": 0.005, "iframe": 3e-4},
     "ic_milestones": [0.5, 0.667, 0.833], "adam_eps": 1e-3, "weight_decay": 1e-4, "synth": {},
 }
 
@@ -66,7 +66,7 @@ def _profiles() -> list[Profile]:
                 description="Seconds-long profile for tests: 4 classes, 32x32 clips, 12 training clips per class, 3 backbone and 4 IC epochs."),
         Profile("video", "quick", 1, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="synth-motion (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 20 test clips per class), "
-                            "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 20 epochs and shared through the cache, 24 IC epochs.",
+                            "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 20 epochs and shared through the cache, 12 IC epochs.",
                 timeout_s=1800.0),
         Profile("video", "accumulate", 1, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="quick@1 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
