@@ -126,7 +126,7 @@ class VideoTrack(Track):
     fixtures = ("clips", "backbones", "features")
     primary_metric = "exit_auc"
     secondary_metrics = ("mean_ic_acc", "final_acc", "acc_at_25", "acc_at_50", "distill_s")
-    metric_directions = {"exit_auc": "max", "mean_ic_acc": "max", "final_acc": "max", "acc_at_25": "max", "acc_at_50": "max", "distill_s": "min",
+    metric_directions = {"exit_auc": "max", "mean_ic_acc": "max", "final_acc": "max", "acc_at_25": "max", "acc_at_50": "max", "distill_s": "min", "plain_final_acc": "max",
                          **{f"ic_acc_{m}_{k}": "max" for m in ORDER for k in (1, 2, 3, 4)}}
     baseline_method = "ce-exits"
     reference_methods = ("ce-exits",)
