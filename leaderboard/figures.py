@@ -378,6 +378,42 @@ def epsilon_sweep(board: Board, path: Path) -> bool:
         if panels == 2:
             axs[0][1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         fig.legend(*ax.get_legend_handles_labels(), loc="center right", frameon=False, fontsize=7)
+
+
+def exit_frontier(board: Board, path: Path) -> bool:
+    """Video track: accuracy against relative compute of the early-exit cascade, one line per row
+    (the mean over its cells of the best accuracy F(c) reachable at relative cost <= c, from each
+    cell's ``info["frontier_cost"]``/``["frontier_acc"]``), the full cost in GMACs in the axis
+    label. Returns False without such cells."""
+    import numpy as np
+
+    grid = np.linspace(0.0, 1.0, 101)
+    curves: dict[str, list[np.ndarray]] = {}
+    gmacs: list[float] = []
+    for v in board.variants:
+        for (_point, _rep), rec in v.done.items():
+            info = rec.get("info") or {}
+            fc, fa = info.get("frontier_cost"), info.get("frontier_acc")
+            if not (isinstance(fc, list) and isinstance(fa, list) and fc and len(fc) == len(fa)):
+                continue
+            c, a = np.asarray(fc, dtype=float), np.asarray(fa, dtype=float)
+            chance = 1.0 / float(info.get("num_classes", 1) or 1)
+            best = np.array([a[c <= g + 1e-12].max() if (c <= g + 1e-12).any() else chance for g in grid])
+            curves.setdefault(v.label or v.method, []).append(best)
+            if info.get("full_gmacs"):
+                gmacs.append(float(info["full_gmacs"]))
+    if not curves:
+        return False
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(7.0, 4.4))
+        fig.subplots_adjust(left=0.1, right=0.78, bottom=0.13, top=0.96)
+        for i, (name, cs) in enumerate(sorted(curves.items())):
+            ax.step(grid * 100, np.mean(cs, axis=0) * 100, where="post", color=f"C{i % 10}", lw=1.2, label=f"{_label(name)} (n={len(cs)})")
+        full = f" of the full {np.mean(gmacs) * 1e3:.2f} MMACs" if gmacs else ""
+        ax.set_xlabel(f"mean compute per clip (% {full.strip() or 'of full'})")
+        ax.set_ylabel("best accuracy at this compute (%)")
+        ax.grid(alpha=0.3, lw=0.5)
+        fig.legend(loc="center right", frameon=False, fontsize=7)
         fig.savefig(path, format="svg", metadata=_META)
         plt.close(fig)
     return True

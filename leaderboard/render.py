@@ -627,6 +627,14 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
                 "alt": f"{board.primary} against epsilon",
                 "caption": f"Against ε of the DP-SGD models (∞: the non-private reference): {what}.",
             })
+    if board.track.name == "video":
+        ef = out / "figures" / f"{stem}-exit-frontier.svg"
+        if figures.exit_frontier(board, ef):
+            figs.append({
+                "src": f"figures/{ef.name}",
+                "alt": "accuracy against relative compute of the early-exit cascade per method",
+                "caption": "Accuracy against compute of the early-exit cascade (confidence-threshold sweep): per row, the best test accuracy reachable at a mean cost up to x % of the full cost (all three networks and the fused exit), averaged over the cells. exit_auc is the mean of this curve over 5 %, 10 %, ..., 100 %.",
+            })
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
     sources = sorted({str(r.get("source")) for r in recs})

@@ -46,3 +46,7 @@ def register_tracks(register):
     from coreset_bench.tracks.decentralized import DecentralizedTrack
 
     register(DecentralizedTrack())
+
+    from coreset_bench.tracks.video import VideoTrack
+
+    register(VideoTrack())
