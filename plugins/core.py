@@ -43,3 +43,6 @@ def register_tracks(register):
     from coreset_bench.tracks.pooling import PoolingTrack
 
     register(PoolingTrack())
+    from coreset_bench.tracks.instruction import InstructionTrack
+
+    register(InstructionTrack())
