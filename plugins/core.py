@@ -50,3 +50,7 @@ def register_tracks(register):
     from coreset_bench.tracks.video import VideoTrack
 
     register(VideoTrack())
+
+    from coreset_bench.tracks.instruction import InstructionTrack
+
+    register(InstructionTrack())

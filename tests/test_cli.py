@@ -79,7 +79,7 @@ def test_plugins_table_and_json(fresh_plugins, wide):
     for r in rows:
         assert {"name", "kind", "version", "package", "tracks", "error"} <= set(r)
     assert (by["random"]["kind"], by["random"]["version"], by["random"]["package"]) == ("selection", "1", "coreset-bench")
-    assert by["random"]["tracks"] == ["coreset"] and by["random"]["error"] is None
+    assert by["random"]["tracks"] == ["coreset", "instruction"] and by["random"]["error"] is None  # random serves both modalities
     assert by["standard"]["kind"] == "training" and by["standard"]["tracks"] == []
     assert by["coreset"]["kind"] == "track" and by["digits"]["kind"] == "dataset" and by["mlp"]["kind"] == "architecture"
     assert "easycore" not in by  # the allow-list holds
