@@ -235,12 +235,15 @@ def make_instruction_view(*, n: int = 48, seq_len: int = 16, n_target: int = 4, 
             idx = np.sort(rng.choice(n, size=max(2, int(round(0.25 * n))), replace=False))
             model = lm.base()
             log = finetune(model, ids[idx], resp[idx], steps=12, seed=seed, lr=1e-2, snapshot_at=(6, 12))
+            # LESS's gradient features: the attention projections (its LoRA modules); the Adam
+            # moments handed over are those of the same parameters
+            grad_params = [k for k, _ in model.named_parameters() if k.endswith(("qkv.weight", ".o.weight"))]
             cache["run"] = WarmupRun(
                 indices=idx,
                 checkpoints=[(lambda m=m: copy.deepcopy(m)) for m, _, _ in log.snapshots],
                 lrs=[lr for _, lr, _ in log.snapshots],
-                adam_states=[st for _, _, st in log.snapshots],
-                grad_params=[k for k, _ in model.named_parameters() if k.endswith(("qkv.weight", ".o.weight"))],
+                adam_states=[{k: v for k, v in st.items() if k in grad_params} for _, _, st in log.snapshots],
+                grad_params=grad_params,
             )
         return cache["run"]
 

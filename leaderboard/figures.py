@@ -378,6 +378,9 @@ def epsilon_sweep(board: Board, path: Path) -> bool:
         if panels == 2:
             axs[0][1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         fig.legend(*ax.get_legend_handles_labels(), loc="center right", frameon=False, fontsize=7)
+        fig.savefig(path, format="svg", metadata=_META)
+        plt.close(fig)
+    return True
 
 
 def exit_frontier(board: Board, path: Path) -> bool:
