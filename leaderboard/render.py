@@ -544,7 +544,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             cells.append(_cell(f"{r.realized_ratio * 100:.1f} % of budget", r.realized_ratio, title=f"{r.realized_short} cells below the budget"))
         cov = r.done / r.expected if r.expected else 0.0
         cells.append(_cell(f"{r.done}/{r.expected}", cov, title=r.note or "complete", cls="" if r.done == r.expected else "partial"))
-        classes = [f"st-{r.status}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else []) + (["flagged"] if r.flags else [])
+        classes = [f"st-{r.status.replace(' ', '-')}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else []) + (["flagged"] if r.flags else [])
         rows.append({"cls": " ".join(classes), "cells": cells, "method": v.label})
     floor_row = None
     if any(f is not None for f in table.floor):

@@ -934,6 +934,8 @@ def test_rows_not_above_the_floor_are_never_ranked_and_never_lead(tiny, tmp_path
     render_site(fabricate(profile, low), tmp_path / "site")
     page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
     assert "b-atfloor" in page and "b-leader" not in page.split("<table", 1)[1]
+    # one CSS class, not "st-at" plus the floor row's own "floor" style
+    assert 'class="st-at-floor' in page and 'class="st-at floor' not in page
 
 
 # ---- issue 23: a board a researcher can read at a glance -----------------------------------------
