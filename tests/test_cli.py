@@ -99,6 +99,8 @@ def test_plugins_lists_a_load_error_and_doctor_fails(with_broken, wide, tmp_path
 
 def test_strict_mode_makes_main_exit_2(with_broken, monkeypatch, capsys):
     monkeypatch.setenv("CORESET_BENCH_STRICT_PLUGINS", "1")
+    # a command that loads plugins (they load lazily), not pytest's own argv
+    monkeypatch.setattr("sys.argv", ["coreset-bench", "plugins"])
     with pytest.raises(SystemExit) as ei:
         cli.main()
     assert ei.value.code == 2
