@@ -174,8 +174,20 @@ def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LMError(f"hf:{path}: cannot load a causal LM ({first})") from None
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id if tok.eos_token_id is not None else 0)
-    return HFCausalLM(model.eval(), pad), tok
+    return HFCausalLM(model.eval(), hf_pad_id(tok)), tok
+
+
+def hf_pad_id(tokenizer: Any) -> int:
+    """The padding id of a HF tokenizer, never its EOS: the adapter masks padding by id and the
+    counter counts non-padding tokens, so padding with EOS (SmolLM2's tokenizer does: its pad
+    token is ``<|im_end|>``) would hide the ``<eos>`` that ends every response and every chat
+    turn. Order: the pad token, the unknown token, then the first special id that is neither EOS
+    nor BOS, then 0."""
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    for cand in (tokenizer.pad_token_id, getattr(tokenizer, "unk_token_id", None), *getattr(tokenizer, "all_special_ids", ())):
+        if cand is not None and cand != eos and cand != bos:
+            return int(cand)
+    return 0
 
 
 def load_smollm2() -> tuple[HFCausalLM, Any]:
@@ -259,7 +271,16 @@ class LM:
         self.counter = Counter()
 
     def base(self) -> nn.Module:
-        return self._factory()
+        """A fresh copy of the base model, on the view's device."""
+        return self._factory().to(self.device)
+
+    def _place(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the view's device when it is elsewhere (a method may build a model
+        on the CPU; the handle runs it where the view's data go)."""
+        p = next(model.parameters(), None)
+        if p is not None and p.device != torch.device(self.device):
+            model.to(self.device)
+        return model
 
     def _tokens(self, ids: torch.Tensor) -> int:
         return int((ids != self.pad_id).sum())
@@ -271,7 +292,7 @@ class LM:
         n, t = int(ids.shape[0]), self._tokens(ids)
         self.counter.fwd_examples += n
         self.counter.fwd_tokens += t
-        logits, hidden, atts = model(ids, attn_layers)
+        logits, hidden, atts = self._place(model)(ids, attn_layers)
         if torch.is_grad_enabled() and (logits.requires_grad or hidden.requires_grad):
             state = [self.counter, n, t, [False]]
             logits = _CountBackward.apply(logits, state) if logits.requires_grad else logits
@@ -285,6 +306,7 @@ class LM:
         from torch.func import functional_call, grad, vmap
 
         ids, loss_mask = ids.to(self.device), loss_mask.to(self.device)
+        self._place(model)
         n = int(ids.shape[0])
         self.counter.fwd_examples += n
         self.counter.bwd_examples += n

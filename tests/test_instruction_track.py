@@ -193,33 +193,136 @@ def test_missing_jsonl_dir_fails_the_cell_with_the_fix(track, tmp_path):
         track.build_view(prof, f"jsonl:{tmp_path / 'nowhere'}", "all", 0.05, 0, 0, _ctx(tmp_path))
 
 
-def test_hf_adapter_has_the_tinygpt_contract_on_a_tiny_random_llama(tmp_path):
+_CHAT = "{% for m in messages %}<s> {{ m['role'] }} {{ m['content'] }} </s> {% endfor %}{% if add_generation_prompt %}<s> assistant {% endif %}"
+
+
+def _tiny_llama(root, *, pad_is_eos=False, chat=False):
+    """A tiny random Llama directory (word-level tokenizer over the world's vocabulary), saved
+    with ``save_pretrained`` as a user's ``hf:DIR`` would be. ``pad_is_eos``: the tokenizer pads
+    with its EOS, as SmolLM2's does; ``chat``: it has a chat template."""
     tf = pytest.importorskip("transformers", reason="transformers is not installed (extra [text]); the hf: adapter is untested here")
     tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is not installed")
-    from coreset_bench import lm as L
-
-    words = ["<pad>", "<s>", "</s>", "<unk>", "add", "and", "copy", "\n", *[str(i) for i in range(10)]]
+    words = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", *W.VOCAB[4:]]
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    cfg = tf.LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    tf.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
-    fast.save_pretrained(tmp_path / "llama")
-    model, tokenizer = L.load_hf(str(tmp_path / "llama"))
-    ids = torch.tensor([[1, 4, 8, 5, 9, 2, 0, 0], [1, 6, 8, 9, 2, 0, 0, 0]])
-    lm = L.LM(lambda: model, tokenizer.pad_token_id)
+    fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="</s>" if pad_is_eos else "<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if chat:
+        fast.chat_template = _CHAT
+    cfg = tf.LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=64, pad_token_id=2 if pad_is_eos else 0, bos_token_id=1, eos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tf.LlamaForCausalLM(cfg).save_pretrained(root)
+    fast.save_pretrained(root)
+    return root, words
+
+
+def test_hf_adapter_has_the_tinygpt_contract_on_a_tiny_random_llama(tmp_path):
+    from coreset_bench import lm as L
+
+    root, words = _tiny_llama(tmp_path / "llama")
+    model, tokenizer = L.load_hf(str(root))
+    w = {t: i for i, t in enumerate(words)}
+    ids = torch.tensor([[1, w["add"], w["3"], w["and"], w["4"], w["7"], 2, 0], [1, w["copy"], w[":"], w["a"], w["a"], 2, 0, 0]])
+    lm = L.LM(lambda: model, model.pad_id)
     out = lm.forward(model, ids, 2)
     assert out.logits.shape == (2, 8, len(words)) and out.hidden.shape == (2, 8, 32) and len(out.attentions) == 2
     assert out.attentions[0].shape == (2, 4, 8, 8) and torch.allclose(out.attentions[0][0].sum(-1), torch.ones(4, 8), atol=1e-5)
-    assert lm.counter.fwd_examples == 2 and lm.counter.fwd_tokens == 11
+    assert torch.all(out.attentions[1][0].triu(1) == 0)  # causal
+    # hidden = the last hidden state, after Llama's final norm (what the head reads)
+    assert torch.allclose(model.model.lm_head(out.hidden), out.logits, atol=1e-5)
+    # padding is masked: a row's outputs do not change with more padding after it
+    longer = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], 1)
+    assert torch.allclose(lm.forward(model, longer).hidden[:, :8], out.hidden, atol=1e-5)
+    assert model.n_layers == 2 and model.input_embeddings().shape == (len(words), 32)
+    # the counter: one forward = 2 examples, 13 non-padding tokens; a backward through it is counted once
+    lm.counter = L.Counter()
+    logits, hidden, _ = lm.forward(model, ids)
+    assert lm.counter.fwd_examples == 2 and lm.counter.fwd_tokens == 13 and lm.counter.bwd_examples == 0
     mask = torch.zeros_like(ids, dtype=torch.bool)
     mask[:, 3:5] = True
+    L.response_loss(logits, ids, mask).mean().backward()
+    assert lm.counter.bwd_examples == 2 and lm.counter.bwd_tokens == 13 and lm.counter.fwd_equiv == 2 + 2 * 2
     names = [k for k, _ in model.named_parameters() if k.endswith("o_proj.weight")]
     g = lm.per_example_grads(model, ids, mask, names)
-    assert g.shape == (2, 2 * 32 * 32) and torch.isfinite(g).all() and lm.counter.bwd_examples == 2
+    assert g.shape == (2, 2 * 32 * 32) and torch.isfinite(g).all() and lm.counter.bwd_examples == 4
     with pytest.raises(L.LMError, match="no such directory"):
         L.load_hf(str(tmp_path / "nope"))
+
+
+def test_hf_padding_never_hides_eos_when_the_tokenizer_pads_with_it(tmp_path):
+    """SmolLM2's tokenizer pads with its EOS (<|im_end|>): padding by that id masked the EOS that
+    ends every response (and, with the chat template, every turn) and the counter missed it."""
+    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import _hf_encoder
+
+    root, words = _tiny_llama(tmp_path / "llama", pad_is_eos=True)
+    model, tok = L.load_hf(str(root))
+    assert tok.pad_token_id == tok.eos_token_id == 2 and model.pad_id == L.hf_pad_id(tok) == words.index("<unk>")
+    _, enc, pad, eos = _hf_encoder(tok, 16, "plain")
+    e = enc([W.Example(("add", "3", "and", "4"), ("7",), "add"), W.Example(("copy", ":", "a", "b"), ("a", "b"), "copy")])
+    assert pad != eos and all(int(e.ids[i, e.lengths[i] - 1]) == eos for i in range(2))
+    lm = L.LM(lambda: model, pad)
+    lm.forward(model, torch.from_numpy(e.ids))
+    assert lm.counter.fwd_tokens == int(e.lengths.sum())
+
+
+def test_hf_chat_rendering_masks_only_the_prompt_and_the_answer(tmp_path):
+    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import _hf_encoder
+
+    root, words = _tiny_llama(tmp_path / "llama", chat=True)
+    _, tok = L.load_hf(str(root))
+    ex = W.Example(("add", "3", "and", "4"), ("7",), "add")
+    _, enc, pad, eos = _hf_encoder(tok, 24, "auto")  # the tokenizer has a template: chat
+    e = enc([ex])
+    toks = [words[i] for i in e.ids[0, : e.lengths[0]]]
+    assert toks == ["<s>", "user", "add", "3", "and", "4", "</s>", "<s>", "assistant", "7", "</s>"]
+    assert [toks[i] for i in np.flatnonzero(e.prompt_mask[0])] == ["add", "3", "and", "4"]
+    assert [toks[i + 1] for i in np.flatnonzero(e.response_mask[0])] == ["7", "</s>"]
+    plain = _hf_encoder(tok, 24, "plain")[1]([ex])
+    # plain: the separator newline is tokenized apart (this tokenizer drops it): the last prompt
+    # token stays a prompt token and the loss starts at it (it predicts the answer)
+    assert [words[i] for i in plain.ids[0, : plain.lengths[0]]] == ["<s>", "add", "3", "and", "4", "7", "</s>"]
+    assert np.flatnonzero(plain.prompt_mask[0]).tolist() == [1, 2, 3, 4] and np.flatnonzero(plain.response_mask[0]).tolist() == [4, 5]
+    with pytest.raises(CellFailure, match="has 11 tokens .* ctx is 8; raise ctx"):
+        _hf_encoder(tok, 8, "chat")[1]([ex])
+    with pytest.raises(CellFailure, match="render must be auto, chat or plain"):
+        _hf_encoder(tok, 8, "jinja")
+
+
+def _hf_track(root, **over):
+    from coreset_bench.tracks.base import Profile
+
+    class HFTrack(InstructionTrack):
+        def profiles(self):
+            profs = super().profiles()
+            tiny = next(p for p in profs if p.name == "tiny")
+            st = {**tiny.settings, "model": f"hf:{root}", "ctx": 32, "pool_size": 120, "n_test": 30, "n_general": 10, **over}
+            return [*profs, Profile("instruction", "hftest", 1, {"dataset": ["synth-instruct"], "target": ["add"], "budget": [0.1]}, seeds=(0,), settings=st)]
+
+    return HFTrack()
+
+
+@pytest.mark.parametrize("name", ["trim", "embed-sim", pytest.param("less", marks=pytest.mark.slow)])  # less: ~6 s; its HF gradients are in the adapter test
+def test_a_cell_on_an_hf_model_directory_runs_and_counts_its_work(tmp_path, name):
+    """The ``hf:DIR`` path end to end: the world tokenized by the model's tokenizer (chat
+    template), the shared warm-up, the method's counted passes, fine-tuning and evaluation."""
+    root, _ = _tiny_llama(tmp_path / "llama", pad_is_eos=True, chat=True)
+    t = _hf_track(root)
+    m = registry.method(name)
+    if name == "less":
+        m = m.with_params(proj_dim=512)
+    prof = t.profile("hftest")
+    r = t.run_cell(t.cells(prof, m)[0], m, _ctx(tmp_path))
+    assert r.info["model"] == f"hf:{root}" and r.metrics["subset_size"] == 12 and np.isfinite(r.metrics["target_nll"])
+    n_fwd = 120 + 8
+    if name == "less":  # two checkpoints, one forward and one backward per example each
+        assert r.info["selection_work"]["bwd_examples"] == 2 * n_fwd and r.metrics["selection_fwd_equiv"] == 2 * 3 * n_fwd
+    else:
+        assert r.metrics["selection_fwd_equiv"] == n_fwd and r.info["selection_work"]["bwd_examples"] == 0
+    view, data, *_ = t.build_view(prof, "synth-instruct", "add", 0.1, 0, 0, _ctx(tmp_path))
+    assert r.metrics["selection_tokens"] == (2 if name == "less" else 1) * (3 if name == "less" else 1) * int(data.pool.lengths.sum() + data.targets["add"].lengths.sum())
 
 
 def test_missing_transformers_or_smollm2_gives_the_install_line(monkeypatch):
@@ -248,3 +351,16 @@ def test_smollm2_loads_renders_and_two_steps_lower_the_loss():
     mask = enc["attention_mask"].bool()
     log = L.finetune(model, ids, mask, steps=2, seed=0, lr=1e-4, batch_size=4)
     assert log.losses[-1] < log.losses[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; the GPU profiles' device handling is checked where one is")
+@pytest.mark.parametrize("name", ["trim", "less", "embed-sim"])
+def test_methods_run_on_the_gpu_profiles_device(track, tmp_path, name):
+    """The smollm2/hf profiles run on CUDA: the base, the warm-up checkpoints, the counted forward
+    passes, LESS's projections and the scores must meet on one device (CPU copies for scoring)."""
+    m = registry.method(name)
+    prof = track.profile("tiny")
+    cell = track.cells(prof, m)[0]
+    ctx = CellContext(results_dir=tmp_path, cache_dir=tmp_path / "cache", data_dir=tmp_path, device="cuda")
+    r = track.run_cell(cell, m, ctx)
+    assert np.isfinite(r.metrics["target_em"]) and r.metrics["selection_fwd_equiv"] > 0

@@ -217,7 +217,7 @@ class InstructionTrack(Track):
                 return W.encode(ex, c, tok)
             pad, eos = W.PAD, W.EOS
         else:
-            vocab, enc, pad, eos = _hf_encoder(tokenizer, int(st.get("ctx") or 0) or 64)
+            vocab, enc, pad, eos = _hf_encoder(tokenizer, int(st.get("ctx") or 0) or 64, str(st.get("render", "auto")))
         return Data(
             vocab=tuple(vocab), pool=enc(pool), pool_task=np.array([e.task for e in pool]), pool_noisy=np.array([e.noisy for e in pool], dtype=bool),
             targets={t: enc(v) for t, v in targets.items()}, test={t: enc(v) for t, v in test.items()},
@@ -276,6 +276,9 @@ class InstructionTrack(Track):
             per = -(-len(idx) // int(wc["batch_size"]))
             cks = [per * (e + 1) for e in range(int(wc.get("epochs", 1)))]
         cks = [int(c) for c in cks]
+        probe = factory()
+        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
+        del probe
         path = Path(ctx.cache_dir) / "instruction" / f"warmup-{key}" if ctx.cache_dir is not None else None
         from .. import locks
 
@@ -294,7 +297,7 @@ class InstructionTrack(Track):
                               weight_decay=float(wc["weight_decay"]), batch_size=int(wc["batch_size"]), warmup_ratio=float(wc.get("warmup_ratio", 0.0)),
                               schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device)
             secs = time.perf_counter() - t0
-            blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items()}} for m, _, st in log.snapshots]
+            blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items() if k in names}} for m, _, st in log.snapshots]
             meta = {"seconds": secs, "lrs": [lr for _, lr, _ in log.snapshots], "steps": steps, "fwd_examples": steps * min(len(idx), int(wc["batch_size"]))}
             return blobs, meta
 
@@ -317,11 +320,9 @@ class InstructionTrack(Track):
             def build() -> Any:
                 m = factory()
                 m.load_state_dict(state)
-                return m.eval()
+                return m.to(ctx.device).eval()
             return build
 
-        probe = factory()
-        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
         run = WarmupRun(indices=idx, checkpoints=[make(b["state"]) for b in blobs], lrs=list(meta["lrs"]),
                         adam_states=[{k: (v[0], v[1]) for k, v in b["adam"].items()} for b in blobs], grad_params=names)
         work = {"fwd_examples": float(meta["fwd_examples"]), "bwd_examples": float(meta["fwd_examples"])}
@@ -462,11 +463,35 @@ def _is_grad_param(name: str, model: Any) -> bool:
     return any(s in name for s in last) and name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
 
 
-def _hf_encoder(tokenizer: Any, ctx_len: int):
-    """Encode examples with a HF tokenizer: [bos] prompt-tokens "\\n" response-tokens eos, right-padded."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+def _hf_encoder(tokenizer: Any, ctx_len: int, render: str = "auto"):
+    """Encode examples with a HF tokenizer, right-padded with ``lm.hf_pad_id`` (never EOS).
+
+    ``render = "chat"``: the tokenizer's chat template with the prompt as the user turn and the
+    response as the assistant turn (``template(user: prompt, generation prompt) response eos``),
+    the way an instruction-tuned model such as SmolLM2 was trained; the prompt mask covers the
+    prompt's own tokens, not the template's. ``"plain"``: ``[bos] prompt "\\n" response eos``.
+    The newline is tokenized apart, so that it never merges with the prompt's last token.
+    ``"auto"``: chat when the tokenizer has a chat template. The loss positions are those whose
+    next token is a response token or EOS. An example longer than ``ctx_len`` is an error (a
+    truncated response would leave it without a loss position), as is a pad id inside an example."""
+    if render not in ("auto", "chat", "plain"):
+        raise CellFailure(f"instruction setting render must be auto, chat or plain, got {render!r}")
+    pad = LM.hf_pad_id(tokenizer)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    chat = render == "chat" or (render == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+    head_ids: list[int] = []
+    tail_ids: list[int] = []
+    if chat:
+        mark = "\u241fPROMPT\u241f"
+        try:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - no template, or a template that needs more
+            raise CellFailure(f"the model's tokenizer cannot render a chat ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); set the instruction setting render to plain") from None
+        head, tail = text.split(mark, 1)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    sep_ids = [] if chat else tokenizer("\n", add_special_tokens=False)["input_ids"]  # tokenized apart: never merged into the prompt
     vocab_size = len(tokenizer)
     inv = {i: t for t, i in tokenizer.get_vocab().items()}
     vocab = tuple(inv.get(i, "") for i in range(vocab_size))
@@ -478,14 +503,22 @@ def _hf_encoder(tokenizer: Any, ctx_len: int):
         prm = np.zeros((n, ctx_len), dtype=bool)
         lengths = np.zeros(n, dtype=np.int64)
         for i, e in enumerate(exs):
-            p = tokenizer(" ".join(e.prompt) + "\n", add_special_tokens=False)["input_ids"]
             r = tokenizer(" ".join(e.response), add_special_tokens=False)["input_ids"]
-            seq = (bos + p + r + [eos])[:ctx_len]
+            if chat:
+                p = tokenizer(" ".join(e.prompt), add_special_tokens=False)["input_ids"]
+                pre, p0 = head_ids + p + tail_ids, len(head_ids)
+            else:
+                p = tokenizer(" ".join(e.prompt), add_special_tokens=False)["input_ids"]
+                pre, p0 = bos + p + sep_ids, len(bos)
+            seq = pre + r + [eos]
+            if len(seq) > ctx_len:
+                raise CellFailure(f"an example has {len(seq)} tokens ({e.text[:60]!r}) but the profile setting ctx is {ctx_len}; raise ctx")
+            if pad in seq[:-1] or (pad == eos):
+                raise CellFailure(f"the tokenizer's padding id {pad} occurs inside an example ({e.text[:60]!r}); give the tokenizer a pad token of its own")
             ids[i, : len(seq)] = seq
             lengths[i] = len(seq)
-            b = len(bos)
-            prm[i, b : min(ctx_len, b + len(p) - 1)] = True
-            resp[i, b + len(p) - 1 : len(seq) - 1] = True
+            prm[i, p0 : p0 + len(p)] = True
+            resp[i, len(pre) - 1 : len(seq) - 1] = True
         return W.Encoded(ids, resp, prm, lengths, tuple(e.text for e in exs))
 
     return vocab, enc, int(pad), int(eos)
