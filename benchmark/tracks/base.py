@@ -337,6 +337,23 @@ class Track(ABC):
         m = _method(name)
         return m.with_params(**params) if params else m
 
+    def check_inputs(self, profile: Profile, data_dir: Path | None) -> None:
+        """Fail early, before any cell, when the profile's data (or model) is unknown or absent:
+        raises ``data.DatasetError`` or ``LookupError`` with a one-line message. Default: every
+        dataset of the ``dataset`` axis through the dataset registry's cheap check."""
+        from .. import data as D
+
+        for ref in dict.fromkeys(str(v) for v in profile.axes.get("dataset", ())):
+            D.check(ref, data_dir)
+
+    def preload(self, profile: Profile, ctx: CellContext) -> None:
+        """Load (decode) the profile's datasets once before the cells (the in-process memo then
+        serves every cell; forked workers inherit it). Default: the dataset registry."""
+        from .. import data as D
+
+        for ref in dict.fromkeys(str(v) for v in profile.axes.get("dataset", ())):
+            D.resolve(ref, ctx.data_dir, ctx.cache_dir)
+
     def cost_hint(self, cell: Cell) -> float:
         """Relative expected cost of ``cell``; parallel executors start the costliest cells first
         (so no long cell is left running alone at the end). Only the order depends on it."""

