@@ -277,19 +277,40 @@ class InstructionTrack(Track):
 
     def _hf(self, name: str, ctx: CellContext | None) -> tuple[Any, Any]:
         """(model, tokenizer) of ``smollm2-135m`` or ``hf:DIR`` (a relative DIR that does not exist
-        is looked up under the data directory), loaded once per process."""
+        is looked up under the data directory), loaded once per process and model identity."""
         cache = self.__dict__.setdefault("_hf_cache", {})
-        if name not in cache:
+        ident = self.model_identity(name, ctx)
+        if ident not in cache:
             path = name.split(":", 1)[1] if name.startswith("hf:") else ""
             if path:
                 path = LM.resolve_hf_dir(path, ctx.data_dir if ctx is not None else None)
             try:
-                cache[name] = LM.load_smollm2(ctx.cache_dir if ctx is not None else None) if name == "smollm2-135m" else LM.load_hf(path) if path else None
+                got = LM.load_smollm2(ctx.cache_dir if ctx is not None else None) if name == "smollm2-135m" else LM.load_hf(path) if path else None
             except LM.LMError as exc:
                 raise CellFailure(str(exc)) from None
-            if cache[name] is None:
+            if got is None:
                 raise CellFailure(f"unknown instruction model {name!r}; use tiny-gpt, smollm2-135m or hf:DIR")
-        return cache[name]
+            cache[ident] = got
+        return cache[ident]
+
+    @staticmethod
+    def model_identity(name: str, ctx: CellContext | None) -> str:
+        """What the model named ``name`` is on this machine, for cache keys: the name for
+        ``tiny-gpt`` (its weights follow from the seeds); for ``hf:DIR`` the resolved directory and
+        the name, size and mtime of each file in it; for ``smollm2-135m`` its GGUF file's. A user
+        who swaps the weights in the same directory gets a new warm-up, not the old model's."""
+        from .. import env
+
+        if name.startswith("hf:"):
+            root = Path(LM.resolve_hf_dir(name[3:], ctx.data_dir if ctx is not None else None))
+            files = sorted(root.iterdir()) if root.is_dir() else []
+            parts = [str(root.resolve())] + [f"{f.name}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+        elif name == "smollm2-135m":
+            g = env.smollm2_gguf()
+            parts = [f"{g.name}|{g.stat().st_size}|{g.stat().st_mtime_ns}"] if g is not None and g.is_file() else []
+        else:
+            return name
+        return name + "#" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def _recipe_steps(self, recipe: Mapping[str, Any], n: int) -> int:
         steps = int(recipe.get("steps") or 0)
@@ -300,7 +321,8 @@ class InstructionTrack(Track):
     def warmup(self, profile: Profile, dataset: str, repeat: int, data: Data, factory, ctx: CellContext) -> tuple[WarmupRun, float, bool, dict[str, float]]:
         """The shared warm-up of (profile, dataset, repeat): (run, training seconds, served from cache, work)."""
         wc = dict(profile.settings["warmup"])
-        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, profile.settings.get("model"), profile.settings.get("model_args")], sort_keys=True).encode()).hexdigest()[:16]
+        model_id = self.model_identity(str(profile.settings.get("model", "tiny-gpt")), ctx)
+        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args")], sort_keys=True).encode()).hexdigest()[:16]
         memo = self.__dict__.setdefault("_warmup_cache", {})
         if key in memo:
             return (*memo[key][:2], True, memo[key][3])  # type: ignore[return-value]
