@@ -3,6 +3,7 @@ determinism, bad plugin output, the ``jsonl:`` loader and the HF adapter (tracks
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def _run(track, method, tmp_path, profile="tiny"):
 class Broken(SelectionMethod):
     name = "broken-text"
     modalities = frozenset({"text"})
-    params = {"mode": "short"}
+    params = {"mode": "short", "track": None}
 
     def select(self, view):
         mode = self.params["mode"]
@@ -48,6 +49,10 @@ class Broken(SelectionMethod):
         if mode == "leak":
             world = W.make_world(0, pool_size=view.n)
             return Selection(np.flatnonzero(world.pool_task == "add")[: view.budget])
+        if mode == "memo":  # the track's memoized world (built before select) holds the hidden truth
+            t = self.params["track"]
+            data = t.data(t.profile("tiny"), "synth-instruct", 0, _ctx(Path("/nonexistent")))
+            return Selection(np.flatnonzero(data.pool_task == "add")[: view.budget])
         raise AssertionError(mode)
 
 
@@ -112,11 +117,12 @@ def test_random_reference_does_not_touch_the_warmup(track, tmp_path):
         ("range", "plugin 'broken-text'.*out of range"),
         ("raise", "plugin 'broken-text' raised RuntimeError: boom$"),
         ("leak", "plugin 'broken-text'.*tried to generate the instruction world"),
+        ("memo", "plugin 'broken-text'.*tried to read the instruction world"),
     ],
 )
 def test_bad_output_fails_only_the_cell_naming_the_plugin(track, tmp_path, mode, message):
     with pytest.raises(CellFailure, match=message) as info:
-        _run(track, Broken(mode=mode), tmp_path)
+        _run(track, Broken(mode=mode, track=track), tmp_path)
     assert "\n" not in str(info.value)
 
 

@@ -218,7 +218,12 @@ class InstructionTrack(Track):
 
     # ---- data -------------------------------------------------------------------------------
     def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None) -> Data:
-        """The world of (profile, dataset, repeat), memoized in-process; seeds never depend on the method."""
+        """The world of (profile, dataset, repeat), memoized in-process; seeds never depend on the method.
+        Refused to a contestant (``LeakageError``), also when the memo would serve it: the memo
+        holds the pool's task ids and noise flags and the test sets."""
+        from ..data import _check_not_contestant
+
+        _check_not_contestant("read the instruction world")
         cache = self.__dict__.setdefault("_data_cache", {})
         key = (profile.id, dataset, repeat, id(tokenizer) if tokenizer is not None else None)
         if key not in cache:
