@@ -306,6 +306,35 @@ def test_hf_chat_rendering_masks_only_the_prompt_and_the_answer(tmp_path):
         _hf_encoder(tok, 8, "jinja")
 
 
+def test_hf_encoder_keeps_the_whitespace_of_a_users_jsonl_text(tmp_path):
+    """A JSONL prompt with lines and indentation reaches a HF tokenizer as written (the word
+    tuples, joined by single spaces, serve only the word-level vocabulary of TinyGPT)."""
+    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import _hf_encoder
+
+    root, _ = _tiny_llama(tmp_path / "llama")
+    _, tok = L.load_hf(str(root))
+    seen = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def __len__(self):
+            return len(tok)
+
+        def __call__(self, text, **kw):
+            seen.append(text)
+            return tok(text, **kw)
+
+    p = tmp_path / "pool.jsonl"
+    p.write_text(json.dumps({"prompt": "copy:\n  a  b", "response": "a b\n"}) + "\n")
+    ex = read_jsonl(p)
+    assert ex[0].prompt == ("copy:", "a", "b") and ex[0].raw == ("copy:\n  a  b", "a b\n")
+    _hf_encoder(Recording(), 16, "plain")[1](ex)
+    assert "copy:\n  a  b" in seen and "a b\n" in seen
+
+
 def _hf_track(root, **over):
     from coreset_bench.tracks.base import Profile
 

@@ -130,7 +130,7 @@ def read_jsonl(path: Path) -> list[W.Example]:
             raise JSONLError(f"{path}:{i}: needs string fields \"prompt\" and \"response\"")
         if not rec["prompt"].split() or not rec["response"].split():
             raise JSONLError(f"{path}:{i}: empty prompt or response")
-        out.append(W.Example(tuple(rec["prompt"].split()), tuple(rec["response"].split()), str(rec.get("task", "")), False))
+        out.append(W.Example(tuple(rec["prompt"].split()), tuple(rec["response"].split()), str(rec.get("task", "")), False, (rec["prompt"], rec["response"])))
     if not out:
         raise JSONLError(f"{path}: no examples")
     return out
@@ -567,12 +567,13 @@ def _hf_encoder(tokenizer: Any, ctx_len: int, render: str = "auto"):
         prm = np.zeros((n, ctx_len), dtype=bool)
         lengths = np.zeros(n, dtype=np.int64)
         for i, e in enumerate(exs):
-            r = tokenizer(" ".join(e.response), add_special_tokens=False)["input_ids"]
+            ptext, rtext = e.raw if e.raw is not None else (" ".join(e.prompt), " ".join(e.response))
+            r = tokenizer(rtext, add_special_tokens=False)["input_ids"]
             if chat:
-                p = tokenizer(" ".join(e.prompt), add_special_tokens=False)["input_ids"]
+                p = tokenizer(ptext, add_special_tokens=False)["input_ids"]
                 pre, p0 = head_ids + p + tail_ids, len(head_ids)
             else:
-                p = tokenizer(" ".join(e.prompt), add_special_tokens=False)["input_ids"]
+                p = tokenizer(ptext, add_special_tokens=False)["input_ids"]
                 pre, p0 = bos + p + sep_ids, len(bos)
             seq = pre + r + [eos]
             if len(seq) > ctx_len:
