@@ -576,7 +576,8 @@ def test_a_missing_optional_package_is_a_one_line_error_naming_the_extra(monkeyp
     import importlib.util
 
     find = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == blocked else find(name, *a))
+    others = {"transformers", "gguf", "accelerate"} - {blocked}  # present, whether installed here or not
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == blocked else object() if name in others else find(name, *a))
     assert L.missing_packages(gguf=True) == [blocked]
     monkeypatch.setattr(env, "smollm2_gguf", lambda: tmp_path / env.SMOLLM2_GGUF)
     with pytest.raises(L.LMError) as info:
