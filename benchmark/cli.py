@@ -166,7 +166,7 @@ def run(
         target = with_dataset(prof, dataset) if dataset is not None else prof
     except ValueError as exc:
         fail(str(exc))
-    _check_datasets(target, data_dir)
+    _check_datasets(t, target, data_dir)
     store = _open_store(db)
     try:
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
@@ -208,7 +208,7 @@ def run(
         envmod.cell_threads(dev)  # a malformed CORESET_BENCH_THREADS fails here, before any cell
     except ValueError as exc:
         fail(str(exc))
-    _load_datasets(plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    _load_datasets(t, plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
     from .progress import RunDisplay
 
     primary = t.primary_for(prof)
@@ -245,24 +245,25 @@ def _line(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _check_datasets(profile: Any, data_dir: Optional[Path]) -> None:
-    """Every dataset on the profile's dataset axis is registered and present (cheap checks)."""
+def _check_datasets(track: Any, profile: Any, data_dir: Optional[Path]) -> None:
+    """Every dataset on the profile's dataset axis is known to its track and present (cheap
+    checks, ``Track.check_dataset``)."""
     if "dataset" not in profile.axes:
         return
     from . import data as D
 
     for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
         try:
-            D.check(ref, data_dir)
+            track.check_dataset(ref, data_dir)
         except LookupError as exc:
             fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
-        except D.DatasetError as exc:
+        except (ValueError, D.DatasetError) as exc:
             fail(str(exc))
 
 
-def _load_datasets(profile: Any, ctx: Any) -> None:
-    """Load (decode) the profile's datasets once before the cells, under a spinner on a terminal;
-    the in-process memo then serves every cell (forked workers inherit it)."""
+def _load_datasets(track: Any, profile: Any, ctx: Any) -> None:
+    """Load (decode) the profile's datasets once before the cells (``Track.load_dataset``), under
+    a spinner on a terminal; the in-process memo then serves every cell (forked workers inherit it)."""
     if "dataset" not in profile.axes:
         return
     import contextlib
@@ -273,11 +274,11 @@ def _load_datasets(profile: Any, ctx: Any) -> None:
         spin = console.status(f"loading dataset {ref}", spinner="dots") if console.is_terminal else contextlib.nullcontext()
         try:
             with spin:
-                D.resolve(ref, ctx.data_dir, ctx.cache_dir)
-        except D.DatasetError as exc:
-            fail(str(exc))
+                track.load_dataset(ref, ctx)
         except LookupError as exc:
             fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+        except (ValueError, D.DatasetError) as exc:
+            fail(str(exc))
 
 
 class _Labeller:

@@ -346,6 +346,24 @@ class Track(ABC):
         """Whether ``method`` runs at ``axes`` (e.g. ``full`` runs only at budget 1.0)."""
         return True
 
+    def check_dataset(self, ref: str, data_dir: Path | None) -> None:
+        """Cheap up-front check of one value of the profile's dataset axis, before any cell
+        exists (``run`` and ``--dry-run``): raise ``LookupError`` for an unknown name or
+        ``ValueError`` (one line naming the fix) for missing data. The default checks the image
+        datasets of ``coreset_bench.data``; tracks with their own data (video clips, instruction
+        pools) override it."""
+        from .. import data as D
+
+        D.check(ref, data_dir)
+
+    def load_dataset(self, ref: str, ctx: CellContext) -> None:
+        """Decode one dataset of the profile once before the cells (the in-process memo serves
+        every cell; forked workers inherit it). The default decodes an image dataset; tracks that
+        cache their own data per cell make it a no-op."""
+        from .. import data as D
+
+        D.resolve(ref, ctx.data_dir, ctx.cache_dir)
+
     def prepare(self, profile: Profile, methods: Sequence[Method], ctx: CellContext) -> None:
         """Optional shared preparation before the cells of a run (e.g. warm a cache)."""
 

@@ -359,6 +359,27 @@ class InstructionTrack(Track):
         return view, data, lm, charged, factory
 
     # ---- the cell ---------------------------------------------------------------------------
+    def check_dataset(self, ref: str, data_dir: Path | None) -> None:
+        """``synth-instruct`` (generated) or ``jsonl:DIR`` holding pool.jsonl, targets.jsonl and
+        test.jsonl (their lines are checked when the cell reads them)."""
+        if ref == SYNTH:
+            return
+        if ref.startswith("jsonl:"):
+            raw = ref.split(":", 1)[1]
+            if not raw:
+                raise ValueError("jsonl needs a directory: --dataset jsonl:DIR (DIR/pool.jsonl, targets.jsonl, test.jsonl)")
+            root = Path(raw).expanduser()
+            if not root.is_absolute() and data_dir is not None and not root.exists():
+                root = Path(data_dir) / raw
+            missing = [f for f in ("pool.jsonl", "targets.jsonl", "test.jsonl") if not (root / f).is_file()]
+            if missing:
+                raise ValueError(f"jsonl:{root}: missing {', '.join(missing)}; the directory must hold pool.jsonl, targets.jsonl and test.jsonl")
+            return
+        raise LookupError(f"unknown instruction dataset {ref!r}; use {SYNTH} or jsonl:DIR")
+
+    def load_dataset(self, ref: str, ctx: CellContext) -> None:
+        """Nothing to preload: the world or the JSONL pool is built per (dataset, repeat) by the cells."""
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         from ..data import LeakageError, contestant_guard
         from ..validation import validate_selection
