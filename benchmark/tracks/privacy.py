@@ -189,7 +189,7 @@ def _privacy_profiles(track: str) -> list[Profile]:
                     description="Seconds, for tests: the epsilon sweep at epsilon 8 and non-private, 300 digits, MLP, 8 DP shadows, 2 targets."),
             Profile(track, "quick-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0, NONPRIVATE]},
                     settings=MEM_DP,
-                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; one MLP on 670 digits took 7.5 s of CPU for 2 DP epochs (accountant included) on a heavily shared core, so expect about an hour of CPU for the bank (extrapolated, not a full run); the proxies then take seconds to minutes."),
+                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; measured: the 4 proxies x 5 epsilons (20 cells, banks included) took 13.4 min wall on 2 cores shared with other runs, 246 CPU-seconds."),
         ]
     for ds, bs in (("cifar10", 256), ("cifar100", 512)):
         out.append(
