@@ -591,3 +591,15 @@ def test_a_missing_optional_package_is_a_one_line_error_naming_the_extra(monkeyp
     with pytest.raises(CellFailure, match=f"needs {blocked}, not installed") as cf:
         t.run_cell(t.cells(t.profile("hftest"), registry.method("random"))[0], registry.method("random"), _ctx(tmp_path))
     assert "\n" not in str(cf.value)
+
+
+def test_every_profile_gives_every_subset_the_same_finetuning_steps():
+    """Issue 19, point 4: the step count never depends on the subset's size (an epochs recipe
+    would give the full pool 20x the steps of a 5 % subset)."""
+    from coreset_bench.tracks.instruction import InstructionTrack
+
+    t = InstructionTrack()
+    for p in t.profiles():
+        rec = p.settings["finetune"]
+        assert int(rec.get("steps") or 0) > 0, p.id
+        assert t._recipe_steps(rec, 10) == t._recipe_steps(rec, 20000), p.id

