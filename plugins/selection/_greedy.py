@@ -465,13 +465,10 @@ def stochastic_greedy(fn: Any, budget: int, *, epsilon: float, generator: torch.
         return order
     s = max(1, int(np.ceil(n / budget * np.log(1.0 / epsilon))))
     remaining = torch.arange(n)
-    dev = None
+    dev = getattr(fn, "device", torch.device("cpu"))
     for _ in range(budget):
         m = int(remaining.numel())
         cand = remaining if s >= m else remaining[torch.randperm(m, generator=generator)[:s]]
-        if dev is None:
-            probe = fn.gains(cand[:1].to(getattr(fn, "device", "cpu")))
-            dev = probe.device
         g = fn.gains(cand.to(dev)).to(torch.float64)
         j = int(cand[int(torch.argmax(g))])
         order.append(j)
