@@ -16,7 +16,19 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from . import registry as plugins
+
+
+class _LazyRegistry:
+    """``coreset_bench.registry``, imported on first use: ``--version``, ``--help`` and commands
+    that need no plugins (``results``) never import it (nor numpy, torch or any plugin)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from . import registry
+
+        return getattr(registry, name)
+
+
+plugins: Any = _LazyRegistry()
 
 app = typer.Typer(
     name="coreset-bench",
@@ -146,6 +158,15 @@ def run(
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             fail(f"--seeds {seeds!r} is not a comma-separated list of integers, e.g. 0,1,2")
+    # the data, checked once before any plan or cell exists (a missing image folder is one
+    # error here, not one failed cell per method, budget and seed)
+    from .tracks.base import with_dataset
+
+    try:
+        target = with_dataset(prof, dataset) if dataset is not None else prof
+    except ValueError as exc:
+        fail(str(exc))
+    _check_datasets(target, data_dir)
     store = _open_store(db)
     try:
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
@@ -154,16 +175,22 @@ def run(
     console.print(Text.assemble((t.name, "bold"), " profile ", (plan.profile.id, "bold"), f": {len(plan.todo)} cell(s) to run, {len(plan.done)} already done"), highlight=False)
     if plan.profile.description.startswith(prof.description) and plan.profile.description != prof.description:
         console.print(plan.profile.description[len(prof.description) :].strip(), markup=False)  # --dataset: the data and its threat model
+    label = _labeller(methods)
     if dry_run:
+        if _plain():
+            for status, items in (("todo", plan.todo), ("done", plan.done)):
+                for p in items:
+                    _line(f"  {status:5} {p.cell.key}  {label(p.cell)}")
+            return
         table = Table("status", "method", "axes", "repeat", "key")
         for status, items in (("todo", plan.todo), ("done", plan.done)):
             for p in items:
-                _row(table, status, p.method.name, " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
+                _row(table, status, _method_label(p.cell.method, p.cell.params, label.defaults), " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
         console.print(table)
         return
     if not plan.todo:
         console.print("Nothing to do.")
-        _summary(store, t, prof, methods)
+        _summary(store, t, prof, plan, methods, seed_list, dataset)
         return
     try:
         dev = envmod.pick_device(device)
@@ -181,85 +208,175 @@ def run(
         envmod.cell_threads(dev)  # a malformed CORESET_BENCH_THREADS fails here, before any cell
     except ValueError as exc:
         fail(str(exc))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    _load_datasets(plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    from .progress import RunDisplay
 
-    failures = []
+    primary = t.primary_for(prof)
+    shown = [primary] + [c for c in t.secondary_metrics if c != primary][:3]
+    costs = {p.cell.key: float(t.cost_hint(p.cell)) for p in plan.todo}
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
-        overall = bar.add_task("cells", total=len(plan.todo))
-        step = bar.add_task("step", total=1.0)
-
-        def on_progress(key: str, what: str, frac: float) -> None:
-            bar.update(step, description=escape(f"  {what}"), completed=frac)
-
-        def on_done(out: Any) -> None:
-            bar.advance(overall)
-            label = out.cell.label()
-            if out.status == "done":
-                acc = out.metrics.get("clean_acc")
-                extra = f" clean_acc={acc:.4f}" if acc is not None else ""
-                where = "by another run on this database" if getattr(out, "elsewhere", False) else f"{out.seconds:.1f}s"
-                console.print(Text.assemble(("done", "green"), f"   {label}{extra} ({where})"), highlight=False)
-            else:
-                failures.append(out)
-                console.print(Text.assemble(("failed", "red"), f" {label}: {out.error}"), highlight=False)
-
+    display = RunDisplay(console, costs, shown, terminal=console.is_terminal, label=label)
+    with display:
         try:
-            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=on_done, on_progress=on_progress)
+            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress)
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: finished cells are stored; rerun the same command to complete the rest")
+            display.__exit__(None, None, None)
+            err.print(f"interrupted: {display.done} finished cell(s) are stored; the {display.total - display.done} cut short are marked interrupted (not failed); rerun the same command to complete them", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(130)
         except (ValueError, StoreError) as exc:
+            display.__exit__(None, None, None)
             fail(str(exc))
-    _summary(store, t, prof, methods)
+    _summary(store, t, prof, plan, methods, seed_list, dataset)
     par = f"{jobs} cells side by side, " if jobs > 1 else ""
-    console.print(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}", markup=False)
-    if failures:
-        err.print(f"[bold red]{len(failures)} cell(s) failed[/]:")
-        for f in failures:
-            err.print(f"  {f.cell.label()}: {f.error}", highlight=False, markup=False)
+    _line(f"wall time {time.perf_counter() - t0:.1f}s ({par}{envmod.cell_threads(dev)} torch thread(s) per cell); results in {store.url}")
+    if display.failures:
+        err.print(f"[bold red]{len(display.failures)} cell(s) failed[/]:")
+        for f in display.failures:
+            err.print(f"  {label(f.cell)}: {f.error}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
-def _summary(store: Any, t: Any, prof: Any, methods: list[Any]) -> None:
+def _plain() -> bool:
+    """Plain, unwrapped lines instead of tables and live bars: stdout is not a terminal."""
+    return not console.is_terminal
+
+
+def _line(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_datasets(profile: Any, data_dir: Optional[Path]) -> None:
+    """Every dataset on the profile's dataset axis is registered and present (cheap checks)."""
+    if "dataset" not in profile.axes:
+        return
+    from . import data as D
+
+    for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
+        try:
+            D.check(ref, data_dir)
+        except LookupError as exc:
+            fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+        except D.DatasetError as exc:
+            fail(str(exc))
+
+
+def _load_datasets(profile: Any, ctx: Any) -> None:
+    """Load (decode) the profile's datasets once before the cells, under a spinner on a terminal;
+    the in-process memo then serves every cell (forked workers inherit it)."""
+    if "dataset" not in profile.axes:
+        return
+    import contextlib
+
+    from . import data as D
+
+    for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
+        spin = console.status(f"loading dataset {ref}", spinner="dots") if console.is_terminal else contextlib.nullcontext()
+        try:
+            with spin:
+                D.resolve(ref, ctx.data_dir, ctx.cache_dir)
+        except D.DatasetError as exc:
+            fail(str(exc))
+        except LookupError as exc:
+            fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+
+
+class _Labeller:
+    """Cell labels that name the parameters differing from the installed defaults."""
+
+    def __init__(self, methods: list[Any]) -> None:
+        self.defaults: dict[str, dict[str, Any]] = {}
+        for m in methods:
+            try:
+                self.defaults[m.name] = dict(plugins.method(m.name).params)
+            except LookupError:
+                self.defaults[m.name] = dict(m.params)
+
+    def __call__(self, cell: Any) -> str:
+        ax = " ".join(f"{k}={v}" for k, v in cell.axes.items())
+        return f"{_method_label(cell.method, cell.params, self.defaults)} {ax} repeat={cell.repeat}"
+
+
+def _labeller(methods: list[Any]) -> _Labeller:
+    return _Labeller(methods)
+
+
+def _method_label(name: str, params: Any, defaults: dict[str, dict[str, Any]]) -> str:
+    """``cld`` or ``cld(epochs_used=0.5)``: the parameters that differ from the installed defaults."""
+    if name not in defaults:
+        try:
+            defaults[name] = dict(plugins.method(name).params)
+        except LookupError:
+            defaults[name] = {}
+    base = defaults[name]
+    diff = {k: v for k, v in dict(params or {}).items() if k not in base or base[k] != v}
+    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(diff.items()))})" if diff else name
+
+
+def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds: Optional[list[int]], dataset: Optional[str]) -> None:
+    """Mean ± std over seeds of this invocation's cells (and the references it compares with),
+    one row per method, parameter setting and value of every axis the profile varies."""
     import numpy as np
 
+    from .progress import fmt_metric, fraction_metric
+    from .runner import expand
+
+    prof = plan.profile
     primary = t.primary_for(prof)
-    names = [m.name for m in methods] + [r for r in t.reference_methods if r not in {m.name for m in methods}]
-    rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["method"] in names]
-    if not rows:
+    keys = {p.cell.key for p in [*plan.todo, *plan.done]}
+    for ref in t.reference_methods:  # the references this run is compared with, even with --no-references
+        try:
+            keys |= {c.key for c in expand(t, base, t.reference(base, ref), seeds=seeds, dataset=dataset)}
+        except (LookupError, ValueError):
+            continue
+    own = {p.cell.key for p in [*plan.todo, *plan.done] if p.method.name in {m.name for m in methods}}
+    rows = [r for r in store.results(track=t.name, profile=prof.id, status="done") if r["key"] in keys]
+    if not any(r["key"] in own for r in rows):  # references alone are no summary of this run
+        console.print(f"no finished cells of this run on {prof.id} to summarise", markup=False, highlight=False)
         return
-    # one row per method and value of every axis the profile varies (budget, training, ...)
+    defaults: dict[str, dict[str, Any]] = {}
     varied = [a for a, vals in prof.axes.items() if len(vals) > 1]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        key = (r["method"],) + tuple(f"{r['axes'].get(a)}" for a in varied)
+        key = (_method_label(r["method"], r["params"], defaults),) + tuple(f"{r['axes'].get(a)}" for a in varied)
         groups.setdefault(key, []).append(r)
     present = {k for r in rows for k in r["metrics"]}
     cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
-    table = Table("method", *varied, "n", *cols, title=_lit(f"{prof.id} (mean ± std over seeds)"))
+    percent = {c: fraction_metric(r["metrics"].get(c) for r in rows) for c in cols}
+    title = f"{prof.id}: this run's cells and references (mean ± std over seeds{'; in %' if any(percent.values()) else ''})"
+    lines = []
     for key, rs in sorted(groups.items()):
         cells = []
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
             v = v[np.isfinite(v)]
-            cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "-")
-        _row(table, *key, str(len(rs)), *cells)
+            cells.append(fmt_metric(float(v.mean()), percent[c], float(v.std()) if v.size > 1 else None) if v.size else "-")
+        lines.append((key, len(rs), cells))
+    if _plain():
+        _line(title)
+        for key, n, cells in lines:
+            _line("  " + "  ".join([key[0], *(f"{a}={v}" for a, v in zip(varied, key[1:])), f"n={n}", *(f"{c}={x}" for c, x in zip(cols, cells))]))
+        return
+    table = Table("method", *varied, "n", *cols, title=_lit(title))
+    for key, n, cells in lines:
+        _row(table, *key, str(n), *cells)
     console.print(table)
 
 
-@app.command("plugins")
-def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the plugins that loaded (and those that failed, with their errors).
+plugins_app = typer.Typer(
+    help="List the plugins (one line per method; --verbose or --json for detail); `plugins show NAME` for one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    add_completion=False,
+)
+app.add_typer(plugins_app, name="plugins")
 
-    Each method's ``tracks`` are the tracks that accept it (``Track.accepts``); with ``--json``,
-    ``refused`` maps each other track of its kind to the reason it does not rank the method."""
+
+def _plugin_rows() -> list[dict[str, Any]]:
     recs = plugins.records()
     rows: list[dict[str, Any]] = []
-    by_module: dict[str, Any] = {r.name: r for r in recs}
     for m in plugins.methods():
         rec = next((r for r in recs if ("methods", m.name) in r.objects), None)
-        rows.append({"name": m.name, "kind": m.kind, "version": m.version, "package": m.package, "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": plugins.tracks_for(m), "refused": _refusals(m), "summary": m.summary, "error": None})
+        rows.append({"name": m.name, "kind": m.kind, "version": m.version, "package": m.package, "package_version": rec.package_version if rec else "", "entry_point": rec.name if rec else "", "tracks": plugins.tracks_for(m), "refused": _refusals(m), "summary": m.summary, "citation": m.citation, "params": {r["name"]: {"default": r["default"], "rule": r["rule"], "help": r["help"]} for r in m.param_table()}, "error": None})
     for reg, kind in (("datasets", "dataset"), ("architectures", "architecture"), ("tracks", "track")):
         for name in sorted(getattr(plugins.manager(), reg).items):
             rec = next((r for r in recs if (reg, name) in r.objects), None)
@@ -267,14 +384,98 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     for r in recs:
         if r.error:
             rows.append({"name": r.name, "kind": "?", "version": r.package_version, "package": r.package, "package_version": r.package_version, "entry_point": r.name, "tracks": [], "refused": {}, "summary": "", "error": r.error})
-    del by_module
-    if as_json:
-        print(json.dumps(rows, indent=2))
+    return rows
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(str(text or "").split())
+    cut = text.find(". ")
+    return text[: cut + 1] if 0 < cut < 100 else text
+
+
+@plugins_app.callback()
+def plugins_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: every field of every plugin, with the tracks that refuse a method and why."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Every column (version, package) and the whole summary."),
+) -> None:
+    """List the plugins that loaded (and those that failed, with their errors): one line each.
+
+    Each method's ``tracks`` are the tracks that accept it (``Track.accepts``); with ``--json``,
+    ``refused`` maps each other track of its kind to the reason it does not rank the method.
+    ``coreset-bench plugins show NAME`` prints one plugin in full."""
+    if ctx.invoked_subcommand is not None:
         return
-    table = Table("name", "kind", "version", "package", "tracks", "summary / error")
+    rows = _plugin_rows()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if verbose:
+        table = Table("name", "kind", "version", "package", "tracks", "summary / error")
+        for r in rows:
+            _row(table, r["name"], r["kind"], str(r["version"]), r["package"], ", ".join(r["tracks"]), Text(str(r["error"]), style="red") if r["error"] else r["summary"])
+        console.print(table)
+        return
+    if _plain():
+        for r in rows:
+            what = f"ERROR {r['error']}" if r["error"] else _first_sentence(r["summary"])
+            _line(f"{r['name']}  {r['kind']}  [{', '.join(r['tracks'])}]  {what}")
+        return
+    table = Table("name", "kind", "tracks", "summary / error", box=None, pad_edge=False)
+    for i, col in enumerate(table.columns):
+        col.no_wrap = True
+        col.overflow = "ellipsis"
+        if i < 3:  # names, kinds and tracks whole; the summary is cut to the terminal's width
+            col.min_width = max([len(col.header)] + [len(", ".join(r["tracks"]) if i == 2 else str(r[("name", "kind")[i]])) for r in rows])
+    table.columns[3].ratio = 1
     for r in rows:
-        _row(table, r["name"], r["kind"], str(r["version"]), r["package"], ", ".join(r["tracks"]), Text(str(r["error"]), style="red") if r["error"] else r["summary"])
+        _row(table, r["name"], r["kind"], ", ".join(r["tracks"]), Text(str(r["error"]), style="red") if r["error"] else _first_sentence(r["summary"]))
     console.print(table)
+    console.print(Text("details: coreset-bench plugins show NAME (or --verbose, --json)", style="dim"))
+
+
+@plugins_app.command("show")
+def plugins_show(name: str = typer.Argument(..., help="A method, track, dataset or architecture."), as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """One plugin in full: parameters (default, type and range), signals, citation, package, version, tracks."""
+    rows = {r["name"]: r for r in _plugin_rows()}
+    if name not in rows:
+        from .registry import _closest
+
+        fail(f"no plugin named {name!r}; {_closest(name, rows)}".rstrip("; "))
+    r = dict(rows[name])
+    if r["kind"] not in ("dataset", "architecture", "track", "?"):
+        m = plugins.method(name)
+        r["signals"] = sorted(getattr(m, "signals", ()) or ())
+        for attr in ("modalities", "role", "privileged"):
+            if getattr(m, attr, None):
+                v = getattr(m, attr)
+                r[attr] = sorted(v) if isinstance(v, (set, frozenset)) else v
+    if as_json:
+        print(json.dumps(r, indent=2, default=str))
+        return
+    _line(f"{r['name']} ({r['kind']}) version {r['version']}, package {r['package'] or '-'} {r['package_version']}".rstrip())
+    if r.get("error"):
+        _line(f"  load error: {r['error']}")
+    if r.get("summary"):
+        _line(f"  {' '.join(str(r['summary']).split())}")
+    if r.get("citation"):
+        _line(f"  citation: {r['citation']}")
+    _line(f"  tracks: {', '.join(r['tracks']) or '(none)'}")
+    for t, why in (r.get("refused") or {}).items():
+        _line(f"  not ranked by {t}: {why}")
+    if r.get("signals"):
+        _line(f"  signals: {', '.join(r['signals'])}")
+    for attr in ("modalities", "role", "privileged"):
+        if r.get(attr):
+            _line(f"  {attr}: {r[attr]}")
+    if "params" in r:
+        if not r["params"]:
+            _line("  parameters: none")
+        else:
+            _line("  parameters (--param NAME=VALUE):")
+            for pname, spec in r["params"].items():
+                hint = f"  {spec['help']}" if spec["help"] else ""
+                _line(f"    {pname} = {spec['default']!r}  ({spec['rule']}){hint}")
 
 
 def _refusals(m: Any) -> dict[str, str]:
@@ -302,9 +503,41 @@ def tracks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     console.print(table)
 
 
+def _conventions(settings: Any) -> dict[str, str]:
+    """The conventions a profile fixes, in words: what a budget means, class balance, the
+    optimizer steps of training, the proxy; from its settings (text entries and the recipe)."""
+    out: dict[str, str] = {}
+    names = {"budget_semantics": "budget", "class_balance": "class balance", "proxy_convention": "proxy"}
+    for k, v in dict(settings).items():
+        if isinstance(v, str) and k not in ("checkpoints",):
+            out[names.get(k, k.replace("_", " "))] = v
+    train = settings.get("train") if hasattr(settings, "get") else None
+    if isinstance(train, dict):
+        mode = train.get("budget_mode")
+        bits = []
+        if "steps" in train:
+            bits.append(f"{train['steps']} optimizer steps" + (" whatever the budget" if mode == "iterations" else ""))
+        elif "epochs" in train:
+            bits.append(f"{train['epochs']} epochs")
+        if mode:
+            bits.append(f"budget mode {mode}")
+        bits += [f"{k.replace('_', ' ')} {train[k]}" for k in ("batch_size", "lr") if k in train]
+        out["training"] = ", ".join(bits)
+    proxy = settings.get("proxy") if hasattr(settings, "get") else None
+    if isinstance(proxy, dict) and "epochs" in proxy:
+        out["proxy training"] = f"{proxy['epochs']} epochs" + (f", batch size {proxy['batch_size']}" if "batch_size" in proxy else "")
+    rb = settings.get("robust") if hasattr(settings, "get") else None
+    if isinstance(rb, dict) and "eps" in rb:
+        from .progress import fmt_value
+
+        out["threat model"] = f"L-inf eps {fmt_value(float(rb['eps']), False)}" + (f", {rb['attack_steps']} PGD steps in training" if "attack_steps" in rb else "")
+    return out
+
+
 @app.command()
 def profiles(track: Optional[str] = typer.Argument(None, help="Only this track."), as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List profiles with their matrices."""
+    """List profiles: their matrices and the conventions they fix (budget meaning, class
+    balance, optimizer steps, proxy, threat model)."""
     try:
         ts = [plugins.track(track)] if track else list(plugins.tracks().values())
     except LookupError as exc:
@@ -312,36 +545,203 @@ def profiles(track: Optional[str] = typer.Argument(None, help="Only this track."
     items = []
     for t in ts:
         for p in t.profiles():
-            items.append({"id": p.id, "track": t.name, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": p.description, "settings": dict(p.settings)})
+            items.append({"id": p.id, "track": t.name, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": p.description, "conventions": _conventions(p.settings), "settings": dict(p.settings)})
     if as_json:
         print(json.dumps(items, indent=2, default=str))
         return
-    table = Table("profile", "axes", "seeds", "cells/method", "device", "description")
     for it in items:
-        _row(table, it["id"], "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in it["axes"].items()), ", ".join(map(str, it["seeds"])), str(it["cells_per_method"]), it["device"], it["description"])
-    console.print(table)
+        console.print(Text.assemble((it["id"], "bold"), f"  {it['cells_per_method']} cells per method, seeds {', '.join(map(str, it['seeds']))}, {it['device']}"), highlight=False, soft_wrap=not console.is_terminal)
+        _line("  matrix: " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in it["axes"].items()))
+        for k, v in it["conventions"].items():
+            _line(f"  {k}: {v}")
+        if it["description"]:
+            _line(f"  {' '.join(it['description'].split())}")
 
 
-@app.command()
+results_app = typer.Typer(
+    help="Show stored runs; `results prune` removes failed or unwanted ones.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    add_completion=False,
+)
+app.add_typer(results_app, name="results")
+
+
+@results_app.callback()
 def results(
+    ctx: typer.Context,
     plugin: Optional[str] = typer.Option(None, "--plugin", "-p", help="Only this method."),
     track: Optional[str] = typer.Option(None, "--track", help="Only this track."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile id, e.g. coreset/quick@1."),
-    status: Optional[str] = typer.Option(None, "--status", help="done, failed or running."),
+    status: Optional[str] = typer.Option(None, "--status", help="done, failed, interrupted or running."),
     db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB); opened read-only."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per run."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array with one object per run (key, method, params, axes, status, metrics, ...)."),
 ) -> None:
-    """Show stored runs."""
+    """Show stored runs (``results prune --help``: remove runs)."""
+    if ctx.invoked_subcommand is not None:
+        return
     store = _open_store(db, create=False, read_only=True)  # reads only: works in a read-only directory
     rows = store.results(method=plugin, track=track, profile=profile, status=status)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
+        return
+    if _plain():
+        for r in rows:
+            mets = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("class_acc_"))
+            _line(f"{r['key'][:12]}  {r['method']}  {r['profile']}  {' '.join(f'{k}={v}' for k, v in r['axes'].items())}  repeat={r['repeat']}  {r['status']}  {r['error'] or mets}")
         return
     table = Table("key", "method", "profile", "axes", "repeat", "status", "metrics / error")
     for r in rows:
         mets = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("class_acc_"))
         _row(table, r["key"][:12], r["method"], r["profile"], " ".join(f"{k}={v}" for k, v in r["axes"].items()), str(r["repeat"]), r["status"], r["error"] or mets)
     console.print(table)
+
+
+def _json_value(text: str) -> Any:
+    """A --param value as the store holds it: JSON (numbers, true/false, null) or the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        low = text.strip().lower()
+        return {"yes": True, "on": True, "no": False, "off": False}.get(low, text)
+
+
+def _params_match(stored: Any, wanted: dict[str, Any]) -> bool:
+    return all(k in stored and (stored[k] == v or str(stored[k]) == str(v)) for k, v in wanted.items())
+
+
+@results_app.command("prune")
+def results_prune(
+    failed: bool = typer.Option(False, "--failed", help="Failed runs (and interrupted ones)."),
+    interrupted: bool = typer.Option(False, "--interrupted", help="Runs cut by Ctrl-C."),
+    status: Optional[str] = typer.Option(None, "--status", help="Runs of this status (done, failed, interrupted, running)."),
+    plugin: Optional[str] = typer.Option(None, "--plugin", "-p", help="Only this method."),
+    param: list[str] = typer.Option([], "--param", help="Only runs with this parameter value KEY=VALUE (repeatable)."),
+    track: Optional[str] = typer.Option(None, "--track", help="Only this track."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile id, e.g. coreset/quick@2."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB)."),
+) -> None:
+    """Remove runs from the store: failed or interrupted ones, a method, a parameter setting, a
+    profile (filters combine). A run another live run is computing is kept. Artifact files are
+    shared by content and stay (``doctor`` reports the cache size)."""
+    statuses = {s for s, on in (("failed", failed), ("interrupted", failed or interrupted)) if on}
+    if status:
+        statuses.add(status)
+    wanted = {k: _json_value(v) for k, v in _parse_params(param).items()}
+    if not (statuses or plugin or wanted or track or profile):
+        fail("name what to remove: --failed, --interrupted, --status, --plugin, --param, --track or --profile (see --dry-run)")
+    store = _open_store(db, create=False, read_only=dry_run)
+    rows = [r for r in store.results(method=plugin, track=track, profile=profile) if (not statuses or r["status"] in statuses) and _params_match(r["params"], wanted)]
+    for r in rows:
+        _line(f"{'would remove' if dry_run else 'remove'} {r['key'][:12]}  {r['method']}  {r['profile']}  {' '.join(f'{k}={v}' for k, v in r['axes'].items())}  repeat={r['repeat']}  {r['status']}")
+    if dry_run:
+        _line(f"{len(rows)} run(s) would be removed from {store.url}")
+        return
+    from .store import StoreError
+
+    try:
+        n = store.delete([r["key"] for r in rows])
+    except StoreError as exc:
+        fail(str(exc))
+    kept = len(rows) - n
+    _line(f"removed {n} run(s) from {store.url}" + (f"; kept {kept} that another live run is computing" if kept else ""))
+
+
+def _setting(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` -> (name, parameters), checked like ``--param``."""
+    name, _, rest = spec.partition(":")
+    items = [x for x in rest.split(",") if x.strip()] if rest else []
+    given = _parse_params(items)
+    try:
+        m = plugins.method(name)
+    except LookupError:  # not installed: the stored parameters are taken as written
+        return name, {k: _json_value(v) for k, v in given.items()}
+    try:
+        return name, dict(m.with_params(**given).params)
+    except ValueError as exc:
+        fail(str(exc))
+    raise AssertionError  # unreachable
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="A method, or a parameter setting NAME:KEY=VALUE[,KEY=VALUE]."),
+    b: str = typer.Argument(..., help="The method or setting to compare with (the difference is A − B)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile id (default: every profile where both have finished cells)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric (default: the track's primary metric)."),
+    db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB); opened read-only."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Paired difference A − B per cell with its 95 % interval over seeds.
+
+    Cells pair by profile, axes and repeat (the same seed, splits and training noise); per cell
+    the difference is averaged over seeds with a t-interval (none for fewer than 2 seeds), and
+    the last row averages the cells of each seed first. ``cld`` means cld with its installed
+    default parameters; ``cld:epochs_used=0.5`` another setting."""
+    import numpy as np
+
+    from .leaderboard.stats import seed_interval
+    from .progress import fraction_metric
+
+    (na, pa), (nb, pb) = _setting(a), _setting(b)
+    store = _open_store(db, create=False, read_only=True)
+
+    def rows_of(name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = store.results(method=name, profile=profile, status="done")
+        return [r for r in rows if _params_match(r["params"], params)]
+
+    ra, rb = rows_of(na, pa), rows_of(nb, pb)
+    if not ra or not rb:
+        fail(f"no finished runs of {a if not ra else b}{' on ' + profile if profile else ''}; `coreset-bench results --plugin {na if not ra else nb}` lists what is stored")
+    out = []
+    for prof_id in sorted({r["profile"] for r in ra} & {r["profile"] for r in rb}):
+        track_name = next(r["track"] for r in ra if r["profile"] == prof_id)
+        met = metric
+        if met is None:
+            try:
+                t = plugins.track(track_name)
+                met = t.primary_for(t.profile(prof_id))
+            except LookupError:
+                met = next(iter(ra[0]["metrics"]), "")
+        va = {(json.dumps(r["axes"], sort_keys=True), r["repeat"]): r["metrics"].get(met) for r in ra if r["profile"] == prof_id}
+        vb = {(json.dumps(r["axes"], sort_keys=True), r["repeat"]): r["metrics"].get(met) for r in rb if r["profile"] == prof_id}
+        pairs = {k: va[k] - vb[k] for k in va.keys() & vb.keys() if va[k] is not None and vb[k] is not None}
+        if not pairs:
+            continue
+        pct = fraction_metric([*(v for v in va.values() if v is not None), *(v for v in vb.values() if v is not None)])
+        cells = []
+        for point in sorted({p for p, _ in pairs}):
+            ds = [pairs[(point, r)] for r in sorted(r for p, r in pairs if p == point)]
+            cells.append({"axes": json.loads(point), "n": len(ds), "interval": seed_interval(ds)})
+        by_seed: dict[int, list[float]] = {}
+        points = sorted({p for p, _ in pairs})
+        for (p, r), d in pairs.items():
+            by_seed.setdefault(r, []).append(d)
+        overall = seed_interval([float(np.mean(v)) for r, v in by_seed.items() if len(v) == len(points)])
+        out.append({"profile": prof_id, "metric": met, "percent": pct, "cells": cells, "overall": overall})
+    if not out:
+        fail(f"{a} and {b} have no finished cells in common (same profile, axes and repeat); run both on one profile first")
+    if as_json:
+        def iv(x: Any) -> Any:
+            return None if x is None else {"mean": x.mean, "low": x.low, "high": x.high, "n": x.n}
+
+        print(json.dumps([{**o, "a": a, "b": b, "cells": [{**c, "interval": iv(c["interval"])} for c in o["cells"]], "overall": iv(o["overall"])} for o in out], indent=2, default=str))
+        return
+    for o in out:
+        unit = " pp" if o["percent"] else ""
+        scale = 100.0 if o["percent"] else 1.0
+
+        def fmt(x: Any) -> str:
+            if x is None:
+                return "-"
+            m = f"{x.mean * scale:+.2f}"
+            return f"{m}{unit} (no interval: n={x.n})" if x.low is None else f"{m} [{x.low * scale:+.2f}, {x.high * scale:+.2f}]{unit}"
+
+        _line(f"{o['profile']}: {o['metric']}, {a} − {b} (paired by seed; mean and 95 % interval over seeds)")
+        for c in o["cells"]:
+            _line(f"  {' '.join(f'{k}={v}' for k, v in c['axes'].items())}  n={c['n']}  {fmt(c['interval'])}")
+        _line(f"  all {len(o['cells'])} cells (mean over cells per seed)  {fmt(o['overall'])}")
 
 
 @app.command()
@@ -378,7 +778,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
     try:
         store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}", markup=False)
-        console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='running'))} running/interrupted")
+        console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='interrupted'))} interrupted (Ctrl-C; not failures), {len(store.runs(status='running'))} running")
     except StoreError as exc:
         console.print(f"{'store':14} {exc}", markup=False)
         ok = ok and "no results database" in str(exc)
@@ -389,6 +789,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
 
 
 _COMMANDS_ADDED = False
+_BUILTIN_ADDED = False
 
 
 def _add_plugin_commands() -> None:
@@ -396,23 +797,51 @@ def _add_plugin_commands() -> None:
     if _COMMANDS_ADDED:
         return
     _COMMANDS_ADDED = True
+    _add_builtin_commands()
+    plugins.add_commands(app)
+
+
+#: built-in commands that need no plugin loaded (nor torch): they read the store only
+_NO_PLUGINS = {"results"}
+
+
+def _needs_plugins(argv: list[str]) -> bool:
+    """Whether the command line in ``argv`` needs the plugins loaded: not for ``--version`` or
+    ``--help`` (of the app or of a built-in command), nor for the store-only commands."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:  # --version, --help, or nothing (help)
+        return False
+    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "export", "keys"}
+    if words[0] in builtin and ("--help" in argv or "-h" in argv):
+        return False
+    return words[0] not in _NO_PLUGINS
+
+
+def main() -> None:
+    if _needs_plugins(sys.argv[1:]):
+        try:
+            plugins.load_plugins()
+        except plugins.PluginError as exc:
+            err.print(Text.assemble(("Error:", "bold red"), f" {exc}"), highlight=False)
+            sys.exit(2)
+        _add_plugin_commands()
+    else:
+        _add_builtin_commands()
+    app()
+
+
+def _add_builtin_commands() -> None:
+    """The leaderboard commands without loading plugins (their modules import lazily)."""
+    global _BUILTIN_ADDED
+    if _BUILTIN_ADDED:
+        return
+    _BUILTIN_ADDED = True
     try:
         from .leaderboard import cli as lb_cli
 
         lb_cli.register(app)
     except ImportError:
         pass
-    plugins.add_commands(app)
-
-
-def main() -> None:
-    try:
-        plugins.load_plugins()
-    except plugins.PluginError as exc:
-        err.print(Text.assemble(("Error:", "bold red"), f" {exc}"), highlight=False)
-        sys.exit(2)
-    _add_plugin_commands()
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

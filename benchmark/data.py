@@ -12,6 +12,9 @@ Built-ins (registered by ``coreset_bench.plugins.core``):
 * ``cifar10`` / ``cifar100``: the python pickle batches (``cifar-10-batches-py`` /
   ``cifar-100-python``) under ``--data-dir``; downloaded through torchvision when missing
   and the network allows.
+* ``cifar10-jpeg``: the CIFAR-10 JPEG copy (an ImageFolder tree or its ``.tar.gz``) under
+  ``--data-dir`` or at ``cifar10-jpeg:PATH``, read through ``imagefolder`` with CIFAR's
+  augmentation; ``coreset/cifar10-study@1`` runs on it.
 * ``imagefolder:PATH``: any class-folder tree. With ``PATH/train`` and ``PATH/test`` those
   are the splits; otherwise a fixed 20 % per-class test split is held out. Decoded images are
   cached under the cache directory, keyed by the tree's listing.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +129,9 @@ class DatasetSpec:
     summary: str = ""
     needs_arg: bool = False
     threat_model: Mapping[str, float] | None = None
+    #: optional cheap check ``check(arg, data_dir)`` run before a plan is made (``run`` and
+    #: ``run --dry-run``): raises ``DatasetError`` when the data cannot be there, without loading it
+    check: Callable[[str | None, Path | None], None] | None = None
 
 
 def _finish(ds: DatasetTensors) -> DatasetTensors:
@@ -272,6 +279,17 @@ def _decode(items: list[tuple[str, int]], size: tuple[int, int] | None) -> tuple
     return x, y
 
 
+def check_imagefolder(arg: str | None, data_dir: Path | None = None) -> None:
+    """The tree of ``imagefolder:PATH`` exists and has class folders with images (listed, not decoded)."""
+    if not arg:
+        raise DatasetError("imagefolder needs a path: --dataset imagefolder:PATH")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"imagefolder: {root} is not a directory; pass --dataset imagefolder:PATH of a class-folder tree")
+    split_dirs = (root / "train").is_dir() and (root / "test").is_dir()
+    _list_tree(root / "train" if split_dirs else root)
+
+
 def load_imagefolder(arg: str | None, data_dir: Path | None = None, cache_dir: Path | None = None) -> DatasetTensors:
     if not arg:
         raise DatasetError("imagefolder needs a path: --dataset imagefolder:PATH")
@@ -317,11 +335,89 @@ def load_imagefolder(arg: str | None, data_dir: Path | None = None, cache_dir: P
     return _finish(ds)
 
 
+#: the standard CIFAR-10 class order (airplane=0 ... truck=9), which the JPEG copy's folders sort into
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_cifar10_jpeg(arg: str | None = None, data_dir: Path | None = None, cache_dir: Path | None = None) -> DatasetTensors:
+    """The CIFAR-10 JPEG copy: the 60,000 images as 32x32 JPEG files in an ImageFolder tree
+    ``cifar10-jpeg/{train,test}/<class>/*.jpg`` (5,000 / 1,000 per class; lossy, so pixels differ
+    slightly from the binary release). Read through the ``imagefolder`` loader.
+
+    ``arg``: the tree, or a ``.tar.gz`` of it (unpacked once under the cache directory). Without
+    one: ``cifar10-jpeg/`` or ``cifar10-jpeg.tar.gz`` under ``--data-dir``. The class folders must
+    be CIFAR-10's ten; augmentation is CIFAR's (4-pixel crops, horizontal flips)."""
+    root = Path(data_dir or os.environ.get("CORESET_BENCH_DATA", "data")).expanduser()
+    src = _cifar10_jpeg_source(arg, data_dir)
+    if src.is_file() and src.name.endswith((".tar.gz", ".tgz")):
+        src = _unpack_tree(src, Path(cache_dir) if cache_dir else root)
+    if not src.is_dir():
+        raise DatasetError(
+            f"cifar10-jpeg: no tree at {src}; put cifar10-jpeg/ or cifar10-jpeg.tar.gz under --data-dir, or pass --dataset cifar10-jpeg:PATH"
+        )
+    if (src / "cifar10-jpeg" / "train").is_dir() and not (src / "train").is_dir():
+        src = src / "cifar10-jpeg"
+    ds = load_imagefolder(str(src), data_dir, cache_dir)
+    if ds.classes != CIFAR10_CLASSES:
+        raise DatasetError(f"cifar10-jpeg: {src} has class folders {ds.classes}, expected CIFAR-10's {CIFAR10_CLASSES}")
+    ds.name, ds.hflip, ds.crop_pad = "cifar10-jpeg", True, 4
+    return ds
+
+
+def _cifar10_jpeg_source(arg: str | None, data_dir: Path | None) -> Path:
+    """The tree or archive ``cifar10-jpeg`` reads: ``arg``, else under ``--data-dir``."""
+    if arg:
+        return Path(arg).expanduser()
+    root = Path(data_dir or os.environ.get("CORESET_BENCH_DATA", "data")).expanduser()
+    src = root / "cifar10-jpeg"
+    if not src.is_dir() and (root / "cifar10-jpeg.tar.gz").is_file():
+        src = root / "cifar10-jpeg.tar.gz"
+    return src
+
+
+def check_cifar10_jpeg(arg: str | None, data_dir: Path | None = None) -> None:
+    """The CIFAR-10 JPEG tree or archive exists (nothing is unpacked or decoded)."""
+    src = _cifar10_jpeg_source(arg, data_dir)
+    if not (src.is_dir() or (src.is_file() and src.name.endswith((".tar.gz", ".tgz")))):
+        raise DatasetError(
+            f"cifar10-jpeg: no tree at {src}; put cifar10-jpeg/ or cifar10-jpeg.tar.gz under --data-dir, or pass --dataset cifar10-jpeg:PATH"
+        )
+
+
+def _unpack_tree(archive: Path, into: Path) -> Path:
+    """Unpack ``archive`` (a .tar.gz of an image tree) once under ``into/datasets/`` and return
+    the directory; regular files and directories only (no links, no paths outside)."""
+    import tarfile
+
+    st = archive.stat()
+    digest = hashlib.sha256(f"{archive.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    dest = into / "datasets" / f"{archive.name.split('.')[0]}-{digest}"
+    if (dest / ".complete").exists():
+        return dest
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tf:
+        members = [m for m in tf.getmembers() if m.isfile() or m.isdir()]
+        for m in members:
+            if m.name.startswith(("/", "..")) or ".." in Path(m.name).parts:
+                raise DatasetError(f"{archive}: unsafe path {m.name!r} in the archive")
+        tf.extractall(tmp, members=members, filter="data")
+    (tmp / ".complete").write_text("ok\n")
+    if (dest / ".complete").exists():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        if dest.exists():  # an unpack cut short earlier
+            shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    return dest
+
+
 BUILTIN_DATASETS = [
     DatasetSpec("digits", load_digits, "scikit-learn 8x8 handwritten digits, embedded (no download)", threat_model=DIGITS_THREAT),
     DatasetSpec("cifar10", load_cifar10, "CIFAR-10 python batches under --data-dir (torchvision download when possible)", threat_model=CIFAR_THREAT),
     DatasetSpec("cifar100", load_cifar100, "CIFAR-100 python batches under --data-dir (torchvision download when possible)", threat_model=CIFAR_THREAT),
-    DatasetSpec("imagefolder", load_imagefolder, "any class-folder tree: --dataset imagefolder:PATH", needs_arg=True, threat_model=CIFAR_THREAT),
+    DatasetSpec("cifar10-jpeg", load_cifar10_jpeg, "the CIFAR-10 JPEG copy (ImageFolder tree or .tar.gz): cifar10-jpeg/ under --data-dir, or --dataset cifar10-jpeg:PATH", threat_model=CIFAR_THREAT, check=check_cifar10_jpeg),
+    DatasetSpec("imagefolder", load_imagefolder, "any class-folder tree: --dataset imagefolder:PATH", needs_arg=True, threat_model=CIFAR_THREAT, check=check_imagefolder),
 ]
 
 
@@ -356,6 +452,21 @@ def threat_text(eps: float) -> str:
 
 
 _LOADED: dict[tuple[str, str], DatasetTensors] = {}
+
+
+def check(ref: str, data_dir: Path | None = None) -> None:
+    """Fail early, without loading data: ``ref`` names a registered dataset, has the argument it
+    needs, and passes the dataset's own ``check`` (e.g. the image-folder tree exists).
+
+    Raises ``DatasetError`` (or ``LookupError`` listing the known names) with a one-line message."""
+    from . import registry as plugins
+
+    name, _, arg = ref.partition(":")
+    spec: DatasetSpec = plugins.dataset(name)
+    if spec.needs_arg and not arg:
+        raise DatasetError(f"dataset {name} needs an argument: --dataset {name}:PATH")
+    if getattr(spec, "check", None) is not None:
+        spec.check(arg or None, data_dir)
 
 
 def resolve(ref: str, data_dir: Path | None = None, cache_dir: Path | None = None) -> DatasetTensors:

@@ -1,9 +1,25 @@
-"""The communication layer of decentralized learning: a fixed topology and a byte-counting network.
+"""Decentralized learning machinery: topologies, a byte-counting network, the Dirichlet non-IID
+partition and a vmapped ensemble of node models.
 
 ``Network`` is the only channel between the nodes of a ``DecentralizedView``: every exchange goes
 through it and is counted in ``bytes`` (``model``, ``labels``, ``meta``, or any kind the caller
 names). Nodes talk only to their neighbours (``W[i, j] > 0``, j != i); ``allgather`` reaches the
 nodes connected to i by some path, so on the ``isolated`` topology nothing crosses between nodes.
+``Network`` simulates all n nodes in one process (tensors stacked over the nodes, first dimension
+n); ``GlooNetwork`` (``coreset_bench.gossip_dist``) is the same interface for one node per process
+over ``torch.distributed`` (gloo, point-to-point). Both mix in the same order (j ascending), so a
+multi-process run reproduces the simulation.
+
+* ``Topology.ring / torus / full / isolated`` (``topology(name, n)``): symmetric, doubly
+  stochastic mixing matrices (tracks-phase2.md §3.3).
+* ``dirichlet_partition``: ``build_non_iid_by_dirichlet`` of the QG-DSGDm / IDKD code (Lin et al.
+  2021; Ravikumar et al. 2024): per class, node shares ~ Dir(α·1_n), nodes already above the
+  average size get none of later classes, redrawn until every node holds at least
+  ``min_node_frac`` of the average.
+* ``NodeEnsemble``: n models as stacked parameters (``torch.func.stack_module_state``) called
+  through ``functional_call`` under ``vmap`` (a loop where vmap cannot run the module).
+
+torch is imported lazily (this module is imported by the pytest plugin).
 """
 
 from __future__ import annotations
@@ -69,6 +85,48 @@ class Topology:
     def complete(cls, n: int) -> Topology:
         return cls("complete", np.full((n, n), 1.0 / n))
 
+    @classmethod
+    def full(cls, n: int) -> Topology:
+        """Fully connected: 1/n everywhere (one gossip step is the exact average)."""
+        return cls("full", np.full((n, n), 1.0 / n))
+
+    @classmethod
+    def torus(cls, n: int, rows: int | None = None) -> Topology:
+        """A rows x cols grid with wrap-around; 1/5 on self and the four grid neighbours
+        (rows, cols >= 3, so the four are distinct). ``rows`` defaults to the divisor of n
+        closest to sqrt(n)."""
+        if rows is None:
+            cands = [r for r in range(3, n // 3 + 1) if n % r == 0 and n // r >= 3]
+            if not cands:
+                raise ValueError(f"a torus needs n = rows x cols with rows, cols >= 3 (e.g. 9, 12, 16); got n = {n}")
+            rows = min(cands, key=lambda r: (abs(r - n / r), r))
+        cols = n // rows
+        if rows * cols != n or rows < 3 or cols < 3:
+            raise ValueError(f"a torus needs n = rows x cols with rows, cols >= 3; got n = {n}, rows = {rows}")
+        W = np.zeros((n, n))
+        for r in range(rows):
+            for c in range(cols):
+                i = r * cols + c
+                for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+                    W[i, ((r + dr) % rows) * cols + (c + dc) % cols] = 0.2
+        return cls("torus", W)
+
+    def spectral_gap(self) -> float:
+        """1 - |second largest eigenvalue| of W (0: disconnected; 1: full)."""
+        ev = np.sort(np.abs(np.linalg.eigvalsh(self.W)))[::-1]
+        return float(1.0 - ev[1]) if len(ev) > 1 else 1.0
+
+
+TOPOLOGIES = ("ring", "torus", "full", "isolated")
+
+
+def topology(name: str, n: int) -> Topology:
+    """The topology ``name`` (ring, torus, full or complete, isolated) on n nodes."""
+    builders = {"ring": Topology.ring, "torus": Topology.torus, "full": Topology.full, "complete": Topology.complete, "isolated": Topology.isolated}
+    if name not in builders:
+        raise ValueError(f"unknown topology {name!r}; choose one of {', '.join(TOPOLOGIES)}")
+    return builders[name](int(n))
+
 
 def payload_bytes(obj: Any) -> int:
     """Bytes of the tensors and arrays in ``obj`` (nested lists, tuples and dicts); numbers count 8."""
@@ -98,6 +156,12 @@ class Network:
     def n(self) -> int:
         return self.topology.n
 
+    @property
+    def local_nodes(self) -> list[int]:
+        """The nodes this process holds: all n in the simulation (one per process in
+        ``GlooNetwork``); stacked tensors and payload lists are indexed in this order."""
+        return list(range(self.n))
+
     def _count(self, kind: str, nbytes: int) -> None:
         self.bytes[kind] = self.bytes.get(kind, 0) + int(nbytes)
 
@@ -108,11 +172,22 @@ class Network:
 
         out = {}
         degrees = sum(len(self.topology.neighbours(i)) for i in range(self.n))
+        Wn = np.asarray(self.topology.W)
         for name, t in tensors.items():
             if t.shape[0] != self.n:
                 raise ValueError(f"gossip: tensor {name!r} has {t.shape[0]} rows, expected one per node ({self.n})")
-            W = torch.tensor(np.array(self.topology.W), dtype=t.dtype, device=t.device)
-            out[name] = torch.einsum("ij,j...->i...", W, t)
+            W = torch.tensor(Wn, dtype=t.dtype, device=t.device)
+            # out[i] = sum over j ascending with W[i, j] > 0 of W[i, j] * t[j]: the order (and so
+            # the float result) of GlooNetwork.gossip, and no 0 * NaN from a non-neighbour
+            acc = torch.zeros_like(t)
+            for j in range(self.n):
+                rows = np.flatnonzero(Wn[:, j] > 0)
+                if len(rows) == self.n:
+                    acc += W[:, j].view(-1, *([1] * (t.dim() - 1))) * t[j]
+                else:
+                    r = torch.as_tensor(rows, device=t.device)
+                    acc[r] += W[r, j].view(-1, *([1] * (t.dim() - 1))) * t[j]
+            out[name] = acc
             self._count(kind, degrees * payload_bytes(t[0]))
         return out
 
@@ -140,4 +215,171 @@ class Network:
                 if j != i:
                     self._count(kind, payload_bytes(small[j]))
             out.append([(j, small[j]) for j in comp])
+        return out
+
+
+# ============================================================================================
+# Dirichlet non-IID partition
+# ============================================================================================
+
+
+class PartitionError(ValueError):
+    """The Dirichlet partition could not meet its minimum node size (α and n too extreme)."""
+
+
+def dirichlet_partition(labels: np.ndarray, n_nodes: int, alpha: float, seed: int, *, min_node_frac: float = 0.5, max_tries: int = 10_000, group_size: int = 10) -> list[np.ndarray]:
+    """Split sample indices over ``n_nodes`` nodes, label-skewed by a Dirichlet(α) prior.
+
+    ``build_non_iid_by_dirichlet`` of the QG-DSGDm and IDKD code: the shuffled samples are cut
+    into consecutive groups of ``group_size`` nodes' worth (the last group takes the rest); within
+    a group of m nodes and T samples, for each class c in turn the class's samples are split by
+    proportions p ~ Dir(α·1_m), where a node already holding T/m or more samples gets p = 0 (then
+    renormalized); the draw is repeated until every node of the group holds at least
+    ``min_node_frac`` · T/m samples (at most ``max_tries`` draws, else ``PartitionError``).
+    Deterministic in ``seed``. Returns one sorted index array per node.
+    """
+    labels = np.asarray(labels)
+    if n_nodes < 1:
+        raise ValueError(f"n_nodes must be >= 1, got {n_nodes}")
+    if not alpha > 0:
+        raise ValueError(f"the Dirichlet alpha must be > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    classes = np.unique(labels)
+    n_groups = int(np.ceil(n_nodes / group_size))
+    sizes = [group_size if g < n_groups - 1 else n_nodes - group_size * (n_groups - 1) for g in range(n_groups)]
+    out: list[np.ndarray] = []
+    start = 0
+    for g, m in enumerate(sizes):
+        stop = len(order) if g == n_groups - 1 else start + int(group_size / n_nodes * len(order))
+        part = order[start:stop]
+        start = stop
+        T = len(part)
+        need = int(min_node_frac * T / m)
+        for attempt in range(max_tries):
+            batch: list[list[int]] = [[] for _ in range(m)]
+            for c in classes:
+                idx_c = part[labels[part] == c]
+                p = rng.dirichlet(np.full(m, float(alpha)))
+                p = p * np.array([len(b) < T / m for b in batch], dtype=np.float64)
+                if p.sum() <= 0:
+                    continue
+                p = p / p.sum()
+                cuts = (np.cumsum(p) * len(idx_c)).astype(int)[:-1]
+                for b, chunk in zip(batch, np.split(idx_c, cuts)):
+                    b.extend(chunk.tolist())
+            if min(len(b) for b in batch) >= need:
+                break
+        else:
+            raise PartitionError(
+                f"the Dirichlet partition (alpha={alpha}, {n_nodes} nodes) left a node under {min_node_frac:g} of the average size after {max_tries} draws; "
+                "raise alpha, lower the node count or lower min_node_frac"
+            )
+        out.extend(np.sort(np.asarray(b, dtype=np.int64)) for b in batch)
+    return out
+
+
+def label_counts(labels: np.ndarray, parts: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """(n, C) int64: how many samples of each class each node holds."""
+    labels = np.asarray(labels)
+    return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts]).astype(np.int64)
+
+
+# ============================================================================================
+# vmapped node ensemble
+# ============================================================================================
+
+
+def soft_cross_entropy(logits: Any, targets: Any) -> Any:
+    """-sum_c t_c log softmax(z)_c, averaged over the batch (one-hot targets: cross-entropy)."""
+    import torch
+
+    return -(targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+class NodeEnsemble:
+    """n copies of one architecture as stacked parameters, run together.
+
+    ``params`` / ``buffers``: dicts name -> tensor (n, ...) (``torch.func.stack_module_state``).
+    ``forward(params, x)`` with x (n, B, ...) gives (n, B, C) logits; ``loss_grads(params, x,
+    targets)`` the per-node soft cross-entropy gradients (dict like ``params``) and the losses (n,),
+    each node on its own batch. Both run ``functional_call`` under ``torch.func.vmap``; a module
+    vmap cannot run (e.g. BatchNorm in training mode) falls back to a loop over the nodes, with
+    the same numbers up to float rounding (``vmapped`` says which). ``to_modules(params)`` gives
+    n independent ``nn.Module`` copies.
+    """
+
+    def __init__(self, models: Sequence[Any], *, vmap: bool = True) -> None:
+        import copy
+
+        import torch
+        from torch.func import stack_module_state
+
+        if not models:
+            raise ValueError("NodeEnsemble needs at least one model")
+        self.n = len(models)
+        self.template = copy.deepcopy(models[0])
+        params, buffers = stack_module_state(list(models))
+        self.params = {k: v.detach().clone() for k, v in params.items()}
+        self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        self.param_names = list(self.params)
+        self.vmapped = bool(vmap)
+        self._torch = torch
+
+    @classmethod
+    def from_factory(cls, factory: Any, n: int, **kw: Any) -> NodeEnsemble:
+        """n nodes, each starting from ``factory()`` (the same seeded initialization)."""
+        return cls([factory() for _ in range(n)], **kw)
+
+    def _one(self, p: Any, b: Any, x: Any) -> Any:
+        from torch.func import functional_call
+
+        return functional_call(self.template, (p, b), (x,))
+
+    def forward(self, params: Mapping[str, Any], x: Any) -> Any:
+        torch = self._torch
+        if self.vmapped:
+            try:
+                return torch.func.vmap(self._one)(dict(params), self.buffers, x)
+            except Exception:  # noqa: BLE001 - a module vmap cannot run: loop instead
+                self.vmapped = False
+        return torch.stack([self._one({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in self.buffers.items()}, x[i]) for i in range(len(x))])
+
+    def loss_grads(self, params: Mapping[str, Any], x: Any, targets: Any) -> tuple[dict[str, Any], Any]:
+        torch = self._torch
+
+        def loss(p: Any, b: Any, xb: Any, tb: Any) -> Any:
+            out = self._one(p, b, xb)
+            val = soft_cross_entropy(out, tb)
+            return val, val
+
+        if self.vmapped:
+            try:
+                g, losses = torch.func.vmap(torch.func.grad(loss, has_aux=True))(dict(params), self.buffers, x, targets)
+                return dict(g), losses.detach()
+            except Exception:  # noqa: BLE001
+                self.vmapped = False
+        grads: dict[str, list[Any]] = {k: [] for k in params}
+        losses = []
+        for i in range(len(x)):
+            p = {k: v[i].detach().requires_grad_(True) for k, v in params.items()}
+            with torch.enable_grad():
+                val, _ = loss(p, {k: v[i] for k, v in self.buffers.items()}, x[i], targets[i])
+                gs = torch.autograd.grad(val, list(p.values()))
+            for k, gk in zip(p, gs):
+                grads[k].append(gk)
+            losses.append(val.detach())
+        return {k: torch.stack(v) for k, v in grads.items()}, torch.stack(losses)
+
+    def to_modules(self, params: Mapping[str, Any] | None = None) -> list[Any]:
+        import copy
+
+        params = self.params if params is None else params
+        out = []
+        for i in range(len(next(iter(params.values())))):
+            m = copy.deepcopy(self.template)
+            state = {k: v[i].detach().clone() for k, v in params.items()}
+            state.update({k: v[i].detach().clone() for k, v in self.buffers.items()})
+            m.load_state_dict(state)
+            out.append(m)
         return out

@@ -115,6 +115,91 @@ class _ReadOnlyView:
             object.__setattr__(self, name, readonly(getattr(self, name)))
 
 
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """The declared type and range of one method parameter (``Method.param_specs``).
+
+    ``run`` and ``run --dry-run`` check every ``--param`` against it before any cell exists, and
+    ``plugins show NAME`` prints it. ``type``: ``bool``, ``int``, ``float`` or ``str`` (an ``int``
+    is accepted for a ``float``); ``min``/``max``: bounds, inclusive unless ``min_open`` /
+    ``max_open``; ``choices``: the allowed values; ``nullable``: ``None`` (``--param k=none``)
+    is allowed; ``help``: one line on what it does; ``check``: a further rule the fields above
+    cannot say (e.g. a value with a suffix like ``'stochastic:0.01'``), a callable returning what
+    is wrong (one phrase) or None, with ``rule`` its words for ``describe``. Undeclared
+    parameters are checked only against the type of their default."""
+
+    type: type | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    min_open: bool = False
+    max_open: bool = False
+    nullable: bool = False
+    help: str = ""
+    check: Callable[[Any], str | None] | None = None
+    rule: str = ""
+
+    def describe(self) -> str:
+        """``float in (0, 1]``, ``int >= 1``, ``str one of 'a', 'b'``: the rule in words."""
+        out = _TYPE_NAMES.get(self.type, getattr(self.type, "__name__", "any")) if self.type else "any"
+        if self.choices is not None:
+            out += " one of " + ", ".join(map(repr, self.choices))
+        if self.min is not None and self.max is not None:
+            out += f" in {'(' if self.min_open else '['}{self.min:g}, {self.max:g}{')' if self.max_open else ']'}"
+        elif self.min is not None:
+            out += f" {'>' if self.min_open else '>='} {self.min:g}"
+        elif self.max is not None:
+            out += f" {'<' if self.max_open else '<='} {self.max:g}"
+        if self.rule:
+            out += " " + self.rule
+        if self.nullable:
+            out += " or none"
+        return out
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` satisfies the declaration, else what is wrong (one phrase)."""
+        import math
+
+        if value is None:
+            return None if self.nullable else f"expected {self.describe()}, got none"
+        t = self.type
+        if t is not None:
+            ok = isinstance(value, t) and not (t is int and isinstance(value, bool))
+            if t is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                return f"expected {self.describe()}, got {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"expected a finite number, got {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if self.min is not None or self.max is not None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return f"expected a number ({self.describe()}), got {value!r}"
+            lo_bad = self.min is not None and (value <= self.min if self.min_open else value < self.min)
+            hi_bad = self.max is not None and (value >= self.max if self.max_open else value > self.max)
+            if lo_bad or hi_bad:
+                return f"expected {self.describe()}, got {value!r}"
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+
+def _as_param(spec: Any) -> Param:
+    """A ``Param`` from a ``Param`` or a plain mapping (``{"type": float, "min": 0}``)."""
+    if isinstance(spec, Param):
+        return spec
+    if isinstance(spec, Mapping):
+        d = dict(spec)
+        if "choices" in d and d["choices"] is not None:
+            d["choices"] = tuple(d["choices"])
+        return Param(**d)
+    raise TypeError(f"a parameter declaration is a Param or a mapping, not {type(spec).__name__}")
+
+
 class Method(ABC):
     """Base of every method plugin.
 
@@ -130,6 +215,9 @@ class Method(ABC):
     citation: str = ""
     #: default parameters; JSON-serialisable scalars (str, int, float, bool, None)
     params: dict[str, Any] = {}
+    #: declared types and ranges of parameters (name -> ``Param`` or a mapping of its fields);
+    #: ``--param`` values are checked against them before any cell exists
+    param_specs: Mapping[str, Any] = {}
     #: tracks this method takes part in; empty means every track that ranks its kind
     tracks: tuple[str, ...] = ()
     #: filled in by the plugin facade: the distribution that registered the method
@@ -156,13 +244,33 @@ class Method(ABC):
             )
         clone = copy.copy(self)
         new = dict(self.params)
+        specs = self.param_spec_map()
         for k, v in params.items():
             try:
-                new[k] = _coerce(v, self.params[k])
+                new[k] = _coerce(v, self.params[k], specs.get(k))
             except ValueError as exc:
                 raise ValueError(f"method {self.name!r}, parameter {k!r}: {exc}") from None
+            spec = specs.get(k)
+            problem = spec.problem(new[k]) if spec is not None else None
+            if problem:
+                raise ValueError(f"method {self.name!r}, parameter {k!r}: {problem}")
         clone.params = new
         return clone
+
+    def param_spec_map(self) -> dict[str, Param]:
+        """``param_specs`` as ``Param`` objects (mappings converted)."""
+        return {k: _as_param(v) for k, v in dict(self.param_specs).items()}
+
+    def param_table(self) -> list[dict[str, Any]]:
+        """One row per parameter: name, default, declared rule (or the default's type), help."""
+        specs = self.param_spec_map()
+        rows = []
+        for k in sorted(self.params):
+            spec = specs.get(k)
+            default = self.params[k]
+            rule = spec.describe() if spec is not None else (_TYPE_NAMES.get(type(default), type(default).__name__) if default is not None else "any")
+            rows.append({"name": k, "default": default, "rule": rule, "declared": spec is not None, "help": spec.help if spec else ""})
+        return rows
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -172,6 +280,7 @@ class Method(ABC):
             "summary": self.summary,
             "citation": self.citation,
             "params": dict(self.params),
+            "param_specs": {r["name"]: r["rule"] for r in self.param_table()},
             "tracks": list(self.tracks),
             "package": self.package,
         }
@@ -180,8 +289,13 @@ class Method(ABC):
         return f"<{type(self).__name__} {self.name}@{self.version} {self.params}>"
 
 
-def _coerce(value: Any, default: Any) -> Any:
-    """Coerce a CLI string to the type of the parameter's default."""
+def _coerce(value: Any, default: Any, spec: Param | None = None) -> Any:
+    """Coerce a CLI string to the declared type (``spec``), else to the type of the default."""
+    if spec is not None and isinstance(value, str):
+        if spec.nullable and value.strip().lower() in {"none", "null"}:
+            return None
+        if spec.type is not None and spec.type is not str:
+            default = spec.type(0) if spec.type in (int, float, bool) else default
     if not isinstance(value, str) or default is None or isinstance(default, str):
         return value
     if isinstance(default, bool):
@@ -191,10 +305,13 @@ def _coerce(value: Any, default: Any) -> Any:
         if low in {"0", "false", "no", "off"}:
             return False
         raise ValueError(f"expected a boolean (true/false), got {value!r}")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
+    try:
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ValueError(f"expected {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}") from None
     return value
 
 
@@ -598,6 +715,14 @@ class DecentralizedView(_ReadOnlyView):
     Contract: node i's update depends only on ``nodes[i]``, ``public_x``,
     ``own_label_counts[i]``, the recipe and what node i received through ``net`` (the kit's
     isolation check enforces it). Return exactly n models, one per node.
+
+    Row r of ``nodes`` and ``own_label_counts`` is the global node ``net.local_nodes[r]``: all
+    n nodes (0..n-1) when the track simulates them in one process; only this process's node in a
+    multi-process run (execution ``gloo``: one process per node, ``net`` a ``GlooNetwork``), where
+    ``n`` is 1 and ``topology.n`` the number of nodes. A method written against
+    ``net.local_nodes`` (seeding each node by its global id) runs unchanged in both and declares
+    ``multiprocess = True``. The recipe has no learning rate: it is each method's own ``lr``
+    parameter (the reference scripts differ: DSGDm 0.1, QGM and IDKD 0.01).
     """
 
     nodes: Sequence[tuple[Any, Any]]
@@ -677,6 +802,9 @@ class DistillationMethod(Method):
     kind: ClassVar[str] = "distillation"
     #: "decentralized" (``DecentralizedView``) or "early-exit" (``ExitView``)
     role: str = ""
+    #: role "decentralized": the method also runs one node per process (``net.local_nodes``),
+    #: so the track's multi-process execution (``gloo``) can run it
+    multiprocess: ClassVar[bool] = False
 
     @abstractmethod
     def distill(self, view: DecentralizedView | ExitView) -> Sequence[Any] | ExitModel:

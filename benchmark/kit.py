@@ -211,61 +211,40 @@ def _lm_loss(logits: Any, ids: Any, mask: Any) -> Any:
     return (ce * m).sum(1) / m.sum(1).clamp_min(1)
 
 
-def _warmup_run(lm: TinyLM, ids: Any, mask: Any, seed: int, *, fraction: float = 0.25, steps: int = 12, checkpoints: int = 2) -> WarmupRun:
-    """A short Adam warm-up of the base model on a random ``fraction`` of the pool, with
-    ``checkpoints`` evenly spaced snapshots (models, mean learning rates, Adam moments)."""
-    import copy
-
-    import torch
-
-    n = ids.shape[0]
-    rng = np.random.default_rng(_seed("warmup", seed))
-    idx = np.sort(rng.choice(n, size=max(2, int(round(fraction * n))), replace=False))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = lm.base().train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / (steps + 1))
-        sub_ids, sub_mask = ids[idx], mask[idx]
-        snaps, lrs, states, seg = [], [], [], []
-        every = max(1, steps // checkpoints)
-        for s in range(steps):
-            seg.append(opt.param_groups[0]["lr"])
-            opt.zero_grad()
-            logits, _ = model(sub_ids)
-            _lm_loss(logits, sub_ids, sub_mask).mean().backward()
-            opt.step()
-            sched.step()
-            if (s + 1) % every == 0 and len(snaps) < checkpoints:
-                snaps.append(copy.deepcopy(model).eval())
-                lrs.append(float(np.mean(seg)))
-                seg = []
-                names = {p: k for k, p in model.named_parameters()}
-                states.append({names[p]: (st["exp_avg"].clone(), st["exp_avg_sq"].clone()) for p, st in opt.state.items()})
-    return WarmupRun(
-        indices=idx,
-        checkpoints=[(lambda m=m: copy.deepcopy(m)) for m in snaps],
-        lrs=lrs,
-        adam_states=states,
-        grad_params=[k for k, _ in model.named_parameters()],
-    )
-
-
 def make_instruction_view(*, n: int = 48, seq_len: int = 16, n_target: int = 4, target_task: str = "reverse", fraction: float = 0.25, budget: int | None = None, seed: int = 0) -> InstructionView:
     """A small ``InstructionView`` on the kit's instruction world: the pool (no task ids, no noise
-    flags), ``n_target`` clean examples of ``target_task``, a ``TinyLM`` and a lazy, cached warm-up."""
+    flags), ``n_target`` clean examples of ``target_task``, the track's counting ``lm`` handle over
+    a tiny seeded TinyGPT (d 16, 2 layers, 2 heads: it has attention, hidden states and input
+    embeddings, as the track's models) and a lazy, cached warm-up with two checkpoints."""
     import torch
+
+    from .lm import LM, finetune, tiny_gpt
 
     world = make_instruction_world(n, seq_len, seed=seed)
     targets = make_instruction_world(n_target, seq_len, seed=seed + 10_000, noise=0.0, tasks=(target_task,))
-    lm = TinyLM(len(_VOCAB), seed=seed)
+    lm = LM(lambda: tiny_gpt(len(_VOCAB), _seed("kit-base", seed), d=16, layers=2, heads=2, ctx=seq_len), PAD)
     ids = torch.from_numpy(world.ids)
     resp = torch.from_numpy(world.response_mask)
     cache: dict[str, WarmupRun] = {}
 
     def warmup() -> WarmupRun:
         if "run" not in cache:
-            cache["run"] = _warmup_run(lm, ids, resp, seed)
+            import copy
+
+            rng = np.random.default_rng(_seed("warmup", seed))
+            idx = np.sort(rng.choice(n, size=max(2, int(round(0.25 * n))), replace=False))
+            model = lm.base()
+            log = finetune(model, ids[idx], resp[idx], steps=12, seed=seed, lr=1e-2, snapshot_at=(6, 12))
+            # LESS's gradient features: the attention projections (its LoRA modules); the Adam
+            # moments handed over are those of the same parameters
+            grad_params = [k for k, _ in model.named_parameters() if k.endswith(("qkv.weight", ".o.weight"))]
+            cache["run"] = WarmupRun(
+                indices=idx,
+                checkpoints=[(lambda m=m: copy.deepcopy(m)) for m, _, _ in log.snapshots],
+                lrs=[lr for _, lr, _ in log.snapshots],
+                adam_states=[{k: v for k, v in st.items() if k in grad_params} for _, _, st in log.snapshots],
+                grad_params=grad_params,
+            )
         return cache["run"]
 
     if budget is None:

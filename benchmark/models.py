@@ -7,7 +7,8 @@ Built-ins (registered by ``coreset_bench.plugins.core``): ``mlp`` and ``cnn-smal
 input, meant for 8x8 digits), ``resnet18`` (CIFAR variant: 3x3 stem, no max-pool), ``fastnet``
 (a ResNet-9-style network in the spirit of the public CIFAR-10 speed-run recipes: conv-BN-ReLU
 blocks with max-pools and two residual stages, scaled logits), ``vgg16-bn`` and ``densenet121``
-(CIFAR stems) for transfer experiments.
+(CIFAR stems) for transfer experiments; ``cnn-small-gn`` and ``resnet20-gn`` (GroupNorm, no
+running statistics: the decentralized track vmaps and averages them across nodes).
 """
 
 from __future__ import annotations
@@ -230,9 +231,69 @@ class DenseNet121(Normalized):
         self.head = net.classifier
 
 
+def _cgr(cin: int, cout: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(min(groups, cout), cout), nn.ReLU(inplace=True))
+
+
+class SmallCNNGN(Normalized):
+    """``cnn-small`` with GroupNorm(4, ·) in place of BatchNorm: no running statistics, so the
+    model can be vmapped over decentralized nodes and averaged across non-IID nodes."""
+
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std, width: int = 16, groups: int = 4) -> None:
+        super().__init__(mean, std)
+        self.body = nn.Sequential(
+            _cgr(cin, width, groups),
+            _cgr(width, 2 * width, groups),
+            nn.MaxPool2d(2),
+            _cgr(2 * width, 4 * width, groups),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+
+class _BlockGN(nn.Module):
+    """ResNet basic block (two 3x3 convs) with GroupNorm; option-B 1x1 projection shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.gn1 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.gn2 = nn.GroupNorm(groups, cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(groups, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.gn1(self.conv1(x)))
+        out = self.gn2(self.conv2(out))
+        return F.relu(out + self.short(x))
+
+
+class ResNet20GN(Normalized):
+    """The CIFAR ResNet-20 (He et al. 2016: 3 stages of 3 basic blocks, 16-32-64 channels) with
+    GroupNorm(2, ·) in place of BatchNorm, standing in for the EvoNorm ResNet-20 of the IDKD and
+    QG-DSGDm references (decentralized track)."""
+
+    def __init__(self, cin: int, num_classes: int, size: int, mean, std, groups: int = 2) -> None:
+        super().__init__(mean, std)
+        layers: list[nn.Module] = [nn.Conv2d(cin, 16, 3, 1, 1, bias=False), nn.GroupNorm(groups, 16), nn.ReLU(inplace=True)]
+        c = 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for b in range(3):
+                layers.append(_BlockGN(c, cout, stride if b == 0 else 1, groups))
+                c = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(64, num_classes)
+
+
 BUILTIN_ARCHITECTURES = [
     Architecture("mlp", lambda c, k, s, m, sd: MLP(c, k, s, m, sd), "two-hidden-layer perceptron (small inputs)"),
     Architecture("cnn-small", lambda c, k, s, m, sd: SmallCNN(c, k, s, m, sd), "3-conv BN network for 8x8 inputs"),
+    Architecture("cnn-small-gn", lambda c, k, s, m, sd: SmallCNNGN(c, k, s, m, sd), "cnn-small with GroupNorm(4) (decentralized track)"),
+    Architecture("resnet20-gn", lambda c, k, s, m, sd: ResNet20GN(c, k, s, m, sd), "CIFAR ResNet-20 with GroupNorm(2) (decentralized track)"),
     Architecture("resnet18", lambda c, k, s, m, sd: ResNet18(c, k, s, m, sd), "ResNet-18, CIFAR stem"),
     Architecture("fastnet", lambda c, k, s, m, sd: FastNet(c, k, s, m, sd), "ResNet-9-style CIFAR speed-run network"),
     Architecture("vgg16-bn", lambda c, k, s, m, sd: VGG16BN(c, k, s, m, sd), "VGG-16 with batch norm, CIFAR head"),

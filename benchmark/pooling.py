@@ -364,6 +364,8 @@ class MethodRun:
     plan_s: float = 0.0
     plan_calls: int = 0
     fits: int = 0
+    #: per fit: {"t": steps since the evaluation start, **view.info the method wrote in fit}
+    fit_info: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_plan(name: str, plan: Any, horizon: int, t: int) -> np.ndarray:
@@ -406,7 +408,8 @@ def run_method(
     ``lead + decision_every`` targets, each plan checked (``PlanError``), rounded and clipped to
     ``max_pool``. ``view.future`` (the next ``horizon`` steps, zero past the end) is given only
     to ``privileged`` methods. A mean plan time over ``plan_timeout_s`` raises ``PlanError``.
-    ``guard(name, fn)`` wraps every call (the contestant guard)."""
+    ``guard(name, fn)`` wraps every call (the contestant guard). What a method writes to
+    ``view.info`` in ``fit`` (its realized parameters) is kept in ``MethodRun.fit_info``."""
     from .kinds import ProvisioningView
 
     horizon = lead + decision_every
@@ -434,10 +437,12 @@ def run_method(
         )
 
     def do_fit(t: int, ready: int, in_flight: int) -> None:
+        view = view_at(t, ready, in_flight)
         t0 = time.perf_counter()
-        call(name, lambda: method.fit(view_at(t, ready, in_flight)))
+        call(name, lambda: method.fit(view))
         out.fit_s += time.perf_counter() - t0
         out.fits += 1
+        out.fit_info.append({"t": t - start_step, **(view.info if isinstance(view.info, dict) else {})})
 
     do_fit(start_step, 0, 0)
 

@@ -159,3 +159,46 @@ def fz_memorization(correct: np.ndarray, member: np.ndarray) -> np.ndarray:
         mean_in = np.where(n_in > 0, (c * m).sum(0) / np.maximum(n_in, 1), np.nan)
         mean_out = np.where(n_out > 0, (c * ~m).sum(0) / np.maximum(n_out, 1), np.nan)
     return mean_in - mean_out
+
+
+def fz_standard_error(correct: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Standard error of the Feldman-Zhang estimate of each sample (a difference of two sample
+    means over independent models):
+
+        se_i = sqrt( var_in_i / n_in_i + var_out_i / n_out_i )
+
+    with the unbiased (ddof 1) variance of ``correct`` over the "in" and the "out" models (for 0/1
+    correctness, p(1 - p) n / (n - 1)). NaN where a side has fewer than 2 models."""
+    c = np.asarray(correct, dtype=np.float64)
+    m = np.asarray(member, dtype=bool)
+    terms = []
+    for side in (m, ~m):
+        n = side.sum(0)
+        mean = (c * side).sum(0) / np.maximum(n, 1)
+        var = (((c - mean) ** 2) * side).sum(0) / np.maximum(n - 1, 1)
+        terms.append(np.where(n >= 2, var / np.maximum(n, 1), np.nan))
+    return np.sqrt(terms[0] + terms[1])
+
+
+def fz_split_half(correct: np.ndarray, member: np.ndarray, seed: int = 0) -> float:
+    """Split-half reliability of the Feldman-Zhang estimate: the models are split at random into
+    two halves, each half gives its own estimate, and the result is the Spearman correlation of
+    the two over the samples finite in both (NaN when fewer than 3). A proxy's correlation with
+    the full estimate is attenuated by the estimate's own noise; this says how much."""
+    c = np.asarray(correct, dtype=np.float64)
+    m = np.asarray(member, dtype=bool)
+    perm = np.random.default_rng(seed).permutation(len(c))
+    h1, h2 = perm[: len(c) // 2], perm[len(c) // 2 :]
+    a, b = fz_memorization(c[h1], m[h1]), fz_memorization(c[h2], m[h2])
+    ok = np.isfinite(a) & np.isfinite(b)
+    return spearman(a[ok], b[ok]) if ok.sum() >= 3 else float("nan")
+
+
+def distribution(values: np.ndarray, prefix: str) -> dict[str, float]:
+    """``{prefix}_mean``, ``_std``, ``_q10``, ``_q50``, ``_q90`` of the finite values (empty: {})."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {}
+    q10, q50, q90 = np.quantile(v, [0.1, 0.5, 0.9])
+    return {f"{prefix}_mean": float(v.mean()), f"{prefix}_std": float(v.std()), f"{prefix}_q10": float(q10), f"{prefix}_q50": float(q50), f"{prefix}_q90": float(q90)}

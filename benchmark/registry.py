@@ -270,11 +270,30 @@ def _check_method(obj: Any, rec: PluginRecord) -> None:
         raise PluginError(f"{rec.name}: method {obj.name!r} has unknown kind {obj.kind!r}; kinds: {', '.join(KINDS)}")
     if not obj.name:
         raise PluginError(f"{rec.name}: a method of kind {obj.kind!r} has no name")
+    problem = _param_spec_problem(obj)
+    if problem:
+        raise PluginError(f"{rec.name}: {problem}")
     if isinstance(obj, SelectionMethod):
         # reported when the plugin loads (`coreset-bench plugins`), not only when its cells run
         problem = unknown_signals_error(obj.name, obj.signals)
         if problem:
             raise PluginError(f"{rec.name}: {problem}")
+
+
+def _param_spec_problem(m: Method) -> str | None:
+    """What is wrong with ``m.param_specs`` (a name without a default, a default it rejects)."""
+    try:
+        specs = m.param_spec_map()
+    except (TypeError, ValueError) as exc:
+        return f"method {m.name!r} has a malformed param_specs entry ({exc})"
+    unknown = sorted(set(specs) - set(m.params))
+    if unknown:
+        return f"method {m.name!r} declares param_specs for {', '.join(unknown)}, which it has no default for in params"
+    for k, spec in specs.items():
+        problem = spec.problem(m.params[k])
+        if problem:
+            return f"method {m.name!r}: the default of parameter {k!r} breaks its own declaration ({problem})"
+    return None
 
 
 def _declaration_problems(m: Method) -> list[str]:

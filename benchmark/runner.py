@@ -13,7 +13,8 @@ Executors:
 Only the driver writes the store: workers return results. A cell is claimed (``running``, with a
 lease the driver's heartbeat keeps fresh) before it starts and becomes ``done`` (metrics,
 artifacts, timings in one transaction) or ``failed`` (error and traceback). An interrupted run
-leaves ``running``/``failed`` rows, which a rerun executes again; ``done`` cells are never run
+leaves ``interrupted`` rows (its own status: not a failure, never ranked), and ``failed`` rows of
+cells that raised; a rerun executes both again; ``done`` cells are never run
 twice, and a cell another live run holds is waited for, not computed again.
 """
 
@@ -339,8 +340,8 @@ def execute(
                     time.sleep(WAIT_POLL_S)
                     todo, waiting = claim(waiting)
         except KeyboardInterrupt:
-            for key in started:
-                store.fail(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells", None)
+            for key in started:  # claimed but not finished: interrupted, never a failure
+                store.interrupt(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells")
             raise
         finally:
             if exe is not None:

@@ -57,7 +57,7 @@ class Run(SQLModel, table=True):
     axes: str = "{}"  # JSON
     repeat: int = 0
     seed: int = 0
-    status: str = Field(default="running", index=True)  # running | done | failed
+    status: str = Field(default="running", index=True)  # running | done | failed | interrupted
     error: str | None = None
     traceback: str | None = None
     timings: str = "{}"  # JSON: seconds per phase
@@ -142,12 +142,24 @@ def _m004_run_lease(conn: Any) -> None:
         conn.execute(text("ALTER TABLE run ADD COLUMN heartbeat DATETIME"))
 
 
+def _m005_interrupted_status(conn: Any) -> None:
+    """Cells cut by Ctrl-C get their own status, ``interrupted`` (not a failure of the method).
+
+    Older versions stored them as ``failed`` with an error starting ``interrupted``; those rows
+    are moved to the new status."""
+    conn.execute(text("UPDATE run SET status = 'interrupted' WHERE status = 'failed' AND error LIKE 'interrupted%'"))
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("m001_initial", _m001_initial),
     ("m002_indexes", _m002_indexes),
     ("m003_unique_rows", _m003_unique_rows),
     ("m004_run_lease", _m004_run_lease),
+    ("m005_interrupted_status", _m005_interrupted_status),
 ]
+
+#: statuses a run row can have; ``interrupted`` (Ctrl-C) is neither a result nor a failure
+STATUSES = ("running", "done", "failed", "interrupted")
 
 
 def _migrate(engine: Engine) -> list[str]:
@@ -562,6 +574,41 @@ class Store:
             row.finished = utcnow()
             s.add(row)
             s.commit()
+
+    def interrupt(self, key: str, note: str) -> None:
+        """Record that a cell this run holds was cut by an interrupt (status ``interrupted``):
+        not a failure; a rerun computes it. A cell done or taken over by another run is left."""
+        with self._write() as s:
+            row = s.exec(select(Run).where(Run.key == key).with_for_update()).first()
+            if row is None or row.status == "done" or self.lease_is_live(row):
+                return
+            row.status = "interrupted"
+            row.error = note
+            row.traceback = None
+            row.finished = utcnow()
+            s.add(row)
+            s.commit()
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove the runs with these keys (and their metric and artifact rows) in one write
+        transaction; a cell running under another live run's lease is kept. Returns how many
+        were removed. Artifact files are content-addressed and may be shared, so they stay."""
+        wanted = list(dict.fromkeys(keys))
+        removed = 0
+        with self._write() as s:
+            for i in range(0, len(wanted), 500):
+                for row in s.exec(select(Run).where(Run.key.in_(wanted[i : i + 500]))):  # type: ignore[attr-defined]
+                    if self.lease_is_live(row):
+                        continue
+                    for m in s.exec(select(Metric).where(Metric.run_id == row.id)):
+                        s.delete(m)
+                    for a in s.exec(select(Artifact).where(Artifact.run_id == row.id)):
+                        s.delete(a)
+                    s.flush()
+                    s.delete(row)
+                    removed += 1
+            s.commit()
+        return removed
 
     def _write_artifact(self, a: Any) -> tuple[str, str, int]:
         sha = hashlib.sha256(a.data).hexdigest()

@@ -24,7 +24,12 @@ Design of a board (one per track + profile); the statistics are defined in ``sta
 * The *baseline* is the track's baseline method as installed here: the same name, version and
   package; a published entry can never become the baseline.
 * Accuracy tables show the constant-classifier floor (1/C, ``info["chance_floor"]``, else one
-  over the length of ``info["class_histogram"]``) as a reference row.
+  over the length of ``info["class_histogram"]``) as a reference row. In a setting table a row
+  whose score is not above that floor with 95 % confidence (the low end of its interval, or its
+  mean where the interval is undefined, at or below the floor) is *at floor*: shown, never
+  ranked, never the leader, since always predicting one class does as well. When every row is
+  at floor the table has no leader (e.g. undefended CIFAR models under AutoAttack at 8/255); on
+  the overall table such a row is not ranked in every setting.
 """
 
 from __future__ import annotations
@@ -194,7 +199,7 @@ class Row:
     done: int
     expected: int
     ranked: bool
-    status: str  # "ranked" | "reference" | "incomplete"
+    status: str  # "ranked" | "reference" | "incomplete" | "flagged" | "at floor"
     note: str = ""
     rank: int | None = None
     leader: bool = False
@@ -207,6 +212,9 @@ class Row:
     #: overall table: mean rank over the settings, and the rank in each setting
     mean_rank: float | None = None
     setting_ranks: list[int | None] = field(default_factory=list)
+    #: mean over cells of this row's end-to-end time divided by the baseline's at the same cell
+    #: (axis point and repeat) on the same machine (platform, device, threads); None without one
+    cost_ratio: float | None = None
 
 
 @dataclass
@@ -245,6 +253,28 @@ class Board:
     @property
     def main(self) -> Table:
         return self.tables[0]
+
+
+def _machine(rec: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What the environment record says about the machine a cell ran on."""
+    env = rec.get("environment") or {}
+    return (str(env.get("platform", "")), str(env.get("device_name") or env.get("device", "")), str(env.get("threads", "")))
+
+
+def _cost_ratio(v: Variant, baseline: Variant | None, keys: Sequence[tuple[str, int]]) -> float | None:
+    """Mean of (this cell's total time / the baseline's at the same cell), over cells whose two
+    records ran on the same machine: a loaded or slower machine cannot make a method look slow."""
+    if baseline is None:
+        return None
+    ratios = []
+    for k in keys:
+        a, b = v.done.get(k), baseline.done.get(k)
+        if a is None or b is None or _machine(a) != _machine(b):
+            continue
+        ta, tb = a["timings"].get("total_s"), b["timings"].get("total_s")
+        if isinstance(ta, (int, float)) and isinstance(tb, (int, float)) and tb > 0 and math.isfinite(ta) and math.isfinite(tb):
+            ratios.append(float(ta) / float(tb))
+    return math.fsum(ratios) / len(ratios) if ratios else None
 
 
 def method_stand_in(track: Track, name: str, version: str, params: Mapping[str, Any]) -> Any:
@@ -387,6 +417,7 @@ def _row(
     done_recs = [v.done[k] for k in done_keys]
     sel = _mean(r["timings"]["selection_s"] for r in done_recs if "selection_s" in r["timings"])
     tot = _mean(r["timings"]["total_s"] for r in done_recs if "total_s" in r["timings"])
+    cost_ratio = _cost_ratio(v, baseline, done_keys)
     ratios = []
     short = 0
     for r in done_recs:
@@ -422,6 +453,7 @@ def _row(
         secondary=sec,
         selection_s=sel,
         total_s=tot,
+        cost_ratio=cost_ratio,
         realized_ratio=realized,
         realized_short=short,
         done=len(done_keys),
@@ -434,7 +466,7 @@ def _row(
     )
 
 
-_STATUS_ORDER = {"flagged": 0, "reference": 1, "incomplete": 2}
+_STATUS_ORDER = {"at floor": 0, "flagged": 1, "reference": 2, "incomplete": 3}
 
 
 def _vs_leader(lead: Row, row: Row, points: Sequence[str], repeats: Sequence[int], primary: str, direction: str, groups: Mapping[str, Any]) -> Interval | None:
@@ -447,7 +479,12 @@ def _order(rows: list[Row], direction: str, points: Sequence[str], repeats: Sequ
     ranked = sorted((r for r in rows if r.ranked), key=lambda r: (sign * r.score.mean, r.variant.label))  # type: ignore[union-attr]
     others = sorted(
         (r for r in rows if not r.ranked),
-        key=lambda r: (_STATUS_ORDER.get(r.status, 3), -(r.done / r.expected if r.expected else 0.0), r.variant.label),
+        key=lambda r: (
+            _STATUS_ORDER.get(r.status, 4),
+            sign * r.score.mean if r.status == "at floor" and r.score is not None else 0.0,
+            -(r.done / r.expected if r.expected else 0.0),
+            r.variant.label,
+        ),
     )
     for i, r in enumerate(ranked):
         r.rank = i + 1
@@ -458,6 +495,22 @@ def _order(rows: list[Row], direction: str, points: Sequence[str], repeats: Sequ
             r.vs_leader = _vs_leader(lead, r, points, repeats, primary, direction, groups)
             r.tied = stats.is_tied(r.vs_leader)
     return ranked + others
+
+
+def _mark_at_floor(rows: list[Row], floor: float) -> None:
+    """Unrank the rows whose score is not above the constant-classifier ``floor`` with 95 %
+    confidence: the low end of the score's interval (its mean where undefined) is at or below it."""
+    for r in rows:
+        if not r.ranked or r.score is None:
+            continue
+        low = r.score.low if r.score.defined else r.score.mean
+        if low is not None and low <= floor + 1e-12:
+            r.ranked = False
+            r.status = "at floor"
+            r.note = (
+                f"not above the constant-classifier floor ({floor * 100:.1f} %) with 95 % confidence"
+                " (always predicting one class does as well): shown, never ranked"
+            )
 
 
 def build_table(
@@ -490,6 +543,10 @@ def build_table(
     for c in columns:
         fl = {round(floors[p], 12) for p in c.points if floors and p in floors}
         floor.append(fl.pop() if len(fl) == 1 and all(floors and p in floors for p in c.points) else None)
+    if kind == "setting" and direction == "max":
+        ranked_floors = [f for c, f in zip(columns, floor) if not c.extra]
+        if ranked_floors and all(f is not None for f in ranked_floors):
+            _mark_at_floor(rows, sum(ranked_floors) / len(ranked_floors))  # type: ignore[arg-type]
     return Table(title, slug, columns, points, _order(rows, direction, ranked_on, repeats, primary, groups), kind, setting or {}, ranked_on, floor)
 
 
@@ -507,8 +564,13 @@ def rank_overall(overall: Table, settings: Sequence[Table], repeats: Sequence[in
         r.rank, r.leader, r.tied, r.vs_leader = None, False, False, None
         if r.ranked and r not in cands:
             r.ranked = False
-            r.status = "flagged" if r.flags else "incomplete"
-            r.note = r.note or "not ranked in every setting"
+            at_floor = [t.title for t, m in zip(settings, by_setting) if r.variant.key in m and m[r.variant.key].status == "at floor"]
+            if at_floor and not r.flags:
+                r.status = "at floor"
+                r.note = "at the constant-classifier floor in " + "; ".join(at_floor) + ": not ranked in every setting"
+            else:
+                r.status = "flagged" if r.flags else "incomplete"
+                r.note = r.note or "not ranked in every setting"
     scores = {r.variant.key: [m[r.variant.key].score.mean for m in by_setting] for r in cands}  # type: ignore[union-attr]
     sign = -1.0 if direction == "max" else 1.0
     mr = stats.mean_ranks({"\x00".join(k): v for k, v in scores.items()}, direction)
@@ -648,6 +710,8 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
     secondary = [m for m in dict.fromkeys(wanted) if any(v.values(m) for v in vlist)]
     fraction_metrics = set()
     for m in [primary, *secondary]:
+        if m.endswith("_s"):  # seconds (the pooling track's fit_s, plan_s) are never a fraction, however small
+            continue
         seen = [x for v in vlist for x in v.values(m).values()]
         if seen and all(0.0 <= x <= 1.0 for x in seen):
             fraction_metrics.add(m)

@@ -6,13 +6,18 @@ import os
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from coreset_bench.store import DEFAULT_DB, Store, StoreError
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when a command runs, not to list commands
+    from coreset_bench.store import Store
 
 
 def _open_store(db: str | None, required: bool) -> Store | None:
     """The store named by --db / CORESET_BENCH_DB / the default path; None when optional and absent."""
+    from coreset_bench.store import DEFAULT_DB, Store, StoreError
+
     if db is None and not os.environ.get("CORESET_BENCH_DB") and not DEFAULT_DB.exists():
         if required:
             raise StoreError(f"no results database at {DEFAULT_DB}; run `coreset-bench run` first or pass --db")
@@ -32,6 +37,8 @@ def register(app: typer.Typer) -> None:
         require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
     ) -> None:
         """Render the static leaderboard site from the store and/or validated entries."""
+        from coreset_bench.store import StoreError
+
         from .render import SiteError, render_site  # matplotlib: imported when the command runs
         from .signing import SigningError, Trust, load_trusted_keys
 
@@ -75,6 +82,8 @@ def register(app: typer.Typer) -> None:
         sign_key: Path | None = typer.Option(None, "--sign-key", help="Ed25519 private key (.key of `coreset-bench keys generate`) to sign each entry with"),
     ) -> None:
         """Write one leaderboard entry (JSON) per method and profile, with provenance and subset hashes."""
+        from coreset_bench.store import StoreError
+
         from .entries import export_entries
         from .signing import SigningError, fingerprint, load_private_key
 
@@ -103,7 +112,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         for e in written:
             mark = "" if e.complete else f"  (incomplete: {e.done}/{e.expected} cells)"
-            typer.echo(f"{e.path}{mark}")
+            typer.echo(f"{e.path}{mark}{'  (unchanged)' if e.unchanged else ''}")
         if key is not None:
             typer.echo(f"signed {len(written)} entries with key {fingerprint(key.public_key())}")
 

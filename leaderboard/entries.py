@@ -127,6 +127,8 @@ class ExportedEntry:
     profile: str
     done: int
     expected: int
+    #: the file already held this content (only the export time would differ): left untouched
+    unchanged: bool = False
 
     @property
     def complete(self) -> bool:
@@ -254,6 +256,40 @@ def entry_filename(entry: Mapping[str, Any], defaults: Mapping[str, Any] | None)
     return base + "-" + hashlib.sha256(canonical_json(m["params"]).encode()).hexdigest()[:8] + ".json"
 
 
+def setting_label(method: str, params: Mapping[str, Any], defaults: Mapping[str, Any] | None) -> str:
+    """``cld`` for the installed defaults, else ``cld(epochs_used=0.5)`` (the parameters that differ)."""
+    diff = {k: v for k, v in dict(params).items() if defaults is None or k not in defaults or defaults[k] != v}
+    return f"{method}({', '.join(f'{k}={v}' for k, v in sorted(diff.items()))})" if diff else method
+
+
+def _content(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry without what changes on every export (the export time) or with the signer."""
+    out = {k: v for k, v in entry.items() if k != "signature"}
+    out["provenance"] = {k: v for k, v in dict(out.get("provenance") or {}).items() if k != "exported"}
+    return out
+
+
+def _same_content(path: Path, entry: Mapping[str, Any], sign_key: Any) -> bool:
+    """Whether ``path`` already holds ``entry`` (up to its export time), signed as asked: then
+    ``export`` leaves the file byte-identical instead of writing a new timestamp."""
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if sign_key is None:
+        if "signature" in old:  # re-exporting unsigned replaces a signed file on purpose
+            return False
+    else:
+        from .signing import fingerprint
+
+        if (old.get("signature") or {}).get("key_id") != fingerprint(sign_key.public_key()):
+            return False
+    # the JSON round trip of the new entry, as it would be read back
+    return _content(old) == _content(json.loads(json.dumps(entry, allow_nan=False)))
+
+
 def export_entries(
     source: Store | Iterable[Mapping[str, Any]],
     out_dir: str | Path,
@@ -287,16 +323,20 @@ def export_entries(
             skipped[pid] = skipped.get(pid, 0) + len(recs)
             continue
         entry = build_entry(track, profile, recs)
-        if not entry["cells"]:
-            warnings.append(f"{recs[0]['method']} on {pid}: no finished cells, no entry written")
-            continue
         try:
             defaults = plugins.method(recs[0]["method"]).params
         except LookupError:
             defaults = None
+        if not entry["cells"]:
+            warnings.append(f"{setting_label(recs[0]['method'], recs[0]['params'], defaults)} on {pid}: no finished cells, no entry written")
+            continue
         d = out / _safe(tname) / f"{_safe(profile.name)}@{profile.version}"
         d.mkdir(parents=True, exist_ok=True)
         path = d / entry_filename(entry, defaults)
+        cov = entry["coverage"]
+        if _same_content(path, entry, sign_key):
+            written.append(ExportedEntry(path, recs[0]["method"], pid, cov["done"], cov["expected"], unchanged=True))
+            continue
         if sign_key is not None:
             from .signing import sign_entry
 
@@ -304,7 +344,6 @@ def export_entries(
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(entry, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(path)
-        cov = entry["coverage"]
         written.append(ExportedEntry(path, recs[0]["method"], pid, cov["done"], cov["expected"]))
     for pid, n in sorted(skipped.items()):
         warnings.append(f"{n} runs of {pid} not exported: no installed track defines that profile")

@@ -32,6 +32,21 @@ def _label(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _limits(board: Board, metric: str) -> tuple[float, float]:
+    """The range a metric can take, in plotted units: [0, 100] % for a fraction, else unbounded.
+    Confidence bands are clipped to it (a t-interval over few seeds can run past 0 % or 100 %)."""
+    if metric in board.fraction_metrics:
+        return 0.0, 100.0
+    return -math.inf, math.inf
+
+
+def _title(text: str, width: int = 44) -> str:
+    """A panel title wrapped to the panel's width, so neighbouring titles never overlap."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(_label(text), width)) or _label(text)
+
+
 def _scale(board: Board, metric: str) -> float:
     return 100.0 if metric in board.fraction_metrics else 1.0
 
@@ -59,20 +74,22 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
         return False
     scale = _scale(board, board.primary)
     unit = " (%)" if scale == 100.0 else ""
+    floor_y, ceil_y = _limits(board, board.primary)
     n = len(settings)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
     drawn = curve_variants(board, max_rows)
+    title_lines = max(_title(t.title).count("\n") + 1 for t in settings)
     # fixed margins instead of tight layouts: computing text extents dominates the cost of a
-    # figure with many panels, and a large board must render in seconds
-    panel_w, panel_h, legend_w, top, bottom, left = 4.2, 3.0, 2.4, 0.45, 0.55, 0.75
+    # figure with many panels, and a large board must render in seconds; room for wrapped titles
+    panel_w, panel_h, legend_w, top, bottom, left = 4.2, 3.0 + 0.16 * (title_lines - 1), 2.4, 0.3 + 0.16 * title_lines, 0.55, 0.75
     width = ncols * panel_w + legend_w
     height = nrows * panel_h + top + bottom
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
         fig.subplots_adjust(
             left=left / width, right=(width - legend_w) / width, bottom=bottom / height, top=1 - top / height,
-            wspace=0.3, hspace=0.55,
+            wspace=0.3, hspace=0.55 + 0.08 * (title_lines - 1),
         )
         cmap = plt.get_cmap("tab10")
         colors = {id(v): ("0.35" if v is board.baseline else cmap(i % 10)) for i, v in enumerate(drawn)}
@@ -91,8 +108,8 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
                     xs.append(float(col.value))
                     ys.append(iv.mean * scale)
                     a, b = iv.bounds()
-                    lo.append(a * scale)
-                    hi.append(b * scale)
+                    lo.append(min(max(a * scale, floor_y), ceil_y))
+                    hi.append(min(max(b * scale, floor_y), ceil_y))
                 if not xs:
                     continue
                 color = colors[id(v)]
@@ -103,7 +120,7 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
             if len(floors) == 1:  # the constant-classifier accuracy (1/C): a reference line
                 floor_line = ax.axhline(floors.pop() * scale, color="0.45", lw=1.0, ls=":")
                 legend.setdefault("constant classifier (1/C)", floor_line)
-            ax.set_title(_label(table.title), fontsize=9)
+            ax.set_title(_title(table.title), fontsize=9)
             ax.set_xlabel(board.column_axis)
             ax.set_ylabel(_label(board.primary) + unit)
             ax.grid(alpha=0.3, lw=0.5)
@@ -145,7 +162,11 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         return False
     scale = _scale(board, board.primary)
     unit = " (%)" if scale == 100.0 else ""
-    pts = [(float(r.total_s), r.score.mean * scale) for r in rows]  # type: ignore[arg-type, union-attr]
+    floor_y, ceil_y = _limits(board, board.primary)
+    # like with like: each cell's time over the baseline's at the same cell on the same machine
+    # (a loaded machine slows both); absolute seconds only when some row has no such pair
+    relative = board.baseline is not None and all(r.cost_ratio is not None for r in rows)
+    pts = [(float(r.cost_ratio if relative else r.total_s), r.score.mean * scale) for r in rows]  # type: ignore[arg-type, union-attr]
     front = pareto_front(pts, board.direction)
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(7.4, 4.6))
@@ -161,7 +182,7 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
             if not idx:
                 continue
             lo_hi = [rows[i].score.bounds() for i in idx]  # type: ignore[union-attr]
-            yerr = [[(rows[i].score.mean - lo) * scale for i, (lo, _) in zip(idx, lo_hi)], [(hi - rows[i].score.mean) * scale for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
+            yerr = [[max(0.0, pts[i][1] - max(lo * scale, floor_y)) for i, (lo, _) in zip(idx, lo_hi)], [max(0.0, min(hi * scale, ceil_y) - pts[i][1]) for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
             ax.errorbar([pts[i][0] for i in idx], [pts[i][1] for i in idx], yerr=yerr, fmt="o", ms=ms, capsize=2, color=color, alpha=alpha, lw=1)
         for i, (r, (x, y)) in enumerate(zip(rows, pts)):
             if i in on_front or r.baseline or r.leader or len(rows) <= 15:
@@ -172,7 +193,11 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
         xs = [p[0] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
-        ax.set_xlabel("mean end-to-end time per cell (s): selection incl. proxy + training + evaluation")
+        with_selection = any(r.selection_s is not None for r in rows)
+        if relative:
+            ax.set_xlabel(f"end-to-end time per cell ÷ {_label(board.baseline.label)}'s at the same cell, same machine")  # type: ignore[union-attr]
+        else:
+            ax.set_xlabel("mean end-to-end time per cell (s)" + (": selection incl. proxy + training + evaluation" if with_selection else ""))
         ax.set_ylabel(_label(f"{board.primary} ({table.title.lower()})") + unit)
         ax.grid(alpha=0.3, lw=0.5)
         ax.legend(loc="lower right", frameon=False, fontsize=8)
@@ -234,6 +259,164 @@ def pool_frontier(board: Board, path: Path) -> bool:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(lab, h)
         fig.legend(list(seen.values()), list(seen.keys()), loc="center right", frameon=False, fontsize=7)
+        fig.savefig(path, format="svg", metadata=_META)
+        plt.close(fig)
+    return True
+
+
+def _epsilon_value(v: Any) -> float | None:
+    try:
+        e = float(v)
+    except (TypeError, ValueError):
+        return None
+    return e if e > 0 else None
+
+
+def _bound_shape_fit(eps: list[float], vals: list[float]) -> tuple[float, float] | None:
+    """Least-squares (alpha, beta) of vals ~ alpha (1 - exp(-eps)) + beta over the finite
+    epsilons: the (1 - e^-eps) factor of the DP uniform-stability bound that arXiv 2402.18726's
+    curvature and memorization bounds inherit (the non-private reference, eps = inf, has factor 1)."""
+    xs = [1.0 - math.exp(-e) if math.isfinite(e) else 1.0 for e in eps]
+    if len(xs) < 3 or max(xs) - min(xs) < 1e-9:
+        return None
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(vals) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    alpha = sum((x - mx) * (y - my) for x, y in zip(xs, vals)) / sxx
+    return alpha, my - alpha * mx
+
+
+def epsilon_sweep(board: Board, path: Path) -> bool:
+    """Privacy and memorization tracks, profiles with an ``epsilon`` axis of 2 values or more.
+
+    Privacy: attack AUC against epsilon per row (cells: small dots; mean: line). Memorization:
+    left, each row's mean score on the targets' members (for ``input-curvature``: mean input-loss
+    curvature) relative to its non-private value, against epsilon, with the fitted bound shape
+    alpha (1 - e^-eps) + beta dashed; right, the Feldman-Zhang memorization (mean and 90th
+    percentile over the queries, error bars: the estimate's mean standard error) against epsilon.
+    The non-private reference (``inf``) is drawn at the right end of the log axis. Returns False
+    (and writes nothing) for other boards."""
+    import json
+
+    grid = [e for e in (_epsilon_value(v) for v in board.profile.axes.get("epsilon", [])) if e is not None]
+    if len(grid) < 2 or board.track.name not in ("privacy", "memorization"):
+        return False
+    finite = sorted(e for e in grid if math.isfinite(e))
+    inf_x = (finite[-1] * 4.0) if finite else 1.0
+
+    def xpos(e: float) -> float:
+        return e if math.isfinite(e) else inf_x
+
+    rows: dict[str, dict[float, list[float]]] = {}
+    mem: dict[float, dict[str, list[float]]] = {}
+    metric = "auc" if board.track.name == "privacy" else "score_mean"
+    for v in board.variants:
+        for (point, _rep), rec in v.done.items():
+            try:
+                e = _epsilon_value(json.loads(point).get("epsilon"))
+            except (ValueError, AttributeError):
+                continue
+            m = rec.get("metrics") or {}
+            if e is None or metric not in m:
+                continue
+            rows.setdefault(v.label or v.method, {}).setdefault(e, []).append(float(m[metric]))
+            for k in ("mem_mean", "mem_q90", "mem_se_mean"):
+                if k in m:
+                    mem.setdefault(e, {}).setdefault(k, []).append(float(m[k]))
+    if not rows:
+        return False
+    names = sorted(rows)
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    panels = 2 if (board.track.name == "memorization" and mem) else 1
+    with plt.rc_context(_RC):
+        fig, axs = plt.subplots(1, panels, figsize=(5.2 * panels + 1.8, 4.0), squeeze=False)
+        fig.subplots_adjust(left=0.08, right=0.78 if panels == 1 else 0.8, bottom=0.14, top=0.88, wspace=0.3)
+        ax = axs[0][0]
+        for n in names:
+            pts = rows[n]
+            es = sorted(pts)
+            means = [sum(pts[e]) / len(pts[e]) for e in es]
+            ref = means[-1] if board.track.name == "memorization" and not math.isfinite(es[-1]) and means[-1] else None
+            scale = (1.0 / ref) if ref else 1.0
+            for e in es:
+                ax.scatter([xpos(e)] * len(pts[e]), [p * scale for p in pts[e]], s=8, color=colours[n], alpha=0.4)
+            ax.plot([xpos(e) for e in es], [mu * scale for mu in means], "-o", ms=4, color=colours[n], label=_label(n))
+            fit = _bound_shape_fit(es, [mu * scale for mu in means]) if board.track.name == "memorization" else None
+            if fit is not None:
+                xs = [finite[0] * (finite[-1] / finite[0]) ** (i / 60) for i in range(61)] if finite else []
+                ax.plot(xs + [inf_x], [fit[0] * (1 - math.exp(-x)) + fit[1] for x in xs] + [fit[0] + fit[1]], "--", lw=0.8, color=colours[n])
+        ax.set_xscale("log")
+        ticks = [xpos(e) for e in sorted(grid, key=xpos)]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{e:g}" if math.isfinite(e) else "∞ (non-private)" for e in sorted(grid, key=xpos)], fontsize=7)
+        ax.set_xlabel("ε (DP-SGD target, δ = 1e-5)")
+        if board.track.name == "privacy":
+            ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
+            ax.set_ylabel("attack AUC")
+            ax.set_title("membership inference against ε", fontsize=9)
+        else:
+            ax.set_ylabel("mean score on members / non-private mean")
+            ax.set_title("proxy score (curvature) against ε; dashed: α(1−e^−ε)+β", fontsize=9)
+        ax.grid(alpha=0.3, lw=0.5)
+        if panels == 2:
+            ax2 = axs[0][1]
+            es = sorted(mem, key=xpos)
+            for k, style, lab in (("mem_mean", "-o", "mean"), ("mem_q90", "-s", "90th percentile")):
+                xs = [xpos(e) for e in es if k in mem[e]]
+                ys = [sum(mem[e][k]) / len(mem[e][k]) for e in es if k in mem[e]]
+                err = [sum(mem[e]["mem_se_mean"]) / len(mem[e]["mem_se_mean"]) if "mem_se_mean" in mem[e] else 0.0 for e in es if k in mem[e]]
+                ax2.errorbar(xs, ys, yerr=err, fmt=style, ms=4, color="k", alpha=0.8 if k == "mem_mean" else 0.5, capsize=2, label=f"FZ memorization, {lab}")
+            ax2.set_xscale("log")
+            ax2.set_xticks(ticks)
+            ax2.set_xticklabels(ax.get_xticklabels(), fontsize=7)
+            ax2.set_xlabel("ε (DP-SGD models, δ = 1e-5)")
+            ax2.set_ylabel("Feldman-Zhang memorization")
+            ax2.set_title("memorization against ε (bars: mean standard error)", fontsize=9)
+            ax2.grid(alpha=0.3, lw=0.5)
+            ax2.legend(loc="upper left", frameon=False, fontsize=7)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if panels == 2:
+            axs[0][1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        fig.legend(*ax.get_legend_handles_labels(), loc="center right", frameon=False, fontsize=7)
+        fig.savefig(path, format="svg", metadata=_META)
+        plt.close(fig)
+    return True
+
+
+def exit_frontier(board: Board, path: Path) -> bool:
+    """Video track: accuracy against relative compute of the early-exit cascade, one line per row
+    (the mean over its cells of the best accuracy F(c) reachable at relative cost <= c, from each
+    cell's ``info["frontier_cost"]``/``["frontier_acc"]``), the full cost in GMACs in the axis
+    label. Returns False without such cells."""
+    import numpy as np
+
+    grid = np.linspace(0.0, 1.0, 101)
+    curves: dict[str, list[np.ndarray]] = {}
+    gmacs: list[float] = []
+    for v in board.variants:
+        for (_point, _rep), rec in v.done.items():
+            info = rec.get("info") or {}
+            fc, fa = info.get("frontier_cost"), info.get("frontier_acc")
+            if not (isinstance(fc, list) and isinstance(fa, list) and fc and len(fc) == len(fa)):
+                continue
+            c, a = np.asarray(fc, dtype=float), np.asarray(fa, dtype=float)
+            chance = 1.0 / float(info.get("num_classes", 1) or 1)
+            best = np.array([a[c <= g + 1e-12].max() if (c <= g + 1e-12).any() else chance for g in grid])
+            curves.setdefault(v.label or v.method, []).append(best)
+            if info.get("full_gmacs"):
+                gmacs.append(float(info["full_gmacs"]))
+    if not curves:
+        return False
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(7.0, 4.4))
+        fig.subplots_adjust(left=0.1, right=0.78, bottom=0.13, top=0.96)
+        for i, (name, cs) in enumerate(sorted(curves.items())):
+            ax.step(grid * 100, np.mean(cs, axis=0) * 100, where="post", color=f"C{i % 10}", lw=1.2, label=f"{_label(name)} (n={len(cs)})")
+        full = f" of the full {np.mean(gmacs) * 1e3:.2f} MMACs" if gmacs else ""
+        ax.set_xlabel(f"mean compute per clip (% {full.strip() or 'of full'})")
+        ax.set_ylabel("best accuracy at this compute (%)")
+        ax.grid(alpha=0.3, lw=0.5)
+        fig.legend(loc="center right", frameon=False, fontsize=7)
         fig.savefig(path, format="svg", metadata=_META)
         plt.close(fig)
     return True

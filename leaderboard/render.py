@@ -25,6 +25,7 @@ import hashlib
 import html
 import math
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,6 +210,13 @@ def _env() -> Environment:
 
 
 def _records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
+    """Records of a store, a path or a list; cells cut by Ctrl-C (``interrupted``) are no result
+    and no failure, so the board never sees them."""
+    recs, store = _all_records_from(source)
+    return [r for r in recs if r.get("status") != "interrupted"], store
+
+
+def _all_records_from(source: Any) -> tuple[list[dict[str, Any]], Store | None]:
     if source is None:
         return [], None
     if isinstance(source, Store):
@@ -346,6 +354,65 @@ def _unit(board: Board, metric: str, gain: bool = False) -> str:
     return ""
 
 
+def _unit_suffix(board: Board, metric: str) -> str:
+    """`` %`` after a number of a fraction metric (shown in percent, as the CLI prints it)."""
+    return " %" if metric in board.fraction_metrics else ""
+
+
+def paper_link(citation: str) -> str:
+    """A link to the paper a citation names: its arXiv page, DOI or URL when the citation gives
+    one, else a Google Scholar search for the citation text; "" without a citation."""
+    import urllib.parse
+
+    text = " ".join(str(citation or "").split())
+    if not text:
+        return ""
+    m = re.search(r"https?://\S+[^\s.,;)]", text)
+    if m:
+        return m.group(0)
+    m = re.search(r"arXiv[:\s]*(\d{4}\.\d{4,5})", text, re.I)
+    if m:
+        return f"https://arxiv.org/abs/{m.group(1)}"
+    m = re.search(r"\b(10\.\d{4,9}/[^\s,;]+[^\s.,;)])", text)
+    if m:
+        return f"https://doi.org/{m.group(1)}"
+    return "https://scholar.google.com/scholar?q=" + urllib.parse.quote(text[:300])
+
+
+def _headline(board: Board, method_href: Mapping[str, str], papers: Mapping[str, str]) -> dict[str, Any] | None:
+    """The front page's table of a track: method × column (budget) of the primary metric, from
+    the first setting table of ``board``, ranked rows first, each method with its paper link."""
+    tables = [t for t in board.tables if t.kind == "setting"]
+    if not tables:
+        return None
+    t = tables[0]
+    scale, unit = _scale(board, board.primary), _unit_suffix(board, board.primary)
+    rows = []
+    for r in t.rows:
+        if not any(iv is not None for iv in r.cols):
+            continue
+        name = r.variant.method
+        rows.append({
+            "label": r.variant.label,
+            "href": method_href.get(name, ""),
+            "paper": papers.get(name, ""),
+            "status": r.status,
+            "leader": r.leader,
+            "cells": [(fmt_interval(iv, scale) + unit) if iv is not None else "—" for iv in r.cols],
+        })
+    if not rows:
+        return None
+    return {
+        "profile": board.profile.id,
+        "setting": t.title,
+        "axis": board.column_axis or "",
+        "columns": [c.label for c in t.columns],
+        "metric": board.primary,
+        "direction": "higher is better" if board.direction == "max" else "lower is better",
+        "rows": rows,
+    }
+
+
 def _verified_by(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The trusted keys that signed the row's results; empty unless every record is verified."""
     labels = [r.get("verified_by") for r in records]
@@ -376,13 +443,18 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     secondary = [] if overall else board.secondary  # never averaged across settings
     for m in secondary:
         sdir = "desc" if board.track.metric_directions.get(m, "max") == "max" else "asc"
-        headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir})
-    headers += [
-        {"label": "selection", "title": "mean selection time per cell, including the proxy run it needed", "type": "num", "first": "asc"},
-        {"label": "total", "title": "mean end-to-end time per cell", "type": "num", "first": "asc"},
-        {"label": "subset size", "title": "realized subset size relative to the budget", "type": "num", "first": "desc"},
-        {"label": "coverage", "title": "cells done / cells the profile asks of the method", "type": "num", "first": "desc"},
-    ]
+        headers.append({"label": m, "title": f"{m}, mean over the table's matrix", "type": "num", "first": sdir, "cls": "secondary"})
+    # columns only where the track's cells record them: no "selection" or "subset size" on a
+    # track that selects no subset (the pooling track's cells have neither)
+    recs = [rec for v in board.variants for rec in v.records]
+    has_selection = any("selection_s" in (rec.get("timings") or {}) for rec in recs)
+    has_subset = any("budget" in (rec.get("info") or {}) or "realized_size" in (rec.get("info") or {}) for rec in recs)
+    if has_selection:
+        headers.append({"label": "selection", "title": "mean selection time per cell, including the proxy run it needed", "type": "num", "first": "asc"})
+    headers.append({"label": "total", "title": "mean end-to-end time per cell", "type": "num", "first": "asc"})
+    if has_subset:
+        headers.append({"label": "subset size", "title": "realized subset size relative to the budget", "type": "num", "first": "desc"})
+    headers.append({"label": "coverage", "title": "cells done / cells the profile asks of the method", "type": "num", "first": "desc"})
     rows = []
     for r in table.rows:
         v = r.variant
@@ -399,6 +471,8 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             badges.append(("flagged: " + ", ".join(sorted(r.flags)), "b-flagged", "flagged (a degenerate model, or the track's own flag), never the leader: " + r.note if r.status == "flagged" else "flagged in some cells: " + ", ".join(f"{f} ({n} cells)" for f, n in sorted(r.flags.items()))))
         if r.baseline:
             badges.append(("baseline", "b-baseline", "gains are measured against this method"))
+        if r.status == "at floor":
+            badges.append(("at floor", "b-atfloor", r.note))
         if r.status == "incomplete":
             badges.append(("incomplete", "b-incomplete", r.note))
         if r.status == "reference":
@@ -458,16 +532,19 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
                 )
         for m in secondary:
             iv = r.secondary.get(m)
-            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="partial" if dagger else ""))
-        cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
+            cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (_unit_suffix(board, m) if iv is not None else "") + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="secondary partial" if dagger else "secondary"))
+            if has_selection:
+                cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
         cells.append(_cell(fmt_seconds(r.total_s), r.total_s))
-        if r.realized_ratio is None:
+        if not has_subset:
+            pass
+        elif r.realized_ratio is None:
             cells.append(_cell("= budget", 1.0, cls="na"))
         else:
             cells.append(_cell(f"{r.realized_ratio * 100:.1f} % of budget", r.realized_ratio, title=f"{r.realized_short} cells below the budget"))
         cov = r.done / r.expected if r.expected else 0.0
         cells.append(_cell(f"{r.done}/{r.expected}", cov, title=r.note or "complete", cls="" if r.done == r.expected else "partial"))
-        classes = [f"st-{r.status}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else []) + (["flagged"] if r.flags else [])
+        classes = [f"st-{r.status.replace(' ', '-')}"] + (["leader"] if r.leader else []) + (["tied"] if r.tied else []) + (["baseline"] if r.baseline else []) + (["flagged"] if r.flags else [])
         rows.append({"cls": " ".join(classes), "cells": cells, "method": v.label})
     floor_row = None
     if any(f is not None for f in table.floor):
@@ -511,7 +588,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
             + (f"; second line: gain over {base} ({_unit(board, primary, True) or 'raw'}), paired by seed and test point" if base else "")
             + ". † marks values over an incomplete set of cells."
         )
-    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain, "floor": floor_row, "footnotes": footnotes}
+    return {"title": table.title, "slug": table.slug, "kind": table.kind, "headers": headers, "rows": rows, "explain": explain, "floor": floor_row, "footnotes": footnotes, "has_secondary": bool(secondary)}
 
 
 def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, str], max_curves: int) -> dict[str, Any]:
@@ -531,7 +608,7 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
             figs.append({
                 "src": f"figures/{pareto.name}",
                 "alt": f"cost against quality per method ({t.title})",
-                "caption": f"Cost–quality: mean end-to-end time per cell against {board.primary} ({t.title.lower()}); red: the Pareto front.",
+                "caption": f"Cost–quality: end-to-end time per cell against {board.primary} ({t.title.lower()}); time relative to the baseline's at the same cell on the same machine (platform, device, threads) where every row has such pairs, else mean seconds; red: the Pareto front; bands clipped to the metric's range.",
             })
     if board.track.name == "pooling":
         pool = out / "figures" / f"{stem}-pool-frontier.svg"
@@ -540,6 +617,23 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
                 "src": f"figures/{pool.name}",
                 "alt": "idle cluster-hours per day against hit rate per method, over the static frontier",
                 "caption": "Idle cluster-hours per day against hit rate, per trace: every row (small dots: cells; large: the row's mean) over the hindsight static frontier (constant pools, one line per repeat). Below and right of the line is better than any constant pool.",
+            })
+    if board.track.name in ("privacy", "memorization"):
+        sweep = out / "figures" / f"{stem}-epsilon.svg"
+        if figures.epsilon_sweep(board, sweep):
+            what = "attack AUC" if board.track.name == "privacy" else "each row's mean score on the targets' members (input-curvature: mean input-loss curvature) relative to its non-private value, with the fitted bound shape α(1−e^−ε)+β dashed, and the Feldman-Zhang memorization (mean and 90th percentile, bars: its mean standard error)"
+            figs.append({
+                "src": f"figures/{sweep.name}",
+                "alt": f"{board.primary} against epsilon",
+                "caption": f"Against ε of the DP-SGD models (∞: the non-private reference): {what}.",
+            })
+    if board.track.name == "video":
+        ef = out / "figures" / f"{stem}-exit-frontier.svg"
+        if figures.exit_frontier(board, ef):
+            figs.append({
+                "src": f"figures/{ef.name}",
+                "alt": "accuracy against relative compute of the early-exit cascade per method",
+                "caption": "Accuracy against compute of the early-exit cascade (confidence-threshold sweep): per row, the best test accuracy reachable at a mean cost up to x % of the full cost (all three networks and the fused exit), averaged over the cells. exit_auc is the mean of this curve over 5 %, 10 %, ..., 100 %.",
             })
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
@@ -642,6 +736,12 @@ def _method_page(
                             metric_names.append(m)
             prs = sorted(prs, key=lambda r: (order.get(r["point"], 1 << 30), r["point"], r["repeat"]))
             scale = {m: (100.0 if board is not None and m in board.fraction_metrics else 1.0) for m in metric_names}
+            # the timing and subset columns this profile's cells record (a pooling cell times fit
+            # and plan, and selects no subset); the track's own summary of what a cell realized
+            seen = {k for r in prs for k in (r.get("timings") or {})}
+            timing_names = [k for k in TIMING_KEYS if k in seen] + sorted(k for k in seen if k not in TIMING_KEYS and k not in metric_names)
+            has_size = any("realized_size" in (r.get("info") or {}) for r in prs)
+            realized_text = getattr(board.track, "realized_text", None) if board is not None else None
             rows = []
             for r in prs:
                 t = r["timings"]
@@ -657,12 +757,19 @@ def _method_page(
                         realized += f" of {info['budget']}"
                 values = [str(r["axes"].get(a, "")) for a in axis_names]
                 values += [str(r["repeat"]), str(r["seed"])]
-                values += [_num(r["metrics"][m], scale[m]) if m in r["metrics"] else "" for m in metric_names]
-                values += [fmt_seconds(t.get(k)) if k in t else "" for k in TIMING_KEYS]
-                values.append(realized)
+                values += [_num(r["metrics"][m], scale[m]) + (" %" if scale[m] == 100.0 else "") if m in r["metrics"] else "" for m in metric_names]
+                values += [fmt_seconds(t.get(k)) if k in t else "" for k in timing_names]
+                if has_size:
+                    values.append(realized)
+                if realized_text is not None:
+                    try:
+                        values.append(str(realized_text(info)))
+                    except Exception:  # an old or foreign record: show nothing rather than fail the page
+                        values.append("")
                 fl = info.get("flags")
                 values.append(", ".join(str(f) for f in fl) if isinstance(fl, list) else "")
-                rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets})
+                label = " ".join(f"{a}={r['axes'][a]}" for a in axis_names if a in r["axes"]) + f" repeat={r['repeat']}"
+                rows.append({"cells": td_cells(values), "status": r["status"], "error": r.get("error") or "", "subsets": subsets, "label": label})
             done = sum(1 for r in prs if r["status"] == "done")
             cov = ""
             if board is not None:
@@ -675,6 +782,10 @@ def _method_page(
                 "coverage": cov or f"{done} done",
                 "axis_names": axis_names,
                 "metric_names": [m + (" (%)" if scale[m] == 100.0 else "") for m in metric_names],
+                "timing_names": [k.removesuffix("_s") for k in timing_names],
+                "show_size": has_size,
+                "realized": (getattr(board.track, "realized_title", "realized") if realized_text is not None else ""),
+                "artifacts_label": "subset" if has_size or not prs or any(a.get("kind") == "subset" for r in prs for a in (r.get("artifacts") or ())) else "artifacts",
                 "rows": rows,
             })
         variants.append({
@@ -851,7 +962,9 @@ def render_site(
             "href": profile_href[pid],
             "methods": len(board.variants),
             "leader": lead.variant.label if lead else "",
-            "leader_score": (f"mean rank {lead.mean_rank:.2f}" if main.kind == "overall" else fmt_interval(lead.score, _scale(board, board.primary))) if lead else "",
+            "leader_score": (f"mean rank {lead.mean_rank:.2f}" if main.kind == "overall" else fmt_interval(lead.score, _scale(board, board.primary)) + _unit_suffix(board, board.primary)) if lead else "",
+            "derived": ":" in board.profile.name,
+            "n_methods": len(board.variants),
             "complete": sum(1 for r in main.rows if r.status != "incomplete"),
             "incomplete": sum(1 for r in main.rows if r.status == "incomplete"),
         })
@@ -866,6 +979,7 @@ def render_site(
     report.artifacts = arts.count
     report.warnings.extend(arts.warnings)
 
+    papers = {name: paper_link(_method_meta(name, entry_meta, recs).get("citation", "")) for name, recs in by_method.items()}
     track_list = []
     for tname in sorted(set(tracks) | {b.track.name for b in boards.values()}):
         t = tracks[tname]
@@ -874,6 +988,7 @@ def render_site(
         newest: dict[str, int] = {}
         for p in t.profiles():
             newest[p.name] = max(newest.get(p.name, p.version), p.version)
+        empty = []
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "complete": 0, "incomplete": 0}
             row = {**row, "primary": primary_metric(t, p)}
@@ -882,14 +997,25 @@ def render_site(
             if p.version < newest[p.name]:
                 if row["href"]:
                     earlier.append({**row, "superseded_by": f"{t.name}/{p.name}@{newest[p.name]}"})
-            else:
+            elif row["href"]:
                 profs.append(row)
+            else:  # no results: listed compactly below the table, not as an empty row
+                empty.append(p.id)
+        known = {p.id for p in t.profiles()}
+        derived = [{**row, "primary": boards[row["id"]].primary} for pid, row in sorted(rendered.items()) if pid not in known]
+        # the headline: the current (not superseded, not derived) profile with the most methods
+        current = [row["id"] for row in profs if row["id"] in boards]
+        best = max(current, key=lambda pid: (len(boards[pid].variants), pid), default=None)
         track_list.append({
             "name": t.name,
             "summary": t.summary,
             "contestants": t.contestant_kind,
             "profiles": profs,
+            "derived": derived,
+            "empty": empty,
             "earlier": earlier,
+            "headline": _headline(boards[best], method_href, papers) if best else None,
+            "headline_href": profile_href.get(best, "") if best else "",
         })
     index_model = {
         "tracks": track_list,

@@ -43,3 +43,14 @@ def register_tracks(register):
     from coreset_bench.tracks.pooling import PoolingTrack
 
     register(PoolingTrack())
+    from coreset_bench.tracks.decentralized import DecentralizedTrack
+
+    register(DecentralizedTrack())
+
+    from coreset_bench.tracks.video import VideoTrack
+
+    register(VideoTrack())
+
+    from coreset_bench.tracks.instruction import InstructionTrack
+
+    register(InstructionTrack())

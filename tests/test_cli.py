@@ -79,7 +79,7 @@ def test_plugins_table_and_json(fresh_plugins, wide):
     for r in rows:
         assert {"name", "kind", "version", "package", "tracks", "error"} <= set(r)
     assert (by["random"]["kind"], by["random"]["version"], by["random"]["package"]) == ("selection", "1", "coreset-bench")
-    assert by["random"]["tracks"] == ["coreset"] and by["random"]["error"] is None
+    assert by["random"]["tracks"] == ["coreset", "instruction"] and by["random"]["error"] is None  # random serves both modalities
     assert by["standard"]["kind"] == "training" and by["standard"]["tracks"] == []
     assert by["coreset"]["kind"] == "track" and by["digits"]["kind"] == "dataset" and by["mlp"]["kind"] == "architecture"
     assert "easycore" not in by  # the allow-list holds
@@ -99,6 +99,8 @@ def test_plugins_lists_a_load_error_and_doctor_fails(with_broken, wide, tmp_path
 
 def test_strict_mode_makes_main_exit_2(with_broken, monkeypatch, capsys):
     monkeypatch.setenv("CORESET_BENCH_STRICT_PLUGINS", "1")
+    # a command that loads plugins (they load lazily), not pytest's own argv
+    monkeypatch.setattr("sys.argv", ["coreset-bench", "plugins"])
     with pytest.raises(SystemExit) as ei:
         cli.main()
     assert ei.value.code == 2
@@ -160,7 +162,7 @@ def test_run_dry_run_results_and_doctor(fresh_plugins, wide, tmp_path):
     doc = invoke("doctor", "--db", str(db))
     assert doc.exit_code == 0, doc.stdout
     assert "integrity ok" in doc.stdout and "m001_initial, m002_indexes" in doc.stdout
-    assert "3 done, 0 failed, 0 running/interrupted" in doc.stdout
+    assert "3 done, 0 failed, 0 interrupted (Ctrl-C; not failures), 0 running" in doc.stdout
     assert "0 load error(s)" in doc.stdout
 
 

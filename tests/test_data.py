@@ -324,3 +324,56 @@ def test_augment_outputs_are_shifted_windows_or_mirror_images():
         assert match, f"sample {i} is not a crop of its padded image"
         shifts.add(match[0])
     assert len(shifts) > 3
+
+
+# ---- cifar10-jpeg: the CIFAR-10 JPEG copy ------------------------------------------------------
+
+
+def _cifar_tree(root, per_class=2):
+    from coreset_bench.data import CIFAR10_CLASSES
+
+    for split, n in (("train", per_class), ("test", 1)):
+        _write_tree(root / split, {c: _colors(n, 20 * i) for i, c in enumerate(CIFAR10_CLASSES)}, size=(32, 32))
+
+
+def test_cifar10_jpeg_reads_the_tree_under_data_dir_or_a_path(tmp_path):
+    _cifar_tree(tmp_path / "data" / "cifar10-jpeg")
+    ds = D.resolve("cifar10-jpeg", tmp_path / "data", tmp_path / "cache")
+    assert ds.name == "cifar10-jpeg" and ds.num_classes == 10 and ds.classes[0] == "airplane" and ds.classes[-1] == "truck"
+    assert ds.x_train.shape == (20, 3, 32, 32) and ds.x_test.shape == (10, 3, 32, 32)
+    assert np.bincount(ds.y_train.numpy()).tolist() == [2] * 10
+    assert (ds.hflip, ds.crop_pad) == (True, 4)
+    by_path = D.load_cifar10_jpeg(str(tmp_path / "data" / "cifar10-jpeg"), None, None)
+    assert torch.equal(by_path.x_train, ds.x_train) and torch.equal(by_path.y_test, ds.y_test)
+    assert D.threat_model("cifar10-jpeg") == {"eps": 8 / 255, "step_size": 2 / 255}
+
+
+def test_cifar10_jpeg_unpacks_the_archive_once(tmp_path, monkeypatch):
+    import tarfile
+
+    _cifar_tree(tmp_path / "src" / "cifar10-jpeg")
+    data = tmp_path / "data"
+    data.mkdir()
+    with tarfile.open(data / "cifar10-jpeg.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "src" / "cifar10-jpeg", arcname="cifar10-jpeg")
+    cache = tmp_path / "cache"
+    ds = D.load_cifar10_jpeg(None, data, cache)
+    assert ds.x_train.shape[0] == 20 and ds.classes == D.CIFAR10_CLASSES
+    unpacked = list((cache / "datasets").glob("cifar10-jpeg-*"))
+    assert len(unpacked) == 1 and (unpacked[0] / ".complete").exists()
+
+    def no_unpacking(*a, **k):
+        raise AssertionError("unpacked again")
+
+    monkeypatch.setattr("tarfile.open", no_unpacking)
+    again = D.load_cifar10_jpeg(str(data / "cifar10-jpeg.tar.gz"), None, cache)
+    assert torch.equal(again.x_train, ds.x_train)
+
+
+def test_cifar10_jpeg_errors_name_the_fix(tmp_path):
+    with pytest.raises(D.DatasetError, match=r"cifar10-jpeg: no tree at .*put cifar10-jpeg/ or cifar10-jpeg.tar.gz under --data-dir"):
+        D.load_cifar10_jpeg(None, tmp_path, None)
+    _write_tree(tmp_path / "other" / "train", {"cat": _colors(2, 1), "dog": _colors(2, 2)})
+    _write_tree(tmp_path / "other" / "test", {"cat": _colors(1, 1), "dog": _colors(1, 2)})
+    with pytest.raises(D.DatasetError, match=r"class folders \['cat', 'dog'\], expected CIFAR-10's"):
+        D.load_cifar10_jpeg(str(tmp_path / "other"), None, None)

@@ -119,6 +119,41 @@ def test_input_curvature_is_finite_and_seeded():
     np.testing.assert_array_equal(a, LN.input_curvature(model, x, y, h=1e-2, n_iter=3, seed=0))
 
 
+def test_input_curvature_normalized_units_follow_the_reference_convention():
+    """units "normalized" (label-noise profiles from version 2, issue 22 item 5): h and the
+    gradient are in normalized-input units, as the reference and the privacy tracks' helper, so a
+    model g((x - m) / std) scored at x = m + std z gives g's score at z for any std, and the value
+    equals the privacy tracks' ``_mia.regr_curvature``; pixel units (version 1) do not."""
+    from coreset_bench.plugins.privacy import _mia
+
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    z = torch.rand(10, 1, 2, 2, dtype=torch.float64)
+    y = torch.arange(10) % 3
+    base = LN.input_curvature(g, z, y, h=1e-2, n_iter=3, seed=0, std=(1.0,))
+    for sd in (0.25, 4.0):
+        m = nn.Sequential(_Affine(0.5, sd), g)
+        x = 0.5 + sd * z
+        np.testing.assert_allclose(LN.input_curvature(m, x, y, h=1e-2, n_iter=3, seed=0, std=(sd,)), base, rtol=1e-6)
+        assert not np.allclose(LN.input_curvature(m, x, y, h=1e-2, n_iter=3, seed=0), base, rtol=1e-3)
+        ref = _mia.regr_curvature(m, x, y, h=1e-2, n_iter=3, generator=torch.Generator().manual_seed(0), std=(sd,))
+        np.testing.assert_allclose(LN.input_curvature(m, x, y, h=1e-2, n_iter=3, seed=0, std=(sd,)), ref.numpy(), rtol=1e-3)
+    track = LN.LabelNoiseTrack() if hasattr(LN, "LabelNoiseTrack") else None
+    profs = {p.id: p for p in (track.profiles() if track else LN._profiles())}
+    assert "units" not in profs["label-noise/tiny@1"].settings["curvature"]
+    assert profs["label-noise/tiny@2"].settings["curvature"]["units"] == "normalized"
+    assert profs["label-noise/quick-lowcurv@2"].settings["curvature"]["units"] == "normalized"
+
+
+class _Affine(nn.Module):
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
 # ---- Verifix -------------------------------------------------------------------------------------
 
 
@@ -373,7 +408,7 @@ def test_cli_runs_the_label_noise_track(noise_reg, workdir):
 
     res = CliRunner().invoke(app, ["run", "--plugin", "none", "--track", "label-noise", "--profile", "tiny", "--seeds", "0", "--db", str(workdir / "x.db"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "label-noise/tiny@1" in res.output and "acc_after" in res.output
+    assert "label-noise/tiny@2" in res.output and "acc_after" in res.output
     s = Store(workdir / "x.db")
     rows = s.results(track="label-noise", status="done")
     s.close()

@@ -633,7 +633,9 @@ def test_constant_classifier_is_flagged_never_ranked_first_and_its_flag_is_shown
     assert c.status == "flagged" and not c.ranked and c.rank is None and not c.leader
     assert c.flags == {"never-predicts-class": 6, "subset-class-coverage": 6}
     first = board.main.rows[0]
-    assert first is not c and first.leader and first.rank == 1 and not first.flags
+    # every other row sits at 5 %, below the 10 % floor: at floor, so no row leads
+    assert first is not c and not first.flags and first.status == "at floor" and not first.ranked
+    assert not any(r.leader for r in board.main.rows)
     assert board.main.floor == [0.1, 0.1]
     # EasyCore both ways: two labelled rows
     assert rows["easycore"].variant.label == "easycore" and rows["easycore-balanced"].variant.label == "easycore-balanced"
@@ -902,6 +904,191 @@ def test_browser_sorts_ranking_table(site, tmp_path):
         shot = tmp_path / "leaderboard.png"
         assert driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+        assert errors == []
+    finally:
+        driver.quit()
+
+
+def test_rows_not_above_the_floor_are_never_ranked_and_never_lead(tiny, tmp_path):
+    """A row whose 95 % interval reaches the constant-classifier floor is 'at floor': shown, not
+    ranked, never the leader, even when its mean is the best of a table where nothing beats the
+    floor; rows clearly above it are ranked as before."""
+    track, profile = tiny
+
+    def level(p: float, seed: int):
+        return lambda b, r: (np.random.default_rng(seed + 10 * r + int(b * 10)).random(N_TEST) < p, [])
+
+    methods = {"lbt-random": level(0.4, 1), "lbt-alpha": level(0.45, 2), "lbt-gamma": level(0.11, 3)}
+    board = build_board(track, profile, fabricate(profile, methods))
+    rows = {r.variant.method: r for r in board.main.rows}
+    g = rows["lbt-gamma"]
+    assert g.score.low <= 0.10 < g.score.mean
+    assert g.status == "at floor" and not g.ranked and g.rank is None and not g.leader and "floor (10.0 %)" in g.note
+    assert rows["lbt-alpha"].leader and rows["lbt-random"].ranked
+    # nothing above the floor: no leader at all, rows ordered by score
+    low = {"lbt-random": level(0.06, 1), "lbt-alpha": level(0.09, 2), "lbt-gamma": level(0.03, 3)}
+    board = build_board(track, profile, fabricate(profile, low))
+    assert [r.variant.method for r in board.main.rows] == ["lbt-alpha", "lbt-random", "lbt-gamma"]
+    assert all(r.status == "at floor" and not r.leader and r.rank is None for r in board.main.rows)
+    render_site(fabricate(profile, low), tmp_path / "site")
+    page = (tmp_path / "site" / "lbtiny-small-v2.html").read_text()
+    assert "b-atfloor" in page and "b-leader" not in page.split("<table", 1)[1]
+    # one CSS class, not "st-at" plus the floor row's own "floor" style
+    assert 'class="st-at-floor' in page and 'class="st-at floor' not in page
+
+
+# ---- issue 23: a board a researcher can read at a glance -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def derived_site(tiny, tmp_path_factory):
+    """The tiny board with a derived profile (``small:d9``, another dataset), a failed and an
+    interrupted cell, and one profile without results."""
+    from coreset_bench.tracks.base import with_dataset
+
+    track, profile = tiny
+    derived = with_dataset(profile, "d9")
+    d = tmp_path_factory.mktemp("lbderived")
+    st = Store(d / "db.sqlite")
+    env = {"coreset_bench": "0.1.0", "device_name": "cpu", "platform": "linux", "threads": 1}
+    for prof in (profile, derived):
+        for m in METHODS:
+            for cell in track.cells(prof, m):
+                acc = ACC[m.name][cell.axes["budget"]][cell.repeat]
+                st.start(cell, m, env)
+                if acc is None:
+                    st.fail(cell.key, "ValueError: lbt-beta returned a duplicate index", None, {})
+                    continue
+                if m.name == "lbt-gamma" and cell.repeat == 2:
+                    st.interrupt(cell.key, "interrupted (Ctrl-C)")
+                    continue
+                st.finish(cell.key, metrics={"acc": acc, "robust_acc": max(acc - 0.3, 0.0)}, timings={"total_s": 3.0 if m.name == "lbt-alpha" else 1.5}, info={})
+    out = d / "site"
+    report = render_site(st, out)
+    st.close()
+    return out, report, derived
+
+
+def test_front_page_lists_profiles_with_results_headline_units_and_derived_links(derived_site):
+    out, _report, derived = derived_site
+    page = (out / "index.html").read_text()
+    # the headline table: method × budget of the primary metric, in %, with paper links
+    head = page.split('<table class="headline ranking">', 1)[1].split("</table>", 1)[0]
+    assert "<th scope=\"col\">0.1</th>" in head and "<th scope=\"col\">0.5</th>" in head
+    assert " %" in head and 'class="paper"' in head
+    assert "lbt-alpha" in head
+    # the derived profile's page is linked from the front page
+    assert derived.id in page and "(derived: another dataset)" in page
+    # a profile without results is not an empty row of the table
+    profiles_table = page.split('<table class="plain profiles">', 1)[1].split("</table>", 1)[0]
+    assert "no results yet" not in profiles_table.lower()
+    leader = re.search(r'<span class="muted">([^<]*)</span>', profiles_table.split("lbt-", 1)[1])
+    assert leader and leader.group(1).strip().endswith("%")
+
+
+def test_paper_link_from_citations():
+    from coreset_bench.leaderboard.render import paper_link
+
+    assert paper_link("Nagaraj et al. TMLR 2025. arXiv:2508.20230.") == "https://arxiv.org/abs/2508.20230"
+    assert paper_link("See https://example.org/paper.pdf.") == "https://example.org/paper.pdf"
+    assert paper_link("A. B. Some paper. doi:10.1145/3576915.3616615.") == "https://doi.org/10.1145/3576915.3616615"
+    assert paper_link("Toneva et al. An Empirical Study of Example Forgetting. ICLR 2019.").startswith("https://scholar.google.com/scholar?q=Toneva")
+    assert paper_link("") == ""
+
+
+def test_interrupted_cells_never_reach_the_board_and_failed_cells_are_collapsed(derived_site):
+    out, report, _derived = derived_site
+    pages = {p.name: p.read_text() for p in out.rglob("*.html")}
+    assert not any("interrupted" in text for text in pages.values())
+    beta = next(text for name, text in pages.items() if name.startswith("lbt-beta"))
+    done_at = beta.index('class="st-done"')
+    details = beta.index('<details class="failed-cells">')
+    assert done_at < details  # finished results first, failed cells collapsed at the bottom
+    assert "duplicate index" in beta[details:] and "duplicate index" not in beta[:details]
+
+
+def test_bands_are_clipped_to_the_metric_range_and_cost_is_relative_to_the_baseline(tiny):
+    from coreset_bench.leaderboard import figures
+    from coreset_bench.leaderboard.board import build_board
+
+    track, profile = tiny
+    recs = []
+    for m, accs, secs in (("lbt-random", (0.02, 0.97, 0.03), 10.0), ("lbt-alpha", (0.98, 0.01, 0.99), 20.0)):
+        for b in (0.1, 0.5):
+            for rep, a in enumerate(accs):
+                recs.append({"key": f"{m}{b}{rep}", "track": "lbtiny", "profile": profile.id, "method": m, "method_version": "1.0", "package": "lbt-package", "params": {}, "axes": {"dataset": "d1", "budget": b},
+                             "repeat": rep, "seed": rep, "status": "done", "metrics": {"acc": a}, "timings": {"total_s": secs * (3 if rep == 0 else 1)},
+                             "info": {}, "environment": {"platform": "linux", "device_name": "cpu", "threads": 1 if rep else 8}})
+    board = build_board(track, profile, normalize_records(recs))
+    assert board.baseline is not None and board.baseline.method == "lbt-random"
+    assert board.primary in board.fraction_metrics and figures._limits(board, board.primary) == (0.0, 100.0)
+    alpha = next(r for r in board.main.rows if r.variant.method == "lbt-alpha")
+    assert alpha.cost_ratio == pytest.approx(2.0)  # 20 s / 10 s on each machine, whatever the machine's load
+    seen = []
+    real = figures.plt.Axes.fill_between
+
+    def spy(self, x, lo, hi, *a, **k):
+        seen.append((list(lo), list(hi)))
+        return real(self, x, lo, hi, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figures.plt.Axes, "fill_between", spy)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            assert figures.budget_curves(board, Path(d) / "c.svg")
+            assert figures.pareto_chart(board, board.main, Path(d) / "p.svg")
+            svg = (Path(d) / "p.svg").read_text()
+    assert seen and all(0.0 <= v <= 100.0 for lo, hi in seen for v in (*lo, *hi))
+    assert "same machine" in svg  # the cost axis says what it compares
+
+
+def test_long_panel_titles_are_wrapped():
+    from coreset_bench.leaderboard.figures import _title
+
+    t = _title("training=trades, arch=cnn-small, dataset=imagefolder:/a/very/long/path/to/data")
+    assert "\n" in t and all(len(line) <= 44 for line in t.splitlines())
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_browser_pages_fit_at_desktop_and_phone_width(derived_site, tmp_path):
+    """The front page, a derived-profile page and a method page at 1400 px and at a phone width:
+    no horizontal overflow of the page (wide tables scroll inside their box), no console error."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    out, _report, derived = derived_site
+    index = (out / "index.html").read_text()
+    derived_href = re.search(r'href="([^"]+)">' + re.escape(derived.id), index).group(1)
+    method_href = next(p for p in (out / "methods").glob("lbt-beta*.html"))
+    pages = [out / "index.html", out / derived_href, method_href]
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+    try:
+        for width in (1400, 390):
+            driver.set_window_size(width, 900)
+            for page in pages:
+                driver.get(page.as_uri())
+                inner = driver.execute_script("return window.innerWidth")
+                scroll = driver.execute_script("return document.documentElement.scrollWidth")
+                assert scroll <= inner, (page.name, width, scroll, inner)
+                shot = tmp_path / f"{page.stem}-{width}.png"
+                assert driver.save_screenshot(str(shot))
+        driver.get((out / derived_href).as_uri())
+        box = driver.find_element(By.CSS_SELECTOR, "input.toggle-secondary")
+        cell = driver.find_element(By.CSS_SELECTOR, "table.ranking th.secondary")
+        assert not cell.is_displayed()
+        box.click()
+        assert cell.is_displayed()
         errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
         assert errors == []
     finally:

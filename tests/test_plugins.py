@@ -374,7 +374,7 @@ def test_with_params_rejects_unknown_and_malformed_values():
         base.with_params(nope="1", zz="2")
     with pytest.raises(ValueError, match=r"method 'params', parameter 'flag': expected a boolean \(true/false\), got 'maybe'"):
         base.with_params(flag="maybe")
-    with pytest.raises(ValueError, match=r"parameter 'k': invalid literal for int"):
+    with pytest.raises(ValueError, match=r"parameter 'k': expected an integer, got 'seven'"):
         base.with_params(k="seven")
     with pytest.raises(ValueError, match="has no parameter"):
         _Params(bogus=1)

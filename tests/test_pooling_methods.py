@@ -16,6 +16,16 @@ from coreset_bench.plugins.provisioning._pooling import (
 from coreset_bench.testing import check_provisioning_method
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """As in a cell (the track holds BLAS to the cell's threads): a 2-thread OpenBLAS beside
+    other work makes SSA's eigh many times slower."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.mark.parametrize("ratio", [1.0, 3.0, 19.0, 99.0, 999.0])
 def test_newsvendor_lp_equals_the_critical_fractile_quantile(ratio):
     rng = np.random.default_rng(int(ratio))
@@ -85,3 +95,88 @@ def test_ssa_forecasts_monday_at_the_weekday_level_after_a_weekend():
     assert abs(fc.sum() - monday) / monday < 0.1
     _, plain, _ = ssa_rates(hist, day_types=False, **kw)  # one-day window, no levels: Sunday again
     assert plain.sum() < 0.75 * monday
+
+
+@pytest.mark.parametrize("ratio", [1.0, 3.0, 99.0, 999.0])
+@pytest.mark.parametrize("prev", [0.0, 5.0, 12.0, 40.0])
+def test_newsvendor_lp_with_a_ramp_equals_the_clipped_fractile(ratio, prev):
+    from coreset_bench.plugins.provisioning._pooling import ramped_fractile
+
+    scen = np.random.default_rng(int(ratio) + int(prev)).gamma(3.0, 4.0, 200)
+    P, obj = newsvendor_lp(scen, 1.0, ratio, 1e6, ramp=3.0, prev=prev)
+    q = ramped_fractile(scen, 1.0, ratio, 1e6, ramp=3.0, prev=prev)
+    assert abs(P - prev) <= 3.0 + 1e-7 and abs(q - prev) <= 3.0 + 1e-12
+    assert newsvendor_cost(q, scen, 1.0, ratio) == pytest.approx(obj, abs=1e-9)
+    free = fractile_pool(scen, 1.0, ratio)
+    assert q == (free if abs(free - prev) <= 3.0 else prev + np.sign(free - prev) * 3.0)
+
+
+def test_multi_bucket_newsvendor_lp_with_a_ramp_is_the_integer_optimum():
+    """B = 3 buckets, integer scenarios, prev and delta: the constraint matrix is an interval
+    matrix (totally unimodular), so the LP optimum equals the best integer plan by brute force."""
+    import itertools
+
+    rng = np.random.default_rng(7)
+    scen = rng.poisson([3.0, 9.0, 4.0], size=(60, 3)).astype(np.float64)
+    c_idle, c_miss, prev, delta = 1.0, 9.0, 2.0, 2.0
+    P, obj = newsvendor_lp(scen, c_idle, c_miss, 30.0, ramp=delta, prev=prev)
+    assert P.shape == (3,) and abs(P[0] - prev) <= delta + 1e-7 and np.all(np.abs(np.diff(P)) <= delta + 1e-7)
+
+    def cost(p):
+        return sum(newsvendor_cost(p[b], scen[:, b], c_idle, c_miss) for b in range(3))
+
+    grid = range(0, 20)
+    best = min(cost(p) for p in itertools.product(grid, grid, grid) if abs(p[0] - prev) <= delta and abs(p[1] - p[0]) <= delta and abs(p[2] - p[1]) <= delta)
+    assert obj == pytest.approx(best, abs=1e-9)
+    free, _ = newsvendor_lp(scen, c_idle, c_miss, 30.0)  # without the ramp: each bucket's own fractile
+    assert np.allclose(free, [fractile_pool(scen[:, b], c_idle, c_miss) for b in range(3)]) and obj > sum(newsvendor_cost(free[b], scen[:, b], c_idle, c_miss) for b in range(3))
+
+
+def _ip(**kw):
+    return registry.method("intelligent-pooling").with_params(**{**FAST["intelligent-pooling"], **kw})
+
+
+def test_intelligent_pooling_ramp_bounds_every_change_of_the_pool():
+    free = check_provisioning_method(_ip(), days=2)
+    ramped = check_provisioning_method(_ip(ramp=1.0, solver="highs"), days=2)
+    steps = np.abs(np.diff([p[0] for p in ramped.plans]))
+    assert steps.max() <= 1.0 and np.abs(np.diff([p[0] for p in free.plans])).max() > 1.0
+
+
+@pytest.mark.parametrize("ramp", [None, 2.0])
+def test_intelligent_pooling_solvers_give_the_same_pools(ramp):
+    """solver="auto" (the closed form) plans what the HiGHS LP plans: with 50 scenarios and the
+    level 0.99 (untuned on one day of history), tau * S = 49.5 is not an integer, so the optimum
+    is one scenario value."""
+    from coreset_bench.testing import make_demand_trace, simulate_pool
+
+    d = make_demand_trace(2)
+    a = simulate_pool(_ip(ramp=ramp), d, start_step=1440)
+    b = simulate_pool(_ip(ramp=ramp, solver="highs"), d, start_step=1440)
+    assert len(a.plans) == 288 and all(np.array_equal(x, y) for x, y in zip(a.plans, b.plans))
+
+
+def test_intelligent_pooling_trains_the_back_test_model_once(monkeypatch):
+    """With fits tune_days apart, a fit's back-test model is the previous fit's model (same
+    history, same seed): 3 trainings for 2 fits instead of 4, and the same plans."""
+    from coreset_bench.kinds import ProvisioningView
+    from coreset_bench.plugins.provisioning.intelligent_pooling import IntelligentPooling
+    from coreset_bench.testing import make_demand_trace
+
+    d = make_demand_trace(5)
+    calls = []
+    orig = IntelligentPooling._train
+    monkeypatch.setattr(IntelligentPooling, "_train", lambda self, X, y, seed: calls.append(len(X)) or orig(self, X, y, seed))
+    m = _ip(tune_days=1, fit_days=2)
+    infos = []
+    for day in (3, 4):
+        v = ProvisioningView(history=d[: day * 1440], horizon=10, step_seconds=60.0, seed=3, t=day * 1440, lead=5, decision_every=5)
+        m.fit(v)
+        infos.append(v.info)
+    assert len(calls) == 3
+    assert all({"rho", "tau", "tune_hit"} <= set(i) for i in infos)
+    # a different history of the same length is not served from the memo
+    other = d.copy()
+    other[100] += 1
+    m.fit(ProvisioningView(history=other[: 4 * 1440], horizon=10, step_seconds=60.0, seed=3, t=4 * 1440, lead=5, decision_every=5))
+    assert len(calls) == 5

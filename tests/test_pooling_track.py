@@ -1,5 +1,6 @@
 """The ``pooling`` track: cell protocol, metrics, flags, bad plugin output (tracks-phase2.md §5.6, §5.9 9-10)."""
 
+import re
 import time
 
 import numpy as np
@@ -136,4 +137,64 @@ def test_tiny_run_renders_the_pool_frontier_figure(tmp_path, monkeypatch):
     svg = tmp_path / "site" / "figures" / "pooling-tiny-v1-pool-frontier.svg"
     text = svg.read_text()
     assert "static frontier (hindsight)" in text and "reactive" in text and "oracle" in text
-    assert "pooling-tiny-v1-pool-frontier.svg" in (tmp_path / "site" / "pooling-tiny-v1.html").read_text()
+    page = (tmp_path / "site" / "pooling-tiny-v1.html").read_text()
+    assert "pooling-tiny-v1-pool-frontier.svg" in page
+    # no coreset columns on a pooling board (no subset is selected), and seconds are not percentages
+    heads = re.findall(r"<th [^>]*>(.*?)</th>", page)
+    assert "total" in heads and "plan_s" in heads and not {"selection", "subset size"} & set(heads), heads
+    assert "= budget" not in page
+    method = (tmp_path / "site" / "methods" / "reactive.html").read_text()
+    mheads = re.findall(r"<th[^>]*>(.*?)</th>", method)
+    assert "plan_s" in mheads and "plan_s (%)" not in mheads and "subset size" not in mheads and "selection" not in mheads
+    assert re.search(r"<td>k [0-9.]+; pool p50 [0-9.]+ / p95 [0-9.]+ / max [0-9.]+</td>", method), "the realized k and pool sizes"
+
+
+def test_cells_store_what_the_method_realized(track, tmp_path):
+    """The method's view.info of every fit is stored per cell as method_<key> lists (e.g. the
+    auto-tuned cost ratio), with the fit days and a summary of the pool sizes."""
+    r = _run(track, registry.method("reactive"), tmp_path)
+    info = r.info
+    assert info["fit_day"] == [0.0] and len(info["method_k"]) == 1 and info["method_k"][0] >= 0
+    pt = info["pool_target"]
+    assert pt["p05"] <= pt["p50"] <= pt["p95"] <= pt["max"] and pt["mean"] > 0 and info["pool_ready_mean"] > 0
+    st = _run(track, registry.method("static"), tmp_path)
+    assert st.info["pool_target"]["p05"] == st.info["pool_target"]["max"] == st.info["method_static_pool"][0]
+
+
+class _BlasProbe(ProvisioningMethod):
+    name = "blas-probe"
+    version = "1"
+
+    def with_params(self, **kw):
+        return self
+
+    def fit(self, view):
+        from threadpoolctl import threadpool_info
+
+        self.blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    def plan(self, view):
+        return np.full(view.horizon, 3.0)
+
+
+def test_cells_hold_numpy_blas_to_the_cell_thread_count(track, tmp_path, monkeypatch):
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    m = _BlasProbe()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # what the runner's cell scope sets on the CPU
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):  # what OpenBLAS takes on a 2-core machine
+            _run(track, m, tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert m.blas and max(m.blas) == 1
+
+
+def test_same_intelligent_pooling_cell_same_numbers(track, tmp_path):
+    m = registry.method("intelligent-pooling")
+    a, b = _run(track, m, tmp_path), _run(track, m, tmp_path)
+    timing = {"fit_s", "plan_s"}
+    assert {k: v for k, v in a.metrics.items() if k not in timing} == {k: v for k, v in b.metrics.items() if k not in timing}
+    assert a.info["method_rho"] == b.info["method_rho"] and a.info["pool_target"] == b.info["pool_target"]

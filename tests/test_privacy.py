@@ -92,14 +92,60 @@ def test_correlations_match_scipy_and_fz_estimate():
 
 
 def test_masks_are_complementary_and_targets_separate():
-    sh, tg = masks_for(500, 8, 3, seed=7)
+    sh, tg = masks_for(500, 8, 3, seed=7, scheme="paired")
     assert sh.shape == (8, 500) and tg.shape == (3, 500)
     assert np.array_equal(sh[:4], ~sh[4:])
     assert np.all(sh.sum(0) == 4)  # every query is in exactly half of the shadows
     assert 0.4 < tg.mean() < 0.6
     assert not any(np.array_equal(t, s) or np.array_equal(t, ~s) for t in tg for s in sh)
-    sh2, tg2 = masks_for(500, 8, 3, seed=7)
+    sh2, tg2 = masks_for(500, 8, 3, seed=7, scheme="paired")
     assert np.array_equal(sh, sh2) and np.array_equal(tg, tg2)
+
+
+def test_independent_masks_are_the_references_bernoulli_rows():
+    """shadow_masks="independent": S + T independent Bernoulli(0.5) rows of one generator, shadows
+    first (the reference's shadows 0-63 and targets 64-66); a query's in-count is Binomial(S, 1/2)."""
+    n, s, t = 20000, 16, 3
+    sh, tg = masks_for(n, s, t, seed=11, scheme="independent")
+    rows = np.random.default_rng(11).random((s + t, n)) < 0.5
+    assert np.array_equal(sh, rows[:s]) and np.array_equal(tg, rows[s:])
+    counts = sh.sum(0)
+    assert abs(counts.mean() - s / 2) < 0.05 and abs(counts.var() - s / 4) < 0.15  # Binomial(16, 1/2): mean 8, var 4
+    hist = np.bincount(counts, minlength=s + 1) / n
+    from math import comb
+
+    binom = np.array([comb(s, k) for k in range(s + 1)]) / 2**s
+    assert np.abs(hist - binom).max() < 0.01
+    assert not any(np.array_equal(a, ~b) for a in sh for b in sh)  # no complements
+    # paired: every query is in exactly S/2 shadows
+    sp, _ = masks_for(n, s, t, seed=11, scheme="paired")
+    assert np.all(sp.sum(0) == s // 2)
+    with pytest.raises(ValueError, match="shadow_masks"):
+        masks_for(10, 4, 1, seed=0, scheme="complement")
+    with pytest.raises(ValueError, match="even"):
+        masks_for(10, 5, 1, seed=0, scheme="paired")
+    assert masks_for(10, 5, 1, seed=0, scheme="independent")[0].shape == (5, 10)
+
+
+def test_profile_versions_keep_paired_masks_and_add_the_references(workdir):
+    """Version 1 profiles keep their masks (and bank keys); version 2 use independent masks."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.runner import default_context, expand
+
+    ctx = default_context(workdir / "results", "cpu", None)
+    for tname in ("privacy", "memorization"):
+        track = plugins.track(tname)
+        method = plugins.method("loss" if tname == "privacy" else "loss-proxy")
+        assert track.profile("quick@1").settings["shadow_masks"] == "paired"
+        assert track.profile("quick").version == 2 and track.profile("quick").settings["shadow_masks"] == "independent"
+        (c1,) = expand(track, track.profile("tiny@1"), method)
+        (c2,) = expand(track, track.profile("tiny@2"), method)
+        _, s1, m1, _, _ = track.bank_specs(c1, ctx)
+        _, s2, m2, _, _ = track.bank_specs(c2, ctx)
+        assert np.all(m1.sum(0) == 2) and s1.mask_scheme == "paired"
+        assert len(set(m2.sum(0).tolist())) > 1 and s2.mask_scheme == "independent"
+        assert s1.key != s2.key
+    assert plugins.track("privacy").profile("quick@2").settings["n_targets"] > plugins.track("privacy").profile("quick@1").settings["n_targets"]
 
 
 # ---- curvature estimators on a quadratic loss ---------------------------------------------------
@@ -205,7 +251,7 @@ def _synthetic_view(n=400, s=16, gap=2.0, seed=0):
     """Members get a higher true-class margin (by ``gap`` units of per-example noise)."""
     rng = np.random.default_rng(seed)
     difficulty = rng.normal(size=n)
-    shadow_in, _ = masks_for(n, s, 0, seed)
+    shadow_in, _ = masks_for(n, s, 0, seed, scheme="paired")
     target_in = rng.random(n) < 0.5
     y = torch.from_numpy(rng.integers(0, 3, n))
 
@@ -321,7 +367,7 @@ def test_each_plugin_returns_one_finite_score_per_query(name, small_models):
         method = method.with_params(n_iter=2)
     if name == "input-curvature":
         method = method.with_params(n_iter=2)
-    shadow_in, _ = masks_for(len(y), 4, 0, 0)
+    shadow_in, _ = masks_for(len(y), 4, 0, 0, scheme="paired")
     proxy = method.role == "proxy"
     view = PrivacyView(
         x=x, y=y, num_classes=10, target=BlackBox(models[0]),
@@ -383,6 +429,64 @@ def test_dp_sgd_trains_at_the_requested_epsilon():
     from coreset_bench.plugins.training.dp_sgd import noise_multiplier_for
 
     assert noise_multiplier_for(1.0, 1e-5, 0.25, 12) > info["noise_multiplier"]
+
+
+def test_dp_accountant_defaults_to_the_references_prv_and_is_a_parameter():
+    """The reference calls make_private_with_epsilon on PrivacyEngine(), whose default accountant
+    in the pinned Opacus is PRV: the default sigma is Opacus's PRV calibration, RDP gives more
+    noise at the same epsilon, and each run returns sigma, realized epsilon and the accountant."""
+    pytest.importorskip("opacus")
+    import inspect
+
+    from opacus import PrivacyEngine
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from coreset_bench import registry as plugins
+    from coreset_bench.plugins.training.dp_sgd import epsilon_spent, noise_multiplier_for
+
+    assert inspect.signature(PrivacyEngine.__init__).parameters["accountant"].default == "prv"
+    dp = plugins.method("dp-sgd")
+    assert dp.params["accountant"] == "prv"
+    q, steps = 1 / 6, 120  # quick-dp: ~670 members, batch 128, 20 epochs
+    prv = noise_multiplier_for(1.0, 1e-5, q, steps)
+    assert prv == get_noise_multiplier(target_epsilon=1.0, target_delta=1e-5, sample_rate=q, steps=steps, accountant="prv")
+    rdp = noise_multiplier_for(1.0, 1e-5, q, steps, "rdp")
+    assert 1.02 < rdp / prv < 1.15  # RDP: a few per cent more noise at the same epsilon
+    assert epsilon_spent(prv, q, steps, 1e-5) == pytest.approx(1.0, abs=0.02)
+    with pytest.raises(ValueError, match="unknown DP accountant 'moments'"):
+        noise_multiplier_for(1.0, 1e-5, q, steps, "moments")
+    x, y = _digits(120, 3)
+    info = dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 4.0, "epochs": 2, "batch_size": 40, "accountant": "rdp"}, num_classes=10, seed=0)
+    assert info["accountant"] == "rdp" and info["noise_multiplier"] == noise_multiplier_for(4.0, 1e-5, 1 / 3, 6, "rdp")
+    assert info["epsilon"] == pytest.approx(4.0, abs=0.05)
+    # the non-private reference: same loop, no noise, no clipping, no epsilon
+    plain = dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": float("inf"), "epochs": 2, "batch_size": 40}, num_classes=10, seed=0)
+    assert plain["noise_multiplier"] == 0.0 and plain["private"] == 0.0 and "epsilon" not in plain
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 0.0}, num_classes=10, seed=0)
+
+
+def test_fz_standard_error_and_split_half():
+    from coreset_bench import privacy_metrics as PM
+
+    rng = np.random.default_rng(3)
+    member = rng.random((40, 30)) < 0.5
+    correct = rng.random((40, 30)) < np.where(member, 0.9, 0.6)
+    se = PM.fz_standard_error(correct, member)
+    for i in range(30):
+        a, b = correct[member[:, i], i].astype(float), correct[~member[:, i], i].astype(float)
+        assert se[i] == pytest.approx(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    m2 = member.copy()
+    m2[:, 0] = False  # no "in" model
+    assert np.isnan(PM.fz_standard_error(correct, m2)[0])
+    # split-half reliability: high for a strong, consistent signal, near zero for pure noise
+    truth = rng.random(400)
+    mem = rng.random((64, 400)) < 0.5
+    corr = rng.random((64, 400)) < np.where(mem, 0.5 + 0.5 * truth, 0.5 - 0.5 * truth)
+    assert PM.fz_split_half(corr, mem, seed=0) > 0.6
+    assert abs(PM.fz_split_half(rng.random((64, 400)) < 0.5, mem, seed=0)) < 0.2
+    d = PM.distribution(np.array([1.0, 2.0, np.nan, 3.0]), "x")
+    assert d["x_mean"] == 2.0 and d["x_q50"] == 2.0 and set(d) == {"x_mean", "x_std", "x_q10", "x_q50", "x_q90"}
 
 
 # ---- the tracks end to end ---------------------------------------------------------------------------
@@ -480,3 +584,99 @@ def test_quick_profile_attacks_and_proxies(workdir):
     method = plugins.method("input-curvature")
     (cell,) = expand(mtrack, mtrack.profile("quick"), method)
     assert mtrack.run_cell(cell, method, ctx).metrics["spearman"] > 0.1
+
+
+def test_epsilon_sweep_board_figure(tmp_path):
+    """memorization/quick-dp: the board draws score and FZ memorization against epsilon (the
+    non-private reference at the right end) with the fitted bound shape; other profiles: none."""
+    import math as _m
+
+    from coreset_bench import registry as plugins
+    from coreset_bench.leaderboard import figures
+    from coreset_bench.leaderboard.board import build_board
+    from coreset_bench.leaderboard.data import normalize_records
+
+    track = plugins.track("memorization")
+    prof = track.profile("quick-dp@1")
+    rows = []
+    for name, params, scale in (("input-curvature", {"estimator": "hutchinson"}, 1.0), ("input-curvature", {"estimator": "regr"}, 0.01)):
+        for eps in prof.axes["epsilon"]:
+            f = 1.0 - _m.exp(-float(eps)) if float(eps) != _m.inf else 1.0
+            rows.append({"track": "memorization", "profile": prof.id, "method": name, "method_version": "1", "params": params,
+                         "axes": {"dataset": "digits", "arch": "mlp", "training": "dp-sgd", "epsilon": eps}, "repeat": 0, "status": "done",
+                         "metrics": {"spearman": 0.3 * f, "score_mean": scale * (0.2 + f), "mem_mean": 0.1 * f, "mem_q90": 0.4 * f, "mem_se_mean": 0.05},
+                         "info": {}, "timings": {"total_s": 1.0}})
+    board = build_board(track, prof, normalize_records(rows))
+    out = tmp_path / "eps.svg"
+    assert figures.epsilon_sweep(board, out)
+    svg = out.read_text()
+    assert "non-private" in svg and "estimator=regr" in svg and "FZ memorization" in svg
+    assert figures._bound_shape_fit([1.0, 4.0, _m.inf], [0.2 + (1 - _m.exp(-1.0)), 0.2 + (1 - _m.exp(-4.0)), 1.2]) == pytest.approx((1.0, 0.2))
+    plain = build_board(track, track.profile("quick@2"), normalize_records([{**rows[0], "profile": "memorization/quick@2", "axes": {"dataset": "digits", "arch": "cnn-small", "training": "standard"}}]))
+    assert not figures.epsilon_sweep(plain, tmp_path / "none.svg") and not (tmp_path / "none.svg").exists()
+
+
+def test_epsilon_sweep_trains_the_shadows_like_the_targets(workdir):
+    """memorization/*-dp: at each epsilon the shadows (the FZ estimate) are DP-trained at that
+    epsilon with the targets' recipe; inf is the non-private reference; the privacy track's DP
+    profiles keep non-private shadows."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.runner import default_context, expand
+
+    ctx = default_context(workdir / "results", "cpu", None)
+    track = plugins.track("memorization")
+    method = plugins.method("loss-proxy")
+    cells = expand(track, track.profile("tiny-dp"), method)
+    assert [c.axes["epsilon"] for c in cells] == [8.0, "inf"]
+    keys = set()
+    for c in cells:
+        _, sspec, smask, tspec, _ = track.bank_specs(c, ctx)
+        assert sspec.training == tspec.training == "dp-sgd" and sspec.recipe == tspec.recipe
+        assert sspec.recipe["epsilon"] == float(c.axes["epsilon"]) and sspec.recipe["accountant"] == "prv"
+        assert sspec.mask_scheme == "independent" and len(set(smask.sum(0).tolist())) > 1
+        keys.add(sspec.key)
+    assert len(keys) == 2
+    ptrack = plugins.track("privacy")
+    (pc,) = expand(ptrack, ptrack.profile("tiny-dp"), plugins.method("loss"))
+    _, sspec, _, tspec, _ = ptrack.bank_specs(pc, ctx)
+    assert sspec.training == "standard" and tspec.training == "dp-sgd" and tspec.recipe["accountant"] == "prv"
+    (p1,) = expand(ptrack, ptrack.profile("tiny-dp@1"), plugins.method("loss"))
+    assert ptrack.bank_specs(p1, ctx)[3].recipe["accountant"] == "rdp"
+
+
+def test_dp_sgd_is_deterministic():
+    pytest.importorskip("opacus")
+    from coreset_bench import registry as plugins
+
+    dp = plugins.method("dp-sgd")
+    x, y = _digits(90, 4)
+    states = []
+    for _ in range(2):
+        m = dp.prepare_model(_mlp(1))
+        info = dp.fit(m, x, y, recipe={"epsilon": 2.0, "epochs": 2, "batch_size": 30}, num_classes=10, seed=5)
+        states.append((m.state_dict(), info["noise_multiplier"], info["epsilon"]))
+    assert states[0][1:] == states[1][1:]
+    for k in states[0][0]:
+        assert torch.equal(states[0][0][k], states[1][0][k])
+
+
+@pytest.mark.slow
+def test_memorization_epsilon_sweep_end_to_end(workdir):
+    """memorization/tiny-dp@1 through run_cell (minutes on a loaded CPU): both cells finish with
+    the distributions, the FZ standard error, sigma and realized epsilon (none at inf), and the
+    same cell run again from a fresh cache gives the same numbers."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.runner import default_context, expand
+
+    track = plugins.track("memorization")
+    method = plugins.method("input-curvature").with_params(estimator="regr")
+    res = {}
+    for c in expand(track, track.profile("tiny-dp"), method):
+        r = track.run_cell(c, method, default_context(workdir / "r1", "cpu", None))
+        res[c.axes["epsilon"]] = r
+        for k in ("spearman", "mem_se_mean", "mem_split_half_spearman", "score_mean", "score_q90", "mem_q90", "target_noise_multiplier"):
+            assert math.isfinite(r.metrics[k]), k
+    assert res[8.0].metrics["target_epsilon"] == pytest.approx(8.0, abs=0.05) and res[8.0].info["dp"]["targets"]["accountant"] == "prv"
+    assert "target_epsilon" not in res["inf"].metrics and res["inf"].metrics["target_noise_multiplier"] == 0.0
+    again = track.run_cell(expand(track, track.profile("tiny-dp"), method)[0], method, default_context(workdir / "r2", "cpu", None))
+    assert again.metrics == res[8.0].metrics

@@ -69,9 +69,16 @@ def test_cli_profiles_show_the_dataset_threat_model(workdir):
 
     from coreset_bench.cli import app
 
-    res = CliRunner().invoke(app, ["run", "--plugin", "random", "--profile", "quick", "--dataset", "imagefolder:/x", "--dry-run"])
+    from PIL import Image
+
+    tree = workdir / "x"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tree / split / c).mkdir(parents=True)
+            Image.new("RGB", (4, 4), (10, 20, 30)).save(tree / split / c / "0.png")
+    res = CliRunner().invoke(app, ["run", "--plugin", "random", "--profile", "quick", "--dataset", f"imagefolder:{tree}", "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert "coreset/quick:imagefolder:/x@2" in res.output.replace("\n", "")
+    assert f"coreset/quick:imagefolder:{tree}@2" in res.output.replace("\n", "")
     assert "Threat model: L∞ 8/255 with 2/255 steps (from the dataset; the profile's own is L∞ 0.075)." in " ".join(res.output.split())
 
 
@@ -165,3 +172,30 @@ def test_profile_threat_models_do_not_depend_on_installed_plugins(fresh_plugins,
     assert D.threat_model("imagefolder:/x") == {"eps": pytest.approx(8 / 255), "step_size": pytest.approx(2 / 255)}
     with pytest.raises(ValueError, match="not a built-in dataset with a threat model"):
         D.builtin_threat_model("mnist")
+
+
+# ---- coreset/cifar10-study@1 (issue 21) ---------------------------------------------------------
+
+
+def test_cifar10_study_profile_meets_the_issue(track):
+    """A pool of at least 10,000 class-balanced images, at least 50 validation images per class,
+    the full test set for clean accuracy, at least 500 points for PGD and AutoAttack at 8/255,
+    budgets 0.1 and 0.3, standard and TRADES training, 3 seeds."""
+    from coreset_bench import data as D
+
+    p = track.profile("cifar10-study")
+    assert p.id == "coreset/cifar10-study@1"
+    st = p.settings
+    labels = np.repeat(np.arange(10), 5000)  # the JPEG copy's training split
+    base = D.per_class_subsample(labels, st["max_train_per_class"], 1)
+    val = D.stratified_split(labels[base], st["val_fraction"], 0)
+    assert np.bincount(labels[base][val]).tolist() == [100] * 10
+    assert len(base) - len(val) == 10_000
+    assert "max_test" not in st
+    assert st["eval_subset"] >= 500 and "autoattack" not in st.get("attack_subsets", {})
+    assert st["attacks"] == ["pgd", "autoattack"] and st["attack_params"]["autoattack"]["attacks"] == "apgd-ce,apgd-t"
+    assert (st["robust"]["eps"], st["robust"]["step_size"]) == (8 / 255, 2 / 255)
+    assert p.axes == {"dataset": ["cifar10-jpeg"], "arch": ["cnn-small"], "budget": [0.1, 0.3], "training": ["standard", "trades"]}
+    assert tuple(p.seeds) == (0, 1, 2)
+    assert st["checkpoints"] == "all" and st["proxy"]["epochs"] >= 10
+    assert "3 target classes" in p.description and "10,000" in p.description

@@ -145,7 +145,7 @@ def assert_in_threat(x_adv, x, threat):
     [
         (fgsm_mod, "fgsm", "attack", {}),
         (pgd_mod, "pgd", "attack", {"steps": None, "step_size": None, "restarts": 1, "random_start": True}),
-        (autoattack_mod, "autoattack", "attack", {"version": "standard", "attacks": ""}),
+        (autoattack_mod, "autoattack", "attack", {"version": "standard", "attacks": "", "targets": 9}),
         (trades_mod, "trades", "training", {"beta": 6.0}),
         (pgd_at_mod, "pgd-at", "training", {}),
     ],
@@ -336,6 +336,29 @@ def test_autoattack_rejects_unknown_norm_and_version():
         AutoAttackMethod().perturb(model, x, y, ThreatModel(norm="l1"), gen())
     with pytest.raises(ValueError, match="version"):
         AutoAttackMethod(version="custom").perturb(model, x, y, ThreatModel(), gen())
+    for bad in (0, -2, "three"):
+        with pytest.raises(ValueError, match="targets must be a positive whole number"):
+            AutoAttackMethod(targets=bad).perturb(model, x, y, ThreatModel(), gen())
+
+
+def test_autoattack_targets_sets_the_target_class_count(monkeypatch):
+    """``targets`` reaches APGD-T and FAB-T (capped at classes - 1); the default is the standard 9."""
+    import pyautoattack
+
+    seen = []
+    real = pyautoattack.AutoAttack.run_standard_evaluation
+
+    def spy(self, x, y, **kw):
+        seen.append((self.apgd_targeted.n_target_classes, self.fab.n_target_classes))
+        return real(self, x, y, **kw)
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", spy)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12))
+    x, y = torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
+    for params, want in (({}, 9), ({"targets": 3}, 3), ({"targets": 20}, 11)):
+        AutoAttackMethod(attacks="apgd-ce", **params).perturb(model, x, y, ThreatModel(eps=0.01), gen())
+        assert seen[-1] == (want, want)
 
 
 @pytest.mark.slow

@@ -191,3 +191,28 @@ def test_stochastic_greedy_is_seeded_and_near_the_greedy():
         assert np.array_equal(a, b) and len(a) == view.budget
     with pytest.raises(ValueError, match="epsilon must lie in"):
         craig_mod.Craig().with_params(greedy="stochastic:2").select(view)
+
+
+@pytest.mark.parametrize(
+    "plugin, param, message",
+    [
+        ("craig", "greedy=stochastic:2", "parameter 'greedy': the stochastic greedy's epsilon must lie in (0, 1)"),
+        ("submodular-facility-location", "greedy=fast", "parameter 'greedy': expected one of 'lazy', 'naive', 'stochastic' or 'stochastic:EPS'"),
+        ("deepfool", "candidates=1", "parameter 'candidates': candidates=1 leaves no class to cross to"),
+    ],
+)
+def test_speed_parameters_are_checked_before_any_cell(tmp_path, plugin, param, message):
+    """The opt-in speed parameters are declared (param_specs) so that ``run`` accepts
+    ``greedy=stochastic:EPS`` and rejects a bad value with one line before any cell runs (after
+    the merge with issue 21's declarations, ``choices=('lazy', 'naive')`` rejected every
+    stochastic value)."""
+    from typer.testing import CliRunner
+
+    from coreset_bench import cli
+
+    db = str(tmp_path / "r.db")
+    res = CliRunner().invoke(cli.app, ["run", "--plugin", plugin, "--param", param, "--db", db], catch_exceptions=False)
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and message in res.stderr
+    ok = CliRunner().invoke(cli.app, ["run", "--plugin", plugin, "--param", param.split("=")[0] + ("=stochastic:0.05" if "greedy" in param else "=3"), "--db", db, "--dry-run"])
+    assert ok.exit_code == 0, ok.stderr
+    assert sm.FacilityLocationSelection().with_params(greedy="stochastic").params["greedy"] == "stochastic"

@@ -37,7 +37,7 @@ def test_migrations_are_applied_once_and_recorded_in_order(tmp_path, monkeypatch
     db = tmp_path / "r.db"
     s = Store(db)
     names = [n for n, _ in store_mod.MIGRATIONS]
-    assert s.migrations_applied == names == ["m001_initial", "m002_indexes", "m003_unique_rows", "m004_run_lease"]
+    assert s.migrations_applied == names == ["m001_initial", "m002_indexes", "m003_unique_rows", "m004_run_lease", "m005_interrupted_status"]
     assert s.applied_migrations() == names
     s.close()
     again = Store(db)
@@ -62,6 +62,38 @@ def test_migrations_are_applied_once_and_recorded_in_order(tmp_path, monkeypatch
     assert Store(db).migrations_applied == []
     assert applied == [1]
     assert [r[0] for r in rows(db, "SELECT name FROM _migrations ORDER BY rowid")] == [*names, "m003_note"]
+
+
+def test_m005_moves_interrupted_failures_to_their_own_status(tmp_path, monkeypatch):
+    """A store written before issue 23 kept Ctrl-C'd cells as `failed`; m005 re-labels them,
+    and leaves real failures alone."""
+    db = tmp_path / "r.db"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:4])
+    old = Store(db)
+    for c, err in ((cell(0.2), "interrupted (Ctrl-C); rerun the same command"), (cell(0.5), "plugin 'm' failed: boom")):
+        old.claim(c, METHOD, ENV)
+        old.fail(c.key, err, None)
+    old.close()
+    monkeypatch.undo()
+    new = Store(db)
+    assert new.migrations_applied == ["m005_interrupted_status"]
+    assert [r.key for r in new.runs(status="interrupted")] == [cell(0.2).key]
+    assert [r.key for r in new.runs(status="failed")] == [cell(0.5).key]
+
+
+def test_delete_removes_runs_with_their_rows_but_not_live_ones(tmp_path):
+    s = Store(tmp_path / "r.db")
+    a, b = cell(0.2), cell(0.5)
+    for c in (a, b):
+        s.claim(c, METHOD, ENV)
+        s.finish(c.key, metrics={"acc": 0.5}, timings={}, info={}, artifacts=[ArtifactOut("selection", "sel.npy", b"x")])
+    assert s.delete([a.key, "nope"]) == 1
+    assert [r.key for r in s.runs()] == [b.key]
+    assert rows(tmp_path / "r.db", "SELECT COUNT(*) FROM metric")[0][0] == 1
+    assert rows(tmp_path / "r.db", "SELECT COUNT(*) FROM artifact")[0][0] == 1
+    other = Store(tmp_path / "r.db")
+    other.claim(a, METHOD, ENV)  # running under another live run's lease: kept
+    assert s.delete([a.key]) == 0 and len(s.runs()) == 2
 
 
 def test_start_finish_roundtrip_with_metrics_and_content_addressed_artifacts(tmp_path):
@@ -509,5 +541,5 @@ def test_the_unique_rows_migration_keeps_the_first_of_duplicates(tmp_path, monke
     con.commit()
     con.close()
     monkeypatch.undo()
-    assert Store(db).migrations_applied == ["m003_unique_rows", "m004_run_lease"]
+    assert Store(db).migrations_applied == ["m003_unique_rows", "m004_run_lease", "m005_interrupted_status"]
     assert rows(db, "SELECT name, value FROM metric") == [("clean_acc", 0.5)]

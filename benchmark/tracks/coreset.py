@@ -197,6 +197,7 @@ def _profiles() -> list[Profile]:
             )
         )
     out.extend(_signal_keeping_profiles())
+    out.extend(_study_profiles())
     return out
 
 
@@ -285,6 +286,55 @@ def _signal_keeping_profiles() -> list[Profile]:
         )
     return out
 
+
+
+#: ``coreset/cifar10-study@1`` (issue 21): the first real-image board that runs on a 2-core CPU.
+#: Sizing (one torch thread per cell, two cells at once): a forward+backward of cnn-small on one
+#: 32x32 image costs about 1 ms, a TRADES step (5 inner steps) about 6.7 standard ones, and
+#: APGD-T about 100 passes per target class on every point still robust after APGD-CE.
+STUDY_SEEDS = (0, 1, 2)
+STUDY_TRAIN = {"budget_mode": "iterations", "steps": 200, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}
+STUDY_PROXY = {"epochs": 12, "batch_size": 128, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}
+STUDY_DESCRIPTION = (
+    "CIFAR-10 on the CPU, a study of the seed methods on real images (issue 21): the CIFAR-10 JPEG copy (dataset cifar10-jpeg), "
+    "a class-balanced pool of 10,000 training images (1,000 per class) plus 100 validation images per class, cnn-small, "
+    "budgets 0.1 and 0.3, standard and TRADES training (5 inner steps), 3 seeds, 200 optimizer steps of 64 per model (every subset gets the same compute: "
+    "13 epochs of a 10 % subset, 4 of a 30 % one, 1.3 of the full pool); a 12-epoch proxy with per-epoch signals; "
+    "threat model L∞ 8/255 with 2/255 steps; clean accuracy on all 10,000 test images, PGD-20 and AutoAttack (APGD-CE + APGD-T with "
+    "3 target classes, a CPU adaptation of the standard 9) on 500 class-stratified test points drawn per seed, the PGD-100 masking check on 100. "
+    "Models this small and this briefly trained are far from the papers' ResNets: the board compares selections at a fixed small compute, "
+    "it does not reproduce the papers' absolute numbers. Measured: the 11 methods of issue 21 (126 cells, three 12-epoch proxies) took "
+    "2 h 05 min wall on 2 cores shared with other jobs, 12,347 CPU-seconds (about 1 h 45 min on 2 idle cores)."
+)
+
+
+def _study_profiles() -> list[Profile]:
+    return [
+        Profile(
+            "coreset",
+            "cifar10-study",
+            1,
+            {"dataset": ["cifar10-jpeg"], "arch": ["cnn-small"], "budget": [0.1, 0.3], "training": ["standard", "trades"]},
+            seeds=STUDY_SEEDS,
+            settings={
+                # 1,100 images per class: 100 validation (1/11), 1,000 in the pool
+                "max_train_per_class": 1100,
+                "val_fraction": 1 / 11,
+                "proxy": STUDY_PROXY,
+                "checkpoints": "all",
+                "train": STUDY_TRAIN,
+                "robust": threat_from_dataset("cifar10-jpeg", attack_steps=5, beta=6.0, eval_steps=20),
+                "attacks": ["pgd", "autoattack"],
+                "attack_params": {"autoattack": {"attacks": "apgd-ce,apgd-t", "targets": 3}},
+                "eval_subset": 500,
+                "masking_subset": 100,
+                "eval_subset_per_repeat": True,
+                "coverage_flag_ratio": COVERAGE_FLAG_RATIO,
+                **CONVENTIONS,
+            },
+            description=STUDY_DESCRIPTION,
+        )
+    ]
 
 
 class CoresetTrack(Track):

@@ -235,16 +235,25 @@ def carve_verified(labels: np.ndarray, num_classes: int, fraction: float, min_pe
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
-def input_curvature(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, h: float, n_iter: int, seed: int, batch_size: int = 256) -> np.ndarray:
+def input_curvature(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, h: float, n_iter: int, seed: int, batch_size: int = 256, std: Sequence[float] | None = None) -> np.ndarray:
     """Garg et al.'s input-loss curvature (``regr``, reference section 2.1), per sample:
 
         curv(x) = (1/n) sum_i || grad_x [ l(f(x + h v_i), y) - l(f(x), y) ] ||_2,  v_i ~ Rademacher
 
-    with the summed (not mean) cross-entropy, so scores do not depend on the batch size, and
-    ``x`` in the model's [0, 1] input space.
+    with the summed (not mean) cross-entropy, so scores do not depend on the batch size.
+
+    ``std=None`` (profile setting ``curvature.units = "pixel"``, version-1 profiles): the step
+    and the gradient are in the model's [0, 1] pixel units. ``std`` given (``units =
+    "normalized"``, the reference's convention and that of ``_mia.regr_curvature`` of the privacy
+    tracks): the step is h in normalized-input units (h * std per channel in pixels) and the
+    gradient is taken with respect to the normalized input (the pixel gradient times std).
     """
     model.eval()
     gen = torch.Generator().manual_seed(int(seed))
+    s: torch.Tensor | float = 1.0
+    if std is not None:
+        t = torch.tensor(list(std), dtype=x.dtype, device=x.device)
+        s = t.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else t.view(1, -1)
     out = np.zeros(len(y), dtype=np.float64)
     for i in range(0, len(y), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -252,12 +261,12 @@ def input_curvature(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         for _ in range(int(n_iter)):
             v = (torch.randint(0, 2, xb.shape, generator=gen).float() * 2 - 1 + 1e-7).to(xb.device)
             x0 = xb.clone().requires_grad_(True)
-            x1 = (xb + h * v).requires_grad_(True)
+            x1 = (xb + h * v * s).requires_grad_(True)
             with torch.enable_grad():
                 l0 = F.cross_entropy(model(x0).float(), yb, reduction="sum")
                 l1 = F.cross_entropy(model(x1).float(), yb, reduction="sum")
                 g0, g1 = torch.autograd.grad(l0 + l1, (x0, x1))
-            acc += (g1 - g0).flatten(1).norm(dim=1).double().cpu()
+            acc += ((g1 - g0) * s).flatten(1).norm(dim=1).double().cpu()
         out[i : i + len(yb)] = (acc / int(n_iter)).numpy()
     return out
 
@@ -343,6 +352,12 @@ def _profiles() -> list[Profile]:
             description="As quick, but the verified set is the lowest-curvature samples of each noisy class (the released Verifix pipeline: no external clean data).",
         ),
     ]
+    # version 2 of the profiles with low-curvature verified sets: the finite-difference step in
+    # normalized-input units, the reference's and the privacy tracks' convention (issue 22 item 5)
+    for p in list(out):
+        if "low-curvature" in p.axes["verified"]:
+            st = {**p.settings, "curvature": {**p.settings["curvature"], "units": "normalized"}}
+            out.append(Profile(p.track, p.name, 2, p.axes, p.seeds, st, p.description + " Curvature step h in normalized-input units (version 1: [0, 1] pixel units).", p.timeout_s, p.device))
     out.append(
         Profile(
             "label-noise",
@@ -483,7 +498,10 @@ class LabelNoiseTrack(Track):
             if curvature is not None:
                 ctx.progress("curvature", 0.0)
                 t1 = time.perf_counter()
-                meta["curvature"] = input_curvature(m, x, y_noisy, h=float(curvature["h"]), n_iter=int(curvature["n_iter"]), seed=seed)
+                units = str(curvature.get("units", "pixel"))
+                if units not in ("pixel", "normalized"):
+                    raise ValueError(f"curvature units {units!r}: use pixel or normalized")
+                meta["curvature"] = input_curvature(m, x, y_noisy, h=float(curvature["h"]), n_iter=int(curvature["n_iter"]), seed=seed, std=ds.std if units == "normalized" else None)
                 meta["curvature_s"] = time.perf_counter() - t1
             return m.eval(), meta
 

@@ -105,7 +105,55 @@ class PoolingTrack(Track):
         except PL.PlanError as exc:
             raise CellFailure(str(exc)) from None
 
+    @staticmethod
+    def realized(run: PL.MethodRun, steps_per_day: int, targets: np.ndarray, ready: np.ndarray) -> dict[str, Any]:
+        """What the method realized in the cell: the day (from the evaluation start) of every fit,
+        ``method_<key>`` = the list over fits of what it wrote to ``view.info`` there (e.g. the
+        auto-tuned cost ratio ``rho``; None where a fit did not write it), and a summary of the
+        pool sizes (the targets in force and the ready clusters per step)."""
+        keys: list[str] = []
+        for f in run.fit_info:
+            keys += [k for k in f if k != "t" and k not in keys]
+        out: dict[str, Any] = {"fit_day": [round(f["t"] / steps_per_day, 3) for f in run.fit_info]}
+        for k in keys:
+            vals = [f.get(k) for f in run.fit_info]
+            out[f"method_{k}"] = [v if isinstance(v, (str, bool)) or v is None else round(float(v), 6) if isinstance(v, (int, float, np.number)) else str(v) for v in vals]
+        t = np.asarray(targets, dtype=np.float64)
+        r = np.asarray(ready, dtype=np.float64)
+        out["pool_target"] = {"mean": round(float(t.mean()), 3), "p05": float(np.percentile(t, 5)), "p50": float(np.median(t)), "p95": float(np.percentile(t, 95)), "max": float(t.max())} if len(t) else {}
+        out["pool_ready_mean"] = round(float(r.mean()), 3) if len(r) else 0.0
+        return out
+
+    realized_title = "realized per fit; pool sizes"
+
+    @staticmethod
+    def realized_text(info: dict[str, Any]) -> str:
+        """One line for the method page: what the method wrote at each fit (``method_<key>``
+        lists, e.g. ``rho 31.2, 28.7, 40.1, 35.5``) and the pool targets in force (median, 95th
+        percentile, max)."""
+        def num(v: Any) -> str:
+            return "—" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+        parts = []
+        for k in sorted(k for k in info if k.startswith("method_")):
+            v = info[k]
+            parts.append(f"{k[len('method_'):]} " + (", ".join(num(x) for x in v) if isinstance(v, list) else num(v)))
+        pt = info.get("pool_target")
+        if isinstance(pt, dict) and pt:
+            parts.append(f"pool p50 {num(pt.get('p50'))} / p95 {num(pt.get('p95'))} / max {num(pt.get('max'))}")
+        return "; ".join(parts)
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        """One cell, with numpy's BLAS held to the cell's torch thread count: SSA's eigh and the
+        like on a 2-thread OpenBLAS beside another cell's worker were ~80x slower in wall time
+        (oversubscribed cores), and the thread count is part of the cell's numbers."""
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
+            return self._run_cell(cell, method, ctx)
+
+    def _run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         if not isinstance(method, ProvisioningMethod):
             raise CellFailure(f"track 'pooling' ranks provisioning methods; {method.name!r} is a {method.kind} method")
         profile = self.profile(cell.profile)
@@ -172,5 +220,6 @@ class PoolingTrack(Track):
             "requests": int(sim.requests[0]), "hits": int(sim.hits[0]), "idle_static_at_hit": idle_static, "static_ref_idle_hours": static_idle,
             "frontier_hit": [round(float(x), 6) for x in frontier.hit], "frontier_idle_hours": [round(float(x), 3) for x in frontier.idle_hours],
             "plan_calls": run.plan_calls, "fits": run.fits, "clipped": run.clipped,
+            **self.realized(run, spd, sim.targets[0], ready),  # type: ignore[index]
         }
         return CellResult(metrics=metrics, timings={"fit_s": run.fit_s, "plan_s": run.plan_s, "total_s": wall}, artifacts=artifacts, info=info)

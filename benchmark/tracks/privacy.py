@@ -5,16 +5,27 @@ cached on disk under ``<cache>/privacy/<key>/`` (the key hashes everything the m
 so every contestant cell reuses it. Its training time is recorded in every cell that uses it,
 with ``info.models_shared`` saying whether this cell trained it or read it.
 
-**Masks** (as ``train/generate_save_subsamples.ipynb`` of Curvature Clues). The query set is
+**Masks** (``train/generate_save_subsamples.ipynb`` of Curvature Clues). The query set is
 the dataset's training split (or a fixed per-class subsample of it, ``max_train_per_class``).
 One numpy generator, seeded from (dataset, universe, repeat) but not from the profile or the
-method, draws Bernoulli(0.5) rows over the queries. The first S/2 rows and their complements
-are the S shadow models' training sets, so every query is "in" for exactly S/2 shadows and "out"
-for the others. The next T rows (fresh Bernoulli draws, independent of the shadows) are the T
-target models, as the reference uses shadows 0-63 and separate targets 64-66. Separate targets,
-not leave-one-out: with complementary or exactly balanced masks, leaving one model out would
-reveal the membership of each query through the in/out counts of the remaining shadows. A
-query is a member of a target when its mask holds it (about half the queries).
+method, draws Bernoulli(0.5) rows over the queries. The profile setting ``shadow_masks`` says
+how the S shadows are formed (``masks_for``):
+
+* ``independent`` (the reference's; the default, and the setting of every profile from
+  version 2 on): S + T
+  independent Bernoulli rows; rows 0..S-1 train the shadows and rows S..S+T-1 the targets, as
+  the reference's shadows 0-63 and targets 64-66 are all independent rows of its first 128
+  (the complements, rows 128-255, are never shadows there). A query's "in" count over the
+  shadows is Binomial(S, 1/2), so a few queries may have no "in" (or no "out") shadow: the
+  attacks fall back to pooled statistics for them (``_mia.fit_in_out``) and the Feldman-Zhang
+  estimate is NaN for them (left out of the correlations).
+* ``paired`` (the version-1 profiles): S/2 Bernoulli rows plus their complements, so every
+  query is "in" for exactly S/2 shadows (lower-variance fits; not the reference's protocol),
+  then T fresh rows for the targets.
+
+Separate targets, not leave-one-out: with complementary or exactly balanced masks, leaving one
+model out would reveal the membership of each query through the in/out counts of the remaining
+shadows. A query is a member of a target when its mask holds it (about half the queries).
 
 **privacy** (contestants: ``privacy`` plugins with role ``attack``). For each target the plugin
 receives a ``PrivacyView``: the queries (x in [0, 1], labels), the target and the shadows as black
@@ -34,9 +45,20 @@ target the proxy scores the target's members (white-box final model and training
 no shadows, so the estimate is out of its reach); the harness reports the Spearman (primary),
 Pearson and cosine agreement of the score with the estimate, mean and std over targets.
 
-**DP.** ``privacy/quick-dp@1`` trains the targets with the ``dp-sgd`` training plugin at each
+**DP.** ``privacy/quick-dp`` trains the targets with the ``dp-sgd`` training plugin at each
 epsilon of its grid and attacks them with the non-private shadows of ``quick`` (the reference's
-"effect of privacy" set-up: DP targets, non-private shadows).
+"effect of privacy" set-up: DP targets, non-private shadows); version 1 calibrates sigma with the
+RDP accountant, version 2 with PRV (``dp-sgd``'s ``accountant``, the reference's default). Each
+DP cell stores sigma (``target_noise_multiplier``), the realized epsilon (``target_epsilon``) and
+``info["dp"]`` (accountant, delta, per-model sigma and epsilon).
+
+``memorization/quick-dp`` is the epsilon sweep of arXiv 2402.18726 (settings ``shadow_training =
+"target"``): at each epsilon (``inf``: the non-private reference, the same loop without clipping
+or noise) the shadows too are DP-trained, so the Feldman-Zhang estimate is the memorization of
+the DP algorithm; cells report the distribution (mean, std, 10/50/90 % quantiles) of the proxy's
+score over the targets' members (``score_*``; input-curvature: the curvature) and of the
+estimate (``mem_*``), the estimate's standard error (``mem_se_mean``) and its split-half
+reliability (``mem_split_half_spearman``).
 """
 
 from __future__ import annotations
@@ -68,15 +90,24 @@ TINY = {
     "n_targets": 2,
     "recipe": {"epochs": 10, "batch_size": 32, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
     "checkpoints": [5, 10],
+    "shadow_masks": "paired",
 }
 QUICK = {
     "n_shadows": 32,
     "n_targets": 3,
     "recipe": {"epochs": 30, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
     "checkpoints": [10, 20, 30],
+    "shadow_masks": "paired",
 }
-#: spec 1.7: RMSprop lr 1e-3, 20 epochs, batch 128, x0.1 at 60 % and 80 %, no augmentation
-DP_RECIPE = {"epochs": 20, "batch_size": 128, "lr": 1e-3, "milestones": [0.6, 0.8], "gamma": 0.1, "delta": 1e-5, "max_grad_norm": 1.0, "augment": False}
+#: spec 1.7: RMSprop lr 1e-3, 20 epochs, batch 128, x0.1 at 60 % and 80 %, no augmentation.
+#: Version-1 profiles calibrate sigma with the RDP accountant (what the harness did first).
+DP_RECIPE = {"epochs": 20, "batch_size": 128, "lr": 1e-3, "milestones": [0.6, 0.8], "gamma": 0.1, "delta": 1e-5, "max_grad_norm": 1.0, "augment": False, "accountant": "rdp"}
+#: from version 2 on: the accountant ``PrivacyEngine()`` defaults to in the pinned Opacus (>= 1.5): PRV
+DP_RECIPE_2 = {**DP_RECIPE, "accountant": "prv"}
+#: version 2 of every profile: the reference's independent shadow masks
+V2 = {"shadow_masks": "independent"}
+#: the non-private reference of an epsilon sweep (the DP-SGD loop without clipping or noise)
+NONPRIVATE = "inf"
 
 
 def _cifar(bs: int) -> dict[str, Any]:
@@ -86,31 +117,71 @@ def _cifar(bs: int) -> dict[str, Any]:
         "n_targets": 3,
         "recipe": {"epochs": 300, "batch_size": bs, "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "schedule": "multistep", "milestones": [0.6, 0.8], "gamma": 0.1},
         "checkpoints": [60, 120, 180, 240, 300],
+        "shadow_masks": "paired",
     }
 
 
+#: memorization against epsilon (arXiv 2402.18726 links 2 and 3): every model of the bank, shadows
+#: included, is trained with DP-SGD at the cell's epsilon, so the Feldman-Zhang estimate is the
+#: memorization of the DP algorithm itself. Sized for the CPU: 600 digits (60 a class), MLP,
+#: 32 shadows and 2 targets per epsilon (5 x 34 DP models); per-sample gradients dominate.
+MEM_DP = {
+    "max_train_per_class": 60,
+    "n_shadows": 32,
+    "n_targets": 2,
+    "recipe": DP_RECIPE_2,
+    "target_recipe": DP_RECIPE_2,
+    "shadow_training": "target",
+    "shadow_masks": "independent",
+}
+
+
 def _privacy_profiles(track: str) -> list[Profile]:
+    digits_mlp = {"dataset": ["digits"], "arch": ["mlp"]}
+    digits_cnn = {"dataset": ["digits"], "arch": ["cnn-small"]}
     out = [
-        Profile(track, "tiny", 1, {"dataset": ["digits"], "arch": ["mlp"], "training": ["standard"]}, settings=TINY,
-                description="Seconds, for tests: 300 digits, MLP, 4 shadows, 2 targets."),
-        Profile(track, "quick", 1, {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["standard"]}, settings=QUICK,
+        Profile(track, "tiny", 1, {**digits_mlp, "training": ["standard"]}, settings=TINY,
+                description="Seconds, for tests: 300 digits, MLP, 4 shadows (2 masks + complements), 2 targets."),
+        Profile(track, "tiny", 2, {**digits_mlp, "training": ["standard"]}, settings={**TINY, **V2},
+                description="Seconds, for tests: 300 digits, MLP, 4 independent shadows, 2 targets."),
+        Profile(track, "quick", 1, {**digits_cnn, "training": ["standard"]}, settings=QUICK,
                 description="Digits on the CPU: cnn-small, 32 shadows (16 masks + complements), 3 targets; the 35-model bank trains once (about 4 minutes on a free core), then each attack takes seconds (curvature: minutes)."),
+        Profile(track, "quick", 2, {**digits_cnn, "training": ["standard"]}, settings={**QUICK, **V2, "n_targets": 12},
+                description="Digits on the CPU: cnn-small, 32 independent shadows (the reference's masks), 12 targets so that AUC intervals over targets separate methods 1-2 points apart; the 44-model bank trains once (about 5 minutes on a free core, scaled from the 35 models of quick@1 in about 4), then each attack takes seconds (curvature: minutes)."),
     ]
     if track == "privacy":
-        out.append(
-            Profile(track, "tiny-dp", 1, {"dataset": ["digits"], "arch": ["mlp"], "training": ["dp-sgd"], "epsilon": [8.0]},
+        out += [
+            Profile(track, "tiny-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [8.0]},
                     settings={**TINY, "target_recipe": {**DP_RECIPE, "epochs": 3, "batch_size": 32}},
-                    description="Seconds, for tests: DP-SGD targets at epsilon 8 against the shadows of tiny.")
-        )
-        out.append(
-            Profile(track, "quick-dp", 1, {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0]},
+                    description="Seconds, for tests: DP-SGD targets (RDP accountant) at epsilon 8 against the shadows of tiny@1."),
+            Profile(track, "tiny-dp", 2, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [8.0]},
+                    settings={**TINY, **V2, "target_recipe": {**DP_RECIPE_2, "epochs": 3, "batch_size": 32}},
+                    description="Seconds, for tests: DP-SGD targets (PRV accountant) at epsilon 8 against the shadows of tiny@2."),
+            Profile(track, "quick-dp", 1, {**digits_cnn, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0]},
                     settings={**QUICK, "target_recipe": DP_RECIPE},
-                    description="DP-SGD targets (epsilon grid, delta 1e-5, C 1) attacked with the non-private shadows of quick: attack AUC against epsilon.")
-        )
+                    description="DP-SGD targets (epsilon grid, delta 1e-5, C 1, RDP accountant) attacked with the non-private shadows of quick@1: attack AUC against epsilon."),
+            Profile(track, "quick-dp", 2, {**digits_cnn, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0]},
+                    settings={**QUICK, **V2, "target_recipe": DP_RECIPE_2},
+                    description="DP-SGD targets (epsilon grid, delta 1e-5, C 1, PRV accountant as the reference's PrivacyEngine()) attacked with the non-private independent shadows of quick@2 (3 targets per epsilon): attack AUC against epsilon."),
+        ]
+    else:
+        out += [
+            Profile(track, "tiny-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [8.0, NONPRIVATE]},
+                    settings={**TINY, **MEM_DP, "max_train_per_class": 30, "n_shadows": 8,
+                              "recipe": {**DP_RECIPE_2, "epochs": 3, "batch_size": 32}, "target_recipe": {**DP_RECIPE_2, "epochs": 3, "batch_size": 32}},
+                    description="Seconds, for tests: the epsilon sweep at epsilon 8 and non-private, 300 digits, MLP, 8 DP shadows, 2 targets."),
+            Profile(track, "quick-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0, NONPRIVATE]},
+                    settings=MEM_DP,
+                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; one MLP on 670 digits took 7.5 s of CPU for 2 DP epochs (accountant included) on a heavily shared core, so expect about an hour of CPU for the bank (extrapolated, not a full run); the proxies then take seconds to minutes."),
+        ]
     for ds, bs in (("cifar10", 256), ("cifar100", 512)):
         out.append(
             Profile(track, ds, 1, {"dataset": [ds], "arch": ["resnet18"], "training": ["standard"]}, settings=_cifar(bs), device="cuda",
                     description=f"{ds.upper()} on a GPU as the reference: ResNet-18, 300 epochs, 64 shadows (32 masks + complements), 3 targets.")
+        )
+        out.append(
+            Profile(track, ds, 2, {"dataset": [ds], "arch": ["resnet18"], "training": ["standard"]}, settings={**_cifar(bs), **V2}, device="cuda",
+                    description=f"{ds.upper()} on a GPU as the reference: ResNet-18, 300 epochs, 64 independent shadows (the reference's masks), 3 targets.")
         )
     return out
 
@@ -190,6 +261,7 @@ class BankSpec:
     n_models: int
     mask_seed: int
     checkpoints: tuple[int, ...] = ()
+    mask_scheme: str = "independent"
 
     @property
     def key(self) -> str:
@@ -213,12 +285,25 @@ class Bank:
         return m.eval()
 
 
-def masks_for(n_queries: int, n_shadows: int, n_targets: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(shadow masks (S, N), target masks (T, N)): S/2 Bernoulli(0.5) rows plus their complements,
-    then T independent Bernoulli rows, from one generator."""
-    if n_shadows % 2:
-        raise ValueError(f"n_shadows must be even (masks plus complements), got {n_shadows}")
+MASK_SCHEMES = ("independent", "paired")
+
+
+def masks_for(n_queries: int, n_shadows: int, n_targets: int, seed: int, scheme: str = "independent") -> tuple[np.ndarray, np.ndarray]:
+    """(shadow masks (S, N), target masks (T, N)) from one ``np.random.default_rng(seed)``.
+
+    ``scheme="independent"`` (the reference's): S + T independent Bernoulli(0.5) rows, the first
+    S for the shadows, the next T for the targets; a query's "in" count over the shadows is
+    Binomial(S, 1/2). ``scheme="paired"``: S/2 Bernoulli rows and their complements (every query
+    is "in" for exactly S/2 shadows; S must be even), then T independent rows for the targets.
+    """
+    if scheme not in MASK_SCHEMES:
+        raise ValueError(f"unknown shadow_masks {scheme!r}; use one of {', '.join(MASK_SCHEMES)}")
     rng = np.random.default_rng(seed)
+    if scheme == "independent":
+        rows = rng.random((n_shadows + n_targets, n_queries)) < 0.5
+        return rows[:n_shadows], rows[n_shadows:]
+    if n_shadows % 2:
+        raise ValueError(f"n_shadows must be even with shadow_masks='paired' (masks plus complements), got {n_shadows}")
     rows = rng.random((n_shadows // 2 + n_targets, n_queries)) < 0.5
     base = rows[: n_shadows // 2]
     return np.concatenate([base, ~base]), rows[n_shadows // 2 :]
@@ -272,17 +357,23 @@ class PrivacyBase(Track):
         u = self.universe(profile, dataset, ctx)
         uspec = self._universe_spec(profile, dataset, u)
         mseed = self._mask_seed(profile, dataset, u, cell.repeat)
-        shadow_masks, target_masks = masks_for(len(u.y), int(st["n_shadows"]), int(st["n_targets"]), mseed)
+        scheme = str(st.get("shadow_masks", "independent"))  # the reference's, unless the profile says otherwise
+        shadow_masks, target_masks = masks_for(len(u.y), int(st["n_shadows"]), int(st["n_targets"]), mseed, scheme)
         recipe = dict(st["recipe"])
         ck = tuple(int(e) for e in st.get("checkpoints", ()))
-        shadow_spec = BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), mseed)
         training = str(ax.get("training", "standard"))
         t_recipe = dict(st.get("target_recipe", recipe)) if training != "standard" else recipe
         if "epsilon" in ax:
             t_recipe["epsilon"] = float(ax["epsilon"])
         trainer = plugins.method(training)
         t_ck = () if getattr(trainer, "own_loop", False) else ck
-        target_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), mseed, t_ck)
+        # shadow_training "target": the shadows are trained exactly as the targets (the epsilon
+        # sweep of the memorization track: the FZ estimate of the DP algorithm itself)
+        if st.get("shadow_training", "standard") == "target":
+            shadow_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "shadows", len(shadow_masks), mseed, t_ck, scheme)
+        else:
+            shadow_spec = BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), mseed, (), scheme)
+        target_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), mseed, t_ck, scheme)
         return u, shadow_spec, shadow_masks, target_spec, target_masks
 
     def banks(self, cell: Cell, ctx: CellContext) -> tuple[Universe, Bank, Bank]:
@@ -362,6 +453,7 @@ class PrivacyBase(Track):
                 "heldout_acc": float(correct[~mask].mean()) if (~mask).any() else float("nan"),
                 "test_acc": test_acc,
                 **{k2: float(v) for k2, v in info.items() if isinstance(v, (int, float)) and k2 != "train_s"},
+                **{k2: v for k2, v in info.items() if isinstance(v, str)},
             })
             correct_all[k] = correct
         meta = {"train_s": time.perf_counter() - t0, "models": per_model, "spec": spec.__dict__, "device": ctx.device}
@@ -391,12 +483,16 @@ class PrivacyBase(Track):
         return [_identity, _hflip] if ds.hflip else [_identity]
 
     @staticmethod
-    def _summ(per_target: list[dict[str, float]], names: Sequence[str]) -> dict[str, float]:
+    def _summ(per_target: list[dict[str, float]], names: Sequence[str], se: Sequence[str] = ()) -> dict[str, float]:
+        """Mean and std (ddof 0) over targets of each metric; for those in ``se`` also the
+        standard error of the mean, std (ddof 1) / sqrt(T), when there are 2 targets or more."""
         out: dict[str, float] = {}
         for n in names:
             v = np.array([d[n] for d in per_target], dtype=np.float64)
             out[n] = float(v.mean())
             out[f"{n}_std"] = float(v.std())
+            if n in se and len(v) > 1:
+                out[f"{n}_se"] = float(v.std(ddof=1) / np.sqrt(len(v)))
         return out
 
     @staticmethod
@@ -409,7 +505,11 @@ class PrivacyBase(Track):
             "n_shadows": len(sm),
             "n_targets": len(tm),
             "target_models": tm,
+            "shadow_masks": shadows.spec.mask_scheme,
         }
+        dp = PrivacyBase._dp_info(shadows, targets)
+        if dp:
+            info["dp"] = dp
         return info
 
     @staticmethod
@@ -420,8 +520,28 @@ class PrivacyBase(Track):
             "target_train_acc": float(np.mean([m["train_acc"] for m in tm])),
             "shadow_test_acc": float(np.mean([m["test_acc"] for m in sm])),
         }
-        if all("epsilon" in m for m in tm):
+        # DP targets: the realized epsilon and the noise multiplier sigma of each target (their
+        # accountant is in ``info["dp"]``); a non-private reference has sigma 0 and no epsilon
+        if all("noise_multiplier" in m for m in tm):
+            out["target_noise_multiplier"] = float(np.mean([m["noise_multiplier"] for m in tm]))
+        if tm and all("epsilon" in m for m in tm):
             out["target_epsilon"] = float(np.mean([m["epsilon"] for m in tm]))
+        return out
+
+    @staticmethod
+    def _dp_info(shadows: Bank, targets: Bank) -> dict[str, Any]:
+        """Per DP bank: accountant, delta, and per model sigma and realized epsilon."""
+        out: dict[str, Any] = {}
+        for role, bank in (("targets", targets), ("shadows", shadows)):
+            ms = bank.meta["models"]
+            if ms and all("noise_multiplier" in m for m in ms):
+                out[role] = {
+                    "accountant": ms[0].get("accountant", "rdp"),
+                    "delta": ms[0].get("delta"),
+                    "private": bool(ms[0].get("private", 1.0)),
+                    "noise_multiplier": [m["noise_multiplier"] for m in ms],
+                    "epsilon": [m.get("epsilon") for m in ms],
+                }
         return out
 
 
@@ -470,7 +590,7 @@ class PrivacyTrack(PrivacyBase):
             members.append(targets.masks[t])
             forwards.append({"target": box.forwards, "shadows": int(sum(b.forwards for b in shadow_boxes))})
         names = list(per_target[0])
-        metrics = self._summ(per_target, names)
+        metrics = self._summ(per_target, names, se=("auc", "tpr_at_1pct_fpr"))
         metrics.update(self._model_metrics(shadows, targets))
         metrics["n_queries"] = float(len(u.y))
         metrics["member_fraction"] = float(np.mean([m.mean() for m in members]))
@@ -482,7 +602,7 @@ class PrivacyTrack(PrivacyBase):
             "forwards": forwards,
             "views": ["identity", "hflip"][: len(self._views(ds))],
             "primary_metric": self.primary_metric,
-            "target_selection": "separate targets (independent Bernoulli masks), shadows = masks + complements",
+            "target_selection": "separate targets (independent Bernoulli masks); shadows: " + ("independent Bernoulli masks" if shadows.spec.mask_scheme == "independent" else "masks + complements"),
         }
         artifacts = [
             ArtifactOut.npy("scores", "scores.npy", np.stack(all_scores)),
@@ -537,10 +657,22 @@ class MemorizationTrack(PrivacyBase):
             full = np.full(len(u.y), np.nan)
             full[keep] = scores
             all_scores.append(full)
-        metrics = self._summ(per_target, ["spearman", "pearson", "cosine"])
+        metrics = self._summ(per_target, ["spearman", "pearson", "cosine"], se=("spearman",))
         metrics.update(self._model_metrics(shadows, targets))
-        metrics["mem_mean"] = float(np.nanmean(mem))
+        # the target itself: how noisy the Feldman-Zhang estimate is (its per-sample standard
+        # error, and the Spearman agreement of two estimates from disjoint halves of the shadows)
+        se = PM.fz_standard_error(shadows.correct, shadows.masks)
+        metrics["mem_se_mean"] = float(np.nanmean(se))
+        metrics["mem_split_half_spearman"] = PM.fz_split_half(shadows.correct, shadows.masks, seed=int(cell.seed))
         metrics["mem_high_fraction"] = float(np.nanmean(mem > 0.5))
+        # distributions (the epsilon sweep's rows): memorization over the queries, and the proxy's
+        # score over each target's members (for input-curvature: the curvature), pooled over targets
+        metrics.update(PM.distribution(mem, "mem"))
+        pooled = np.concatenate([a[np.isfinite(a)] for a in all_scores])
+        metrics.update(PM.distribution(pooled, "score"))
+        n_in = shadows.masks.sum(0)
+        metrics["mem_models_in_mean"] = float(n_in.mean())
+        metrics["mem_models_out_mean"] = float((len(shadows.masks) - n_in).mean())
         train_s = float(shadows.meta["train_s"]) + float(targets.meta["train_s"])
         timings = {"training_s": train_s, "proxy_s": attack_s, "evaluation_s": evaluation_s, "total_s": train_s + attack_s + evaluation_s}
         info = {
@@ -550,9 +682,11 @@ class MemorizationTrack(PrivacyBase):
             "checkpoint_epochs": list(targets.spec.checkpoints),
             "primary_metric": self.primary_metric,
             "estimate": "Feldman-Zhang subsampled estimate from the shadows (0/1 correctness); queries = each target's members",
+            "shadow_training": targets.spec.training if shadows.spec.training == targets.spec.training and shadows.spec.recipe == targets.spec.recipe else shadows.spec.training,
         }
         artifacts = [
             ArtifactOut.npy("scores", "scores.npy", np.stack(all_scores)),
             ArtifactOut.npy("memorization", "fz_memorization.npy", mem),
+            ArtifactOut.npy("memorization_se", "fz_memorization_se.npy", se),
         ]
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)

@@ -53,4 +53,12 @@
   }
 
   Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), init);
+
+  /* "show secondary metrics": secondary columns are hidden until asked for */
+  Array.prototype.forEach.call(document.querySelectorAll("input.toggle-secondary"), function (box) {
+    box.addEventListener("change", function () {
+      var table = document.querySelector('table[data-table="' + box.getAttribute("data-table") + '"]');
+      if (table) { table.classList.toggle("hide-secondary", !box.checked); }
+    });
+  });
 })();

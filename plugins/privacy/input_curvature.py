@@ -13,6 +13,12 @@ model and each query (x, y), with n Rademacher vectors r_i in normalized-input u
   "the actual curv score" there): Curv_t(x) = (1/n) sum_i || d/dx [l(x + h r_i) - l(x)] ||_2,
   a finite-difference estimate of h ||H r_i||.
 
+The default follows the papers' *definition* (the trace); the papers' plots come from their
+*code*'s ``regr`` score. The memorization boards report both as labelled rows
+(``input-curvature (estimator=hutchinson)`` and ``input-curvature (estimator=regr)``, run with
+``--param estimator=regr``); ``h`` applies to ``regr`` only, in normalized-input units (h times
+the per-channel std in pixels), as the reference's normalized inputs.
+
 The score is the mean of Curv_t over the checkpoints the track saved (the reference averages
 epochs 0, 4, ..., 196 of a 200-epoch run). The loss is summed over the batch, so every sample's
 value is its own (the reference uses mean reduction, which scales each value by 1/B; absolute

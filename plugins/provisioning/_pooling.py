@@ -109,24 +109,69 @@ def fractile_pool(scenarios: np.ndarray, c_idle: float, c_miss: float) -> float:
     return float(s[min(max(k, 0), len(s) - 1)])
 
 
-def newsvendor_lp(scenarios: np.ndarray, c_idle: float, c_miss: float, p_max: float) -> tuple[float, float]:
-    """Sample-average newsvendor as an LP on ``scipy.optimize.linprog`` (HiGHS):
-    min_P (1/S) sum_s [c_idle o_s + c_miss u_s]  s.t.  o_s >= P - D_s, u_s >= D_s - P, o, u >= 0,
-    0 <= P <= p_max. Returns (P, objective)."""
+def newsvendor_lp(scenarios: np.ndarray, c_idle: float, c_miss: float, p_max: float, *, ramp: float | None = None, prev: float | None = None) -> tuple[float | np.ndarray, float]:
+    """Sample-average newsvendor as an LP on ``scipy.optimize.linprog`` (HiGHS).
+
+    ``scenarios`` (S,) for one pool size P, or (S, B) for B consecutive horizon buckets P_1..P_B:
+    min (1/S) sum_s sum_b [c_idle o_sb + c_miss u_sb]  s.t.  o_sb >= P_b - D_sb,
+    u_sb >= D_sb - P_b, o, u >= 0, 0 <= P_b <= p_max, and with a ramp limit ``ramp`` = delta
+    (tracks-phase2.md §5.7; methods §6.2: |P_t - P_{t-1}| <= delta "across the horizon, which need
+    the LP"): |P_b - P_{b-1}| <= delta, and |P_1 - prev| <= delta when ``prev`` (the pool size in
+    force) is given. Returns (P, objective): P a float for (S,) scenarios, a (B,) array otherwise.
+    Without a ramp the optimum is the critical-fractile quantile of each bucket (``fractile_pool``);
+    for one bucket with a ramp it is that quantile clipped to [prev - delta, prev + delta]
+    (``ramped_fractile``): the objective is convex and piecewise linear in P."""
     from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix, hstack, vstack, identity
 
     d = np.asarray(scenarios, dtype=np.float64)
-    S = len(d)
-    c = np.concatenate([[0.0], np.full(S, c_idle / S), np.full(S, c_miss / S)])
-    eye = np.eye(S)
-    # P - o_s <= D_s ;  -P - u_s <= -D_s
-    A = np.block([[np.ones((S, 1)), -eye, np.zeros((S, S))], [-np.ones((S, 1)), np.zeros((S, S)), -eye]])
-    b = np.concatenate([d, -d])
-    bounds = [(0.0, float(p_max))] + [(0.0, None)] * (2 * S)
-    res = linprog(c, A_ub=A, b_ub=b, bounds=bounds, method="highs")
+    one = d.ndim == 1
+    D = d[:, None] if one else d
+    if D.ndim != 2 or D.shape[0] == 0:
+        raise ValueError(f"scenarios must be (S,) or (S, B) with S >= 1, got shape {d.shape}")
+    S, B = D.shape
+    n = S * B  # o and u are (S, B) blocks, flattened scenario-major
+    c = np.concatenate([np.zeros(B), np.full(n, c_idle / S), np.full(n, c_miss / S)])
+    # map each (s, b) row to its P_b column
+    rows = np.arange(n)
+    Pcol = coo_matrix((np.ones(n), (rows, np.tile(np.arange(B), S))), shape=(n, B))
+    I = identity(n, format="coo")
+    Z = coo_matrix((n, n))
+    # P_b - o_sb <= D_sb ;  -P_b - u_sb <= -D_sb
+    blocks = [hstack([Pcol, -I, Z]), hstack([-Pcol, Z, -I])]
+    b = [D.reshape(-1), -D.reshape(-1)]
+    if ramp is not None:
+        delta = float(ramp)
+        if not np.isfinite(delta) or delta < 0:
+            raise ValueError(f"ramp must be a finite delta >= 0 (clusters per bucket), got {ramp!r}")
+        if B > 1:
+            diff = coo_matrix((np.concatenate([np.ones(B - 1), -np.ones(B - 1)]), (np.concatenate([np.arange(B - 1)] * 2), np.concatenate([np.arange(1, B), np.arange(B - 1)]))), shape=(B - 1, B))
+            zeros = coo_matrix((B - 1, 2 * n))
+            blocks += [hstack([diff, zeros]), hstack([-diff, zeros])]  # P_b - P_{b-1} <= delta and the reverse
+            b += [np.full(B - 1, delta), np.full(B - 1, delta)]
+        if prev is not None:
+            first = coo_matrix(([1.0], ([0], [0])), shape=(1, B + 2 * n))
+            blocks += [first, -first]
+            b += [np.array([float(prev) + delta]), np.array([delta - float(prev)])]
+    A = vstack(blocks).tocsr()
+    bounds = [(0.0, float(p_max))] * B + [(0.0, None)] * (2 * n)
+    res = linprog(c, A_ub=A, b_ub=np.concatenate(b), bounds=bounds, method="highs")
     if res.status != 0:
         raise RuntimeError(f"newsvendor LP failed: {res.message}")
-    return float(res.x[0]), float(res.fun)
+    P = res.x[:B]
+    return (float(P[0]) if one else P.copy()), float(res.fun)
+
+
+def ramped_fractile(scenarios: np.ndarray, c_idle: float, c_miss: float, p_max: float, *, ramp: float | None = None, prev: float | None = None) -> float:
+    """The one-bucket newsvendor optimum in closed form: the critical-fractile quantile
+    (``fractile_pool``, the smallest minimiser) clipped to [0, p_max] and, with a ramp, to
+    [prev - ramp, prev + ramp] (the cost is convex in P, so the constrained minimiser is the
+    clipped unconstrained one). Equals ``newsvendor_lp`` in objective; a test checks it."""
+    P = min(max(fractile_pool(scenarios, c_idle, c_miss), 0.0), float(p_max))
+    if ramp is not None and prev is not None:
+        lo, hi = max(float(prev) - float(ramp), 0.0), min(float(prev) + float(ramp), float(p_max))
+        P = min(max(P, lo), max(hi, lo))
+    return float(P)
 
 
 def sample_quantile_function(taus: np.ndarray, qs: np.ndarray, u: np.ndarray) -> np.ndarray:

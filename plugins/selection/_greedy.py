@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from coreset_bench.kinds import Param
+
 from ._lastlayer import last_layer_grads, prob_minus_onehot
 from ._lastlayer import softmax as _softmax
 
@@ -448,6 +450,23 @@ def parse_greedy(method: str, value: Any) -> tuple[str, float]:
             raise ValueError(f"{method}: parameter greedy={value!r}; the stochastic greedy's epsilon must lie in (0, 1), e.g. 'stochastic:0.01'")
         return "stochastic", eps
     raise ValueError(f"{method}: parameter greedy={value!r}; expected one of 'lazy', 'naive', 'stochastic' or 'stochastic:EPS'")
+
+
+def greedy_problem(value: Any) -> str | None:
+    """What is wrong with a ``greedy`` parameter value (one phrase), or None (``parse_greedy``)."""
+    try:
+        parse_greedy("greedy", value)
+    except ValueError as exc:
+        return str(exc).split("; ", 1)[1]
+    return None
+
+
+GREEDY_PARAM = Param(
+    str,
+    check=greedy_problem,
+    rule="'lazy', 'naive', 'stochastic' or 'stochastic:EPS' with 0 < EPS < 1",
+    help="lazy/naive: the exact greedy's picks; stochastic[:EPS]: stochastic greedy (Mirzasoleiman et al. 2015), faster, not exact, seeded",
+)
 
 
 def stochastic_greedy(fn: Any, budget: int, *, epsilon: float, generator: torch.Generator) -> list[int]:

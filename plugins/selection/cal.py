@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import check_choice, final_embeddings, final_probs, knn, rank_groups, sym_kl_to
 
@@ -46,6 +46,7 @@ class Cal(SelectionMethod):
     summary = "CAL: mean symmetric KL between a sample's proxy softmax and its k nearest neighbours'; keep the highest."
     citation = "Margatina, Vernikos, Barrault & Aletras, Active Learning by Acquiring Contrastive Examples, EMNLP 2021"
     params = {"class_balanced": True, "neighbors": 10, "keep": "high"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "neighbors": Param(int, min=1), "keep": Param(str, choices=("high", "low"))}
     signals = frozenset({"embeddings", "logits"})
 
     def scores(self, view: SelectionView) -> np.ndarray:

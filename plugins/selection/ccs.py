@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection.aum import aum_scores
 from coreset_bench.plugins.selection._ranking import rank_order
 
@@ -136,6 +136,7 @@ class CCS(SelectionMethod):
         "ICLR 2023. arXiv:2210.15809."
     )
     params = {"beta": "auto", "bins": 50}
+    param_specs = {"bins": Param(int, min=1, help="strata")}
     signals = frozenset({"prob_true", "prob_other_max"})
 
     def select(self, view: SelectionView) -> Selection:

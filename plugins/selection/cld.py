@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._ranking import checkpoint_rows, topk_per_class
 
 __all__ = [
@@ -120,6 +120,7 @@ class CLD(SelectionMethod):
         "Loss Differences. TMLR 2025. arXiv:2508.20230."
     )
     params = {"epochs_used": 1.0, "checkpoint_stride": 1}
+    param_specs = {"epochs_used": Param(float, min=0, max=1, min_open=True, help="fraction of the proxy epochs used"), "checkpoint_stride": Param(int, min=1, help="keep every s-th epoch")}
     signals = frozenset({"loss", "val_loss"})
 
     def scores(self, view: SelectionView) -> tuple[np.ndarray, dict[str, Any]]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import final_probs, kcenter_greedy, select_groups, sym_kl_to
 
@@ -38,6 +38,7 @@ class ContextualDiversity(SelectionMethod):
     summary = "k-Center greedy on proxy softmax outputs with the symmetric KL divergence, per class."
     citation = "Agarwal, Arora, Anand & Arora, Contextual Diversity for Active Learning, ECCV 2020"
     params = {"class_balanced": True}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes")}
     signals = frozenset({"logits"})
 
     def select(self, view: SelectionView) -> Selection:

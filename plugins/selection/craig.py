@@ -48,9 +48,9 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
-from ._greedy import FacilityLocation, Kernel, check_choice, final_packed, greedy_maximize, ll_euclidean, pairwise_max, parse_greedy, select_groups, stochastic_greedy
+from ._greedy import GREEDY_PARAM, FacilityLocation, Kernel, check_choice, final_packed, greedy_maximize, ll_euclidean, pairwise_max, parse_greedy, select_groups, stochastic_greedy
 
 
 def craig_weights(kernel: Kernel, order: list[int]) -> np.ndarray:
@@ -67,6 +67,7 @@ class Craig(SelectionMethod):
     summary = "CRAIG: facility location on last-layer gradient distances, per class, with cluster-size weights."
     citation = "Mirzasoleiman, Bilmes & Leskovec, Coresets for Data-efficient Training of Machine Learning Models, ICML 2020"
     params = {"class_balanced": True, "greedy": "lazy", "weights": "count"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM, "weights": Param(str, choices=("count", "deepcore"))}
     signals = frozenset({"embeddings", "logits"})
     weighted = True
 

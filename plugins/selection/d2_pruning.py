@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView, class_budgets
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView, class_budgets
 from coreset_bench.plugins.selection.aum import aum_scores
 from coreset_bench.plugins.selection.ccs import resolve_rate
 from coreset_bench.plugins.selection._ranking import rank_order
@@ -116,6 +116,7 @@ class D2Pruning(SelectionMethod):
         "in Data Pruning. ICLR 2024. arXiv:2310.07931."
     )
     params = {"k": 5, "gamma": 0.1, "mis_ratio": "auto", "score": "forgetting", "per_class": True}
+    param_specs = {"k": Param(int, min=0, help="graph neighbours"), "gamma": Param(float, min=0), "score": Param(str, choices=("forgetting", "aum")), "per_class": Param(bool)}
     signals = frozenset({"train_correct", "prob_true", "prob_other_max", "embeddings", "checkpoint_epochs"})
 
     def select(self, view: SelectionView) -> Selection:

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import device_of, rank_groups
 
@@ -135,12 +135,17 @@ def _deepfool_batch(model: Any, xb: torch.Tensor, max_iter: int, scale: float, c
     return (scale * r_tot).flatten(1).double().pow(2).sum(1).cpu().numpy()
 
 
+def _candidates_problem(value: Any) -> str | None:
+    return "candidates=1 leaves no class to cross to; use 0 (all classes) or q >= 2" if value == 1 else None
+
+
 class DeepFool(SelectionMethod):
     name = "deepfool"
     version = "0.2"
     summary = "DeepFool margin on the proxy model: keep the samples with the smallest adversarial perturbation."
     citation = "Ducoffe & Precioso, Adversarial Active Learning for Deep Networks: a Margin Based Approach, arXiv 2018"
     params = {"class_balanced": True, "max_iter": 50, "overshoot": 0.02, "batch_size": 128, "candidates": 0}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "max_iter": Param(int, min=1), "overshoot": Param(float, min=0), "batch_size": Param(int, min=1), "candidates": Param(int, min=0, check=_candidates_problem, rule="(0 or >= 2)", help="search only the q classes with the largest logits (0: all classes)")}
     signals = frozenset({"proxy_model"})
 
     def scores(self, view: SelectionView) -> np.ndarray:

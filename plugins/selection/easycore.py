@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._ranking import checkpoint_rows, top_global, topk_per_class
 
 __all__ = ["EasyCore", "EasyCoreBalanced", "EasyCoreHard", "aign"]
@@ -76,6 +76,7 @@ class EasyCore(SelectionMethod):
     summary = "Keep the samples with the lowest average input-gradient norm (AIGN) over proxy checkpoints."
     citation = _CITATION
     params = {"norm_power": 1, "class_balanced": False, "epochs_used": 1.0, "checkpoint_stride": 1}
+    param_specs = {"norm_power": Param(int, choices=(1, 2)), "class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "epochs_used": Param(float, min=0, max=1, min_open=True, help="fraction of the proxy epochs used"), "checkpoint_stride": Param(int, min=1, help="keep every s-th epoch")}
     signals = frozenset({"input_grad_norm"})
     notes = _NOTES
     #: keep the highest AIGN instead of the lowest

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._lastlayer import softmax
 from coreset_bench.plugins.selection._ranking import top_global
 
@@ -73,6 +73,7 @@ class EL2N(SelectionMethod):
         "Training. NeurIPS 2021. arXiv:2107.07075."
     )
     params = {"epochs": 10}
+    param_specs = {"epochs": Param(int, min=1, help="use the checkpoints of the first epochs")}
     signals = frozenset({"logits", "checkpoint_epochs"})
 
     def select(self, view: SelectionView) -> Selection:

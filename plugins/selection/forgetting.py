@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._ranking import top_global, topk_per_class
 
 __all__ = ["Forgetting", "forgetting_counts"]
@@ -57,6 +57,7 @@ class Forgetting(SelectionMethod):
         "Forgetting during Deep Neural Network Learning. ICLR 2019. arXiv:1812.05159."
     )
     params = {"unlearned": "inf", "class_balanced": False}
+    param_specs = {"unlearned": Param(str, choices=("inf", "zero"), help="score of a never-learned sample"), "class_balanced": Param(bool, help="pick per class in proportion to class sizes")}
     signals = frozenset({"train_correct"})
 
     def select(self, view: SelectionView) -> Selection:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import check_choice, final_arrays, final_grads, greedy_maximize, mean_last_layer_grad, select_groups
 
@@ -78,6 +78,7 @@ class Glister(SelectionMethod):
     summary = "GLISTER: greedy one-step Taylor gain in validation log-likelihood on the last layer, per class."
     citation = "Killamsetty, Sivasubramanian, Ramakrishnan & Iyer, GLISTER: Generalization based Data Subset Selection for Efficient and Robust Learning, AAAI 2021"
     params = {"class_balanced": True, "eta": 0.1, "greedy": "naive", "validation": "val"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "eta": Param(float, min=0, min_open=True, help="SGD step of the head on the picks"), "greedy": Param(str, choices=("naive", "lazy")), "validation": Param(str, choices=("val", "train"))}
     signals = frozenset({"embeddings", "logits", "val_embeddings", "val_logits"})
 
     def select(self, view: SelectionView) -> Selection:

@@ -56,7 +56,7 @@ from scipy.linalg import cholesky, solve_triangular
 from scipy.optimize import nnls
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import check_choice, final_arrays, final_grads, mean_last_layer_grad, select_groups
 
@@ -128,6 +128,7 @@ class GradMatch(SelectionMethod):
     summary = "GradMatch: OMP with ridge + non-negative weights matching each class's mean last-layer gradient."
     citation = "Killamsetty, Sivasubramanian, Ramakrishnan, De & Iyer, GRAD-MATCH: Gradient Matching based Data Subset Selection for Efficient Deep Model Training, ICML 2021"
     params = {"class_balanced": True, "lam": 1.0, "tol": 1e-4, "target": "train"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "lam": Param(float, min=0, help="ridge weight"), "tol": Param(float, min=0), "target": Param(str, choices=("train", "val"))}
     signals = frozenset({"embeddings", "logits", "val_embeddings", "val_logits"})
     exact_budget = False
     weighted = True

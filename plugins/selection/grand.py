@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._lastlayer import last_layer_grad_norms
 from coreset_bench.plugins.selection._ranking import top_global, topk_per_class
 from coreset_bench.plugins.selection.el2n import checkpoint_logits, early_checkpoints
@@ -49,6 +49,7 @@ class GraNd(SelectionMethod):
         "Training. NeurIPS 2021. arXiv:2107.07075."
     )
     params = {"epochs": 10, "class_balanced": False}
+    param_specs = {"epochs": Param(int, min=1, help="use the checkpoints of the first epochs"), "class_balanced": Param(bool, help="pick per class in proportion to class sizes")}
     signals = frozenset({"logits", "embeddings", "checkpoint_epochs"})
 
     def select(self, view: SelectionView) -> Selection:

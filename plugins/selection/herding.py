@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import check_choice, final_embeddings, herding, select_groups
 
@@ -40,6 +40,7 @@ class Herding(SelectionMethod):
     summary = "Greedy herding on proxy embeddings: the running mean of the picks tracks the class mean."
     citation = "Welling, Herding Dynamical Weights to Learn, ICML 2009"
     params = {"class_balanced": True, "pick": "nearest"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "pick": Param(str, choices=("nearest", "farthest"))}
     signals = frozenset({"embeddings"})
 
     def select(self, view: SelectionView) -> Selection:

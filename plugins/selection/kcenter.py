@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 from ._greedy import euclidean, final_embeddings, kcenter_greedy, select_groups
 
@@ -42,6 +42,7 @@ class KCenterGreedy(SelectionMethod):
     summary = "k-Center greedy (max-min Euclidean distance) on proxy embeddings, per class."
     citation = "Sener & Savarese, Active Learning for Convolutional Neural Networks: A Core-Set Approach, ICLR 2018"
     params = {"class_balanced": True}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes")}
     signals = frozenset({"embeddings"})
 
     def select(self, view: SelectionView) -> Selection:

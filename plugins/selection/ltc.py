@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import SelectionView
+from coreset_bench.kinds import Param, SelectionView
 from coreset_bench.plugins.selection._ranking import checkpoint_rows
 from coreset_bench.plugins.selection.cld import CLD, _losses, class_mean_rows, pearson_to_class_reference, zscore
 
@@ -60,6 +60,7 @@ class LTC(CLD):
         "Trajectories. arXiv:2503.09721, 2025."
     )
     params = {"reference": "pairwise_mean", "val_scope": "class", "epochs_used": 1.0, "checkpoint_stride": 1}
+    param_specs = {"reference": Param(str, choices=("pairwise_mean", "class_mean")), "val_scope": Param(str, choices=("class", "all")), "epochs_used": Param(float, min=0, max=1, min_open=True, help="fraction of the proxy epochs used"), "checkpoint_stride": Param(int, min=1, help="keep every s-th epoch")}
     signals = frozenset({"loss", "val_loss"})
 
     def scores(self, view: SelectionView) -> tuple[np.ndarray, dict[str, Any]]:

@@ -11,7 +11,7 @@ Deep Learning", DEXA 2022 (random remains a strong baseline).
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod
+from coreset_bench.kinds import Param, Selection, SelectionMethod
 
 
 class RandomSelection(SelectionMethod):
@@ -20,6 +20,7 @@ class RandomSelection(SelectionMethod):
     summary = "Uniform random subset of the budget (optionally class-balanced)."
     citation = "Guo, Zhao, Bai. DeepCore: A Comprehensive Library for Coreset Selection in Deep Learning. DEXA 2022."
     params = {"class_balanced": False}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes")}
     #: needs only ``view.n``, ``budget`` and ``rng``: a reference of the image and instruction tracks
     modalities = frozenset({"image", "text"})
 

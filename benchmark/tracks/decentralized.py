@@ -1,0 +1,359 @@
+"""The ``decentralized`` track: serverless (gossip) training on non-IID nodes, IDKD against naive KD,
+QGM and D-PSGD (spec tracks-phase2.md §3).
+
+Contestants are ``distillation`` methods with role ``decentralized``: ``distill(view:
+DecentralizedView)`` returns one model per node. Per cell the harness (never the method):
+
+1. splits the dataset's training data: per class a ``public_fraction`` (or ``public_per_class``)
+   becomes the unlabelled in-distribution half of the **public set**; as many
+   out-of-distribution images are generated (half uniform noise textures U(0,1), half
+   90°-rotated intensity-inverted images for one-channel data or 4×4-patch-shuffled images for
+   colour data) and mixed in at random positions. Which public samples are out-of-distribution
+   is kept by the harness only, to score the methods' detectors. Seed: (profile, dataset,
+   "public", repeat);
+2. splits the rest (the private pool) over ``nodes`` nodes with the Dirichlet(``alpha``)
+   partition of the reference (``decentralized.dirichlet_partition``; seed (profile, dataset,
+   alpha, nodes, repeat)); a partition that cannot give every node half the average size fails
+   the cell with a message naming alpha and n;
+3. builds the ``topology`` (ring, torus, full, isolated) and a fresh byte-counting ``Network``,
+   and hands the method the view: node-local data, its own label histograms, the public images,
+   the network, a model factory (the same seeded initialization for every node and method:
+   seed (profile, arch, repeat)), the recipe (epochs, batch size, momentum 0.9, weight decay
+   1e-4, ×0.1 at 60 % and 80 % of the epochs, the dataset's crop/flip augmentation) and
+   ``steps_per_epoch`` = floor(mean node size / batch size), the same for every node;
+4. times ``distill`` under the contestant guard and checks its output: exactly one finite model
+   per node giving C logits (else the cell fails, naming the plugin);
+5. evaluates every node's own model on the whole test split.
+
+Execution (setting ``execution``, overridden per run by the environment variable
+``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in this process (vmapped);
+``gloo`` runs one process per node over ``torch.distributed`` (gloo backend, point-to-point
+gossip; ``coreset_bench.gossip_dist``) for methods that declare ``multiprocess``.
+
+Metrics (spec §3.6): ``mean_node_acc`` (primary, max), ``min_node_acc``, ``std_node_acc``;
+``consensus_acc`` (accuracy of the nodes' parameter average, informational) and
+``consensus_dist`` (mean over nodes of ||x_i − x̄||², over all parameters); megabytes sent per
+node by kind ``comm_mb_model``, ``comm_mb_labels``, ``comm_mb_meta``, ``comm_mb_total``;
+``label_overhead`` = label bytes / model bytes; and, when the method reports
+``info["public_kept"]`` (per node, the public indices its detector kept), the detector's
+``public_id_precision`` (share of kept samples that are in-distribution), ``public_id_recall``
+and ``public_kept_frac`` (means over nodes); ``train_s``. Artifacts: ``label_counts.npy`` (the
+partition, n × C), ``W.npy``, ``node_acc.npy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import data as D
+from .. import decentralized as DC
+from .. import training as T
+from ..kinds import DecentralizedView, DistillationMethod, Method
+from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+
+EXECUTIONS = ("simulate", "gloo")
+ENV_EXECUTION = "CORESET_BENCH_DECENTRALIZED_EXECUTION"
+
+_BASE = {"batch_size": 32, "momentum": 0.9, "weight_decay": 1e-4, "gamma": 0.1, "milestone_fracs": [0.6, 0.8], "min_node_frac": 0.5, "execution": "simulate"}
+
+
+def _profiles() -> list[Profile]:
+    return [
+        Profile("decentralized", "tiny", 1, {"dataset": ["digits"], "topology": ["ring"], "alpha": [0.5], "nodes": [4]}, seeds=(0,),
+                settings={**_BASE, "arch": "mlp", "epochs": 4, "public_per_class": 10},
+                description="Seconds-long profile for tests: 4 digits nodes on a ring, 4 epochs, public set 100 + 100 OOD."),
+        Profile("decentralized", "quick", 1, {"dataset": ["digits"], "topology": ["ring", "torus"], "alpha": [0.1, 1.0], "nodes": [9]}, seeds=(0, 1, 2),
+                settings={**_BASE, "arch": "mlp", "epochs": 60, "public_fraction": 0.2},
+                description="9 digits nodes on a ring and a 3x3 torus, Dirichlet alpha 0.1 and 1.0, MLP, 60 epochs of batch 32; public set = 20 % of the training digits (unlabelled) + as many OOD images.",
+                timeout_s=900.0),
+        Profile("decentralized", "cifar10-cpu", 1, {"dataset": ["cifar10"], "topology": ["ring"], "alpha": [0.1], "nodes": [8]}, seeds=(0,),
+                settings={**_BASE, "arch": "cnn-small-gn", "epochs": 30, "public_fraction": 0.2, "max_train_per_class": 250},
+                description="CPU check on real images (slow, about 5 min per cell): CIFAR-10, 250 images per class, 8 nodes on a ring, alpha 0.1, cnn-small-gn, 30 epochs. For the JPEG copy: --dataset imagefolder:PATH.",
+                timeout_s=3600.0),
+        Profile("decentralized", "cifar10", 1, {"dataset": ["cifar10"], "topology": ["ring", "torus"], "alpha": [0.05, 0.1], "nodes": [16]}, seeds=(0, 1, 2),
+                settings={**_BASE, "arch": "resnet20-gn", "epochs": 300, "public_fraction": 0.2},
+                description="The paper's regime on a GPU: CIFAR-10, 16 nodes (ring, 4x4 torus), alpha 0.05 and 0.1, ResNet-20 with GroupNorm, 300 epochs (IDKD exchanges from epoch 240).",
+                timeout_s=6 * 3600.0, device="cuda"),
+    ]
+
+
+def _seed(*parts: Any) -> int:
+    return int(hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+def make_ood(x_src: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` out-of-distribution images shaped like ``x_src``'s: the first half uniform noise
+    textures U(0,1); the rest made from random source images, 90°-rotated and intensity-inverted
+    (one channel) or cut into a 4x4 grid of patches shuffled at random (colour)."""
+    g = torch.Generator().manual_seed(int(seed))
+    shape = tuple(x_src.shape[1:])
+    n_noise = n // 2
+    noise = torch.rand((n_noise, *shape), generator=g)
+    src = x_src[torch.randint(0, len(x_src), (n - n_noise,), generator=g)].float()
+    c, h, w = shape
+    if c == 1 or h != w or h % 4:
+        other = 1.0 - torch.rot90(src, 1, dims=(2, 3)) if h == w else 1.0 - src.flip(2)
+    else:
+        p = h // 4
+        patches = src.unfold(2, p, p).unfold(3, p, p).reshape(len(src), c, 16, p, p)
+        perm = torch.stack([torch.randperm(16, generator=g) for _ in range(len(src))])
+        patches = patches[torch.arange(len(src))[:, None], :, perm].permute(0, 2, 1, 3, 4)  # (N, c, 16, p, p)
+        other = patches.reshape(len(src), c, 4, 4, p, p).permute(0, 1, 2, 4, 3, 5).reshape(len(src), c, h, w)
+    return torch.cat([noise, other]).clamp(0, 1).contiguous()
+
+
+@dataclass
+class World:
+    """One cell's fixed data: node-local sets, the public set (with its hidden OOD flags), the test
+    split and the partition."""
+
+    nodes: list[tuple[torch.Tensor, torch.Tensor]]
+    counts: np.ndarray
+    public_x: torch.Tensor
+    public_is_id: np.ndarray
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pad: int
+    hflip: bool
+    partition_seed: int
+    public_seed: int
+    build_s: float
+
+
+def check_node_models(out: Any, method_name: str, n: int, x_probe: torch.Tensor, num_classes: int, device: Any) -> list[torch.nn.Module]:
+    """The harness's check of a decentralized method's output; raises ``CellFailure`` naming the plugin."""
+    from .label_noise import check_corrected_model
+
+    prefix = f"invalid output of plugin {method_name!r}"
+    if not isinstance(out, (list, tuple)):
+        raise CellFailure(f"{prefix}: distill() returned {type(out).__name__}, not a list of one model per node")
+    if len(out) != n:
+        raise CellFailure(f"{prefix}: distill() returned {len(out)} models for {n} nodes; return exactly one per node")
+    models = []
+    for i, m in enumerate(out):
+        try:
+            models.append(check_corrected_model(m, method_name, x_probe, num_classes, device))
+        except CellFailure as exc:
+            raise CellFailure(str(exc).replace("correct() returned", f"node {i}'s model is").replace("the returned model", f"node {i}'s model")) from None
+    return models
+
+
+class DecentralizedTrack(Track):
+    name = "decentralized"
+    summary = "Gossip training on label-skewed (Dirichlet) nodes: mean node test accuracy, with the bytes each node sent."
+    contestant_kind = "distillation"
+    role = "decentralized"
+    fixtures = ("partition", "public-set")
+    primary_metric = "mean_node_acc"
+    secondary_metrics = ("min_node_acc", "std_node_acc", "consensus_acc", "comm_mb_total", "label_overhead", "public_id_precision", "public_kept_frac", "train_s")
+    metric_directions = {
+        "mean_node_acc": "max", "min_node_acc": "max", "std_node_acc": "min", "consensus_acc": "max", "consensus_dist": "min",
+        "comm_mb_model": "min", "comm_mb_labels": "min", "comm_mb_meta": "min", "comm_mb_total": "min", "label_overhead": "min",
+        "public_id_precision": "max", "public_id_recall": "max", "public_kept_frac": "max", "train_s": "min",
+    }
+    baseline_method = "d-psgd"
+    reference_methods = ("d-psgd",)
+
+    def __init__(self) -> None:
+        self._worlds: dict[str, World] = {}
+
+    def profiles(self) -> list[Profile]:
+        return _profiles()
+
+    def cost_hint(self, cell: Cell) -> float:
+        return 1.5 if cell.method in ("idkd", "naive-kd") else 1.0
+
+    # ---- data -----------------------------------------------------------------------------
+
+    def world(self, profile: Profile, dataset: str, alpha: float, n: int, repeat: int, ctx: CellContext) -> World:
+        """The cell's splits, public set and partition (memoized in-process; never depends on the method)."""
+        st = profile.settings
+        key = canonical_json([profile.id, dataset, alpha, n, repeat, str(ctx.data_dir), ctx.device])
+        if key in self._worlds:
+            return self._worlds[key]
+        t0 = time.perf_counter()
+        ds = D.resolve(dataset, ctx.data_dir, ctx.cache_dir)
+        y_all = ds.y_train.numpy()
+        base = np.arange(len(y_all))
+        if st.get("max_train_per_class"):
+            base = D.per_class_subsample(y_all, int(st["max_train_per_class"]), _seed(profile.id, dataset, "subsample"))
+        public_seed = _seed(profile.id, dataset, "public", repeat)
+        rng = np.random.default_rng(public_seed)
+        pub_local = []
+        for c in np.unique(y_all[base]):
+            idx = base[y_all[base] == c]
+            k = int(st["public_per_class"]) if st.get("public_per_class") else int(round(float(st.get("public_fraction", 0.2)) * len(idx)))
+            pub_local.append(rng.permutation(idx)[: min(k, len(idx) - 1)])
+        pub_idx = np.sort(np.concatenate(pub_local))
+        priv_idx = np.setdiff1d(base, pub_idx)
+        x_id = ds.x_train[torch.from_numpy(pub_idx)]
+        x_ood = make_ood(ds.x_train[torch.from_numpy(base)], len(pub_idx), public_seed + 1)
+        order = rng.permutation(len(pub_idx) + len(x_ood))
+        public_x = torch.cat([x_id, x_ood])[torch.from_numpy(order)].contiguous()
+        public_is_id = (order < len(pub_idx))
+        y_priv = y_all[priv_idx]
+        partition_seed = _seed(profile.id, dataset, alpha, n, repeat)
+        try:
+            parts = DC.dirichlet_partition(y_priv, n, alpha, partition_seed, min_node_frac=float(st.get("min_node_frac", 0.5)))
+        except DC.PartitionError as exc:
+            raise CellFailure(str(exc)) from None
+        dev = torch.device(ctx.device)
+        nodes = [(ds.x_train[torch.from_numpy(priv_idx[p])].to(dev), ds.y_train[torch.from_numpy(priv_idx[p])].to(dev)) for p in parts]
+        counts = DC.label_counts(y_priv, parts, ds.num_classes)
+        assert ds.x_test is not None and ds.y_test is not None
+        te = np.arange(len(ds.y_test))
+        if st.get("max_test") and int(st["max_test"]) < len(te):
+            te = np.sort(D.stratified_subset(ds.y_test.numpy(), int(st["max_test"]), _seed(profile.id, dataset, "test")))
+        w = World(nodes, counts, public_x.to(dev), public_is_id, ds.x_test[torch.from_numpy(te)].to(dev), ds.y_test[torch.from_numpy(te)].to(dev),
+                  ds.num_classes, tuple(ds.shape), tuple(ds.mean), tuple(ds.std), int(ds.crop_pad), bool(ds.hflip), partition_seed, public_seed,
+                  time.perf_counter() - t0)
+        self._worlds[key] = w
+        return w
+
+    def recipe(self, profile: Profile, w: World) -> dict[str, Any]:
+        st = profile.settings
+        E = int(st["epochs"])
+        return {
+            "epochs": E, "batch_size": int(st["batch_size"]), "momentum": float(st["momentum"]), "weight_decay": float(st["weight_decay"]),
+            "milestones": [int(round(f * E)) for f in st.get("milestone_fracs", [0.6, 0.8])], "gamma": float(st["gamma"]),
+            "crop_pad": w.crop_pad, "hflip": w.hflip,
+        }
+
+    @staticmethod
+    def execution(profile: Profile) -> str:
+        how = os.environ.get(ENV_EXECUTION) or str(profile.settings.get("execution", "simulate"))
+        if how not in EXECUTIONS:
+            raise CellFailure(f"unknown decentralized execution {how!r} (setting 'execution' or ${ENV_EXECUTION}); choose simulate or gloo")
+        return how
+
+    def make_view(self, profile: Profile, cell: Cell, w: World, topo: DC.Topology, net: Any, ctx: CellContext, node_ids: list[int] | None = None) -> DecentralizedView:
+        from ..models import ModelFactory
+
+        st = profile.settings
+        ids = list(range(topo.n)) if node_ids is None else list(node_ids)
+        factory = ModelFactory(str(st["arch"]), w.shape, w.num_classes, w.mean, w.std, _seed(profile.id, st["arch"], cell.repeat), ctx.device)
+        rec = self.recipe(profile, w)
+        counts = w.counts[ids].copy()
+        counts.setflags(write=False)
+        steps = max(1, int(np.mean([len(y) for _, y in w.nodes]) // rec["batch_size"]))
+        return DecentralizedView(
+            nodes=tuple(w.nodes[i] for i in ids), num_classes=w.num_classes, own_label_counts=counts, public_x=w.public_x, net=net, topology=topo,
+            model_factory=factory, recipe=rec, steps_per_epoch=steps, seed=cell.seed, generator=torch.Generator().manual_seed(cell.seed),
+            rng=np.random.default_rng(cell.seed), ensemble=DC.NodeEnsemble, device=ctx.device, info={},
+        )
+
+    # ---- the cell ---------------------------------------------------------------------------
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        if not isinstance(method, DistillationMethod) or method.role != "decentralized":
+            raise CellFailure(self.accepts(method) or f"track 'decentralized' ranks distillation methods with role 'decentralized'; {method.name!r} is not one")
+        profile = self.profile(cell.profile)
+        dataset, topo_name = str(cell.axes["dataset"]), str(cell.axes["topology"])
+        alpha, n = float(cell.axes["alpha"]), int(cell.axes["nodes"])
+        try:
+            topo = DC.topology(topo_name, n)
+        except ValueError as exc:
+            raise CellFailure(f"profile {profile.id}: {exc}") from None
+        ctx.progress("data", 0.0)
+        w = self.world(profile, dataset, alpha, n, cell.repeat, ctx)
+        how = self.execution(profile)
+        ctx.progress("distill", 0.1)
+        t0 = time.perf_counter()
+        if how == "simulate":
+            net = DC.Network(topo)
+            view = self.make_view(profile, cell, w, topo, net, ctx)
+            try:
+                with D.contestant_guard(method.name):
+                    out = method.distill(view)
+            except D.LeakageError as exc:
+                raise CellFailure(str(exc)) from None
+            method_info = dict(view.info)
+            sent = dict(net.bytes)
+        else:
+            if not getattr(method, "multiprocess", False):
+                raise CellFailure(f"plugin {method.name!r} does not declare multiprocess = True, so it cannot run one node per process; use execution 'simulate'")
+            from .. import gossip_dist
+
+            out, sent, method_info = gossip_dist.run_cell_multiprocess(self, profile, cell, method, w, topo, ctx)
+        train_s = time.perf_counter() - t0
+        return self.score(profile, cell, method, out, sent, method_info, w, topo, ctx, train_s=train_s, how=how)
+
+    def score(self, profile: Profile, cell: Cell, method: Method, out: Any, sent: dict[str, int], method_info: dict[str, Any], w: World,
+              topo: DC.Topology, ctx: CellContext, *, train_s: float, how: str) -> CellResult:
+        """Check the method's node models and compute the cell's metrics, artifacts and info."""
+        n = topo.n
+        models = check_node_models(out, method.name, n, w.x_test[: min(8, len(w.x_test))], w.num_classes, ctx.device)
+        method_info = dict(method_info)
+
+        ctx.progress("evaluate", 0.9)
+        t1 = time.perf_counter()
+        accs = np.array([T.accuracy(m, w.x_test, w.y_test, w.num_classes)["acc"] for m in models])
+        states = [{k: v.detach().float() for k, v in m.state_dict().items()} for m in models]
+        names = [k for k, _ in models[0].named_parameters()]
+        mean_state = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
+        cons_dist = float(np.mean([sum(float(((s[k] - mean_state[k]) ** 2).sum()) for k in names) for s in states]))
+        cons_model = self.make_view(profile, cell, w, topo, DC.Network(topo), ctx).model_factory()
+        cons_model.load_state_dict({k: v.to(dtype=cons_model.state_dict()[k].dtype) for k, v in mean_state.items()})
+        cons_acc = T.accuracy(cons_model, w.x_test, w.y_test, w.num_classes)["acc"]
+        eval_s = time.perf_counter() - t1
+
+        mb = {k: sent.get(k, 0) / n / 1e6 for k in ("model", "labels", "meta")}
+        metrics: dict[str, float] = {
+            "mean_node_acc": float(accs.mean()), "min_node_acc": float(accs.min()), "std_node_acc": float(accs.std()),
+            "consensus_acc": float(cons_acc), "consensus_dist": cons_dist,
+            "comm_mb_model": mb["model"], "comm_mb_labels": mb["labels"], "comm_mb_meta": mb["meta"], "comm_mb_total": sum(sent.values()) / n / 1e6,
+            "label_overhead": float(sent.get("labels", 0)) / sent["model"] if sent.get("model") else 0.0,
+            "train_s": train_s,
+        }
+        kept = method_info.pop("public_kept", None)
+        detector: dict[str, Any] = {}
+        if kept is not None:
+            metrics.update(self._detector_metrics(kept, w.public_is_id, n, method.name, detector))
+        if not all(np.isfinite(v) for v in metrics.values()):
+            raise CellFailure(f"plugin {method.name!r}: the cell's metrics are not finite ({ {k: v for k, v in metrics.items() if not np.isfinite(v)} })")
+        artifacts = [
+            ArtifactOut.npy("partition", "label_counts.npy", w.counts),
+            ArtifactOut.npy("topology", "W.npy", topo.W),
+            ArtifactOut.npy("evaluation", "node_acc.npy", accs.astype(np.float64)),
+        ]
+        info: dict[str, Any] = {
+            "primary_metric": self.primary_metric, "execution": how, "topology": topo.name, "spectral_gap": topo.spectral_gap(),
+            "node_sizes": [int(len(y)) for _, y in w.nodes], "public_size": int(len(w.public_x)), "public_id": int(w.public_is_id.sum()),
+            "test_size": int(len(w.y_test)), "partition_seed": w.partition_seed, "public_seed": w.public_seed, "bytes": {k: int(v) for k, v in sent.items()},
+            "node_acc": [round(float(a), 6) for a in accs], "world_build_s": w.build_s, **detector,
+            "epochs": int(profile.settings["epochs"]), "steps_per_epoch": max(1, int(np.mean([len(y) for _, y in w.nodes]) // int(profile.settings["batch_size"]))),
+            **{f"method_{k}": v for k, v in method_info.items()},
+        }
+        return CellResult(metrics=metrics, timings={"train_s": train_s, "evaluation_s": eval_s, "total_s": train_s + eval_s}, artifacts=artifacts, info=info)
+
+    @staticmethod
+    def _detector_metrics(kept: Any, is_id: np.ndarray, n: int, name: str, detector: dict[str, Any]) -> dict[str, float]:
+        P = len(is_id)
+        if not isinstance(kept, (list, tuple)) or len(kept) != n:
+            raise CellFailure(f"invalid output of plugin {name!r}: info['public_kept'] must hold one index list per node ({n}), got {type(kept).__name__}")
+        prec, rec, frac, sizes = [], [], [], []
+        for i, k in enumerate(kept):
+            idx = np.asarray(k, dtype=np.int64).ravel()
+            if len(idx) and (idx.min() < 0 or idx.max() >= P or len(np.unique(idx)) != len(idx)):
+                raise CellFailure(f"invalid output of plugin {name!r}: info['public_kept'][{i}] must hold unique public indices in [0, {P})")
+            sizes.append(int(len(idx)))
+            frac.append(len(idx) / P)
+            rec.append(float(is_id[idx].sum()) / max(int(is_id.sum()), 1))
+            if len(idx):
+                prec.append(float(is_id[idx].mean()))
+        detector["public_kept_per_node"] = sizes
+        out = {"public_kept_frac": float(np.mean(frac)), "public_id_recall": float(np.mean(rec))}
+        if prec:
+            out["public_id_precision"] = float(np.mean(prec))
+        return out

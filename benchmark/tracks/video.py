@@ -1,0 +1,369 @@
+"""The ``video`` track: early-exit recognition of compressed video (PKD + WISE), spec
+tracks-phase2.md §4.
+
+Contestants are ``distillation`` methods with ``role = "early-exit"``: ``distill(view: ExitView)
+-> ExitModel``. Per cell the harness
+
+1. loads or generates the clips (``synth-motion`` or ``video-folder:PATH``, through the real
+   MPEG-4 compressed domain of ``coreset_bench.video``; seeded by (profile, dataset, repeat,
+   accumulate), never by the method);
+2. trains, or loads from ``<cache>/video/backbones/<key>/``, one frozen ``TinyExitNet`` per
+   modality (res, mv, iframe) with cross-entropy (shared by every method of the repeat; its
+   training time is recorded in each cell, ``info.backbones_shared`` when the cache served it);
+3. computes the backbones' stage features and final logits (train and test, K segments) and the
+   per-exit cumulative MACs (``FlopCounterMode``);
+4. calls ``method.distill(view)`` (no test data in the view) and checks the result: all 9 heads,
+   finite (B, C) logits, combiner weights of length e + 1, finite (negatives clipped to 0),
+   backbones bit-unchanged (parameter hash before and after). A violation, an exception or a
+   reach for the data generator fails that cell only, naming the plugin.
+
+Metrics (on the test clips, logits averaged over the K segments):
+
+* ``exit_auc`` (primary, max): the mean over c in {0.05, 0.10, ..., 1.00} of F(c), the best
+  accuracy of the confidence-threshold cascade (theta in linspace(0, 1, 101): a clip leaves at
+  the first exit whose max softmax of its (combined) logits reaches theta, else at the fused
+  exit) among thresholds whose mean cost is at most c x the full cost (1 / C where none is);
+* ``acc_at_25``, ``acc_at_50``: F(0.25), F(0.5); ``final_acc``: the fused exit;
+* ``mean_ic_acc``: mean accuracy of the 9 internal classifiers (claim V1);
+  ``ic_acc_<mod>_<k>`` per exit (k = 4: the frozen final classifier); ``distill_s``.
+
+Artifacts: ``frontier.npy`` (theta, relative cost, accuracy), ``exit_acc.npy`` (raw and combined
+accuracy per exit), ``beta.npy`` (the combiner, lower-triangular) when present. The board draws
+the accuracy-vs-compute frontier from ``info["frontier_cost"]``/``["frontier_acc"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..kinds import DistillationMethod, ExitModel, ExitView, Method
+from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+
+ORDER = ("res", "mv", "iframe")
+COST_GRID = np.round(np.arange(1, 21) * 0.05, 2)
+THETAS = np.linspace(0.0, 1.0, 101)
+
+_QUICK: dict[str, Any] = {
+    "size": 64, "q": 4, "accumulate": True, "segments": 3, "train_per_class": 40, "test_per_class": 20,
+    "pools": {"mv": 4, "res": 4, "iframe": 4}, "widths": [8, 16, 32, 48], "backbone_epochs": 20, "backbone_lr": 0.05,
+    "backbone_batch_size": 32, "ic_epochs": 12, "ic_batch_size": 32, "ic_lr": {"mv": 0.01, "res": 0.005, "iframe": 3e-4},
+    "ic_milestones": [0.5, 0.667, 0.833], "adam_eps": 1e-3, "weight_decay": 1e-4, "synth": {},
+}
+
+
+def _profiles() -> list[Profile]:
+    return [
+        Profile("video", "tiny", 1, {"dataset": ["synth-motion"]}, seeds=(0,),
+                settings={**_QUICK, "size": 32, "train_per_class": 12, "test_per_class": 6, "pools": {"mv": 2, "res": 2, "iframe": 2},
+                          "widths": [4, 8, 8, 16], "backbone_epochs": 3, "ic_epochs": 4, "synth": {"classes": 4, "size": 32, "object_size": [8, 12]}},
+                description="Seconds-long profile for tests: 4 classes, 32x32 clips, 12 training clips per class, 3 backbone and 4 IC epochs."),
+        Profile("video", "quick", 1, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+                description="synth-motion (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 20 test clips per class), "
+                            "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 20 epochs and shared through the cache, 12 IC epochs.",
+                timeout_s=1800.0),
+        Profile("video", "accumulate", 1, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+                description="quick@1 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
+        Profile("video", "folder", 1, {"dataset": ["video-folder:videos"]}, seeds=(0, 1, 2),
+                settings={**_QUICK, "size": 128, "q": 1, "pools": {"mv": 4, "res": 2, "iframe": 2}, "widths": [32, 64, 128, 256],
+                          "max_frames": 96, "backbone_epochs": 60, "ic_epochs": 300, "ic_batch_size": 32},
+                description="Real videos (GPU): a class-folder tree of .avi/.mp4 (UCF-101/HMDB-51 layout) under <data dir>/videos "
+                            "(or --dataset video-folder:PATH), re-encoded to 128x128 MPEG-4 at q 1, GOP 12; the first 96 frames; 300 IC epochs.",
+                device="cuda"),
+    ]
+
+
+def cascade(z: np.ndarray, y: np.ndarray, costs: np.ndarray, thetas: np.ndarray = THETAS) -> np.ndarray:
+    """The confidence-threshold cascade: for each theta, each sample leaves at the first exit whose
+    max softmax reaches theta (else the last). ``z`` (N, E, C) logits, ``costs`` (E,) cumulative.
+    Returns (len(thetas), 3): theta, mean cost / full cost, accuracy."""
+    z = np.asarray(z, dtype=np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    conf = p.max(-1)  # (N, E)
+    correct = z.argmax(-1) == np.asarray(y)[:, None]  # (N, E)
+    n, e_n = conf.shape
+    out = np.zeros((len(thetas), 3))
+    for i, th in enumerate(thetas):
+        ok = conf >= th
+        ok[:, -1] = True
+        first = ok.argmax(1)
+        out[i] = (th, costs[first].mean() / costs[-1], correct[np.arange(n), first].mean())
+    return out
+
+
+def frontier_metrics(front: np.ndarray, num_classes: int) -> dict[str, float]:
+    """F(c) on the cost grid and the derived metrics (``exit_auc``, ``acc_at_25``, ``acc_at_50``)."""
+    def f(c: float) -> float:
+        ok = front[:, 1] <= c + 1e-12
+        return float(front[ok, 2].max()) if ok.any() else 1.0 / num_classes
+
+    vals = [f(c) for c in COST_GRID]
+    return {"exit_auc": float(np.mean(vals)), "acc_at_25": f(0.25), "acc_at_50": f(0.5)}
+
+
+def combine(z: np.ndarray, combiner: Sequence[np.ndarray] | None) -> np.ndarray:
+    """Exit logits after the combiner: ``z~_e = sum_{j<=e} beta_e[j] z_j`` (None: unchanged)."""
+    if combiner is None:
+        return z
+    out = np.empty_like(z)
+    for e, b in enumerate(combiner):
+        out[:, e] = np.einsum("j,njc->nc", np.asarray(b, dtype=np.float64), z[:, : e + 1])
+    return out
+
+
+class VideoTrack(Track):
+    name = "video"
+    summary = "Early-exit recognition of MPEG-4 compressed video: internal classifiers on frozen MV/residual/I-frame networks (PKD + WISE)."
+    contestant_kind = "distillation"
+    role = "early-exit"
+    fixtures = ("clips", "backbones", "features")
+    primary_metric = "exit_auc"
+    secondary_metrics = ("mean_ic_acc", "final_acc", "acc_at_25", "acc_at_50", "distill_s")
+    metric_directions = {"exit_auc": "max", "mean_ic_acc": "max", "final_acc": "max", "acc_at_25": "max", "acc_at_50": "max", "distill_s": "min", "plain_final_acc": "max",
+                         **{f"ic_acc_{m}_{k}": "max" for m in ORDER for k in (1, 2, 3, 4)}}
+    baseline_method = "ce-exits"
+    reference_methods = ("ce-exits",)
+
+    def profiles(self) -> list[Profile]:
+        return _profiles()
+
+    def cost_hint(self, cell: Cell) -> float:
+        return 2.0 if "wise" in cell.method else 1.0
+
+    # ---- fixtures ------------------------------------------------------------------------------
+    def _data_seed(self, profile: Profile, dataset: str, repeat: int, accumulate: bool) -> int:
+        return int(hashlib.sha256(f"{profile.id}|{dataset}|{repeat}|{accumulate}".encode()).hexdigest()[:8], 16) % (2**31)
+
+    def dataset(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
+        from .. import video_data as VD
+
+        st = dict(profile.settings)
+        acc = bool(cell.axes.get("accumulate", st.get("accumulate", True)))
+        st["accumulate"] = acc
+        ref = str(cell.axes["dataset"])
+        seed = self._data_seed(profile, ref, cell.repeat, acc)
+        synth = dict(st.get("synth", {}))
+        st["synth"] = synth
+        try:
+            return VD.resolve(ref, seed=seed, settings=st, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir), seed
+        except (VD.VideoDataError, ValueError) as exc:
+            raise CellFailure(str(exc)) from None
+        except Exception as exc:
+            from ..video import VideoError
+
+            if isinstance(exc, VideoError):
+                raise CellFailure(str(exc)) from None
+            raise
+
+    def _fixtures(self, profile: Profile, cell: Cell, ctx: CellContext) -> dict[str, Any]:
+        """Clips, frozen backbones, features and costs of the cell's (profile, dataset, repeat)."""
+        import torch
+
+        from .. import locks
+        from .. import video_models as VM
+
+        memo = self.__dict__.setdefault("_memo", {})
+        mkey = f"{profile.id}|{canonical_json(dict(cell.axes))}|{cell.repeat}|{ctx.cache_dir}|{ctx.device}"
+        if mkey in memo:
+            return memo[mkey]
+        st = profile.settings
+        t0 = time.perf_counter()
+        ds, data_seed = self.dataset(profile, cell, ctx)
+        data_s = time.perf_counter() - t0
+        device = torch.device(ctx.device)
+        x_tr = {m: torch.from_numpy(ds.train.x[m]).to(device) for m in ORDER}
+        x_te = {m: torch.from_numpy(ds.test.x[m]).to(device) for m in ORDER}
+        y_tr = torch.from_numpy(ds.train.y).to(device)
+        widths = [int(w) for w in st["widths"]]
+        payload = {"profile": profile.id, "axes": dict(cell.axes), "repeat": cell.repeat, "data": ds.info.get("key"), "widths": widths,
+                   "epochs": int(st["backbone_epochs"]), "lr": float(st["backbone_lr"]), "bs": int(st["backbone_batch_size"]), "v": 1}
+        key = hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
+        path = Path(ctx.cache_dir) / "video" / "backbones" / key if ctx.cache_dir else None
+        bseed = data_seed
+
+        def make() -> dict[str, VM.TinyExitNet]:
+            return {m: VM.TinyExitNet(VM.IN_CHANNELS[m], ds.num_classes, widths, input_bn=m in ("mv", "res")).to(device) for m in ORDER}
+
+        def train() -> tuple[dict[str, VM.TinyExitNet], dict[str, float]]:
+            ctx.progress("backbones", 0.0)
+            return VM.build_backbones(x_tr, y_tr, ds.num_classes, modalities=ORDER, widths=widths, epochs=int(st["backbone_epochs"]),
+                                      lr=float(st["backbone_lr"]), batch_size=int(st["backbone_batch_size"]), seed=bseed)
+
+        shared = False
+        if path is None:
+            nets, secs = train()
+        else:
+            with locks.lock_for(path):
+                if (path / "meta.json").exists():
+                    nets = make()
+                    sd = torch.load(path / "backbones.pt", map_location=device, weights_only=True)
+                    for m in ORDER:
+                        nets[m].load_state_dict(sd[m])
+                        nets[m].eval()
+                    secs = json.loads((path / "meta.json").read_text())["train_s"]
+                    shared = True
+                else:
+                    nets, secs = train()
+                    tmp = locks.temp_dir_for(path)
+                    torch.save({m: {k: v.detach().cpu() for k, v in nets[m].state_dict().items()} for m in ORDER}, tmp / "backbones.pt")
+                    (tmp / "meta.json").write_text(json.dumps({"train_s": secs, "key": payload}, sort_keys=True, default=str))
+                    locks.replace_dir(tmp, path)
+        t1 = time.perf_counter()
+        feats_tr, logits_tr, feats_te, logits_te = {}, {}, {}, {}
+        for m in ORDER:
+            feats_tr[m], logits_tr[m] = VM.features(nets[m], x_tr[m])
+            feats_te[m], logits_te[m] = VM.features(nets[m], x_te[m])
+        per_mod, shapes = {}, {}
+        for m in ORDER:
+            stages, heads, shp = VM.stage_costs(nets[m], tuple(x_tr[m].shape[2:]), ds.num_classes)
+            per_mod[m], shapes[m] = (stages, heads), shp
+        order = [(m, k) for m in ORDER for k in (1, 2, 3, 4)] + [("fused", 4)]
+        kseg = int(x_tr[ORDER[0]].shape[1])
+        costs = VM.exit_costs(per_mod, order, kseg, ds.num_classes)
+        out = {
+            "ds": ds, "nets": nets, "feats_tr": feats_tr, "logits_tr": logits_tr, "feats_te": feats_te, "logits_te": logits_te,
+            "y_tr": y_tr, "y_te": ds.test.y, "shapes": shapes, "order": order, "costs": costs, "backbone_s": secs, "shared": shared,
+            "data_s": data_s, "features_s": time.perf_counter() - t1, "data_seed": data_seed, "hash": VM.param_hash(nets),
+        }
+        memo.clear()  # one fixture set in memory at a time
+        memo[mkey] = out
+        return out
+
+    # ---- the cell ------------------------------------------------------------------------------
+    def recipe(self, profile: Profile) -> dict[str, Any]:
+        st = profile.settings
+        return {"ic_epochs": int(st["ic_epochs"]), "lr": dict(st["ic_lr"]), "batch_size": int(st["ic_batch_size"]),
+                "milestones": list(st["ic_milestones"]), "adam_eps": float(st["adam_eps"]), "weight_decay": float(st["weight_decay"])}
+
+    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        import torch
+
+        from .. import video_models as VM
+        from ..data import LeakageError, contestant_guard
+
+        reason = self.accepts(method)
+        if reason:
+            raise CellFailure(reason)
+        assert isinstance(method, DistillationMethod)
+        profile = self.profile(cell.profile)
+        fx = self._fixtures(profile, cell, ctx)
+        ds = fx["ds"]
+        who = f"plugin {method.name!r}"
+        view = ExitView(
+            modalities=ORDER, feats_train=fx["feats_tr"], final_logits_train=fx["logits_tr"], y_train=fx["y_tr"], num_classes=ds.num_classes,
+            head_factory=VM.HeadFactory(fx["shapes"], ds.num_classes, cell.seed), exit_order=tuple(fx["order"]), exit_macs=fx["costs"].copy(),
+            recipe=self.recipe(profile), seed=cell.seed, generator=torch.Generator(device="cpu").manual_seed(cell.seed),
+            rng=np.random.default_rng(cell.seed), device=ctx.device,
+        )
+        torch.manual_seed(cell.seed)
+        t0 = time.perf_counter()
+        try:
+            with contestant_guard(method.name):
+                out = method.with_params().distill(view)
+        except LeakageError as exc:
+            raise CellFailure(f"{who}: {exc}") from None
+        except CellFailure:
+            raise
+        except Exception as exc:
+            raise CellFailure(f"{who} raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        distill_s = time.perf_counter() - t0
+        if VM.param_hash(fx["nets"]) != fx["hash"]:
+            raise CellFailure(f"{who} modified a frozen backbone's parameters (hash changed); the backbones must stay bit-unchanged")
+        z, combiner = self._test_logits(out, fx, ds.num_classes, who)
+        y = np.asarray(fx["y_te"])
+        costs = fx["costs"]
+        zc = combine(z, combiner)
+        raw_acc = (z.argmax(-1) == y[:, None]).mean(0)
+        comb_acc = (zc.argmax(-1) == y[:, None]).mean(0)
+        front = cascade(zc, y, costs)
+        metrics: dict[str, float] = {**frontier_metrics(front, ds.num_classes), "final_acc": float(comb_acc[-1]), "distill_s": float(distill_s)}
+        ic_idx = [i for i, (m, k) in enumerate(fx["order"]) if m != "fused" and k <= 3]
+        metrics["mean_ic_acc"] = float(raw_acc[ic_idx].mean())
+        for i, (m, k) in enumerate(fx["order"]):
+            if m != "fused":
+                metrics[f"ic_acc_{m}_{k}"] = float(raw_acc[i])
+        metrics["plain_final_acc"] = float(raw_acc[-1])
+        if not all(np.isfinite(v) for v in metrics.values()):
+            raise CellFailure(f"{who}: the cell's metrics are not finite")
+        artifacts = [
+            ArtifactOut.npy("video", "frontier.npy", front.astype(np.float64)),
+            ArtifactOut.npy("video", "exit_acc.npy", np.stack([raw_acc, comb_acc]).astype(np.float64)),
+        ]
+        if combiner is not None:
+            e_n = len(combiner)
+            beta = np.zeros((e_n, e_n))
+            for e, b in enumerate(combiner):
+                beta[e, : e + 1] = b
+            artifacts.append(ArtifactOut.npy("video", "beta.npy", beta))
+        backbone_s = float(sum(fx["backbone_s"].values()))
+        info: dict[str, Any] = {
+            "primary_metric": self.primary_metric, "dataset": ds.name, "num_classes": ds.num_classes, "n_train": len(ds.train), "n_test": len(ds.test),
+            "data_seed": fx["data_seed"], "data_cached": bool(ds.info.get("cached")), "data_s": fx["data_s"],
+            "backbones_shared": fx["shared"], "backbone_train_s": {m: round(float(s), 3) for m, s in fx["backbone_s"].items()},
+            "features_s": fx["features_s"], "exit_order": [f"{m}{k}" for m, k in fx["order"]],
+            "exit_gmacs": [round(float(c) / 1e9, 6) for c in costs], "full_gmacs": float(costs[-1]) / 1e9,
+            "frontier_cost": [round(float(c), 5) for c in front[:, 1]], "frontier_acc": [round(float(a), 5) for a in front[:, 2]],
+            "exit_acc": [round(float(a), 5) for a in raw_acc], "exit_acc_combined": [round(float(a), 5) for a in comb_acc],
+            "combiner": combiner is not None, **{k: v for k, v in view.info.items() if isinstance(k, str)},
+        }
+        timings = {"distill_s": distill_s, "backbone_s": backbone_s, "features_s": float(fx["features_s"])}
+        return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+    def _test_logits(self, out: Any, fx: Mapping[str, Any], num_classes: int, who: str) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """Check the method's output; (segment-averaged test logits (N, 13, C), clipped combiner)."""
+        import torch
+
+        from .. import video_models as VM
+
+        if not isinstance(out, ExitModel):
+            raise CellFailure(f"{who}: distill returned a {type(out).__name__}; return an ExitModel(heads=..., combiner=...)")
+        heads = dict(out.heads) if isinstance(out.heads, Mapping) else None
+        want = {(m, k) for m in ORDER for k in (1, 2, 3)}
+        if heads is None or set(heads) != want:
+            got = sorted(heads) if heads is not None else type(out.heads).__name__
+            raise CellFailure(f"{who}: ExitModel.heads has {got}; it needs exactly one head per (modality, k) for {', '.join(ORDER)} and k = 1..3")
+        cols = []
+        for m, k in fx["order"]:
+            if m == "fused":
+                cols.append(torch.stack([fx["logits_te"][mm].mean(1) for mm in ORDER]).mean(0))
+            elif k == 4:
+                cols.append(fx["logits_te"][m].mean(1))
+            else:
+                h = heads[(m, k)]
+                if not isinstance(h, torch.nn.Module):
+                    raise CellFailure(f"{who}: head {(m, k)} is a {type(h).__name__}, not a torch.nn.Module")
+                try:
+                    lg = VM.head_logits(h, fx["feats_te"][m][k - 1])
+                except Exception as exc:
+                    raise CellFailure(f"{who}: head {(m, k)} fails on its stage's features: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                n = fx["feats_te"][m][k - 1].shape[0]
+                if tuple(lg.shape) != (n, num_classes):
+                    raise CellFailure(f"{who}: head {(m, k)} gives logits of shape {tuple(lg.shape)}; expected (batch, {num_classes})")
+                if not bool(torch.isfinite(lg).all()):
+                    raise CellFailure(f"{who}: head {(m, k)} gives non-finite logits")
+                cols.append(lg)
+        z = torch.stack(cols, dim=1).detach().cpu().double().numpy()
+        combiner = None
+        if out.combiner is not None:
+            e_n = len(fx["order"])
+            if len(out.combiner) != e_n:
+                raise CellFailure(f"{who}: the combiner has {len(out.combiner)} weight vectors; it needs one per exit ({e_n})")
+            combiner = []
+            for e, b in enumerate(out.combiner):
+                try:
+                    arr = np.asarray(b, dtype=np.float64).reshape(-1)
+                except (TypeError, ValueError):
+                    raise CellFailure(f"{who}: combiner weights of exit {e} are not numeric") from None
+                if arr.shape != (e + 1,):
+                    raise CellFailure(f"{who}: combiner weights of exit {e} have {arr.size} entries; exit e weighs exits 0..e (e + 1 = {e + 1})")
+                if not np.isfinite(arr).all():
+                    raise CellFailure(f"{who}: combiner weights of exit {e} are not finite")
+                combiner.append(np.clip(arr, 0.0, None))
+        return z, combiner

@@ -1,0 +1,418 @@
+"""Datasets of the ``video`` track: the generated ``synth-motion`` clips and ``video-folder:PATH``.
+
+Every clip goes through the real compressed domain (``coreset_bench.video``): encoded to MPEG-4
+Part 2 (GOP 12, no B-frames, ``qmin = qmax = q``), decoded with motion-vector export, turned
+into CoViAR's accumulated (or not) MV and residual representations. The networks see, per clip,
+K = 3 TSN segments (the last frame of each of K equal parts of the clip, moved back to a P-frame):
+
+* ``mv``     (K, 2, S/4, S/4): the per-pixel MV field, 4x4-average-pooled, / 16, clipped to [-2, 2];
+* ``res``    (K, 3, S/2, S/2): the residual, 2x2-average-pooled, / 255 (in [-1, 1]);
+* ``iframe`` (K, 3, S/2, S/2): the I-frame of the segment's GOP, 2x2-average-pooled, / 255.
+
+``synth-motion`` (C = 8 classes by default; the class is the motion program of one foreground
+object; spec tracks-phase2.md §4.4): 0 slide right, 1 slide left, 2 slide up, 3 slide down
+(1.5-3 px/frame), 4 rotate clockwise, 5 vertical bounce (a sinusoid, period 6-10 frames),
+6 zoom (grow 3-5 %/frame), 7 diagonal zig-zag. Appearance is a partial cue: the shape (square,
+disk, triangle, cross) is the class's preferred one with probability ``p_shape`` (else uniform)
+and the hue is drawn from N(h_c, ``hue_sd``). Nuisances: a textured, smoothly shaded
+background, a global camera pan (integer, -2..2 px/frame) in ``p_pan`` of the clips and a
+random-walking distractor object in ``p_distractor`` of them. Arrays are cached under
+``<cache>/video/``; generation is refused while a contestant runs (``LeakageError``).
+
+``video-folder:PATH``: a tree ``PATH/<class>/<clip>.avi|.mp4`` (the UCF-101/HMDB-51 layout).
+Every clip is decoded, resized to the profile's frame size, re-encoded with the settings above
+and cached (keyed by the listing: relative paths, sizes, modification times and settings).
+``PATH/splits/trainlist01.txt`` and ``testlist01.txt`` (UCF-101 format, one relative path per
+line, an optional label after it) fix the split; otherwise a seeded 70/30 split per class.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import video as V
+
+MODALITIES = ("res", "mv", "iframe")
+VIDEO_EXTS = (".avi", ".mp4", ".m4v", ".mkv", ".mov")
+#: synth-motion@v1 generator settings (frozen by the acceptance test, tests/test_video_data.py)
+SYNTH_V1: dict[str, Any] = {
+    "classes": 8,
+    "frames": 12,
+    "size": 64,
+    "p_shape": 0.5,
+    "hue_sd": 0.08,
+    "p_pan": 0.4,
+    "p_distractor": 0.3,
+    "object_size": (12, 18),
+    "noise_sd": 4.0,
+}
+SHAPES = ("square", "disk", "triangle", "cross")
+
+
+class VideoDataError(Exception):
+    """A dataset reference or tree the track cannot use (one-line message with the fix)."""
+
+
+@dataclass
+class ClipSet:
+    """Network inputs of a split: ``x[m]`` (N, K, ch, h, w) float32 per modality, ``y`` (N,)."""
+
+    x: dict[str, np.ndarray]
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.y))
+
+
+@dataclass
+class VideoDataset:
+    name: str
+    train: ClipSet
+    test: ClipSet
+    num_classes: int
+    classes: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# clip -> network inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def segment_positions(pict_types: np.ndarray, k: int = 3) -> list[int]:
+    """The frame of each of ``k`` equal parts of the clip: its last frame, moved back to the
+    nearest P-frame (CoViAR skips I-frames for MV and residual). For 12 frames, k = 3: 3, 7, 11."""
+    t = len(pict_types)
+    out = []
+    for s in range(k):
+        p = min(t - 1, max(0, (s + 1) * t // k - 1))
+        while p > 0 and pict_types[p] == V.PICT_I:
+            p -= 1
+        out.append(p)
+    return out
+
+
+def _pool(a: np.ndarray, f: int) -> np.ndarray:
+    """Average-pool (H, W, C) by an integer factor."""
+    h, w, c = a.shape
+    return a[: h // f * f, : w // f * f].reshape(h // f, f, w // f, f, c).mean(axis=(1, 3))
+
+
+#: average-pooling factor per modality (frame size / network input size)
+DEFAULT_POOLS = {"mv": 4, "res": 2, "iframe": 2}
+
+
+def clip_inputs(dec: V.Decoded, *, k: int = 3, accumulate: bool = True, pools: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Network inputs of one decoded clip: ``{"mv": (K,2,h/4,w/4), "res": (K,3,h/2,w/2),
+    "iframe": (K,3,h/2,w/2)}`` float32 (normalisation in the module docstring; ``pools``
+    overrides the pooling factors)."""
+    pl = {**DEFAULT_POOLS, **(pools or {})}
+    mv, res = V.representations(dec, accumulate=accumulate)
+    pos = segment_positions(dec.pict_types, k)
+    iframes = np.flatnonzero(dec.pict_types == V.PICT_I)
+    out: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    for p in pos:
+        i0 = int(iframes[iframes <= p].max()) if (iframes <= p).any() else 0
+        out["mv"].append(np.clip(_pool(mv[p].astype(np.float32), pl["mv"]) / 16.0, -2, 2).transpose(2, 0, 1))
+        out["res"].append((_pool(res[p].astype(np.float32), pl["res"]) / 255.0).transpose(2, 0, 1))
+        out["iframe"].append((_pool(dec.frames[i0].astype(np.float32), pl["iframe"]) / 255.0).transpose(2, 0, 1))
+    return {m: np.stack(v).astype(np.float32) for m, v in out.items()}
+
+
+def encode_clip(frames: np.ndarray, *, q: int = 4, gop: int = V.GOP_SIZE, k: int = 3, accumulate: bool = True, pools: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Encode RGB frames to MPEG-4, decode with MVs and return the network inputs."""
+    return clip_inputs(V.decode(V.encode(frames, q=q, gop=gop)), k=k, accumulate=accumulate, pools=pools)
+
+
+# ---------------------------------------------------------------------------------------------
+# synth-motion
+# ---------------------------------------------------------------------------------------------
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
+    """Smooth value noise in [0, 1] of shape (h, w): bilinear upsampling of a coarse grid."""
+    gh, gw = h // cell + 2, w // cell + 2
+    g = rng.random((gh, gw))
+    ys = np.arange(h) / cell
+    xs = np.arange(w) / cell
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    a = g[y0][:, x0]
+    b = g[y0][:, x0 + 1]
+    c = g[y0 + 1][:, x0]
+    d = g[y0 + 1][:, x0 + 1]
+    return a * (1 - fy) * (1 - fx) + b * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test of a unit shape in local coordinates (u, v) in [-1, 1]."""
+    if shape == "square":
+        return (np.abs(u) <= 0.8) & (np.abs(v) <= 0.8)
+    if shape == "disk":
+        return u * u + v * v <= 0.9
+    if shape == "triangle":
+        return (v <= 0.8) & (v >= -0.9 + 2.0 * np.abs(u))
+    return ((np.abs(u) <= 0.3) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 1.0))
+
+
+def _hue_rgb(h: float, s: float = 0.75, v: float = 0.95) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255.0
+
+
+def _trajectory(cls: int, t: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cx, cy, angle, scale) per frame for motion program ``cls``."""
+    idx = np.arange(t, dtype=np.float64)
+    c0 = size / 2 + rng.uniform(-size / 10, size / 10, 2)
+    cx, cy = np.full(t, c0[0]), np.full(t, c0[1])
+    ang, scale = np.full(t, rng.uniform(0, np.pi / 2)), np.ones(t)
+    speed = rng.uniform(1.5, 3.0)
+    span = speed * (t - 1) / 2
+    if cls == 0:
+        cx = c0[0] - span + speed * idx
+    elif cls == 1:
+        cx = c0[0] + span - speed * idx
+    elif cls == 2:
+        cy = c0[1] + span - speed * idx
+    elif cls == 3:
+        cy = c0[1] - span + speed * idx
+    elif cls == 4:
+        ang = ang[0] + rng.uniform(0.12, 0.22) * idx  # clockwise in image coordinates (y down)
+    elif cls == 5:
+        period = rng.uniform(6, 10)
+        cy = c0[1] + rng.uniform(6, 10) * np.sin(2 * np.pi * idx / period + rng.uniform(0, 2 * np.pi))
+    elif cls == 6:
+        g = rng.uniform(0.03, 0.05)
+        scale = 0.75 * (1 + g) ** idx
+    elif cls == 7:
+        sx = rng.choice([-1.0, 1.0])
+        step = speed / np.sqrt(2)
+        zig = np.where((idx // 3) % 2 == 0, 1.0, -1.0)
+        cx = c0[0] - sx * span / np.sqrt(2) + sx * step * idx
+        cy = c0[1] + np.concatenate([[0.0], np.cumsum(zig[:-1] * step * 1.5)])
+    else:  # further classes (classes > 8): slides at other angles
+        a = 2 * np.pi * (cls - 8) / 5 + np.pi / 5
+        cx = c0[0] + np.cos(a) * (speed * idx - span)
+        cy = c0[1] + np.sin(a) * (speed * idx - span)
+    return cx, cy, ang, scale
+
+
+def _render(bg: np.ndarray, objs: list[dict[str, Any]], t: int, pan: tuple[int, int], size: int, noise: np.ndarray) -> np.ndarray:
+    """Frame t: the background window shifted by the pan, objects composited on top."""
+    ph, pw = bg.shape[:2]
+    ox = (pw - size) // 2 - pan[0] * t
+    oy = (ph - size) // 2 - pan[1] * t
+    frame = bg[oy: oy + size, ox: ox + size].copy()
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    for o in objs:
+        cx = o["cx"][t] + pan[0] * t
+        cy = o["cy"][t] + pan[1] * t
+        r = o["radius"] * o["scale"][t]
+        ca, sa = np.cos(o["ang"][t]), np.sin(o["ang"][t])
+        dx, dy = (xx - cx) / r, (yy - cy) / r
+        u, v = ca * dx + sa * dy, -sa * dx + ca * dy
+        m = _shape_mask(o["shape"], u, v)
+        stripes = 0.75 + 0.25 * np.sign(np.sin(3.0 * np.pi * u))  # texture in object coordinates: rotation is visible
+        frame[m] = o["rgb"][None, :] * stripes[m][:, None]
+    frame = frame + noise[t]
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def synth_clip(cls: int, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
+    """One generated clip (T, S, S, 3) uint8 of class ``cls``."""
+    size, t, n_cls = int(cfg["size"]), int(cfg["frames"]), int(cfg["classes"])
+    pan = (0, 0)
+    if rng.random() < cfg["p_pan"]:
+        while pan == (0, 0):
+            pan = (int(rng.integers(-2, 3)), int(rng.integers(-2, 3)))
+    pad = 2 * t + 4
+    ph = pw = size + 2 * pad
+    tex = _smooth_noise(rng, ph, pw, max(4, size // 8))
+    shade = np.linspace(0.7, 1.1, pw)[None, :] * np.linspace(1.1, 0.8, ph)[:, None]
+    base = _hue_rgb(rng.random(), s=0.25, v=0.6)
+    bg = (base[None, None, :] * (0.6 + 0.6 * tex)[..., None] * shade[..., None]).clip(0, 255)
+    lo, hi = cfg["object_size"]
+    pref = SHAPES[cls % len(SHAPES)]
+    shape = pref if rng.random() < cfg["p_shape"] else SHAPES[int(rng.integers(len(SHAPES)))]
+    hue = rng.normal(cls / n_cls, cfg["hue_sd"])
+    cx, cy, ang, scale = _trajectory(cls, t, rng, size)
+    objs = [{"shape": shape, "rgb": _hue_rgb(hue), "radius": rng.uniform(lo, hi) / 2, "cx": cx, "cy": cy, "ang": ang, "scale": scale}]
+    if rng.random() < cfg["p_distractor"]:
+        steps = rng.normal(0, 2.0, (t, 2))
+        start = rng.uniform(size * 0.2, size * 0.8, 2)
+        path = start + np.cumsum(steps, axis=0) - steps[0]
+        objs.insert(0, {"shape": SHAPES[int(rng.integers(len(SHAPES)))], "rgb": _hue_rgb(rng.random(), s=0.5), "radius": rng.uniform(lo, hi) / 3,
+                        "cx": path[:, 0], "cy": path[:, 1], "ang": np.full(t, rng.uniform(0, np.pi)), "scale": np.ones(t)})
+    noise = rng.normal(0, cfg["noise_sd"], (t, size, size, 1)) if cfg["noise_sd"] > 0 else np.zeros((t, 1, 1, 1))
+    return np.stack([_render(bg, objs, i, pan, size, noise) for i in range(t)])
+
+
+def _arrays(clips: list[dict[str, np.ndarray]], y: list[int]) -> ClipSet:
+    # rounded through float16, the cache's storage type: a fresh build equals a cached load bit for bit
+    return ClipSet({m: np.stack([c[m] for c in clips]).astype(np.float16).astype(np.float32) for m in MODALITIES}, np.asarray(y, dtype=np.int64))
+
+
+def synth_motion(seed: int, *, train_per_class: int = 80, test_per_class: int = 30, cache_dir: Path | None = None,
+                 q: int = 4, accumulate: bool = True, segments: int = 3, pools: dict[str, int] | None = None, **overrides: Any) -> VideoDataset:
+    """The generated dataset for ``seed`` (cached as ``<cache>/video/synth-motion-v1-<key>.npz``)."""
+    from .data import _check_not_contestant
+
+    _check_not_contestant("generate the synth-motion clips")
+    unknown = sorted(set(overrides) - set(SYNTH_V1))
+    if unknown:
+        raise VideoDataError(f"unknown synth-motion setting(s) {', '.join(unknown)}; known: {', '.join(SYNTH_V1)}")
+    cfg = {**SYNTH_V1, **overrides}
+    key_payload = {"v": 1, "seed": int(seed), "train": int(train_per_class), "test": int(test_per_class), "q": int(q), "acc": bool(accumulate), "k": int(segments), "pools": {**DEFAULT_POOLS, **(pools or {})}, "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
+    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "video" / f"synth-motion-v1-{key}.npz" if cache_dir else None
+    classes = [f"motion{c}" for c in range(int(cfg["classes"]))]
+    if path is not None and path.exists():
+        try:
+            with np.load(path) as z:
+                train = ClipSet({m: z[f"train_{m}"].astype(np.float32) for m in MODALITIES}, z["train_y"])
+                test = ClipSet({m: z[f"test_{m}"].astype(np.float32) for m in MODALITIES}, z["test_y"])
+            return VideoDataset("synth-motion", train, test, len(classes), classes, {"cached": True, "build_s": 0.0, "key": key})
+        except Exception:  # a broken cache file is rebuilt
+            pass
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    sets = []
+    for n in (train_per_class, test_per_class):
+        clips, ys = [], []
+        for i in range(int(n) * len(classes)):
+            c = i % len(classes)
+            clips.append(encode_clip(synth_clip(c, rng, cfg), q=q, k=segments, accumulate=accumulate, pools=pools))
+            ys.append(c)
+        sets.append(_arrays(clips, ys))
+    ds = VideoDataset("synth-motion", sets[0], sets[1], len(classes), classes, {"cached": False, "build_s": time.perf_counter() - t0, "key": key})
+    if path is not None:
+        _save(path, ds)
+    return ds
+
+
+def _save(path: Path, ds: VideoDataset) -> None:
+    from . import locks
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locks.lock_for(path):
+        if path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp.npz")
+        arrays = {f"{s}_{m}": getattr(ds, s).x[m].astype(np.float16) for s in ("train", "test") for m in MODALITIES}
+        np.savez(tmp, train_y=ds.train.y, test_y=ds.test.y, **arrays)
+        tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# video-folder:PATH
+# ---------------------------------------------------------------------------------------------
+
+
+def _listing(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    if not root.exists():
+        raise VideoDataError(f"video-folder: {root} does not exist; pass video-folder:PATH with PATH/<class>/<clip>.avi|.mp4")
+    if not root.is_dir():
+        raise VideoDataError(f"video-folder: {root} is not a directory; pass the folder that holds one subfolder per class")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != "splits" and not d.name.startswith("."))
+    items = []
+    for ci, c in enumerate(classes):
+        for f in sorted((root / c).iterdir()):
+            if f.is_file() and f.suffix.lower() in VIDEO_EXTS:
+                items.append((f"{c}/{f.name}", ci))
+    if len(classes) < 2:
+        raise VideoDataError(f"video-folder: {root} has {len(classes)} class folder(s); it needs at least 2 (PATH/<class>/<clip>.avi|.mp4)")
+    empty = [c for ci, c in enumerate(classes) if not any(lab == ci for _, lab in items)]
+    if empty:
+        raise VideoDataError(f"video-folder: class folder(s) {', '.join(empty)} in {root} hold no {'/'.join(VIDEO_EXTS)} files; add clips or remove the folder")
+    return classes, items
+
+
+def _read_split(path: Path, items: list[tuple[str, int]]) -> set[str]:
+    names = {rel for rel, _ in items}
+    out = set()
+    for ln, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        if rel not in names:
+            raise VideoDataError(f"video-folder: {path.name} line {ln} names {rel!r}, which is not a clip of the tree; fix the split file")
+        out.add(rel)
+    return out
+
+
+def video_folder(root: str | Path, *, size: int = 64, q: int = 4, accumulate: bool = True, segments: int = 3, seed: int = 0,
+                 cache_dir: Path | None = None, max_frames: int | None = None, test_fraction: float = 0.3, pools: dict[str, int] | None = None) -> VideoDataset:
+    """Load a class-folder tree of videos (module docstring); re-encoded and cached."""
+    from .data import _check_not_contestant
+
+    _check_not_contestant("load the video folder")
+    root = Path(root).expanduser()
+    classes, items = _listing(root)
+    split_dir = root / "splits"
+    if (split_dir / "trainlist01.txt").exists() != (split_dir / "testlist01.txt").exists():
+        raise VideoDataError(f"video-folder: {split_dir} needs both trainlist01.txt and testlist01.txt (or neither, for a seeded 70/30 split)")
+    if (split_dir / "trainlist01.txt").exists():
+        tr_names = _read_split(split_dir / "trainlist01.txt", items)
+        te_names = _read_split(split_dir / "testlist01.txt", items)
+        split = {rel: ("train" if rel in tr_names else "test" if rel in te_names else None) for rel, _ in items}
+    else:
+        rng = np.random.default_rng([int(seed), 7030])
+        split = {}
+        for ci in range(len(classes)):
+            rels = [rel for rel, lab in items if lab == ci]
+            n_te = max(1, int(round(len(rels) * test_fraction))) if len(rels) > 1 else 0
+            te = set(rng.permutation(len(rels))[:n_te].tolist())
+            split.update({rel: ("test" if j in te else "train") for j, rel in enumerate(rels)})
+    listing = [(rel, (root / rel).stat().st_size, (root / rel).stat().st_mtime_ns) for rel, _ in items]
+    key = hashlib.sha256(json.dumps({"listing": listing, "split": split, "size": size, "q": q, "acc": accumulate, "k": segments, "max_frames": max_frames, "pools": {**DEFAULT_POOLS, **(pools or {})}}, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "video" / f"video-folder-{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            train = ClipSet({m: z[f"train_{m}"].astype(np.float32) for m in MODALITIES}, z["train_y"])
+            test = ClipSet({m: z[f"test_{m}"].astype(np.float32) for m in MODALITIES}, z["test_y"])
+        return VideoDataset(f"video-folder:{root}", train, test, len(classes), classes, {"cached": True, "key": key})
+    t0 = time.perf_counter()
+    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    for rel, lab in items:
+        which = split[rel]
+        if which is None:
+            continue
+        dec = V.decode(str(root / rel), container=None, max_frames=max_frames, size=(size, size))
+        if len(dec.frames) < 2:
+            raise VideoDataError(f"video-folder: {rel} has {len(dec.frames)} frame(s); a clip needs at least 2")
+        parts[which][0].append(encode_clip(dec.frames, q=q, k=segments, accumulate=accumulate, pools=pools))
+        parts[which][1].append(lab)
+    for which in ("train", "test"):
+        if not parts[which][0]:
+            raise VideoDataError(f"video-folder: {root} gives an empty {which} split; add clips (at least 2 per class) or fix splits/")
+    ds = VideoDataset(f"video-folder:{root}", _arrays(*parts["train"]), _arrays(*parts["test"]), len(classes), classes, {"cached": False, "build_s": time.perf_counter() - t0, "key": key})
+    if path is not None:
+        _save(path, ds)
+    return ds
+
+
+def resolve(ref: str, *, seed: int, settings: dict[str, Any], cache_dir: Path | None, data_dir: Path | None = None) -> VideoDataset:
+    """``synth-motion`` or ``video-folder:PATH`` (PATH relative to the data directory if not absolute)."""
+    name, _, arg = ref.partition(":")
+    common = {"q": int(settings.get("q", 4)), "accumulate": bool(settings.get("accumulate", True)), "segments": int(settings.get("segments", 3)),
+              "pools": dict(settings.get("pools", DEFAULT_POOLS))}
+    if name == "synth-motion":
+        gen = dict(settings.get("synth", {}))
+        if "object_size" in gen:
+            gen["object_size"] = tuple(gen["object_size"])
+        return synth_motion(seed, train_per_class=int(settings.get("train_per_class", 80)), test_per_class=int(settings.get("test_per_class", 30)), cache_dir=cache_dir, **common, **gen)
+    if name == "video-folder":
+        if not arg:
+            raise VideoDataError("dataset video-folder needs a path: video-folder:PATH (PATH/<class>/<clip>.avi|.mp4)")
+        p = Path(arg).expanduser()
+        if not p.is_absolute() and data_dir is not None and not p.exists():
+            p = Path(data_dir) / p
+        return video_folder(p, size=int(settings.get("size", 64)), seed=seed, cache_dir=cache_dir, max_frames=settings.get("max_frames"), **common)
+    raise VideoDataError(f"unknown video dataset {ref!r}; use synth-motion or video-folder:PATH")

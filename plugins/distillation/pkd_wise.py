@@ -1,0 +1,20 @@
+"""``pkd-wise``: the paper's system, PKD-trained exits (see ``pkd``) combined by WISE (see ``wise``).
+
+Reference: Zhang et al., "Early-Exit Compressed Video Recognition with Progressive Knowledge
+Distillation and Weighted Inference with Scaled Ensemble", arXiv 2407.02713, 2024.
+"""
+
+from coreset_bench import hookimpl
+
+from ._exits import EarlyExitMethod
+
+
+class PKDWISE(EarlyExitMethod):
+    name = "pkd-wise"
+    summary = "PKD-trained early exits combined by WISE (the paper's full system)."
+    params = {"order": "mv,res,own", "phase_fraction": 1 / 6, "temperature": 1.0, "wise": True, **EarlyExitMethod.WISE_PARAMS}
+
+
+@hookimpl
+def register_methods(register):
+    register(PKDWISE())

@@ -1,0 +1,211 @@
+"""The video track: costs, cascade, WISE, PKD schedule, contestants, cell checks (spec §4.10 5-9)."""
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coreset_bench import registry
+from coreset_bench import video_models as VM
+from coreset_bench.kinds import ExitModel
+from coreset_bench.plugins.distillation import _exits as X
+from coreset_bench.testing import check_exit_method
+from coreset_bench.tracks.base import Cell, CellContext, CellFailure
+from coreset_bench.tracks.video import ORDER, VideoTrack, cascade, combine, frontier_metrics
+
+CONTESTANTS = ("ce-exits", "pkd", "wise", "pkd-wise", "kd-final", "pkd-anti")
+
+
+# ---- costs --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ch,hw,c", [(8, 16, 8), (16, 4, 5), (32, 2, 3)])
+def test_head_flops_equal_the_analytic_count(ch, hw, c):
+    pool = 4 if hw >= 4 else 1
+    analytic = hw * hw * ch * ch * 9 + ch * pool * pool * c  # conv MACs + linear MACs
+    assert VM.count_macs(VM.ic_head(ch, hw, c), torch.zeros(1, ch, hw, hw)) == analytic
+
+
+def test_one_conv_layer_flops_match_analytic_macs():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert VM.count_macs(conv, torch.zeros(1, 3, 16, 16)) == 16 * 16 * 3 * 8 * 9
+
+
+def test_cumulative_exit_costs_strictly_increase_and_switching_restarts_at_the_stem():
+    per_mod, order = {}, [(m, k) for m in ORDER for k in (1, 2, 3, 4)] + [("fused", 4)]
+    for m in ORDER:
+        net = VM.TinyExitNet(VM.IN_CHANNELS[m], 5, (4, 8, 8, 16))
+        stages, heads, shapes = VM.stage_costs(net, (VM.IN_CHANNELS[m], 16, 16), 5)
+        assert shapes == [(4, 16), (8, 8), (8, 4)]
+        per_mod[m] = (stages, heads)
+    costs = VM.exit_costs(per_mod, order, 3, 5)
+    assert len(costs) == 13 and (np.diff(costs) > 0).all()
+    s, h = per_mod["mv"]
+    assert costs[4] - costs[3] == 3 * (s[0] + h[0])  # mv IC1 = the res network in full + mv stage 1 + head 1
+    assert costs[-1] - costs[-2] == 3 * 3 * 5
+
+
+# ---- cascade and metrics ---------------------------------------------------------------------------
+def test_cascade_extremes():
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(20, 13, 4)), rng.integers(0, 4, 20)
+    costs = np.arange(1, 14, dtype=float)
+    front = cascade(z, y, costs, thetas=np.array([0.0, 1.01]))
+    assert front[0, 1] == pytest.approx(1 / 13) and front[0, 2] == pytest.approx((z[:, 0].argmax(1) == y).mean())
+    assert front[1, 1] == 1.0 and front[1, 2] == pytest.approx((z[:, 12].argmax(1) == y).mean())
+
+
+def test_crafted_logits_give_the_hand_computed_frontier_and_auc():
+    """Two exits (cost 1 and 4), two samples, C = 2. Sample 0: exit 0 confident (p .88) and
+    right; sample 1: exit 0 unsure (p .62) and wrong, exit 1 right. theta <= .62: both leave at
+    exit 0 (cost 1/4, acc .5); .62 < theta <= .88: sample 1 goes on (cost 5/8, acc 1); above:
+    both at exit 1 (cost 1, acc 1)."""
+    z = np.array([[[2.0, 0.0], [3.0, 0.0]], [[0.5, 0.0], [0.0, 3.0]]])
+    y = np.array([0, 1])
+    front = cascade(z, y, np.array([1.0, 4.0]))
+    p0, p1 = 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(-0.5))
+    for th, c, a in front:
+        if th <= p1:
+            assert (c, a) == (0.25, 0.5)
+        elif th <= p0:
+            assert (c, a) == (0.625, 1.0)
+        else:
+            assert (c, a) == (1.0, 1.0)
+    m = frontier_metrics(front, 2)
+    # F(c): 0.5 (chance, no point) for c < .25; .5 on [.25, .625); 1 from .625: grid 0.05..1.00
+    want = [0.5] * 12 + [1.0] * 8
+    assert m["exit_auc"] == pytest.approx(np.mean(want))
+    assert m["acc_at_25"] == 0.5 and m["acc_at_50"] == 0.5
+
+
+def test_wise_with_one_hot_weights_equals_the_chosen_exit():
+    rng = np.random.default_rng(1)
+    z, y = rng.normal(size=(30, 13, 5)), rng.integers(0, 5, 30)
+    costs = np.linspace(1, 10, 13)
+    chosen = [min(e, 3) for e in range(13)]
+    combiner = [np.eye(e + 1)[chosen[e]] for e in range(13)]
+    zc = combine(z, combiner)
+    for e in range(13):
+        assert np.array_equal(zc[:, e], z[:, chosen[e]])
+    assert np.array_equal(cascade(combine(z, [np.eye(e + 1)[e] for e in range(13)]), y, costs), cascade(z, y, costs))
+
+
+def test_wise_learns_to_weigh_the_informative_exit():
+    g = torch.Generator().manual_seed(0)
+    n, e_n, c = 200, 6, 4
+    y = torch.randint(0, c, (n,), generator=g)
+    z = torch.randn(n, e_n, c, generator=g, dtype=torch.float64)
+    z[:, 3] = 5.0 * torch.nn.functional.one_hot(y, c).double()
+    betas = X.fit_wise(z, y, init="last", l1=0.01)
+    assert [b.shape for b in betas] == [(e + 1,) for e in range(e_n)]
+    for e in range(3, e_n):
+        assert betas[e][3] / betas[e].sum() > 0.9, (e, betas[e])
+    assert all((b >= 0).all() for b in betas)
+    # a strong l1 drives every weight to 0 (plain SGD on the subgradient: within lr * l1 of it)
+    assert all(np.allclose(b, 0, atol=0.02) for b in X.fit_wise(z, y, init="ones", l1=10.0, lr=0.001, iters=500))
+    # an anti-informative exit gets a negative weight, which the clip sets to 0
+    z[:, 1] = -5.0 * torch.nn.functional.one_hot(y, c).double()
+    raw = X.fit_wise(z, y, init="ones", l1=0.0, iters=100, clip_negative=False)
+    clipped = X.fit_wise(z, y, init="ones", l1=0.0, iters=100)
+    assert raw[2][1] < 0 and clipped[2][1] == 0.0
+
+
+# ---- PKD -------------------------------------------------------------------------------------------
+def test_pkd_schedule_and_loss():
+    assert X.teacher_schedule(["mv", "res", "own"], 12, 1 / 6) == ["mv"] * 2 + ["res"] * 2 + ["own"] * 8
+    assert X.teacher_schedule(["mv", "res", "own"], 300, 1 / 6) == ["mv"] * 50 + ["res"] * 50 + ["own"] * 200
+    assert X.teacher_schedule(["own"], 5, 1 / 6) == ["own"] * 5
+    assert registry.method("pkd-anti").schedule(12) == ["iframe"] * 2 + ["res"] * 2 + ["mv"] * 8
+    s = torch.tensor([[1.0, 0.0, -1.0]])
+    t = torch.tensor([[0.0, 2.0, 0.0]])
+    pt = torch.exp(t) / torch.exp(t).sum()
+    want = -(pt * torch.log(torch.exp(s) / torch.exp(s).sum())).sum()
+    assert X.soft_cross_entropy(s, t).item() == pytest.approx(want.item())
+    t2 = torch.exp(t / 2) / torch.exp(t / 2).sum()
+    assert X.soft_cross_entropy(s, t, 2.0).item() == pytest.approx(-(t2 * torch.log_softmax(s / 2, 1)).sum().item())
+
+
+# ---- contestants ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", CONTESTANTS)
+def test_contestants_pass_the_conformance_kit(name):
+    m = registry.method(name)
+    assert m.role == "early-exit"
+    out = check_exit_method(m, max_seconds=900.0)  # the kit's 120 s is for a free machine; this one is shared
+    assert (out.combiner is not None) == ("wise" in name)
+
+
+# ---- the track's cells ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video")
+    return VideoTrack(), CellContext(results_dir=root / "r", cache_dir=root / "c", data_dir=None)
+
+
+def _cell(track, m, repeat=0):
+    p = track.profile("tiny")
+    return Cell("video", p.id, m.name, m.version, dict(m.params), {"dataset": "synth-motion"}, repeat)
+
+
+def test_tiny_cell_runs_and_is_deterministic(tiny):
+    track, ctx = tiny
+    m = registry.method("pkd-wise")
+    a = track.run_cell(_cell(track, m), m, ctx)
+    track.__dict__.pop("_memo", None)  # the second run loads data and backbones from the cache
+    b = track.run_cell(_cell(track, m), m, ctx)
+    assert b.info["backbones_shared"] and b.info["data_cached"]
+    for k, v in a.metrics.items():
+        if k != "distill_s":
+            assert v == b.metrics[k], k
+    assert 0 <= a.metrics["exit_auc"] <= 1 and len(a.info["frontier_cost"]) == 101
+    assert a.info["combiner"] and {x.name for x in a.artifacts} == {"frontier.npy", "exit_acc.npy", "beta.npy"}
+    assert a.info["teachers"] == {"mv": 1, "res": 1, "own": 2}
+
+
+class _Bad(X.EarlyExitMethod):
+    name = "bad-exits"
+    params = {"order": "ce", "phase_fraction": 1 / 6, "temperature": 1.0, "wise": False, "how": "heads"}
+
+    def distill(self, view):
+        how = self.params["how"]
+        if how == "raise":
+            raise RuntimeError("boom")
+        if how == "leak":
+            from coreset_bench import video_data
+
+            video_data.synth_motion(0)
+        heads = {(m, k): view.head_factory(m, k) for m in view.modalities for k in (1, 2, 3)}
+        if how == "heads":
+            heads.pop(("mv", 2))
+        if how == "nan":
+            with torch.no_grad():
+                heads[("res", 1)][-1].bias.fill_(float("nan"))
+        if how == "backbone":
+            for o in gc.get_objects():
+                if isinstance(o, VM.TinyExitNet):
+                    with torch.no_grad():
+                        o.fc.bias.add_(1.0)
+        combiner = None
+        if how == "combiner":
+            combiner = [np.ones(e + 2) for e in range(13)]
+        return ExitModel(heads=heads, combiner=combiner)
+
+
+@pytest.mark.parametrize("how,msg", [("heads", "exactly one head"), ("nan", "non-finite"), ("raise", "raised RuntimeError: boom"),
+                                      ("leak", "tried to generate"), ("backbone", "modified a frozen backbone"), ("combiner", "combiner weights of exit 0")])
+def test_bad_output_fails_only_its_cell_naming_the_plugin(tiny, how, msg):
+    track, ctx = tiny
+    m = _Bad(how=how)
+    with pytest.raises(CellFailure, match=msg) as ei:
+        track.run_cell(_cell(track, m), m, ctx)
+    assert "bad-exits" in str(ei.value) and "\n" not in str(ei.value)
+    if how == "backbone":
+        track.__dict__.pop("_memo", None)  # the in-memory backbones were changed by the test plugin
+    good = registry.method("ce-exits")
+    assert track.run_cell(_cell(track, good), good, ctx).metrics["exit_auc"] >= 0
+
+
+def test_track_accepts_only_early_exit_distillation():
+    track = VideoTrack()
+    assert track.accepts(registry.method("pkd")) is None
+    assert "role" in track.accepts(registry.method("random"))  or "distillation" in track.accepts(registry.method("random"))
+    assert track.profile("quick").n_cells() == 3 and track.baseline_method == "ce-exits"
