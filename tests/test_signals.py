@@ -171,3 +171,20 @@ def test_one_pass_signals_equal_separate_passes(shape):
             (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(m(xr), y, reduction="sum"), xr)
             assert np.allclose(s["input_grad_norm"], g.flatten(1).norm(dim=1).numpy(), rtol=1e-5, atol=1e-7)
     assert all(p.requires_grad for p in m.parameters())  # the pass unfreezes what it froze
+
+
+@pytest.mark.parametrize("arch, shape", [("cnn-small", (1, 8, 8)), ("cnn-small", (3, 32, 32)), ("mlp", (1, 8, 8))])
+def test_eval_pass_batch_size_changes_no_bit(arch, shape):
+    """The eval pass runs in batches of 64 on the CPU (``eval_batch_size``; 512 before issue 26,
+    about 2x slower on 32x32 images): every recorded value equals the 512-batch pass bit for bit,
+    so cached signals and stored selections stay valid."""
+    torch.manual_seed(1)
+    m = M.build(arch, shape, 10, [0.5] * shape[0], [0.25] * shape[0], 0)
+    with torch.no_grad():
+        m.train()(torch.rand(64, *shape))
+    x, y = torch.rand(700, *shape), torch.randint(0, 10, (700,))
+    assert T.eval_batch_size("cpu") == 64 and T.eval_batch_size(torch.device("meta")) == 512
+    for ig in (False, True):
+        new = T.eval_signals(m, x, y, input_grad=ig, features=True)
+        old = T.eval_signals(m, x, y, input_grad=ig, features=True, batch_size=512)
+        assert set(new) == set(old) and all(np.array_equal(new[k], old[k]) for k in new)
