@@ -31,6 +31,8 @@ Choices where the spec leaves a detail open:
   iteration: a gradient-free forward pass over the active rows tests the crossing, then the rows
   still on their side get ``w_k = grad (f_k - f_k0)`` directly, one backward pass to the input
   per class ``k != k0`` (``C - 1``, weights frozen); memory is ``C * batch_size * input size``.
+  ``batch_size=64`` (default) was 10-15 % faster than 128 and 1.6x faster than 512 on the CPU
+  (cnn-small, CIFAR-10, one thread: cache), with scores equal within 2e-6 relative.
   Version 0.1 built ``grad f_k`` for all ``C`` classes and subtracted, and also built the
   Jacobian of rows in the iteration where they crossed; 0.2 gives the same perturbations up to
   float32 rounding (``tests/test_selection_scale.py`` checks 1e-4 relative against 0.1's
@@ -58,7 +60,7 @@ from ._greedy import device_of, rank_groups
 
 
 def deepfool_scores(
-    model: Any, x: torch.Tensor, *, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 128, candidates: int = 0
+    model: Any, x: torch.Tensor, *, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 64, candidates: int = 0
 ) -> np.ndarray:
     """Squared L2 norm of the DeepFool perturbation of every row of ``x`` under ``model``.
 
@@ -144,8 +146,8 @@ class DeepFool(SelectionMethod):
     version = "0.2"
     summary = "DeepFool margin on the proxy model: keep the samples with the smallest adversarial perturbation."
     citation = "Ducoffe & Precioso, Adversarial Active Learning for Deep Networks: a Margin Based Approach, arXiv 2018"
-    params = {"class_balanced": True, "max_iter": 50, "overshoot": 0.02, "batch_size": 128, "candidates": 0}
-    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "max_iter": Param(int, min=1), "overshoot": Param(float, min=0), "batch_size": Param(int, min=1), "candidates": Param(int, min=0, check=_candidates_problem, rule="(0 or >= 2)", help="search only the q classes with the largest logits (0: all classes)")}
+    params = {"class_balanced": True, "max_iter": 50, "overshoot": 0.02, "batch_size": 64, "candidates": 0}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "max_iter": Param(int, min=1), "overshoot": Param(float, min=0), "batch_size": Param(int, min=1, help="rows iterating together (64: fastest measured on the CPU; larger on a GPU)"), "candidates": Param(int, min=0, check=_candidates_problem, rule="(0 or >= 2)", help="search only the q classes with the largest logits (0: all classes)")}
     signals = frozenset({"proxy_model"})
 
     def scores(self, view: SelectionView) -> np.ndarray:
