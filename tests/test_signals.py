@@ -182,7 +182,7 @@ def test_eval_pass_batch_size_changes_no_bit(arch, shape):
     m = M.build(arch, shape, 10, [0.5] * shape[0], [0.25] * shape[0], 0)
     with torch.no_grad():
         m.train()(torch.rand(64, *shape))
-    x, y = torch.rand(700, *shape), torch.randint(0, 10, (700,))
+    x, y = torch.rand(300, *shape), torch.randint(0, 10, (300,))
     assert T.eval_batch_size("cpu") == 64 and T.eval_batch_size(torch.device("meta")) == 512
     for ig in (False, True):
         new = T.eval_signals(m, x, y, input_grad=ig, features=True)
