@@ -126,8 +126,10 @@ class Param:
     ``plugins show NAME`` prints it. ``type``: ``bool``, ``int``, ``float`` or ``str`` (an ``int``
     is accepted for a ``float``); ``min``/``max``: bounds, inclusive unless ``min_open`` /
     ``max_open``; ``choices``: the allowed values; ``nullable``: ``None`` (``--param k=none``)
-    is allowed; ``help``: one line on what it does. Undeclared parameters are checked only
-    against the type of their default."""
+    is allowed; ``help``: one line on what it does; ``check``: a further rule the fields above
+    cannot say (e.g. a value with a suffix like ``'stochastic:0.01'``), a callable returning what
+    is wrong (one phrase) or None, with ``rule`` its words for ``describe``. Undeclared
+    parameters are checked only against the type of their default."""
 
     type: type | None = None
     min: float | None = None
@@ -137,6 +139,8 @@ class Param:
     max_open: bool = False
     nullable: bool = False
     help: str = ""
+    check: Callable[[Any], str | None] | None = None
+    rule: str = ""
 
     def describe(self) -> str:
         """``float in (0, 1]``, ``int >= 1``, ``str one of 'a', 'b'``: the rule in words."""
@@ -149,6 +153,8 @@ class Param:
             out += f" {'>' if self.min_open else '>='} {self.min:g}"
         elif self.max is not None:
             out += f" {'<' if self.max_open else '<='} {self.max:g}"
+        if self.rule:
+            out += " " + self.rule
         if self.nullable:
             out += " or none"
         return out
@@ -177,6 +183,8 @@ class Param:
             hi_bad = self.max is not None and (value >= self.max if self.max_open else value > self.max)
             if lo_bad or hi_bad:
                 return f"expected {self.describe()}, got {value!r}"
+        if self.check is not None:
+            return self.check(value)
         return None
 
 

@@ -1,11 +1,13 @@
 """Shared training signals: one proxy run on the full pool, recorded once, read by many methods.
 
-After every epoch of a standard-training proxy run the harness makes a separate eval-mode pass
-without augmentation over the pool and the validation split and records, per sample: loss,
-true-class probability, largest other-class probability, correctness and (when asked) the L2 norm
-of the loss gradient with respect to the [0, 1] input, from the same pass. During training it
-records each sample's mini-batch correctness (forgetting events). At the checkpoint epochs it
-records logits and penultimate embeddings of pool and validation. See ``kinds.SIGNALS``.
+After every epoch of a standard-training proxy run the harness makes ONE eval-mode pass without
+augmentation over the pool and one over the validation split, and records from it, per sample:
+loss, true-class probability, largest other-class probability, correctness, (when asked) the L2
+norm of the loss gradient with respect to the [0, 1] input (one backward pass to the input, the
+weights frozen) and, at the checkpoint epochs, logits and penultimate embeddings
+(``training.eval_signals``). During training it records each sample's mini-batch correctness
+(forgetting events). The optional groups thus cost one backward pass to the input per epoch and
+nothing for the embeddings. See ``kinds.SIGNALS``.
 
 Signals are cached under ``<cache>/signals/<key>/`` where the key hashes everything the proxy
 depends on (dataset, split, architecture, recipe, seed). A method declares what it needs;
@@ -145,24 +147,24 @@ def compute_signals(
             batch_correct[i] = (logits.argmax(1) == y_pool[idx]).cpu().numpy()
 
         def on_epoch_end(epoch: int, model: torch.nn.Module) -> None:
-            s = tr.eval_signals(model, x_pool, y_pool, input_grad=want_grad)
+            # one eval pass per split yields the dynamics, the input gradients (one backward to the
+            # input, weights frozen) and, at a checkpoint, embeddings and logits: no extra passes
+            at_ckpt = want_ckpt and epoch in ckpts
+            s = tr.eval_signals(model, x_pool, y_pool, input_grad=want_grad, features=at_ckpt)
             for k in ("loss", "prob_true", "prob_other_max", "correct"):
                 per_epoch[k].append(s[k])
             if want_grad:
                 per_epoch["input_grad_norm"].append(s["input_grad_norm"])
             per_epoch["train_correct"].append(batch_correct.copy())
-            if len(y_val):
-                per_epoch["val_loss"].append(tr.eval_signals(model, x_val, y_val, input_grad=False)["loss"])
-            else:
-                per_epoch["val_loss"].append(np.zeros(0, dtype=np.float32))
-            if want_ckpt and epoch in ckpts:
-                e, lg = tr.features(model, x_pool)
-                ck["embeddings"].append(e)
-                ck["logits"].append(lg)
-                if len(y_val):
-                    ve, vl = tr.features(model, x_val)
+            v = tr.eval_signals(model, x_val, y_val, input_grad=False, features=at_ckpt) if len(y_val) else None
+            per_epoch["val_loss"].append(v["loss"] if v is not None else np.zeros(0, dtype=np.float32))
+            if at_ckpt:
+                ck["embeddings"].append(s["embeddings"])
+                ck["logits"].append(s["logits"])
+                if v is not None:
+                    ve, vl = v["embeddings"], v["logits"]
                 else:
-                    ve, vl = np.zeros((0, e.shape[1]), np.float32), np.zeros((0, lg.shape[1]), np.float32)
+                    ve, vl = np.zeros((0, s["embeddings"].shape[1]), np.float32), np.zeros((0, s["logits"].shape[1]), np.float32)
                 ck["val_embeddings"].append(ve)
                 ck["val_logits"].append(vl)
                 ck_epochs.append(epoch)

@@ -122,3 +122,69 @@ def test_concurrent_cells_train_one_proxy_and_share_it(small, tmp_path):
     assert sorted(shared for shared, _ in got) == [False, True]
     assert got[0][1] == got[1][1]
     assert [p.name for p in (tmp_path / "signals").iterdir() if p.name.startswith(".")] == []
+
+
+def _count_embedded_rows(small, wanted, tmp_path, arch="cnn-small"):
+    """Rows pushed through the model's body during one proxy run (training + recording)."""
+    ds, sp = small
+    rows = [0]
+
+    def factory():
+        m = M.build(arch, ds.shape, 10, ds.mean, ds.std, 5)
+        m.body.register_forward_hook(lambda _m, inp, _o: rows.__setitem__(0, rows[0] + inp[0].shape[0]))
+        return m
+
+    spec = S.ProxySpec("digits", {"t": 2}, arch, {"epochs": 2, "batch_size": 32, "lr": 0.05}, seed=5, checkpoint_epochs=(1, 2))
+    b = S.compute_signals(spec, wanted, x_pool=sp.x_pool, y_pool=sp.y_pool, x_val=sp.x_val, y_val=sp.y_val, num_classes=10,
+                          model_factory=factory, training=plugins.method("standard"), pad=1, hflip=False, cache_dir=tmp_path)
+    return rows[0], b.arrays
+
+
+def test_optional_groups_ride_on_the_recording_pass(small, tmp_path):
+    """Input gradients and checkpoint embeddings/logits come from the per-epoch eval pass: the
+    optional groups push no extra row through the network (issue 26: they added 57 % to a CIFAR
+    proxy run when embeddings took their own forward passes)."""
+    base, _ = _count_embedded_rows(small, {"loss"}, tmp_path / "a")
+    full, arrays = _count_embedded_rows(small, {"loss", "input_grad_norm", "embeddings", "val_embeddings"}, tmp_path / "b")
+    assert full == base
+    assert arrays["embeddings"].shape[0] == 2 and arrays["val_embeddings"].shape[0] == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_one_pass_signals_equal_separate_passes(shape):
+    """The folded pass gives bit-identical dynamics, input-gradient norms, embeddings and logits
+    to the separate passes it replaced (plain eval forward, ``features()``), so no stored
+    selection moves."""
+    torch.manual_seed(0)
+    m = M.build("cnn-small", shape, 10, [0.5] * shape[0], [0.25] * shape[0], 0)
+    with torch.no_grad():
+        m.train()(torch.rand(64, *shape))  # non-trivial BN statistics
+    x, y = torch.rand(600, *shape), torch.randint(0, 10, (600,))
+    e, lg = T.features(m, x)
+    for ig in (False, True):
+        s = T.eval_signals(m, x, y, input_grad=ig, features=True)
+        assert np.array_equal(s["embeddings"], e) and np.array_equal(s["logits"], lg)
+        ref = torch.nn.functional.cross_entropy(T.predict(m, x), y, reduction="none").numpy()
+        assert np.array_equal(s["loss"], ref)
+        if ig:
+            xr = x.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(m(xr), y, reduction="sum"), xr)
+            assert np.allclose(s["input_grad_norm"], g.flatten(1).norm(dim=1).numpy(), rtol=1e-5, atol=1e-7)
+    assert all(p.requires_grad for p in m.parameters())  # the pass unfreezes what it froze
+
+
+@pytest.mark.parametrize("arch, shape", [("cnn-small", (1, 8, 8)), ("cnn-small", (3, 32, 32)), ("mlp", (1, 8, 8))])
+def test_eval_pass_batch_size_changes_no_bit(arch, shape):
+    """The eval pass runs in batches of 64 on the CPU (``eval_batch_size``; 512 before issue 26,
+    about 2x slower on 32x32 images): every recorded value equals the 512-batch pass bit for bit,
+    so cached signals and stored selections stay valid."""
+    torch.manual_seed(1)
+    m = M.build(arch, shape, 10, [0.5] * shape[0], [0.25] * shape[0], 0)
+    with torch.no_grad():
+        m.train()(torch.rand(64, *shape))
+    x, y = torch.rand(300, *shape), torch.randint(0, 10, (300,))
+    assert T.eval_batch_size("cpu") == 64 and T.eval_batch_size(torch.device("meta")) == 512
+    for ig in (False, True):
+        new = T.eval_signals(m, x, y, input_grad=ig, features=True)
+        old = T.eval_signals(m, x, y, input_grad=ig, features=True, batch_size=512)
+        assert set(new) == set(old) and all(np.array_equal(new[k], old[k]) for k in new)

@@ -147,7 +147,7 @@ def anchor(name: str) -> str:
 _WHEN = {
     "dynamics": "after every proxy epoch (a separate eval-mode pass without augmentation); `train_correct` during the epoch's training batches; `proxy_model` at the end",
     "input_grad": "after every proxy epoch, in the same eval-mode pass; computed only when a method asks for it",
-    "checkpoints": "at the profile's checkpoint epochs; computed only when a method asks for one of this group",
+    "checkpoints": "at the profile's checkpoint epochs, from the same eval-mode pass as the dynamics (no extra pass); computed only when a method asks for one of this group",
 }
 
 

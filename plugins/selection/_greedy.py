@@ -13,12 +13,26 @@ Contents
   ``select_groups`` (runs a per-group selector and maps positions back to pool indices),
   ``rank_groups`` (keep the highest/lowest scores per group);
 - inputs: ``device_of``, ``final_embeddings``, ``final_probs``, ``final_grads``;
-- pairwise: ``sq_euclidean``, ``euclidean``, ``cosine01``, ``sym_kl``, ``knn``,
+- pairwise: ``sq_euclidean``, ``euclidean``, ``cosine01``, ``sym_kl``, ``knn``, the
+  last-layer-gradient kernels ``ll_cosine01`` / ``ll_euclidean`` (on ``final_packed`` rows, see
+  below),
   ``pairwise_max``, ``Kernel`` (a symmetric similarity matrix cached whole when it fits in
   ``MAX_CACHE_ELEMS`` elements, else recomputed block by block);
-- greedy algorithms: ``herding``, ``kcenter_greedy``, ``greedy_maximize`` (naive or batched lazy
-  greedy of Minoux 1978 over any object with ``gains``/``gains_all``/``update``), and the set
-  functions ``FacilityLocation``, ``GraphCut`` and ``LogDeterminant``.
+- greedy algorithms: ``herding``, ``kcenter_greedy``, ``greedy_maximize`` (naive, batched lazy
+  greedy of Minoux 1978, or stochastic greedy of Mirzasoleiman et al. 2015, over any object with
+  ``gains``/``gains_all``/``update``), and the set functions ``FacilityLocation``, ``GraphCut``
+  and ``LogDeterminant``.
+
+Last-layer gradient kernels. The gradient ``g_i = [p_i - y_i, (p_i - y_i) (x) e_i]`` has
+``C (D + 1)`` entries, but its inner products factor::
+
+    <g_i, g_j> = <p_i - y_i, p_j - y_j> (1 + <e_i, e_j>)
+
+so a block of the Gram matrix costs ``C + D`` multiply-adds per pair instead of ``C (D + 1)``
+(74 against 650 for C = 10, D = 64) and the ``N x C(D+1)`` matrix is never
+built. ``final_packed`` returns the rows ``[p - y, e]``; ``ll_cosine01`` and ``ll_euclidean``
+compute DeepCore's cosine kernel and the Euclidean distance of the full gradients from them (same
+values as ``cosine01`` / ``euclidean`` on ``final_grads`` up to float32 rounding).
 
 Ties are broken by the lowest position (``torch.argmax`` returns the first maximum), so every
 routine is deterministic given its inputs.
@@ -31,6 +45,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from coreset_bench.kinds import Param
 
 from ._lastlayer import last_layer_grads, prob_minus_onehot
 from ._lastlayer import softmax as _softmax
@@ -52,11 +68,14 @@ __all__ = [
     "final_embeddings",
     "final_probs",
     "final_grads",
+    "final_packed",
     "final_arrays",
     "mean_last_layer_grad",
     "sq_euclidean",
     "euclidean",
     "cosine01",
+    "ll_cosine01",
+    "ll_euclidean",
     "sym_kl",
     "sym_kl_to",
     "knn",
@@ -65,6 +84,7 @@ __all__ = [
     "herding",
     "kcenter_greedy",
     "greedy_maximize",
+    "parse_greedy",
     "FacilityLocation",
     "GraphCut",
     "LogDeterminant",
@@ -172,6 +192,14 @@ def final_grads(view: Any, members: np.ndarray | None = None, *, validation: boo
     return last_layer_grads(*final_arrays(view, members, validation=validation, device=device))
 
 
+def final_packed(view: Any, members: np.ndarray | None = None, *, validation: bool = False, device: torch.device | None = None) -> tuple[torch.Tensor, int]:
+    """Rows ``[p - y, e]`` (n, C + D) float32 of the final checkpoint for ``members`` and ``C``:
+    the factors of the last-layer gradients for ``ll_cosine01`` / ``ll_euclidean``."""
+    emb, logits, labels = final_arrays(view, members, validation=validation, device=device)
+    pmy = prob_minus_onehot(logits, labels).to(emb.dtype)
+    return torch.cat([pmy, emb], dim=1), int(pmy.shape[1])
+
+
 def mean_last_layer_grad(emb: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``[p - y, (p - y) (x) e]`` (C (D + 1),), without the per-sample matrix."""
     pmy = prob_minus_onehot(logits, labels).to(emb.dtype)
@@ -209,6 +237,30 @@ def cosine01(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """DeepCore's cosine similarity kernel ``0.5 + 0.5 cos(a, b)`` in [0, 1] (a zero vector has
     cosine 0 with everything)."""
     return 0.5 + 0.5 * (_unit(a) @ _unit(b).T)
+
+
+def _ll_gram(a: torch.Tensor, b: torch.Tensor, c: int) -> torch.Tensor:
+    return (a[:, :c] @ b[:, :c].T) * (1.0 + a[:, c:] @ b[:, c:].T)
+
+
+def _ll_sqnorm(a: torch.Tensor, c: int) -> torch.Tensor:
+    return (a[:, :c] * a[:, :c]).sum(1) * (1.0 + (a[:, c:] * a[:, c:]).sum(1))
+
+
+def ll_cosine01(a: torch.Tensor, b: torch.Tensor, c: int) -> torch.Tensor:
+    """``cosine01`` of the last-layer gradients of packed rows ``[p - y, e]`` (``final_packed``,
+    ``c`` classes), from the factored Gram matrix."""
+    na = _ll_sqnorm(a, c).sqrt()
+    nb = _ll_sqnorm(b, c).sqrt()
+    inv_a = torch.where(na > 0, 1.0 / na.clamp_min(1e-30), torch.zeros_like(na))
+    inv_b = torch.where(nb > 0, 1.0 / nb.clamp_min(1e-30), torch.zeros_like(nb))
+    return 0.5 + 0.5 * (_ll_gram(a, b, c) * inv_a[:, None] * inv_b[None, :])
+
+
+def ll_euclidean(a: torch.Tensor, b: torch.Tensor, c: int) -> torch.Tensor:
+    """Euclidean distances of the last-layer gradients of packed rows (``final_packed``)."""
+    d = _ll_sqnorm(a, c)[:, None] + _ll_sqnorm(b, c)[None, :] - 2.0 * _ll_gram(a, b, c)
+    return d.clamp_min_(0.0).sqrt_()
 
 
 def sym_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -289,8 +341,26 @@ class Kernel:
             return self.full[:, idx]
         return self.sim(self.x, self.x[idx])
 
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``S[idx, :]``, shape (len(idx), n): the columns of a symmetric kernel, read
+        contiguously (a column gather from a row-major matrix touches one cache line per entry)."""
+        if self.full is not None:
+            return self.full[idx]
+        return self.sim(self.x[idx], self.x)
+
+    def map_(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace the similarity by ``fn(sim)`` (in place on the cached matrix, elementwise)."""
+        sim = self.sim
+        self.sim = lambda a, b: fn(sim(a, b))
+        if self.full is not None:
+            for s in range(0, self.n, self.step):
+                self.full[s : s + self.step] = fn(self.full[s : s + self.step])
+
     def col(self, j: int) -> torch.Tensor:
-        return self.cols(torch.tensor([j], device=self.x.device))[:, 0]
+        """Column j (= row j: the kernel is symmetric), read as a contiguous row."""
+        if self.full is not None:
+            return self.full[j]
+        return self.sim(self.x[j : j + 1], self.x)[0]
 
     def col_sums(self) -> torch.Tensor:
         out = torch.zeros(self.n, dtype=self.x.dtype, device=self.x.device)
@@ -365,6 +435,67 @@ def kcenter_greedy(n: int, budget: int, dist_to: Callable[[int], torch.Tensor], 
     return order
 
 
+def parse_greedy(method: str, value: Any) -> tuple[str, float]:
+    """``greedy`` parameter -> (mode, epsilon): ``"lazy"``, ``"naive"``, or ``"stochastic"`` /
+    ``"stochastic:EPS"`` (stochastic greedy with ``epsilon = EPS``, default 0.01)."""
+    v = str(value)
+    if v in ("lazy", "naive"):
+        return v, 0.0
+    if v == "stochastic" or v.startswith("stochastic:"):
+        try:
+            eps = float(v.split(":", 1)[1]) if ":" in v else 0.01
+        except ValueError:
+            eps = -1.0
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"{method}: parameter greedy={value!r}; the stochastic greedy's epsilon must lie in (0, 1), e.g. 'stochastic:0.01'")
+        return "stochastic", eps
+    raise ValueError(f"{method}: parameter greedy={value!r}; expected one of 'lazy', 'naive', 'stochastic' or 'stochastic:EPS'")
+
+
+def greedy_problem(value: Any) -> str | None:
+    """What is wrong with a ``greedy`` parameter value (one phrase), or None (``parse_greedy``)."""
+    try:
+        parse_greedy("greedy", value)
+    except ValueError as exc:
+        return str(exc).split("; ", 1)[1]
+    return None
+
+
+GREEDY_PARAM = Param(
+    str,
+    check=greedy_problem,
+    rule="'lazy', 'naive', 'stochastic' or 'stochastic:EPS' with 0 < EPS < 1",
+    help="lazy/naive: the exact greedy's picks; stochastic[:EPS]: stochastic greedy (Mirzasoleiman et al. 2015), faster, not exact, seeded",
+)
+
+
+def stochastic_greedy(fn: Any, budget: int, *, epsilon: float, generator: torch.Generator) -> list[int]:
+    """Stochastic greedy (Mirzasoleiman, Badanidiyuru, Karbasi, Vondrak & Krause, "Lazier Than
+    Lazy Greedy", AAAI 2015): every step evaluates the gains of ``s = ceil(n / k ln(1 / eps))``
+    elements drawn uniformly without replacement from the unpicked ones and adds the best, so the
+    whole run costs O(n ln(1 / eps)) gain evaluations whatever the budget ``k``; for a monotone
+    submodular function its value is ``>= 1 - 1/e - eps`` of the optimum in expectation. Not
+    the plain greedy's picks: a speed-for-exactness trade the caller opts into. The draws come
+    from ``generator`` (CPU), so a seed fixes the picks."""
+    n = int(fn.n)
+    budget = min(budget, n)
+    order: list[int] = []
+    if budget <= 0:
+        return order
+    s = max(1, int(np.ceil(n / budget * np.log(1.0 / epsilon))))
+    remaining = torch.arange(n)
+    dev = getattr(fn, "device", torch.device("cpu"))
+    for _ in range(budget):
+        m = int(remaining.numel())
+        cand = remaining if s >= m else remaining[torch.randperm(m, generator=generator)[:s]]
+        g = fn.gains(cand.to(dev)).to(torch.float64)
+        j = int(cand[int(torch.argmax(g))])
+        order.append(j)
+        fn.update(j)
+        remaining = remaining[remaining != j]
+    return order
+
+
 def greedy_maximize(fn: Any, budget: int, *, lazy: bool = True, batch: int = 64) -> list[int]:
     """Greedy maximization of a set function, one pick per step; returns positions in pick order.
 
@@ -428,13 +559,18 @@ class FacilityLocation:
         self.n = kernel.n
         self.cur = torch.zeros(self.n, dtype=kernel.x.dtype, device=kernel.x.device)
 
+    @property
+    def device(self) -> torch.device:
+        return self.cur.device
+
     def gains(self, idx: torch.Tensor) -> torch.Tensor:
-        return (self.kernel.cols(idx) - self.cur[:, None]).clamp_min_(0.0).sum(0)
+        # rows = columns of the symmetric kernel, contiguous
+        return (self.kernel.rows(idx) - self.cur[None, :]).clamp_min_(0.0).sum(1)
 
     def gains_all(self) -> torch.Tensor:
-        g = torch.zeros(self.n, dtype=self.cur.dtype, device=self.cur.device)
+        g = torch.empty(self.n, dtype=self.cur.dtype, device=self.cur.device)
         for s, e, blk in self.kernel.blocks():
-            g += (blk - self.cur[s:e, None]).clamp_min(0.0).sum(0)
+            g[s:e] = (blk - self.cur[None, :]).clamp_min(0.0).sum(1)
         return g
 
     def update(self, j: int) -> None:
@@ -457,6 +593,7 @@ class GraphCut:
         self.diag = kernel.diagonal()
         self.acc = torch.zeros_like(self.colsum)
         self.total = 0.0
+        self.device = self.acc.device
 
     def gains(self, idx: torch.Tensor) -> torch.Tensor:
         return self.lam * self.colsum[idx] - 2.0 * self.acc[idx] - self.diag[idx]
@@ -490,6 +627,7 @@ class LogDeterminant:
         self.c = torch.zeros((max(budget, 1), self.n), dtype=torch.float64, device=self.d2.device)
         self.k = 0
         self.total = 0.0
+        self.device = self.d2.device
 
     def gains(self, idx: torch.Tensor) -> torch.Tensor:
         return self.d2[idx].clamp_min(1e-300).log()
@@ -500,7 +638,7 @@ class LogDeterminant:
     def update(self, j: int) -> None:
         dj = float(self.d2[j].clamp_min(1e-300))
         self.total += float(np.log(dj))
-        col = self.kernel.col(j).to(torch.float64)
+        col = self.kernel.col(j).to(torch.float64, copy=True)  # a row of the cached kernel otherwise
         col[j] += self.ridge
         k = self.k
         e = (col - self.c[:k].T @ self.c[:k, j]) / np.sqrt(dj)

@@ -26,7 +26,11 @@ Model Training", ICML 2021; DeepCore ``deepcore/methods/gradmatch.py``.
 Choices where the spec leaves a detail open:
 
 - **Least squares.** DeepCore calls the removed ``torch.lstsq``; we solve the same ridge system
-  with ``torch.linalg.lstsq`` (float64, Gram matrix updated incrementally). The first step uses
+  in float64 through a Cholesky factor of ``A A^T + lam I`` grown by one row per pick (O(k^2) a
+  step instead of a fresh O(k^3) solve; ``torch.linalg.lstsq`` takes over if ``lam = 0`` makes
+  the system singular). Same solution, float64 rounding aside. Version 0.2 (issue 26) changed
+  only this solve; a pick can differ from 0.1's where two correlations tie to rounding, hence
+  the bump. The first step uses
   the ridge system too (DeepCore's first step divides by ``||g_j||^2`` without ridge; it only
   changes the residual used to choose the second pick).
 - **Non-negative weights.** DeepCore runs NNLS on the normal equations,
@@ -72,6 +76,8 @@ def omp_nonneg(g: torch.Tensor, b: torch.Tensor, budget: int, *, lam: float = 1.
     selected = torch.zeros(n, dtype=torch.bool, device=g.device)
     picks: list[int] = []
     gram = torch.zeros((budget, budget), dtype=torch.float64, device=g.device)
+    low = torch.zeros((budget, budget), dtype=torch.float64, device=g.device)
+    chol_ok = True
     for k in range(budget):
         if k > 0 and float(resid.norm()) <= tol * bnorm:
             break
@@ -83,8 +89,23 @@ def omp_nonneg(g: torch.Tensor, b: torch.Tensor, budget: int, *, lam: float = 1.
         row = a @ g64[j]
         gram[k, : k + 1] = row
         gram[: k + 1, k] = row
-        m = gram[: k + 1, : k + 1] + lam * torch.eye(k + 1, dtype=torch.float64, device=g.device)
-        x = torch.linalg.lstsq(m, (a @ b64)[:, None]).solution[:, 0]
+        # ridge solve through the Cholesky factor of gram + lam I, grown by one row per step
+        # (O(k^2) per step; a fresh least-squares solve is O(k^3) and dominated at 450 picks)
+        ab = (a @ b64)[:, None]
+        if chol_ok:
+            if k:
+                lk = torch.linalg.solve_triangular(low[:k, :k], row[:k, None], upper=False)[:, 0]
+                low[k, :k] = lk
+                d2 = float(row[k]) + lam - float(lk @ lk)
+            else:
+                d2 = float(row[0]) + lam
+            chol_ok = d2 > 1e-10 * (float(row[k]) + lam) and np.isfinite(d2)
+        if chol_ok:
+            low[k, k] = d2**0.5
+            x = torch.cholesky_solve(ab, low[: k + 1, : k + 1], upper=False)[:, 0]
+        else:  # lam = 0 and dependent picks: the singular system through least squares
+            m = gram[: k + 1, : k + 1] + lam * torch.eye(k + 1, dtype=torch.float64, device=g.device)
+            x = torch.linalg.lstsq(m, ab).solution[:, 0]
         resid = b64 - a.T @ x
     if not picks:  # empty group
         return np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
@@ -103,7 +124,7 @@ def omp_nonneg(g: torch.Tensor, b: torch.Tensor, budget: int, *, lam: float = 1.
 
 class GradMatch(SelectionMethod):
     name = "gradmatch"
-    version = "0.1"
+    version = "0.2"
     summary = "GradMatch: OMP with ridge + non-negative weights matching each class's mean last-layer gradient."
     citation = "Killamsetty, Sivasubramanian, Ramakrishnan, De & Iyer, GRAD-MATCH: Gradient Matching based Data Subset Selection for Efficient Deep Model Training, ICML 2021"
     params = {"class_balanced": True, "lam": 1.0, "tol": 1e-4, "target": "train"}

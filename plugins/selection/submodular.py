@@ -23,7 +23,17 @@ Choices where the spec leaves a detail open:
 
 - **Greedy.** ``greedy="lazy"`` (DeepCore ``main.py``'s LazyGreedy, batched over the largest
   stale bounds) or ``"naive"``; both give the same picks for these submodular functions up to
-  exact ties. Ties go to the lowest index, so e.g. log-determinant's first pick (all gains
+  exact ties. ``greedy="stochastic"`` / ``"stochastic:EPS"`` is the stochastic greedy of
+  Mirzasoleiman et al. (AAAI 2015; ``eps`` default 0.01): ``n / budget ln(1 / eps)`` random
+  candidates per step, faster at large budgets, not the exact greedy's picks (seeded by the
+  cell's seed).
+- **Kernel arithmetic.** The cosine kernel comes from the factored Gram matrix of the
+  last-layer gradients, ``<g_i, g_j> = <p_i - y_i, p_j - y_j> (1 + <e_i, e_j>)``
+  (``_greedy.ll_cosine01``): ``C + D`` instead of ``C (D + 1)`` multiply-adds per pair, and the
+  ``N x C (D + 1)`` gradient matrix is never built, and kernel columns are read as rows (the
+  kernel is symmetric). Same kernel, float32 rounding aside.
+  Version 0.2 (issue 26) changed only this arithmetic; since float32 rounding differs, a pick
+  can differ from 0.1's where two candidates' gains tie to rounding, hence the bump. Ties go to the lowest index, so e.g. log-determinant's first pick (all gains
   equal to ``log(1 + 1e-6)``) is the first sample of the class.
 - **Log-determinant gain.** We maximize ``log(s_jj + ridge - s_jA S_AA^{-1} s_Aj)``, the true
   marginal gain, with incremental Cholesky updates. DeepCore's ``calc_gain`` returns
@@ -45,13 +55,15 @@ import numpy as np
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView
 
-from ._greedy import FacilityLocation, GraphCut, Kernel, LogDeterminant, check_choice, cosine01, final_grads, greedy_maximize, select_groups
+import torch
+
+from ._greedy import GREEDY_PARAM, FacilityLocation, GraphCut, Kernel, LogDeterminant, final_packed, greedy_maximize, ll_cosine01, parse_greedy, select_groups, stochastic_greedy
 
 
 class _Submodular(SelectionMethod):
     """Greedy maximization of a submodular function on the gradient cosine kernel, per class."""
 
-    version = "0.1"
+    version = "0.2"
     citation = "Iyer, Khargonkar, Bilmes & Asanani, Submodular Combinatorial Information Measures with Applications in Machine Learning, ALT 2021"
     signals = frozenset({"embeddings", "logits"})
 
@@ -60,13 +72,17 @@ class _Submodular(SelectionMethod):
         """The set function to maximize on one group's kernel."""
 
     def select(self, view: SelectionView) -> Selection:
-        greedy = check_choice(self.name, "greedy", self.params["greedy"], ("lazy", "naive"))
+        greedy, eps = parse_greedy(self.name, self.params["greedy"])
         values: list[float] = []
 
         def one(members: np.ndarray, budget: int) -> tuple[np.ndarray, None]:
-            kernel = Kernel(final_grads(view, members), cosine01)
+            x, c = final_packed(view, members)
+            kernel = Kernel(x, lambda a, b: ll_cosine01(a, b, c))
             fn = self.function(kernel, budget)
-            order = greedy_maximize(fn, budget, lazy=greedy == "lazy")
+            if greedy == "stochastic":
+                order = stochastic_greedy(fn, budget, epsilon=eps, generator=torch.Generator().manual_seed(view.seed))
+            else:
+                order = greedy_maximize(fn, budget, lazy=greedy == "lazy")
             values.append(fn.value())
             return np.asarray(order, dtype=np.int64), None
 
@@ -78,7 +94,7 @@ class GraphCutSelection(_Submodular):
     name = "submodular-graphcut"
     summary = "Greedy graph cut on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy", "lam": 1.0}
-    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive")), "lam": Param(float, min=0)}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM, "lam": Param(float, min=0)}
 
     def function(self, kernel: Kernel, budget: int) -> GraphCut:
         return GraphCut(kernel, lam=float(self.params["lam"]))
@@ -88,7 +104,7 @@ class FacilityLocationSelection(_Submodular):
     name = "submodular-facility-location"
     summary = "Greedy facility location on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy"}
-    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive"))}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM}
 
     def function(self, kernel: Kernel, budget: int) -> FacilityLocation:
         return FacilityLocation(kernel)
@@ -98,7 +114,7 @@ class LogDeterminantSelection(_Submodular):
     name = "submodular-logdet"
     summary = "Greedy log-determinant on a cosine kernel of last-layer gradients, per class."
     params = {"class_balanced": True, "greedy": "lazy"}
-    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": Param(str, choices=("lazy", "naive"))}
+    param_specs = {"class_balanced": Param(bool, help="pick per class in proportion to class sizes"), "greedy": GREEDY_PARAM}
 
     def function(self, kernel: Kernel, budget: int) -> LogDeterminant:
         return LogDeterminant(kernel, budget)
