@@ -208,7 +208,11 @@ def run(
         envmod.cell_threads(dev)  # a malformed CORESET_BENCH_THREADS fails here, before any cell
     except ValueError as exc:
         fail(str(exc))
-    _load_datasets(plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    try:
+        _load_datasets(plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    except KeyboardInterrupt:
+        err.print("interrupted while loading the data, before any cell started: no cell was stored; rerun the same command", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     from .progress import RunDisplay
 
     primary = t.primary_for(prof)
@@ -219,9 +223,18 @@ def run(
     with display:
         try:
             execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             display.__exit__(None, None, None)
-            err.print(f"interrupted: {display.done} finished cell(s) are stored; the {display.total - display.done} cut short are marked interrupted (not failed); rerun the same command to complete them", highlight=False, markup=False, soft_wrap=True)
+            cut = getattr(exc, "interrupted", display.total - display.done)
+            rest = display.total - display.done - cut
+            err.print(
+                f"interrupted: {display.done} finished cell(s) are stored; {cut} cut short are marked interrupted (not failed)"
+                + (f"; {rest} not started" if rest > 0 else "")
+                + "; rerun the same command to complete them",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(130)
         except (ValueError, StoreError) as exc:
             display.__exit__(None, None, None)

@@ -340,13 +340,42 @@ def execute(
                     time.sleep(WAIT_POLL_S)
                     todo, waiting = claim(waiting)
         except KeyboardInterrupt:
-            for key in started:  # claimed but not finished: interrupted, never a failure
-                store.interrupt(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells")
-            raise
+            # every cell this run holds and did not finish, including one whose claim was
+            # committed an instant before the interrupt (not yet in ``started``): interrupted,
+            # never a failure, never left "running"; a second Ctrl-C cannot cut this short
+            with _sigint_deferred():
+                n = store.interrupt_running([p.cell.key for p in plan.todo], INTERRUPT_NOTE)
+            raise RunInterrupted(n) from None
         finally:
             if exe is not None:
                 exe.close()
     return outcomes
+
+
+INTERRUPT_NOTE = "interrupted (Ctrl-C); rerun the same command to finish the missing cells"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``execute``; ``interrupted`` cells were marked (none are failures)."""
+
+    def __init__(self, interrupted: int) -> None:
+        super().__init__(f"{interrupted} cell(s) marked interrupted")
+        self.interrupted = interrupted
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold off SIGINT while the driver records an interrupt (main thread only; elsewhere a
+    no-op): a second Ctrl-C arrives after the bookkeeping, not in the middle of it."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None]) -> Iterator[Outcome]:

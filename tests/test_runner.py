@@ -360,6 +360,39 @@ def test_resume_after_an_interrupted_run_runs_only_missing_cells(reg, store, tmp
     assert again.todo == [] and len(again.done) == 8
 
 
+def test_ctrl_c_right_after_a_claim_is_committed_leaves_no_cell_running(reg, store, tmp_path, monkeypatch):
+    """Ctrl-C can land between the commit of a cell's claim and the runner noting that it holds
+    the cell (the entry-point test hit this window: a cell stayed `running`). Every cell this
+    run holds is then marked interrupted, never failed and never left running."""
+    from coreset_bench.runner import RunInterrupted
+
+    plan = fake_plan(reg, store, "firstk")
+    real = Store.claim
+    calls = []
+
+    def claim_then_interrupt(self, cell, method, env):
+        state = real(self, cell, method, env)
+        calls.append(cell.key)
+        if len(calls) == 3:  # committed, but the caller never sees the answer
+            raise KeyboardInterrupt
+        return state
+
+    monkeypatch.setattr(Store, "claim", claim_then_interrupt)
+    with pytest.raises(RunInterrupted) as info:
+        execute(plan, store, ctx_for(tmp_path))
+    assert store.runs(status="running") == [] and store.runs(status="failed") == []
+    assert sorted(r.key for r in store.runs(status="interrupted")) == sorted(calls)
+    assert info.value.interrupted == 3
+    # a run on the same database leaves another owner's running cell alone
+    other = Store(tmp_path / "r.db")
+    monkeypatch.setattr(Store, "claim", real)
+    rest = fake_plan(reg, other, "firstk")
+    assert other.claim(rest.todo[0].cell, rest.todo[0].method, {}) == "claimed"
+    assert store.interrupt_running([p.cell.key for p in rest.todo], "x") == 0
+    assert other.runs(status="running")[0].key == rest.todo[0].cell.key
+    other.close()
+
+
 # ---- determinism and executors ----------------------------------------------------------------
 
 

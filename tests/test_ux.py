@@ -341,6 +341,11 @@ def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in statuses and "failed" not in statuses and "running" not in statuses, statuses
     assert "marked interrupted (not failed)" in err, (out, err)
+    import re
+
+    # the message counts what is stored: finished cells and the ones marked interrupted
+    said = re.search(r"interrupted: (\d+) finished cell\(s\) are stored; (\d+) cut short", err)
+    assert said and (int(said.group(1)), int(said.group(2))) == (statuses.count("done"), statuses.count("interrupted")), (err, statuses)
 
 
 def test_interrupted_cells_are_not_failures_in_doctor_or_results(reg, wide, tmp_path):
