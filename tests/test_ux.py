@@ -115,6 +115,79 @@ def test_builtin_cld_declares_its_ranges(tmp_path, monkeypatch):
         registry.reset()
 
 
+OTHER_KINDS = [  # (entry point, method, kind, bad --param, the one-line error)
+    ("pgd", "pgd", "attack", "steps=0", "method 'pgd', parameter 'steps': expected int >= 1 or none, got 0"),
+    ("pgd", "pgd", "attack", "restarts=two", "method 'pgd', parameter 'restarts': expected an integer, got 'two'"),
+    ("trades", "trades", "training", "beta=-1", "method 'trades', parameter 'beta': expected float >= 0, got -1.0"),
+    ("dp-sgd", "dp-sgd", "training", "accountant=moments", "method 'dp-sgd', parameter 'accountant': expected one of 'prv', 'rdp', 'gdp', got 'moments'"),
+    ("lira", "lira", "privacy", "center=mode", "method 'lira', parameter 'center': expected one of 'mean', 'median', got 'mode'"),
+    ("verifix", "verifix", "noise-correction", "folds=1", "method 'verifix', parameter 'folds': expected int >= 2, got 1"),
+    ("idkd", "idkd", "distillation", "tau=1.5", "method 'idkd', parameter 'tau': expected float in [0, 1], got 1.5"),
+    ("pkd", "pkd", "distillation", "phase_fraction=0", "method 'pkd', parameter 'phase_fraction': expected float in (0, 1], got 0.0"),
+    ("static", "static", "provisioning", "recalibrate=maybe", "method 'static', parameter 'recalibrate': expected a boolean (true/false), got 'maybe'"),
+    ("intelligent-pooling", "intelligent-pooling", "provisioning", "ramp=-2", "method 'intelligent-pooling', parameter 'ramp': expected float >= 0 or none, got -2.0"),
+]
+
+
+@pytest.fixture
+def builtin_plugins(monkeypatch):
+    """The core plugins and the non-selection plugins of ``OTHER_KINDS``, from their entry points."""
+    from coreset_bench import registry
+
+    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", ",".join(["core", "random", "full", "standard", *dict.fromkeys(e for e, *_ in OTHER_KINDS)]))
+    old = registry._manager
+    registry.reset()
+    registry.load_plugins()
+    yield registry
+    registry._manager = old
+
+
+#: parameters that take a list or either a word or a number: checked by the method itself
+UNDECLARED = {("intelligent-pooling", "quantiles"), ("ccs", "beta"), ("d2-pruning", "mis_ratio")}
+
+
+def test_every_builtin_method_declares_the_parameters_it_reads(monkeypatch):
+    """Every installed method (selection, attacks, privacy attacks, training, noise correction,
+    distillation, provisioning) declares the types and ranges of its parameters; each default
+    satisfies its own declaration."""
+    from coreset_bench import registry
+
+    monkeypatch.delenv("CORESET_BENCH_LOAD_PLUGINS", raising=False)
+    old = registry._manager
+    registry.reset()
+    try:
+        registry.load_plugins()
+        assert [r.error for r in registry.records() if r.error] == []
+        kinds = set()
+        for m in registry.methods():
+            kinds.add(m.kind)
+            specs = m.param_spec_map()
+            assert {k for k in m.params if (m.name, k) not in UNDECLARED} <= set(specs), (m.name, sorted(set(m.params) - set(specs)))
+            assert all(specs[k].problem(m.params[k]) is None for k in specs), m.name
+        assert {"selection", "attack", "training", "privacy", "noise-correction", "distillation", "provisioning"} <= kinds
+    finally:
+        registry._manager = old
+
+
+@pytest.mark.parametrize("entry,name,kind,param,message", OTHER_KINDS, ids=[f"{k}-{n}-{p.split('=')[0]}" for _, n, k, p, _ in OTHER_KINDS])
+def test_other_kinds_reject_bad_parameters_before_any_cell(builtin_plugins, tmp_path, entry, name, kind, param, message):
+    assert builtin_plugins.method(name).kind == kind
+    db = tmp_path / "r.db"
+    for extra in (["--dry-run"], []):
+        line = one_line_error(invoke("run", "--plugin", name, "--param", param, "--db", str(db), *extra))
+        assert message in line, line
+        assert not db.exists()  # nothing stored, not even an empty database
+
+
+def test_other_kinds_accept_declared_values_with_their_types(builtin_plugins):
+    assert builtin_plugins.method("dp-sgd").with_params(epsilon="inf").params["epsilon"] == float("inf")  # the sweep's non-private reference
+    assert builtin_plugins.method("pgd").with_params(steps="none", step_size="0.01").params == {"steps": None, "step_size": 0.01, "restarts": 1, "random_start": True}
+    assert builtin_plugins.method("intelligent-pooling").with_params(ramp="3").params["ramp"] == 3.0
+    assert builtin_plugins.method("pkd").with_params(order="mv,own").params["order"] == "mv,own"
+    res = invoke("plugins", "show", "lira")
+    assert "center = 'median'  (str one of 'mean', 'median')" in res.stdout
+
+
 def test_a_declaration_its_own_default_breaks_is_a_load_error(fresh_plugins):
     class Bad(SelectionMethod):
         name = "bad-decl"
