@@ -354,7 +354,7 @@ def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds
         groups.setdefault(key, []).append(r)
     present = {k for r in rows for k in r["metrics"]}
     cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
-    percent = {c: fraction_metric(r["metrics"].get(c) for r in rows) for c in cols}
+    percent = {c: fraction_metric((r["metrics"].get(c) for r in rows), c) for c in cols}
     title = f"{prof.id}: this run's cells and references (mean ± std over seeds{'; in %' if any(percent.values()) else ''})"
     lines = []
     for key, rs in sorted(groups.items()):
@@ -369,7 +369,8 @@ def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds
         for key, n, cells in lines:
             _line("  " + "  ".join([key[0], *(f"{a}={v}" for a, v in zip(varied, key[1:])), f"n={n}", *(f"{c}={x}" for c, x in zip(cols, cells))]))
         return
-    table = Table("method", *varied, "n", *cols, title=_lit(title))
+    _line(title)  # above the table, unwrapped (a title narrower than it wraps into a column)
+    table = Table("method", *varied, "n", *cols)
     for key, n, cells in lines:
         _row(table, *key, str(n), *cells)
     console.print(table)
@@ -722,7 +723,7 @@ def compare(
         pairs = {k: va[k] - vb[k] for k in va.keys() & vb.keys() if va[k] is not None and vb[k] is not None}
         if not pairs:
             continue
-        pct = fraction_metric([*(v for v in va.values() if v is not None), *(v for v in vb.values() if v is not None)])
+        pct = fraction_metric([*(v for v in va.values() if v is not None), *(v for v in vb.values() if v is not None)], met)
         cells = []
         for point in sorted({p for p, _ in pairs}):
             ds = [pairs[(point, r)] for r in sorted(r for p, r in pairs if p == point)]

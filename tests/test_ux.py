@@ -306,6 +306,18 @@ def test_eta_weighs_cells_by_cost_hint():
     assert fraction_metric([0.1, 1.0]) and not fraction_metric([0.5, 3.0]) and not fraction_metric([])
 
 
+def test_amounts_are_never_shown_as_percent_however_small():
+    """A pooling cell printed `idle_hours_per_day=10.00 %` for 0.1 idle hours a day: one value
+    in [0, 1] made it look like a fraction. Amounts (per day, seconds, sizes) are never %."""
+    assert not fraction_metric([0.1], "idle_hours_per_day") and not fraction_metric([0.2], "fit_s")
+    assert fraction_metric([0.1], "hit_rate") and fraction_metric([0.5], "min_node_acc")
+    buf = io.StringIO()
+    d = RunDisplay(Console(file=buf, width=80), {"a": 1.0}, ["idle_saving", "idle_hours_per_day"], terminal=False)
+    with d:
+        d.on_done(Outcome(_Cell("a"), "done", metrics={"idle_saving": 0.9999, "idle_hours_per_day": 0.1}, seconds=1.0))
+    assert "idle_saving=99.99 % idle_hours_per_day=0.1 " in buf.getvalue()
+
+
 class _Cell:
     def __init__(self, key):
         self.key = key
@@ -370,6 +382,52 @@ def test_plain_output_is_one_unwrapped_line_per_cell_without_tables(reg, tmp_pat
     summary = [ln for ln in lines if ln.startswith("  ")]
     assert len(summary) == 3 and all("clean_acc=" in ln for ln in summary)
     assert any(ln.startswith("wall time ") and "results in sqlite:///" in ln for ln in lines)
+
+
+def _run_in_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300.0) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr (what a user's shell gives it);
+    returns the exit status and everything it wrote (control sequences included)."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_the_progress_bar_through_the_real_entry_point(tmp_path):
+    """`coreset-bench run` on a (pseudo-)terminal: the live bar with cells done / total, failures,
+    the time left, the step the running cell is in, then the summary table."""
+    env = dict(_bench_env(tmp_path), CORESET_BENCH_LOAD_PLUGINS="core,random,full,standard,static,oracle", TERM="xterm-256color", COLUMNS="120")
+    code, out = _run_in_pty([*_entry_point(), "run", "--track", "pooling", "--profile", "tiny", "-p", "static", "--db", str(tmp_path / "r.db")], env, tmp_path)
+    assert code == 0, out
+    assert "\x1b[" in out  # a terminal: colours and cursor control, not plain lines
+    assert "cells" in out and "0/2" in out and "0 failed" in out and "left" in out  # the live bar
+    assert "fit and simulate static" in out  # the spinner names the step the cell is in
+    assert "done" in out and "idle_saving=" in out and "[1/2 cells" not in out  # finished cells, no plain counters
+    assert "┃" in out or "│" in out or "━" in out  # the summary is a table on a terminal
 
 
 # ---- 4. Ctrl-C is not a failure ----------------------------------------------------------------
