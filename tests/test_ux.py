@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from coreset_bench import cli, hookimpl
-from coreset_bench.kinds import Param, SelectionMethod
+from coreset_bench.kinds import Param, ProvisioningMethod, SelectionMethod
 from coreset_bench.progress import RunDisplay, eta_seconds, fmt_duration, fraction_metric
 from coreset_bench.runner import Outcome, make_plan
 from coreset_bench.store import Store
@@ -420,16 +421,85 @@ def _run_in_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout: float 
 def test_a_terminal_gets_the_progress_bar_through_the_real_entry_point(tmp_path):
     """`coreset-bench run` on a (pseudo-)terminal: the live bar with cells done / total, failures,
     the time left, the step the running cell is in, then the summary table."""
-    env = dict(_bench_env(tmp_path), CORESET_BENCH_LOAD_PLUGINS="core,random,full,standard,static,oracle", TERM="xterm-256color", COLUMNS="120")
-    code, out = _run_in_pty([*_entry_point(), "run", "--track", "pooling", "--profile", "tiny", "-p", "static", "--db", str(tmp_path / "r.db")], env, tmp_path)
+    env = dict(_bench_env(tmp_path), TERM="xterm-256color", COLUMNS="120")
+    code, out = _run_in_pty([*_entry_point(), "run", "--plugin", "random", "--profile", "tiny", "--db", str(tmp_path / "r.db"), "--device", "cpu"], env, tmp_path)
     assert code == 0, out
     assert "\x1b[" in out  # a terminal: colours and cursor control, not plain lines
-    assert "cells" in out and "0/2" in out and "0 failed" in out and "left" in out  # the live bar
-    assert "fit and simulate static" in out  # the spinner names the step the cell is in
-    assert "done" in out and "idle_saving=" in out and "[1/2 cells" not in out  # finished cells, no plain counters
-    assert "┃" in out or "│" in out or "━" in out  # the summary is a table on a terminal
+    assert "loading dataset digits" in out  # the spinner while the data is decoded, before any cell
+    assert "cells" in out and "0/3" in out and "0 failed" in out and "left" in out  # the live bar
+    assert "  train" in out and "  evaluate" in out  # the step the running cell is in
+    assert "clean_acc=" in out and "[1/3 cells" not in out  # finished cells, no plain counters
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert "┏" in plain and "┃ method" in plain  # the summary is a table on a terminal
 
 
+class FlakyPool(ProvisioningMethod):
+    """A constant pool ``scale`` × the recent peak; ``explode`` makes every cell fail."""
+
+    name = "flaky-pool"
+    summary = "test provisioning method"
+    params = {"scale": 1.0, "explode": False}
+    param_specs = {"scale": Param(float, min=0, min_open=True)}
+
+    def fit(self, view):
+        if self.params["explode"]:
+            raise RuntimeError("boom in fit")
+        self._peak = float(np.max(view.history)) if len(view.history) else 1.0
+
+    def plan(self, view):
+        return np.full(view.horizon, float(np.ceil(self.params["scale"] * self._peak)))
+
+
+class _PoolPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(FlakyPool())
+
+
+@pytest.fixture
+def pool_plugins(monkeypatch):
+    from coreset_bench import registry
+
+    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", "core,random,full,standard,static,oracle")
+    old = registry._manager
+    registry.reset()
+    registry.load_plugins()
+    registry.register(_PoolPlugin(), name="ux-pool-plugin")
+    yield registry
+    registry._manager = old
+
+
+def test_a_run_through_the_cli_prints_plain_lines_and_summarises_only_this_runs_setting(pool_plugins, tmp_path):
+    """Items 1 and 2 through the command itself (a fast track): off a terminal one unwrapped line
+    per finished cell with counters; the summary groups by parameter setting, shows only this
+    invocation's cells (and its references), and an all-failed run shows no other setting's numbers."""
+    db = str(tmp_path / "r.db")
+    first = invoke("run", "--track", "pooling", "--profile", "tiny", "-p", "flaky-pool", "--db", db)
+    assert first.exit_code == 0, first.stderr
+    done = [ln for ln in first.stdout.splitlines() if ln.startswith("done ")]
+    total = len(done)
+    assert total >= 2 and all(f"[{i}/{total} cells, 0 failed, " in ln and ln.endswith("left]") for i, ln in enumerate(done, 1))
+    assert all("idle_saving=" in ln and " %" in ln for ln in done)
+    assert not any(ch in first.stdout for ch in "┃│━─┏")  # no table drawn into a pipe
+    rows = [ln for ln in first.stdout.splitlines() if ln.startswith("  ")]
+    assert any(r.startswith("  flaky-pool  n=1") for r in rows)
+
+    second = invoke("run", "--track", "pooling", "--profile", "tiny", "-p", "flaky-pool", "--param", "scale=2", "--db", db)
+    assert second.exit_code == 0, second.stderr
+    rows = [ln for ln in second.stdout.splitlines() if ln.startswith("  ")]
+    names = [r.split()[0] for r in rows]
+    assert "flaky-pool(scale=2.0)" in names and "flaky-pool" not in names  # this setting, named; not the other one
+    assert all("n=1" in r for r in rows)  # two settings are never merged as seeds
+
+    failed = invoke("run", "--track", "pooling", "--profile", "tiny", "-p", "flaky-pool", "--param", "explode=true", "--db", db)
+    assert failed.exit_code == 1
+    assert "no finished cells of this run" in failed.stdout and "flaky-pool(scale" not in failed.stdout
+    assert failed.stderr.count("boom in fit") == 1  # one failed cell, named once in the closing list
+
+
+# ---- 4. Ctrl-C is not a failure ----------------------------------------------------------------
 # ---- 4. Ctrl-C is not a failure ----------------------------------------------------------------
 
 
