@@ -196,8 +196,9 @@ class ProcessExecutor:
         self._next += 1
         tasks = self.mpctx.Queue()
         p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results, os.getpid()), daemon=True)
-        p.start()
-        self.workers[wid] = (p, tasks)
+        with _sigint_held():  # a Ctrl-C during the fork is raised after it, not lost in it
+            p.start()
+            self.workers[wid] = (p, tasks)
         return wid
 
     def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
@@ -376,6 +377,30 @@ def _sigint_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Record a SIGINT instead of raising it while the block runs, then raise it (main thread only).
+
+    A Ctrl-C that lands inside ``os.fork()`` makes Python run the SIGINT handler in an at-fork
+    callback (multiprocessing's, logging's), where exceptions are printed and ignored: the
+    KeyboardInterrupt was lost and the run went on as if nothing had been pressed."""
+    got: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        if old is signal.default_int_handler:
+            raise KeyboardInterrupt
+        if callable(old):
+            old(signal.SIGINT, None)
 
 
 def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None]) -> Iterator[Outcome]:

@@ -514,13 +514,15 @@ def _entry_point() -> list[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])  # in-process, and the process pool a user gets by default
+def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(tmp_path, jobs):
     import signal
     import sqlite3
     import time
 
     db = tmp_path / "r.db"
-    proc = subprocess.Popen([*_entry_point(), "run", "--plugin", "random", "--profile", "tiny", "--db", str(db), "--device", "cpu"], env=_bench_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(_bench_env(tmp_path), CORESET_BENCH_JOBS=jobs)
+    proc = subprocess.Popen([*_entry_point(), "run", "--plugin", "random", "--profile", "tiny", "--db", str(db), "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:  # wait until cells are claimed (running) but not all finished
