@@ -166,7 +166,7 @@ def run(
         target = with_dataset(prof, dataset) if dataset is not None else prof
     except ValueError as exc:
         fail(str(exc))
-    _check_datasets(target, data_dir)
+    _check_datasets(t, target, data_dir)
     store = _open_store(db)
     try:
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
@@ -209,7 +209,7 @@ def run(
     except ValueError as exc:
         fail(str(exc))
     try:
-        _load_datasets(plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+        _load_datasets(t, plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
     except KeyboardInterrupt:
         err.print("interrupted while loading the data, before any cell started: no cell was stored; rerun the same command", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
@@ -258,24 +258,28 @@ def _line(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _check_datasets(profile: Any, data_dir: Optional[Path]) -> None:
-    """Every dataset on the profile's dataset axis is registered and present (cheap checks)."""
-    if "dataset" not in profile.axes:
-        return
+def _check_datasets(track: Any, profile: Any, data_dir: Optional[Path]) -> None:
+    """Every dataset on the profile's dataset axis is known to its track and present (cheap
+    checks, ``Track.check_dataset``), then the track's other up-front checks of the profile
+    (``Track.check_inputs``: e.g. the instruction track's model and its optional packages)."""
     from . import data as D
 
-    for ref in dict.fromkeys(str(v) for v in profile.axes["dataset"]):
+    for ref in dict.fromkeys(str(v) for v in profile.axes.get("dataset", ())):
         try:
-            D.check(ref, data_dir)
+            track.check_dataset(ref, data_dir)
         except LookupError as exc:
             fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
-        except D.DatasetError as exc:
+        except (ValueError, D.DatasetError) as exc:
             fail(str(exc))
+    try:
+        track.check_inputs(profile, data_dir)
+    except (ValueError, D.DatasetError) as exc:
+        fail(str(exc))
 
 
-def _load_datasets(profile: Any, ctx: Any) -> None:
-    """Load (decode) the profile's datasets once before the cells, under a spinner on a terminal;
-    the in-process memo then serves every cell (forked workers inherit it)."""
+def _load_datasets(track: Any, profile: Any, ctx: Any) -> None:
+    """Load (decode) the profile's datasets once before the cells (``Track.load_dataset``), under
+    a spinner on a terminal; the in-process memo then serves every cell (forked workers inherit it)."""
     if "dataset" not in profile.axes:
         return
     import contextlib
@@ -286,11 +290,11 @@ def _load_datasets(profile: Any, ctx: Any) -> None:
         spin = console.status(f"loading dataset {ref}", spinner="dots") if console.is_terminal else contextlib.nullcontext()
         try:
             with spin:
-                D.resolve(ref, ctx.data_dir, ctx.cache_dir)
-        except D.DatasetError as exc:
-            fail(str(exc))
+                track.load_dataset(ref, ctx)
         except LookupError as exc:
             fail(f"--dataset: {str(exc).strip(chr(39) + chr(34))}")
+        except (ValueError, D.DatasetError) as exc:
+            fail(str(exc))
 
 
 class _Labeller:
@@ -785,9 +789,18 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
     console.print(Text.assemble(f"{'video':14} ", (video, "" if video_ok else "red")), highlight=False)
     gguf = envmod.smollm2_gguf()
     if gguf is not None:
-        console.print(f"{'smollm2':14} {gguf}", highlight=False, markup=False)
+        from . import lm as lmmod
+
+        miss = lmmod.missing_packages(gguf=True)
+        if miss:
+            console.print(f"{'smollm2':14} {gguf}; loading it needs {' and '.join(miss)}: {lmmod.TEXT_EXTRA}", highlight=False, markup=False, soft_wrap=True)
+        else:
+            import importlib.metadata as md
+
+            vers = ", ".join(f"{n} {md.version(n)}" for n in ("transformers", "gguf", "accelerate"))
+            console.print(f"{'smollm2':14} {gguf} (loads with {vers})", highlight=False, markup=False, soft_wrap=True)
     else:
-        console.print(f"{'smollm2':14} not installed (optional: the instruction track's real-model profile); install it with: {envmod.SMOLLM2_HINT}", highlight=False, markup=False)
+        console.print(f"{'smollm2':14} not installed (optional: the instruction track's real-model profile); install it with: {envmod.SMOLLM2_HINT}", highlight=False, markup=False, soft_wrap=True)
     ok = not bad and settings_ok and video_ok
     try:
         store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory

@@ -103,6 +103,9 @@ class Example:
     response: tuple[str, ...]
     task: str = ""
     noisy: bool = False
+    #: the user's own (prompt, response) strings of a JSONL example, whitespace kept: what a
+    #: Hugging Face tokenizer encodes (the word tuples serve the word-level vocabulary)
+    raw: tuple[str, str] | None = None
 
     @property
     def text(self) -> str:

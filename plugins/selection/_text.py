@@ -28,12 +28,18 @@ def content_mask(ids: torch.Tensor, prompt_mask: torch.Tensor, response_mask: to
     return prompt_mask | resp
 
 
-def forward_batches(view: Any, model: torch.nn.Module, ids: torch.Tensor, attn_layers: int = 0, batch_size: int = 256):
-    """Yield (start, logits, hidden, attentions) over ``ids`` in batches, no gradients, counted."""
+def forward_batches(view: Any, model: torch.nn.Module, ids: torch.Tensor, attn_layers: int = 0, batch_size: int | None = None):
+    """Yield (start, logits, hidden, attentions) over ``ids`` in batches, no gradients, counted.
+    ``hidden`` and ``attentions`` come back as float32 on the CPU (where the methods score), whatever
+    device the model runs on; ``logits`` stay where the model put them. The default batch keeps a
+    batch's logits near 1 GB (256 examples for the tiny world, fewer for a 49k-token vocabulary)."""
+    if batch_size is None:
+        vocab = int(getattr(view.lm, "vocab_size", 0) or len(getattr(view, "vocab", ())) or 1)
+        batch_size = max(8, min(256, int(2.5e8 // max(1, int(ids.shape[1]) * vocab))))
     with torch.no_grad():
         for s in range(0, int(ids.shape[0]), batch_size):
             logits, hidden, atts = view.lm.forward(model, ids[s : s + batch_size], attn_layers)
-            yield s, logits, hidden, atts
+            yield s, logits, hidden.float().cpu(), [a.float().cpu() for a in atts]
 
 
 def task_groups(view: Any) -> dict[str, list[int]]:

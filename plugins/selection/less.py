@@ -52,8 +52,10 @@ class CountSketch:
         self.d = d
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(x.shape[0], self.d, dtype=x.dtype)
-        out.index_add_(1, self.bucket, x * self.sign)
+        if self.bucket.device != x.device:  # projected where the gradients are (GPU profiles)
+            self.bucket, self.sign = self.bucket.to(x.device), self.sign.to(x.device)
+        out = torch.zeros(x.shape[0], self.d, dtype=x.dtype, device=x.device)
+        out.index_add_(1, self.bucket, x * self.sign.to(x.dtype))
         return out
 
 
@@ -65,10 +67,10 @@ class Rademacher:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        out = torch.zeros(x.shape[0], self.d, dtype=x.dtype)
+        out = torch.zeros(x.shape[0], self.d, dtype=x.dtype, device=x.device)
         for s in range(0, self.p, self.chunk):
             e = min(self.p, s + self.chunk)
-            R = (torch.randint(0, 2, (e - s, self.d), generator=g).to(x.dtype) * 2 - 1) / self.d**0.5
+            R = ((torch.randint(0, 2, (e - s, self.d), generator=g).to(x.dtype) * 2 - 1) / self.d**0.5).to(x.device)
             out += x[:, s:e] @ R
         return out
 
@@ -112,6 +114,7 @@ class LESS(SelectionMethod):
             seed = int(view.seed) + 7919 * k
             proj = CountSketch(P, int(p["proj_dim"]), seed) if p["projection"] == "countsketch" else Rademacher(P, int(p["proj_dim"]), seed)
             tg = view.lm.per_example_grads(model, view.target_ids, view.target_response_mask, names, chunk=chunk)
+            m, v = m.to(tg.device), v.to(tg.device)  # the moments are stored on the CPU
             tfeat = F.normalize(proj(tg.float()), dim=1)
             del tg
             per_task = [tfeat[torch.tensor(rows)] for rows in groups.values()]
@@ -119,7 +122,7 @@ class LESS(SelectionMethod):
                 g = view.lm.per_example_grads(model, view.ids[s : s + chunk], view.response_mask[s : s + chunk], names, chunk=chunk)
                 feat = F.normalize(proj(adam_feature(g.float(), m, v, float(p["beta1"]), float(p["beta2"]), float(p["eps"]))), dim=1)
                 sims = torch.stack([(feat @ t.T).mean(1) for t in per_task]).max(0).values
-                total[s : s + len(sims)] += float(wk) * sims.double()
+                total[s : s + len(sims)] += float(wk) * sims.double().cpu()
         S = total.numpy()
         order = np.argsort(-S, kind="stable")
         view.info["less_checkpoints"] = len(ks)

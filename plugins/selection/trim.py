@@ -86,7 +86,7 @@ def score_examples(hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, 
 
 def nearest_fingerprinted(emb: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
     """For every vocabulary id, the fingerprinted id nearest by cosine of the input embeddings."""
-    e = F.normalize(emb.detach().float(), dim=-1)
+    e = F.normalize(emb.detach().float().cpu(), dim=-1)
     cand = torch.nonzero(has).flatten()
     if len(cand) == 0:
         return torch.zeros(len(e), dtype=torch.long)
