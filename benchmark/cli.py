@@ -208,7 +208,11 @@ def run(
         envmod.cell_threads(dev)  # a malformed CORESET_BENCH_THREADS fails here, before any cell
     except ValueError as exc:
         fail(str(exc))
-    _load_datasets(t, plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    try:
+        _load_datasets(t, plan.profile, ctx)  # decoded once, here (with a spinner), not inside the first cell
+    except KeyboardInterrupt:
+        err.print("interrupted while loading the data, before any cell started: no cell was stored; rerun the same command", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     from .progress import RunDisplay
 
     primary = t.primary_for(prof)
@@ -219,9 +223,18 @@ def run(
     with display:
         try:
             execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             display.__exit__(None, None, None)
-            err.print(f"interrupted: {display.done} finished cell(s) are stored; the {display.total - display.done} cut short are marked interrupted (not failed); rerun the same command to complete them", highlight=False, markup=False, soft_wrap=True)
+            cut = getattr(exc, "interrupted", display.total - display.done)
+            rest = display.total - display.done - cut
+            err.print(
+                f"interrupted: {display.done} finished cell(s) are stored; {cut} cut short are marked interrupted (not failed)"
+                + (f"; {rest} not started" if rest > 0 else "")
+                + "; rerun the same command to complete them",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(130)
         except (ValueError, StoreError) as exc:
             display.__exit__(None, None, None)
@@ -345,7 +358,7 @@ def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds
         groups.setdefault(key, []).append(r)
     present = {k for r in rows for k in r["metrics"]}
     cols = [primary] + [c for c in t.secondary_metrics if c != primary and c in present][:3]
-    percent = {c: fraction_metric(r["metrics"].get(c) for r in rows) for c in cols}
+    percent = {c: fraction_metric((r["metrics"].get(c) for r in rows), c) for c in cols}
     title = f"{prof.id}: this run's cells and references (mean ± std over seeds{'; in %' if any(percent.values()) else ''})"
     lines = []
     for key, rs in sorted(groups.items()):
@@ -360,7 +373,8 @@ def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds
         for key, n, cells in lines:
             _line("  " + "  ".join([key[0], *(f"{a}={v}" for a, v in zip(varied, key[1:])), f"n={n}", *(f"{c}={x}" for c, x in zip(cols, cells))]))
         return
-    table = Table("method", *varied, "n", *cols, title=_lit(title))
+    _line(title)  # above the table, unwrapped (a title narrower than it wraps into a column)
+    table = Table("method", *varied, "n", *cols)
     for key, n, cells in lines:
         _row(table, *key, str(n), *cells)
     console.print(table)
@@ -713,7 +727,7 @@ def compare(
         pairs = {k: va[k] - vb[k] for k in va.keys() & vb.keys() if va[k] is not None and vb[k] is not None}
         if not pairs:
             continue
-        pct = fraction_metric([*(v for v in va.values() if v is not None), *(v for v in vb.values() if v is not None)])
+        pct = fraction_metric([*(v for v in va.values() if v is not None), *(v for v in vb.values() if v is not None)], met)
         cells = []
         for point in sorted({p for p, _ in pairs}):
             ds = [pairs[(point, r)] for r in sorted(r for p, r in pairs if p == point)]

@@ -126,10 +126,11 @@ class Param:
     ``plugins show NAME`` prints it. ``type``: ``bool``, ``int``, ``float`` or ``str`` (an ``int``
     is accepted for a ``float``); ``min``/``max``: bounds, inclusive unless ``min_open`` /
     ``max_open``; ``choices``: the allowed values; ``nullable``: ``None`` (``--param k=none``)
-    is allowed; ``help``: one line on what it does; ``check``: a further rule the fields above
-    cannot say (e.g. a value with a suffix like ``'stochastic:0.01'``), a callable returning what
-    is wrong (one phrase) or None, with ``rule`` its words for ``describe``. Undeclared
-    parameters are checked only against the type of their default."""
+    is allowed; ``infinite``: ``inf`` is allowed (e.g. DP-SGD's non-private epsilon); ``help``:
+    one line on what it does; ``check``: a further rule the fields above cannot say (e.g. a value
+    with a suffix like ``'stochastic:0.01'``), a callable returning what is wrong (one phrase) or
+    None, with ``rule`` its words for ``describe``. Undeclared parameters are checked only
+    against the type of their default."""
 
     type: type | None = None
     min: float | None = None
@@ -138,6 +139,7 @@ class Param:
     min_open: bool = False
     max_open: bool = False
     nullable: bool = False
+    infinite: bool = False
     help: str = ""
     check: Callable[[Any], str | None] | None = None
     rule: str = ""
@@ -155,6 +157,8 @@ class Param:
             out += f" {'<' if self.max_open else '<='} {self.max:g}"
         if self.rule:
             out += " " + self.rule
+        if self.infinite:
+            out += " or inf"
         if self.nullable:
             out += " or none"
         return out
@@ -172,7 +176,7 @@ class Param:
                 ok = True
             if not ok:
                 return f"expected {self.describe()}, got {value!r}"
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value) and not (self.infinite and value == math.inf):
             return f"expected a finite number, got {value!r}"
         if self.choices is not None and value not in self.choices:
             return f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}"

@@ -19,13 +19,26 @@ as on the leaderboard (``fraction_metric``, ``fmt_metric``); others as plain num
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 
-def fraction_metric(values: Iterable[float]) -> bool:
-    """Whether a metric with these values is a fraction (shown in %), the leaderboard's rule."""
+#: names of amounts, never fractions however small (``idle_hours_per_day``, ``fit_s``, ``subset_size``)
+_AMOUNT = re.compile(r"_per_|(^|_)(s|sec|seconds|minutes|hours|days|count|size|steps|epochs|bytes|flops)($|_)")
+
+
+def amount_metric(name: str) -> bool:
+    """Whether the metric's name says it is an amount (time, count, size, a rate per day), not a fraction."""
+    return bool(_AMOUNT.search(name))
+
+
+def fraction_metric(values: Iterable[float], name: str | None = None) -> bool:
+    """Whether a metric with these values is a fraction (shown in %), the leaderboard's rule: all
+    values in [0, 1], and (given its ``name``) not an amount like ``idle_hours_per_day``."""
+    if name is not None and amount_metric(name):
+        return False
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return bool(vals) and all(0.0 <= v <= 1.0 for v in vals)
 
@@ -61,6 +74,11 @@ def eta_seconds(elapsed: float, cost_done: float, cost_total: float) -> float | 
     if cost_done <= 0 or elapsed <= 0:
         return None
     return max(0.0, elapsed * (cost_total - cost_done) / cost_done)
+
+
+def _percent(frac: float) -> str:
+    """A step's progress (``42 %``); none shown before the step reports any."""
+    return f"{100.0 * min(max(float(frac), 0.0), 1.0):.0f} %" if frac > 0 else ""
 
 
 class RunDisplay:
@@ -103,21 +121,21 @@ class RunDisplay:
     def __enter__(self) -> RunDisplay:
         self.t0 = self.clock()
         if self.terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
                 BarColumn(bar_width=30),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}", justify="right"),  # cells: done/total; a step: its %
                 TextColumn("{task.fields[extra]}"),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=True,
             )
             self._progress.start()
-            self._overall = self._progress.add_task("cells", total=self.total, extra=self._extra())
-            self._step = self._progress.add_task("  starting", total=1.0, extra="")
+            self._overall = self._progress.add_task("cells", total=self.total, extra=self._extra(), count=f"0/{self.total}")
+            self._step = self._progress.add_task("  starting", total=1.0, extra="", count="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -135,9 +153,9 @@ class RunDisplay:
 
         if what != self._step_what:  # a new step: its own elapsed time starts at zero
             self._step_what = what
-            self._progress.reset(self._step, total=1.0, description=escape(f"  {what}"), completed=frac, extra="")
+            self._progress.reset(self._step, total=1.0, description=escape(f"  {what}"), completed=frac, extra="", count=_percent(frac))
         else:
-            self._progress.update(self._step, completed=frac)
+            self._progress.update(self._step, completed=frac, count=_percent(frac))
         self._progress.update(self._overall, extra=self._extra())
 
     def on_done(self, out: Any) -> None:
@@ -147,7 +165,7 @@ class RunDisplay:
         self.cost_done += self.costs.get(out.cell.key, 1.0)
         label = self.label(out.cell)
         if out.status == "done":
-            shown = " ".join(f"{m}={fmt_value(out.metrics[m], fraction_metric([out.metrics[m]]))}" for m in self.metrics if m in out.metrics)
+            shown = " ".join(f"{m}={fmt_value(out.metrics[m], fraction_metric([out.metrics[m]], m))}" for m in self.metrics if m in out.metrics)
             where = "by another run on this database" if getattr(out, "elsewhere", False) else f"{out.seconds:.1f}s"
             line = Text.assemble(("done", "green"), f"   {label} {shown} ({where})")
         else:
@@ -158,4 +176,4 @@ class RunDisplay:
             line.append(" " + self.counters())
         self.console.print(line, highlight=False, soft_wrap=True)
         if self._progress is not None:
-            self._progress.update(self._overall, advance=1, extra=self._extra())
+            self._progress.update(self._overall, advance=1, extra=self._extra(), count=f"{self.done}/{self.total}")

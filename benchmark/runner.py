@@ -196,8 +196,9 @@ class ProcessExecutor:
         self._next += 1
         tasks = self.mpctx.Queue()
         p = self.mpctx.Process(target=_worker, args=(wid, tasks, self.results, os.getpid()), daemon=True)
-        p.start()
-        self.workers[wid] = (p, tasks)
+        with _sigint_held():  # a Ctrl-C during the fork is raised after it, not lost in it
+            p.start()
+            self.workers[wid] = (p, tasks)
         return wid
 
     def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
@@ -340,13 +341,66 @@ def execute(
                     time.sleep(WAIT_POLL_S)
                     todo, waiting = claim(waiting)
         except KeyboardInterrupt:
-            for key in started:  # claimed but not finished: interrupted, never a failure
-                store.interrupt(key, "interrupted (Ctrl-C); rerun the same command to finish the missing cells")
-            raise
+            # every cell this run holds and did not finish, including one whose claim was
+            # committed an instant before the interrupt (not yet in ``started``): interrupted,
+            # never a failure, never left "running"; a second Ctrl-C cannot cut this short
+            with _sigint_deferred():
+                n = store.interrupt_running([p.cell.key for p in plan.todo], INTERRUPT_NOTE)
+            raise RunInterrupted(n) from None
         finally:
             if exe is not None:
                 exe.close()
     return outcomes
+
+
+INTERRUPT_NOTE = "interrupted (Ctrl-C); rerun the same command to finish the missing cells"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``execute``; ``interrupted`` cells were marked (none are failures)."""
+
+    def __init__(self, interrupted: int) -> None:
+        super().__init__(f"{interrupted} cell(s) marked interrupted")
+        self.interrupted = interrupted
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold off SIGINT while the driver records an interrupt (main thread only; elsewhere a
+    no-op): a second Ctrl-C arrives after the bookkeeping, not in the middle of it."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Record a SIGINT instead of raising it while the block runs, then raise it (main thread only).
+
+    A Ctrl-C that lands inside ``os.fork()`` makes Python run the SIGINT handler in an at-fork
+    callback (multiprocessing's, logging's), where exceptions are printed and ignored: the
+    KeyboardInterrupt was lost and the run went on as if nothing had been pressed."""
+    got: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        if old is signal.default_int_handler:
+            raise KeyboardInterrupt
+        if callable(old):
+            old(signal.SIGINT, None)
 
 
 def _run_claimed(exe: Any, todo: list[Planned], store: Store, on_progress: Callable[[str, str, float], None]) -> Iterator[Outcome]:

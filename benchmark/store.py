@@ -589,6 +589,23 @@ class Store:
             s.add(row)
             s.commit()
 
+    def interrupt_running(self, keys: Iterable[str], note: str) -> int:
+        """Mark every cell among ``keys`` that this Store holds as running (its own lease) as
+        ``interrupted``, in one write transaction; returns how many.
+
+        This is what a Ctrl-C leaves behind: it also catches a cell whose claim was committed
+        just before the interrupt reached the caller (it never learned it holds the cell).
+        Cells done, or held by another run, are left as they are."""
+        wanted = list(dict.fromkeys(keys))
+        n = 0
+        with self._write() as s:
+            for i in range(0, len(wanted), 500):
+                stmt = update(Run).where(Run.key.in_(wanted[i : i + 500]), Run.owner == self.owner, Run.status == "running")  # type: ignore[attr-defined,arg-type]
+                res = s.execute(stmt.values(status="interrupted", error=note, traceback=None, finished=utcnow()))
+                n += int(res.rowcount or 0)
+            s.commit()
+        return n
+
     def delete(self, keys: Iterable[str]) -> int:
         """Remove the runs with these keys (and their metric and artifact rows) in one write
         transaction; a cell running under another live run's lease is kept. Returns how many

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import registry as plugins
+from coreset_bench.progress import fraction_metric
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
@@ -735,10 +736,9 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
     secondary = [m for m in dict.fromkeys(wanted) if any(v.values(m) for v in vlist)]
     fraction_metrics = set()
     for m in [primary, *secondary]:
-        if m.endswith("_s"):  # seconds (the pooling track's fit_s, plan_s) are never a fraction, however small
-            continue
-        seen = [x for v in vlist for x in v.values(m).values()]
-        if seen and all(0.0 <= x <= 1.0 for x in seen):
+        # the CLI's rule: values in [0, 1] and not an amount (seconds such as the pooling track's
+        # fit_s, or idle_hours_per_day, are never a fraction, however small)
+        if fraction_metric((x for v in vlist for x in v.values(m).values()), m):
             fraction_metrics.add(m)
     extra = sorted({p for v in vlist for p in v.points} - {point_key(ap) for ap in profile.axis_points()})
     col_axis, layout = profile_layout(profile, [json.loads(p) for p in extra])

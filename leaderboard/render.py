@@ -533,8 +533,8 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
         for m in secondary:
             iv = r.secondary.get(m)
             cells.append(_cell(fmt_interval(iv, _scale(board, m)) + (_unit_suffix(board, m) if iv is not None else "") + (dagger if iv is not None else ""), iv.mean if iv is not None else None, title=interval_title(iv), cls="secondary partial" if dagger else "secondary"))
-            if has_selection:
-                cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
+        if has_selection:  # one cell, as its one header (not one per secondary metric)
+            cells.append(_cell(fmt_seconds(r.selection_s), r.selection_s))
         cells.append(_cell(fmt_seconds(r.total_s), r.total_s))
         if not has_subset:
             pass

@@ -274,8 +274,10 @@ def test_verifix_rejects_bad_parameters():
     assert parse_alphas("1e4, 1e3,1e4") == [1e3, 1e4]
     with pytest.raises(ValueError, match="alphas"):
         parse_alphas("0,1e3")
+    with pytest.raises(ValueError, match="method 'verifix', parameter 'selection': expected one of"):
+        Verifix().with_params(selection="oracle")  # the declaration, before any cell
     with pytest.raises(ValueError, match="selection must be"):
-        Verifix().with_params(selection="oracle").correct(None)
+        Verifix(selection="oracle").correct(None)  # the method's own check (parameters set directly)
     x, y = _planted_data(30, seed=0)
     view = NoiseView(model=_Lin(torch.eye(3, 10)), x_verified=x, y_verified=y, x_pool=x[:0], y_pool_noisy=y[:0], num_classes=3, model_factory=lambda: None, train=lambda *a, **k: None, seed=0, generator=None)
     with pytest.raises(ValueError, match="needs a held-out split"):

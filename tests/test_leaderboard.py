@@ -334,6 +334,40 @@ def test_board_with_several_settings_has_an_overall_table(tiny):
     assert [c.label for c in d2.columns] == ["0.1", "0.5"] and d2.rows[0].variant.method == "lbt-alpha"
 
 
+def test_every_ranking_row_has_one_cell_per_header(tiny, tmp_path, monkeypatch):
+    """The selection-time cell was appended inside the loop over secondary metrics: none in the
+    overall table (every later column shifted left under the wrong header: 'total' showed
+    '= budget'), and one per secondary metric elsewhere. Each row has one cell per header."""
+    track, profile = tiny
+    wide = Profile("lbtiny", "wide", 1, axes={"dataset": ["d1", "d2"], "budget": [0.1, 0.5]}, seeds=(0, 1))
+    original = TinyTrack.profiles
+    monkeypatch.setattr(TinyTrack, "profiles", lambda self: [*original(self), wide])
+    monkeypatch.setattr(TinyTrack, "secondary_metrics", ("robust_acc", "clean_rate"))
+    recs = []
+    for m, lift in (("lbt-random", 0.0), ("lbt-alpha", 0.05)):
+        for d in ("d1", "d2"):
+            for b in (0.1, 0.5):
+                for r in (0, 1):
+                    acc = 0.5 + b / 2 + 0.01 * r + lift
+                    recs.append({"key": f"{m}{d}{b}{r}", "track": "lbtiny", "profile": wide.id, "method": m, "package": "lbt-package", "method_version": "1.0",
+                                 "params": {"k": 3} if m == "lbt-alpha" else {}, "axes": {"dataset": d, "budget": b}, "repeat": r, "status": "done",
+                                 "metrics": {"acc": acc, "robust_acc": acc / 2, "clean_rate": acc}, "info": {"budget": 10},
+                                 "timings": {"selection_s": 2.0, "total_s": 5.0}})
+    render_site(normalize_records(recs), tmp_path / "site")
+    page = (tmp_path / "site" / "lbtiny-wide-v1.html").read_text()
+    tables = re.findall(r'<table class="[^"]*ranking[^"]*"[^>]*data-table="([^"]+)"(.*?)</table>', page, re.S)
+    assert len(tables) == 3  # overall and one per dataset
+    for name, body in tables:
+        headers = re.findall(r"<th[ >]", body.split("</thead>", 1)[0])
+        assert any(">selection<" in h or "selection" in h for h in re.findall(r"<th[^>]*>[^<]*", body.split("</thead>", 1)[0]))
+        for row in re.findall(r'<tr class="st-[^"]*"[^>]*>(.*?)</tr>', body.split("<tbody>", 1)[1], re.S):
+            assert len(re.findall(r"<t[dh][ >]", row)) == len(headers), (name, row[:300])
+    overall = tables[0][1]
+    first = re.findall(r'<tr class="st-[^"]*"[^>]*>(.*?)</tr>', overall.split("<tbody>", 1)[1], re.S)[0]
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", first, re.S)]
+    assert cells[-4:] == ["2.0 s", "5.0 s", "= budget", "8/8"], cells  # selection, total, subset size, coverage
+
+
 # ---- rendering ------------------------------------------------------------------------------------
 
 
@@ -1083,6 +1117,34 @@ def test_browser_pages_fit_at_desktop_and_phone_width(derived_site, tmp_path):
                 assert scroll <= inner, (page.name, width, scroll, inner)
                 shot = tmp_path / f"{page.stem}-{width}.png"
                 assert driver.save_screenshot(str(shot))
+        # 9. the front page: a headline table per track in %, paper links, the derived profile linked
+        driver.set_window_size(1400, 900)
+        driver.get((out / "index.html").as_uri())
+        head = driver.find_element(By.CSS_SELECTOR, "table.headline")
+        assert head.is_displayed() and " %" in head.text and "lbt-alpha" in head.text
+        assert head.find_elements(By.CSS_SELECTOR, "a.paper")
+        driver.find_element(By.LINK_TEXT, derived.id).click()
+        assert driver.current_url.endswith(derived_href)
+        # 10. its figures load (clipped bands and the cost chart are checked on the SVGs themselves)
+        imgs = driver.find_elements(By.CSS_SELECTOR, "figure img")
+        assert imgs and all(int(i.get_attribute("naturalWidth") or 0) > 0 for i in imgs)
+        # 11. at a phone width the ranking table scrolls inside its box, and the rank and the
+        # method name stay in view while it does (sticky columns)
+        driver.set_window_size(390, 900)
+        driver.get((out / derived_href).as_uri())
+        wide, box_w, before, after, position = driver.execute_script(
+            "const t = document.querySelector('table.ranking'); const w = t.parentElement;"
+            "const c = () => t.querySelector('tbody tr td:nth-child(2)');"
+            "const b = c().getBoundingClientRect().left; w.scrollLeft = w.scrollWidth;"
+            "return [w.scrollWidth, w.clientWidth, b, c().getBoundingClientRect().left, getComputedStyle(c()).position];"
+        )
+        assert wide > box_w and position == "sticky" and abs(after - before) < 1.5, (wide, box_w, before, after, position)
+        # a method page: finished results first, failed cells collapsed at the bottom
+        driver.get(method_href.as_uri())
+        assert driver.execute_script("const d = document.querySelector('details.failed-cells'); return d !== null && !d.open")
+        done_y, failed_y = driver.execute_script("return [document.querySelector('table.cells').getBoundingClientRect().top, document.querySelector('details.failed-cells').getBoundingClientRect().top]")
+        assert done_y < failed_y
+        driver.set_window_size(1400, 900)
         driver.get((out / derived_href).as_uri())
         box = driver.find_element(By.CSS_SELECTOR, "input.toggle-secondary")
         cell = driver.find_element(By.CSS_SELECTOR, "table.ranking th.secondary")

@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from coreset_bench import cli, hookimpl
-from coreset_bench.kinds import Param, SelectionMethod
+from coreset_bench.kinds import Param, ProvisioningMethod, SelectionMethod
 from coreset_bench.progress import RunDisplay, eta_seconds, fmt_duration, fraction_metric
 from coreset_bench.runner import Outcome, make_plan
 from coreset_bench.store import Store
@@ -113,6 +114,79 @@ def test_builtin_cld_declares_its_ranges(tmp_path, monkeypatch):
         assert not (tmp_path / "r.db").exists()
     finally:
         registry.reset()
+
+
+OTHER_KINDS = [  # (entry point, method, kind, bad --param, the one-line error)
+    ("pgd", "pgd", "attack", "steps=0", "method 'pgd', parameter 'steps': expected int >= 1 or none, got 0"),
+    ("pgd", "pgd", "attack", "restarts=two", "method 'pgd', parameter 'restarts': expected an integer, got 'two'"),
+    ("trades", "trades", "training", "beta=-1", "method 'trades', parameter 'beta': expected float >= 0, got -1.0"),
+    ("dp-sgd", "dp-sgd", "training", "accountant=moments", "method 'dp-sgd', parameter 'accountant': expected one of 'prv', 'rdp', 'gdp', got 'moments'"),
+    ("lira", "lira", "privacy", "center=mode", "method 'lira', parameter 'center': expected one of 'mean', 'median', got 'mode'"),
+    ("verifix", "verifix", "noise-correction", "folds=1", "method 'verifix', parameter 'folds': expected int >= 2, got 1"),
+    ("idkd", "idkd", "distillation", "tau=1.5", "method 'idkd', parameter 'tau': expected float in [0, 1], got 1.5"),
+    ("pkd", "pkd", "distillation", "phase_fraction=0", "method 'pkd', parameter 'phase_fraction': expected float in (0, 1], got 0.0"),
+    ("static", "static", "provisioning", "recalibrate=maybe", "method 'static', parameter 'recalibrate': expected a boolean (true/false), got 'maybe'"),
+    ("intelligent-pooling", "intelligent-pooling", "provisioning", "ramp=-2", "method 'intelligent-pooling', parameter 'ramp': expected float >= 0 or none, got -2.0"),
+]
+
+
+@pytest.fixture
+def builtin_plugins(monkeypatch):
+    """The core plugins and the non-selection plugins of ``OTHER_KINDS``, from their entry points."""
+    from coreset_bench import registry
+
+    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", ",".join(["core", "random", "full", "standard", *dict.fromkeys(e for e, *_ in OTHER_KINDS)]))
+    old = registry._manager
+    registry.reset()
+    registry.load_plugins()
+    yield registry
+    registry._manager = old
+
+
+#: parameters that take a list or either a word or a number: checked by the method itself
+UNDECLARED = {("intelligent-pooling", "quantiles"), ("ccs", "beta"), ("d2-pruning", "mis_ratio")}
+
+
+def test_every_builtin_method_declares_the_parameters_it_reads(monkeypatch):
+    """Every installed method (selection, attacks, privacy attacks, training, noise correction,
+    distillation, provisioning) declares the types and ranges of its parameters; each default
+    satisfies its own declaration."""
+    from coreset_bench import registry
+
+    monkeypatch.delenv("CORESET_BENCH_LOAD_PLUGINS", raising=False)
+    old = registry._manager
+    registry.reset()
+    try:
+        registry.load_plugins()
+        assert [r.error for r in registry.records() if r.error] == []
+        kinds = set()
+        for m in registry.methods():
+            kinds.add(m.kind)
+            specs = m.param_spec_map()
+            assert {k for k in m.params if (m.name, k) not in UNDECLARED} <= set(specs), (m.name, sorted(set(m.params) - set(specs)))
+            assert all(specs[k].problem(m.params[k]) is None for k in specs), m.name
+        assert {"selection", "attack", "training", "privacy", "noise-correction", "distillation", "provisioning"} <= kinds
+    finally:
+        registry._manager = old
+
+
+@pytest.mark.parametrize("entry,name,kind,param,message", OTHER_KINDS, ids=[f"{k}-{n}-{p.split('=')[0]}" for _, n, k, p, _ in OTHER_KINDS])
+def test_other_kinds_reject_bad_parameters_before_any_cell(builtin_plugins, tmp_path, entry, name, kind, param, message):
+    assert builtin_plugins.method(name).kind == kind
+    db = tmp_path / "r.db"
+    for extra in (["--dry-run"], []):
+        line = one_line_error(invoke("run", "--plugin", name, "--param", param, "--db", str(db), *extra))
+        assert message in line, line
+        assert not db.exists()  # nothing stored, not even an empty database
+
+
+def test_other_kinds_accept_declared_values_with_their_types(builtin_plugins):
+    assert builtin_plugins.method("dp-sgd").with_params(epsilon="inf").params["epsilon"] == float("inf")  # the sweep's non-private reference
+    assert builtin_plugins.method("pgd").with_params(steps="none", step_size="0.01").params == {"steps": None, "step_size": 0.01, "restarts": 1, "random_start": True}
+    assert builtin_plugins.method("intelligent-pooling").with_params(ramp="3").params["ramp"] == 3.0
+    assert builtin_plugins.method("pkd").with_params(order="mv,own").params["order"] == "mv,own"
+    res = invoke("plugins", "show", "lira")
+    assert "center = 'median'  (str one of 'mean', 'median')" in res.stdout
 
 
 def test_a_declaration_its_own_default_breaks_is_a_load_error(fresh_plugins):
@@ -233,6 +307,18 @@ def test_eta_weighs_cells_by_cost_hint():
     assert fraction_metric([0.1, 1.0]) and not fraction_metric([0.5, 3.0]) and not fraction_metric([])
 
 
+def test_amounts_are_never_shown_as_percent_however_small():
+    """A pooling cell printed `idle_hours_per_day=10.00 %` for 0.1 idle hours a day: one value
+    in [0, 1] made it look like a fraction. Amounts (per day, seconds, sizes) are never %."""
+    assert not fraction_metric([0.1], "idle_hours_per_day") and not fraction_metric([0.2], "fit_s")
+    assert fraction_metric([0.1], "hit_rate") and fraction_metric([0.5], "min_node_acc")
+    buf = io.StringIO()
+    d = RunDisplay(Console(file=buf, width=80), {"a": 1.0}, ["idle_saving", "idle_hours_per_day"], terminal=False)
+    with d:
+        d.on_done(Outcome(_Cell("a"), "done", metrics={"idle_saving": 0.9999, "idle_hours_per_day": 0.1}, seconds=1.0))
+    assert "idle_saving=99.99 % idle_hours_per_day=0.1 " in buf.getvalue()
+
+
 class _Cell:
     def __init__(self, key):
         self.key = key
@@ -299,6 +385,121 @@ def test_plain_output_is_one_unwrapped_line_per_cell_without_tables(reg, tmp_pat
     assert any(ln.startswith("wall time ") and "results in sqlite:///" in ln for ln in lines)
 
 
+def _run_in_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300.0) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr (what a user's shell gives it);
+    returns the exit status and everything it wrote (control sequences included)."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_the_progress_bar_through_the_real_entry_point(tmp_path):
+    """`coreset-bench run` on a (pseudo-)terminal: the live bar with cells done / total, failures,
+    the time left, the step the running cell is in, then the summary table."""
+    env = dict(_bench_env(tmp_path), TERM="xterm-256color", COLUMNS="120")
+    code, out = _run_in_pty([*_entry_point(), "run", "--plugin", "random", "--profile", "tiny", "--db", str(tmp_path / "r.db"), "--device", "cpu"], env, tmp_path)
+    assert code == 0, out
+    assert "\x1b[" in out  # a terminal: colours and cursor control, not plain lines
+    assert "loading dataset digits" in out  # the spinner while the data is decoded, before any cell
+    assert "cells" in out and "0/3" in out and "0 failed" in out and "left" in out  # the live bar
+    assert "  train" in out and "  evaluate" in out  # the step the running cell is in
+    assert "clean_acc=" in out and "[1/3 cells" not in out  # finished cells, no plain counters
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert "┏" in plain and "┃ method" in plain  # the summary is a table on a terminal
+
+
+class FlakyPool(ProvisioningMethod):
+    """A constant pool ``scale`` × the recent peak; ``explode`` makes every cell fail."""
+
+    name = "flaky-pool"
+    summary = "test provisioning method"
+    params = {"scale": 1.0, "explode": False}
+    param_specs = {"scale": Param(float, min=0, min_open=True)}
+
+    def fit(self, view):
+        if self.params["explode"]:
+            raise RuntimeError("boom in fit")
+        self._peak = float(np.max(view.history)) if len(view.history) else 1.0
+
+    def plan(self, view):
+        return np.full(view.horizon, float(np.ceil(self.params["scale"] * self._peak)))
+
+
+class _PoolPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(FlakyPool())
+
+
+@pytest.fixture
+def pool_plugins(monkeypatch):
+    from coreset_bench import registry
+
+    monkeypatch.setenv("CORESET_BENCH_LOAD_PLUGINS", "core,random,full,standard,static,oracle")
+    old = registry._manager
+    registry.reset()
+    registry.load_plugins()
+    registry.register(_PoolPlugin(), name="ux-pool-plugin")
+    yield registry
+    registry._manager = old
+
+
+def test_a_run_through_the_cli_prints_plain_lines_and_summarises_only_this_runs_setting(pool_plugins, tmp_path):
+    """Items 1 and 2 through the command itself (a fast track): off a terminal one unwrapped line
+    per finished cell with counters; the summary groups by parameter setting, shows only this
+    invocation's cells (and its references), and an all-failed run shows no other setting's numbers."""
+    db = str(tmp_path / "r.db")
+    first = invoke("run", "--track", "pooling", "--profile", "tiny", "-p", "flaky-pool", "--db", db)
+    assert first.exit_code == 0, first.stderr
+    done = [ln for ln in first.stdout.splitlines() if ln.startswith("done ")]
+    total = len(done)
+    assert total >= 2 and all(f"[{i}/{total} cells, 0 failed, " in ln and ln.endswith("left]") for i, ln in enumerate(done, 1))
+    assert all("idle_saving=" in ln and " %" in ln for ln in done)
+    assert not any(ch in first.stdout for ch in "┃│━─┏")  # no table drawn into a pipe
+    rows = [ln for ln in first.stdout.splitlines() if ln.startswith("  ")]
+    assert any(r.startswith("  flaky-pool  n=1") for r in rows)
+
+    second = invoke("run", "--track", "pooling", "--profile", "tiny", "-p", "flaky-pool", "--param", "scale=2", "--db", db)
+    assert second.exit_code == 0, second.stderr
+    rows = [ln for ln in second.stdout.splitlines() if ln.startswith("  ")]
+    names = [r.split()[0] for r in rows]
+    assert "flaky-pool(scale=2.0)" in names and "flaky-pool" not in names  # this setting, named; not the other one
+    assert all("n=1" in r for r in rows)  # two settings are never merged as seeds
+
+    failed = invoke("run", "--track", "pooling", "--profile", "tiny", "-p", "flaky-pool", "--param", "explode=true", "--db", db)
+    assert failed.exit_code == 1
+    assert "no finished cells of this run" in failed.stdout and "flaky-pool(scale" not in failed.stdout
+    assert failed.stderr.count("boom in fit") == 1  # one failed cell, named once in the closing list
+
+
+# ---- 4. Ctrl-C is not a failure ----------------------------------------------------------------
 # ---- 4. Ctrl-C is not a failure ----------------------------------------------------------------
 
 
@@ -313,13 +514,15 @@ def _entry_point() -> list[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])  # in-process, and the process pool a user gets by default
+def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(tmp_path, jobs):
     import signal
     import sqlite3
     import time
 
     db = tmp_path / "r.db"
-    proc = subprocess.Popen([*_entry_point(), "run", "--plugin", "random", "--profile", "tiny", "--db", str(db), "--device", "cpu"], env=_bench_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(_bench_env(tmp_path), CORESET_BENCH_JOBS=jobs)
+    proc = subprocess.Popen([*_entry_point(), "run", "--plugin", "random", "--profile", "tiny", "--db", str(db), "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:  # wait until cells are claimed (running) but not all finished
@@ -341,6 +544,11 @@ def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in statuses and "failed" not in statuses and "running" not in statuses, statuses
     assert "marked interrupted (not failed)" in err, (out, err)
+    import re
+
+    # the message counts what is stored: finished cells and the ones marked interrupted
+    said = re.search(r"interrupted: (\d+) finished cell\(s\) are stored; (\d+) cut short", err)
+    assert said and (int(said.group(1)), int(said.group(2))) == (statuses.count("done"), statuses.count("interrupted")), (err, statuses)
 
 
 def test_interrupted_cells_are_not_failures_in_doctor_or_results(reg, wide, tmp_path):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,9 @@ from .. import training as T
 from ..kinds import Method, Selection, SelectionMethod, SelectionView, Signals, ThreatModel
 from ..validation import validate_selection
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+
+#: how the run's display names an attack step
+_ATTACK_LABELS = {"pgd": "PGD", "autoattack": "AutoAttack", "fgsm": "FGSM"}
 
 CONVENTIONS = {
     "budget_semantics": "kept fraction of the training pool (validation split excluded), rounded to a count",
@@ -489,7 +492,7 @@ class CoresetTrack(Track):
             # the attacked points of a repeat: the same for every method, budget and recipe of that
             # repeat (paired everywhere), other points at another repeat
             subset_seed = int(hashlib.sha256(canonical_json([profile.id, ax["dataset"], "eval-points", cell.repeat]).encode()).hexdigest()[:8], 16) % (2**31)
-            metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed, per_point=per_point, num_classes=ds.num_classes, points=points, subset_seed=subset_seed))
+            metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed, per_point=per_point, num_classes=ds.num_classes, points=points, subset_seed=subset_seed, progress=ctx.progress))
         evaluation_s = time.perf_counter() - t2
         hist = np.bincount(sp.y_pool.cpu().numpy()[sel.indices], minlength=ds.num_classes)
         pred_hist = np.bincount(pred, minlength=ds.num_classes)
@@ -542,8 +545,10 @@ class CoresetTrack(Track):
         num_classes: int | None = None,
         points: dict[str, str] | None = None,
         subset_seed: int | None = None,
+        progress: Callable[[str, float], None] | None = None,
     ) -> dict[str, float]:
-        """Adversarial accuracy on the profile's attacked test points.
+        """Adversarial accuracy on the profile's attacked test points (``progress`` names each
+        attack as it starts, e.g. ``AutoAttack on 100 points``, for the run's display).
 
         Settings: ``eval_subset`` (a count, or ``"all"``), ``attack_subsets`` (a smaller count for
         a costly attack, e.g. AutoAttack: a class-stratified part of the attacked points),
@@ -581,6 +586,8 @@ class CoresetTrack(Track):
             atk = {a: plugins.method(a).with_params(**dict(attack_params.get(a, {}))) for a in names}
             pp: dict[str, np.ndarray] = {}
             masking_here = "pgd" in names and not st.get("masking_subset")
+            if progress is not None:
+                progress(f"{' + '.join(_ATTACK_LABELS.get(a, a) for a in names)} on {len(pts)} points", 0.0)
             res = evaluate_robustness(model, sp.x_test[idx], sp.y_test[idx], atk, threat, seed=seed, masking_check=masking_here, per_point=pp)
             for key, v in res.items():
                 if key == "clean_acc":
@@ -607,6 +614,8 @@ class CoresetTrack(Track):
             pts = np.sort(sub[D.stratified_subset(y_all[sub], k, seed=sub_seed + 2)])
             idx = torch.from_numpy(pts.astype(np.int64)).to(sp.x_test.device)
             pgd = plugins.method("pgd").with_params(**dict(attack_params.get("pgd", {})))
+            if progress is not None:
+                progress(f"PGD gradient-masking check on {len(pts)} points", 0.0)
             res = evaluate_robustness(model, sp.x_test[idx], sp.y_test[idx], {"pgd": pgd}, threat, seed=seed, masking_check=True)
             out["pgd_masking_acc"] = float(res["pgd_masking_acc"])
             out["pgd_masking_flag"] = float(res["pgd_masking_flag"])

@@ -173,6 +173,7 @@ class PoolingTrack(Track):
         eval_demand = tr.demand[train:]
         eval_days = len(eval_demand) / spd
 
+        ctx.progress(f"fit and simulate {method.name} on {eval_days:g} days", 0.0)
         t0 = time.perf_counter()
         run = self._evaluate(method.with_params(), tr, train, lead, target, st, cell.seed)
         wall = time.perf_counter() - t0
@@ -185,6 +186,7 @@ class PoolingTrack(Track):
         if method.name == "static":
             static_idle = idle
         else:
+            ctx.progress("simulate the static reference", 0.5)
             ref = self._evaluate(self.reference(profile, "static").with_params(), tr, train, lead, target, st, cell.seed)
             static_idle = float(ref.sim.idle_hours)
         vs_static = 1.0 - idle / static_idle if static_idle > 0 else 0.0

@@ -98,7 +98,9 @@ class RobustnessTrack(Track):
                 return model.eval(), float(blob["train_s"]), True
             t0 = time.perf_counter()
             recipe = {**dict(profile.settings["train"]), **dict(profile.settings["robust"])}
-            T.train(model, sp.x_pool, sp.y_pool, method=plugins.method(str(ax["training"])), recipe=recipe, num_classes=ds.num_classes, seed=seed, pad=ds.crop_pad, hflip=ds.hflip)
+            ctx.progress(f"training the attacked model ({ax['training']})", 0.0)
+            T.train(model, sp.x_pool, sp.y_pool, method=plugins.method(str(ax["training"])), recipe=recipe, num_classes=ds.num_classes, seed=seed, pad=ds.crop_pad, hflip=ds.hflip,
+                    progress=lambda what, f: ctx.progress(f"training the attacked model ({ax['training']})", f))
             train_s = time.perf_counter() - t0
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "train_s": train_s}, tmp)
@@ -119,6 +121,7 @@ class RobustnessTrack(Track):
         rb = st["robust"]
         threat = ThreatModel(norm="linf", eps=float(rb["eps"]), step_size=float(rb["step_size"]), steps=int(rb.get("eval_steps", 20)))
         gen = torch.Generator().manual_seed(cell.seed)
+        ctx.progress(f"attack {method.name} on {n} points", 0.0)
         t0 = time.perf_counter()
         with D.contestant_guard(method.name):
             x_adv = method.perturb(model, x, y, threat, gen)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import AttackMethod
+from coreset_bench.kinds import AttackMethod, Param
 from coreset_bench.robust import eval_mode, project
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
@@ -63,6 +63,11 @@ class AutoAttackMethod(AttackMethod):
         "parameter-free attacks. ICML 2020."
     )
     params = {"version": "standard", "attacks": "", "targets": 9}
+    param_specs = {
+        "version": Param(str, choices=("standard", "plus", "rand"), help="pyautoattack's version: which attacks run"),
+        "attacks": Param(str, help="comma-separated subset of the version's attacks (e.g. apgd-ce,apgd-t); empty: all"),
+        "targets": Param(int, min=1, help="target classes of APGD-T and FAB-T (standard: 9; capped at classes - 1)"),
+    }
 
     def perturb(self, model, x, y, threat, generator):
         from pyautoattack import AutoAttack

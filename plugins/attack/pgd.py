@@ -22,7 +22,7 @@ import dataclasses
 from typing import Any
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import AttackMethod, ThreatModel
+from coreset_bench.kinds import AttackMethod, Param, ThreatModel
 from coreset_bench.robust import eval_mode, pgd_attack
 
 
@@ -35,6 +35,12 @@ class PGD(AttackMethod):
         "Adversarial Attacks. ICLR 2018."
     )
     params = {"steps": None, "step_size": None, "restarts": 1, "random_start": True}
+    param_specs = {
+        "steps": Param(int, min=1, nullable=True, help="PGD steps (none: the threat model's)"),
+        "step_size": Param(float, min=0, min_open=True, nullable=True, help="step size in input units (none: the threat model's)"),
+        "restarts": Param(int, min=1, help="random restarts; the worst case per sample counts"),
+        "random_start": Param(bool, help="start from a uniform point in the ball (Madry et al.)"),
+    }
 
     def effective_threat(self, threat: ThreatModel) -> ThreatModel:
         """The threat model with this attack's ``steps``/``step_size`` overrides applied."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from coreset_bench.kinds import DistillationMethod, ExitModel
+from coreset_bench.kinds import DistillationMethod, ExitModel, Param
 
 OWN = "own"
 
@@ -167,6 +167,22 @@ class EarlyExitMethod(DistillationMethod):
     #: params shared by every contestant (subclasses extend them)
     BASE_PARAMS: dict[str, Any] = {"temperature": 1.0, "phase_fraction": 1 / 6}
     WISE_PARAMS: dict[str, Any] = {"wise_init": "last", "wise_l1": 0.01, "wise_lr": 0.1, "wise_iters": 500, "wise_clip_negative": True}
+    #: declared ranges of every contestant's parameters; each declares those it has
+    SPECS: dict[str, Param] = {
+        "order": Param(str, help="comma-separated teacher order of the training phases (mv, res, iframe, own; ce: labels)"),
+        "phase_fraction": Param(float, min=0, max=1, min_open=True, help="share of the IC epochs of each phase but the last"),
+        "temperature": Param(float, min=0, min_open=True, help="distillation temperature"),
+        "wise": Param(bool, help="combine the exits with WISE (else each exit alone)"),
+        "wise_init": Param(str, choices=("last", "ones"), help="WISE weights start one-hot on the exit or all ones"),
+        "wise_l1": Param(float, min=0, help="L1 penalty on the WISE weights"),
+        "wise_lr": Param(float, min=0, min_open=True, help="learning rate of the WISE fit"),
+        "wise_iters": Param(int, min=1, help="optimizer steps of the WISE fit"),
+        "wise_clip_negative": Param(bool, help="clip negative WISE weights to zero"),
+    }
+
+    @property
+    def param_specs(self) -> dict[str, Param]:  # type: ignore[override]
+        return {k: v for k, v in self.SPECS.items() if k in self.params}
 
     def schedule(self, epochs: int) -> list[str]:
         return teacher_schedule(str(self.params["order"]).split(","), epochs, float(self.params["phase_fraction"]))

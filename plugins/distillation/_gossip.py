@@ -29,6 +29,17 @@ from typing import Any
 
 import torch
 
+from coreset_bench.kinds import Param
+
+#: declared ranges of the gossip training parameters (d-psgd, qgm, idkd, naive-kd)
+SPECS = {
+    "lr": Param(float, min=0, min_open=True, help="learning rate eta"),
+    "momentum": Param(float, min=0, max=1, max_open=True, help="momentum mu (DSGDm / QGM)"),
+    "weight_decay": Param(float, min=0, help="L2 weight decay"),
+    "final_gossip": Param(bool, help="one more mixing step after the last round"),
+    "vmap": Param(bool, help="all nodes in one vmapped ensemble (speed only; results do not change)"),
+}
+
 
 def node_seed(seed: int, node: int, *what: Any) -> int:
     """A seed for node ``node``'s stream ``what`` of a cell (independent of the process layout)."""

@@ -28,6 +28,7 @@ class DPSGD(DistillationMethod):
     summary = "D-PSGD with momentum (DSGDm): local SGD step, then gossip-average with the neighbours."
     citation = "Lian et al. Can Decentralized Algorithms Outperform Centralized Algorithms? NeurIPS 2017 (DSGDm as in the IDKD code)."
     params = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "final_gossip": False, "vmap": True}
+    param_specs = dict(_gossip.SPECS)
 
     def distill(self, view):
         p = self.params

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import DistillationMethod
+from coreset_bench.kinds import DistillationMethod, Param
 
 from . import _gossip
 
@@ -156,6 +156,14 @@ class IDKD(DistillationMethod):
     params = {
         "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "tau": 0.98, "temperature": 1.0, "start_frac": 0.8, "every": 5,
         "aggregation": "select_max_count", "final_gossip": True, "vmap": True,
+    }
+    param_specs = {
+        **_gossip.SPECS,
+        "tau": Param(float, min=0, max=1, help="MSP threshold: a node labels the public samples whose max softmax exceeds it"),
+        "temperature": Param(float, min=0, min_open=True, help="softmax temperature of the exchanged soft labels"),
+        "start_frac": Param(float, min=0, max=1, help="fraction of training after which the exchange starts"),
+        "every": Param(int, min=1, help="epochs between exchanges"),
+        "aggregation": Param(str, choices=AGGREGATIONS, help="how the received soft labels are combined"),
     }
 
     def _tau(self) -> float:

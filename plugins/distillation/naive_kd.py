@@ -20,6 +20,7 @@ class NaiveKD(IDKD):
     summary = "IDKD without the OOD filter (tau = 0): every public sample is labelled and exchanged."
     citation = "Ravikumar, Saha, Aketi, Roy. TMLR 2024 (arXiv 2304.04326): the vanilla-KD baseline (no OOD filter)."
     params = {k: v for k, v in IDKD.params.items() if k != "tau"}
+    param_specs = {k: v for k, v in IDKD.param_specs.items() if k != "tau"}
 
     def _tau(self) -> float:
         return 0.0

@@ -26,6 +26,7 @@ class QGM(DistillationMethod):
     summary = "Quasi-global momentum (QG-DSGDm-N): the momentum follows the gossiped model change."
     citation = "Lin, Karimireddy, Stich, Jaggi. Quasi-Global Momentum: Accelerating Decentralized Deep Learning on Heterogeneous Data. ICML 2021."
     params = {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "final_gossip": False, "vmap": True}
+    param_specs = dict(_gossip.SPECS)
 
     def distill(self, view):
         p = self.params

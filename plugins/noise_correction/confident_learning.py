@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import NoiseCorrectionMethod
+from coreset_bench.kinds import NoiseCorrectionMethod, Param
 
 
 def out_of_fold_probs(view, folds: int, epochs: int | None) -> np.ndarray:
@@ -49,6 +49,12 @@ class ConfidentLearning(NoiseCorrectionMethod):
     summary = "cleanlab: out-of-fold probabilities, drop the found label issues, retrain on the rest (+ verified set)."
     citation = "Northcutt, Jiang & Chuang, Confident Learning: Estimating Uncertainty in Dataset Labels, JAIR 70 (2021); cleanlab"
     params = {"folds": 4, "cv_epochs": 0, "filter_by": "prune_by_noise_rate", "use_verified": True}
+    param_specs = {
+        "folds": Param(int, min=2, help="cross-validation folds of the out-of-fold probabilities"),
+        "cv_epochs": Param(int, min=0, help="epochs per fold model; 0: the profile's recipe"),
+        "filter_by": Param(str, choices=("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given", "low_normalized_margin", "low_self_confidence"), help="cleanlab.filter.find_label_issues' filter_by"),
+        "use_verified": Param(bool, help="add the verified set to the retraining data"),
+    }
 
     def correct(self, view):
         from cleanlab.filter import find_label_issues

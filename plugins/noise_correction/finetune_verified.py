@@ -11,7 +11,7 @@ comparison (arXiv 2403.08618, ``images/plot_compute.py``: 1,000 verified samples
 import copy
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import NoiseCorrectionMethod
+from coreset_bench.kinds import NoiseCorrectionMethod, Param
 
 
 class FinetuneVerified(NoiseCorrectionMethod):
@@ -20,6 +20,11 @@ class FinetuneVerified(NoiseCorrectionMethod):
     summary = "Fine-tune the noisy-label model on the verified set (standard fixture, reduced learning rate)."
     citation = "Verifix (arXiv 2403.08618) compute comparison, 'Finetune' baseline"
     params = {"epochs": 50, "lr_scale": 0.1, "batch_size": 32}
+    param_specs = {
+        "epochs": Param(int, min=1, help="fine-tuning epochs on the verified set"),
+        "lr_scale": Param(float, min=0, min_open=True, help="learning rate = recipe lr x lr_scale"),
+        "batch_size": Param(int, min=1, help="batch size (capped at the verified set's size)"),
+    }
 
     def correct(self, view):
         p = self.params

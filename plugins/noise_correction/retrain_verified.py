@@ -9,7 +9,7 @@ counterpart of Verifix's "Retrain" baseline (arXiv 2403.08618, ``images/plot_com
 """
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import NoiseCorrectionMethod
+from coreset_bench.kinds import NoiseCorrectionMethod, Param
 
 
 class RetrainVerified(NoiseCorrectionMethod):
@@ -18,6 +18,10 @@ class RetrainVerified(NoiseCorrectionMethod):
     summary = "Train a fresh model on the verified set only (noisy labels ignored)."
     citation = "Verifix (arXiv 2403.08618) compute comparison, 'Retrain' baseline"
     params = {"epochs": 100, "batch_size": 32}
+    param_specs = {
+        "epochs": Param(int, min=1, help="training epochs on the verified set"),
+        "batch_size": Param(int, min=1, help="batch size (capped at the verified set's size)"),
+    }
 
     def correct(self, view):
         p = self.params

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import NoiseCorrectionMethod
+from coreset_bench.kinds import NoiseCorrectionMethod, Param
 
 DEFAULT_ALPHAS = "1e2,3e2,1e3,3e3,1e4,3e4,1e5,3e5,1e6"
 
@@ -278,6 +278,13 @@ class Verifix(NoiseCorrectionMethod):
         "folds": 4,
         "max_cols": 50000,
         "project_classifier": True,
+    }
+    param_specs = {
+        "alphas": Param(str, help="comma-separated positive alphas of the soft singular-value scaling to choose from"),
+        "selection": Param(str, choices=("auto", "cv", "verified", "validation"), help="how alpha is chosen (auto: validation when the track gives a held-out split, else cv)"),
+        "folds": Param(int, min=2, help="folds of selection=cv"),
+        "max_cols": Param(int, min=1, help="activation columns kept per layer for the SVD (memory)"),
+        "project_classifier": Param(bool, help="also project the last (classifier) layer"),
     }
 
     def correct(self, view):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import PrivacyMethod
+from coreset_bench.kinds import Param, PrivacyMethod
 from coreset_bench.plugins.privacy import _mia
 
 
@@ -23,6 +23,7 @@ class AttackR(PrivacyMethod):
     role = "attack"
     tracks = ("privacy",)
     params = {"alpha": 1e-4}
+    param_specs = {"alpha": Param(float, min=0, max=1, min_open=True, max_open=True, help="per-sample threshold = the alpha-quantile of the reference models' losses")}
     summary = "Ye et al.'s Attack R: target loss against a low quantile of the query's non-member shadow losses."
     citation = "Ye, Maddikayala, Sheth, Shokri et al. Enhanced Membership Inference Attacks against Machine Learning Models. CCS 2022."
 

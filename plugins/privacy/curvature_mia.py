@@ -39,10 +39,19 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import PrivacyMethod
+from coreset_bench.kinds import Param, PrivacyMethod
 from coreset_bench.plugins.privacy import _mia
 
 ESTIMATORS = {"zo": _mia.curv_zo, "hutchinson_zo": _mia.hutchinson_zo}
+
+#: the declared ranges of the curvature estimator's parameters (both methods)
+CURVATURE_SPECS = {
+    "h": Param(float, min=0, min_open=True, help="finite-difference step in input units"),
+    "n_iter": Param(int, min=1, help="random directions per sample"),
+    "views": Param(str, choices=("all", "identity"), help="average over the track's input views or the identity only"),
+    "estimator": Param(str, choices=tuple(ESTIMATORS), help="zero-order four-point estimate or its Hutchinson variant"),
+    "batch_size": Param(int, min=1, help="samples per batch (memory only)"),
+}
 
 
 def curvature_scores(view: Any, box: Any, params: dict[str, Any], views: list[Any]) -> np.ndarray:
@@ -90,6 +99,11 @@ class CurvatureMIA(PrivacyMethod):
         "estimator": "zo",
         "batch_size": 256,
     }
+    param_specs = {
+        "stat": Param(str, choices=("nll", "lr"), help="membership statistic: negative log-likelihood or likelihood ratio"),
+        "variance_mode": Param(str, choices=("paper_code", "proper"), help="the authors' code's variance or the textbook one"),
+        **CURVATURE_SPECS,
+    }
     summary = "Curvature Clues: per-example Gaussian test on the log of the zero-order input-loss curvature (shadow models)."
     citation = "Ravikumar, Soufleri, Hashemi, Roy. Curvature Clues: Decoding Deep Learning Privacy with Input Loss Curvature. NeurIPS 2024 (arXiv 2407.02747)."
 
@@ -131,6 +145,7 @@ class ZeroOrderCurvature(PrivacyMethod):
     role = "proxy"
     tracks = ("memorization",)
     params = {"h": 1e-3, "n_iter": 10, "views": "all", "estimator": "zo", "checkpoints": "all", "batch_size": 256}
+    param_specs = {**CURVATURE_SPECS, "checkpoints": Param(str, choices=("all", "final"), help="average over the target's checkpoints or the final model only")}
     summary = "Zero-order (four-point, black-box) input-loss curvature of the target, averaged over views and checkpoints."
     citation = CurvatureMIA.citation
 

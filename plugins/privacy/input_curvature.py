@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import PrivacyMethod
+from coreset_bench.kinds import Param, PrivacyMethod
 from coreset_bench.plugins.privacy import _mia
 
 
@@ -41,6 +41,13 @@ class InputCurvature(PrivacyMethod):
     role = "proxy"
     tracks = ("memorization",)
     params = {"estimator": "hutchinson", "n_iter": 10, "h": 1e-3, "checkpoints": "all", "batch_size": 256}
+    param_specs = {
+        "estimator": Param(str, choices=("hutchinson", "regr"), help="Hutchinson trace estimate or the regularizer's finite difference"),
+        "n_iter": Param(int, min=1, help="random probes per sample"),
+        "h": Param(float, min=0, min_open=True, help="finite-difference step"),
+        "checkpoints": Param(str, choices=("all", "final"), help="average over the checkpoints or the final model only"),
+        "batch_size": Param(int, min=1, help="samples per batch (memory only)"),
+    }
     summary = "Input-loss curvature (Hutchinson trace by double backprop) averaged over training checkpoints."
     citation = "Garg, Ravikumar, Roy. Memorization Through the Lens of Curvature of Loss Function Around Samples. ICML 2024 (arXiv 2307.05831)."
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import PrivacyMethod
+from coreset_bench.kinds import Param, PrivacyMethod
 from coreset_bench.plugins.privacy import _mia
 
 
@@ -32,6 +32,11 @@ class LiRA(PrivacyMethod):
     role = "attack"
     tracks = ("privacy",)
     params = {"confidence": "true_class", "fix_variance": False, "center": "median"}
+    param_specs = {
+        "confidence": Param(str, choices=("true_class", "max"), help="logit-scaled confidence of the true class (Carlini et al.) or the max probability"),
+        "fix_variance": Param(bool, help="one pooled variance for all samples (the paper's fixed-variance variant)"),
+        "center": Param(str, choices=("mean", "median"), help="center of the in/out Gaussians"),
+    }
     summary = "Carlini et al.'s online LiRA: per-example Gaussian likelihood ratio of the logit-scaled confidence."
     citation = "Carlini, Chien, Nasr, Song, Terzis, Tramer. Membership Inference Attacks From First Principles. IEEE S&P 2022."
 

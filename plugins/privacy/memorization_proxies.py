@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import PrivacyMethod
+from coreset_bench.kinds import Param, PrivacyMethod
 from coreset_bench.plugins.privacy import _mia
 
 
@@ -31,6 +31,7 @@ class _CheckpointProxy(PrivacyMethod):
     role = "proxy"
     tracks = ("memorization",)
     params = {"checkpoints": "all"}
+    param_specs = {"checkpoints": Param(str, choices=("all", "final"), help="average over the checkpoints or the final model only")}
     stat = staticmethod(_mia.ce_loss)
 
     def score(self, view) -> np.ndarray:

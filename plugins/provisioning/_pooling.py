@@ -14,7 +14,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coreset_bench.kinds import Param
 from coreset_bench.pooling import forward_sums, hold, simulate
+
+#: declared ranges of the SSA forecast's parameters (ssa-pooling, intelligent-pooling)
+SSA_SPECS = {
+    "fit_days": Param(int, min=1, help="days of history the SSA is fitted on"),
+    "bucket": Param(int, min=1, help="steps summed into one SSA bucket"),
+    "window_days": Param(float, min=0, min_open=True, help="SSA embedding window in days"),
+    "energy": Param(float, min=0, max=1, min_open=True, help="share of the squared singular values the kept rank holds"),
+    "max_rank": Param(int, min=1, help="largest SSA rank"),
+    "ahead_days": Param(float, min=0, min_open=True, help="days forecast at each fit"),
+    "day_types": Param(bool, help="separate weekday and weekend profiles"),
+}
+#: declared ranges of the daily cost-ratio tuning (the pooling methods that tune it)
+TUNE_SPECS = {
+    "tune_days": Param(int, min=1, help="days of back-test that tune the cost ratio"),
+    "margin": Param(float, min=0, max=1, max_open=True, help="tuned hit rate = target + margin"),
+    "probes": Param(int, min=1, help="bisection probes of the cost-ratio search"),
+}
 
 
 def window_len(lead: int, decision_every: int) -> int:

@@ -43,10 +43,12 @@ history that included the back-test days), ``solver="auto"``, the ``ramp`` param
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.kinds import Param, ProvisioningMethod
 from coreset_bench.pooling import calendar
 
 from ._pooling import (
+    SSA_SPECS,
+    TUNE_SPECS,
     untuned_ratio,
     autotune,
     backtest_hit,
@@ -71,6 +73,18 @@ class IntelligentPooling(ProvisioningMethod):
         "lags": 12, "hidden": 32, "quantiles": [0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999],
         "epochs": 300, "lr": 1e-3, "stride": 10,
         "scenarios": 200, "solver": "auto", "ramp": None, "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2, "day_types": True,
+    }
+    param_specs = {
+        **SSA_SPECS,
+        **TUNE_SPECS,
+        "lags": Param(int, min=1, help="lagged buckets fed to the quantile MLP"),
+        "hidden": Param(int, min=1, help="hidden units of the quantile MLP"),
+        "epochs": Param(int, min=1, help="training epochs of the quantile MLP"),
+        "lr": Param(float, min=0, min_open=True, help="Adam learning rate of the quantile MLP"),
+        "stride": Param(int, min=1, help="steps between training windows"),
+        "scenarios": Param(int, min=1, help="demand scenarios sampled for the newsvendor LP"),
+        "solver": Param(str, choices=("auto", "fractile", "highs"), help="auto: closed form without a ramp limit, HiGHS with one"),
+        "ramp": Param(float, min=0, nullable=True, help="largest pool change per horizon bucket (none: unlimited)"),
     }
 
     # ---- features ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ sum over (t, t + lead + decision_every - 1] for the whole interval; ``per_step=f
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.kinds import Param, ProvisioningMethod
 
 
 class OraclePool(ProvisioningMethod):
@@ -20,6 +20,7 @@ class OraclePool(ProvisioningMethod):
     citation = "Bound of the pooling track (tracks-phase2.md §5.7); not a method."
     privileged = True
     params = {"per_step": True}
+    param_specs = {"per_step": Param(bool, help="the true demand per step (else the window maximum)")}
 
     def plan(self, view):
         f = np.asarray(view.future, dtype=np.float64)

@@ -11,7 +11,7 @@ after the threshold autoscalers compared in Zhu et al., PVLDB 17(7), 2024.
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.kinds import Param, ProvisioningMethod
 
 from ._pooling import backtest_hit, daily_view, steps_per_day
 
@@ -29,6 +29,12 @@ class ReactivePool(ProvisioningMethod):
     summary = "Pool = k × the recent peak; k calibrated on the history to the hit-rate target."
     citation = "Reactive baseline of the pooling track (tracks-phase2.md §5.7)."
     params = {"window": 30, "calib_days": 7, "k_max": 20.0, "k_grid": 81}
+    param_specs = {
+        "window": Param(int, min=1, help="steps of the recent peak"),
+        "calib_days": Param(int, min=1, help="days of history k is calibrated on"),
+        "k_max": Param(float, min=0, min_open=True, help="largest multiplier k tried"),
+        "k_grid": Param(int, min=2, help="multipliers tried in [0, k_max]"),
+    }
 
     def fit(self, view):
         p = self.params

@@ -16,10 +16,10 @@ Reference: the seasonal-naive ablation of Intelligent Pooling, Zhu et al., PVLDB
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.kinds import Param, ProvisioningMethod
 from coreset_bench.pooling import calendar
 
-from ._pooling import untuned_ratio, autotune, backtest_hit, critical_fractile, steps_per_day, window_demand
+from ._pooling import TUNE_SPECS, untuned_ratio, autotune, backtest_hit, critical_fractile, steps_per_day, window_demand
 
 
 class SeasonalPooling(ProvisioningMethod):
@@ -28,6 +28,13 @@ class SeasonalPooling(ProvisioningMethod):
     summary = "Empirical quantile of lead-window demand at the same time on past same-type days, cost ratio auto-tuned."
     citation = "Seasonal-naive ablation of Zhu et al., Intelligent Pooling, PVLDB 17(7), 2024."
     params = {"days": 7, "neighbourhood": 15, "tune_days": 2, "margin": 0.001, "probes": 12}
+    param_specs = {
+        "days": Param(int, min=1, help="same-type past days the window table is built from"),
+        "neighbourhood": Param(int, min=0, help="steps either side pooled into each minute's table"),
+        "tune_days": Param(int, min=0, help="days of back-test that tune the cost ratio (0: untuned)"),
+        "margin": TUNE_SPECS["margin"],
+        "probes": TUNE_SPECS["probes"],
+    }
 
     def _table(self, W_days, weekend, day: int) -> np.ndarray | None:
         """Sorted samples (steps_per_day, n) for day index ``day`` from the observed days before it."""

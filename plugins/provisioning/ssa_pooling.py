@@ -18,9 +18,9 @@ of Intelligent Pooling, Zhu et al., PVLDB 17(7), 2024 (arXiv 2411.11326).
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.kinds import Param, ProvisioningMethod
 
-from ._pooling import untuned_ratio, autotune, backtest_hit, critical_fractile, ssa_rates, steps_per_day, window_demand, window_from_rates
+from ._pooling import SSA_SPECS, TUNE_SPECS, untuned_ratio, autotune, backtest_hit, critical_fractile, ssa_rates, steps_per_day, window_demand, window_from_rates
 
 
 def empirical_quantile(x: np.ndarray, q: float) -> float:
@@ -36,6 +36,7 @@ class SSAPooling(ProvisioningMethod):
     summary = "SSA forecast of demand plus back-tested residual quantiles; cost ratio auto-tuned to the target."
     citation = "Golyandina, Nekrutkin, Zhigljavsky. Analysis of Time Series Structure: SSA and Related Techniques, 2001; Zhu et al., Intelligent Pooling, PVLDB 17(7), 2024 (SSA ablation)."
     params = {"fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20, "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2, "day_types": True}
+    param_specs = {**SSA_SPECS, **TUNE_SPECS}
 
     def _rates(self, history, spd, ahead, start="", step_seconds=60.0):
         p = self.params

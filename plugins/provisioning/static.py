@@ -11,7 +11,7 @@ Resource Provisioning in Large-scale Cloud Service", PVLDB 17(7), 2024 (arXiv 24
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import ProvisioningMethod
+from coreset_bench.kinds import Param, ProvisioningMethod
 from coreset_bench.pooling import smallest_static_pool
 
 
@@ -21,6 +21,7 @@ class StaticPool(ProvisioningMethod):
     summary = "Constant pool: the smallest that met the hit-rate target on the history."
     citation = "Zhu et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024 (static baseline)."
     params = {"recalibrate": False}
+    param_specs = {"recalibrate": Param(bool, help="recompute the pool at each fit (else keep the first)")}
 
     def fit(self, view):
         if getattr(self, "_pool", None) is not None and not self.params["recalibrate"]:

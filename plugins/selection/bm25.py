@@ -21,7 +21,7 @@ from collections import Counter
 import numpy as np
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod
+from coreset_bench.kinds import Param, Selection, SelectionMethod
 
 
 def bm25_scores(docs: list[list[str]], query: dict[str, int], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
@@ -45,6 +45,11 @@ class BM25(SelectionMethod):
     citation = "Robertson, Zaragoza. The Probabilistic Relevance Framework: BM25 and Beyond. 2009."
     modalities = frozenset({"text"})
     params = {"k1": 1.5, "b": 0.75, "query_tf": False}
+    param_specs = {
+        "k1": Param(float, min=0, help="term-frequency saturation"),
+        "b": Param(float, min=0, max=1, help="document-length normalisation"),
+        "query_tf": Param(bool, help="weigh query terms by their count in the target set"),
+    }
 
     def select(self, view):
         p = self.params

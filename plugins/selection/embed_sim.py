@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod
+from coreset_bench.kinds import Param, Selection, SelectionMethod
 
 from ._text import content_mask, forward_batches, task_groups
 
@@ -39,6 +39,10 @@ class EmbedSim(SelectionMethod):
     citation = "Xia, Malladi, Gururangan, Arora, Chen. LESS (ICML 2024), baseline RDS; Hanawa et al. ICLR 2021."
     modalities = frozenset({"text"})
     params = {"model": "warmup", "reduce": "max"}
+    param_specs = {
+        "model": Param(str, choices=("warmup", "base"), help="embed with the warmed-up model or the base model"),
+        "reduce": Param(str, choices=("max", "mean"), help="similarity to the nearest target example or to the targets' mean"),
+    }
 
     def select(self, view):
         p = self.params

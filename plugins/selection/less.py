@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod
+from coreset_bench.kinds import Param, Selection, SelectionMethod
 
 from ._text import task_groups
 
@@ -82,6 +82,15 @@ class LESS(SelectionMethod):
     citation = "Xia, Malladi, Gururangan, Arora, Chen. LESS: Selecting Influential Data for Targeted Instruction Tuning. ICML 2024."
     modalities = frozenset({"text"})
     params = {"proj_dim": 8192, "projection": "countsketch", "checkpoints": "all", "chunk": 256, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+    param_specs = {
+        "proj_dim": Param(int, min=1, help="dimension of the projected gradient features"),
+        "projection": Param(str, choices=("countsketch", "rademacher"), help="random projection of the gradients"),
+        "checkpoints": Param(str, help="all, or comma-separated warm-up checkpoint indices"),
+        "chunk": Param(int, min=1, help="examples per gradient batch (memory only)"),
+        "beta1": Param(float, min=0, max=1, max_open=True, help="Adam beta1 of the gradient feature"),
+        "beta2": Param(float, min=0, max=1, max_open=True, help="Adam beta2 of the gradient feature"),
+        "eps": Param(float, min=0, min_open=True, help="Adam epsilon of the gradient feature"),
+    }
     notes = "Quick profile: full-parameter warm-up of a random-init TinyGPT and gradients of the attention weights (no LoRA: a random base cannot be LoRA-tuned)."
 
     def select(self, view):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import Selection, SelectionMethod
+from coreset_bench.kinds import Param, Selection, SelectionMethod
 
 from ._text import content_mask, forward_batches, task_groups
 
@@ -101,6 +101,16 @@ class TRIM(SelectionMethod):
     citation = "Nagaraj, Choudhary, Saxena, Ravikumar, Roy. TRIM: Token-wise Attention-Derived Saliency for Data-Efficient Instruction Tuning. arXiv:2510.07118, 2025."
     modalities = frozenset({"text"})
     params = {"layers": 2, "mix": 0.5, "pool_mix": 0.5, "unseen_penalty": 0.5, "scope": "all", "aggregate": "max", "checkpoint": -1, "model": "warmup"}
+    param_specs = {
+        "layers": Param(int, min=1, help="last layers whose attention gives token saliency"),
+        "mix": Param(float, min=0, max=1, help="saliency = mix x query part + (1 - mix) x key part"),
+        "pool_mix": Param(float, min=0, max=1, help="score = pool_mix x mean + (1 - pool_mix) x max over tokens"),
+        "unseen_penalty": Param(float, min=0, help="score of a target token no candidate token matches"),
+        "scope": Param(str, choices=("all", "prompt", "response"), help="tokens that count"),
+        "aggregate": Param(str, choices=("max", "mean"), help="over several target tasks"),
+        "checkpoint": Param(int, help="warm-up checkpoint index (negative from the end)"),
+        "model": Param(str, choices=("warmup", "base"), help="the warmed-up model or the base model"),
+    }
     notes = (
         "Q (1 − normalized row entropy), K (attention received relative to uniform, max-scaled), L = `layers`, the warm-up and the "
         "unseen-token rule (nearest fingerprint by input-embedding cosine, times `unseen_penalty`) are our readings where the paper is silent. "

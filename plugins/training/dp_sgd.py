@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import TrainingMethod
+from coreset_bench.kinds import Param, TrainingMethod
 
 
 def batchnorm_to_groupnorm(model: nn.Module) -> nn.Module:
@@ -136,6 +136,17 @@ class DPSGD(TrainingMethod):
     summary = "DP-SGD: Poisson sampling, per-sample clipping (C=1), Gaussian noise calibrated to (epsilon, 1e-5) by Opacus's PRV accountant (a parameter); RMSprop."
     citation = "Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang. Deep Learning with Differential Privacy. CCS 2016."
     params = {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0, "noise_multiplier": 1.0, "accountant": "prv", "epochs": 20, "batch_size": 128, "lr": 1e-3, "chunk": 64}
+    param_specs = {
+        "epsilon": Param(float, min=0, min_open=True, infinite=True, help="privacy budget; inf: the same loop without noise (the sweep's non-private reference)"),
+        "delta": Param(float, min=0, max=1, min_open=True, max_open=True, help="privacy delta of the accountant"),
+        "max_grad_norm": Param(float, min=0, min_open=True, help="per-sample clipping norm C"),
+        "noise_multiplier": Param(float, min=0, help="sigma when a recipe fixes it instead of epsilon"),
+        "accountant": Param(str, choices=ACCOUNTANTS, help="Opacus accountant calibrating sigma to (epsilon, delta)"),
+        "epochs": Param(int, min=1, help="training epochs (a recipe's value wins)"),
+        "batch_size": Param(int, min=1, help="expected Poisson batch size (sample rate = batch_size / N)"),
+        "lr": Param(float, min=0, min_open=True, help="RMSprop learning rate"),
+        "chunk": Param(int, min=1, help="samples per per-sample-gradient chunk (memory only; results do not change)"),
+    }
     #: the harness runs ``fit`` (this method's own loop) instead of the shared loop
     own_loop = True
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench import hookimpl
-from coreset_bench.kinds import TrainingMethod
+from coreset_bench.kinds import Param, TrainingMethod
 from coreset_bench.robust import eval_mode, noise_like, projected_gradient_ascent, threat_from_recipe
 
 
@@ -42,6 +42,7 @@ class TRADES(TrainingMethod):
         "Robustness and Accuracy. ICML 2019."
     )
     params = {"beta": 6.0}
+    param_specs = {"beta": Param(float, min=0, help="weight of the KL robustness term (1/lambda in the paper)")}
 
     def beta(self, recipe) -> float:
         """The recipe's ``beta`` when it sets one, else this method's ``beta`` parameter."""
