@@ -221,6 +221,6 @@ def test_synth_motion_acceptance_rule(quick_ce):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the residual network's IC1 is within 10 points of its IC4 on synth-motion@v1 (quick@1 measured 2.5 and 3.8 points): the generator is not yet tuned for this part of the rule")
+@pytest.mark.xfail(strict=True, reason="the record of v1: the residual network's IC1 is within 10 points of its IC4 on synth-motion@v1 with quick@1's 16x16 inputs (2.5 and 3.8 points measured); synth-motion@v2 with quick@2 meets the whole rule (test_synth_motion_v2_acceptance_rule)")
 def test_synth_motion_acceptance_rule_residual_exits(quick_ce):
     assert quick_ce["ic_acc_res_1"] <= quick_ce["ic_acc_res_4"] - 0.10
