@@ -209,3 +209,21 @@ def test_track_accepts_only_early_exit_distillation():
     assert track.accepts(registry.method("pkd")) is None
     assert "role" in track.accepts(registry.method("random"))  or "distillation" in track.accepts(registry.method("random"))
     assert track.profile("quick").n_cells() == 3 and track.baseline_method == "ce-exits"
+
+
+def test_quick2_is_the_default_on_synth_motion_v2_and_quick1_keeps_v1():
+    """quick@2 (the default) and accumulate@2 generate synth-motion@v2 at the specification's input
+    sizes; quick@1 and accumulate@1 keep v1 and their settings, so their committed cells stay valid."""
+    from coreset_bench.tracks.video import _QUICK
+
+    t = VideoTrack()
+    q2, q1 = t.profile(None), t.profile("quick@1")
+    assert q2.id == "video/quick@2" and t.profile("accumulate").id == "video/accumulate@2"
+    for p in (q2, t.profile("accumulate@2")):
+        assert p.settings["synth_version"] == 2 and p.settings["pools"] == {"mv": 4, "res": 2, "iframe": 2}
+        assert p.settings["test_per_class"] == 30
+    for p in (q1, t.profile("accumulate@1")):
+        assert "synth_version" not in p.settings and dict(p.settings) == _QUICK
+    assert _QUICK["pools"] == {"mv": 4, "res": 4, "iframe": 4} and _QUICK["test_per_class"] == 20
+    # the data seed depends on the profile id: quick@2 draws its own clips
+    assert t._data_seed(q2, "synth-motion", 0, True) != t._data_seed(q1, "synth-motion", 0, True)

@@ -57,6 +57,11 @@ _QUICK: dict[str, Any] = {
     "ic_milestones": [0.5, 0.667, 0.833], "adam_eps": 1e-3, "weight_decay": 1e-4, "synth": {},
 }
 
+#: quick@2: the synth-motion@v2 generator, 30 test clips per class, and the specification's input sizes
+#: (MV 16x16, residual and I-frame 32x32; quick@1 pooled all three to 16x16, which averaged the
+#: residual's motion structure away and left the object's colour, read as well by IC1 as by IC4)
+_QUICK2: dict[str, Any] = {**_QUICK, "synth_version": 2, "test_per_class": 30, "pools": {"mv": 4, "res": 2, "iframe": 2}}
+
 
 def _profiles() -> list[Profile]:
     return [
@@ -70,6 +75,13 @@ def _profiles() -> list[Profile]:
                 timeout_s=1800.0),
         Profile("video", "accumulate", 1, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="quick@1 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
+        Profile("video", "quick", 2, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK2),
+                description="synth-motion@v2 (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 30 test clips per class; the generator "
+                            "frozen by the acceptance rule), three TinyExitNets (widths 8/16/32/48; MV 16x16, residual and I-frame 32x32 inputs as "
+                            "the specification) trained 20 epochs and shared through the cache, 12 IC epochs.",
+                timeout_s=1800.0),
+        Profile("video", "accumulate", 2, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK2),
+                description="quick@2 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
         Profile("video", "folder", 1, {"dataset": ["video-folder:videos"]}, seeds=(0, 1, 2),
                 settings={**_QUICK, "size": 128, "q": 1, "pools": {"mv": 4, "res": 2, "iframe": 2}, "widths": [32, 64, 128, 256],
                           "max_frames": 96, "backbone_epochs": 60, "ic_epochs": 300, "ic_batch_size": 32},
