@@ -447,6 +447,17 @@ def video_folder(root: str | Path, *, size: int = 64, q: int = 4, accumulate: bo
     return ds
 
 
+def folder_path(arg: str, data_dir: Path | None) -> Path:
+    """The directory of ``video-folder:PATH`` (PATH relative to the data directory when it is not
+    absolute and does not exist as given)."""
+    if not arg:
+        raise VideoDataError("dataset video-folder needs a path: video-folder:PATH (PATH/<class>/<clip>.avi|.mp4)")
+    p = Path(arg).expanduser()
+    if not p.is_absolute() and data_dir is not None and not p.exists():
+        p = Path(data_dir) / p
+    return p
+
+
 def resolve(ref: str, *, seed: int, settings: dict[str, Any], cache_dir: Path | None, data_dir: Path | None = None) -> VideoDataset:
     """``synth-motion`` or ``video-folder:PATH`` (PATH relative to the data directory if not absolute)."""
     name, _, arg = ref.partition(":")
@@ -459,10 +470,5 @@ def resolve(ref: str, *, seed: int, settings: dict[str, Any], cache_dir: Path | 
         return synth_motion(seed, train_per_class=int(settings.get("train_per_class", 80)), test_per_class=int(settings.get("test_per_class", 30)), cache_dir=cache_dir,
                             version=int(settings.get("synth_version", 1)), **common, **gen)
     if name == "video-folder":
-        if not arg:
-            raise VideoDataError("dataset video-folder needs a path: video-folder:PATH (PATH/<class>/<clip>.avi|.mp4)")
-        p = Path(arg).expanduser()
-        if not p.is_absolute() and data_dir is not None and not p.exists():
-            p = Path(data_dir) / p
-        return video_folder(p, size=int(settings.get("size", 64)), seed=seed, cache_dir=cache_dir, max_frames=settings.get("max_frames"), **common)
+        return video_folder(folder_path(arg, data_dir), size=int(settings.get("size", 64)), seed=seed, cache_dir=cache_dir, max_frames=settings.get("max_frames"), **common)
     raise VideoDataError(f"unknown video dataset {ref!r}; use synth-motion or video-folder:PATH")

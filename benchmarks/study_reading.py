@@ -20,10 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
-from coreset_bench import registry as plugins
-from coreset_bench.leaderboard.board import _test_group, build_board
-from coreset_bench.leaderboard.entries import entry_records, load_entries
+from coreset_bench.leaderboard.board import _test_group
 from coreset_bench.leaderboard.stats import Interval
+from track_reading import load_board
 
 METRICS = ("autoattack_acc", "pgd_acc", "clean_acc")
 
@@ -47,14 +46,7 @@ def main() -> None:
     a = ap.parse_args()
     contenders = [m for m in a.contenders.split(",") if m]
     baselines = [m for m in a.baselines.split(",") if m]
-    track_name, _, prof_name = a.profile.partition("/")
-    track = plugins.track(track_name)
-    profile = track.profile(prof_name)
-    recs: list[dict] = []
-    for path, obj in load_entries([a.entries]).accepted:
-        if obj["profile"]["id"] == profile.id:
-            recs += entry_records(obj, str(path))
-    board = build_board(track, profile, recs)
+    _track, profile, recs, board = load_board(a.entries, a.profile)
     by_name = {}
     for v in board.variants:
         by_name.setdefault(v.method, v)

@@ -25,6 +25,19 @@ from coreset_bench.leaderboard.entries import entry_records, load_entries
 from coreset_bench.leaderboard.stats import Interval
 
 
+def load_board(entries: Path, profile_ref: str):
+    """(track, profile, records, board) of ``profile_ref`` (``track/name@version``) built from the
+    accepted entries under ``entries``, with the board's own statistics."""
+    track_name, _, prof_name = profile_ref.partition("/")
+    track = plugins.track(track_name)
+    profile = track.profile(prof_name)
+    recs: list[dict] = []
+    for path, obj in load_entries([entries]).accepted:
+        if obj["profile"]["id"] == profile.id:
+            recs += entry_records(obj, str(path))
+    return track, profile, recs, build_board(track, profile, recs)
+
+
 def fmt(iv: Interval | None, scale: float, signed: bool = False) -> str:
     if iv is None:
         return "—"
@@ -42,16 +55,9 @@ def main() -> None:
     ap.add_argument("--pairs", default="", help="comma-separated A:B row labels; prints A − B on the first metric")
     ap.add_argument("--percent", action="store_true", help="print values ×100")
     a = ap.parse_args()
-    track_name, _, prof_name = a.profile.partition("/")
-    track = plugins.track(track_name)
-    profile = track.profile(prof_name)
-    recs: list[dict] = []
-    for path, obj in load_entries([a.entries]).accepted:
-        if obj["profile"]["id"] == profile.id:
-            recs += entry_records(obj, str(path))
+    track, profile, recs, board = load_board(a.entries, a.profile)
     if not recs:
         raise SystemExit(f"no accepted entries of {profile.id} under {a.entries}")
-    board = build_board(track, profile, recs)
     metrics = [m for m in a.metrics.split(",") if m] or [track.primary_for(profile)]
     direction = dict(track.metric_directions).get(metrics[0], "max")
     scale = 100.0 if a.percent else 1.0

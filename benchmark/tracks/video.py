@@ -261,11 +261,12 @@ class VideoTrack(Track):
         if name == "synth-motion" and not arg:
             return
         if name == "video-folder":
-            if not arg:
-                raise ValueError("video-folder needs a path: --dataset video-folder:PATH (PATH/<class>/<clip>.avi|.mp4)")
-            p = Path(arg).expanduser()
-            if not p.is_absolute() and data_dir is not None and not p.exists():
-                p = Path(data_dir) / p
+            from .. import video_data as VD
+
+            try:
+                p = VD.folder_path(arg, data_dir)
+            except VD.VideoDataError as exc:
+                raise ValueError(str(exc)) from None
             if not p.is_dir():
                 raise ValueError(f"video-folder: {p} is not a directory; pass --dataset video-folder:PATH of a class-folder tree of .avi/.mp4 clips")
             return
