@@ -9,12 +9,10 @@ import os
 import numpy as np
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from coreset_bench import __version__, cli, hookimpl
 from coreset_bench.kinds import SelectionMethod
-
-runner = CliRunner()
+from cli_helpers import invoke, one_line_error, runner
 
 
 @pytest.fixture
@@ -23,18 +21,6 @@ def wide(monkeypatch):
     monkeypatch.setattr(cli.console, "width", 250)
     monkeypatch.setattr(cli.err, "width", 250)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-
-
-def invoke(*args: str):
-    return runner.invoke(cli.app, list(args), catch_exceptions=False)
-
-
-def one_line_error(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 class Kaboom(SelectionMethod):

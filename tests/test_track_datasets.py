@@ -7,26 +7,13 @@ profile, before any cell."""
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from coreset_bench import cli
 from coreset_bench import registry as plugins
+from cli_helpers import invoke, one_line_error
 
-runner = CliRunner()
 
 #: datasets that need files the test machine does not have
 _EXTERNAL = ("cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "video-folder", "jsonl", "azure-functions", "counts-csv")
-
-
-def invoke(*args: str):
-    return runner.invoke(cli.app, list(args), catch_exceptions=False)
-
-
-def one_line_error(res) -> str:
-    assert res.exit_code == 2, (res.exit_code, res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    return lines[0]
 
 
 def _cpu_profiles_without_files():

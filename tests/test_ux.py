@@ -15,27 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
 from coreset_bench import cli, hookimpl
 from coreset_bench.kinds import Param, ProvisioningMethod, SelectionMethod
 from coreset_bench.progress import RunDisplay, eta_seconds, fmt_duration, fraction_metric
 from coreset_bench.runner import Outcome, make_plan
 from coreset_bench.store import Store
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(cli.app, list(args), catch_exceptions=False)
-
-
-def one_line_error(res, code: int = 2) -> str:
-    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
+from cli_helpers import invoke, one_line_error
 
 
 @pytest.fixture
