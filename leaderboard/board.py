@@ -8,6 +8,10 @@ Design of a board (one per track + profile); the statistics are defined in ``sta
   table whose columns are the budgets: the primary metric at each budget, mean with its 95 %
   interval (paired hierarchical bootstrap over seeds and test points where cells store
   per-point correctness, else a t-interval over seeds, undefined below 3 seeds or at zero width).
+* Metric ranges are the track's declarations (``Track.metric_bounds``,
+  ``Track.proportion_metrics``; ``metric_ranges``): intervals of a bounded metric are clipped to
+  its range, paired differences to [−(hi − lo), hi − lo], and a 0/1 metric gets a
+  Clopper-Pearson interval over its cells (``stats``). Undeclared metrics are unbounded.
 * A row's *score* in a setting table is the mean of the primary metric over the table's axis
   points; its *gain* is the paired difference to the track's baseline (same axes and repeat,
   hence the same seed and test points).
