@@ -164,9 +164,9 @@ class MetricRange:
         return MetricRange(-w, w)
 
     def text(self, scale: float = 1.0) -> str:
-        lo = "−∞" if self.low is None else f"{self.low * scale:g}"
-        hi = "∞" if self.high is None else f"{self.high * scale:g}"
-        return f"[{lo}, {hi}]"
+        lo = "(−∞" if self.low is None else f"[{self.low * scale:g}"
+        hi = "∞)" if self.high is None else f"{self.high * scale:g}]"
+        return f"{lo}, {hi}"
 
 
 UNBOUNDED = MetricRange()
