@@ -199,8 +199,8 @@ def test_built_in_tracks_declare_their_ranges():
         t = tracks[name]
         r = metric_ranges(t)
         assert t.primary_metric in r, name  # every built-in primary metric has a declared range
-        for m in t.secondary_metrics:
-            assert m in r, (name, m)
+        for m in (*t.secondary_metrics, *t.metric_directions):  # everything the board may show
+            assert m in r, f"track {name}: declare the range of {m} in metric_bounds (or proportion_metrics)"
     assert metric_ranges(tracks["pooling"])["slo_met"] == PROPORTION
     assert metric_ranges(tracks["pooling"])["idle_saving"] == MetricRange(None, 1.0)
     assert metric_ranges(tracks["decentralized"])["mean_node_acc"] == UNIT
