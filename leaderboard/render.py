@@ -581,7 +581,7 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     )
     shown = [iv for r in table.rows for iv in (r.score, r.gain, r.vs_leader, *r.cols, *r.col_gain, *r.secondary.values()) if iv is not None and iv.defined]
     if any(iv.clipped for iv in shown):
-        how += "; an interval of a bounded metric (an accuracy in [0, 100] %) is clipped to its range, shown as [lo, hi]"
+        how += "; an interval of a bounded metric is clipped to its declared range (e.g. [0, 100] % for an accuracy), shown as [lo, hi]"
     props = [m for m in (primary, *secondary) if board_range(board, m).proportion]
     if any(iv.method == "proportion" for iv in shown) and props:
         how += f"; {', '.join(props)}: a 0/1 value per cell, 95 % Clopper-Pearson interval over the cells"
