@@ -694,12 +694,14 @@ def compare(
     """Paired difference A − B per cell with its 95 % interval over seeds.
 
     Cells pair by profile, axes and repeat (the same seed, splits and training noise); per cell
-    the difference is averaged over seeds with a t-interval (none for fewer than 2 seeds), and
-    the last row averages the cells of each seed first. ``cld`` means cld with its installed
+    the difference is averaged over seeds with a t-interval (none for fewer than 2 seeds; a
+    difference of a bounded metric is clipped to [−(hi − lo), hi − lo], of accuracies ±100 pp),
+    and the last row averages the cells of each seed first. ``cld`` means cld with its installed
     default parameters; ``cld:epochs_used=0.5`` another setting."""
     import numpy as np
 
-    from .leaderboard.stats import seed_interval
+    from .leaderboard.board import metric_ranges
+    from .leaderboard.stats import UNBOUNDED, seed_interval
     from .progress import fraction_metric
 
     (na, pa), (nb, pb) = _setting(a), _setting(b)
@@ -728,15 +730,19 @@ def compare(
         if not pairs:
             continue
         pct = fraction_metric([*(v for v in va.values() if v is not None), *(v for v in vb.values() if v is not None)], met)
+        try:  # a difference of a bounded metric lies in [−(hi − lo), hi − lo] (of accuracies: ±100 pp)
+            span = metric_ranges(plugins.track(track_name)).get(met, UNBOUNDED).difference()
+        except LookupError:
+            span = UNBOUNDED
         cells = []
         for point in sorted({p for p, _ in pairs}):
             ds = [pairs[(point, r)] for r in sorted(r for p, r in pairs if p == point)]
-            cells.append({"axes": json.loads(point), "n": len(ds), "interval": seed_interval(ds)})
+            cells.append({"axes": json.loads(point), "n": len(ds), "interval": seed_interval(ds, span)})
         by_seed: dict[int, list[float]] = {}
         points = sorted({p for p, _ in pairs})
         for (p, r), d in pairs.items():
             by_seed.setdefault(r, []).append(d)
-        overall = seed_interval([float(np.mean(v)) for r, v in by_seed.items() if len(v) == len(points)])
+        overall = seed_interval([float(np.mean(v)) for r, v in by_seed.items() if len(v) == len(points)], span)
         out.append({"profile": prof_id, "metric": met, "percent": pct, "cells": cells, "overall": overall})
     if not out:
         fail(f"{a} and {b} have no finished cells in common (same profile, axes and repeat); run both on one profile first")

@@ -2,8 +2,10 @@
 
 For one profile, print every row (method and parameter setting) with the mean of the chosen
 metrics over all of the profile's points and its 95 % interval (the board's paired hierarchical
-bootstrap over seeds, and test points where the track stores them), then the same per point for
-the first metric, then the paired differences A − B asked for with ``--pairs``::
+bootstrap over seeds, and test points where the track stores them; clipped to the metric's
+declared range, and Clopper-Pearson over cells for a 0/1 metric such as ``slo_met``), then the
+same per point for the first metric, then the paired differences A − B asked for with
+``--pairs`` (clipped to [−(hi − lo), hi − lo] for a bounded metric)::
 
     python benchmarks/track_reading.py results/entries decentralized/quick@1 \\
         --metrics mean_node_acc,min_node_acc,public_kept_frac \\

@@ -8,6 +8,10 @@ Design of a board (one per track + profile); the statistics are defined in ``sta
   table whose columns are the budgets: the primary metric at each budget, mean with its 95 %
   interval (paired hierarchical bootstrap over seeds and test points where cells store
   per-point correctness, else a t-interval over seeds, undefined below 3 seeds or at zero width).
+* Metric ranges are the track's declarations (``Track.metric_bounds``,
+  ``Track.proportion_metrics``; ``metric_ranges``): intervals of a bounded metric are clipped to
+  its range, paired differences to [−(hi − lo), hi − lo], and a 0/1 metric gets a
+  Clopper-Pearson interval over its cells (``stats``). Undeclared metrics are unbounded.
 * A row's *score* in a setting table is the mean of the primary metric over the table's axis
   points; its *gain* is the paired difference to the track's baseline (same axes and repeat,
   hence the same seed and test points).
@@ -50,7 +54,7 @@ from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
 from .data import point_key, variant_key, version_key
-from .stats import Interval
+from .stats import Interval, MetricRange
 
 COLUMN_AXIS = "budget"
 
@@ -71,6 +75,8 @@ class Variant:
     _values: dict[str, dict[tuple[str, int], float]] = field(default_factory=dict)
     _bits: dict[str, dict[tuple[str, int], Any]] = field(default_factory=dict)
     _intervals: dict[tuple[Any, ...], Interval | None] = field(default_factory=dict)
+    #: metric -> its declared range (``metric_ranges``); a metric not listed is unbounded
+    ranges: Mapping[str, MetricRange] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -126,15 +132,18 @@ class Variant:
         """``stats.bootstrap_mean`` of ``metric`` over ``points`` (memoized: tables share columns)."""
         key = ("mean", metric, tuple(points), tuple(repeats))
         if key not in self._intervals:
-            self._intervals[key] = stats.bootstrap_mean(self.values(metric), self.bits(metric), points, repeats, groups)
+            span = self.ranges.get(metric, stats.UNBOUNDED)
+            self._intervals[key] = stats.bootstrap_mean(self.values(metric), self.bits(metric), points, repeats, groups, span)
         return self._intervals[key]
 
     def paired(self, other: Variant, metric: str, points: Sequence[str], repeats: Sequence[int], direction: str, groups: Mapping[str, Any]) -> Interval | None:
-        """``stats.paired_bootstrap`` of (self − other), oriented by ``direction`` (memoized)."""
+        """``stats.paired_bootstrap`` of (self − other), oriented by ``direction`` (memoized);
+        clipped to the range of a difference of the metric (``MetricRange.difference``)."""
         key = ("paired", other.key, metric, tuple(points), tuple(repeats), direction)
         if key not in self._intervals:
+            span = self.ranges.get(metric, stats.UNBOUNDED)
             self._intervals[key] = stats.paired_bootstrap(
-                self.values(metric), other.values(metric), self.bits(metric), other.bits(metric), points, repeats, direction, groups
+                self.values(metric), other.values(metric), self.bits(metric), other.bits(metric), points, repeats, direction, groups, span
             )
         return self._intervals[key]
 
@@ -258,6 +267,8 @@ class Board:
     secondary: list[str]
     fraction_metrics: set[str]
     warnings: list[str] = field(default_factory=list)
+    #: metric -> its declared range (``metric_ranges``; unbounded when not listed)
+    ranges: dict[str, MetricRange] = field(default_factory=dict)
 
     @property
     def main(self) -> Table:
@@ -678,6 +689,35 @@ def _test_group(point: str) -> Any:
     return json.dumps(axes.get("dataset")) if isinstance(axes, dict) else point
 
 
+def metric_ranges(track: Track, warnings: list[str] | None = None) -> dict[str, MetricRange]:
+    """Metric -> range from the track's declarations (``Track.metric_bounds``,
+    ``Track.proportion_metrics``); a track without them (a third-party one) declares nothing and
+    its metrics stay unbounded. A malformed declaration is left out with a one-line warning."""
+    out: dict[str, MetricRange] = {}
+    bounds = getattr(track, "metric_bounds", None) or {}
+    props = getattr(track, "proportion_metrics", None) or ()
+    name = getattr(track, "name", "?")
+    if not isinstance(bounds, Mapping):
+        bounds = {}
+        if warnings is not None:
+            warnings.append(f"track {name!r}: metric_bounds is not a mapping of metric -> (low, high); its metrics are shown unbounded")
+    for m, b in bounds.items():
+        try:
+            lo, hi = b
+            lo = None if lo is None else float(lo)
+            hi = None if hi is None else float(hi)
+            if (lo is not None and not math.isfinite(lo)) or (hi is not None and not math.isfinite(hi)) or (lo is not None and hi is not None and not lo < hi):
+                raise ValueError
+        except (TypeError, ValueError):
+            if warnings is not None:
+                warnings.append(f"track {name!r}: metric_bounds[{m!r}] = {b!r} is not (low, high) with low < high (None for an open side); {m} is shown unbounded")
+            continue
+        out[str(m)] = MetricRange(lo, hi)
+    for m in props if isinstance(props, (list, tuple, set, frozenset)) else ():
+        out[str(m)] = stats.PROPORTION
+    return out
+
+
 def _is_accuracy(metric: str) -> bool:
     return metric == "acc" or metric.endswith("_acc")
 
@@ -728,6 +768,9 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
     if stray:
         warnings.append(f"{stray} runs lie outside the profile's matrix (axes or repeat) and are not shown")
     vlist = sorted(variants.values(), key=lambda v: (v.method, version_key(v.version), v.key[2]))
+    ranges = metric_ranges(track, warnings)
+    for v in vlist:
+        v.ranges = ranges
     _labels(vlist)
     baseline = suite_baseline(track, vlist, primary, warnings)
     # secondary metrics: the track's, then the other metrics it declares a direction for, each
@@ -756,4 +799,4 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
         overall = build_table("Overall", "overall", "overall", cols, vlist, *args, rank_points=rank, groups=groups, floors=floors)
         rank_overall(overall, tables, repeats, primary, direction, groups)
         tables.insert(0, overall)
-    return Board(track, profile, vlist, baseline, tables, col_axis, primary, direction, secondary, fraction_metrics, warnings)
+    return Board(track, profile, vlist, baseline, tables, col_axis, primary, direction, secondary, fraction_metrics, warnings, ranges)

@@ -145,6 +145,10 @@ def _cells_digest(cells: Sequence[Mapping[str, Any]]) -> str:
 def aggregate_cells(cells: Sequence[Mapping[str, Any]], profile: Profile) -> dict[str, Any]:
     """Per axis point and metric: mean, 95 % t-interval half-width and n over repeats.
 
+    ``ci95`` is the raw t half-width (``stats.t_interval``), never clipped to the metric's range:
+    it is part of the signed entry and recomputed on load as an integrity check, and nothing
+    shows it (the board recomputes its intervals from the cells, with the declared ranges).
+
     Points come in the profile's order, then any points outside the profile's matrix.
     """
     by_point: dict[str, dict[str, list[float]]] = {}

@@ -46,7 +46,7 @@ from .board import Board, Table, build_board, primary_metric
 from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key, version_key
 from .entries import entry_records, load_entries, one_line_error
 from .signing import Trust
-from .stats import Interval
+from .stats import UNBOUNDED, Interval, MetricRange
 
 HERE = Path(__file__).resolve().parent
 MARKER = ".coreset-bench-site"
@@ -94,8 +94,9 @@ def _num(x: float, scale: float) -> str:
 
 
 def fmt_interval(iv: Interval | None, scale: float = 1.0, signed: bool = False) -> str:
-    """``mean ± h`` (t-interval), ``mean [lo, hi]`` (percentile bootstrap), or the mean with
-    "no interval" when it is undefined (too few seeds or zero width): never "± 0"."""
+    """``mean ± h`` (t-interval), ``mean [lo, hi]`` (percentile bootstrap, Clopper-Pearson, or a
+    t-interval clipped to the metric's range), or the mean with "no interval" when it is
+    undefined (too few seeds or zero width): never "± 0"."""
     if iv is None:
         return "—"
     m = _num(iv.mean, scale)
@@ -105,12 +106,17 @@ def fmt_interval(iv: Interval | None, scale: float = 1.0, signed: bool = False) 
         m = "+" + m
     if not iv.defined:
         return f"{m} (no interval, n={iv.n})"
-    if iv.method == "bootstrap":
+    if iv.method != "t" or iv.clipped:
         return f"{m} [{_num(iv.bounds()[0], scale)}, {_num(iv.bounds()[1], scale)}]"
     hw = _num(iv.half_width or 0.0, scale)
     if not hw.strip("0."):  # a nonzero width that rounds to zero is not shown as "± 0"
         hw = "< 0.01" if scale == 100.0 else f"{(iv.half_width or 0.0) * scale:.1e}"
     return f"{m} ± {hw}"
+
+
+def board_range(board: Board, metric: str) -> MetricRange:
+    """The declared range of ``metric`` on ``board`` (unbounded when the track declares none)."""
+    return board.ranges.get(metric, UNBOUNDED)
 
 
 def interval_title(iv: Interval | None, what: str = "seeds") -> str:
@@ -119,9 +125,12 @@ def interval_title(iv: Interval | None, what: str = "seeds") -> str:
         return "no complete seed"
     if not iv.defined:
         return f"n={iv.n} {what}; interval undefined: {iv.reason or 'too little data'}"
+    cut = "; clipped to the metric's range" if iv.clipped else ""
+    if iv.method == "proportion":
+        return f"{round(iv.mean * iv.n)} of {iv.n} cells; 95 % Clopper-Pearson interval for a proportion (a 0/1 metric)"
     if iv.method == "bootstrap":
-        return f"n={iv.n} {what} × {iv.points} test points; 95 % paired hierarchical bootstrap, percentile method"
-    return f"n={iv.n} {what}; 95 % t-interval over seeds (no per-point data)"
+        return f"n={iv.n} {what} × {iv.points} test points; 95 % paired hierarchical bootstrap, percentile method{cut}"
+    return f"n={iv.n} {what}; 95 % t-interval over seeds (no per-point data){cut}"
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -570,6 +579,12 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
         if "bootstrap" in methods
         else "95 % t-interval over seeds (no per-point results; undefined below 3 seeds or at zero width)"
     )
+    shown = [iv for r in table.rows for iv in (r.score, r.gain, r.vs_leader, *r.cols, *r.col_gain, *r.secondary.values()) if iv is not None and iv.defined]
+    if any(iv.clipped for iv in shown):
+        how += "; an interval of a bounded metric is clipped to its declared range (e.g. [0, 100] % for an accuracy), shown as [lo, hi]"
+    props = [m for m in (primary, *secondary) if board_range(board, m).proportion]
+    if any(iv.method == "proportion" for iv in shown) and props:
+        how += f"; {', '.join(props)}: a 0/1 value per cell, 95 % Clopper-Pearson interval over the cells"
     if table.kind == "overall":
         explain = (
             f"Columns {table.columns[0].label} … {table.columns[-1].label}: {primary}"

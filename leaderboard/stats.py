@@ -23,9 +23,38 @@ Intervals (95 %, ``CONFIDENCE``)
   mean ± t_{n-1, 0.975} · s / sqrt(n) over the per-repeat values. It is *undefined*
   (``half_width`` None, shown as "interval undefined") when n < ``MIN_SEEDS`` (3) or the width is
   0: a zero-width interval from equal per-seed values is not exactness, it is too little data.
-  ``t_interval`` is the plain formula (entries' per-point aggregates use it as is).
+  ``t_interval`` is the plain formula (entries' per-point aggregates use it as is: their
+  ``ci95`` is the raw half-width, an integrity check recomputed on load, never clipped and
+  never shown; the board recomputes its intervals from the cells).
 * A bootstrap interval of width 0 (every resampled value equal, e.g. two methods right and wrong
   on exactly the same test points) is undefined as well.
+
+Bounded and 0/1 metrics (``MetricRange``, declared by the track: ``Track.metric_bounds``,
+``Track.proportion_metrics``; a metric it does not declare is unbounded and nothing changes)
+-------------------------------------------------------------------------------------------------
+* A mean of a **bounded** metric (an accuracy in [0, 1], seconds >= 0) gets its interval
+  **clipped** to the metric's range (``clip``): the t-interval over 3 seeds of accuracies near
+  100 % (e.g. 95.5 ± 4.5 %) is shown as [91.0, 100.0], not [91.0, 100.0x]. The t-interval is
+  clipped, **not re-derived** (no logit or Wilson transform): inside the range it is the same
+  interval, and the clipped part held no possible value. A percentile bootstrap of values in the
+  range already lies in it. ``Interval.clipped`` records that clipping happened.
+* A **paired difference** of a bounded metric is not bounded by the metric's range: a difference
+  of two values in [lo, hi] lies in [−(hi − lo), hi − lo] (of two accuracies: [−1, 1]), so gains
+  and comparisons with the leader are clipped to that (``MetricRange.difference``); a metric with
+  an open side (``idle_saving`` <= 1) has unbounded differences.
+* A **0/1 metric** (one yes/no per cell, e.g. the pooling track's ``slo_met``) gets a
+  **Clopper-Pearson** interval for a proportion over its cells (``proportion_interval``): k
+  successes in N = points × repeats cells (the mean over points and repeats is exactly k/N). A
+  t-interval over three 0/1 seed means is ±143 % wide and centred where no value can lie.
+  Clopper-Pearson (the exact binomial interval: Beta quantiles) rather than Wilson because
+  board cells are few (N ~ 3-12): Clopper-Pearson keeps coverage >= 95 % at every true rate
+  and every N, where Wilson's coverage dips below nominal near 0 and 1 at small N (Brown, Cai &
+  DasGupta, 2001) — exactly where SLO rates live — and a board should err wide rather than claim
+  a difference. It is never of width 0 (k = 0 gives [0, 1 − 0.025^(1/N)]). Cells are treated as
+  independent trials: points with different true rates make the count *less* dispersed than a
+  binomial (conservative), while points that share a seed's trace are correlated (not
+  modelled). Cells whose values are not all 0 or 1 fall back to the clipped interval above.
+  A paired difference of a 0/1 metric uses the clipped fallback over repeats, in [−1, 1].
 
 Definitions
 -----------
@@ -48,7 +77,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -74,9 +103,12 @@ class Interval:
     n: int
     lo: float | None = None
     hi: float | None = None
-    method: str = "t"  # "t" | "bootstrap"
+    method: str = "t"  # "t" | "bootstrap" | "proportion"
     reason: str = ""
     points: int = 0  # test points per repeat behind a bootstrap interval
+    #: the interval was cut to the metric's declared range (``clip``); ``half_width`` keeps the
+    #: unclipped t half-width, ``lo``/``hi`` the shown ends
+    clipped: bool = False
 
     @property
     def low(self) -> float | None:
@@ -110,6 +142,83 @@ class Interval:
         return {"mean": self.mean, "ci95": self.half_width, "n": self.n}
 
 
+@dataclass(frozen=True)
+class MetricRange:
+    """The values a metric can take: ``low`` <= x <= ``high`` (None: open on that side), and
+    whether it is a 0/1 value per cell (``proportion``, which implies [0, 1])."""
+
+    low: float | None = None
+    high: float | None = None
+    proportion: bool = False
+
+    @property
+    def bounded(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    def difference(self) -> MetricRange:
+        """The range of a paired difference a − b of two values in this range: [−w, w] with
+        w = high − low when both ends are finite, else unbounded (never the metric's own range)."""
+        if self.low is None or self.high is None:
+            return UNBOUNDED
+        w = self.high - self.low
+        return MetricRange(-w, w)
+
+    def text(self, scale: float = 1.0) -> str:
+        lo = "(−∞" if self.low is None else f"[{self.low * scale:g}"
+        hi = "∞)" if self.high is None else f"{self.high * scale:g}]"
+        return f"{lo}, {hi}"
+
+
+UNBOUNDED = MetricRange()
+PROPORTION = MetricRange(0.0, 1.0, proportion=True)
+
+
+def clip(iv: Interval | None, span: MetricRange) -> Interval | None:
+    """``iv`` cut to ``span`` (the t-interval clipped, not re-derived; ``Interval.clipped``).
+
+    Undefined intervals, unbounded ranges and intervals already inside are returned as they are;
+    so is an interval whose mean lies outside the range (values that break the declaration are
+    shown as measured, never given an interval that excludes their own mean).
+    """
+    if iv is None or not iv.defined or not span.bounded:
+        return iv
+    lo, hi = iv.bounds()
+    new_lo = lo if span.low is None else max(lo, span.low)
+    new_hi = hi if span.high is None else min(hi, span.high)
+    if new_lo == lo and new_hi == hi:
+        return iv
+    if not new_lo <= iv.mean <= new_hi or not new_hi > new_lo:
+        return iv
+    return replace(iv, lo=new_lo, hi=new_hi, clipped=True)
+
+
+def proportion_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Clopper-Pearson interval of a proportion, k successes in n trials:
+    [B(α/2; k, n − k + 1), B(1 − α/2; k + 1, n − k)] with B the Beta quantile, 0 at k = 0 and 1
+    at k = n (Clopper & Pearson, Biometrika 1934)."""
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    a = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(_sps.beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(_sps.beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def proportion_mean(values: CellValues, points: Sequence[Point], repeats: Iterable[int]) -> Interval | None:
+    """Mean of a 0/1 metric over ``points`` and repeats (repeats covering every point) with its
+    Clopper-Pearson interval over those cells (``n`` = cells). None when no repeat covers every
+    point or some value is not exactly 0 or 1 (the caller falls back to ``bootstrap_mean``)."""
+    per = repeat_means(values, points, repeats)
+    if not per:
+        return None
+    cells = [values[(p, r)] for r in per for p in points]
+    if any(v not in (0.0, 1.0) for v in cells):
+        return None
+    k, n = int(sum(cells)), len(cells)
+    lo, hi = proportion_interval(k, n)
+    return Interval(math.fsum(per.values()) / len(per), None, n, lo=lo, hi=hi, method="proportion")
+
+
 @lru_cache(maxsize=1024)
 def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
     """Two-sided critical value of Student's t with ``df`` degrees of freedom."""
@@ -130,8 +239,9 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, half, n)
 
 
-def seed_interval(values: Iterable[float]) -> Interval | None:
-    """The fallback t-interval over seeds, undefined when n < ``MIN_SEEDS`` or its width is 0."""
+def seed_interval(values: Iterable[float], span: MetricRange = UNBOUNDED) -> Interval | None:
+    """The fallback t-interval over seeds, undefined when n < ``MIN_SEEDS`` or its width is 0;
+    clipped to ``span`` (the range of the values: for differences, ``MetricRange.difference``)."""
     iv = t_interval(values)
     if iv is None:
         return None
@@ -139,7 +249,7 @@ def seed_interval(values: Iterable[float]) -> Interval | None:
         return Interval(iv.mean, None, iv.n, reason=f"n={iv.n} seeds is too few for an interval")
     if iv.half_width is None or not math.isfinite(iv.half_width) or _negligible(iv.half_width, iv.mean):
         return Interval(iv.mean, None, iv.n, reason=f"zero width over n={iv.n} seeds: equal values are not exactness")
-    return iv
+    return clip(iv, span)
 
 
 def _negligible(width: float, mean: float) -> bool:
@@ -252,11 +362,25 @@ def _percentile_interval(mean: float, reps: np.ndarray, n: int, points: int) -> 
 
 
 def bootstrap_mean(
-    values: CellValues, bits: CellBits, points: Sequence[Point], repeats: Iterable[int], groups: Mapping[Point, Hashable] | None = None
+    values: CellValues,
+    bits: CellBits,
+    points: Sequence[Point],
+    repeats: Iterable[int],
+    groups: Mapping[Point, Hashable] | None = None,
+    span: MetricRange = UNBOUNDED,
 ) -> Interval | None:
     """Mean over ``points`` and repeats with its bootstrap interval; the fallback t-interval when
-    some cell it uses has no per-point data. None when no repeat covers every point."""
-    return _bootstrap_or_t(repeat_means(values, points, repeats), bits, points, groups)
+    some cell it uses has no per-point data. None when no repeat covers every point.
+
+    ``span``: the metric's range; the interval is clipped to it, and a ``proportion`` metric whose
+    cells are all 0/1 gets the Clopper-Pearson interval over its cells instead.
+    """
+    repeats = list(repeats)
+    if span.proportion:
+        iv = proportion_mean(values, points, repeats)
+        if iv is not None:
+            return iv
+    return clip(_bootstrap_or_t(repeat_means(values, points, repeats), bits, points, groups), span)
 
 
 def _bootstrap_or_t(per: Mapping[int, float], bits: CellBits, points: Sequence[Point], groups: Mapping[Point, Hashable] | None) -> Interval | None:
@@ -282,29 +406,33 @@ def paired_bootstrap(
     repeats: Iterable[int],
     direction: str = "max",
     groups: Mapping[Point, Hashable] | None = None,
+    span: MetricRange = UNBOUNDED,
 ) -> Interval | None:
     """Gain of ``method`` over ``baseline`` paired by (axis point, repeat, test point).
 
     The paired hierarchical bootstrap where both sides have per-point data of equal length at
-    every cell used, else the fallback t-interval over the per-repeat differences.
+    every cell used, else the fallback t-interval over the per-repeat differences; ``span`` is
+    the *metric's* range, and the difference is clipped to ``span.difference()`` (two accuracies
+    differ by at most 1 either way), never to the metric's own range.
     """
     per = paired_differences(method, baseline, points, repeats, direction)
     sign = 1.0 if direction == "max" else -1.0
     keys = [(p, r) for p in points for r in per]
     diffs = {k: sign * (method_bits[k] - baseline_bits[k]) for k in keys if k in method_bits and k in baseline_bits and method_bits[k].size == baseline_bits[k].size}
-    return _bootstrap_or_t(per, diffs, points, groups)
+    return clip(_bootstrap_or_t(per, diffs, points, groups), span.difference())
 
 
 def paired_gain(
-    method: CellValues, baseline: CellValues, points: Sequence[Point], repeats: Iterable[int], direction: str = "max"
+    method: CellValues, baseline: CellValues, points: Sequence[Point], repeats: Iterable[int], direction: str = "max", span: MetricRange = UNBOUNDED
 ) -> Interval | None:
     """Gain of ``method`` over ``baseline`` without per-point data: the fallback t-interval."""
-    return paired_bootstrap(method, baseline, {}, {}, points, repeats, direction)
+    return paired_bootstrap(method, baseline, {}, {}, points, repeats, direction, span=span)
 
 
-def mean_over_points(values: CellValues, points: Sequence[Point], repeats: Iterable[int]) -> Interval | None:
-    """Fallback t-interval over repeats of the per-repeat mean over ``points``."""
-    return bootstrap_mean(values, {}, points, repeats)
+def mean_over_points(values: CellValues, points: Sequence[Point], repeats: Iterable[int], span: MetricRange = UNBOUNDED) -> Interval | None:
+    """Fallback t-interval over repeats of the per-repeat mean over ``points`` (``span``: as in
+    ``bootstrap_mean``)."""
+    return bootstrap_mean(values, {}, points, repeats, span=span)
 
 
 def is_tied(diff: Interval | None) -> bool:

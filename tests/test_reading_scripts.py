@@ -26,6 +26,18 @@ def test_track_reading_prints_rows_intervals_and_pairs():
     assert "- nope − static: missing row (nope)" in out
 
 
+def test_track_reading_prints_clipped_and_proportion_intervals_as_the_readme_quotes():
+    """results/README.md's instruction table quotes target exact match with intervals clipped at
+    0 (they were [−1.1, 50.1], [−17.0, 53.2], [−1.8, 12.0]); slo_met is a proportion over cells."""
+    out = _run("benchmarks/track_reading.py", "results/entries", "instruction/quick@1", "--percent", "--metrics", "target_em")
+    for row in ("| bm25 | 9/9 | 24.47 [0.00, 50.08] |", "| embed-sim | 9/9 | 18.09 [0.00, 53.18] |", "| random | 9/9 | 5.11 [0.00, 12.02] |",
+                "| trim | 9/9 | 14.53 [8.49, 20.56] |", "| less | 9/9 | 16.79 [2.37, 31.21] |", "| full | 9/9 | 3.06 [0.39, 5.73] |"):
+        assert row in out
+    out = _run("benchmarks/track_reading.py", "results/entries", "pooling/quick@1", "--percent", "--metrics", "slo_met")
+    assert "| ssa-pooling | 9/9 | 11.11 [0.28, 48.25] |" in out  # Clopper-Pearson, 1 of 9 cells (t: 11.1 ± 47.8)
+    assert "| oracle | 9/9 | 100.00 [66.37, 100.00] |" in out
+
+
 def test_study_reading_shares_the_loader():
     out = _run("benchmarks/study_reading.py", "results/entries", "coreset/cifar10-study@1")
     assert out.startswith("# coreset/cifar10-study@1: 126 cells")

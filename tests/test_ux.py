@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -666,6 +667,27 @@ def test_compare_prints_the_paired_difference_per_cell_with_an_interval(reg, wid
     assert "parameter 'fraction': expected float in (0, 1]" in line
     line = one_line_error(invoke("compare", "stepped:stride=3", "stepped", "--db", str(db)))
     assert "no finished runs of stepped:stride=3" in line
+
+
+def test_compare_clips_a_difference_of_accuracies_to_plus_minus_100_pp(reg, wide, tmp_path):
+    """Per-seed differences 100, 100, 50 pp: the t-interval over 3 seeds runs to +155 pp, but a
+    difference of two accuracies lies in [−100, 100] pp (the track declares clean_acc in [0, 1])."""
+    db = tmp_path / "r.db"
+    store = Store(db)
+    t = reg.track("coreset")
+    prof = t.profile("tiny")
+    for m, accs in ((reg.method("stepped"), (0.0, 0.0, 0.5)), (reg.method("stepped").with_params(fraction="0.5"), (1.0, 1.0, 1.0))):
+        plan = make_plan(t, prof, [m], store, seeds=[0, 1, 2], references=False)
+        for p in plan.todo:
+            store.claim(p.cell, p.method, {})
+            store.finish(p.cell.key, metrics={"clean_acc": accs[p.cell.repeat]}, timings={}, info={})
+    store.close()
+    data = json.loads(invoke("compare", "stepped:fraction=0.5", "stepped", "--metric", "clean_acc", "--db", str(db), "--json").stdout)
+    assert data[0]["overall"]["mean"] == pytest.approx(5 / 6)
+    assert data[0]["overall"]["high"] == 1.0 and data[0]["overall"]["low"] == pytest.approx(5 / 6 - 4.302652729911275 * (0.5 / math.sqrt(3)) / math.sqrt(3))
+    assert all(c["interval"]["high"] <= 1.0 for c in data[0]["cells"])
+    res = invoke("compare", "stepped:fraction=0.5", "stepped", "--metric", "clean_acc", "--db", str(db))
+    assert res.exit_code == 0 and "+100.00] pp" in res.stdout
 
 
 def test_results_prune_removes_failed_runs_or_a_parameter_setting(reg, wide, tmp_path):

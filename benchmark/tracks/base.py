@@ -208,6 +208,14 @@ class Track(ABC):
     metric_directions: Mapping[str, str] = {}
     #: metric names shown beside the primary one, in order
     secondary_metrics: tuple[str, ...] = ()
+    #: metric name -> (low, high), the values it can take (None: open on that side), e.g.
+    #: (0.0, 1.0) for an accuracy, (0.0, None) for seconds. The board clips the intervals of its
+    #: means to this range (and paired differences to [−(high − low), high − low]); a metric not
+    #: listed is unbounded (``leaderboard.stats.MetricRange``)
+    metric_bounds: Mapping[str, tuple[float | None, float | None]] = {}
+    #: metrics that are one 0/1 outcome per cell (e.g. "SLO met"): the board gives their mean a
+    #: Clopper-Pearson interval for a proportion over the cells, not a t-interval over seeds
+    proportion_metrics: tuple[str, ...] = ()
     #: the method a gain is measured against (e.g. "random"); None: no baseline
     baseline_method: str | None = None
     #: reference methods the ranking needs, run when missing

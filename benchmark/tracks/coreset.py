@@ -350,6 +350,7 @@ class CoresetTrack(Track):
     primary_metric = "autoattack_acc"
     secondary_metrics = ("clean_acc", "pgd_acc")
     metric_directions = {"autoattack_acc": "max", "clean_acc": "max", "pgd_acc": "max", "fgsm_acc": "max"}
+    metric_bounds = dict.fromkeys(("autoattack_acc", "clean_acc", "pgd_acc", "fgsm_acc"), (0.0, 1.0))
     baseline_method = "random"
     reference_methods = ("random", "full")
 

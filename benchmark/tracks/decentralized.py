@@ -162,6 +162,10 @@ class DecentralizedTrack(Track):
         "comm_mb_model": "min", "comm_mb_labels": "min", "comm_mb_meta": "min", "comm_mb_total": "min", "label_overhead": "min",
         "public_id_precision": "max", "public_id_recall": "max", "public_kept_frac": "max", "train_s": "min",
     }
+    metric_bounds = {
+        **dict.fromkeys(("mean_node_acc", "min_node_acc", "consensus_acc", "public_id_precision", "public_id_recall", "public_kept_frac"), (0.0, 1.0)),
+        **dict.fromkeys(("std_node_acc", "consensus_dist", "comm_mb_model", "comm_mb_labels", "comm_mb_meta", "comm_mb_total", "label_overhead", "train_s"), (0.0, None)),
+    }
     baseline_method = "d-psgd"
     reference_methods = ("d-psgd",)
 

@@ -169,6 +169,10 @@ class InstructionTrack(Track):
         "selection_tokens": "min", "sel_target_frac": "max", "sel_twin_frac": "min", "sel_noisy_frac": "min", "sel_dup_frac": "min", "sel_len_ratio": "max",
         "subset_size": "max",
     }
+    metric_bounds = {
+        **dict.fromkeys(("target_em", "general_em", "twin_confusion", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_dup_frac"), (0.0, 1.0)),
+        **dict.fromkeys(("target_nll", "selection_s", "selection_fwd_equiv", "selection_tokens", "sel_len_ratio", "subset_size"), (0.0, None)),
+    }
     baseline_method = "random"
     reference_methods = ("random", "full")
 

@@ -72,6 +72,13 @@ class PoolingTrack(Track):
         "idle_saving": "max", "hit_rate": "max", "slo_met": "max", "idle_hours_per_day": "min", "miss_wait_min_per_day": "min",
         "pool_creations_per_day": "min", "idle_saving_vs_static": "max", "fit_s": "min", "plan_s": "min", "static_pool_for_hit": "min",
     }
+    #: savings are 1 − idle / idle of a reference: at most 1, unbounded below (worse than it)
+    metric_bounds = {
+        "idle_saving": (None, 1.0), "idle_saving_vs_static": (None, 1.0), "hit_rate": (0.0, 1.0),
+        **dict.fromkeys(("idle_hours_per_day", "miss_wait_min_per_day", "pool_creations_per_day", "fit_s", "plan_s", "static_pool_for_hit"), (0.0, None)),
+    }
+    #: one yes/no per cell (hit_rate >= target − tolerance): a proportion interval over the cells
+    proportion_metrics = ("slo_met",)
     baseline_method = "static"
     reference_methods = ("static", "oracle")
 

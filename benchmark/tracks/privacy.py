@@ -572,6 +572,7 @@ class PrivacyTrack(PrivacyBase):
         "auc": "max", "tpr_at_1pct_fpr": "max", "tpr_at_0.1pct_fpr": "max", "balanced_acc": "max",
         "target_test_acc": "max",
     }
+    metric_bounds = dict.fromkeys(("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "balanced_acc", "target_test_acc"), (0.0, 1.0))
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         method = self._check_method(method)
@@ -635,6 +636,7 @@ class MemorizationTrack(PrivacyBase):
     primary_metric = "spearman"
     secondary_metrics = ("pearson", "cosine")
     metric_directions = {"spearman": "max", "pearson": "max", "cosine": "max"}
+    metric_bounds = dict.fromkeys(("spearman", "pearson", "cosine"), (-1.0, 1.0))
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         method = self._check_method(method)

@@ -71,6 +71,7 @@ class RobustnessTrack(Track):
     primary_metric = "robust_acc"
     secondary_metrics = ("clean_acc", "attack_s")
     metric_directions = {"robust_acc": "min", "clean_acc": "max", "attack_s": "min"}
+    metric_bounds = {"robust_acc": (0.0, 1.0), "clean_acc": (0.0, 1.0), "attack_s": (0.0, None)}
     baseline_method = "autoattack"
     reference_methods = ("autoattack",)
 

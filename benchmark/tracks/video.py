@@ -140,6 +140,8 @@ class VideoTrack(Track):
     secondary_metrics = ("mean_ic_acc", "final_acc", "acc_at_25", "acc_at_50", "distill_s")
     metric_directions = {"exit_auc": "max", "mean_ic_acc": "max", "final_acc": "max", "acc_at_25": "max", "acc_at_50": "max", "distill_s": "min", "plain_final_acc": "max",
                          **{f"ic_acc_{m}_{k}": "max" for m in ORDER for k in (1, 2, 3, 4)}}
+    metric_bounds = {**dict.fromkeys(("exit_auc", "mean_ic_acc", "final_acc", "acc_at_25", "acc_at_50", "plain_final_acc"), (0.0, 1.0)),
+                     **{f"ic_acc_{m}_{k}": (0.0, 1.0) for m in ORDER for k in (1, 2, 3, 4)}, "distill_s": (0.0, None)}
     baseline_method = "ce-exits"
     reference_methods = ("ce-exits",)
 

@@ -246,6 +246,15 @@ def tracks_page() -> str:
         lines.append(f"- contestants: {code(t.contestant_kind)} methods; fixtures: {', '.join(code(f) for f in d.get('fixtures', [])) or '(none)'}")
         lines.append(f"- primary metric: {code(t.primary_metric)}; also shown: {', '.join(code(m) for m in t.secondary_metrics) or '(none)'}")
         lines.append(f"- reference methods run with every contestant: {', '.join(code(m) for m in t.reference_methods) or '(none)'}")
+        from coreset_bench.leaderboard.board import metric_ranges
+
+        ranges = metric_ranges(t)
+        shown = [m for m in (t.primary_metric, *t.secondary_metrics) if m in ranges]
+        if shown:
+            lines.append(
+                "- declared ranges (board intervals are clipped to them; yes/no metrics get a Clopper-Pearson interval over cells): "
+                + ", ".join(f"{code(m)} " + ("yes/no per cell" if ranges[m].proportion else text(ranges[m].text())) for m in shown)
+            )
         lines.append("")
         for p in t.profiles():
             lines += [f"### {text(p.id)} {{#{anchor(p.id)}}}", "", text(p.description), ""]
