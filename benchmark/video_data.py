@@ -324,6 +324,18 @@ def _arrays(clips: list[dict[str, np.ndarray]], y: list[int]) -> ClipSet:
     return ClipSet({m: channels_last(np.stack([c[m] for c in clips]).astype(np.float16).astype(np.float32)) for m in MODALITIES}, np.asarray(y, dtype=np.int64))
 
 
+def synth_key(seed: int, cfg: dict[str, Any], *, version: int, train_per_class: int, test_per_class: int, q: int, accumulate: bool, segments: int,
+              pools: dict[str, int] | None) -> str:
+    """The cache key of a synth-motion dataset: everything it is generated from (the generator
+    version and its full settings ``cfg``, the seed, the clip counts, the codec's quantizer, the
+    representation, the segments and the pooling). The generator's code is not in it: the
+    versions are frozen by pinned statistics (tests/test_video_data.py); a change that moves them
+    needs a new version. The track's backbone key contains this key."""
+    payload = {"v": int(version), "seed": int(seed), "train": int(train_per_class), "test": int(test_per_class), "q": int(q), "acc": bool(accumulate), "k": int(segments),
+               "pools": {**DEFAULT_POOLS, **(pools or {})}, "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def synth_motion(seed: int, *, train_per_class: int = 80, test_per_class: int = 30, cache_dir: Path | None = None,
                  q: int = 4, accumulate: bool = True, segments: int = 3, pools: dict[str, int] | None = None, version: int = 1,
                  **overrides: Any) -> VideoDataset:
@@ -340,8 +352,7 @@ def synth_motion(seed: int, *, train_per_class: int = 80, test_per_class: int = 
     if unknown:
         raise VideoDataError(f"unknown synth-motion setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     cfg = {**base, **overrides}
-    key_payload = {"v": int(version), "seed": int(seed), "train": int(train_per_class), "test": int(test_per_class), "q": int(q), "acc": bool(accumulate), "k": int(segments), "pools": {**DEFAULT_POOLS, **(pools or {})}, "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
-    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:16]
+    key = synth_key(seed, cfg, version=version, train_per_class=train_per_class, test_per_class=test_per_class, q=q, accumulate=accumulate, segments=segments, pools=pools)
     path = Path(cache_dir) / "video" / f"synth-motion-v{int(version)}-{key}.npz" if cache_dir else None
     classes = [f"motion{c}" for c in range(int(cfg["classes"]))]
     if path is not None and path.exists():
