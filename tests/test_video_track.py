@@ -412,3 +412,23 @@ def test_tiny_cell_is_deterministic_across_processes_with_empty_caches(tmp_path)
     a, b = _children(tmp_path, (1, 2))
     assert not a["cached"] and not b["cached"]
     assert a["hash"] == b["hash"] and a["metrics"] == b["metrics"] and a["front"] == b["front"]
+
+
+def test_backbone_key_on_cuda_names_the_gpu_and_the_kernel_mode(monkeypatch):
+    """On CUDA the host threads do not touch the numbers; the GPU model and deterministic kernels
+    (CORESET_BENCH_NONDETERMINISTIC) do. Checked without a GPU (the name is stubbed)."""
+    from coreset_bench.tracks.video import backbone_key
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.delenv("CORESET_BENCH_NONDETERMINISTIC", raising=False)
+    track, m = VideoTrack(), registry.method("ce-exits")
+    p = track.profile("folder")
+    cell = Cell("video", p.id, m.name, m.version, dict(m.params), {"dataset": "video-folder:videos"}, 0)
+    k, payload = backbone_key(p, cell, "d0", "cuda")
+    assert payload["device"] == "cuda" and payload["gpu"] == "Fake GPU" and payload["deterministic"] is True and "threads" not in payload
+    assert k != backbone_key(p, cell, "d0", "cpu", threads=1)[0]
+    monkeypatch.setenv("CORESET_BENCH_NONDETERMINISTIC", "1")
+    assert backbone_key(p, cell, "d0", "cuda")[0] != k
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Other GPU")
+    monkeypatch.delenv("CORESET_BENCH_NONDETERMINISTIC")
+    assert backbone_key(p, cell, "d0", "cuda")[0] != k

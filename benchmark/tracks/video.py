@@ -6,7 +6,8 @@ Contestants are ``distillation`` methods with ``role = "early-exit"``: ``distill
 
 1. loads or generates the clips (``synth-motion`` or ``video-folder:PATH``, through the real
    MPEG-4 compressed domain of ``coreset_bench.video``; seeded by (profile, dataset, repeat,
-   accumulate), never by the method);
+   accumulate), never by the method; one memory order, ``video_data.channels_last``, whether
+   fresh or cached);
 2. trains, or loads from ``<cache>/video/backbones/<key>/``, one frozen ``TinyExitNet`` per
    modality (res, mv, iframe) with cross-entropy (shared by every method of the repeat; its
    training time is recorded in each cell, ``info.backbones_shared`` when the cache served it).
