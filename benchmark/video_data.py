@@ -93,7 +93,8 @@ class VideoDataError(Exception):
 
 @dataclass
 class ClipSet:
-    """Network inputs of a split: ``x[m]`` (N, K, ch, h, w) float32 per modality, ``y`` (N,)."""
+    """Network inputs of a split: ``x[m]`` (N, K, ch, h, w) float32 per modality, its memory in
+    (N, K, h, w, ch) order (``channels_last``), ``y`` (N,)."""
 
     x: dict[str, np.ndarray]
     y: np.ndarray
@@ -297,9 +298,42 @@ def synth_clip(cls: int, rng: np.random.Generator, cfg: dict[str, Any]) -> np.nd
     return np.stack([_render((bg + g["bg_drift"] * i / max(1, t - 1) * dbg).clip(0, 255), objs, i, pan, size, noise) for i in range(t)])
 
 
+def channels_last(a: np.ndarray) -> np.ndarray:
+    """``a`` (N, K, C, H, W) with its values unchanged and its memory in (N, K, H, W, C) order.
+
+    The memory order is part of the result: torch's CPU convolutions take a different path for a
+    channels-last input than for a contiguous one and round differently, so networks trained on
+    the same values in the two orders differ after a few epochs. Fresh builds came out of
+    ``clip_inputs`` (a transpose of (H, W, C) maps) channels-last, while ``np.load`` returns
+    contiguous arrays, so the same cell trained different backbones from a fresh and from a
+    cached dataset. Every ``ClipSet`` array is therefore in this one order (the one the committed
+    entries were trained on); the track imposes it again on its tensors."""
+    a = np.asarray(a)
+    if a.ndim != 5:
+        raise ValueError(f"expected (N, K, C, H, W) clip inputs, got shape {a.shape}")
+    return np.ascontiguousarray(a.transpose(0, 1, 3, 4, 2)).transpose(0, 1, 4, 2, 3)
+
+
+def _load(z: Any, split: str) -> ClipSet:
+    return ClipSet({m: channels_last(z[f"{split}_{m}"].astype(np.float32)) for m in MODALITIES}, z[f"{split}_y"])
+
+
 def _arrays(clips: list[dict[str, np.ndarray]], y: list[int]) -> ClipSet:
-    # rounded through float16, the cache's storage type: a fresh build equals a cached load bit for bit
-    return ClipSet({m: np.stack([c[m] for c in clips]).astype(np.float16).astype(np.float32) for m in MODALITIES}, np.asarray(y, dtype=np.int64))
+    # rounded through float16, the cache's storage type, and in one memory order (``channels_last``):
+    # a fresh build equals a cached load bit for bit, layout included
+    return ClipSet({m: channels_last(np.stack([c[m] for c in clips]).astype(np.float16).astype(np.float32)) for m in MODALITIES}, np.asarray(y, dtype=np.int64))
+
+
+def synth_key(seed: int, cfg: dict[str, Any], *, version: int, train_per_class: int, test_per_class: int, q: int, accumulate: bool, segments: int,
+              pools: dict[str, int] | None) -> str:
+    """The cache key of a synth-motion dataset: everything it is generated from (the generator
+    version and its full settings ``cfg``, the seed, the clip counts, the codec's quantizer, the
+    representation, the segments and the pooling). The generator's code is not in it: the
+    versions are frozen by pinned statistics (tests/test_video_data.py); a change that moves them
+    needs a new version. The track's backbone key contains this key."""
+    payload = {"v": int(version), "seed": int(seed), "train": int(train_per_class), "test": int(test_per_class), "q": int(q), "acc": bool(accumulate), "k": int(segments),
+               "pools": {**DEFAULT_POOLS, **(pools or {})}, "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def synth_motion(seed: int, *, train_per_class: int = 80, test_per_class: int = 30, cache_dir: Path | None = None,
@@ -318,15 +352,13 @@ def synth_motion(seed: int, *, train_per_class: int = 80, test_per_class: int = 
     if unknown:
         raise VideoDataError(f"unknown synth-motion setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
     cfg = {**base, **overrides}
-    key_payload = {"v": int(version), "seed": int(seed), "train": int(train_per_class), "test": int(test_per_class), "q": int(q), "acc": bool(accumulate), "k": int(segments), "pools": {**DEFAULT_POOLS, **(pools or {})}, "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
-    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:16]
+    key = synth_key(seed, cfg, version=version, train_per_class=train_per_class, test_per_class=test_per_class, q=q, accumulate=accumulate, segments=segments, pools=pools)
     path = Path(cache_dir) / "video" / f"synth-motion-v{int(version)}-{key}.npz" if cache_dir else None
     classes = [f"motion{c}" for c in range(int(cfg["classes"]))]
     if path is not None and path.exists():
         try:
             with np.load(path) as z:
-                train = ClipSet({m: z[f"train_{m}"].astype(np.float32) for m in MODALITIES}, z["train_y"])
-                test = ClipSet({m: z[f"test_{m}"].astype(np.float32) for m in MODALITIES}, z["test_y"])
+                train, test = _load(z, "train"), _load(z, "test")
             return VideoDataset("synth-motion", train, test, len(classes), classes, {"cached": True, "build_s": 0.0, "key": key, "version": int(version)})
         except Exception:  # a broken cache file is rebuilt
             pass
@@ -424,8 +456,7 @@ def video_folder(root: str | Path, *, size: int = 64, q: int = 4, accumulate: bo
     path = Path(cache_dir) / "video" / f"video-folder-{key}.npz" if cache_dir else None
     if path is not None and path.exists():
         with np.load(path) as z:
-            train = ClipSet({m: z[f"train_{m}"].astype(np.float32) for m in MODALITIES}, z["train_y"])
-            test = ClipSet({m: z[f"test_{m}"].astype(np.float32) for m in MODALITIES}, z["test_y"])
+            train, test = _load(z, "train"), _load(z, "test")
         return VideoDataset(f"video-folder:{root}", train, test, len(classes), classes, {"cached": True, "key": key})
     t0 = time.perf_counter()
     parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}

@@ -227,3 +227,208 @@ def test_quick2_is_the_default_on_synth_motion_v2_and_quick1_keeps_v1():
     assert _QUICK["pools"] == {"mv": 4, "res": 4, "iframe": 4} and _QUICK["test_per_class"] == 20
     # the data seed depends on the profile id: quick@2 draws its own clips
     assert t._data_seed(q2, "synth-motion", 0, True) != t._data_seed(q1, "synth-motion", 0, True)
+
+
+# ---- determinism across processes and thread counts ------------------------------------------------------
+class _Probe(X.EarlyExitMethod):
+    """Records the torch thread count the method runs under; returns untrained heads (cheap)."""
+
+    name = "probe-exits"
+    params = {"order": "ce", "phase_fraction": 1 / 6, "temperature": 1.0, "wise": False}
+    seen: list[int] = []
+
+    def distill(self, view):
+        _Probe.seen.append(torch.get_num_threads())
+        return ExitModel(heads={(m, k): view.head_factory(m, k) for m in view.modalities for k in (1, 2, 3)}, combiner=None)
+
+
+def test_a_direct_run_cell_uses_the_tracks_thread_count_not_the_callers(tiny, monkeypatch):
+    """The regression of "same cell, same seed, different numbers in another process": a script
+    calling ``run_cell`` kept torch's default thread count (the cores), the CLI used 1, and the
+    CPU's reductions split by thread count (quick@2's MV IC4: 0.679 with 1 thread, 0.708 with 2).
+    Now the track enters ``cell_scope`` itself: features and the method run under
+    CORESET_BENCH_THREADS (1 here) whatever the caller set, and the caller's count comes back."""
+    track, ctx = tiny
+    seen_features = []
+    features = VM.features
+
+    def spy(net, x, *a, **k):
+        seen_features.append(torch.get_num_threads())
+        return features(net, x, *a, **k)
+
+    monkeypatch.setattr(VM, "features", spy)
+    track.__dict__.pop("_memo", None)
+    _Probe.seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = _Probe()
+        r = track.run_cell(_cell(track, m), m, ctx)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert _Probe.seen == [1] and seen_features and set(seen_features) == {1}
+    assert r.info["threads"] == 1 and len(r.info["backbone_hash"]) == 64
+
+
+def test_backbones_trained_under_another_thread_count_are_not_reused(tiny, monkeypatch):
+    """The thread count changes the trained bits, so it is part of the backbone cache key: a cache
+    written with CORESET_BENCH_THREADS=1 does not serve a run with 2 (it used to, silently).
+    (Training is cut to 0 epochs under 2 threads: the test is about the reuse, not the networks.)"""
+    import json
+
+    track, ctx = tiny
+    m = _Probe()
+    track.__dict__.pop("_memo", None)
+    one = track.run_cell(_cell(track, m), m, ctx)  # trains or loads the 1-thread backbones
+    trained = []
+    build = VM.build_backbones
+
+    def short(*a, **k):
+        trained.append(torch.get_num_threads())
+        return build(*a, **{**k, "epochs": 0})
+
+    monkeypatch.setattr(VM, "build_backbones", short)
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "2")
+    track.__dict__.pop("_memo", None)
+    two = track.run_cell(_cell(track, m), m, ctx)
+    assert trained == [2] and two.info["threads"] == 2 and not two.info["backbones_shared"]
+    metas = [json.loads(f.read_text())["key"] for f in (Path(ctx.cache_dir) / "video" / "backbones").glob("*/meta.json")]
+    assert {1, 2} <= {k.get("threads") for k in metas}
+    monkeypatch.setenv("CORESET_BENCH_THREADS", "1")
+    track.__dict__.pop("_memo", None)
+    again = track.run_cell(_cell(track, m), m, ctx)
+    assert trained == [2] and again.info["backbones_shared"] and again.info["backbone_hash"] == one.info["backbone_hash"]
+    track.__dict__.pop("_memo", None)
+
+
+def test_backbone_key_covers_every_setting_that_changes_the_backbones():
+    """Data (generator version and settings, clip counts: all in the data key), repeat, axes,
+    widths, epochs, lr, batch size, device, thread count, code revision and torch version: each
+    changes the key; the same inputs give the same key."""
+    import dataclasses
+
+    from coreset_bench.tracks.video import BACKBONE_REVISION, backbone_key
+
+    track = VideoTrack()
+    p = track.profile("quick@2")
+    m = registry.method("ce-exits")
+
+    def cell(repeat=0, **axes):
+        return Cell("video", p.id, m.name, m.version, dict(m.params), {"dataset": "synth-motion", **axes}, repeat)
+
+    base, payload = backbone_key(p, cell(), "d0", "cpu", threads=1)
+    assert base == backbone_key(p, cell(), "d0", "cpu", threads=1)[0]
+    assert payload["v"] == BACKBONE_REVISION and payload["torch"] == torch.__version__ and payload["threads"] == 1
+    keys = {
+        "data": backbone_key(p, cell(), "d1", "cpu", threads=1)[0],
+        "repeat": backbone_key(p, cell(1), "d0", "cpu", threads=1)[0],
+        "axes": backbone_key(p, cell(accumulate=False), "d0", "cpu", threads=1)[0],
+        "threads": backbone_key(p, cell(), "d0", "cpu", threads=2)[0],
+        "profile": backbone_key(track.profile("quick@1"), cell(), "d0", "cpu", threads=1)[0],
+    }
+    for name, value in (("widths", [8, 16, 32, 64]), ("backbone_epochs", 21), ("backbone_lr", 0.04), ("backbone_batch_size", 16)):
+        q = dataclasses.replace(p, settings={**p.settings, name: value})
+        keys[name] = backbone_key(q, cell(), "d0", "cpu", threads=1)[0]
+    assert base not in keys.values() and len(set(keys.values())) == len(keys), keys
+
+
+def test_backbone_training_does_not_depend_on_modality_order_or_global_rng():
+    """Each network is seeded on its own: training the modalities in another order, after other
+    code consumed the global RNG, gives bit-identical networks."""
+    g = torch.Generator().manual_seed(0)
+    x = {m: torch.randn(12, 2, VM.IN_CHANNELS[m], 8, 8, generator=g) for m in ORDER}
+    y = torch.arange(12) % 3
+    kw = dict(widths=(4, 4, 8, 8), epochs=2, lr=0.05, batch_size=4, seed=5)
+    a, _ = VM.build_backbones(x, y, 3, modalities=ORDER, **kw)
+    torch.rand(100)
+    b, _ = VM.build_backbones(x, y, 3, modalities=tuple(reversed(ORDER)), **kw)
+    for m in ORDER:
+        assert VM.param_hash({m: a[m]}) == VM.param_hash({m: b[m]}), m
+
+
+_CHILD = """
+import json, sys, torch
+torch.set_num_threads(int(sys.argv[2]))  # the caller's count must not matter
+from coreset_bench import registry
+from coreset_bench.tracks.base import Cell, CellContext
+from coreset_bench.tracks.video import VideoTrack
+t, m = VideoTrack(), registry.method("ce-exits")
+p = t.profile("tiny")
+cell = Cell("video", p.id, m.name, m.version, dict(m.params), {"dataset": "synth-motion"}, 0)
+r = t.run_cell(cell, m, CellContext(results_dir=sys.argv[1], cache_dir=sys.argv[1], data_dir=None))
+print(json.dumps({"metrics": {k: v for k, v in r.metrics.items() if k != "distill_s"}, "hash": r.info["backbone_hash"],
+                  "shared": r.info["backbones_shared"], "cached": r.info["data_cached"], "front": r.info["frontier_acc"]}))
+"""
+
+
+def _children(tmp_path, threads, data_from=()):
+    """Run the tiny ce-exits cell in fresh processes at once, one per entry of ``threads`` (the
+    torch thread count each caller sets), each with its own cache: empty, or holding only a copy
+    of the clip files ``data_from``. Their outputs: metrics, backbone hash, frontier."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CORESET_BENCH_THREADS": "1"}
+    procs = []
+    for i, n in enumerate(threads):
+        d = tmp_path / f"p{i}"
+        (d / "video").mkdir(parents=True)
+        for f in data_from:
+            shutil.copy(f, d / "video" / f.name)
+        procs.append(subprocess.Popen([sys.executable, "-c", _CHILD, str(d), str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert not any(o["shared"] for o in outs)  # each process trained its own backbones
+    return outs
+
+
+def test_tiny_cell_backbones_and_metrics_are_deterministic_across_processes(tiny, tmp_path):
+    """The fast variant (one child process): this process's tiny ce-exits cell and a fresh
+    process's, whose caller set 2 torch threads and whose cache holds only a copy of the clips
+    (so it trains its own backbones), agree bit for bit: backbones, metrics, frontier."""
+    track, ctx = tiny
+    m = registry.method("ce-exits")
+    here = track.run_cell(_cell(track, m), m, ctx)
+    clips = sorted((Path(ctx.cache_dir) / "video").glob("synth-motion-*.npz"))
+    assert clips
+    (child,) = _children(tmp_path, (2,), clips)
+    assert child["cached"] and child["hash"] == here.info["backbone_hash"]
+    assert child["metrics"] == {k: v for k, v in here.metrics.items() if k != "distill_s"}
+    assert child["front"] == here.info["frontier_acc"]
+
+
+@pytest.mark.slow
+def test_tiny_cell_is_deterministic_across_processes_with_empty_caches(tmp_path):
+    """Two fresh processes with empty caches (clips generated, backbones trained in each; their
+    callers set 1 and 2 torch threads): the same backbone bits, metrics and frontier (the old
+    same-process test only reloaded the cache)."""
+    a, b = _children(tmp_path, (1, 2))
+    assert not a["cached"] and not b["cached"]
+    assert a["hash"] == b["hash"] and a["metrics"] == b["metrics"] and a["front"] == b["front"]
+
+
+def test_backbone_key_on_cuda_names_the_gpu_and_the_kernel_mode(monkeypatch):
+    """On CUDA the host threads do not touch the numbers; the GPU model and deterministic kernels
+    (CORESET_BENCH_NONDETERMINISTIC) do. Checked without a GPU (the name is stubbed)."""
+    from coreset_bench.tracks.video import backbone_key
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.delenv("CORESET_BENCH_NONDETERMINISTIC", raising=False)
+    track, m = VideoTrack(), registry.method("ce-exits")
+    p = track.profile("folder")
+    cell = Cell("video", p.id, m.name, m.version, dict(m.params), {"dataset": "video-folder:videos"}, 0)
+    k, payload = backbone_key(p, cell, "d0", "cuda")
+    assert payload["device"] == "cuda" and payload["gpu"] == "Fake GPU" and payload["deterministic"] is True and "threads" not in payload
+    assert k != backbone_key(p, cell, "d0", "cpu", threads=1)[0]
+    monkeypatch.setenv("CORESET_BENCH_NONDETERMINISTIC", "1")
+    assert backbone_key(p, cell, "d0", "cuda")[0] != k
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Other GPU")
+    monkeypatch.delenv("CORESET_BENCH_NONDETERMINISTIC")
+    assert backbone_key(p, cell, "d0", "cuda")[0] != k

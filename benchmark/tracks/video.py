@@ -6,16 +6,25 @@ Contestants are ``distillation`` methods with ``role = "early-exit"``: ``distill
 
 1. loads or generates the clips (``synth-motion`` or ``video-folder:PATH``, through the real
    MPEG-4 compressed domain of ``coreset_bench.video``; seeded by (profile, dataset, repeat,
-   accumulate), never by the method);
+   accumulate), never by the method; one memory order, ``video_data.channels_last``, whether
+   fresh or cached);
 2. trains, or loads from ``<cache>/video/backbones/<key>/``, one frozen ``TinyExitNet`` per
    modality (res, mv, iframe) with cross-entropy (shared by every method of the repeat; its
-   training time is recorded in each cell, ``info.backbones_shared`` when the cache served it);
+   training time is recorded in each cell, ``info.backbones_shared`` when the cache served it).
+   The key (``backbone_key``) covers everything that changes the trained bits: the data's key
+   (generator version and settings, clip counts, codec, pooling, seed), widths, epochs, lr, batch
+   size, the device, the torch version and, on the CPU, the intra-op thread count (it changes how
+   float reductions split: 1 vs 2 threads moved quick@2's MV IC4 from 0.679 to 0.708);
 3. computes the backbones' stage features and final logits (train and test, K segments) and the
    per-exit cumulative MACs (``FlopCounterMode``);
 4. calls ``method.distill(view)`` (no test data in the view) and checks the result: all 9 heads,
    finite (B, C) logits, combiner weights of length e + 1, finite (negatives clipped to 0),
    backbones bit-unchanged (parameter hash before and after). A violation, an exception or a
    reach for the data generator fails that cell only, naming the plugin.
+
+The whole cell (data, backbones, features, the method) runs under ``env.cell_scope``: the same
+thread count and kernels whether the CLI's executors or a direct ``run_cell`` call run it, so the
+same cell and seed give the same numbers in any process (``info.threads`` records the count).
 
 Metrics (on the test clips, logits averaged over the K segments):
 
@@ -130,6 +139,38 @@ def combine(z: np.ndarray, combiner: Sequence[np.ndarray] | None) -> np.ndarray:
     return out
 
 
+#: revision of the backbone training code (architecture, optimiser, schedule, augmentation): bump it
+#: when ``video_models.build_backbones`` or ``TinyExitNet`` change what they produce
+BACKBONE_REVISION = 2
+
+
+def backbone_key(profile: Profile, cell: Cell, data_key: str | None, device: str, threads: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The cache key of a cell's frozen backbones and its payload (stored in their ``meta.json``).
+
+    It covers every input of ``build_backbones``: the data (its key: generator version and settings,
+    clip counts, codec, pooling, the data seed's inputs), the profile's widths, epochs, lr and batch
+    size, the code (``BACKBONE_REVISION``, torch's version) and where they were computed: the device
+    type, and on the CPU the intra-op thread count (``threads``, default the current one: the
+    count changes the last bits of every reduction, and 20 epochs of SGD grow them into different
+    networks), on CUDA the GPU's name and whether deterministic kernels were on."""
+    import torch
+
+    from .. import env as envmod
+
+    st = profile.settings
+    dev = torch.device(device)
+    where: dict[str, Any] = {"device": dev.type}
+    if dev.type == "cpu":
+        where["threads"] = int(torch.get_num_threads() if threads is None else threads)
+    elif dev.type == "cuda":
+        where["gpu"] = torch.cuda.get_device_name(dev)
+        where["deterministic"] = envmod.deterministic(str(device))
+    payload = {"profile": profile.id, "axes": dict(cell.axes), "repeat": cell.repeat, "data": data_key, "widths": [int(w) for w in st["widths"]],
+               "epochs": int(st["backbone_epochs"]), "lr": float(st["backbone_lr"]), "bs": int(st["backbone_batch_size"]),
+               "v": BACKBONE_REVISION, "torch": torch.__version__, **where}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24], payload
+
+
 class VideoTrack(Track):
     name = "video"
     summary = "Early-exit recognition of MPEG-4 compressed video: internal classifiers on frozen MV/residual/I-frame networks (PKD + WISE)."
@@ -181,10 +222,11 @@ class VideoTrack(Track):
         import torch
 
         from .. import locks
+        from .. import video_data as VD
         from .. import video_models as VM
 
         memo = self.__dict__.setdefault("_memo", {})
-        mkey = f"{profile.id}|{canonical_json(dict(cell.axes))}|{cell.repeat}|{ctx.cache_dir}|{ctx.device}"
+        mkey = f"{profile.id}|{canonical_json(dict(cell.axes))}|{cell.repeat}|{ctx.cache_dir}|{ctx.device}|{torch.get_num_threads()}"
         if mkey in memo:
             return memo[mkey]
         st = profile.settings
@@ -192,13 +234,12 @@ class VideoTrack(Track):
         ds, data_seed = self.dataset(profile, cell, ctx)
         data_s = time.perf_counter() - t0
         device = torch.device(ctx.device)
-        x_tr = {m: torch.from_numpy(ds.train.x[m]).to(device) for m in ORDER}
-        x_te = {m: torch.from_numpy(ds.test.x[m]).to(device) for m in ORDER}
+        # one memory order whatever the source (fresh build, cache, another loader): it changes the CPU's rounding
+        x_tr = {m: torch.from_numpy(VD.channels_last(ds.train.x[m])).to(device) for m in ORDER}
+        x_te = {m: torch.from_numpy(VD.channels_last(ds.test.x[m])).to(device) for m in ORDER}
         y_tr = torch.from_numpy(ds.train.y).to(device)
         widths = [int(w) for w in st["widths"]]
-        payload = {"profile": profile.id, "axes": dict(cell.axes), "repeat": cell.repeat, "data": ds.info.get("key"), "widths": widths,
-                   "epochs": int(st["backbone_epochs"]), "lr": float(st["backbone_lr"]), "bs": int(st["backbone_batch_size"]), "v": 1}
-        key = hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
+        key, payload = backbone_key(profile, cell, ds.info.get("key"), ctx.device)
         path = Path(ctx.cache_dir) / "video" / "backbones" / key if ctx.cache_dir else None
         bseed = data_seed
 
@@ -278,6 +319,15 @@ class VideoTrack(Track):
         """Nothing to preload: clips are encoded, decoded and cached per (dataset, repeat) by the cells."""
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        """One cell under ``env.cell_scope(ctx.device)`` (the runner's executors enter it too; a
+        direct call, from a test or a script, gets the same thread count and kernels, hence the
+        same numbers)."""
+        from .. import env as envmod
+
+        with envmod.cell_scope(ctx.device):
+            return self._run_cell(cell, method, ctx)
+
+    def _run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         import torch
 
         from .. import video_models as VM
@@ -340,8 +390,8 @@ class VideoTrack(Track):
         backbone_s = float(sum(fx["backbone_s"].values()))
         info: dict[str, Any] = {
             "primary_metric": self.primary_metric, "dataset": ds.name, "num_classes": ds.num_classes, "n_train": len(ds.train), "n_test": len(ds.test),
-            "data_seed": fx["data_seed"], "data_cached": bool(ds.info.get("cached")), "data_s": fx["data_s"],
-            "backbones_shared": fx["shared"], "backbone_train_s": {m: round(float(s), 3) for m, s in fx["backbone_s"].items()},
+            "data_seed": fx["data_seed"], "data_cached": bool(ds.info.get("cached")), "data_s": fx["data_s"], "threads": torch.get_num_threads(),
+            "backbones_shared": fx["shared"], "backbone_hash": fx["hash"], "backbone_train_s": {m: round(float(s), 3) for m, s in fx["backbone_s"].items()},
             "features_s": fx["features_s"], "exit_order": [f"{m}{k}" for m, k in fx["order"]],
             "exit_gmacs": [round(float(c) / 1e9, 6) for c in costs], "full_gmacs": float(costs[-1]) / 1e9,
             "frontier_cost": [round(float(c), 5) for c in front[:, 1]], "frontier_acc": [round(float(a), 5) for a in front[:, 2]],
