@@ -306,3 +306,18 @@ def test_speed_parameters_are_checked_before_any_cell(tmp_path, plugin, param, m
     ok = CliRunner().invoke(cli.app, ["run", "--plugin", plugin, "--param", param.split("=")[0] + ("=stochastic:0.05" if "greedy" in param else "=3"), "--db", db, "--dry-run"])
     assert ok.exit_code == 0, ok.stderr
     assert sm.FacilityLocationSelection().with_params(greedy="stochastic").params["greedy"] == "stochastic"
+
+
+def test_read_only_signal_arrays_are_copied_not_aliased():
+    """Signals loaded read-only (a memory-mapped cache) must not back a tensor that code may
+    write in place: torch warns ("not writable ... undefined behavior") and a write would fault."""
+    from coreset_bench.plugins.selection._lastlayer import _as_tensor
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a.setflags(write=False)
+    t = _as_tensor(a, torch.float32)
+    assert t.data_ptr() != a.ctypes.data and np.array_equal(t.numpy(), a)
+    t += 1  # writable, and the signal is untouched
+    assert a[0, 0] == 0
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert _as_tensor(w, torch.float32).data_ptr() == w.ctypes.data  # writable arrays stay zero-copy

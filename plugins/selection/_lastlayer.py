@@ -29,7 +29,10 @@ __all__ = ["softmax", "prob_minus_onehot", "last_layer_grads", "last_layer_grad_
 def _as_tensor(a: Any, dtype: torch.dtype, device: Any = None) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.to(dtype=dtype, device=device if device is not None else a.device)
-    return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+    arr = np.asarray(a)
+    if not arr.flags.writeable:  # read-only signal arrays (memory-mapped cache): a tensor must not alias them
+        arr = arr.copy()
+    return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
 def softmax(logits: Any, axis: int = -1) -> np.ndarray:
