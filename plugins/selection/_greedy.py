@@ -48,7 +48,7 @@ import torch
 
 from coreset_bench.kinds import Param
 
-from ._lastlayer import last_layer_grads, prob_minus_onehot
+from ._lastlayer import _as_tensor, last_layer_grads, prob_minus_onehot
 from ._lastlayer import softmax as _softmax
 
 #: largest number of elements of one pairwise block (64 MiB in float32)
@@ -161,7 +161,7 @@ def rank_groups(view: Any, scores: np.ndarray, class_balanced: bool, keep: str) 
 def final_embeddings(view: Any, device: torch.device | None = None) -> torch.Tensor:
     """Penultimate embeddings of the final checkpoint, (N, D) float32 on the view's device."""
     emb = np.asarray(view.signals["embeddings"])[-1]
-    return torch.as_tensor(emb, dtype=torch.float32, device=device or device_of(view))
+    return _as_tensor(emb, torch.float32, device or device_of(view))
 
 
 def final_probs(view: Any, device: torch.device | None = None, *, validation: bool = False) -> torch.Tensor:
@@ -180,8 +180,8 @@ def final_arrays(view: Any, members: np.ndarray | None = None, *, validation: bo
     if members is not None:
         emb, logits, labels = emb[members], logits[members], labels[members]
     return (
-        torch.as_tensor(emb, dtype=torch.float32, device=dev),
-        torch.as_tensor(logits, dtype=torch.float32, device=dev),
+        _as_tensor(emb, torch.float32, dev),
+        _as_tensor(logits, torch.float32, dev),
         torch.as_tensor(np.asarray(labels, dtype=np.int64), device=dev),
     )
 

@@ -51,6 +51,7 @@ from coreset_bench import hookimpl
 from coreset_bench.kinds import Param, Selection, SelectionMethod, SelectionView, class_budgets
 from coreset_bench.plugins.selection.aum import aum_scores
 from coreset_bench.plugins.selection.ccs import resolve_rate
+from coreset_bench.plugins.selection._lastlayer import _as_tensor
 from coreset_bench.plugins.selection._ranking import rank_order
 from coreset_bench.plugins.selection.forgetting import forgetting_counts
 from coreset_bench.plugins.selection.moderate import final_embeddings
@@ -72,7 +73,7 @@ def knn_graph(features: np.ndarray, k: int, *, device: Any = "cpu", chunk_elems:
     if kk <= 0:
         return np.zeros((n, 0)), np.zeros((n, 0), np.int64)
     dtype = torch.float64 if str(device) == "cpu" else torch.float32
-    x = torch.as_tensor(np.asarray(features), dtype=dtype, device=device)
+    x = _as_tensor(features, dtype, device)
     rows = max(1, int(chunk_elems) // n)
     dists, nbrs = [], []
     for start in range(0, n, rows):  # chunks of rows, not samples one by one
