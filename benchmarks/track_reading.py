@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("entries", type=Path)
     ap.add_argument("profile", help="track/name@version")
     ap.add_argument("--metrics", default="", help="comma-separated (default: the track's primary metric)")
-    ap.add_argument("--pairs", default="", help="comma-separated A:B row labels; prints A − B on the first metric")
+    ap.add_argument("--pairs", default="", help="A:B row labels separated by commas, or by semicolons when a label holds a comma (e.g. 'deepfool (candidates=3, max_iter=1):deepfool'); prints A − B on the first metric")
     ap.add_argument("--percent", action="store_true", help="print values ×100")
     a = ap.parse_args()
     track, profile, recs, board = load_board(a.entries, a.profile)
@@ -85,7 +85,8 @@ def main() -> None:
             v = by_label[label]
             cells.append(fmt(v.interval(metrics[0], [p], repeats, groups), scale) if p in v.points else "")
         print(f"| {', '.join(f'{k}={val}' for k, val in json.loads(p).items())} | " + " | ".join(cells) + " |")
-    pairs = [tuple(x.split(":", 1)) for x in a.pairs.split(",") if ":" in x]
+    sep = ";" if ";" in a.pairs else ","  # row labels with several parameters hold commas
+    pairs = [tuple(p.strip() for p in x.split(":", 1)) for x in a.pairs.split(sep) if ":" in x]
     if pairs:
         print(f"\n## Paired differences on {metrics[0]} (A − B over the points both ran)\n")
         for x, y in pairs:

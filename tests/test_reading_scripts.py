@@ -42,3 +42,15 @@ def test_study_reading_shares_the_loader():
     out = _run("benchmarks/study_reading.py", "results/entries", "coreset/cifar10-study@1")
     assert out.startswith("# coreset/cifar10-study@1: 126 cells")
     assert "| easycore |" in out
+
+
+def test_track_reading_pairs_rows_whose_labels_hold_commas():
+    """A row run with several parameters is labelled ``deepfool (candidate_rank=head,
+    candidates=3, max_iter=1)``: --pairs separated by semicolons pairs it (a comma split broke
+    the label and reported a missing row)."""
+    one = "deepfool (candidate_rank=head, candidates=3, max_iter=1)"
+    exact = "deepfool (candidate_rank=logit, candidates=0, max_iter=50)"
+    out = _run("benchmarks/track_reading.py", "results/entries", "coreset/quick@2", "--percent", "--metrics", "autoattack_acc",
+               "--pairs", f"{one}:{exact}; {one}:random")
+    assert f"- {one} − {exact}: " in out and f"- {one} − random: " in out
+    assert "missing row" not in out
