@@ -365,18 +365,26 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
+def _sigint_handler(handler: Any) -> Iterator[Any]:
+    """Install ``handler`` for SIGINT while the block runs and restore the previous one after;
+    yields the previous handler, or None outside the main thread (signals are not ours there)."""
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield None
+        return
+    try:
+        yield old
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Hold off SIGINT while the driver records an interrupt (main thread only; elsewhere a
     no-op): a second Ctrl-C arrives after the bookkeeping, not in the middle of it."""
-    try:
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals are not ours to hold
+    with _sigint_handler(signal.SIG_IGN):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager
@@ -387,16 +395,9 @@ def _sigint_held() -> Iterator[None]:
     callback (multiprocessing's, logging's), where exceptions are printed and ignored: the
     KeyboardInterrupt was lost and the run went on as if nothing had been pressed."""
     got: list[int] = []
-    try:
-        old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
-    except ValueError:  # not the main thread: signals are not ours to hold
+    with _sigint_handler(lambda signum, frame: got.append(signum)) as old:
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if got:
+    if got and old is not None:
         if old is signal.default_int_handler:
             raise KeyboardInterrupt
         if callable(old):

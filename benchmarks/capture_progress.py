@@ -31,27 +31,34 @@ SAME = re.compile(r"[\u2800-\u28ff]|\d+:\d\d:\d\d")
 REDRAW = re.compile(r"\x1b\[(\d*)A|\x1b\[2K|\x1b\[\?25[lh]")
 
 
-def capture(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, bytes, float]:
+def capture(argv: list[str], env: dict[str, str], timeout: float, cwd: str | Path | None = None) -> tuple[int, bytes, float]:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr; returns its exit status,
+    every byte it wrote (control sequences included) and the wall time. A child still running at
+    ``timeout`` is killed. ``tests/test_ux.py`` uses this too."""
     master, slave = pty.openpty()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True)
     os.close(slave)
     chunks: list[bytes] = []
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
                 break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    code = proc.wait()
-    os.close(master)
+        code = proc.wait(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
     return code, b"".join(chunks), time.perf_counter() - t0
 
 

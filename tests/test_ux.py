@@ -373,35 +373,16 @@ def test_plain_output_is_one_unwrapped_line_per_cell_without_tables(reg, tmp_pat
 
 
 def _run_in_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300.0) -> tuple[int, str]:
-    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr (what a user's shell gives it);
-    returns the exit status and everything it wrote (control sequences included)."""
-    import pty
-    import select
-    import time
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr (what a user's shell gives it),
+    through ``benchmarks/capture_progress.py``'s ``capture``; returns the exit status and
+    everything it wrote (control sequences included)."""
+    import importlib.util
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True)
-    os.close(slave)
-    chunks, deadline = [], time.time() + timeout
-    try:
-        while time.time() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=max(1.0, deadline - time.time()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return code, b"".join(chunks).decode("utf-8", "replace")
+    spec = importlib.util.spec_from_file_location("capture_progress", Path(__file__).resolve().parent.parent / "benchmarks" / "capture_progress.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    code, raw, _wall = mod.capture(argv, env, timeout, cwd=cwd)
+    return code, raw.decode("utf-8", "replace")
 
 
 @pytest.mark.slow
