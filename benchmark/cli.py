@@ -75,15 +75,6 @@ def _results_dir(db: Optional[str]) -> Path:
     return path.parent if path is not None else Path("results")
 
 
-def _open_store(db: Optional[str], create: bool = True, read_only: bool = False) -> Any:
-    from .store import Store, StoreError
-
-    try:
-        return Store(db, create=create, read_only=read_only)
-    except StoreError as exc:
-        fail(str(exc))
-
-
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for it in items:
@@ -115,7 +106,7 @@ def run(
     """Run a method's cells of a profile; cells already done in the store are skipped."""
     from . import env as envmod
     from .runner import default_context, execute, make_plan
-    from .store import StoreError
+    from .store import StoreError, open_store
 
     try:
         methods = [plugins.method(p) for p in plugin]
@@ -167,7 +158,10 @@ def run(
     except ValueError as exc:
         fail(str(exc))
     _check_datasets(t, target, data_dir)
-    store = _open_store(db)
+    try:
+        store = open_store(db)
+    except StoreError as exc:
+        fail(str(exc))
     try:
         plan = make_plan(t, prof, methods, store, seeds=seed_list, dataset=dataset, references=references)
     except ValueError as exc:
@@ -598,7 +592,12 @@ def results(
     """Show stored runs (``results prune --help``: remove runs)."""
     if ctx.invoked_subcommand is not None:
         return
-    store = _open_store(db, create=False, read_only=True)  # reads only: works in a read-only directory
+    from .store import StoreError, open_store
+
+    try:
+        store = open_store(db, create=False, read_only=True)  # reads only: works in a read-only directory
+    except StoreError as exc:
+        fail(str(exc))
     rows = store.results(method=plugin, track=track, profile=profile, status=status)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
@@ -649,15 +648,18 @@ def results_prune(
     wanted = {k: _json_value(v) for k, v in _parse_params(param).items()}
     if not (statuses or plugin or wanted or track or profile):
         fail("name what to remove: --failed, --interrupted, --status, --plugin, --param, --track or --profile (see --dry-run)")
-    store = _open_store(db, create=False, read_only=dry_run)
+    from .store import StoreError, open_store
+
+    try:
+        store = open_store(db, create=False, read_only=dry_run)
+    except StoreError as exc:
+        fail(str(exc))
     rows = [r for r in store.results(method=plugin, track=track, profile=profile) if (not statuses or r["status"] in statuses) and _params_match(r["params"], wanted)]
     for r in rows:
         _line(f"{'would remove' if dry_run else 'remove'} {r['key'][:12]}  {r['method']}  {r['profile']}  {' '.join(f'{k}={v}' for k, v in r['axes'].items())}  repeat={r['repeat']}  {r['status']}")
     if dry_run:
         _line(f"{len(rows)} run(s) would be removed from {store.url}")
         return
-    from .store import StoreError
-
     try:
         n = store.delete([r["key"] for r in rows])
     except StoreError as exc:
@@ -703,9 +705,13 @@ def compare(
     from .leaderboard.board import metric_ranges
     from .leaderboard.stats import UNBOUNDED, seed_interval
     from .progress import fraction_metric
+    from .store import StoreError, open_store
 
     (na, pa), (nb, pb) = _setting(a), _setting(b)
-    store = _open_store(db, create=False, read_only=True)
+    try:
+        store = open_store(db, create=False, read_only=True)
+    except StoreError as exc:
+        fail(str(exc))
 
     def rows_of(name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         rows = store.results(method=name, profile=profile, status="done")
@@ -775,7 +781,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
     setting, or when PyAV cannot encode MPEG-4 (a core dependency); SmolLM2 is optional."""
     from . import env as envmod
     from .signals import cache_size
-    from .store import Store, StoreError
+    from .store import StoreError, open_store
 
     dev = envmod.pick_device("auto")
     e = envmod.environment(dev)
@@ -809,7 +815,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
         console.print(f"{'smollm2':14} not installed (optional: the instruction track's real-model profile); install it with: {envmod.SMOLLM2_HINT}", highlight=False, markup=False, soft_wrap=True)
     ok = not bad and settings_ok and video_ok
     try:
-        store = Store(db, create=False, read_only=True)  # checks only: works in a read-only directory
+        store = open_store(db, create=False, read_only=True)  # checks only: works in a read-only directory
         console.print(f"{'store':14} {store.url}: integrity {store.integrity()}, migrations {', '.join(store.applied_migrations())}", markup=False)
         console.print(f"{'runs':14} {len(store.runs(status='done'))} done, {len(store.runs(status='failed'))} failed, {len(store.runs(status='interrupted'))} interrupted (Ctrl-C; not failures), {len(store.runs(status='running'))} running")
     except StoreError as exc:
@@ -844,7 +850,7 @@ def _needs_plugins(argv: list[str]) -> bool:
     words = [a for a in argv if not a.startswith("-")]
     if not words:  # --version, --help, or nothing (help)
         return False
-    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "export", "keys"}
+    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "export", "keys", "entries"}
     if words[0] in builtin and ("--help" in argv or "-h" in argv):
         return False
     return words[0] not in _NO_PLUGINS

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import event, inspect, text, update
 from sqlalchemy.engine import URL, Engine, make_url
@@ -351,6 +351,22 @@ def _owner_gone(owner: str) -> bool:
 
 def _aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+
+
+@overload
+def open_store(db: str | os.PathLike[str] | None = ..., *, create: bool = ..., read_only: bool = ..., required: Literal[True] = ...) -> Store: ...
+@overload
+def open_store(db: str | os.PathLike[str] | None = ..., *, create: bool = ..., read_only: bool = ..., required: bool) -> Store | None: ...
+def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True, read_only: bool = False, required: bool = True) -> Store | None:
+    """The store a command names: ``--db``, else ``CORESET_BENCH_DB``, else ``DEFAULT_DB``.
+
+    The one way every command opens its store (``StoreError``, one line, when it cannot).
+    ``required=False`` (a command that can do without one, e.g. ``leaderboard --entries``): None
+    when neither ``db`` nor ``CORESET_BENCH_DB`` names a store and ``DEFAULT_DB`` does not exist.
+    """
+    if not required and db is None and not os.environ.get("CORESET_BENCH_DB") and not DEFAULT_DB.exists():
+        return None
+    return Store(db, create=create, read_only=read_only)
 
 
 class Store:

@@ -39,6 +39,7 @@ Design of a board (one per track + profile); the statistics are defined in ``sta
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -689,11 +690,47 @@ def _test_group(point: str) -> Any:
     return json.dumps(axes.get("dataset")) if isinstance(axes, dict) else point
 
 
-def metric_ranges(track: Track, warnings: list[str] | None = None) -> dict[str, MetricRange]:
+def _is_family(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+class MetricRanges(dict):  # type: ignore[type-arg]
+    """Metric -> ``MetricRange``, as declared. A key holding ``*``, ``?`` or ``[`` declares a
+    family of metrics (``fnmatch``, e.g. ``class_acc_*``): lookups (``get``, ``in``, ``[]``) try
+    the exact name first, then the families in declaration order."""
+
+    def family(self, name: Any) -> MetricRange | None:
+        if isinstance(name, str):
+            for pattern, span in self.items():
+                if _is_family(pattern) and fnmatch.fnmatchcase(name, pattern):
+                    return span
+        return None
+
+    def __missing__(self, name: Any) -> MetricRange:
+        span = self.family(name)
+        if span is None:
+            raise KeyError(name)
+        return span
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or self.family(name) is not None
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        span = self.family(name)
+        return default if span is None else span
+
+
+def metric_ranges(track: Track, warnings: list[str] | None = None) -> MetricRanges:
     """Metric -> range from the track's declarations (``Track.metric_bounds``,
     ``Track.proportion_metrics``); a track without them (a third-party one) declares nothing and
-    its metrics stay unbounded. A malformed declaration is left out with a one-line warning."""
-    out: dict[str, MetricRange] = {}
+    its metrics stay unbounded. A malformed declaration is left out with a one-line warning.
+
+    The one reader of those declarations: the board clips intervals to them, and the entry
+    validator (``entries``) rejects values outside them. Keys may name families (``MetricRanges``).
+    """
+    out = MetricRanges()
     bounds = getattr(track, "metric_bounds", None) or {}
     props = getattr(track, "proportion_metrics", None) or ()
     name = getattr(track, "name", "?")

@@ -1,32 +1,15 @@
-"""The ``leaderboard``, ``export`` and ``keys`` commands; ``register(app)`` adds them to a typer app."""
+"""The ``leaderboard``, ``export``, ``keys`` and ``entries`` commands; ``register(app)`` adds them to a typer app."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 import typer
-
-if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when a command runs, not to list commands
-    from coreset_bench.store import Store
-
-
-def _open_store(db: str | None, required: bool) -> Store | None:
-    """The store named by --db / CORESET_BENCH_DB / the default path; None when optional and absent."""
-    from coreset_bench.store import DEFAULT_DB, Store, StoreError
-
-    if db is None and not os.environ.get("CORESET_BENCH_DB") and not DEFAULT_DB.exists():
-        if required:
-            raise StoreError(f"no results database at {DEFAULT_DB}; run `coreset-bench run` first or pass --db")
-        return None
-    return Store(db, create=False, read_only=True)  # reads only: works in a read-only directory
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``leaderboard``, ``export`` and ``keys generate`` to ``app``."""
+    """Add ``leaderboard``, ``export``, ``keys generate`` and ``entries check|pin`` to ``app``."""
 
     @app.command("leaderboard")
     def leaderboard(
@@ -37,7 +20,7 @@ def register(app: typer.Typer) -> None:
         require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
     ) -> None:
         """Render the static leaderboard site from the store and/or validated entries."""
-        from coreset_bench.store import StoreError
+        from coreset_bench.store import StoreError, open_store
 
         from .render import SiteError, render_site  # matplotlib: imported when the command runs
         from .signing import SigningError, Trust, load_trusted_keys
@@ -51,7 +34,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         try:
-            store = _open_store(db, required=not entries)
+            store = open_store(db, create=False, read_only=True, required=not entries)  # reads only: works in a read-only directory
         except StoreError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -82,7 +65,7 @@ def register(app: typer.Typer) -> None:
         sign_key: Path | None = typer.Option(None, "--sign-key", help="Ed25519 private key (.key of `coreset-bench keys generate`) to sign each entry with"),
     ) -> None:
         """Write one leaderboard entry (JSON) per method and profile, with provenance and subset hashes."""
-        from coreset_bench.store import StoreError
+        from coreset_bench.store import StoreError, open_store
 
         from .entries import export_entries
         from .signing import SigningError, fingerprint, load_private_key
@@ -95,11 +78,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(1) from None
         try:
-            store = _open_store(db, required=True)
+            store = open_store(db, create=False, read_only=True)
         except StoreError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        assert store is not None
         try:
             written, warnings = export_entries(store, out, plugin=plugin, sign_key=key)
         finally:
@@ -136,3 +118,85 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"fingerprint {made.fingerprint}")
 
     app.add_typer(keys, name="keys")
+
+    entries_app = typer.Typer(help="Check leaderboard entries, and pin the published ones.", no_args_is_help=True)
+
+    @entries_app.command("check")
+    def entries_check(
+        entries: list[Path] = typer.Argument(..., help="entry files or directories of them"),
+        db: str | None = typer.Option(None, "--db", help="results database whose finished runs may reproduce entries that claim built-in rows (default: CORESET_BENCH_DB or results/coreset-bench.db when it exists)"),
+        trusted_keys: list[Path] = typer.Option([], "--trusted-keys", help="public key file (.pub) or directory of them whose signatures you accept; repeatable"),
+        require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
+    ) -> None:
+        """Validate entries as `leaderboard --entries` does, without rendering; exits 1 if any is rejected."""
+        from coreset_bench.store import StoreError, open_store
+
+        from .data import load_store_records
+        from .entries import load_entries
+
+        trust = _trust(trusted_keys, require_signed)
+        try:
+            store = open_store(db, create=False, read_only=True, required=False)
+            local = load_store_records(store) if store is not None else []
+        except StoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if store is not None:
+            store.close()
+        loaded = load_entries(entries, trust=trust, local=local)
+        for path, reason in loaded.rejected:
+            typer.echo(f"rejected {path}: {reason}", err=True)
+        for path, _obj in loaded.accepted:
+            who = loaded.vouched.get(path)
+            typer.echo(f"ok {path}" + (f"  (built-in row; {who})" if who else ""))
+        typer.echo(f"{len(loaded.accepted)} entries valid, {len(loaded.rejected)} rejected")
+        if loaded.rejected:
+            raise typer.Exit(1)
+
+    @entries_app.command("pin")
+    def entries_pin(
+        entries: Path = typer.Argument(Path("results/entries"), help="the directory of the published entries"),
+        out: Path | None = typer.Option(None, "--out", help="pins file to write (default: the one this coreset-bench ships and trusts, leaderboard/pinned-entries.txt)"),
+    ) -> None:
+        """Pin the published entries: their content digests, trusted by every render (built-in rows included)."""
+        from .entries import EntryError, check_entry, known_profiles_from_plugins, load_entry, one_line_error
+        from .signing import PINS_FILE, Trust, check_signature, entry_digest, pins_text
+
+        if not entries.is_dir():
+            typer.echo(f"error: {entries} is not a directory of entries; pass the directory to pin (results/entries)", err=True)
+            raise typer.Exit(1)
+        known = known_profiles_from_plugins()
+        pins, bad = [], 0
+        for f in sorted(entries.rglob("*.json")):
+            try:
+                obj, _ = check_signature(load_entry(f), Trust(pinned=frozenset()))
+                pins.append((f.relative_to(entries).as_posix(), entry_digest(check_entry(obj, known))))
+            except EntryError as exc:
+                typer.echo(f"rejected {f}: {exc}", err=True)
+                bad += 1
+            except Exception as exc:  # noqa: BLE001 - named, one line
+                typer.echo(f"rejected {f}: {one_line_error('could not be checked', exc)}", err=True)
+                bad += 1
+        if bad or not pins:
+            typer.echo(f"error: {bad} invalid entries under {entries}; nothing pinned (fix or remove them)" if bad else f"error: no entries under {entries}", err=True)
+            raise typer.Exit(1)
+        target = out if out is not None else PINS_FILE
+        target.write_text(pins_text(pins), encoding="utf-8")
+        typer.echo(f"pinned {len(pins)} entries of {entries} in {target}")
+
+    app.add_typer(entries_app, name="entries")
+
+
+def _trust(trusted_keys: list[Path], require_signed: bool):  # -> signing.Trust | None
+    """The ``Trust`` of --trusted-keys/--require-signed (None: the default, pins only); exits 1
+    with a one-line error on a bad key file or --require-signed without keys."""
+    from .signing import SigningError, Trust, load_trusted_keys
+
+    if require_signed and not trusted_keys:
+        typer.echo("error: --require-signed needs --trusted-keys FILE_OR_DIR (the public keys whose signatures you accept)", err=True)
+        raise typer.Exit(1)
+    try:
+        return Trust(load_trusted_keys(trusted_keys), require_signed) if trusted_keys else None
+    except SigningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

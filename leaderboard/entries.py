@@ -34,11 +34,16 @@ Enforced before anything else is read from a file (``load_entry``, ``load_entrie
   ``CORESET_INFO_KEYS`` plus ``method_*``); an unknown key anywhere is rejected. Free-form maps
   are the method's ``params``, a cell's ``axes``, ``metrics`` and ``timings``, and the ``info``
   of tracks without a declared key set;
-* every metric lies in its declared range (``METRIC_RANGES``: accuracies, AUCs and rates in
-  [0, 1], correlations in [-1, 1], anything else finite with |x| <= 1e12); timings are finite,
-  >= 0 and <= 1e9 s;
+* every metric, per cell and as an aggregate mean, lies in the range its track declares
+  (``Track.metric_bounds``; ``Track.proportion_metrics``: 0 or 1 per cell), read through
+  ``board.metric_ranges``, the one reader the board uses too (``value_problem``); any metric,
+  declared or not, has |x| <= ``METRIC_BOUND`` (1e12); timings are finite, >= 0 and <= 1e9 s;
 * a method name owned by an installed plugin (every built-in method name is owned by
   ``coreset-bench``) is reserved: an entry of that name from another package is rejected;
+* an entry that claims a built-in row (``builtin_claim``: package ``coreset-bench``, a built-in
+  method name, an installed privileged method) is accepted only when something vouches for it
+  (``vouch``): a signature by a trusted key, its digest among the published entries' pins
+  (``signing.Trust.pinned``), or the same cells in the local store (``load_entries(local=...)``);
 * any exception while loading or validating one entry rejects that entry with a one-line
   reason, and the other entries still render.
 """
@@ -61,8 +66,9 @@ from coreset_bench.store import Store
 from coreset_bench.tracks.base import Cell, Profile, Track, canonical_json
 
 from . import stats
-from .board import expected_cells, method_stand_in
+from .board import MetricRanges, expected_cells, method_stand_in, metric_ranges
 from .data import load_store_records, point_key, provenance_of, variant_key
+from .errors import EntryError
 
 SCHEMA = "coreset-bench/entry"
 SCHEMA_VERSION = 1
@@ -96,28 +102,9 @@ CORESET_INFO_KEYS = frozenset({
 })
 INFO_KEYS: dict[str, frozenset[str]] = {"coreset": CORESET_INFO_KEYS}
 
-#: declared metric ranges, first match wins: (name pattern, low, high, what)
-METRIC_RANGES: tuple[tuple[re.Pattern[str], float, float, str], ...] = (
-    (re.compile(r"(^|_)acc($|_)"), 0.0, 1.0, "an accuracy"),
-    (re.compile(r"(^|_)auc($|_)"), 0.0, 1.0, "an AUC"),
-    (re.compile(r"(^|_)(rate|fraction|flag|ok|tpr|fpr|precision|recall)($|_)"), 0.0, 1.0, "a rate"),
-    (re.compile(r"^(spearman|pearson|cosine|kendall)($|_)"), -1.0, 1.0, "a correlation"),
-    (re.compile(r"^gain$"), -1.0, 1.0, "an accuracy difference"),
-)
-OTHER_METRIC_BOUND = 1e12  # |x| of any other metric
+#: |x| of every metric, declared or not (a sanity bound: the track's declarations are the ranges)
+METRIC_BOUND = 1e12
 TIMING_BOUND = 1e9  # seconds
-
-
-def metric_range(name: str) -> tuple[float, float, str]:
-    """(low, high, what) a metric of this name must lie in."""
-    for pat, lo, hi, what in METRIC_RANGES:
-        if pat.search(name):
-            return lo, hi, what
-    return -OTHER_METRIC_BOUND, OTHER_METRIC_BOUND, "a metric"
-
-
-class EntryError(ValueError):
-    """An entry was rejected; the message is a one-line reason."""
 
 
 @dataclass
@@ -550,12 +537,6 @@ def _schema_problems(obj: Any) -> list[str]:
         if nonfinite:
             problems.append(f"{where}: metric {nonfinite[0]} is not a finite number")
             break
-        out_of_range = next(((m, v) for m, v in c["metrics"].items() if not metric_range(m)[0] <= v <= metric_range(m)[1]), None)
-        if out_of_range is not None:
-            m, v = out_of_range
-            lo, hi, what = metric_range(m)
-            problems.append(f"{where}: metric {m} = {v:.6g} is outside [{lo:g}, {hi:g}], the range of {what}")
-            break
         bad_timing = next((k for k, v in c["timings"].items() if not (_is_number(v) and 0.0 <= v <= TIMING_BOUND)), None)
         if bad_timing is not None:
             problems.append(f"{where}: timing {bad_timing} = {c['timings'][bad_timing]!r} is not a finite number of seconds in [0, {TIMING_BOUND:g}]")
@@ -568,6 +549,55 @@ def _schema_problems(obj: Any) -> list[str]:
         info_problem = _info_problem(c["info"], info_keys, c["metrics"])
         if info_problem:
             problems.append(f"{where}: {info_problem}")
+            break
+    return problems
+
+
+def _span_text(lo: float | None, hi: float | None) -> str:
+    return f"{'(-inf' if lo is None else f'[{lo:g}'}, {'inf)' if hi is None else f'{hi:g}]'}"
+
+
+def value_problem(metric: str, value: float, ranges: MetricRanges, track: str, *, per_cell: bool = True) -> str:
+    """'' when ``value`` is a value ``metric`` can take, else why not (one line).
+
+    The range is the one the track declares (``Track.metric_bounds``; ``Track.proportion_metrics``:
+    0 or 1 per cell, a mean in [0, 1] over cells), read through ``board.metric_ranges``; any
+    metric, declared or not, must moreover satisfy |x| <= ``METRIC_BOUND``.
+    """
+    span = ranges.get(metric)
+    if span is not None and span.proportion and per_cell and value not in (0.0, 1.0):
+        return f"metric {metric} = {value:.6g} is not 0 or 1: track {track!r} declares it one yes/no outcome per cell (proportion_metrics)"
+    if span is not None and ((span.low is not None and value < span.low) or (span.high is not None and value > span.high)):
+        return f"metric {metric} = {value:.6g} is outside {_span_text(span.low, span.high)}, the range track {track!r} declares for it (metric_bounds)"
+    if abs(value) > METRIC_BOUND:
+        return f"metric {metric} = {value:.6g} is outside {_span_text(-METRIC_BOUND, METRIC_BOUND)}, the bound of every metric"
+    return ""
+
+
+def _range_problems(obj: Mapping[str, Any], track: Track | None) -> list[str]:
+    """The first per-cell value and the first aggregate mean outside the range the entry's track
+    declares (a track that is not installed declares nothing: only ``METRIC_BOUND`` applies)."""
+    ranges = metric_ranges(track) if track is not None else MetricRanges()
+    name = obj["track"]
+    problems = []
+    for i, c in enumerate(obj["cells"]):
+        bad = next((p for m, v in c["metrics"].items() if (p := value_problem(m, v, ranges, name))), "")
+        if bad:
+            problems.append(f"cells[{i}] ({_axes_text(c['axes'])}, repeat {c['repeat']}): {bad}")
+            break
+    for p in obj["aggregates"]["points"]:
+        mets = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
+        bad = next(
+            (
+                why
+                for m, agg in mets.items()
+                if isinstance(agg, dict) and _is_number(agg.get("mean")) and (why := value_problem(m, agg["mean"], ranges, name, per_cell=False))
+            ),
+            "",
+        )
+        if bad:
+            axes = p.get("axes") if isinstance(p.get("axes"), dict) else {}
+            problems.append(f"aggregates at {_axes_text(axes)}: {bad.replace('metric ', 'mean ', 1)}")
             break
     return problems
 
@@ -659,6 +689,9 @@ def validate_entry(
         return [f"track {obj['track']!r} is not the track of profile {pid} ({profile.track!r})"]
     tracks = tracks if tracks is not None else plugins.tracks()
     track = tracks.get(profile.track)
+    problems = _range_problems(obj, track)
+    if problems:
+        return problems
     meth = obj["method"]
     reserved = reserved_name_problem(meth)
     if reserved:
@@ -804,12 +837,80 @@ def one_line_error(what: str, exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def builtin_claim(method: Mapping[str, Any]) -> str:
+    """What built-in row an entry's method block claims, as words ('' when it claims none).
+
+    An entry claims a built-in row when its package is the suite's own (``coreset-bench``), when
+    its method name is one the suite owns (``reserved_name_problem`` already rejects that name
+    from any other package), or when its name is an installed *privileged* method (a bound such
+    as the pooling track's ``oracle``, which sees what contestants may not and is never ranked).
+    """
+    name = str(method.get("name") or "")
+    package = str(method.get("package") or "")
+    try:
+        installed = plugins.method(name)
+    except LookupError:
+        installed = None
+    privileged = installed is not None and bool(getattr(installed, "privileged", False))
+    bound = " (a privileged bound)" if privileged else ""
+    if plugins.is_builtin_package(package) or (installed is not None and plugins.is_builtin_package(str(getattr(installed, "package", "") or ""))):
+        return f"the built-in row {name!r} of package {plugins.BUILTIN_PACKAGE!r}{bound}"
+    if privileged:
+        return f"the row of the privileged method {name!r} (a bound) of package {package or '(none)'!r}"
+    return ""
+
+
+def _reproduced(obj: Mapping[str, Any], local: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether every cell of a validated entry is a finished run of the local store with the same
+    key (method, version, parameters, axes, repeat), the same metrics and the same flags."""
+    if not obj["cells"]:
+        return False
+    for c in obj["cells"]:
+        r = local.get(c["key"])
+        if r is None or r.get("status") != "done":
+            return False
+        mets = {str(k): float(v) for k, v in (r.get("metrics") or {}).items() if _is_number(v)}
+        if mets != c["metrics"]:
+            return False
+        if list((r.get("info") or {}).get("flags") or []) != list(c["info"].get("flags") or []):
+            return False
+    return True
+
+
+def vouch(obj: Mapping[str, Any], verdict: Any, trust: Any, local: Mapping[str, Mapping[str, Any]]) -> str:
+    """Who vouches for a validated entry that claims a built-in row (``builtin_claim``); '' for an
+    entry that claims none. ``EntryError`` (one line naming the fix) when nobody does.
+
+    Accepted: a signature that verifies under a trusted key (``verdict``), the digest of a
+    published entry (``trust.pinned``, ``signing.entry_digest``), or the same cells in the local
+    store (``local``: records by key; ``_reproduced``).
+    """
+    from .signing import Trust, entry_digest
+
+    claim = builtin_claim(obj["method"])
+    if not claim:
+        return ""
+    if verdict is not None and getattr(verdict, "verified_by", None) is not None:
+        return f"signed by {verdict.label}"
+    if entry_digest(obj) in (trust if trust is not None else Trust()).pinned:
+        return "pinned: a published entry of this coreset-bench"
+    if _reproduced(obj, local):
+        return "reproduced by the local store"
+    raise EntryError(
+        f"claims {claim} but is not signed by a trusted key, not a published entry and not reproduced by the --db store; "
+        f"sign it (export --sign-key, then leaderboard --trusted-keys KEY.pub), run those cells into the store you render from, "
+        f"or give the method your own name and package"
+    )
+
+
 @dataclass
 class LoadedEntries:
     accepted: list[tuple[Path, dict[str, Any]]]
     rejected: list[tuple[Path, str]]
     #: per accepted file: the signature verdict (``signing.Verdict``), when ``trust`` was checked
     verdicts: dict[Path, Any] = field(default_factory=dict)
+    #: per accepted file that claims a built-in row: who vouches for it (``vouch``)
+    vouched: dict[Path, str] = field(default_factory=dict)
 
 
 def load_entries(
@@ -818,18 +919,25 @@ def load_entries(
     *,
     tracks: Mapping[str, Track] | None = None,
     trust: Any = None,
+    local: Iterable[Mapping[str, Any]] = (),
 ) -> LoadedEntries:
     """Every ``*.json`` under ``dirs`` (recursively), validated; rejected files with their reason.
 
     A ``signature`` block is checked first and removed before validation
-    (``signing.check_signature``; ``trust`` is a ``signing.Trust``, None: no trusted keys).
+    (``signing.check_signature``; ``trust`` is a ``signing.Trust``, None: ``Trust()``, no trusted
+    keys and the published entries' pins). An entry that claims a built-in row is then accepted
+    only when vouched for (``vouch``): signed by a trusted key, pinned as published, or reproduced
+    by ``local`` (the records of the store the board is rendered from).
     """
-    from .signing import check_signature
+    from .signing import Trust, check_signature
 
+    trust = trust if trust is not None else Trust()
     known = _as_profile_map(known_profiles) if known_profiles is not None else known_profiles_from_plugins()
+    mine = {str(r["key"]): r for r in local if r.get("key") and r.get("status") == "done"}
     accepted: list[tuple[Path, dict[str, Any]]] = []
     rejected: list[tuple[Path, str]] = []
     verdicts: dict[Path, Any] = {}
+    vouched: dict[Path, str] = {}
     for d in dirs:
         base = Path(d)
         if base.is_file():
@@ -843,6 +951,7 @@ def load_entries(
             try:
                 obj, verdict = check_signature(load_entry(f), trust)
                 obj = check_entry(obj, known, tracks=tracks)
+                who = vouch(obj, verdict, trust, mine)
             except EntryError as exc:
                 rejected.append((f, str(exc)))
                 continue
@@ -851,4 +960,6 @@ def load_entries(
                 continue
             accepted.append((f, obj))
             verdicts[f] = verdict
-    return LoadedEntries(accepted, rejected, verdicts)
+            if who:
+                vouched[f] = who
+    return LoadedEntries(accepted, rejected, verdicts, vouched)

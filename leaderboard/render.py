@@ -890,7 +890,7 @@ def render_site(
     entry_meta: dict[str, dict[str, Any]] = {}
     dirs = [Path(d) for d in entries_dirs]
     if dirs:
-        loaded = load_entries(dirs, known, tracks=tracks, trust=trust)
+        loaded = load_entries(dirs, known, tracks=tracks, trust=trust, local=records)  # built-in rows: reproduced by the store?
         report.rejected = loaded.rejected
         keys = {r["key"] for r in records if r["key"]}
         duplicates = 0

@@ -25,6 +25,14 @@ entry without its signature block and who verified it: a malformed block or a si
 not verify is rejected (``EntryError``, one line) whether or not keys are trusted; a valid
 signature counts as *verified* only when its key is among the trusted keys; with
 ``require_signed`` an entry that is not verified by a trusted key is rejected.
+
+Pins (``PINS_FILE``, ``entry_digest``): the published entries of the repository are unsigned; their
+content digests are listed in ``pinned-entries.txt``, shipped inside the package and written by
+``coreset-bench entries pin results/entries``. ``Trust.pinned`` (default: that file) is what
+``entries.vouch`` accepts, besides a trusted signature and the local store, for an entry that
+claims a built-in row. Trusting the pins is trusting the installed coreset-bench itself.
+
+This module imports ``errors`` only (no import circle with ``entries``).
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import EntryError
 
 ALGORITHM = "ed25519"
 DOMAIN = b"coreset-bench/entry-signature/1\n"
@@ -214,12 +224,63 @@ def sign_entry(entry: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, An
     return body
 
 
+# ---- pinned published entries -----------------------------------------------------------------
+
+#: the digests of the published entries (``results/entries`` of the repository), shipped with the
+#: package: an entry whose content digest is listed here is the published one, byte for byte
+PINS_FILE = Path(__file__).with_name("pinned-entries.txt")
+_PIN_LINE = re.compile(r"^(sha256:[0-9a-f]{64})(?:\s+(\S.*))?$")
+
+
+def entry_digest(entry: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of ``canonical_bytes(entry)``: the entry's whole content (every field,
+    the export time included) without its signature block."""
+    return "sha256:" + hashlib.sha256(canonical_bytes(entry)).hexdigest()
+
+
+def load_pins(path: str | os.PathLike[str]) -> frozenset[str]:
+    """The digests listed in a pins file: one ``sha256:<hex> [path]`` per line, ``#`` comments."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SigningError(f"cannot read the pins file {p} ({exc.strerror}); write it with `coreset-bench entries pin`") from exc
+    out = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _PIN_LINE.match(line)
+        if m is None:
+            raise SigningError(f"{p} line {n} is not 'sha256:<64 hex> PATH'; write the file with `coreset-bench entries pin`")
+        out.add(m.group(1))
+    return frozenset(out)
+
+
+def default_pins() -> frozenset[str]:
+    """The pins shipped with this coreset-bench (``PINS_FILE``; none when it is absent)."""
+    return load_pins(PINS_FILE) if PINS_FILE.is_file() else frozenset()
+
+
+def pins_text(pins: Iterable[tuple[str, str]]) -> str:
+    """The pins file for ``(path, digest)`` pairs, sorted by path."""
+    head = (
+        "# Content digests (signing.entry_digest) of the published entries under results/entries.\n"
+        "# An entry listed here is accepted as the published one, also where it claims a built-in row\n"
+        "# (package coreset-bench, a built-in method name, a privileged bound). Regenerate after every\n"
+        "# export with: coreset-bench entries pin results/entries\n"
+    )
+    return head + "".join(f"{digest}  {path}\n" for path, digest in sorted(pins))
+
+
 @dataclass(frozen=True)
 class Trust:
-    """How ``load_entries`` treats signatures: the trusted keys, and whether one is required."""
+    """What ``load_entries`` trusts: keys (and whether a trusted signature is required), and the
+    digests of the published entries (``pinned``; default: those shipped with the package)."""
 
     keys: Mapping[str, TrustedKey] = field(default_factory=dict)
     require_signed: bool = False
+    pinned: frozenset[str] = field(default_factory=default_pins)
 
 
 @dataclass(frozen=True)
@@ -284,8 +345,6 @@ def check_signature(obj: Any, trust: Trust | None) -> tuple[Any, Verdict]:
     *verified* when its signature verifies under a key in ``trust.keys``; with
     ``trust.require_signed`` anything else is rejected.
     """
-    from .entries import EntryError  # entries imports this module lazily; no import cycle
-
     trust = trust or Trust()
     if not isinstance(obj, dict) or SIGNATURE_FIELD not in obj:
         if trust.require_signed:

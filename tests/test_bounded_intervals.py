@@ -207,6 +207,29 @@ def test_built_in_tracks_declare_their_ranges():
     assert metric_ranges(tracks["memorization"])["spearman"] == MetricRange(-1.0, 1.0)
 
 
+def test_every_metric_the_committed_entries_hold_is_declared_by_its_track():
+    """Issue 37: not only the shown metrics: every metric a built-in track emits (found in the
+    committed entries) has a declared range, which the entry validator enforces."""
+    import json
+
+    tracks = plugins.tracks()
+    seen: dict[str, set[str]] = {}
+    for path in sorted(ENTRIES.rglob("*.json")):
+        obj = json.loads(path.read_text())
+        seen.setdefault(obj["track"], set()).update(m for c in obj["cells"] for m in c["metrics"])
+    assert {"coreset", "pooling", "privacy", "memorization"} <= set(seen)
+    for name, metrics in sorted(seen.items()):
+        r = metric_ranges(tracks[name])
+        missing = sorted(m for m in metrics if m not in r)
+        assert not missing, f"track {name}: declare the range of {', '.join(missing)} in metric_bounds (or proportion_metrics)"
+    # families: per-class accuracies of any class count, any attack's accuracy
+    cs = metric_ranges(tracks["coreset"])
+    assert cs["class_acc_97"] == UNIT and cs["class_apgd-ce_acc_3"] == UNIT and cs["eval_subset_clean_acc_60"] == UNIT
+    assert cs["check_order_ok"] == PROPORTION and "n_points" not in cs
+    assert metric_ranges(tracks["privacy"])["auc_se"] == MetricRange(0.0, 0.5)
+    assert metric_ranges(tracks["memorization"])["score_q50"] == UNBOUNDED  # the proxy's own scale, declared open
+
+
 # ---- the committed boards ---------------------------------------------------------------------
 
 

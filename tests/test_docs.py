@@ -86,7 +86,7 @@ def test_every_cli_command_and_option_is_in_the_cli_reference(pages):
     page = pages["reference/cli.md"]
     commands = hook.walk_commands(hook.cli_command())
     names = {" ".join(p) for p, _c in commands}
-    assert {"run", "plugins", "tracks", "profiles", "results", "doctor", "leaderboard", "export", "keys", "keys generate"} <= names
+    assert {"run", "plugins", "tracks", "profiles", "results", "doctor", "leaderboard", "export", "keys", "keys generate", "entries check", "entries pin"} <= names
     for path, cmd in commands:
         assert f"## {' '.join(path)} {{#" in page
         for p in cmd.params:

@@ -1,4 +1,5 @@
-"""Module structure: no import circle between the runner and the Ray executor (issue 15, item 7)."""
+"""Module structure: no import circle in the package (issue 37), none between the runner and the
+Ray executor (issue 15, item 7)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,123 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return out
+
+
+# ---- no import circle anywhere in the package ---------------------------------------------------
+
+#: package -> its source directory (pyproject's package-dir)
+PACKAGES = {"coreset_bench": ROOT / "benchmark", "coreset_bench.plugins": ROOT / "plugins", "coreset_bench.leaderboard": ROOT / "leaderboard"}
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    """Every module of the package: dotted name -> (file, is a package ``__init__``)."""
+    out: dict[str, tuple[Path, bool]] = {}
+    for pkg, d in PACKAGES.items():
+        for f in sorted(d.rglob("*.py")):
+            parts = list(f.relative_to(d).with_suffix("").parts)
+            if ".venv" in parts or "__pycache__" in parts:
+                continue
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join([pkg, *parts])] = (f, f.name == "__init__.py")
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of the package it imports, at any depth (functions included: a lazy
+    import is still a dependency); imports under ``if TYPE_CHECKING:`` are not run and not counted.
+    ``from pkg import name`` counts ``pkg.name`` when that is a module, else ``pkg``."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_pkg) in mods.items():
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node) for s in node.body for n in ast.walk(s)}
+        here = name if is_pkg else name.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")[: len(here.split(".")) - (node.level - 1)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                for a in node.names:
+                    if f"{mod}.{a.name}" in mods:
+                        deps.add(f"{mod}.{a.name}")
+                    elif mod in mods:
+                        deps.add(mod)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in mods)
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_the_import_graph_sees_lazy_imports_and_finds_a_circle():
+    graph = import_graph()
+    # a lazy (function-level) import counts: entries imports signing inside load_entries
+    assert "coreset_bench.leaderboard.signing" in graph["coreset_bench.leaderboard.entries"]
+    assert "coreset_bench.leaderboard.errors" in graph["coreset_bench.leaderboard.signing"]
+    # the detector finds a circle when there is one (the entries <-> signing one of issue 37)
+    circled = {k: set(v) for k, v in graph.items()}
+    circled["coreset_bench.leaderboard.signing"].add("coreset_bench.leaderboard.entries")
+    assert ["coreset_bench.leaderboard.entries", "coreset_bench.leaderboard.signing"] in import_cycles(circled)
+
+
+def test_no_import_circle_in_coreset_bench_or_its_leaderboard():
+    """Issue 37: no module of ``coreset_bench`` (plugins and leaderboard included) imports, at
+    any depth, a module that imports it back. Check by hand: ``python tests/test_import_structure.py``."""
+    cycles = import_cycles(import_graph())
+    assert cycles == [], "import circles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
 def test_ray_executor_never_imports_the_runner():
@@ -129,3 +247,9 @@ def test_the_pytest_plugin_loads_without_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+if __name__ == "__main__":  # python tests/test_import_structure.py: print the circles, if any
+    found = import_cycles(import_graph())
+    print("\n".join(" <-> ".join(c) for c in found) or f"no import circle among {len(import_graph())} modules")
+    sys.exit(1 if found else 0)

@@ -364,6 +364,15 @@ def test_every_plugin_runs_on_the_tiny_profile(noise_reg, tmp_path):
         np.testing.assert_allclose(np.diag(T), 0.5, atol=1 / 36 + 1e-9)  # 36 pool samples a class
         assert info["verified_size"] == 40 and info["verified_label_precision"] == 1.0 and info["val_size"] == 0
     assert rows[("none", "clean")]["metrics"]["gain"] == 0.0
+    # every metric a cell emits is declared by the track, and within its range (issue 37)
+    from coreset_bench.leaderboard.board import metric_ranges
+    from coreset_bench.leaderboard.entries import value_problem
+
+    ranges = metric_ranges(noise_reg.track("label-noise"))
+    for r in rows.values():
+        assert any(m.startswith("class_acc_") for m in r["metrics"])
+        for m, v in r["metrics"].items():
+            assert m in ranges and not value_problem(m, v, ranges, "label-noise"), (m, v)
     assert rows[("verifix", "clean")]["info"]["method_layers_projected"] == 3  # the MLP's three Linear layers
     assert rows[("verifix", "clean")]["info"]["method_selection"] == "cv"
     assert rows[("confident-learning", "clean")]["info"]["method_issues_found"] > 0

@@ -837,23 +837,61 @@ def test_the_exporters_keys_are_accepted_signature_and_new_info_included(tiny, e
     assert "chance_floor" in entries_mod._info_problem({**info, "chance_floor": 7}, CORESET_INFO_KEYS, metrics)
 
 
+#: what the tiny track declares in the range tests (it declares nothing elsewhere)
+TINY_BOUNDS = {"acc": (0.0, 1.0), "class_*_acc_*": (0.0, 1.0), "spearman": (-1.0, 1.0), "secs": (0.0, None), "saving": (None, 1.0)}
+
+
 @pytest.mark.parametrize(
     ("metric", "value", "message"),
     [
-        ("acc", 1.5, "metric acc = 1.5 is outside [0, 1], the range of an accuracy"),
-        ("class_robust_acc_3", -0.1, "outside [0, 1], the range of an accuracy"),
-        ("mia_auc", 2.0, "the range of an AUC"),
-        ("noise_rate", 1.01, "the range of a rate"),
-        ("spearman", -1.5, "the range of a correlation"),
-        ("n_points", -1e13, "outside [-1e+12, 1e+12]"),
+        ("acc", 1.5, "metric acc = 1.5 is outside [0, 1], the range track 'lbtiny' declares for it (metric_bounds)"),
+        ("class_robust_acc_3", -0.1, "metric class_robust_acc_3 = -0.1 is outside [0, 1], the range track 'lbtiny'"),
+        ("spearman", -1.5, "outside [-1, 1], the range track"),
+        ("secs", -2.0, "metric secs = -2 is outside [0, inf)"),
+        ("saving", 1.5, "metric saving = 1.5 is outside (-inf, 1]"),
+        ("ok", 0.5, "metric ok = 0.5 is not 0 or 1: track 'lbtiny' declares it one yes/no outcome per cell (proportion_metrics)"),
+        ("ok", 2.0, "metric ok = 2 is not 0 or 1"),
+        ("n_points", -1e13, "metric n_points = -1e+13 is outside [-1e+12, 1e+12], the bound of every metric"),
     ],
 )
-def test_metrics_outside_their_declared_range_are_rejected(tiny, exported, metric, value, message):
-    _, profile = tiny
+def test_metrics_outside_their_tracks_declared_range_are_rejected(tiny, exported, monkeypatch, metric, value, message):
+    track, profile = tiny
+    monkeypatch.setattr(type(track), "metric_bounds", TINY_BOUNDS, raising=False)
+    monkeypatch.setattr(type(track), "proportion_metrics", ("ok",), raising=False)
     obj = load_entry(exported[1]["lbt-alpha"].path)
     obj["cells"][0]["metrics"][metric] = value
     problems = validate_entry(_redigest(obj), [profile])
-    assert problems and message in problems[0], problems
+    assert problems and problems[0].startswith("cells[0] (") and message in problems[0], problems
+    # the same entry with an in-range value, aggregates recomputed, is valid
+    obj["cells"][0]["metrics"][metric] = 1.0 if metric in ("ok", "saving") else 0.5
+    obj["aggregates"] = entries_mod.aggregate_cells(obj["cells"], profile)
+    assert validate_entry(_redigest(obj), [profile]) == []
+
+
+def test_ranges_come_from_the_track_not_from_the_metric_name(tiny, exported, monkeypatch):
+    """No table keyed by metric name: an ``auc`` of 2 is a range error only where the track
+    declares ``auc`` (here it does not: only the bound of every metric applies)."""
+    track, profile = tiny
+    obj = load_entry(exported[1]["lbt-alpha"].path)
+    for c in obj["cells"]:
+        c["metrics"]["mia_auc"] = 2.0
+    obj["aggregates"] = entries_mod.aggregate_cells(obj["cells"], profile)
+    assert validate_entry(_redigest(obj), [profile]) == []
+    monkeypatch.setattr(type(track), "metric_bounds", {"mia_*": (0.0, 1.0)}, raising=False)
+    problems = validate_entry(obj, [profile])
+    assert problems == [
+        "cells[0] (budget=0.1,dataset=d1, repeat 0): metric mia_auc = 2 is outside [0, 1], the range track 'lbtiny' declares for it (metric_bounds)",
+        "aggregates at budget=0.1,dataset=d1: mean mia_auc = 2 is outside [0, 1], the range track 'lbtiny' declares for it (metric_bounds)",
+    ]
+
+
+def test_aggregate_means_outside_the_declared_range_are_rejected(tiny, exported, monkeypatch):
+    track, profile = tiny
+    monkeypatch.setattr(type(track), "metric_bounds", TINY_BOUNDS, raising=False)
+    obj = load_entry(exported[1]["lbt-alpha"].path)
+    obj["aggregates"]["points"][1]["metrics"]["acc"]["mean"] = 1.2
+    problems = validate_entry(obj, [profile])
+    assert problems and problems[0].startswith("aggregates at ") and "mean acc = 1.2 is outside [0, 1], the range track 'lbtiny' declares" in problems[0], problems
 
 
 def test_timings_must_be_finite_and_non_negative(tiny, exported):

@@ -59,6 +59,15 @@ def test_attacks_ranked_and_invalid_output_fails_its_cell(tmp_path):
         assert got["autoattack"]["robust_acc"] <= got["pgd"]["robust_acc"] + 1 / 40 + 1e-9
         assert got["pgd"]["robust_acc"] <= got["fgsm"]["robust_acc"] + 1 / 40 + 1e-9
         assert got["fgsm"]["robust_acc"] <= clean
+        # every metric a cell emits is declared by the track, and within its range (issue 37)
+        from coreset_bench.leaderboard.board import metric_ranges
+        from coreset_bench.leaderboard.entries import value_problem
+
+        ranges = metric_ranges(track)
+        for g in got.values():
+            assert "check_below_clean" in g
+            for m, v in g.items():
+                assert m in ranges and not value_problem(m, v, ranges, "robustness"), (m, v)
         # the fixture model was trained once and cached
         assert len(list((tmp_path / "cache" / "robustness").glob("*.pt"))) == 1
     finally:

@@ -239,6 +239,33 @@ def test_missing_database_without_create(tmp_path):
     assert not (tmp_path / "absent.db").exists()
 
 
+def test_open_store_is_what_every_command_opens(tmp_path, monkeypatch):
+    """Issue 37: one opener (``store.open_store``) for ``run``, ``results``, ``compare``,
+    ``doctor``, ``leaderboard``, ``export`` and ``entries check``."""
+    import ast
+
+    from coreset_bench.store import open_store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CORESET_BENCH_DB", raising=False)
+    assert open_store(None, create=False, read_only=True, required=False) is None  # optional and absent
+    with pytest.raises(StoreError, match="no results database at results/coreset-bench.db"):
+        open_store(None, create=False, read_only=True)
+    assert not (tmp_path / "results").exists()
+    monkeypatch.setenv("CORESET_BENCH_DB", str(tmp_path / "env.db"))
+    with pytest.raises(StoreError, match="env.db"):
+        open_store(None, create=False, read_only=True, required=False)  # named, so required
+    open_store(None).close()
+    s = open_store(None, create=False, read_only=True, required=False)
+    assert s is not None and s.sqlite_path == tmp_path / "env.db"
+    s.close()
+    root = Path(__file__).resolve().parents[1]
+    for f in (root / "benchmark" / "cli.py", root / "leaderboard" / "cli.py"):
+        tree = ast.parse(f.read_text())
+        assert not [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and "open_store" in n.name], f
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Store"], f"{f} opens a Store itself"
+
+
 def test_wal_mode_is_on(tmp_path):
     db = tmp_path / "r.db"
     s = Store(db)

@@ -350,7 +350,16 @@ class CoresetTrack(Track):
     primary_metric = "autoattack_acc"
     secondary_metrics = ("clean_acc", "pgd_acc")
     metric_directions = {"autoattack_acc": "max", "clean_acc": "max", "pgd_acc": "max", "fgsm_acc": "max"}
-    metric_bounds = dict.fromkeys(("autoattack_acc", "clean_acc", "pgd_acc", "fgsm_acc"), (0.0, 1.0))
+    #: every metric a cell emits: accuracies (``<attack>_acc`` of any attack plugin,
+    #: ``class_acc_<c>`` and ``class_<attack>_acc_<c>`` per class, ``eval_subset_clean_acc[_<k>]``
+    #: on the attacked points) in [0, 1], the subset's size, and the robustness sanity checks,
+    #: one 0/1 outcome per cell
+    metric_bounds = {
+        **dict.fromkeys(("autoattack_acc", "clean_acc", "pgd_acc", "fgsm_acc"), (0.0, 1.0)),
+        "subset_size": (0.0, None),
+        **dict.fromkeys(("*_acc", "class_acc_*", "class_*_acc_*", "eval_subset_clean_acc_*"), (0.0, 1.0)),
+    }
+    proportion_metrics = ("check_order_ok", "check_ball_ok", "pgd_masking_flag")
     baseline_method = "random"
     reference_methods = ("random", "full")
 

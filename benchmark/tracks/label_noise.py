@@ -442,7 +442,7 @@ class LabelNoiseTrack(Track):
     secondary_metrics = ("acc_before", "gain")
     metric_directions = {"acc_after": "max", "acc_before": "max", "gain": "max"}
     #: ``gain`` = acc_after − acc_before, a difference of two accuracies
-    metric_bounds = {"acc_after": (0.0, 1.0), "acc_before": (0.0, 1.0), "gain": (-1.0, 1.0)}
+    metric_bounds = {"acc_after": (0.0, 1.0), "acc_before": (0.0, 1.0), "gain": (-1.0, 1.0), "class_acc_*": (0.0, 1.0)}
     baseline_method = "none"
     reference_methods = ("none",)
 

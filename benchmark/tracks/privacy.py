@@ -562,6 +562,10 @@ class PrivacyBase(Track):
         return out
 
 
+#: the per-target numbers of the privacy track (``PM.membership_metrics``)
+_MEMBERSHIP = ("auc", "balanced_acc", *(m for s in PM.FPR_LEVELS for m in (f"tpr_at_{s}_fpr", f"realized_fpr_{s}", f"realized_tpr_{s}")))
+
+
 class PrivacyTrack(PrivacyBase):
     name = "privacy"
     summary = "Membership inference against target models trained on random halves, with shadow models: AUC, TPR at 1 % and 0.1 % FPR."
@@ -572,7 +576,14 @@ class PrivacyTrack(PrivacyBase):
         "auc": "max", "tpr_at_1pct_fpr": "max", "tpr_at_0.1pct_fpr": "max", "balanced_acc": "max",
         "target_test_acc": "max",
     }
-    metric_bounds = dict.fromkeys(("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "balanced_acc", "target_test_acc"), (0.0, 1.0))
+    #: every metric a cell emits: the per-target numbers (``PM.membership_metrics``) in [0, 1],
+    #: their std over targets (ddof 0) and standard error in [0, 0.5] (half the range), the
+    #: models' accuracies, and the DP targets' sigma and realized epsilon
+    metric_bounds = {
+        **dict.fromkeys((*_MEMBERSHIP, "target_test_acc", "target_train_acc", "shadow_test_acc", "member_fraction"), (0.0, 1.0)),
+        **{f"{m}_{s}": (0.0, 0.5) for m in _MEMBERSHIP for s in ("std", "se")},
+        **dict.fromkeys(("n_queries", "target_noise_multiplier", "target_epsilon"), (0.0, None)),
+    }
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         method = self._check_method(method)
@@ -636,7 +647,16 @@ class MemorizationTrack(PrivacyBase):
     primary_metric = "spearman"
     secondary_metrics = ("pearson", "cosine")
     metric_directions = {"spearman": "max", "pearson": "max", "cosine": "max"}
-    metric_bounds = dict.fromkeys(("spearman", "pearson", "cosine"), (-1.0, 1.0))
+    #: every metric a cell emits: correlations in [-1, 1] (their std over targets in [0, 1]),
+    #: the Feldman-Zhang estimate (a difference of two accuracies, in [-1, 1]) and its summaries,
+    #: the models' accuracies, and the proxy's own scores (``score_*``: its scale, unbounded)
+    metric_bounds = {
+        **dict.fromkeys(("spearman", "pearson", "cosine", "mem_split_half_spearman", "mem_mean", "mem_q10", "mem_q50", "mem_q90"), (-1.0, 1.0)),
+        **dict.fromkeys(("spearman_std", "pearson_std", "cosine_std", "spearman_se", "mem_std"), (0.0, 1.0)),
+        **dict.fromkeys(("target_test_acc", "target_train_acc", "shadow_test_acc", "mem_high_fraction"), (0.0, 1.0)),
+        **dict.fromkeys(("mem_se_mean", "mem_models_in_mean", "mem_models_out_mean", "score_std", "target_noise_multiplier", "target_epsilon"), (0.0, None)),
+        **dict.fromkeys(("score_mean", "score_q10", "score_q50", "score_q90"), (None, None)),
+    }
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         method = self._check_method(method)

@@ -72,6 +72,8 @@ class RobustnessTrack(Track):
     secondary_metrics = ("clean_acc", "attack_s")
     metric_directions = {"robust_acc": "min", "clean_acc": "max", "attack_s": "min"}
     metric_bounds = {"robust_acc": (0.0, 1.0), "clean_acc": (0.0, 1.0), "attack_s": (0.0, None)}
+    #: 1 when the attack left no more points robust than clean (+1), per cell
+    proportion_metrics = ("check_below_clean",)
     baseline_method = "autoattack"
     reference_methods = ("autoattack",)
 

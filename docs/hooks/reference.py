@@ -308,7 +308,7 @@ def cli_page() -> str:
     lines = [
         "# Command line",
         "",
-        "Generated from the typer application (`coreset_bench.cli.app`, with the `leaderboard`,",
+        "Generated from the typer application (`coreset_bench.cli.app`, with the `leaderboard`, `entries`,",
         "`export` and `keys` commands and any plugin's `register_commands`). Every command takes",
         "`--help`.",
         "",
