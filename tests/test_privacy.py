@@ -456,14 +456,48 @@ def test_dp_accountant_defaults_to_the_references_prv_and_is_a_parameter():
     with pytest.raises(ValueError, match="unknown DP accountant 'moments'"):
         noise_multiplier_for(1.0, 1e-5, q, steps, "moments")
     x, y = _digits(120, 3)
+    # an RDP-calibrated run: RDP's own bound reaches the target, the realized epsilon (PRV) is below
     info = dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 4.0, "epochs": 2, "batch_size": 40, "accountant": "rdp"}, num_classes=10, seed=0)
     assert info["accountant"] == "rdp" and info["noise_multiplier"] == noise_multiplier_for(4.0, 1e-5, 1 / 3, 6, "rdp")
-    assert info["epsilon"] == pytest.approx(4.0, abs=0.05)
+    assert info["epsilon_rdp"] == pytest.approx(4.0, abs=0.05)
+    assert info["epsilon_accountant"] == "prv" and info["epsilon"] == epsilon_spent(info["noise_multiplier"], 1 / 3, 6, 1e-5) < info["epsilon_rdp"] - 0.1
+    # gdp under-noises: refused from the recipe too, naming the fix
+    with pytest.raises(ValueError, match="'gdp' is refused.*use 'prv'"):
+        dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 4.0, "epochs": 2, "batch_size": 40, "accountant": "gdp"}, num_classes=10, seed=0)
     # the non-private reference: same loop, no noise, no clipping, no epsilon
     plain = dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": float("inf"), "epochs": 2, "batch_size": 40}, num_classes=10, seed=0)
     assert plain["noise_multiplier"] == 0.0 and plain["private"] == 0.0 and "epsilon" not in plain
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         dp.fit(dp.prepare_model(_mlp(0)), x, y, recipe={"epsilon": 0.0}, num_classes=10, seed=0)
+
+
+def test_dp_cells_report_the_prv_epsilon_of_banks_cached_by_dp_sgd_2():
+    """A bank trained by dp-sgd 2 with the RDP calibrator stored RDP's epsilon; the cell reports
+    the PRV epsilon of the same sigma, as a bank trained now does, so a cached and a fresh bank
+    give the same target_epsilon; non-private models report none."""
+    pytest.importorskip("opacus")
+    from coreset_bench.plugins.training.dp_sgd import epsilon_spent, noise_multiplier_for
+    from coreset_bench.tracks.privacy import Bank, BankSpec, PrivacyBase
+
+    q, steps = 1 / 3, 60
+    sigma = noise_multiplier_for(4.0, 1e-5, q, steps, "rdp")
+    v2 = {"accountant": "rdp", "epsilon": epsilon_spent(sigma, q, steps, 1e-5, "rdp"), "noise_multiplier": sigma, "sample_rate": q,
+          "steps": float(steps), "delta": 1e-5, "private": 1.0, "test_acc": 0.5, "train_acc": 0.6}
+    v3 = {**v2, "epsilon": epsilon_spent(sigma, q, steps, 1e-5), "epsilon_accountant": "prv", "epsilon_rdp": v2["epsilon"]}
+
+    def bank(training, models):
+        spec = BankSpec("digits", {}, "mlp", training, {}, "targets", len(models), 0)
+        return Bank(spec, np.zeros((len(models), 4), bool), [], [], {"models": models}, True, np.zeros((len(models), 4), bool))
+
+    plain = bank("standard", [{"test_acc": 0.9, "train_acc": 1.0}])
+    old, new = PrivacyBase._model_metrics(plain, bank("dp-sgd", [v2, v2])), PrivacyBase._model_metrics(plain, bank("dp-sgd", [v3, v3]))
+    assert old == new and old["target_epsilon"] == v3["epsilon"] < v2["epsilon"] - 0.1
+    dp = PrivacyBase._dp_info(plain, bank("dp-sgd", [v2]))
+    assert dp == {"targets": {"accountant": "rdp", "epsilon_accountant": "prv", "delta": 1e-5, "private": True, "noise_multiplier": [sigma], "epsilon": [v3["epsilon"]]}}
+    nonprivate = {"accountant": "none", "noise_multiplier": 0.0, "private": 0.0, "test_acc": 0.9, "train_acc": 1.0}
+    m = PrivacyBase._model_metrics(plain, bank("dp-sgd", [nonprivate]))
+    assert m["target_noise_multiplier"] == 0.0 and "target_epsilon" not in m
+    assert PrivacyBase._dp_info(plain, bank("dp-sgd", [nonprivate]))["targets"]["epsilon"] == [None]
 
 
 def test_fz_standard_error_and_split_half():

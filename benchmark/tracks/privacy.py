@@ -49,8 +49,9 @@ Pearson and cosine agreement of the score with the estimate, mean and std over t
 epsilon of its grid and attacks them with the non-private shadows of ``quick`` (the reference's
 "effect of privacy" set-up: DP targets, non-private shadows); version 1 calibrates sigma with the
 RDP accountant, version 2 with PRV (``dp-sgd``'s ``accountant``, the reference's default). Each
-DP cell stores sigma (``target_noise_multiplier``), the realized epsilon (``target_epsilon``) and
-``info["dp"]`` (accountant, delta, per-model sigma and epsilon).
+DP cell stores sigma (``target_noise_multiplier``), the realized epsilon (``target_epsilon``,
+always under the tight PRV accountant, whatever calibrated sigma) and ``info["dp"]``
+(calibrating ``accountant``, ``epsilon_accountant``, delta, per-model sigma and epsilon).
 
 ``memorization/quick-dp`` is the epsilon sweep of arXiv 2402.18726 (settings ``shadow_training =
 "target"``): at each epsilon (``inf``: the non-private reference, the same loop without clipping
@@ -541,23 +542,39 @@ class PrivacyBase(Track):
         # accountant is in ``info["dp"]``); a non-private reference has sigma 0 and no epsilon
         if all("noise_multiplier" in m for m in tm):
             out["target_noise_multiplier"] = float(np.mean([m["noise_multiplier"] for m in tm]))
-        if tm and all("epsilon" in m for m in tm):
-            out["target_epsilon"] = float(np.mean([m["epsilon"] for m in tm]))
+            eps = PrivacyBase._realized_epsilons(targets)
+            if tm and all(e is not None for e in eps):
+                out["target_epsilon"] = float(np.mean(eps))
         return out
 
     @staticmethod
+    def _realized_epsilons(bank: Bank) -> list[float | None]:
+        """Per model of a DP bank, the realized epsilon under the training plugin's reporting
+        accountant (``dp-sgd``: PRV, whatever accountant calibrated sigma; a bank stored before
+        dp-sgd 3 that reported an RDP run with RDP is re-accounted from its sigma, so a cached
+        and a fresh bank report the same number); None for a non-private model."""
+        from .. import registry as plugins
+
+        fn = getattr(plugins.method(bank.spec.training), "realized_epsilon", None)
+        ms = bank.meta["models"]
+        return [fn(m) for m in ms] if fn is not None else [m.get("epsilon") for m in ms]
+
+    @staticmethod
     def _dp_info(shadows: Bank, targets: Bank) -> dict[str, Any]:
-        """Per DP bank: accountant, delta, and per model sigma and realized epsilon."""
+        """Per DP bank: the accountant that calibrated sigma, the one the epsilons are reported
+        with, delta, and per model sigma and realized epsilon."""
         out: dict[str, Any] = {}
         for role, bank in (("targets", targets), ("shadows", shadows)):
             ms = bank.meta["models"]
             if ms and all("noise_multiplier" in m for m in ms):
+                eps = PrivacyBase._realized_epsilons(bank)
                 out[role] = {
                     "accountant": ms[0].get("accountant", "rdp"),
+                    **({"epsilon_accountant": "prv"} if any(e is not None for e in eps) else {}),
                     "delta": ms[0].get("delta"),
                     "private": bool(ms[0].get("private", 1.0)),
                     "noise_multiplier": [m["noise_multiplier"] for m in ms],
-                    "epsilon": [m.get("epsilon") for m in ms],
+                    "epsilon": eps,
                 }
         return out
 

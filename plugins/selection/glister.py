@@ -16,19 +16,39 @@ Citation: Krishnateja Killamsetty, Durga Sivasubramanian, Ganesh Ramakrishnan an
 "GLISTER: Generalization based Data Subset Selection for Efficient and Robust Learning", AAAI
 2021; DeepCore ``deepcore/methods/glister.py``.
 
+**DeepCore's Glister never updates: it is a static top-k.** ``finish_run`` passes its update
+callback to the greedy as ``upadate_state=self.update_val_gradients`` (sic), and every optimizer
+of ``submodular_optimizer.py`` is ``select(gain_function, update_state=None, **kwargs)``: the
+misspelled keyword lands in ``**kwargs`` (and is forwarded, unused, to the gain lambda), so
+``update_state`` stays None and ``update_val_gradients`` is never called. The gain
+``<g_i, gbar_val(theta)>`` therefore stays at the proxy's final head, and DeepCore's LazyGreedy
+(re-evaluating the same static gains) keeps the ``budget_c`` samples of largest static gain: a
+plain top-k of our greedy's first-step gains (up to the gradient scaling below). We implement
+the paper's update (the one ``update_val_gradients`` was written to do); there is no parameter
+for DeepCore's static top-k.
+
 Choices where the spec leaves a detail open:
 
 - **Validation set.** The paper selects against a held-out validation set; DeepCore defaults
   to the training set itself. ``validation="val"`` (default) uses the view's validation split
-  (the class's validation samples when ``class_balanced=True``); ``"train"`` reproduces
-  DeepCore. A class without validation samples falls back to its training samples.
+  (the class's validation samples when ``class_balanced=True``); ``"train"`` uses DeepCore's
+  default target set (not its picks, see above). A class without validation samples falls back
+  to its training samples.
 - **Greedy.** The gain is not submodular, so stale gains are not upper bounds. The default
   ``greedy="naive"`` evaluates every candidate's gain at each step (one matrix-vector product);
-  ``greedy="lazy"`` reproduces DeepCore's LazyGreedy heuristic (batched).
-- **Step size** ``eta`` defaults to 0.1, DeepCore's ``args.lr`` default. As DeepCore, every update
-  starts from the proxy's final logits with the *mean* gradient of all picks so far.
-- The cross-entropy gradient is ``p - y`` on the logits (DeepCore applies its criterion to the
-  softmax output, a double softmax; we use the plain cross-entropy gradient).
+  ``greedy="lazy"`` runs the LazyGreedy heuristic of DeepCore's default optimizer (batched) on
+  the updated gains.
+- **Step size** ``eta`` defaults to 0.1, DeepCore's ``args.lr`` default. As DeepCore's (never
+  called) ``update_val_gradients``, every update starts from the proxy's final logits with the
+  *mean* gradient of all picks so far.
+- **Gradient scale.** ``g_i`` is the per-sample cross-entropy gradient ``p - y`` of the logits.
+  DeepCore applies ``nn.CrossEntropyLoss`` to the logits too (one softmax; there is no double
+  softmax, as an earlier version of this docstring said), but its criterion averages over each
+  selection batch (default reduction ``"mean"``, then ``.sum()`` of the scalar), so its
+  per-sample gradients are divided by the length of their batch of ``selection_batch`` samples
+  (``--batch``, 256 by default). Within a class, the samples of the last, shorter batch get
+  their gains multiplied by ``256 / its length`` relative to the others, which changes the
+  ranking; we use the unscaled gradient.
 """
 
 from __future__ import annotations

@@ -37,6 +37,20 @@ Choices where the spec leaves a detail open:
   ``min ||(A A^T + lam I) w - A b||``, whose constrained solution differs from the ridge
   objective; we solve the ridge objective itself under ``w >= 0`` (NNLS on its Cholesky
   factor), which the paper's formulation states.
+- **Gradient scale, and so the ridge.** ``g_i`` is the per-sample gradient ``p - y`` of the
+  logits, unscaled, and ``lam`` (default 1) is on that scale. DeepCore's ``calc_gradient``
+  averages the cross-entropy over each selection batch (``nn.CrossEntropyLoss()``, reduction
+  ``"mean"``; the ``.sum()`` after it sums one scalar), so its rows are ``g_i / B`` with ``B`` the
+  batch length (``selection_batch`` = ``--batch``, 256 by default) and its target is their mean.
+  Its ridge system ``(A A^T / B^2 + lam I) x = A b / B^2`` is ours with ``lam B^2``: DeepCore's
+  ``lam = 1`` acts like ``lam = B^2`` (65,536 at B = 256) on our scale. That ridge exceeds every
+  diagonal Gram entry ``||g_i||^2 = ||p - y||^2 (1 + ||e||^2) <= 2 (1 + ||e||^2)`` unless the
+  embedding's squared norm passes 32,767, so DeepCore's least-squares steps are strongly shrunk
+  and its residual moves little from ``b``. ``lam = 65536`` here puts our ridge on DeepCore's
+  scale (for 256-sample batches). The class's last, shorter batch is divided by its own length
+  instead, so in DeepCore those rows are ``256 / length`` times larger than the others, which
+  favours them (when their correlation is positive) in the OMP argmax ``<g_i, r>``; we have no
+  such effect.
 - **Weight scale.** DeepCore returns the raw ``w`` (matching the class *mean*); we multiply by
   the class size (see above). Within a class the ratios are unchanged.
 - **Early stop.** ``tol`` (relative residual, default 1e-4) stops OMP once the target is matched,

@@ -33,12 +33,26 @@ Choices where the spec leaves a detail open:
   ``N x C (D + 1)`` gradient matrix is never built, and kernel columns are read as rows (the
   kernel is symmetric). Same kernel, float32 rounding aside.
   Version 0.2 (issue 26) changed only this arithmetic; since float32 rounding differs, a pick
-  can differ from 0.1's where two candidates' gains tie to rounding, hence the bump. Ties go to the lowest index, so e.g. log-determinant's first pick (all gains
-  equal to ``log(1 + 1e-6)``) is the first sample of the class.
+  can differ from 0.1's where two candidates' gains tie to rounding, hence the bump. Exact ties
+  go to the lowest index.
+- **Log-determinant's first pick is decided by float32 rounding.** With nothing picked, the gain
+  of j is ``log(s_jj + 1e-6)``, and ``s_jj = 1/2 + 1/2 cos(g_j, g_j)`` is 1 in exact arithmetic
+  but comes out of the float32 kernel a few rounding steps (about 1e-7) above or below 1. The
+  first pick is the sample whose diagonal happens to round highest (the lowest index among
+  those), not the class's first sample; it is deterministic for given inputs and device, but
+  arbitrary. Later gains are set by the picks' kernel columns; rounding matters there only for
+  near ties.
 - **Log-determinant gain.** We maximize ``log(s_jj + ridge - s_jA S_AA^{-1} s_Aj)``, the true
-  marginal gain, with incremental Cholesky updates. DeepCore's ``calc_gain`` returns
-  ``s_jA S_AA^+ s_Aj`` and maximizes it, which picks points similar to the current picks (and
-  ties at 0 on the first step); we follow the definition of the function.
+  marginal gain, with incremental Cholesky updates; we follow the definition of the function.
+  DeepCore's ``calc_gain`` returns ``s_jA S_AA^+ s_Aj`` (the part of ``s_jj`` explained by the
+  picks) and maximizes it. Its first step has no picks, so every gain is 0 and the argmax takes
+  the class's first sample. After that, with its ``LazyGreedy`` (``main.py``'s default) or
+  ``ApproximateLazyGreedy`` (the ``Submodular`` signature's default), the candidates not yet
+  re-evaluated keep their stale gain 0 while a re-evaluated gain is >= 0, so each step accepts
+  the first sample not yet picked: DeepCore's log-determinant returns the class's first
+  ``budget_c`` samples in dataset order (checked by running its ``submodular_function.py`` and
+  ``submodular_optimizer.py``). Only with ``NaiveGreedy`` does it pick, after the first sample,
+  the samples most similar to the picks.
 - **Graph cut** includes the constant ``s_jj`` in the gain (DeepCore drops it; no effect on the
   picks). Graph cut is not monotone: gains can turn negative, and the greedy still takes the
   budget.
