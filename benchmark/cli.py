@@ -844,7 +844,7 @@ def _needs_plugins(argv: list[str]) -> bool:
     words = [a for a in argv if not a.startswith("-")]
     if not words:  # --version, --help, or nothing (help)
         return False
-    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "export", "keys"}
+    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "claims", "export", "keys"}
     if words[0] in builtin and ("--help" in argv or "-h" in argv):
         return False
     return words[0] not in _NO_PLUGINS

@@ -1,12 +1,11 @@
-"""The ``leaderboard``, ``export`` and ``keys`` commands; ``register(app)`` adds them to a typer app."""
+"""The ``leaderboard``, ``claims``, ``export`` and ``keys`` commands; ``register(app)`` adds them to a typer app."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -116,6 +115,61 @@ def register(app: typer.Typer) -> None:
         if key is not None:
             typer.echo(f"signed {len(written)} entries with key {fingerprint(key.public_key())}")
 
+    @app.command("claims")
+    def claims_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON (numbers in each card's unit: points for accuracies)."),
+        entries: list[Path] = typer.Option([], "--entries", help="directory (or file) of entries; repeatable (default: results/entries when no --db is given)"),
+        db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (read as well as, or instead of, entries)"),
+        track: str | None = typer.Option(None, "--track", help="only the claims of this track"),
+    ) -> None:
+        """The claim cards: each seed paper's claim judged on the committed entries (or a store).
+
+        One row per claim and profile: the paired difference seed − comparator with its 95 %
+        interval (the board's paired bootstrap), the claimed effect or margin, the minimum
+        detectable effect (2.8 × its standard error), the verdict and whether the profile is
+        underpowered for the claim (rules: ``coreset_bench.claims.verdict``)."""
+        from coreset_bench import registry
+        from coreset_bench.store import StoreError
+
+        from .claims import boards_from_records, cards, load_records
+
+        tracks = registry.tracks()
+        if track is not None and track not in tracks:
+            typer.echo(f"error: unknown track {track!r}; known: {', '.join(sorted(tracks))}", err=True)
+            raise typer.Exit(1)
+        claim_list, problems = registry.claims_and_problems()
+        if track is not None:
+            claim_list = [c for c in claim_list if c.track == track]
+        if not entries and db is None and not os.environ.get("CORESET_BENCH_DB"):
+            entries = [Path("results/entries")]
+        missing = [p for p in entries if not p.exists()]
+        if missing:
+            typer.echo(f"error: no entries at {missing[0]}; pass --entries DIR (the committed ones are under results/entries) or --db", err=True)
+            raise typer.Exit(1)
+        store = None
+        if db is not None or os.environ.get("CORESET_BENCH_DB"):
+            try:
+                store = _open_store(db, required=True)
+            except StoreError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+        try:
+            records, rejected = load_records(entries, store, tracks)
+        finally:
+            if store is not None:
+                store.close()
+        wanted = {p for c in claim_list for p in c.profiles}
+        boards, warnings = boards_from_records(records, tracks, wanted)
+        result = cards(claim_list, boards, tracks)
+        for line in [*problems, *rejected, *warnings]:
+            typer.echo(f"warning: {line}", err=True)
+        if as_json:
+            import json
+
+            typer.echo(json.dumps([c.as_dict() for c in result], indent=2, ensure_ascii=False))
+            return
+        _print_cards(result)
+
     keys = typer.Typer(help="Ed25519 keys for signing exported entries.", no_args_is_help=True)
 
     @keys.command("generate")
@@ -136,3 +190,31 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"fingerprint {made.fingerprint}")
 
     app.add_typer(keys, name="keys")
+
+
+def _print_cards(result: list) -> None:
+    """The cards as a table on a terminal, one plain line each otherwise."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    header = ("system", "claim", "profile", "metric", "difference [95 % interval]", "claimed", "MDE", "verdict", "underpowered")
+
+    def row(c: Any) -> tuple[str, ...]:
+        under = {True: "yes", False: "no", None: "—"}[c.judgement.underpowered]
+        return (c.claim.system, f"{c.claim.id}: {c.what()}", c.profile, c.claim.metric, c.difference_text(), c.amount_text(),
+                c.mde_text(), c.verdict, under)
+
+    if not console.is_terminal:
+        for c in result:
+            cells = dict(zip(header, row(c)))
+            sys.stdout.write(" | ".join(f"{k}: {v}" if k not in ("system",) else v for k, v in cells.items()) + f" | reason: {c.judgement.reason}\n")
+        return
+    table = Table(*header)
+    for c in result:
+        style = {"supported": "green", "contradicted": "red", "not testable": "dim"}.get(c.verdict.split(",")[0], "")
+        table.add_row(*(Text(x) for x in row(c)[:-2]), Text(c.verdict, style=style), Text(row(c)[-1]))
+    console.print(table)
