@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (default: CORESET_BENCH_DB or results/coreset-bench.db)"),
         trusted_keys: list[Path] = typer.Option([], "--trusted-keys", help="public key file (.pub) or directory of them; entries signed by one get a 'verified' badge; repeatable"),
         require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
+        readings: str | None = typer.Option(None, "--readings", help="the long readings the claim cards link to: a file (default: README.md beside the first --entries directory, e.g. results/README.md) or a URL"),
     ) -> None:
         """Render the static leaderboard site from the store and/or validated entries."""
         from coreset_bench.store import StoreError
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         t0 = time.perf_counter()
         try:
-            report = render_site(store, out, entries_dirs=entries, trust=trust)
+            report = render_site(store, out, entries_dirs=entries, trust=trust, readings=readings)
         except (SiteError, StoreError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
