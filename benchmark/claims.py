@@ -90,20 +90,28 @@ class ClaimError(ValueError):
 
 @dataclass(frozen=True)
 class Paper:
-    """The paper a claim comes from: arXiv id (``2510.11018``), title, and year/venue when known."""
+    """The paper a claim comes from: arXiv id (``2510.11018``; "" when it has none), title,
+    year/venue when known, and ``link`` for a paper that is not on arXiv (its DOI or page)."""
 
     arxiv: str
     title: str
     year: int | None = None
     venue: str = ""
+    link: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str) or not self.title.strip():
+            raise ClaimError("a claim's Paper needs its title")
+        if self.arxiv and not re.match(r"^\d{4}\.\d{4,5}$", str(self.arxiv)):
+            raise ClaimError(f"arXiv id {self.arxiv!r} is not of the form 2510.11018 (leave it empty and give link= for another paper)")
 
     @property
     def url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else ""
+        return self.link or (f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else "")
 
-    def cite(self) -> str:
-        tail = ", ".join(str(x) for x in (self.venue, self.year) if x)
-        return f"{self.title} (arXiv {self.arxiv}{', ' + tail if tail else ''})"
+    def short(self) -> str:
+        """``arXiv 2510.11018`` (or the title when there is no arXiv id)."""
+        return f"arXiv {self.arxiv}" if self.arxiv else self.title
 
     def as_dict(self) -> dict[str, Any]:
         return {"arxiv": self.arxiv, "title": self.title, "year": self.year, "venue": self.venue, "url": self.url}
