@@ -186,7 +186,8 @@ class Claim:
     claim measures (e.g. "missed the hit-rate target" for "the target is met") and therefore do
     not make it untestable. ``percent``: show differences in points (× 100); default: when the
     track bounds the metric within [0, 1]. ``readings``: the anchor of the long reading in
-    ``results/README.md`` (default ``claim-<system slug>``).
+    ``results/README.md`` (default ``claim-<system slug>``). ``note``: one line every card of
+    the claim shows (e.g. which setting of the rows is read).
     """
 
     id: str
@@ -254,6 +255,8 @@ class Claim:
             raise bad("a non-inferiority claim needs its margin (e.g. margin=0.01 for 1 point)")
         if self.kind != NON_INFERIORITY and self.margin is not None:
             raise bad(f"margin applies to non-inferiority claims; a {self.kind} claim states an effect")
+        if self.kind == NON_INFERIORITY and self.effect is not None:
+            raise bad("a non-inferiority claim states its margin, not an effect")
         if self.kind == MONOTONE:
             if not self.trend_axis:
                 raise bad("a monotone-trend claim names its trend_axis (e.g. 'epsilon')")
@@ -465,8 +468,6 @@ class Card:
     notes: list[str] = field(default_factory=list)
     #: the package that declared the claim (``register_claims``); "" for a track's own claim
     declared_by: str = ""
-    #: set by the renderer: the page of the profile
-    href: str = ""
 
     @property
     def verdict(self) -> str:

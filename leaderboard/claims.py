@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,11 @@ from coreset_bench.claims import Card, Claim, Difference, Judgement, Row, Thresh
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
-from .board import Board, Variant, _floors, _is_accuracy, _test_group, build_board, derived_flags
+from .board import Board, Variant, _floors, _is_accuracy, _test_group, build_board
 from .data import point_key
 from .stats import Interval
 
-__all__ = ["card", "cards", "load_records", "boards_from_records", "no_results_card"]
+__all__ = ["card", "cards", "load_records", "boards_from_records", "no_results_card", "claim_points", "find_row", "scale_unit"]
 
 
 def _diff(iv: Interval | None, label: str = "") -> Difference | None:
@@ -168,7 +167,8 @@ def _base(claim: Claim, board: Board) -> Card:
     scale, unit = scale_unit(claim, board.track)
     r_dir = claim.direction or dict(board.track.metric_directions).get(claim.metric, "max")
     return Card(claim, board.profile.id, Judgement(C.NOT_TESTABLE, ""), seed_label=claim.seed.label(),
-                comparator_label=C.comparator_label(claim.comparator), direction=r_dir, scale=scale, unit=unit)
+                comparator_label=C.comparator_label(claim.comparator), direction=r_dir, scale=scale, unit=unit,
+                notes=[claim.note] if claim.note else [])
 
 
 def _untestable(c: Card, reason: str) -> Card:
@@ -180,7 +180,7 @@ def no_results_card(claim: Claim, profile_id: str, track: Track | None = None) -
     """The card of a profile with no results (or not installed here)."""
     scale, unit = scale_unit(claim, track)
     c = Card(claim, profile_id, Judgement(C.NOT_TESTABLE, ""), seed_label=claim.seed.label(), comparator_label=C.comparator_label(claim.comparator),
-             scale=scale, unit=unit)
+             scale=scale, unit=unit, notes=[claim.note] if claim.note else [])
     return _untestable(c, f"no results of {profile_id}")
 
 
@@ -435,7 +435,3 @@ def load_records(entries_dirs: Sequence[str | Path] = (), store: Any = None, tra
             keys.update(r["key"] for r in fresh)
             records.extend(fresh)
     return records, problems
-
-
-def with_href(cs: Iterable[Card], hrefs: Mapping[str, str]) -> list[Card]:
-    return [replace(c, href=hrefs.get(c.profile, "")) for c in cs]

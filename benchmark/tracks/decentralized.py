@@ -183,7 +183,8 @@ class DecentralizedTrack(Track):
         quote = ("the proposed IDKD scheme is more effective than traditional knowledge distillation and achieves state-of-the-art "
                  "generalization performance on heterogeneously distributed data with minimal communication overhead")
         common = dict(system="IDKD", paper=paper, quote=quote, track=self.name, profiles=self.claim_profiles, metric="mean_node_acc",
-                      seed=Row("idkd"), kind=SUPERIORITY)
+                      seed=Row("idkd"), kind=SUPERIORITY,
+                      note="rows at their installed (reference) learning rates; rows run at other rates are labelled settings, not read here")
         return [
             Claim(id="idkd-over-naive-kd", comparator=Row("naive-kd"), effect=0.02,
                   paper_number="+2 to +13 points over vanilla KD across datasets and topologies (the smallest is the claimed effect)", **common),
