@@ -388,8 +388,6 @@ def cards(claims: Iterable[Claim], boards: Mapping[str, Board], tracks: Mapping[
 
 def boards_from_records(records: Sequence[Mapping[str, Any]], tracks: Mapping[str, Track], profiles: Iterable[str] | None = None) -> tuple[dict[str, Board], list[str]]:
     """The board of every profile in ``records`` (or only ``profiles``), with warnings."""
-    from .render import _find_profile
-
     want = set(profiles) if profiles is not None else None
     by_profile: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
@@ -401,7 +399,7 @@ def boards_from_records(records: Sequence[Mapping[str, Any]], tracks: Mapping[st
     warnings: list[str] = []
     for pid, recs in sorted(by_profile.items()):
         track = tracks.get(recs[0]["track"])
-        profile = _find_profile(track, pid) if track is not None else None
+        profile = next((p for p in track.profiles() if p.id == pid), None) if track is not None else None
         if track is None or profile is None:
             warnings.append(f"{len(recs)} runs of {pid}: the track or profile is not installed here")
             continue
