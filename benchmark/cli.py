@@ -355,23 +355,114 @@ def _summary(store: Any, t: Any, base: Any, plan: Any, methods: list[Any], seeds
     percent = {c: fraction_metric((r["metrics"].get(c) for r in rows), c) for c in cols}
     title = f"{prof.id}: this run's cells and references (mean ± std over seeds{'; in %' if any(percent.values()) else ''})"
     lines = []
+    board = _SummaryBoard(store, t, prof)
     for key, rs in sorted(groups.items()):
         cells = []
         for c in cols:
             v = np.array([x["metrics"].get(c, np.nan) for x in rs], dtype=float)
             v = v[np.isfinite(v)]
             cells.append(fmt_metric(float(v.mean()), percent[c], float(v.std()) if v.size > 1 else None) if v.size else "-")
-        lines.append((key, len(rs), cells))
+        lines.append((key, len(rs), cells, board.mark(rs)))
+    marked = any(mark for *_, mark in lines)
     if _plain():
         _line(title)
-        for key, n, cells in lines:
-            _line("  " + "  ".join([key[0], *(f"{a}={v}" for a, v in zip(varied, key[1:])), f"n={n}", *(f"{c}={x}" for c, x in zip(cols, cells))]))
+        for key, n, cells, mark in lines:
+            _line("  " + "  ".join([key[0], *(f"{a}={v}" for a, v in zip(varied, key[1:])), f"n={n}", *(f"{c}={x}" for c, x in zip(cols, cells))] + ([f"board: {mark}"] if mark else [])))
+    else:
+        _line(title)  # above the table, unwrapped (a title narrower than it wraps into a column)
+        table = Table("method", *varied, "n", *cols, *(["board"] if marked else []))
+        for key, n, cells, mark in lines:
+            _row(table, *key, str(n), *cells, *([Text(mark, style="yellow") if mark else ""] if marked else []))
+        console.print(table)
+    if marked:
+        _line("board: flagged rows (a degenerate model or a track flag) and rows at the constant-classifier floor are shown and never ranked on the leaderboard; their numbers are no verdict on the method")
+    _claim_cards(board, t, prof, {m.name for m in methods})
+
+
+class _SummaryBoard:
+    """The leaderboard's reading of this profile in the store (built on first use): the flags of
+    a row's cells and whether its board row is at the constant-classifier floor."""
+
+    def __init__(self, store: Any, track: Any, profile: Any) -> None:
+        self.store, self.track, self.profile = store, track, profile
+        self._board: Any = None
+        self.error = ""
+
+    @property
+    def board(self) -> Any:
+        if self._board is None and not self.error:
+            from .leaderboard.board import build_board
+            from .leaderboard.data import load_store_records
+
+            try:
+                recs = [r for r in load_store_records(self.store, track=self.track.name, profile=self.profile.id) if r["status"] != "interrupted"]
+                self._board = build_board(self.track, self.profile, recs)
+            except Exception as exc:  # noqa: BLE001 - the summary must never fail the run
+                self.error = f"{type(exc).__name__}: {exc}"
+        return self._board
+
+    def mark(self, rows: list[dict[str, Any]]) -> str:
+        """``flagged: f (k of n cells)`` and/or ``at floor``, as the board marks the row."""
+        from .leaderboard.board import derived_flags
+        from .leaderboard.data import point_key, variant_key
+
+        counts: dict[str, int] = {}
+        for r in rows:
+            fl = (r.get("info") or {}).get("flags")
+            if not isinstance(fl, list):
+                fl = derived_flags(r)
+            for f in dict.fromkeys(str(x) for x in fl):
+                counts[f] = counts.get(f, 0) + 1
+        out = []
+        if counts:
+            out.append("flagged: " + ", ".join(f"{f} ({k} of {len(rows)} cells)" for f, k in sorted(counts.items())))
+        b = self.board
+        if b is not None and rows:
+            vk, point = variant_key(rows[0]), point_key(rows[0]["axes"])
+            for table in b.tables:
+                if table.kind != "setting" or point not in table.points:
+                    continue
+                row = next((r for r in table.rows if r.variant.key == vk), None)
+                if row is not None and row.status == "at floor":
+                    out.append("at floor")
+        return "; ".join(out)
+
+
+def _claim_cards(board: "_SummaryBoard", t: Any, prof: Any, names: set[str]) -> None:
+    """The card of each claim this run's methods take part in (as the seed row or a named
+    comparator): computed from the store's results on this profile, or a line naming the
+    profile(s) that decide it."""
+    from .claims import Row
+
+    try:
+        claims = [c for c in plugins.claims() if c.track == t.name and (c.seed.method in names or (isinstance(c.comparator, Row) and c.comparator.method in names))]
+    except Exception as exc:  # noqa: BLE001 - a broken claim declaration must not fail the run
+        _line(f"claims: not read ({type(exc).__name__}: {exc})")
         return
-    _line(title)  # above the table, unwrapped (a title narrower than it wraps into a column)
-    table = Table("method", *varied, "n", *cols)
-    for key, n, cells in lines:
-        _row(table, *key, str(n), *cells)
-    console.print(table)
+    if not claims:
+        return
+    from .leaderboard.claims import card
+
+    for c in claims:
+        head = f"claim {c.id} ({c.system}, {c.paper.short()}): \u201c{c.quote}\u201d"
+        if prof.id not in c.profiles:
+            ps = ", ".join(c.profiles)
+            _line(head)
+            _line(f"    decided on {ps}, not on this run's profile {prof.id}: coreset-bench run --plugin {c.seed.method} --profile {c.profiles[0]}")
+            continue
+        b = board.board
+        if b is None:
+            _line(head)
+            _line(f"    no card: the board of {prof.id} could not be built ({board.error})")
+            continue
+        k = card(c, b)
+        under = " (underpowered)" if k.judgement.underpowered else ""
+        where = ", ".join(f"{a}={v}" for a, v in c.where.items())
+        _line(head)
+        _line(f"    {prof.id} · {c.metric}{' · ' + where if where else ''}: {k.what()} = {k.difference_text()}; claimed {k.amount_text()}; MDE {k.mde_text()}")
+        _line(f"    verdict: {k.verdict}{under}: {k.judgement.reason}")
+        for n in k.notes:
+            _line(f"    {n}")
 
 
 plugins_app = typer.Typer(
@@ -850,7 +941,7 @@ def _needs_plugins(argv: list[str]) -> bool:
     words = [a for a in argv if not a.startswith("-")]
     if not words:  # --version, --help, or nothing (help)
         return False
-    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "export", "keys", "entries"}
+    builtin = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands} | {g.name for g in app.registered_groups} | {"leaderboard", "export", "keys", "entries", "claims"}
     if words[0] in builtin and ("--help" in argv or "-h" in argv):
         return False
     return words[0] not in _NO_PLUGINS

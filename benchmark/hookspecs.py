@@ -66,6 +66,18 @@ def register_tracks(register: Callable[[Any], None]) -> None:
     """
 
 
+@hookspec
+def register_claims(register: Callable[[Any], None]) -> None:
+    """Register claims about your own methods: ``register(Claim(...))``.
+
+    A claim (``coreset_bench.claims.Claim``) names the paper, the quoted claim, the track and
+    profiles, the metric, the seed row (your method and its parameters), the comparator and the
+    kind with the paper's number; ``coreset-bench claims`` and the leaderboard judge it by the
+    same rule as the built-in tracks' claims (``coreset_bench.claims.verdict``). A package may
+    declare claims only about methods it registers itself.
+    """
+
+
 # ---- phase 4: command line ------------------------------------------------------------------
 
 

@@ -132,6 +132,7 @@ class PluginManager:
         self.datasets = Registry("dataset")
         self.architectures = Registry("architecture")
         self.tracks = Registry("track")
+        self.claims = Registry("claim")
         self.loaded = False
         self._lock = threading.RLock()
 
@@ -219,6 +220,7 @@ class PluginManager:
                 ("register_architectures", "architectures"),
                 ("register_methods", "methods"),
                 ("register_tracks", "tracks"),
+                ("register_claims", "claims"),
             ):
                 registry: Registry = getattr(self, reg_name)
                 collected: list[Any] = []
@@ -230,6 +232,11 @@ class PluginManager:
                     if reg_name == "methods":
                         _check_method(obj, rec)
                         obj.package = rec.package
+                    if reg_name == "claims":
+                        _check_claim(obj, rec, self.methods)
+                        registry.add(obj.id, obj, rec.package)
+                        added.append((reg_name, obj.id))
+                        continue
                     registry.add(obj.name, obj, rec.package)
                     added.append((reg_name, obj.name))
         except Exception:
@@ -278,6 +285,22 @@ def _check_method(obj: Any, rec: PluginRecord) -> None:
         problem = unknown_signals_error(obj.name, obj.signals)
         if problem:
             raise PluginError(f"{rec.name}: {problem}")
+
+
+def _check_claim(obj: Any, rec: PluginRecord, methods: Registry) -> None:
+    """A registered claim is a ``Claim`` about a method the same package registers."""
+    from .claims import Claim
+
+    if not isinstance(obj, Claim):
+        raise PluginError(f"{rec.name}: register_claims got {obj!r}, not a coreset_bench.claims.Claim instance")
+    seed = obj.seed.method
+    if seed not in methods.items:
+        raise PluginError(f"{rec.name}: claim {obj.id!r} is about method {seed!r}, which no plugin registers; register the method first (register_methods)")
+    owner = methods.owner.get(seed, "")
+    if owner != rec.package:
+        raise PluginError(
+            f"{rec.name}: claim {obj.id!r} is about method {seed!r} of package {owner!r}; a package declares claims about its own methods only"
+        )
 
 
 def _param_spec_problem(m: Method) -> str | None:
@@ -388,6 +411,59 @@ def track(name: str) -> Any:
 def tracks() -> dict[str, Any]:
     load_plugins()
     return dict(_manager.tracks.items)
+
+
+def claims_and_problems(tracks: Any = None) -> tuple[list[Any], list[str]]:
+    """Every claim: the tracks' (``Track.claims()``, by track name; ``tracks``: a name -> track
+    mapping, default the installed ones), then those that packages register
+    (``register_claims``) about those tracks, with a line per track whose ``claims()`` failed or
+    per duplicate id (the first one stays)."""
+    load_plugins()
+    from .claims import Claim
+
+    out: list[Any] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    track_map = dict(_manager.tracks.items) if tracks is None else dict(tracks)
+    for name, t in sorted(track_map.items()):
+        fn = getattr(t, "claims", None)
+        if fn is None:
+            continue
+        try:
+            declared = list(fn() or ())
+        except Exception as exc:  # a broken third-party track must not hide the other claims
+            problems.append(f"track {name!r}: claims() failed: {type(exc).__name__}: {exc}")
+            continue
+        for c in declared:
+            if not isinstance(c, Claim):
+                problems.append(f"track {name!r}: claims() returned {c!r}, not a coreset_bench.claims.Claim")
+                continue
+            if c.id in seen:
+                problems.append(f"claim id {c.id!r} is declared twice ({seen[c.id]} and track {name!r}); the first is kept")
+                continue
+            seen[c.id] = f"track {name!r}"
+            out.append(c)
+    for cid, c in sorted(_manager.claims.items.items()):
+        if c.track not in track_map:
+            if tracks is None:
+                problems.append(f"claim {cid!r} of package {_manager.claims.owner[cid]!r} is about track {c.track!r}, which is not installed")
+            continue
+        if cid in seen:
+            problems.append(f"claim id {cid!r} of package {_manager.claims.owner[cid]!r} is already declared by {seen[cid]}; rename it")
+            continue
+        seen[cid] = f"package {_manager.claims.owner[cid]!r}"
+        out.append(c)
+    return out, problems
+
+
+def claims() -> list[Any]:
+    """Every claim (``claims_and_problems`` without the problems)."""
+    return claims_and_problems()[0]
+
+
+def claim_package(claim_id: str) -> str:
+    """The package that registered ``claim_id`` through ``register_claims``, "" for a track's."""
+    return _manager.claims.owner.get(claim_id, "")
 
 
 def tracks_for(m: Method) -> list[str]:

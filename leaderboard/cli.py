@@ -1,9 +1,10 @@
-"""The ``leaderboard``, ``export``, ``keys`` and ``entries`` commands; ``register(app)`` adds them to a typer app."""
+"""The ``leaderboard``, ``claims``, ``export``, ``keys`` and ``entries`` commands; ``register(app)`` adds them to a typer app."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,6 +19,7 @@ def register(app: typer.Typer) -> None:
         db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (default: CORESET_BENCH_DB or results/coreset-bench.db)"),
         trusted_keys: list[Path] = typer.Option([], "--trusted-keys", help="public key file (.pub) or directory of them; entries signed by one get a 'verified' badge; repeatable"),
         require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
+        readings: str | None = typer.Option(None, "--readings", help="the long readings the claim cards link to: a file (default: README.md beside the first --entries directory, e.g. results/README.md) or a URL"),
     ) -> None:
         """Render the static leaderboard site from the store and/or validated entries."""
         from coreset_bench.store import StoreError, open_store
@@ -40,7 +42,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         t0 = time.perf_counter()
         try:
-            report = render_site(store, out, entries_dirs=entries, trust=trust)
+            report = render_site(store, out, entries_dirs=entries, trust=trust, readings=readings)
         except (SiteError, StoreError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -97,6 +99,63 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{e.path}{mark}{'  (unchanged)' if e.unchanged else ''}")
         if key is not None:
             typer.echo(f"signed {len(written)} entries with key {fingerprint(key.public_key())}")
+
+    @app.command("claims")
+    def claims_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON (numbers in each card's unit: points for accuracies)."),
+        entries: list[Path] = typer.Option([], "--entries", help="directory (or file) of entries; repeatable (default: results/entries when no --db is given)"),
+        db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (read as well as, or instead of, entries)"),
+        track: str | None = typer.Option(None, "--track", help="only the claims of this track"),
+    ) -> None:
+        """The claim cards: each seed paper's claim judged on the committed entries (or a store).
+
+        One row per claim and profile: the paired difference seed − comparator with its 95 %
+        interval (the board's paired bootstrap), the claimed effect or margin, the minimum
+        detectable effect (2.8 × its standard error), the verdict and whether the profile is
+        underpowered for the claim (rules: ``coreset_bench.claims.verdict``)."""
+        import os
+
+        from coreset_bench import registry
+        from coreset_bench.store import StoreError, open_store
+
+        from .claims import boards_from_records, cards, load_records
+
+        tracks = registry.tracks()
+        if track is not None and track not in tracks:
+            typer.echo(f"error: unknown track {track!r}; known: {', '.join(sorted(tracks))}", err=True)
+            raise typer.Exit(1)
+        claim_list, problems = registry.claims_and_problems()
+        if track is not None:
+            claim_list = [c for c in claim_list if c.track == track]
+        if not entries and db is None and not os.environ.get("CORESET_BENCH_DB"):
+            entries = [Path("results/entries")]
+        missing = [p for p in entries if not p.exists()]
+        if missing:
+            typer.echo(f"error: no entries at {missing[0]}; pass --entries DIR (the committed ones are under results/entries) or --db", err=True)
+            raise typer.Exit(1)
+        store = None
+        if db is not None or os.environ.get("CORESET_BENCH_DB"):
+            try:
+                store = open_store(db, create=False, read_only=True)
+            except StoreError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+        try:
+            records, rejected = load_records(entries, store, tracks)
+        finally:
+            if store is not None:
+                store.close()
+        wanted = {p for c in claim_list for p in c.profiles}
+        boards, warnings = boards_from_records(records, tracks, wanted)
+        result = cards(claim_list, boards, tracks)
+        for line in [*problems, *rejected, *warnings]:
+            typer.echo(f"warning: {line}", err=True)
+        if as_json:
+            import json
+
+            typer.echo(json.dumps([c.as_dict() for c in result], indent=2, ensure_ascii=False))
+            return
+        _print_cards(result)
 
     keys = typer.Typer(help="Ed25519 keys for signing exported entries.", no_args_is_help=True)
 
@@ -200,3 +259,30 @@ def _trust(trusted_keys: list[Path], require_signed: bool):  # -> signing.Trust 
     except SigningError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+def _print_cards(result: list) -> None:
+    """The cards as a table on a terminal, one plain line each otherwise."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    header = ("system", "claim", "profile", "metric", "difference [95 % interval]", "claimed", "MDE", "verdict", "underpowered")
+
+    def row(c: Any) -> tuple[str, ...]:
+        under = {True: "yes", False: "no", None: "—"}[c.judgement.underpowered]
+        return (c.claim.system, f"{c.claim.id}: {c.what()}", c.profile, c.claim.metric, c.difference_text(), c.amount_text(),
+                c.mde_text(), c.verdict, under)
+
+    if not console.is_terminal:
+        for c in result:
+            cells = dict(zip(header, row(c)))
+            sys.stdout.write(" | ".join(f"{k}: {v}" if k not in ("system",) else v for k, v in cells.items()) + f" | reason: {c.judgement.reason}\n")
+        return
+    table = Table(*header)
+    for c in result:
+        style = {"supported": "green", "contradicted": "red", "not testable": "dim"}.get(c.verdict.split(",")[0], "")
+        table.add_row(*(Text(x) for x in row(c)[:-2]), Text(c.verdict, style=style), Text(row(c)[-1]))
+    console.print(table)

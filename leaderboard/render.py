@@ -38,10 +38,12 @@ from markupsafe import Markup
 
 import coreset_bench
 from coreset_bench import registry as plugins
+from coreset_bench.claims import verdict_class
 from coreset_bench.store import Store
 from coreset_bench.tracks.base import Profile, Track
 
 from . import figures
+from . import claims as claim_cards_mod
 from .board import Board, Table, build_board, primary_metric
 from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key, version_key
 from .entries import entry_records, load_entries, one_line_error
@@ -420,6 +422,65 @@ def _headline(board: Board, method_href: Mapping[str, str], papers: Mapping[str,
         "direction": "higher is better" if board.direction == "max" else "lower is better",
         "rows": rows,
     }
+
+
+def claim_systems(cards: Sequence[Any], profile_href: Mapping[str, str], readings: str = "") -> list[dict[str, Any]]:
+    """The claim cards' page model: one entry per system (in the cards' order), its paper, its
+    distinct quotes and one row per claim and profile, as ``coreset_bench.claims`` computed them.
+    ``readings``: the link to ``results/README.md`` (the system's anchor is appended)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in cards:
+        cl = c.claim
+        key = (cl.system, c.declared_by)
+        s = out.get(key)
+        if s is None:
+            s = out[key] = {
+                "system": cl.system,
+                "anchor": cl.anchor,
+                "declared_by": c.declared_by,
+                "paper": cl.paper.as_dict(),
+                "quotes": [],
+                "rows": [],
+                "readings": f"{readings}#{cl.anchor}" if readings else "",
+            }
+        if cl.quote not in s["quotes"]:
+            s["quotes"].append(cl.quote)
+        steps = [f"{st.label}: {c.num(st.mean, True)}" + (f" [{c.num(st.low)}, {c.num(st.high)}]" if st.defined else " (no interval)") for st in c.steps]
+        s["rows"].append({
+            "id": cl.id,
+            "what": c.what(),
+            "metric": cl.metric,
+            "setting": ", ".join(f"{k}={v}" for k, v in cl.where.items()),
+            "kind": cl.kind,
+            "paper_number": cl.paper_number,
+            "profile": c.profile,
+            "profile_href": profile_href.get(c.profile, ""),
+            "difference": c.difference_text(),
+            "steps": steps,
+            "claimed": c.amount_text(),
+            "amount_word": "margin" if cl.kind == "non-inferiority" else "effect",
+            "mde": c.mde_text(),
+            "verdict": c.verdict,
+            "verdict_cls": verdict_class(c.verdict),
+            "reason": c.judgement.reason,
+            "underpowered": bool(c.judgement.underpowered),
+            "notes": list(c.notes),
+        })
+    return list(out.values())
+
+
+def _readings_link(readings: str | os.PathLike[str] | None, out: Path) -> str:
+    """The link from the site to the long readings (``results/README.md``): a URL as given, a
+    file as a path relative to the site; "" when there is none."""
+    if readings is None:
+        return ""
+    text = str(readings)
+    if re.match(r"^https?://", text):
+        return text
+    path = Path(text)
+    if not path.is_file():
+        return ""
+    return os.path.relpath(path.resolve(), out.resolve()).replace(os.sep, "/")
 
 
 def _verified_by(records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -875,6 +936,7 @@ def render_site(
     max_curves: int = 10,
     artifacts_dir: str | os.PathLike[str] | None = None,
     trust: Trust | None = None,
+    readings: str | os.PathLike[str] | None = None,
 ) -> SiteReport:
     """Render the site from a store (or rows, or nothing) plus validated entries; see module doc.
 
@@ -882,6 +944,12 @@ def render_site(
     ``artifacts/`` beside its database; with rows and no store, none are published).
     ``trust``: trusted keys for signed entries (``signing.Trust``); rows of entries verified by
     one get a "verified" badge, and ``trust.require_signed`` rejects the other entries.
+    ``readings``: the long readings the claim cards link to (a URL, or a file such as
+    ``results/README.md``); default: a ``README.md`` beside the first entries directory.
+
+    The front page opens with the claim cards: each claim of the tracks' seed papers (and of
+    installed method packages, ``register_claims``) read on each profile it names
+    (``leaderboard.claims``); a profile page with a claim shows its cards at the top.
     """
     records, store = _records_from(source)
     tracks = dict(tracks) if tracks is not None else plugins.tracks()
@@ -959,11 +1027,19 @@ def render_site(
     if artifacts_dir is None and store is not None:
         artifacts_dir = store.artifacts_dir
     arts = _Artifacts(out, [artifacts_dir] if artifacts_dir is not None else [])
+    if readings is None and dirs:
+        readings = next((d.parent / "README.md" for d in dirs if d.is_dir() and (d.parent / "README.md").is_file()), None)
+    readings_href = _readings_link(readings, out)
+    claim_list, claim_problems = plugins.claims_and_problems(tracks)
+    report.warnings.extend(claim_problems)
+    cards = claim_cards_mod.cards(claim_list, boards, tracks)
+
     tmpl_profile = env.get_template("profile.html")
     index_profiles: dict[str, list[dict[str, Any]]] = {}
     for pid, board in boards.items():
         stem = profile_href[pid][: -len(".html")]
         model = _profile_page(board, stem, out, method_href, max_curves)
+        model["claims"] = claim_systems([c for c in cards if c.profile == pid], profile_href, readings_href)
         newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0]), default=board.profile.version)
         model["superseded_by"] = f"{board.track.name}/{board.profile.name}@{newer}" if newer > board.profile.version else ""
         path = out / profile_href[pid]
@@ -1033,6 +1109,8 @@ def render_site(
             "headline_href": profile_href.get(best, "") if best else "",
         })
     index_model = {
+        "claims": claim_systems([c for c in cards if not c.declared_by], profile_href, readings_href),
+        "other_claims": claim_systems([c for c in cards if c.declared_by], profile_href, readings_href),
         "tracks": track_list,
         "methods": [{"name": m, "href": method_href[m]} for m in sorted(by_method)],
         "rejected": [(str(p), reason) for p, reason in report.rejected],

@@ -28,6 +28,9 @@ Intervals (95 %, ``CONFIDENCE``)
   never shown; the board recomputes its intervals from the cells).
 * A bootstrap interval of width 0 (every resampled value equal, e.g. two methods right and wrong
   on exactly the same test points) is undefined as well.
+* Each defined interval carries the **standard error** of its mean (``Interval.se``): the
+  standard deviation of the bootstrap replicates, or s / sqrt(n) of the t-interval. Claim cards
+  (``coreset_bench.claims``) read the minimum detectable effect, 2.8 × SE, from it.
 
 Bounded and 0/1 metrics (``MetricRange``, declared by the track: ``Track.metric_bounds``,
 ``Track.proportion_metrics``; a metric it does not declare is unbounded and nothing changes)
@@ -109,6 +112,10 @@ class Interval:
     #: the interval was cut to the metric's declared range (``clip``); ``half_width`` keeps the
     #: unclipped t half-width, ``lo``/``hi`` the shown ends
     clipped: bool = False
+    #: standard error of the mean: the standard deviation of the bootstrap replicates, or
+    #: s / sqrt(n) of the t-interval (None where the interval is undefined or a proportion's);
+    #: claim cards turn it into a minimum detectable effect (``coreset_bench.claims``)
+    se: float | None = None
 
     @property
     def low(self) -> float | None:
@@ -235,8 +242,9 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Inter
     if n < 2:
         return Interval(mean, None, 1)
     var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
-    half = t_critical(n - 1, confidence) * math.sqrt(var / n)
-    return Interval(mean, half, n)
+    se = math.sqrt(var / n)
+    half = t_critical(n - 1, confidence) * se
+    return Interval(mean, half, n, se=se)
 
 
 def seed_interval(values: Iterable[float], span: MetricRange = UNBOUNDED) -> Interval | None:
@@ -358,7 +366,7 @@ def _percentile_interval(mean: float, reps: np.ndarray, n: int, points: int) -> 
     lo, hi = (float(x) for x in np.percentile(reps, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)]))
     if not hi > lo or _negligible(hi - lo, mean):
         return Interval(mean, None, n, method="bootstrap", reason="zero width: the resampled values are all equal", points=points)
-    return Interval(mean, None, n, lo=lo, hi=hi, method="bootstrap", points=points)
+    return Interval(mean, None, n, lo=lo, hi=hi, method="bootstrap", points=points, se=float(np.std(reps, ddof=1)))
 
 
 def bootstrap_mean(

@@ -66,6 +66,14 @@ def test_example_runs_end_to_end_through_the_cli(example_installed, tmp_path):
     res = runner.invoke(cli.app, ["run", "--plugin", "lowloss", "--profile", "coreset/tiny@1", "--no-references", "--db", str(db), "--device", "cpu"])
     assert res.exit_code == 0, res.stdout + res.stderr
     assert "2 cell(s) to run, 0 already done" in res.stdout and res.stdout.count("done   lowloss") == 2
+    # its own claim (register_claims) is decided on another profile, and the summary says which
+    assert "claim lowloss-clean-vs-random (lowloss, coreset-bench example plugin: lowloss)" in res.stdout
+    assert "decided on coreset/quick@2, not on this run's profile coreset/tiny@1" in res.stdout
+    cli._add_builtin_commands()  # what main() adds: leaderboard, claims, export, keys
+    out = runner.invoke(cli.app, ["claims", "--json", "--db", str(db), "--track", "coreset"])
+    assert out.exit_code == 0, out.stdout + out.stderr
+    (claim,) = [c for c in json.loads(out.stdout) if c["id"] == "lowloss-clean-vs-random"]
+    assert claim["declared_by"] == "coreset-bench-example" and claim["verdict"] == "not testable" and claim["margin"] == 2.0
 
     out = runner.invoke(cli.app, ["results", "--json", "--db", str(db)])
     runs = json.loads(out.stdout)

@@ -384,6 +384,13 @@ class Track(ABC):
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         """Run one cell and return its metrics. Raise ``CellFailure`` for invalid plugin output."""
 
+    def claims(self) -> list[Any]:
+        """The claims of this track's seed papers (``coreset_bench.claims.Claim``), judged on the
+        board's cards by ``coreset_bench.claims.verdict``. Default: none. A third-party track may
+        declare claims here too; a method package declares claims about its own method through the
+        ``register_claims`` hook."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

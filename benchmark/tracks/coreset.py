@@ -38,6 +38,7 @@ from .. import data as D
 from .. import models as M
 from .. import signals as S
 from .. import training as T
+from ..claims import BEST_NON_SEED, NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row
 from ..kinds import Method, Selection, SelectionMethod, SelectionView, Signals, ThreatModel
 from ..validation import validate_selection
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
@@ -362,6 +363,37 @@ class CoresetTrack(Track):
     proportion_metrics = ("check_order_ok", "check_ball_ok", "pgd_masking_flag")
     baseline_method = "random"
     reference_methods = ("random", "full")
+
+    #: the profiles the seed papers' claims are read on (add a new profile version here)
+    claim_profiles = ("coreset/quick@2", "coreset/cifar10-study@1")
+
+    def claims(self) -> list[Claim]:
+        """EasyCore's robustness claims (AutoAttack accuracy under standard training and under
+        TRADES, over the best other coreset method) and CLD's and LTC's parity claims (clean
+        accuracy within 1 point of the best other method, standard training)."""
+        easycore = Paper("2510.11018", "The Easy Path to Robustness: Coreset Selection using Sample Hardness", 2025)
+        quote = ("We show that EasyCore achieves up to 7% and 5% improvement in adversarial accuracy under standard "
+                 "training and TRADES adversarial training, respectively, compared to existing coreset methods.")
+        common = dict(system="EasyCore", paper=easycore, quote=quote, track=self.name, profiles=self.claim_profiles, metric="autoattack_acc",
+                      seed=Row("easycore"), comparator=BEST_NON_SEED, kind=SUPERIORITY, system_methods=("easycore-balanced", "easycore-hard"))
+        parity = dict(track=self.name, profiles=self.claim_profiles, metric="clean_acc", comparator=BEST_NON_SEED, kind=NON_INFERIORITY,
+                      margin=0.01, where={"training": "standard"})
+        return [
+            Claim(id="easycore-autoattack-standard", effect=0.07, where={"training": "standard"},
+                  paper_number="up to +7 points of adversarial accuracy, standard training (CIFAR-10/100, ImageNet-1K; abstract)", **common),
+            Claim(id="easycore-autoattack-trades", effect=0.05, where={"training": "trades"},
+                  paper_number="up to +5 points of adversarial accuracy, TRADES training (abstract)", **common),
+            Claim(id="cld-clean-parity", system="CLD", seed=Row("cld"),
+                  paper=Paper("2508.20230", "Coresets from Trajectories: Selecting Data via Correlation of Loss Differences", 2025, "TMLR"),
+                  quote=("CLD-based coresets typically outperform or closely match state-of-the-art methods across subset sizes, "
+                         "and remain within 1% of more computationally expensive baselines even when not leading."),
+                  paper_number="within 1 point of the best baseline (CIFAR-100, ImageNet-1k; abstract)", **parity),
+            Claim(id="ltc-clean-parity", system="LTC", seed=Row("ltc"),
+                  paper=Paper("2503.09721", "Finding the Muses: Identifying Coresets through Loss Trajectories", 2025),
+                  quote=("LTC consistently achieves accuracy on par with or surpassing state-of-the-art coreset selection methods, "
+                         "with any differences remaining under 1%."),
+                  paper_number="within 1 point of the best baseline (CIFAR-100, ImageNet-1k; abstract)", **parity),
+        ]
 
     def profiles(self) -> list[Profile]:
         return _profiles()

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import pooling as PL
 from ..kinds import Method, ProvisioningMethod
+from ..claims import NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row, Threshold
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
 
 SYNTH = [f"synth-sessions:{k}" for k in PL.SYNTH_KINDS]
@@ -81,6 +82,40 @@ class PoolingTrack(Track):
     proportion_metrics = ("slo_met",)
     baseline_method = "static"
     reference_methods = ("static", "oracle")
+
+    #: the profiles the seed paper's claims are read on (add a new profile version here)
+    claim_profiles = ("pooling/quick@1",)
+
+    def claims(self) -> list[Claim]:
+        """Intelligent Pooling: 43 % less idle time than static pooling at a 99 % hit rate (the
+        metric ``idle_saving_vs_static`` is already the paired comparison: 1 − idle / idle of the
+        ``static`` reference simulated in the same cell, so static pooling is the fixed value 0 and
+        the card's difference is the method's own saving, with its interval over the cells); the
+        auto-tuned target is met on unseen days (hit rate within the track's SLO tolerance of 0.2
+        points of the 99 % target); the hybrid forecaster beats its parts in idle saving at equal
+        hit rate (its SSA part, the seasonal ablation, and the reactive rule)."""
+        paper = Paper("2411.11326", "Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service", 2024, "PVLDB")
+        quote = "Intelligent Pooling achieves up to 43% reduction in cluster idle time compared to static pooling when targeting 99% pool hit rate."
+        common = dict(system="Intelligent Pooling", paper=paper, track=self.name, profiles=self.claim_profiles, seed=Row("intelligent-pooling"),
+                      where={"target": 0.99}, percent=True)
+        hybrid = ("our system (1) predicts usage patterns using an innovative hybrid Machine Learning (ML) model with low latency and high "
+                  "accuracy")
+        parts = [
+            Claim(id=f"intelligent-pooling-over-{m}", quote=hybrid, metric="idle_saving", comparator=Row(m), kind=SUPERIORITY,
+                  paper_number=f"the hybrid forecaster beats {what} (no number in the paper: direction only)", **common)
+            for m, what in (("ssa-pooling", "its SSA part alone"), ("seasonal-pooling", "a seasonal forecast"), ("reactive", "a reactive rule"))
+        ]
+        return [
+            Claim(id="intelligent-pooling-idle-vs-static", quote=quote, metric="idle_saving_vs_static",
+                  comparator=Threshold(0.0, "static pooling (the static reference of the same cell: 0 by definition)"),
+                  kind=SUPERIORITY, effect=0.43, paper_number="up to 43 % less cluster idle time than static pooling at a 99 % hit rate (production data)",
+                  **common),
+            Claim(id="intelligent-pooling-target-met", metric="hit_rate", comparator=Threshold(0.99, "the 99 % hit-rate target"),
+                  quote="The proposed system auto-tunes its hyper-parameters to balance between performance and operational cost",
+                  kind=NON_INFERIORITY, margin=0.002, subject_flags=(MISSED,),
+                  paper_number="the auto-tuned pool meets the 99 % target on unseen days (margin: the track's SLO tolerance, 0.2 points)", **common),
+            *parts,
+        ]
 
     def profiles(self) -> list[Profile]:
         return _profiles()

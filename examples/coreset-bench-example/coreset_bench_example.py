@@ -12,6 +12,10 @@ Parameters (``--param key=value``; they become part of the cell key):
 * ``class_balanced`` (default true): split the budget over classes in proportion to their
   sizes (``view.class_budgets()``); false ranks the whole pool at once.
 * ``epoch`` (default -1): which proxy epoch's loss to rank by (-1 = the last).
+
+It also declares a claim about itself (``register_claims``): on ``coreset/quick@2`` under
+standard training, its clean accuracy is within 2 points of a random subset's. ``coreset-bench
+claims`` and the leaderboard judge it by the same rule as the seed papers' claims.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from coreset_bench import hookimpl
+from coreset_bench.claims import NON_INFERIORITY, RANDOM, Claim, Paper, Row
 from coreset_bench.kinds import Selection, SelectionMethod
 
 __version__ = "0.1.0"
@@ -50,3 +55,22 @@ class LowLoss(SelectionMethod):
 @hookimpl
 def register_methods(register):
     register(LowLoss())
+
+
+@hookimpl
+def register_claims(register):
+    register(Claim(
+        id="lowloss-clean-vs-random",
+        system="lowloss",
+        paper=Paper("", "coreset-bench example plugin: lowloss", 2025),
+        quote="Keeping the lowest-loss samples of each class costs at most 2 points of clean accuracy against a random subset.",
+        track="coreset",
+        profiles=("coreset/quick@2",),
+        metric="clean_acc",
+        seed=Row("lowloss"),
+        comparator=RANDOM,
+        kind=NON_INFERIORITY,
+        margin=0.02,
+        where={"training": "standard"},
+        paper_number="within 2 points of random (this example's own statement)",
+    ))
