@@ -760,6 +760,14 @@ class ExitView(_ReadOnlyView):
     (the teachers). ``head_factory(m, k)`` returns a fresh internal-classifier head of the
     harness's architecture for stage k in 1..3. ``exit_order`` lists the backbone exits in
     order, then ``("fused", 4)``; ``exit_macs`` their cumulative cost. No test data here.
+
+    Profiles that hold training clips out (``heldout_fraction``, video/quick@3) also give
+    ``feats_heldout`` / ``final_logits_heldout`` / ``y_heldout``: the same tensors for training
+    clips that neither the backbones nor ``feats_train`` contain (for fitting combiners, e.g.
+    WISE's weights, on logits the backbones have not memorised); None elsewhere. Profiles with a
+    training augmentation (``ic_augment``) give ``feats_train_aug[m][k-1]`` (V, N, K, ch, h, w)
+    and ``final_logits_train_aug[m]`` (V, N, K, C): the frozen backbones' features and logits of
+    V augmented copies (fixed random multi-scale crops) of every ``feats_train`` clip.
     """
 
     modalities: Sequence[str]
@@ -776,16 +784,27 @@ class ExitView(_ReadOnlyView):
     rng: np.random.Generator
     device: Any = "cpu"
     info: dict[str, Any] = field(default_factory=dict)
+    feats_heldout: Mapping[str, Sequence[Any]] | None = None
+    final_logits_heldout: Mapping[str, Any] | None = None
+    y_heldout: Any = None
+    feats_train_aug: Mapping[str, Sequence[Any]] | None = None
+    final_logits_train_aug: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         # the mappings of features and teacher logits too: read-only, their tensors the view's own copies
-        for name in ("feats_train", "final_logits_train"):
-            object.__setattr__(self, name, MappingProxyType({k: readonly(v) for k, v in getattr(self, name).items()}))
+        for name in ("feats_train", "final_logits_train", "feats_heldout", "final_logits_heldout", "feats_train_aug", "final_logits_train_aug"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, MappingProxyType({k: readonly(v) for k, v in getattr(self, name).items()}))
 
     @property
     def n(self) -> int:
         return int(len(self.y_train))
+
+    @property
+    def n_heldout(self) -> int:
+        """Training clips held out of the backbones and of ``feats_train`` (0 when none)."""
+        return 0 if self.y_heldout is None else int(len(self.y_heldout))
 
 
 @dataclass

@@ -434,25 +434,47 @@ class _HeadFactory:
             return nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(ch * pool * pool, self.num_classes))
 
 
-def make_exit_view(*, n: int = 24, segments: int = 2, num_classes: int = 3, seed: int = 0) -> ExitView:
+def make_exit_view(*, n: int = 24, segments: int = 2, num_classes: int = 3, seed: int = 0, heldout: int = 0, aug_views: int = 0,
+                   train_segments: str | None = None) -> ExitView:
     """A small ``ExitView``: class-dependent synthetic stage features of three frozen backbones
     (``res``, ``mv``, ``iframe``), their final classifiers' logits, the exit order (12 backbone
-    exits, then the fused one) and cumulative costs."""
+    exits, then the fused one) and cumulative costs. The shape of video/quick@3's views:
+    ``heldout`` clips in ``feats_heldout``/``final_logits_heldout``/``y_heldout``, ``aug_views``
+    augmented copies of every training clip in ``feats_train_aug``/``final_logits_train_aug``,
+    ``train_segments`` in the recipe ("average" or "random")."""
     import torch
 
     _check_not_contestant("generate the early-exit features")
     rng = np.random.default_rng(_seed("exit", n, segments, num_classes, seed))
-    y = np.arange(n) % num_classes
-    feats, finals = {}, {}
-    for mi, m in enumerate(EXIT_MODALITIES):
-        stage_feats = []
-        for ch, hw in _STAGES:
-            proto = rng.normal(0, 1, (num_classes, ch, hw, hw))
-            f = proto[y][:, None] * (0.5 + 0.5 * mi) + rng.normal(0, 1, (n, segments, ch, hw, hw))
-            stage_feats.append(torch.from_numpy(np.maximum(f, 0).astype(np.float32)))
-        feats[m] = tuple(stage_feats)
-        logits = 2.0 * np.eye(num_classes)[y][:, None] + rng.normal(0, 1, (n, segments, num_classes))
-        finals[m] = torch.from_numpy(logits.astype(np.float32))
+
+    def draw(count: int, copies: int = 0) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+        y = np.arange(count) % num_classes
+        lead = (copies, count) if copies else (count,)
+        feats, finals = {}, {}
+        for mi, m in enumerate(EXIT_MODALITIES):
+            stage_feats = []
+            for ch, hw in _STAGES:
+                proto = rng.normal(0, 1, (num_classes, ch, hw, hw))
+                f = proto[y][:, None] * (0.5 + 0.5 * mi) + rng.normal(0, 1, (*lead, segments, ch, hw, hw))
+                stage_feats.append(torch.from_numpy(np.maximum(f, 0).astype(np.float32)))
+            feats[m] = tuple(stage_feats)
+            logits = 2.0 * np.eye(num_classes)[y][:, None] + rng.normal(0, 1, (*lead, segments, num_classes))
+            finals[m] = torch.from_numpy(logits.astype(np.float32))
+        return feats, finals, y
+
+    feats, finals, y = draw(n)
+    extra: dict[str, Any] = {}
+    if heldout:
+        fh, lh, yh = draw(int(heldout))
+        extra.update(feats_heldout=fh, final_logits_heldout=lh, y_heldout=torch.from_numpy(yh.astype(np.int64)))
+    if aug_views:
+        fa, la, _ = draw(n, int(aug_views))
+        extra.update(feats_train_aug=fa, final_logits_train_aug=la)
+    recipe: dict[str, Any] = {"ic_epochs": 3, "lr": {m: 1e-2 for m in EXIT_MODALITIES}, "batch_size": 16, "milestones": [], "adam_eps": 1e-8, "weight_decay": 0.0}
+    if train_segments is not None:
+        recipe["train_segments"] = train_segments
+    if aug_views:
+        recipe["augment_views"] = int(aug_views)
     order = [(m, k) for m in EXIT_MODALITIES for k in (1, 2, 3, 4)] + [("fused", 4)]
     stage_cost = np.array([4.0, 3.0, 2.0, 1.0])
     costs = [stage_cost[k - 1] + 0.5 for m, k in order[:-1]] + [0.5]
@@ -465,10 +487,11 @@ def make_exit_view(*, n: int = 24, segments: int = 2, num_classes: int = 3, seed
         head_factory=_HeadFactory(num_classes, seed),
         exit_order=tuple(order),
         exit_macs=np.cumsum(costs),
-        recipe={"ic_epochs": 3, "lr": {m: 1e-2 for m in EXIT_MODALITIES}, "batch_size": 16, "milestones": [], "adam_eps": 1e-8, "weight_decay": 0.0},
+        recipe=recipe,
         seed=seed,
         generator=torch.Generator().manual_seed(seed),
         rng=np.random.default_rng(seed),
+        **extra,
     )
 
 
@@ -476,6 +499,9 @@ def _distill_exits(method: DistillationMethod, view: ExitView) -> ExitModel:
     import torch
 
     frozen = [t for m in view.modalities for t in view.feats_train[m]] + [view.final_logits_train[m] for m in view.modalities] + [view.y_train]
+    for fs, ls in ((view.feats_heldout, view.final_logits_heldout), (view.feats_train_aug, view.final_logits_train_aug)):
+        if fs is not None:
+            frozen += [t for m in view.modalities for t in fs[m]] + [ls[m] for m in view.modalities]
     before = _fingerprint(frozen)
     out = _run_guarded(method.name, lambda: method.distill(view))
     assert _fingerprint(frozen) == before, f"{method.name}: changed the frozen backbones' cached features, logits or labels in place; copy them before modifying"
@@ -500,7 +526,9 @@ def _distill_exits(method: DistillationMethod, view: ExitView) -> ExitModel:
 
 
 def check_exit_method(method: DistillationMethod, *, max_seconds: float = 120.0) -> ExitModel:
-    """Conformance of an early-exit method on ``make_exit_view`` (raises AssertionError)."""
+    """Conformance of an early-exit method on ``make_exit_view`` (raises AssertionError): valid
+    heads and combiner, frozen inputs untouched, deterministic; then valid output on a view
+    shaped as video/quick@3's (held-out clips, augmented copies, segment-averaged recipe)."""
     assert isinstance(method, DistillationMethod), f"{method!r} is not a DistillationMethod"
     assert method.role == "early-exit", f"{method.name}: role is {method.role!r}; set role = 'early-exit'"
     t0 = time.perf_counter()
@@ -514,6 +542,8 @@ def check_exit_method(method: DistillationMethod, *, max_seconds: float = 120.0)
         assert _state_equal(first.heads[key], second.heads[key]), f"{method.name}: head {key} differs between two runs with the same seed (not deterministic)"
     if first.combiner is not None:
         assert second.combiner is not None and all(np.array_equal(a, b) for a, b in zip(first.combiner, second.combiner)), f"{method.name}: combiner not deterministic"
+    # a view shaped as video/quick@3's: held-out clips, augmented copies, segment-averaged training
+    _distill_exits(method, make_exit_view(heldout=6, aug_views=2, train_segments="average"))
     return first
 
 

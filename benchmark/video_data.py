@@ -314,6 +314,87 @@ def channels_last(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 1, 3, 4, 2)).transpose(0, 1, 4, 2, 3)
 
 
+def heldout_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices of a training split: ``round(fraction * n_c)`` clips of each class
+    c held out, drawn by a generator seeded with ``seed``; both sorted. ``fraction`` 0 holds none.
+
+    The held-out clips train neither the backbones nor the internal classifiers: they are where
+    video/quick@3 fits WISE's weights (the reference fits them on the training clips, whose
+    logits from-scratch backbones have memorised; a documented deviation)."""
+    y = np.asarray(y)
+    fraction = float(fraction)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(int(seed))
+    held: list[np.ndarray] = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = int(round(fraction * len(idx)))
+        if fraction > 0 and not 0 < k < len(idx):
+            raise ValueError(f"heldout_fraction {fraction} holds out {k} of the {len(idx)} training clips of class {int(c)}; "
+                             "use a fraction that leaves at least one clip on each side, or more training clips per class")
+        held.append(rng.permutation(idx)[:k])
+    out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(y)), out)
+    return kept.astype(np.int64), out.astype(np.int64)
+
+
+def _resize_bilinear(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``a`` (..., H0, W0) resized to (h, w): bilinear with half-pixel centres (OpenCV's
+    ``INTER_LINEAR`` when enlarging, torch's ``interpolate(align_corners=False)``), in float64."""
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+        i0 = np.floor(src).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, src - i0
+
+    r0, r1, wr = axis(a.shape[-2], h)
+    c0, c1, wc = axis(a.shape[-1], w)
+    a = a.astype(np.float64)
+    rows = a[..., r0, :] * (1 - wr)[:, None] + a[..., r1, :] * wr[:, None]
+    return rows[..., c0] * (1 - wc) + rows[..., c1] * wc
+
+
+def crop_bank(x: np.ndarray, *, views: int, scales: Any = (1.0, 0.875, 0.75), max_distort: int = 1, flip: bool = False, is_mv: bool = False,
+              seed: int = 0) -> np.ndarray:
+    """``views`` augmented copies (V, N, K, C, H, W) of clip inputs ``x`` (N, K, C, H, W): the
+    reference's training augmentation (CoViAR's ``GroupMultiScaleCrop``, then optionally
+    ``GroupRandomHorizontalFlip``), drawn once per clip and copy, so that the frozen backbones'
+    features of every copy can be cached.
+
+    Per clip and copy, as ``GroupMultiScaleCrop._sample_crop_size``: crop sides ``int(min(H, W) *
+    s)`` for s in ``scales``, a (width, height) pair whose scale indices differ by at most
+    ``max_distort``, a uniform offset; the same crop for all K segments (a group transform); the
+    crop resized back to (H, W) bilinearly, values unchanged (MVs are not rescaled, as the
+    reference's ``resize_mv``). ``flip``: mirrored with probability 1/2, the MV x-component
+    negated (``is_mv``). Not reproduced: the reference's snapping of crop sides within 3 px of
+    its 224 px input (at 16-32 px inputs it would erase a scale). Each (N, K) slice of the result
+    is in the clip arrays' memory order (``channels_last``)."""
+    x = np.asarray(x)
+    if x.ndim != 5:
+        raise ValueError(f"expected (N, K, C, H, W) clip inputs, got shape {x.shape}")
+    views = int(views)
+    if views < 1:
+        raise ValueError(f"views must be at least 1, got {views}")
+    n, _, _, hh, ww = x.shape
+    base = min(hh, ww)
+    sides = [max(1, int(base * float(s))) for s in scales]
+    pairs = [(sw, sh) for i, sh in enumerate(sides) for j, sw in enumerate(sides) if abs(i - j) <= int(max_distort)]
+    rng = np.random.default_rng(int(seed))
+    out = np.empty((views, *x.shape), dtype=np.float32)
+    for v in range(views):
+        for i in range(n):
+            cw, ch = pairs[int(rng.integers(len(pairs)))]
+            ox, oy = int(rng.integers(0, ww - cw + 1)), int(rng.integers(0, hh - ch + 1))
+            crop = _resize_bilinear(x[i, :, :, oy: oy + ch, ox: ox + cw], hh, ww)
+            if flip and rng.random() < 0.5:
+                crop = crop[..., ::-1].copy()
+                if is_mv:
+                    crop[:, 0] = -crop[:, 0]
+            out[v, i] = crop
+    return np.ascontiguousarray(out.transpose(0, 1, 2, 4, 5, 3)).transpose(0, 1, 2, 5, 3, 4)  # every out[v]: channels_last's order
+
+
 def _load(z: Any, split: str) -> ClipSet:
     return ClipSet({m: channels_last(z[f"{split}_{m}"].astype(np.float32)) for m in MODALITIES}, z[f"{split}_y"])
 

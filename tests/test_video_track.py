@@ -15,7 +15,7 @@ from coreset_bench.testing import check_exit_method
 from coreset_bench.tracks.base import Cell, CellContext, CellFailure
 from coreset_bench.tracks.video import ORDER, VideoTrack, cascade, combine, frontier_metrics
 
-CONTESTANTS = ("ce-exits", "pkd", "wise", "pkd-wise", "kd-final", "pkd-anti")
+CONTESTANTS = ("ce-exits", "pkd", "wise", "pkd-wise", "kd-final", "pkd-anti", "iframe-kd")
 
 
 # ---- costs --------------------------------------------------------------------------------------
@@ -115,7 +115,6 @@ def test_pkd_schedule_and_loss():
     assert X.teacher_schedule(["mv", "res", "own"], 12, 1 / 6) == ["mv"] * 2 + ["res"] * 2 + ["own"] * 8
     assert X.teacher_schedule(["mv", "res", "own"], 300, 1 / 6) == ["mv"] * 50 + ["res"] * 50 + ["own"] * 200
     assert X.teacher_schedule(["own"], 5, 1 / 6) == ["own"] * 5
-    assert registry.method("pkd-anti").schedule(12) == ["iframe"] * 2 + ["res"] * 2 + ["mv"] * 8
     s = torch.tensor([[1.0, 0.0, -1.0]])
     t = torch.tensor([[0.0, 2.0, 0.0]])
     pt = torch.exp(t) / torch.exp(t).sum()
@@ -208,17 +207,18 @@ def test_track_accepts_only_early_exit_distillation():
     track = VideoTrack()
     assert track.accepts(registry.method("pkd")) is None
     assert "role" in track.accepts(registry.method("random"))  or "distillation" in track.accepts(registry.method("random"))
-    assert track.profile("quick").n_cells() == 3 and track.baseline_method == "ce-exits"
+    assert track.profile("quick").n_cells() == 5 and track.baseline_method == "ce-exits"
 
 
-def test_quick2_is_the_default_on_synth_motion_v2_and_quick1_keeps_v1():
-    """quick@2 (the default) and accumulate@2 generate synth-motion@v2 at the specification's input
-    sizes; quick@1 and accumulate@1 keep v1 and their settings, so their committed cells stay valid."""
+def test_quick2_is_on_synth_motion_v2_and_quick1_keeps_v1():
+    """quick@2 and accumulate@2 generate synth-motion@v2 at the specification's input sizes;
+    quick@1 and accumulate@1 keep v1 and their settings, so their committed cells stay valid.
+    (quick@3, the default since issue 35, is tested in test_video_quick3.py.)"""
     from coreset_bench.tracks.video import _QUICK
 
     t = VideoTrack()
-    q2, q1 = t.profile(None), t.profile("quick@1")
-    assert q2.id == "video/quick@2" and t.profile("accumulate").id == "video/accumulate@2"
+    q2, q1 = t.profile("quick@2"), t.profile("quick@1")
+    assert t.profile("accumulate").id == "video/accumulate@2"
     for p in (q2, t.profile("accumulate@2")):
         assert p.settings["synth_version"] == 2 and p.settings["pools"] == {"mv": 4, "res": 2, "iframe": 2}
         assert p.settings["test_per_class"] == 30
@@ -353,17 +353,19 @@ torch.set_num_threads(int(sys.argv[2]))  # the caller's count must not matter
 from coreset_bench import registry
 from coreset_bench.tracks.base import Cell, CellContext
 from coreset_bench.tracks.video import VideoTrack
-t, m = VideoTrack(), registry.method("ce-exits")
+t, m = VideoTrack(), registry.method("pkd-wise")
 p = t.profile("tiny")
 cell = Cell("video", p.id, m.name, m.version, dict(m.params), {"dataset": "synth-motion"}, 0)
 r = t.run_cell(cell, m, CellContext(results_dir=sys.argv[1], cache_dir=sys.argv[1], data_dir=None))
 print(json.dumps({"metrics": {k: v for k, v in r.metrics.items() if k != "distill_s"}, "hash": r.info["backbone_hash"],
-                  "shared": r.info["backbones_shared"], "cached": r.info["data_cached"], "front": r.info["frontier_acc"]}))
+                  "shared": r.info["backbones_shared"], "cached": r.info["data_cached"], "front": r.info["frontier_acc"],
+                  "teacher": r.info["teacher_ptrue"]}))
 """
 
 
 def _children(tmp_path, threads, data_from=()):
-    """Run the tiny ce-exits cell in fresh processes at once, one per entry of ``threads`` (the
+    """Run the tiny pkd-wise cell (tiny@2: held-out clips, cached crops, segment-averaged
+    training, WISE on the held-out clips) in fresh processes at once, one per entry of ``threads`` (the
     torch thread count each caller sets), each with its own cache: empty, or holding only a copy
     of the clip files ``data_from``. Their outputs: metrics, backbone hash, frontier."""
     import json
@@ -390,18 +392,19 @@ def _children(tmp_path, threads, data_from=()):
 
 
 def test_tiny_cell_backbones_and_metrics_are_deterministic_across_processes(tiny, tmp_path):
-    """The fast variant (one child process): this process's tiny ce-exits cell and a fresh
+    """The fast variant (one child process): this process's tiny pkd-wise cell and a fresh
     process's, whose caller set 2 torch threads and whose cache holds only a copy of the clips
-    (so it trains its own backbones), agree bit for bit: backbones, metrics, frontier."""
+    (so it trains its own backbones), agree bit for bit: backbones, metrics, frontier, and the
+    teachers' confidence (which covers the held-out clips' features)."""
     track, ctx = tiny
-    m = registry.method("ce-exits")
+    m = registry.method("pkd-wise")
     here = track.run_cell(_cell(track, m), m, ctx)
     clips = sorted((Path(ctx.cache_dir) / "video").glob("synth-motion-*.npz"))
     assert clips
     (child,) = _children(tmp_path, (2,), clips)
     assert child["cached"] and child["hash"] == here.info["backbone_hash"]
     assert child["metrics"] == {k: v for k, v in here.metrics.items() if k != "distill_s"}
-    assert child["front"] == here.info["frontier_acc"]
+    assert child["front"] == here.info["frontier_acc"] and child["teacher"] == here.info["teacher_ptrue"]
 
 
 @pytest.mark.slow

@@ -16,7 +16,13 @@ Contestants are ``distillation`` methods with ``role = "early-exit"``: ``distill
    size, the device, the torch version and, on the CPU, the intra-op thread count (it changes how
    float reductions split: 1 vs 2 threads moved quick@2's MV IC4 from 0.679 to 0.708);
 3. computes the backbones' stage features and final logits (train and test, K segments) and the
-   per-exit cumulative MACs (``FlopCounterMode``);
+   per-exit cumulative MACs (``FlopCounterMode``). Profiles with ``heldout_fraction`` (quick@3:
+   20 %) hold that share of each class's training clips out of the backbones' training and of
+   ``view.feats_train``, and hand their features to the method as ``view.feats_heldout`` (WISE
+   fits its weights there); profiles with ``ic_augment`` add the features of V cached
+   multi-scale crops of every training clip (``view.feats_train_aug``; ``video_data.crop_bank``);
+   ``info.teacher_ptrue`` / ``teacher_acc`` record each frozen network's mean p(true class) and
+   accuracy on the training, held-out and test clips;
 4. calls ``method.distill(view)`` (no test data in the view) and checks the result: all 9 heads,
    finite (B, C) logits, combiner weights of length e + 1, finite (negatives clipped to 0),
    backbones bit-unchanged (parameter hash before and after). A violation, an exception or a
@@ -73,12 +79,29 @@ _QUICK: dict[str, Any] = {
 _QUICK2: dict[str, Any] = {**_QUICK, "synth_version": 2, "test_per_class": 30, "pools": {"mv": 4, "res": 2, "iframe": 2}}
 
 
+#: quick@3 (the default; issue 35): the specification's 60 IC epochs and five seeds; the reference's IC
+#: training (student and teacher logits averaged over the segments before the loss; its multi-scale crops,
+#: as V = 4 cached crops per clip since the backbones' features are cached); 50 training clips per class
+#: of which 20 % (10) are held out of the backbones and the ICs for fitting WISE's weights. Horizontal
+#: flips are left out: synth-motion's classes come in mirror pairs (slide right / left, the zig-zag's
+#: diagonal, the rotation's sense), so a flip changes the label.
+_QUICK3: dict[str, Any] = {
+    **_QUICK2, "train_per_class": 50, "heldout_fraction": 0.2, "ic_epochs": 60, "ic_train_segments": "average",
+    "ic_augment": {"views": 4, "scales": {"mv": [1.0, 0.875, 0.75], "res": [1.0, 0.875, 0.75], "iframe": [1.0, 0.875, 0.75, 0.66]}, "max_distort": 1, "flip": False},
+}
+
+
 def _profiles() -> list[Profile]:
     return [
         Profile("video", "tiny", 1, {"dataset": ["synth-motion"]}, seeds=(0,),
                 settings={**_QUICK, "size": 32, "train_per_class": 12, "test_per_class": 6, "pools": {"mv": 2, "res": 2, "iframe": 2},
                           "widths": [4, 8, 8, 16], "backbone_epochs": 3, "ic_epochs": 4, "synth": {"classes": 4, "size": 32, "object_size": [8, 12]}},
                 description="Seconds-long profile for tests: 4 classes, 32x32 clips, 12 training clips per class, 3 backbone and 4 IC epochs."),
+        Profile("video", "tiny", 2, {"dataset": ["synth-motion"]}, seeds=(0,),
+                settings={**_QUICK, "size": 32, "train_per_class": 12, "test_per_class": 6, "pools": {"mv": 2, "res": 2, "iframe": 2},
+                          "widths": [4, 8, 8, 16], "backbone_epochs": 3, "ic_epochs": 4, "synth": {"classes": 4, "size": 32, "object_size": [8, 12]},
+                          "heldout_fraction": 0.2, "ic_train_segments": "average", "ic_augment": {**_QUICK3["ic_augment"], "views": 2}},
+                description="tiny@1 with quick@3's data path for tests: 2 of the 12 training clips per class held out, segment-averaged IC training, 2 cached crops per clip."),
         Profile("video", "quick", 1, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="synth-motion (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 20 test clips per class), "
                             "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 20 epochs and shared through the cache, 12 IC epochs.",
@@ -92,6 +115,12 @@ def _profiles() -> list[Profile]:
                 timeout_s=1800.0),
         Profile("video", "accumulate", 2, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK2),
                 description="quick@2 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
+        Profile("video", "quick", 3, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2, 3, 4), settings=_QUICK3,
+                description="synth-motion@v2 (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 50 training clips per class, 10 of them held out "
+                            "for fitting combiners, 30 test clips per class), three TinyExitNets (widths 8/16/32/48; MV 16x16, residual and I-frame 32x32) "
+                            "trained 20 epochs on the 40 kept clips per class; ICs trained 60 epochs as the reference (logits averaged over the 3 segments, "
+                            "4 cached multi-scale crops per clip); 5 seeds.",
+                timeout_s=1800.0),
         Profile("video", "folder", 1, {"dataset": ["video-folder:videos"]}, seeds=(0, 1, 2),
                 settings={**_QUICK, "size": 128, "q": 1, "pools": {"mv": 4, "res": 2, "iframe": 2}, "widths": [32, 64, 128, 256],
                           "max_frames": 96, "backbone_epochs": 60, "ic_epochs": 300, "ic_batch_size": 32},
@@ -140,6 +169,63 @@ def combine(z: np.ndarray, combiner: Sequence[np.ndarray] | None) -> np.ndarray:
     return out
 
 
+def teacher_confidence(splits: Mapping[str, tuple[Mapping[str, Any], np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean p(true class) and accuracy of each frozen network's segment-averaged logits per split
+    (``{"ptrue": {mod: {split: p}}, "acc": ...}``): how far the teachers are from one-hot on the
+    clips they trained on (``train``) against clips they never saw (``heldout``, ``test``); a
+    teacher near one-hot on its training clips carries little dark knowledge to distil."""
+    import torch
+
+    ptrue: dict[str, dict[str, float]] = {m: {} for m in ORDER}
+    acc: dict[str, dict[str, float]] = {m: {} for m in ORDER}
+    for split, (logits, y) in splits.items():
+        yy = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        for m in ORDER:
+            z = logits[m].detach().cpu().double().mean(1)
+            p = torch.softmax(z, dim=1)[torch.arange(len(yy)), yy]
+            ptrue[m][split] = round(float(p.mean()), 5)
+            acc[m][split] = round(float((z.argmax(1) == yy).double().mean()), 5)
+    return {"ptrue": ptrue, "acc": acc}
+
+
+def augmented_features(net: Any, x: np.ndarray, aug: Mapping[str, Any], modality: str, seed: int, device: Any) -> tuple[list[Any], Any]:
+    """The frozen ``net``'s stage features (V, N, K, ch, h, w) and final logits (V, N, K, C) on
+    ``views`` augmented copies of ``x`` (``video_data.crop_bank``: the reference's multi-scale
+    crops, ``scales`` per modality, optional flip). Each copy's tensors have the memory order of
+    the unaugmented features (the copies' inputs are in the clip arrays' order and run through
+    the same ``features`` call); they are stacked without changing it."""
+    import torch
+
+    from .. import video_data as VD
+    from .. import video_models as VM
+
+    scales = aug.get("scales", (1.0, 0.875, 0.75))
+    if isinstance(scales, Mapping):
+        scales = scales[modality]
+    bank = VD.crop_bank(x, views=int(aug["views"]), scales=scales, max_distort=int(aug.get("max_distort", 1)), flip=bool(aug.get("flip", False)),
+                        is_mv=modality == "mv", seed=seed)
+    feats: list[Any] = []
+    logits: Any = None
+    for v in range(bank.shape[0]):
+        f, lg = VM.features(net, torch.from_numpy(bank[v]).to(device))
+        if v == 0:
+            feats = [_stacked_like(t, bank.shape[0]) for t in f]
+            logits = _stacked_like(lg, bank.shape[0])
+        for out, t in zip(feats, f):
+            out[v].copy_(t)
+        logits[v].copy_(lg)
+    return feats, logits
+
+
+def _stacked_like(ref: Any, views: int) -> Any:
+    """An empty (views, *ref.shape) tensor whose every [v] slice has ``ref``'s strides."""
+    import torch
+
+    if ref.stride(0) != max(ref.stride()) or ref.stride(0) * ref.shape[0] != ref.numel():
+        raise ValueError(f"expected a dense tensor with its first dimension outermost, got strides {ref.stride()} for shape {tuple(ref.shape)}")
+    return torch.empty_strided((views, *ref.shape), (ref.numel(), *ref.stride()), dtype=ref.dtype, device=ref.device)
+
+
 #: revision of the backbone training code (architecture, optimiser, schedule, augmentation): bump it
 #: when ``video_models.build_backbones`` or ``TinyExitNet`` change what they produce
 BACKBONE_REVISION = 2
@@ -169,6 +255,8 @@ def backbone_key(profile: Profile, cell: Cell, data_key: str | None, device: str
     payload = {"profile": profile.id, "axes": dict(cell.axes), "repeat": cell.repeat, "data": data_key, "widths": [int(w) for w in st["widths"]],
                "epochs": int(st["backbone_epochs"]), "lr": float(st["backbone_lr"]), "bs": int(st["backbone_batch_size"]),
                "v": BACKBONE_REVISION, "torch": torch.__version__, **where}
+    if float(st.get("heldout_fraction", 0.0) or 0.0) > 0:  # the backbones train on the clips not held out
+        payload["heldout"] = float(st["heldout_fraction"])
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24], payload
 
 
@@ -258,10 +346,16 @@ class VideoTrack(Track):
         ds, data_seed = self.dataset(profile, cell, ctx)
         data_s = time.perf_counter() - t0
         device = torch.device(ctx.device)
-        # one memory order whatever the source (fresh build, cache, another loader): it changes the CPU's rounding
-        x_tr = {m: torch.from_numpy(VD.channels_last(ds.train.x[m])).to(device) for m in ORDER}
-        x_te = {m: torch.from_numpy(VD.channels_last(ds.test.x[m])).to(device) for m in ORDER}
-        y_tr = torch.from_numpy(ds.train.y).to(device)
+        hold = float(st.get("heldout_fraction", 0.0) or 0.0)
+        fit_idx, held_idx = VD.heldout_split(ds.train.y, hold, VM._seed("heldout", data_seed)) if hold > 0 else (None, None)
+
+        def inputs(a: np.ndarray, idx: np.ndarray | None) -> torch.Tensor:
+            # one memory order whatever the source (fresh build, cache, a subset, another loader): it changes the CPU's rounding
+            return torch.from_numpy(VD.channels_last(a if idx is None else a[idx])).to(device)
+
+        x_tr = {m: inputs(ds.train.x[m], fit_idx) for m in ORDER}
+        x_te = {m: inputs(ds.test.x[m], None) for m in ORDER}
+        y_tr = torch.from_numpy(ds.train.y if fit_idx is None else ds.train.y[fit_idx]).to(device)
         widths = [int(w) for w in st["widths"]]
         key, payload = backbone_key(profile, cell, ds.info.get("key"), ctx.device)
         path = Path(ctx.cache_dir) / "video" / "backbones" / key if ctx.cache_dir else None
@@ -295,10 +389,18 @@ class VideoTrack(Track):
                     (tmp / "meta.json").write_text(json.dumps({"train_s": secs, "key": payload}, sort_keys=True, default=str))
                     locks.replace_dir(tmp, path)
         t1 = time.perf_counter()
-        feats_tr, logits_tr, feats_te, logits_te = {}, {}, {}, {}
+        feats_tr, logits_tr, feats_te, logits_te, feats_ho, logits_ho, feats_aug, logits_aug = {}, {}, {}, {}, {}, {}, {}, {}
+        aug = dict(st.get("ic_augment") or {})
         for m in ORDER:
             feats_tr[m], logits_tr[m] = VM.features(nets[m], x_tr[m])
             feats_te[m], logits_te[m] = VM.features(nets[m], x_te[m])
+            if held_idx is not None:
+                feats_ho[m], logits_ho[m] = VM.features(nets[m], inputs(ds.train.x[m], held_idx))
+            if aug.get("views"):
+                feats_aug[m], logits_aug[m] = augmented_features(nets[m], x_tr[m].cpu().numpy(), aug, m, VM._seed("crop", data_seed, m), device)
+        y_ho = ds.train.y[held_idx] if held_idx is not None else None
+        teacher = teacher_confidence({"train": (logits_tr, ds.train.y if fit_idx is None else ds.train.y[fit_idx]),
+                                      **({"heldout": (logits_ho, y_ho)} if held_idx is not None else {}), "test": (logits_te, ds.test.y)})
         per_mod, shapes = {}, {}
         for m in ORDER:
             stages, heads, shp = VM.stage_costs(nets[m], tuple(x_tr[m].shape[2:]), ds.num_classes)
@@ -310,6 +412,8 @@ class VideoTrack(Track):
             "ds": ds, "nets": nets, "feats_tr": feats_tr, "logits_tr": logits_tr, "feats_te": feats_te, "logits_te": logits_te,
             "y_tr": y_tr, "y_te": ds.test.y, "shapes": shapes, "order": order, "costs": costs, "backbone_s": secs, "shared": shared,
             "data_s": data_s, "features_s": time.perf_counter() - t1, "data_seed": data_seed, "hash": VM.param_hash(nets),
+            "feats_ho": feats_ho or None, "logits_ho": logits_ho or None, "y_ho": torch.from_numpy(y_ho).to(device) if y_ho is not None else None,
+            "held_idx": held_idx, "feats_aug": feats_aug or None, "logits_aug": logits_aug or None, "teacher": teacher,
         }
         memo.clear()  # one fixture set in memory at a time
         memo[mkey] = out
@@ -317,9 +421,18 @@ class VideoTrack(Track):
 
     # ---- the cell ------------------------------------------------------------------------------
     def recipe(self, profile: Profile) -> dict[str, Any]:
+        """The IC training recipe every method follows. quick@3 adds ``train_segments``
+        ("average": student and teacher logits averaged over the K segments before the loss, as
+        the reference scripts; absent: one random segment per clip per epoch) and, with a
+        training augmentation, ``augment_views`` (V cached crops per clip, ``feats_train_aug``)."""
         st = profile.settings
-        return {"ic_epochs": int(st["ic_epochs"]), "lr": dict(st["ic_lr"]), "batch_size": int(st["ic_batch_size"]),
-                "milestones": list(st["ic_milestones"]), "adam_eps": float(st["adam_eps"]), "weight_decay": float(st["weight_decay"])}
+        out = {"ic_epochs": int(st["ic_epochs"]), "lr": dict(st["ic_lr"]), "batch_size": int(st["ic_batch_size"]),
+               "milestones": list(st["ic_milestones"]), "adam_eps": float(st["adam_eps"]), "weight_decay": float(st["weight_decay"])}
+        if "ic_train_segments" in st:
+            out["train_segments"] = str(st["ic_train_segments"])
+        if (st.get("ic_augment") or {}).get("views"):
+            out["augment_views"] = int(st["ic_augment"]["views"])
+        return out
 
     def check_dataset(self, ref: str, data_dir: Path | None) -> None:
         """``synth-motion`` (generated) or ``video-folder:PATH`` (a directory; its clips are listed
@@ -369,7 +482,8 @@ class VideoTrack(Track):
             modalities=ORDER, feats_train=fx["feats_tr"], final_logits_train=fx["logits_tr"], y_train=fx["y_tr"], num_classes=ds.num_classes,
             head_factory=VM.HeadFactory(fx["shapes"], ds.num_classes, cell.seed), exit_order=tuple(fx["order"]), exit_macs=fx["costs"].copy(),
             recipe=self.recipe(profile), seed=cell.seed, generator=torch.Generator(device="cpu").manual_seed(cell.seed),
-            rng=np.random.default_rng(cell.seed), device=ctx.device,
+            rng=np.random.default_rng(cell.seed), device=ctx.device, feats_heldout=fx["feats_ho"], final_logits_heldout=fx["logits_ho"],
+            y_heldout=fx["y_ho"], feats_train_aug=fx["feats_aug"], final_logits_train_aug=fx["logits_aug"],
         )
         torch.manual_seed(cell.seed)
         t0 = time.perf_counter()
@@ -413,7 +527,9 @@ class VideoTrack(Track):
             artifacts.append(ArtifactOut.npy("video", "beta.npy", beta))
         backbone_s = float(sum(fx["backbone_s"].values()))
         info: dict[str, Any] = {
-            "primary_metric": self.primary_metric, "dataset": ds.name, "num_classes": ds.num_classes, "n_train": len(ds.train), "n_test": len(ds.test),
+            "primary_metric": self.primary_metric, "dataset": ds.name, "num_classes": ds.num_classes, "n_train": int(view.n), "n_test": len(ds.test),
+            **({"n_heldout": view.n_heldout} if view.n_heldout else {}), **({"augment_views": int(fx["logits_aug"]["res"].shape[0])} if fx["logits_aug"] else {}),
+            "teacher_ptrue": fx["teacher"]["ptrue"], "teacher_acc": fx["teacher"]["acc"],
             "data_seed": fx["data_seed"], "data_cached": bool(ds.info.get("cached")), "data_s": fx["data_s"], "threads": torch.get_num_threads(),
             "backbones_shared": fx["shared"], "backbone_hash": fx["hash"], "backbone_train_s": {m: round(float(s), 3) for m, s in fx["backbone_s"].items()},
             "features_s": fx["features_s"], "exit_order": [f"{m}{k}" for m, k in fx["order"]],

@@ -20,6 +20,7 @@ code (``train_freeze_backbone_IC_*.py``, ``WISE*.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -51,14 +52,34 @@ def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, temperature
     return -(t * F.log_softmax(student / temperature, dim=1)).sum(1).mean()
 
 
+def _lr_steps_error(value: Any) -> str | None:
+    if str(value) == "recipe":
+        return None
+    try:
+        fr = [float(Fraction(x.strip())) for x in str(value).split(",")]
+    except (ValueError, ZeroDivisionError):
+        return "not 'recipe' nor comma-separated fractions such as '1/3,2/3'"
+    return None if all(0 < f < 1 for f in fr) else "every step must be a fraction of the epochs in (0, 1)"
+
+
 def _milestones(recipe: Any, epochs: int) -> list[int]:
     ms = list(recipe.get("milestones", []) or [])
     return sorted(int(round(m * epochs)) if isinstance(m, float) and m < 1 else int(m) for m in ms)
 
 
-def train_ics(view: Any, schedule: Sequence[str], *, temperature: float = 1.0, epochs: int | None = None) -> dict[tuple[str, int], torch.nn.Module]:
+def train_ics(view: Any, schedule: Sequence[str], *, temperature: float = 1.0, epochs: int | None = None,
+              milestones: Sequence[float] | None = None) -> dict[tuple[str, int], torch.nn.Module]:
     """The 9 IC heads trained with ``schedule[epoch]`` as target: ``"ce"`` (hard labels), ``"own"``
-    (the head's network's final logits) or a modality (that network's final logits)."""
+    (the head's network's final logits) or a modality (that network's final logits).
+
+    ``view.recipe["train_segments"]``: ``"random"`` (the default, quick@1/@2) draws one segment per
+    clip per epoch and pairs it with the teacher's logits on that segment; ``"average"`` (the
+    reference scripts, quick@3) runs every segment and averages the student's logits over them,
+    and the teacher's, before the loss. When the view has augmented copies
+    (``feats_train_aug``), each epoch draws one of the V copies per clip and network, and a
+    teacher's logits are those of its own network's drawn copy (as the reference, whose
+    transforms crop each modality's input independently). ``milestones``: epochs (or fractions
+    of them) of the x0.1 lr steps; None: the recipe's."""
     recipe = view.recipe
     epochs = int(recipe.get("ic_epochs", 1) if epochs is None else epochs)
     if len(schedule) != epochs:
@@ -66,10 +87,13 @@ def train_ics(view: Any, schedule: Sequence[str], *, temperature: float = 1.0, e
     for t in set(schedule):
         if t not in ("ce", OWN) and t not in view.modalities:
             raise ValueError(f"unknown teacher {t!r}; use 'ce', 'own' or one of {', '.join(view.modalities)}")
+    mode = str(recipe.get("train_segments", "random"))
+    if mode not in ("random", "average"):
+        raise ValueError(f"recipe train_segments must be 'random' or 'average', got {mode!r}")
     lrs = recipe.get("lr", {})
     bs = int(recipe.get("batch_size", 32))
     eps, wd = float(recipe.get("adam_eps", 1e-3)), float(recipe.get("weight_decay", 1e-4))
-    miles = _milestones(recipe, epochs)
+    miles = _milestones(recipe if milestones is None else {"milestones": list(milestones)}, epochs)
     heads: dict[tuple[str, int], torch.nn.Module] = {}
     opts, scheds = [], []
     for m in view.modalities:
@@ -84,23 +108,43 @@ def train_ics(view: Any, schedule: Sequence[str], *, temperature: float = 1.0, e
     n = view.n
     kseg = int(view.final_logits_train[view.modalities[0]].shape[1])
     g = view.generator
+    mods = list(view.modalities)
+    aug = getattr(view, "feats_train_aug", None) is not None
+    if aug:  # (V, N, ...) -> (V * N, ...): row v * n + i is copy v of clip i (a view: the copies are stacked densely)
+        n_views = int(view.final_logits_train_aug[mods[0]].shape[0])
+        feats = {m: [f.reshape(-1, *f.shape[2:]) for f in view.feats_train_aug[m]] for m in mods}
+        teachers = {m: view.final_logits_train_aug[m].reshape(-1, *view.final_logits_train_aug[m].shape[2:]) for m in mods}
+    else:
+        feats, teachers = view.feats_train, view.final_logits_train
     for ep in range(epochs):
         target = schedule[ep]
         for h in heads.values():
             h.train()
-        seg = torch.randint(0, kseg, (n,), generator=g)
+        if aug:
+            copy = torch.randint(0, n_views, (len(mods), n), generator=g)
+        if mode == "random":
+            seg = torch.randint(0, kseg, (n,), generator=g)
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, bs):
             idx = perm[i: i + bs]
-            sidx = seg[idx]
             loss = 0.0
             for (m, k), h in heads.items():
-                out = h(view.feats_train[m][k - 1][idx, sidx])
-                if target == "ce":
+                f = feats[m][k - 1]
+                tm = m if target == OWN else target
+                rows = copy[mods.index(m), idx] * n + idx if aug else idx
+                trows = (copy[mods.index(tm), idx] * n + idx if aug else idx) if target != "ce" else None
+                if mode == "random":
+                    sidx = seg[idx]
+                    out = h(f[rows, sidx])
+                    teach = teachers[tm][trows, sidx] if trows is not None else None
+                else:
+                    fb = f[rows]
+                    out = h(fb.reshape(-1, *fb.shape[2:])).reshape(len(idx), kseg, -1).mean(1)
+                    teach = teachers[tm][trows].mean(1) if trows is not None else None
+                if teach is None:
                     loss = loss + F.cross_entropy(out, y[idx])
                 else:
-                    tm = m if target == OWN else target
-                    loss = loss + soft_cross_entropy(out, view.final_logits_train[tm][idx, sidx], temperature)
+                    loss = loss + soft_cross_entropy(out, teach, temperature)
             for o in opts:
                 o.zero_grad(set_to_none=True)
             loss.backward()  # the heads' graphs are disjoint: each gets its own loss's gradient
@@ -114,18 +158,25 @@ def train_ics(view: Any, schedule: Sequence[str], *, temperature: float = 1.0, e
 
 
 @torch.no_grad()
-def exit_logits(view: Any, heads: dict[tuple[str, int], torch.nn.Module]) -> torch.Tensor:
-    """Segment-averaged training logits (N, E, C) of every exit of ``view.exit_order``; the fused
-    exit's own logits are the mean of the three final classifiers'."""
+def exit_logits(view: Any, heads: dict[tuple[str, int], torch.nn.Module], split: str = "train") -> torch.Tensor:
+    """Segment-averaged logits (N, E, C) of every exit of ``view.exit_order`` on the training
+    clips (``split="train"``) or the held-out ones (``"heldout"``: ``view.feats_heldout``); the
+    fused exit's own logits are the mean of the three final classifiers'."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if split == "heldout" and getattr(view, "feats_heldout", None) is None:
+        raise ValueError("the view holds no clips out (feats_heldout is None); use split='train'")
+    feats = view.feats_train if split == "train" else view.feats_heldout
+    finals = view.final_logits_train if split == "train" else view.final_logits_heldout
     out = []
     for m, k in view.exit_order:
         if m == "fused":
-            out.append(torch.stack([view.final_logits_train[mm].mean(1) for mm in view.modalities]).mean(0))
+            out.append(torch.stack([finals[mm].mean(1) for mm in view.modalities]).mean(0))
         elif k == 4:
-            out.append(view.final_logits_train[m].mean(1))
+            out.append(finals[m].mean(1))
         else:
             h = heads[(m, k)].eval()
-            f = view.feats_train[m][k - 1]
+            f = feats[m][k - 1]
             flat = f.reshape(-1, *f.shape[2:])
             out.append(torch.cat([h(flat[i: i + 512]) for i in range(0, len(flat), 512)]).reshape(f.shape[0], f.shape[1], -1).mean(1))
     return torch.stack(out, dim=1)
@@ -166,7 +217,7 @@ class EarlyExitMethod(DistillationMethod):
     citation = "Zhang et al. Early-Exit Compressed Video Recognition with PKD and WISE. arXiv 2407.02713, 2024."
     #: params shared by every contestant (subclasses extend them)
     BASE_PARAMS: dict[str, Any] = {"temperature": 1.0, "phase_fraction": 1 / 6}
-    WISE_PARAMS: dict[str, Any] = {"wise_init": "last", "wise_l1": 0.01, "wise_lr": 0.1, "wise_iters": 500, "wise_clip_negative": True}
+    WISE_PARAMS: dict[str, Any] = {"wise_init": "last", "wise_l1": 0.01, "wise_lr": 0.1, "wise_iters": 500, "wise_clip_negative": True, "wise_fit": "heldout"}
     #: declared ranges of every contestant's parameters; each declares those it has
     SPECS: dict[str, Param] = {
         "order": Param(str, help="comma-separated teacher order of the training phases (mv, res, iframe, own; ce: labels)"),
@@ -178,6 +229,10 @@ class EarlyExitMethod(DistillationMethod):
         "wise_lr": Param(float, min=0, min_open=True, help="learning rate of the WISE fit"),
         "wise_iters": Param(int, min=1, help="optimizer steps of the WISE fit"),
         "wise_clip_negative": Param(bool, help="clip negative WISE weights to zero"),
+        "wise_fit": Param(str, choices=("heldout", "train"),
+                          help="fit the WISE weights on the held-out training clips (where the profile holds some out, else the training clips) or on the training clips (the reference)"),
+        "lr_steps": Param(str, check=_lr_steps_error, rule="'recipe' or comma-separated fractions in (0, 1), e.g. '1/3,2/3'",
+                          help="the x0.1 learning-rate steps: the recipe's (50/67/83 % of the epochs) or fractions of the IC epochs"),
     }
 
     @property
@@ -187,14 +242,27 @@ class EarlyExitMethod(DistillationMethod):
     def schedule(self, epochs: int) -> list[str]:
         return teacher_schedule(str(self.params["order"]).split(","), epochs, float(self.params["phase_fraction"]))
 
+    def milestones(self, epochs: int, recipe: Any) -> list[int]:
+        """The epochs at which every IC's lr drops x0.1: ``lr_steps`` fractions of ``epochs``
+        (rounded), or the recipe's milestones when ``lr_steps`` is ``recipe`` or not a param."""
+        spec = str(self.params.get("lr_steps", "recipe"))
+        if spec == "recipe":
+            return _milestones(recipe, epochs)
+        return sorted(int(round(float(Fraction(x.strip())) * epochs)) for x in spec.split(","))
+
     def distill(self, view: Any) -> ExitModel:
         epochs = int(view.recipe.get("ic_epochs", 1))
         sched = self.schedule(epochs)
+        miles = self.milestones(epochs, view.recipe)
         view.info["teachers"] = {t: sched.count(t) for t in dict.fromkeys(sched)}
-        heads = train_ics(view, sched, temperature=float(self.params["temperature"]), epochs=epochs)
+        view.info["lr_steps"] = miles
+        heads = train_ics(view, sched, temperature=float(self.params["temperature"]), epochs=epochs, milestones=miles)
         combiner = None
         if self.params.get("wise"):
-            z = exit_logits(view, heads)
-            combiner = fit_wise(z, view.y_train, init=str(self.params["wise_init"]), l1=float(self.params["wise_l1"]), lr=float(self.params["wise_lr"]),
+            split = "heldout" if self.params.get("wise_fit", "train") == "heldout" and getattr(view, "n_heldout", 0) > 0 else "train"
+            z = exit_logits(view, heads, split)
+            y = view.y_heldout if split == "heldout" else view.y_train
+            view.info["wise_fit"] = {"clips": split, "n": int(len(y))}
+            combiner = fit_wise(z, y, init=str(self.params["wise_init"]), l1=float(self.params["wise_l1"]), lr=float(self.params["wise_lr"]),
                                 iters=int(self.params["wise_iters"]), clip_negative=bool(self.params["wise_clip_negative"]))
         return ExitModel(heads=heads, combiner=combiner)

@@ -1,6 +1,7 @@
-"""``kd-final``: ablation of PKD without a curriculum: every IC distils only from its own
-network's final classifier for all epochs (loss as ``pkd``). The self-teacher control of the
-reference's ``..._KD_iframe.py`` family.
+"""``kd-final``: self-distillation ablation of PKD (no curriculum, no other network): every IC
+distils for all epochs from its **own** network's final classifier (loss as ``pkd``). PKD's last
+phase alone. It is not the reference's one-teacher control, which distils every network's ICs
+from the I-frame network: that is ``iframe-kd``.
 
 Reference: Zhang et al., arXiv 2407.02713 (ablation of PKD's teacher sequence).
 """
@@ -12,7 +13,7 @@ from ._exits import EarlyExitMethod
 
 class KDFinal(EarlyExitMethod):
     name = "kd-final"
-    summary = "Ablation: each network's exits distil only from their own final classifier (no curriculum)."
+    summary = "Ablation (self-distillation): each network's exits distil only from their own final classifier (no curriculum)."
     params = {"order": "own", "phase_fraction": 1 / 6, "temperature": 1.0, "wise": False}
 
 
