@@ -170,6 +170,10 @@ def test_the_same_salt_reproduces_a_run_bit_for_bit_and_another_salt_does_not(ho
     a, b, c = (next(iter(_cells(tmp_path / f"{n}.db", "reactive").values())) for n in "abc")
     assert _comparable(a) == _comparable(b) and a["info"]["pool_target"] == b["info"]["pool_target"]
     assert _comparable(a) != _comparable(c)
+    # a process pool (forked workers) gets the salt too
+    _run(tmp_path / "p.db", "--hidden-salt", SALT_A, "--jobs", "2", "--executor", "process", method="reactive")
+    p = next(iter(_cells(tmp_path / "p.db", "reactive").values()))
+    assert _comparable(p) == _comparable(a) and p["environment"]["hidden_salt"] == SALT_A
     # the default: a fresh random salt per database, recorded with each run, reproduces through --hidden-salt
     _run(tmp_path / "d.db", method="reactive")
     d = next(iter(_cells(tmp_path / "d.db", "reactive").values()))
