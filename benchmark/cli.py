@@ -102,6 +102,10 @@ def run(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --executor ray)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-cell time-out in seconds (overrides the profile's)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Also run missing reference cells (random, full)."),
+    hidden_salt: Optional[str] = typer.Option(
+        None, "--hidden-salt", envvar="CORESET_BENCH_HIDDEN_SALT", show_envvar=True,
+        help="Salt (32 hex digits, or 'public') of the seeds of hidden generated data; default: the database's own secret salt. Reproduces a run from its entry's provenance.hidden_salt.",
+    ),
 ) -> None:
     """Run a method's cells of a profile; cells already done in the store are skipped."""
     from . import env as envmod
@@ -192,6 +196,20 @@ def run(
         fail(str(exc))
     if prof.device == "cuda" and dev == "cpu":
         err.print(Text.assemble(("warning:", "yellow"), f" profile {prof.id} is meant for a GPU; running on the CPU will be slow"))
+    from .runner import hidden_salt_for
+    from .salt import SaltError, parse_salt, salt_id
+
+    try:
+        salt = hidden_salt_for(plan, store, parse_salt(hidden_salt))
+    except (SaltError, StoreError) as exc:
+        fail(str(exc))
+    if getattr(t, "hidden_data", False):
+        if not plan.profile.salted:
+            _line(f"hidden data of {plan.profile.id} is seeded from public seeds (a profile published before the salt)" + ("; --hidden-salt ignored" if hidden_salt else ""))
+        elif not salt:
+            _line("hidden data seeded from public seeds (--hidden-salt public): a contestant can rebuild it")
+        else:
+            _line(f"hidden data seeded with this database's secret salt {salt_id(salt)} (recorded with every run)")
     results_dir = _results_dir(db)
     ctx = default_context(results_dir, dev, data_dir)
     try:
@@ -216,7 +234,7 @@ def run(
     display = RunDisplay(console, costs, shown, terminal=console.is_terminal, label=label)
     with display:
         try:
-            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress)
+            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress, hidden_salt=salt)
         except KeyboardInterrupt as exc:
             display.__exit__(None, None, None)
             cut = getattr(exc, "interrupted", display.total - display.done)

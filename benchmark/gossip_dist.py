@@ -270,6 +270,15 @@ def _cli(argv: Sequence[str]) -> int:
     a = ap.parse_args(argv)
 
     from . import registry
+    from .salt import ENV, SaltError, parse_salt
+
+    def _salt() -> str:
+        """The hidden-data salt of the cell (``CORESET_BENCH_HIDDEN_SALT``, as ``run --hidden-salt``;
+        unset: public seeds): bundle and evaluate must build the public set the run built."""
+        try:
+            return parse_salt(os.environ.get(ENV), where=ENV) or ""
+        except SaltError as exc:
+            ap.error(str(exc))
     from .tracks.base import Cell, CellContext
 
     track = registry.track("decentralized")
@@ -285,7 +294,7 @@ def _cli(argv: Sequence[str]) -> int:
         dataset = a.dataset or profile.axes["dataset"][0]
         axes = {"dataset": dataset, "topology": a.topology, "alpha": a.alpha, "nodes": a.nodes}
         cell = Cell(track.name, profile.id, method.name, method.version, dict(method.params), axes, a.repeat)
-        ctx = CellContext(Path("."), Path(os.environ.get("CORESET_BENCH_CACHE", ".coreset-bench-cache")), Path(a.data_dir) if a.data_dir else None)
+        ctx = CellContext(Path("."), Path(os.environ.get("CORESET_BENCH_CACHE", ".coreset-bench-cache")), Path(a.data_dir) if a.data_dir else None, hidden_salt=_salt())
         from .decentralized import topology
 
         topo = topology(a.topology, a.nodes)
@@ -297,7 +306,7 @@ def _cli(argv: Sequence[str]) -> int:
     profile = track.profile(bundle["profile"])
     method = bundle["method"]
     cell = Cell(track.name, profile.id, method.name, method.version, dict(method.params), bundle["cell_axes"], int(bundle["repeat"]))
-    ctx = CellContext(Path("."), Path(os.environ.get("CORESET_BENCH_CACHE", ".coreset-bench-cache")), Path(a.data_dir) if a.data_dir else None)
+    ctx = CellContext(Path("."), Path(os.environ.get("CORESET_BENCH_CACHE", ".coreset-bench-cache")), Path(a.data_dir) if a.data_dir else None, hidden_salt=_salt())
     ax = bundle["cell_axes"]
     w = track.world(profile, ax["dataset"], float(ax["alpha"]), int(ax["nodes"]), cell.repeat, ctx)
     models, sent, info = collect(bundle, Path(a.out_dir))

@@ -857,6 +857,11 @@ class ProvisioningView(_ReadOnlyView):
     ``target_hit_rate`` for methods that weigh them; ``max_pool`` the harness's upper clip.
     ``future`` (the demand to come) is None except for ``privileged`` methods (a bound, never
     ranked).
+
+    Calibration, the same for every method of a profile that declares it (None: the method's
+    own default): ``calib_days`` the whole days of ``history`` (day d = ``history[d * spd :
+    (d + 1) * spd]``, ascending) a method that tunes itself on a back-test must back-test on at
+    this fit, and ``tune_margin`` the margin above ``target_hit_rate`` its back-test aims at.
     """
 
     history: np.ndarray
@@ -875,6 +880,8 @@ class ProvisioningView(_ReadOnlyView):
     max_pool: int = 1000
     rng: np.random.Generator | None = None
     future: np.ndarray | None = None
+    calib_days: tuple[int, ...] | None = None
+    tune_margin: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 

@@ -355,6 +355,31 @@ def forward_sums(demand: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def is_weekend(start: str, days: np.ndarray | int) -> np.ndarray:
+    """Whether day index ``days`` (from the day of ``start``) falls on a Saturday or Sunday."""
+    s = datetime.fromisoformat(start) if start else datetime.fromisoformat(DEFAULT_START)
+    return (s.weekday() + np.asarray(days)) % 7 >= 5
+
+
+def calibration_days(t: int, steps_per_day: int, *, n: int, same_type: bool = True, start: str = DEFAULT_START) -> tuple[int, ...]:
+    """The history days a method calibrates on at a fit at step ``t`` (the profile's rule, the
+    same for every method): the last ``n`` whole days before ``t`` (day d = steps
+    [d · spd, (d + 1) · spd)), and with ``same_type`` only those of the day type (weekday or
+    weekend) of the day that ``t`` falls in, the day about to be served; where fewer than ``n``
+    days of that type exist, as many as exist, and where none exists, the last ``n`` days of any
+    type. Ascending; empty when the history holds no whole day."""
+    D = int(t) // int(steps_per_day)  # whole days before t (a fit mid-day: the partial day is left out)
+    past = np.arange(D)
+    if not len(past) or n < 1:
+        return ()
+    if same_type:
+        same = past[is_weekend(start, past) == bool(is_weekend(start, D))]
+        if len(same):
+            return tuple(int(d) for d in same[-int(n) :])
+    return tuple(int(d) for d in past[-int(n) :])
+
+
+
 @dataclass
 class MethodRun:
     sim: SimResult
@@ -402,6 +427,9 @@ def run_method(
     plan_timeout_s: float | None = None,
     guard: Callable[[str, Callable[[], Any]], Any] | None = None,
     record: bool = False,
+    calib_days: int | None = None,
+    calib_same_type: bool = True,
+    tune_margin: float | None = None,
 ) -> MethodRun:
     """Drive a ``ProvisioningMethod`` over ``demand[start_step:]``: ``fit`` at the start (and every
     ``refit_every`` steps) with the history so far, ``plan`` every ``decision_every`` steps for
@@ -409,7 +437,14 @@ def run_method(
     ``max_pool``. ``view.future`` (the next ``horizon`` steps, zero past the end) is given only
     to ``privileged`` methods. A mean plan time over ``plan_timeout_s`` raises ``PlanError``.
     ``guard(name, fn)`` wraps every call (the contestant guard). What a method writes to
-    ``view.info`` in ``fit`` (its realized parameters) is kept in ``MethodRun.fit_info``."""
+    ``view.info`` in ``fit`` (its realized parameters) is kept in ``MethodRun.fit_info``, with
+    ``calib_days``, the days it was asked to calibrate on, counted from the evaluation start
+    (-1 = the last history day).
+
+    Calibration (the profile's, the same for every method): with ``calib_days`` = n, every
+    ``fit`` view carries ``view.calib_days`` = ``calibration_days(t, spd, n=n,
+    same_type=calib_same_type)`` and ``view.tune_margin`` = ``tune_margin``; without it both are
+    None (the method's own defaults)."""
     from .kinds import ProvisioningView
 
     horizon = lead + decision_every
@@ -421,7 +456,9 @@ def run_method(
     demand = np.asarray(demand, dtype=np.int64)
     eval_demand = demand[start_step:]
 
-    def view_at(t: int, ready: int, in_flight: int) -> ProvisioningView:
+    spd = int(round(86400 / float(step_seconds)))
+
+    def view_at(t: int, ready: int, in_flight: int, calib: tuple[int, ...] | None = None) -> ProvisioningView:
         history = demand[:t].copy()
         history.setflags(write=False)
         future = None
@@ -434,15 +471,18 @@ def run_method(
             history=history, horizon=horizon, step_seconds=step_seconds, seed=seed, t=t, start=start, lead=lead,
             decision_every=decision_every, target_hit_rate=target_hit_rate, cost_idle=cost_idle, cost_miss=cost_miss,
             ready=ready, in_flight=in_flight, max_pool=max_pool, rng=rng, future=future,
+            calib_days=calib, tune_margin=None if tune_margin is None else float(tune_margin),
         )
 
     def do_fit(t: int, ready: int, in_flight: int) -> None:
-        view = view_at(t, ready, in_flight)
+        calib = calibration_days(t, spd, n=int(calib_days), same_type=calib_same_type, start=start) if calib_days else None
+        view = view_at(t, ready, in_flight, calib)
         t0 = time.perf_counter()
         call(name, lambda: method.fit(view))
         out.fit_s += time.perf_counter() - t0
         out.fits += 1
-        out.fit_info.append({"t": t - start_step, **(view.info if isinstance(view.info, dict) else {})})
+        extra = {} if calib is None else {"calib_days": [d - start_step // spd for d in calib]}
+        out.fit_info.append({"t": t - start_step, **extra, **(view.info if isinstance(view.info, dict) else {})})
 
     do_fit(start_step, 0, 0)
 
@@ -489,43 +529,102 @@ class Trace:
         return len(self.demand) // self.steps_per_day
 
 
-SYNTH_KINDS = ("diurnal", "scheduled", "bursty")
+SYNTH_KINDS = ("diurnal", "scheduled", "bursty", "hourly", "overdispersed")
+
+#: ``hourly``: extra rate (requests per minute) in each of the first ``HOURLY_MINUTES`` minutes
+#: of every hour 09:00..18:00 of weekdays, on top of ``diurnal``
+HOURLY_EXTRA = 12.0
+HOURLY_MINUTES = 2
+#: ``overdispersed``: the flat diurnal shape 1 + amp · cos(2π (time of day − peak)) (0.6 .. 1.4,
+#: highest at 13:12), weekend level, the σ of the mean-one day-level lognormal, and the shape of
+#: the mean-one per-minute Gamma factor (Gamma(k)-Poisson counts: variance λ + λ² / k)
+OVERDISPERSED = {"amplitude": 0.4, "peak": 0.55, "weekend": 0.7, "day_sigma": 0.2, "gamma_shape": 2.0}
+
+
+def _guard(what: str) -> None:
+    from .data import _check_not_contestant
+
+    _check_not_contestant(what)
+
+
+def _bursts(rng: np.random.Generator, steps: int, step_seconds: float) -> np.ndarray:
+    """Multiplicative bursts: starts ~ a Poisson process with a 10-hour mean gap, each 15-90
+    minutes long at x U(1.3, 2.5)."""
+    mult = np.ones(steps)
+    per_hour = 3600.0 / step_seconds
+    pos = rng.exponential(10 * per_hour)
+    while pos < steps:
+        dur = int(rng.uniform(15, 90) * 60 / step_seconds)
+        mult[int(pos) : int(pos) + dur] = rng.uniform(1.3, 2.5)
+        pos += rng.exponential(10 * per_hour)
+    return mult
 
 
 def synth_rate(kind: str, days: int, rng: np.random.Generator, *, step_seconds: float = STEP_SECONDS, base: float = 2.6, start: str = DEFAULT_START) -> np.ndarray:
-    """The rate λ(t) of ``synth-sessions:<kind>``: base · diurnal · weekly · growth · burst + scheduled."""
+    """The per-step intensity λ(t) of ``synth-sessions:<kind>`` (``synth_sessions`` draws
+    Poisson counts of it). With t in days from ``start`` (a Monday by default), ``tod`` its time
+    of day, weekdays Monday-Friday:
+
+    * ``diurnal``: base · (0.2 + 2 · max(0, sin(π (tod − 0.3) / 0.5))²) · (1 on weekdays, 0.4 on
+      weekends) · (1 + 0.1 t / days): half of every day at 0.2 × base, an 11:1 peak-to-trough
+      ratio, the easy control;
+    * ``scheduled``: ``diurnal`` + 3 requests per step in the first step of every hour
+      09:00..18:00 of weekdays;
+    * ``bursty``: ``diurnal`` × bursts (``_bursts``: on average one every 10 hours, 15-90 minutes
+      at × U(1.3, 2.5));
+    * ``hourly``: ``diurnal`` + ``HOURLY_EXTRA`` (12) requests per minute in the first
+      ``HOURLY_MINUTES`` (2) minutes of every hour 09:00..18:00 of weekdays: job waves on the
+      clock that a forecaster can anticipate and a reactive rule cannot (about 24 extra requests
+      per wave, 10 waves per weekday);
+    * ``overdispersed``: base · (1 + 0.4 cos(2π (tod − 0.55))) (0.6 .. 1.4) · (1 on weekdays,
+      0.7 on weekends) · growth · L_day · bursts · G_t, with a day-level lognormal
+      L_day = exp(0.2 Z − 0.02) (mean 1) and a per-step G_t ~ Gamma(2, 1/2) (mean 1), so counts
+      are Gamma(2)-Poisson (variance λ + λ² / 2) on a flat, noisy profile (``OVERDISPERSED``).
+
+    For ``bursty`` and ``overdispersed`` the intensity is random (drawn from ``rng``).
+    Guarded: a contestant that calls it while it is evaluated fails its cell (``LeakageError``)."""
+    _guard("generate the pooling trace")
     if kind not in SYNTH_KINDS:
         raise TraceError(f"unknown synthetic trace kind {kind!r}; use one of synth-sessions:{{{','.join(SYNTH_KINDS)}}}")
     steps = int(days * 86400 / step_seconds)
     t_days = np.arange(steps) * step_seconds / 86400.0
     tod = t_days % 1.0
     dow = (datetime.fromisoformat(start).weekday() + np.floor(t_days).astype(int)) % 7
+    growth = 1.0 + 0.1 * t_days / max(days, 1)
+    if kind == "overdispersed":
+        od = OVERDISPERSED
+        shape = 1.0 + od["amplitude"] * np.cos(2 * np.pi * (tod - od["peak"]))
+        weekly = np.where(dow < 5, 1.0, od["weekend"])
+        n_days = int(np.ceil(steps * step_seconds / 86400.0))
+        sigma = float(od["day_sigma"])
+        level = np.exp(sigma * rng.standard_normal(n_days) - 0.5 * sigma**2)[np.floor(t_days).astype(int)]
+        rate = base * shape * weekly * growth * level * _bursts(rng, steps, step_seconds)
+        k = float(od["gamma_shape"])
+        return rate * rng.gamma(k, 1.0 / k, steps)
     diurnal = 0.2 + 2.0 * np.maximum(0.0, np.sin(np.pi * (tod - 0.3) / 0.5)) ** 2
     weekly = np.where(dow < 5, 1.0, 0.4)
-    growth = 1.0 + 0.1 * t_days / max(days, 1)
     rate = base * diurnal * weekly * growth
     if kind == "bursty":
-        mult = np.ones(steps)
-        per_hour = 3600.0 / step_seconds
-        pos = rng.exponential(10 * per_hour)
-        while pos < steps:
-            dur = int(rng.uniform(15, 90) * 60 / step_seconds)
-            mult[int(pos) : int(pos) + dur] = rng.uniform(1.3, 2.5)
-            pos += rng.exponential(10 * per_hour)
-        rate = rate * mult
+        rate = rate * _bursts(rng, steps, step_seconds)
     if kind == "scheduled":
         secs = np.arange(steps) * step_seconds
         on_hour = (secs % 3600 < step_seconds) & (tod >= 9 / 24) & (tod < 18 / 24 + 1e-9) & (dow < 5)
         rate = rate + 3.0 * on_hour
+    if kind == "hourly":
+        secs = np.arange(steps) * step_seconds
+        hour = np.floor(secs % 86400 / 3600 + 1e-9)
+        wave = (secs % 3600 < HOURLY_MINUTES * 60.0) & (hour >= 9) & (hour <= 18) & (dow < 5)
+        rate = rate + HOURLY_EXTRA * wave
     return rate
 
 
 def synth_sessions(kind: str, *, days: int = 14, seed: int = 0, step_seconds: float = STEP_SECONDS) -> Trace:
     """Generated session requests (Poisson counts of ``synth_rate``), seeded; guarded: a
-    contestant that regenerates it to read the future fails its cell (``LeakageError``)."""
-    from .data import _check_not_contestant
-
-    _check_not_contestant("generate the pooling trace")
+    contestant that regenerates it to read the future fails its cell (``LeakageError``). The
+    track derives ``seed`` from the profile, trace and repeat, salted with the results store's
+    secret for hidden data (``CellContext.hidden_seed``), so the public strings alone do not
+    rebuild it."""
+    _guard("generate the pooling trace")
     rng = np.random.default_rng(seed)
     rate = synth_rate(kind, days, rng, step_seconds=step_seconds)
     return Trace(f"synth-sessions:{kind}", rng.poisson(rate).astype(np.int64), DEFAULT_START, step_seconds)
@@ -544,7 +643,9 @@ def load_azure_functions(path: str | Path, *, idle_gap: int = 10, aggregate: str
     minute with invocations after at least ``idle_gap`` idle minutes (the first minute of the
     trace counts as after a gap). ``aggregate="activations"``: demand = activations per minute;
     ``"active_apps"``: apps with invocations per minute. ``trigger`` keeps one trigger type;
-    ``app_sample`` keeps apps whose HashApp hashes below that fraction."""
+    ``app_sample`` keeps apps whose HashApp hashes below that fraction. Guarded like the
+    generators: the file holds the evaluation days (``LeakageError`` inside a contestant)."""
+    _guard("load the pooling trace")
     p = Path(path)
     files = sorted(p.glob("invocations_per_function_md.anon.d*.csv")) if p.is_dir() else [p]
     if not files or not all(f.is_file() for f in files):
@@ -595,7 +696,9 @@ def load_azure_functions(path: str | Path, *, idle_gap: int = 10, aggregate: str
 
 def load_counts_csv(path: str | Path) -> Trace:
     """A plain ``timestamp,count`` CSV (ISO timestamps, strictly increasing, evenly spaced; the
-    step is the first difference). Errors are one line naming the expected columns."""
+    step is the first difference). Errors are one line naming the expected columns. Guarded
+    like the generators (``LeakageError`` inside a contestant)."""
+    _guard("load the pooling trace")
     p = Path(path)
     if not p.is_file():
         raise TraceError(f"counts-csv:{path}: no such file (expected a CSV with columns timestamp,count)")
@@ -632,7 +735,9 @@ def load_counts_csv(path: str | Path) -> Trace:
 
 
 def resolve_trace(ref: str, *, seed: int = 0, days: int = 14, data_dir: Path | None = None) -> Trace:
-    """``synth-sessions:KIND``, ``azure-functions:PATH`` or ``counts-csv:FILE``."""
+    """``synth-sessions:KIND``, ``azure-functions:PATH`` or ``counts-csv:FILE`` (every one guarded:
+    ``LeakageError`` inside a contestant)."""
+    _guard("generate the pooling trace")
     kind, _, arg = ref.partition(":")
     if kind == "synth-sessions":
         return synth_sessions(arg, days=days, seed=seed)
@@ -645,7 +750,7 @@ def resolve_trace(ref: str, *, seed: int = 0, days: int = 14, data_dir: Path | N
         return load_azure_functions(path)
     if kind == "counts-csv":
         return load_counts_csv(path)
-    raise TraceError(f"unknown trace {ref!r}; use synth-sessions:{{diurnal,scheduled,bursty}}, azure-functions:PATH or counts-csv:FILE")
+    raise TraceError(f"unknown trace {ref!r}; use synth-sessions:{{{','.join(SYNTH_KINDS)}}}, azure-functions:PATH or counts-csv:FILE")
 
 
 def calendar(start: str, t0: int, n: int, step_seconds: float = STEP_SECONDS) -> tuple[np.ndarray, np.ndarray]:
@@ -659,7 +764,7 @@ def calendar(start: str, t0: int, n: int, step_seconds: float = STEP_SECONDS) ->
 
 
 __all__ = [
-    "Frontier", "MethodRun", "PlanError", "SimResult", "Trace", "TraceError", "calendar", "check_plan", "forward_sums", "hold",
+    "Frontier", "MethodRun", "PlanError", "SimResult", "Trace", "TraceError", "calendar", "calibration_days", "check_plan", "forward_sums", "hold", "is_weekend",
     "load_azure_functions", "load_counts_csv", "resolve_trace", "run_method", "simulate", "smallest_static_pool", "static_frontier",
     "synth_rate", "synth_sessions",
 ]

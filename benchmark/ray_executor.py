@@ -35,7 +35,7 @@ FormatFn = Callable[[BaseException, str], str]
 
 def _remote_cell(cell_fn: CellFn, format_error: FormatFn, track_name: str, method_name: str, params: dict[str, Any], cell: Any, ctx_args: tuple[Any, ...]) -> tuple[bool, Any, str | None]:
     # cell_fn and format_error are module-level functions: Ray pickles them by reference
-    ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4])
+    ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5])
     try:
         return True, cell_fn(track_name, method_name, params, cell, ctx), None
     except BaseException as exc:  # noqa: BLE001 - returned to the driver, which stores it
@@ -68,7 +68,7 @@ class RayExecutor:
 
     def run(self, items: Sequence[Any], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Any, bool, Any, str | None, float]]:
         ray = self.ray
-        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals)
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt)
         pending = list(items)
         refs: dict[Any, tuple[Any, float]] = {}
         # at most `window` tasks in flight, so a task's clock (for the time-out) starts when a

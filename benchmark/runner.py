@@ -171,7 +171,7 @@ def _worker(wid: int, tasks: Any, results: Any, parent_pid: int) -> None:
         if item is None:
             return
         key, track_name, method_name, params, cell, ctx_args = item
-        ctx = CellContext(*ctx_args[:4], progress=lambda w, f: results.put(("progress", (key, w, f))), prefetch_signals=ctx_args[4])
+        ctx = CellContext(*ctx_args[:4], progress=lambda w, f: results.put(("progress", (key, w, f))), prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5])
         try:
             res = run_one(track_name, method_name, params, cell, ctx)
             results.put(("result", (wid, key, True, res, None)))
@@ -206,7 +206,7 @@ class ProcessExecutor:
         busy: dict[int, tuple[Planned, float]] = {}
         idle = list(self.workers)  # workers left idle by an earlier batch are reused
         idle += [self._spawn() for _ in range(min(self.jobs, len(pending)) - len(idle))]
-        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals)
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt)
         while pending or busy:
             while idle and pending:
                 wid = idle.pop()
@@ -286,8 +286,14 @@ def execute(
     address: str | None = None,
     on_done: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[str, str, float], None] | None = None,
+    hidden_salt: str | None = None,
 ) -> list[Outcome]:
     """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell.
+
+    Hidden generated data: for a track with ``hidden_data`` and a ``salted`` profile, the
+    context carries the store's salt (``hidden_salt_for``: ``hidden_salt`` requested, else the
+    store's own, created at its first such run), and every run row records the salt in effect
+    in its environment (``hidden_salt``; "" = public seeds), so the run reproduces.
 
     Each cell is claimed first (``Store.claim``: a lease in one write transaction, refreshed by
     a heartbeat thread while this run lasts). A cell another live run holds is not computed
@@ -296,7 +302,10 @@ def execute(
     """
     timeout = timeout_s if timeout_s is not None else plan.profile.timeout_s
     prefetch = frozenset().union(*(getattr(p.method, "signals", frozenset()) for p in plan.todo))
-    ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch)
+    hidden = bool(getattr(plan.track, "hidden_data", False))
+    with _store_errors(store):
+        salt = hidden_salt_for(plan, store, hidden_salt) if plan.todo else ""
+    ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch, hidden_salt=salt)
     outcomes: list[Outcome] = []
     started: set[str] = set()
     envs: dict[str, dict[str, Any]] = {}
@@ -314,7 +323,7 @@ def execute(
         with _store_errors(store):
             for p in items:
                 env = envs.setdefault(p.method.name, envmod.environment(ctx.device, p.method))
-                state = store.claim(p.cell, p.method, env)
+                state = store.claim(p.cell, p.method, {**env, "hidden_salt": salt} if hidden else env)
                 if state == "claimed":
                     started.add(p.cell.key)
                     mine.append(p)
@@ -351,6 +360,15 @@ def execute(
             if exe is not None:
                 exe.close()
     return outcomes
+
+
+def hidden_salt_for(plan: Plan, store: Store, requested: str | None = None) -> str:
+    """The salt in effect for ``plan``'s hidden generated data: "" (public seeds) for a track
+    without ``hidden_data`` or a profile that is not ``salted``; else ``store.hidden_salt``
+    (``requested``, checked against the store's, or the store's own, created if it has none)."""
+    if not (getattr(plan.track, "hidden_data", False) and getattr(plan.profile, "salted", True)):
+        return ""
+    return store.hidden_salt(requested)
 
 
 INTERRUPT_NOTE = "interrupted (Ctrl-C); rerun the same command to finish the missing cells"

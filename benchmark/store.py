@@ -2,7 +2,8 @@
 
 Tables: ``run`` (one row per cell key: status, error, timings, environment, and the lease of a
 running cell: owner and heartbeat), ``metric`` (run, name, value; unique per run and name),
-``artifact`` (run, kind, name, content hash, path; unique per run, kind and name), and
+``artifact`` (run, kind, name, content hash, path; unique per run, kind and name), ``meta``
+(key, value: the store's own settings, e.g. its hidden-data salt, ``Store.hidden_salt``), and
 ``_migrations`` (applied migrations, in order). The database is plain SQLite:
 ``datasette results/coreset-bench.db`` browses it.
 
@@ -150,12 +151,18 @@ def _m005_interrupted_status(conn: Any) -> None:
     conn.execute(text("UPDATE run SET status = 'interrupted' WHERE status = 'failed' AND error LIKE 'interrupted%'"))
 
 
+def _m006_store_meta(conn: Any) -> None:
+    """A key/value table of the store's own settings (its hidden-data salt, ``Store.hidden_salt``)."""
+    conn.execute(text("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"))
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("m001_initial", _m001_initial),
     ("m002_indexes", _m002_indexes),
     ("m003_unique_rows", _m003_unique_rows),
     ("m004_run_lease", _m004_run_lease),
     ("m005_interrupted_status", _m005_interrupted_status),
+    ("m006_store_meta", _m006_store_meta),
 ]
 
 #: statuses a run row can have; ``interrupted`` (Ctrl-C) is neither a result nor a failure
@@ -200,13 +207,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-_OUR_TABLES = {"run", "metric", "artifact", "_migrations"}
+_OUR_TABLES = {"run", "metric", "artifact", "meta", "_migrations"}
 # the columns each of our tables had since its first migration: a table of that name without
 # them belongs to another program
 _OUR_COLUMNS = {
     "run": {"id", "key", "track", "profile", "method", "status", "params", "axes", "repeat", "seed"},
     "metric": {"id", "run_id", "name", "value"},
     "artifact": {"id", "run_id", "kind", "name", "sha256", "path"},
+    "meta": {"key", "value"},
     "_migrations": {"name", "applied_at"},
 }
 
@@ -656,6 +664,49 @@ class Store:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         return sha, str(path), len(a.data)
+
+    # ---- the hidden-data salt ---------------------------------------------------------------
+    HIDDEN_SALT_KEY = "hidden_salt"
+
+    def hidden_salt(self, requested: str | None = None) -> str:
+        """The store's salt for hidden generated data (``coreset_bench.salt``), set once.
+
+        A store without one takes ``requested`` (32 hex digits, or "" for the public seeds) or,
+        when None, a fresh random 128-bit salt, in one write transaction (two runs starting at
+        once agree on the first one written). A store that has one returns it; a ``requested``
+        salt that differs is a one-line ``SaltError``: one store holds cells of one salt, so
+        that its cells stay paired (reproduce another salt in a new store, ``--db``)."""
+        from .salt import SaltError, new_salt, salt_id
+
+        have = self.meta(self.HIDDEN_SALT_KEY)
+        if have is None:
+            value = new_salt() if requested is None else requested
+            for _ in range(20):
+                with self._write() as s:
+                    row = s.connection().execute(text("SELECT value FROM meta WHERE key = :k"), {"k": self.HIDDEN_SALT_KEY}).first()
+                    if row is not None:
+                        have = str(row[0])
+                        break
+                    try:
+                        s.connection().execute(text("INSERT INTO meta (key, value) VALUES (:k, :v)"), {"k": self.HIDDEN_SALT_KEY, "v": value})
+                        s.commit()
+                    except IntegrityError:  # another back end: a concurrent insert won
+                        s.rollback()
+                        continue
+                    return value
+        assert have is not None
+        if requested is not None and requested != have:
+            raise SaltError(
+                f"the results database {self.url} seeds its hidden data with salt {salt_id(have)}, not the requested {salt_id(requested)}; "
+                "pass --db with a new database to reproduce a run of another salt (one database holds cells of one salt)"
+            )
+        return have
+
+    def meta(self, key: str) -> str | None:
+        """The value of ``key`` in the store's ``meta`` table (None: not set)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": key}).first()
+        return None if row is None else str(row[0])
 
     # ---- reading -------------------------------------------------------------------------
     def done_keys(self, keys: Iterable[str] | None = None) -> set[str]:

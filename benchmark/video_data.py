@@ -262,7 +262,11 @@ def _render(bg: np.ndarray, objs: list[dict[str, Any]], t: int, pan: tuple[int, 
 
 
 def synth_clip(cls: int, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
-    """One generated clip (T, S, S, 3) uint8 of class ``cls``."""
+    """One generated clip (T, S, S, 3) uint8 of class ``cls``. Guarded: ``LeakageError`` inside a
+    contestant (the clips of a cell are its hidden test data)."""
+    from .data import _check_not_contestant
+
+    _check_not_contestant("generate the synth-motion clips")
     size, t, n_cls = int(cfg["size"]), int(cfg["frames"]), int(cfg["classes"])
     pan = (0, 0)
     if rng.random() < cfg["p_pan"]:

@@ -54,7 +54,7 @@ from coreset_bench.progress import fraction_metric
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
-from .data import point_key, variant_key, version_key
+from .data import hidden_salt_of, point_key, variant_key, version_key
 from .stats import Interval, MetricRange
 
 COLUMN_AXIS = "budget"
@@ -139,13 +139,21 @@ class Variant:
 
     def paired(self, other: Variant, metric: str, points: Sequence[str], repeats: Sequence[int], direction: str, groups: Mapping[str, Any]) -> Interval | None:
         """``stats.paired_bootstrap`` of (self − other), oriented by ``direction`` (memoized);
-        clipped to the range of a difference of the metric (``MetricRange.difference``)."""
+        clipped to the range of a difference of the metric (``MetricRange.difference``). Cells
+        are paired only where both were computed on the same hidden generated data (the same
+        ``hidden_salt``): a cell whose partner has another salt is left out of the comparison."""
         key = ("paired", other.key, metric, tuple(points), tuple(repeats), direction)
         if key not in self._intervals:
             span = self.ranges.get(metric, stats.UNBOUNDED)
-            self._intervals[key] = stats.paired_bootstrap(
-                self.values(metric), other.values(metric), self.bits(metric), other.bits(metric), points, repeats, direction, groups, span
-            )
+            mine, theirs = self.values(metric), other.values(metric)
+            my_bits, their_bits = self.bits(metric), other.bits(metric)
+            apart = {k for k in mine.keys() & theirs.keys() if hidden_salt_of(self.done[k]) != hidden_salt_of(other.done[k])}
+            if apart:
+                mine = {k: v for k, v in mine.items() if k not in apart}
+                theirs = {k: v for k, v in theirs.items() if k not in apart}
+                my_bits = {k: v for k, v in my_bits.items() if k not in apart}
+                their_bits = {k: v for k, v in their_bits.items() if k not in apart}
+            self._intervals[key] = stats.paired_bootstrap(mine, theirs, my_bits, their_bits, points, repeats, direction, groups, span)
         return self._intervals[key]
 
     def flags(self, keys: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -804,6 +812,14 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
             v.done[k] = rec
     if stray:
         warnings.append(f"{stray} runs lie outside the profile's matrix (axes or repeat) and are not shown")
+    salts = sorted({hidden_salt_of(r) for v in variants.values() for r in v.done.values()})
+    if len(salts) > 1:
+        from coreset_bench.salt import salt_id
+
+        warnings.append(
+            f"cells of {len(salts)} hidden-data salts ({', '.join(salt_id(s) for s in salts)}): their generated data differ, "
+            "so comparisons pair only cells of the same salt (rerun with one --hidden-salt to compare them all)"
+        )
     vlist = sorted(variants.values(), key=lambda v: (v.method, version_key(v.version), v.key[2]))
     ranges = metric_ranges(track, warnings)
     for v in vlist:

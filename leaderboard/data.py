@@ -188,7 +188,9 @@ def env_value(env: Mapping[str, Any], *names: str) -> str:
 
 
 def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Provenance fields over records: each the sorted distinct values, joined by ', '."""
+    """Provenance fields over records: each the sorted distinct values, joined by ', '.
+    ``hidden_salt`` only where the records carry one (tracks with hidden generated data): the
+    salt that reproduces them (``run --hidden-salt``)."""
     fields = {
         "coreset_bench_version": ("coreset_bench", "coreset_bench_version"),
         "git_commit": ("git_commit", "git", "commit"),
@@ -200,6 +202,7 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     pversions: set[str] = set()
     dates: list[str] = []
     envs_seen: set[int] = set()
+    salts: set[str] = set()
     for rec in records:
         env = rec.get("environment") or {}
         if id(env) not in envs_seen:  # store records share one dict per distinct environment
@@ -208,6 +211,8 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
                 v = env_value(env, *names)
                 if v:
                     seen[k].add(v)
+            if isinstance(env, Mapping) and "hidden_salt" in env:
+                salts.add(str(env["hidden_salt"]))
         if rec.get("package"):
             packages.add(str(rec["package"]))
         pv = rec.get("package_version") or env_value(env, "plugin_package_version")
@@ -221,7 +226,16 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     out["plugin_version"] = ", ".join(sorted(pversions))
     out["first_run"] = min(dates) if dates else ""
     out["last_run"] = max(dates) if dates else ""
+    if salts:  # runs of tracks with hidden generated data: the salt of their seeds ("" = public seeds)
+        out["hidden_salt"] = ", ".join(sorted(salts))
     return out
+
+
+def hidden_salt_of(rec: Mapping[str, Any]) -> str:
+    """The salt of the hidden generated data a record was computed on ("" = public seeds, also
+    for records made before the salt existed): cells of different salts saw different data."""
+    env = rec.get("environment")
+    return str(env.get("hidden_salt", "")) if isinstance(env, Mapping) else ""
 
 
 def version_key(version: Any) -> tuple[int, Any]:

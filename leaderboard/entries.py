@@ -9,7 +9,9 @@ in the spirit of RobustBench's ``model_info`` files::
       "profile": {"id": "coreset/quick@1", "name": "quick", "version": 1},
       "method": {"name", "version", "kind", "summary", "citation", "params", "package", "package_version"},
       "provenance": {"coreset_bench_version", "plugin_package", "plugin_version", "git_commit",
-                     "device", "torch_version", "first_run", "last_run", "exported", "exported_with"},
+                     "device", "torch_version", "first_run", "last_run", "exported", "exported_with",
+                     "hidden_salt" (tracks with hidden generated data: the salt of their seeds,
+                     "" = public seeds; absent in older entries, read as "")},
       "coverage": {"done": 40, "expected": 45, "complete": false},
       "cells": [{"key", "axes", "repeat", "seed", "metrics", "timings", "info",
                  "subsets": [{"kind", "name", "sha256", "size"}], "finished"}],
@@ -83,7 +85,7 @@ SCHEMA_KEYS: dict[str, frozenset[str]] = {
     "method": frozenset({"name", "version", "kind", "summary", "citation", "params", "package", "package_version"}),
     "provenance": frozenset({
         "coreset_bench_version", "plugin_package", "plugin_version", "git_commit", "device", "torch_version",
-        "first_run", "last_run", "exported", "exported_with",
+        "first_run", "last_run", "exported", "exported_with", "hidden_salt",
     }),
     "coverage": frozenset({"done", "expected", "complete"}),
     "cell": frozenset({"key", "axes", "repeat", "seed", "metrics", "timings", "info", "subsets", "finished"}),
@@ -796,6 +798,7 @@ def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
         "git_commit": prov.get("git_commit", ""),
         "device": prov.get("device", ""),
         "torch_version": prov.get("torch_version", ""),
+        **({"hidden_salt": prov["hidden_salt"]} if "hidden_salt" in prov else {}),
     }
     out = []
     for c in obj["cells"]:

@@ -180,3 +180,103 @@ def test_intelligent_pooling_trains_the_back_test_model_once(monkeypatch):
     other[100] += 1
     m.fit(ProvisioningView(history=other[: 4 * 1440], horizon=10, step_seconds=60.0, seed=3, t=4 * 1440, lead=5, decision_every=5))
     assert len(calls) == 5
+
+
+# ---- the decision window (what a held pool must cover) -------------------------------------------
+
+
+def test_decision_demand_is_the_largest_lead_window_over_the_held_steps():
+    """Hand-worked: lead 2, decisions every 3 steps. W_L(s) = d[s+1] + d[s+2]; M(t) = max of
+    W_L(t), W_L(t+1), W_L(t+2) (zero past the end)."""
+    from coreset_bench.plugins.provisioning._pooling import decision_demand
+
+    d = np.array([0, 5, 0, 0, 1, 7, 0, 2, 0, 0])
+    W = [5, 0, 1, 8, 7, 2, 2, 0, 0, 0]
+    assert decision_demand(d, 2, 1).tolist() == W
+    assert decision_demand(d, 2, 3).tolist() == [max(W[t : t + 3]) for t in range(10)] == [5, 8, 8, 8, 7, 2, 2, 0, 0, 0]
+
+
+def test_the_decision_window_is_the_oracles_window_held_for_the_decision():
+    """The oracle's per-step target for step t + j is the demand of (t + j, t + j + lead]; the
+    statistic every forecasting method sizes a held pool for is the largest of them."""
+    from coreset_bench.plugins.provisioning._pooling import decision_demand
+
+    d = np.random.default_rng(3).poisson(2.0, 400)
+    oracle = registry.method("oracle").with_params()
+    lead, de = 5, 5
+    M = decision_demand(d, lead, de)
+    for t in range(0, 380, de):
+        v = ProvisioningView(history=d[:t], horizon=lead + de, step_seconds=60.0, seed=0, t=t, lead=lead, decision_every=de, future=d[t : t + lead + de])
+        assert float(np.max(oracle.plan(v)[:de])) == M[t]
+
+
+def test_seasonal_pooling_on_a_periodic_trace_plans_the_decision_window_exactly():
+    """Days that repeat exactly: every same-type sample of a minute is the same M value, so any
+    quantile of it is M(t) itself (not the old sum over lead + decision_every - 1 steps)."""
+    from coreset_bench.plugins.provisioning._pooling import decision_demand
+
+    day = np.random.default_rng(4).poisson(3.0, 1440)
+    d = np.tile(day, 5)  # Monday .. Friday, all weekdays
+    m = registry.method("seasonal-pooling").with_params(neighbourhood=0)
+    v = ProvisioningView(history=d[: 4 * 1440], horizon=10, step_seconds=60.0, seed=0, t=4 * 1440, start="2026-01-05T00:00:00", lead=5, decision_every=5,
+                         calib_days=(2, 3), tune_margin=0.0)
+    m.fit(v)
+    M = decision_demand(d, 5, 5)
+    for t in range(4 * 1440, 5 * 1440 - 10, 5):
+        pv = ProvisioningView(history=d[:t], horizon=10, step_seconds=60.0, seed=0, t=t, start="2026-01-05T00:00:00", lead=5, decision_every=5)
+        assert m.plan(pv)[0] == M[t - 1440]  # yesterday's (identical) window
+
+
+# ---- the tuners at their bounds -----------------------------------------------------------------
+
+
+def test_bisect_smallest_reports_the_bound_it_ended_at():
+    from coreset_bench.plugins.provisioning._pooling import CEILING, FLOOR, bisect_smallest, tune_ratio
+
+    score = lambda x: 1 - 1 / (1 + x)  # noqa: E731
+    assert bisect_smallest(score, 0.4, lo=1.0, hi=1e4) == type(bisect_smallest(score, 0.4, lo=1.0, hi=1e4))(1.0, FLOOR)
+    top = tune_ratio(score, 0.99999)
+    assert top.value == 1e4 and top.bound == CEILING
+    mid = tune_ratio(score, 0.99, probes=40)
+    assert mid.bound == "" and mid.value == pytest.approx(99.0, rel=1e-6)
+    lin = bisect_smallest(lambda k: k / 10, 0.5, lo=0.0, hi=20.0, probes=40, log=False)
+    assert lin.bound == "" and lin.value == pytest.approx(5.0, abs=1e-9)
+
+
+def _calib_view(d, day, *, target=0.99, margin=0.002, calib=(2, 3)):
+    return ProvisioningView(history=d[: day * 1440], horizon=10, step_seconds=60.0, seed=0, t=day * 1440, start="2026-01-05T00:00:00", lead=5, decision_every=5,
+                            target_hit_rate=target, calib_days=calib, tune_margin=margin)
+
+
+@pytest.mark.parametrize("name", ["ssa-pooling", "seasonal-pooling", "reactive"])
+def test_every_tuner_reports_its_bound_and_uses_the_views_calibration(name):
+    """An aim above 1 cannot be met: the search ends at its ceiling, says so, and the tuned value
+    is the top of its range; an aim of 0 is met by the bottom of the range: the floor. The
+    back-tested hit rate is that of the view's calibration days (the method's own tune_days is
+    not used when the profile declares them)."""
+    from coreset_bench.testing import make_demand_trace
+
+    d = make_demand_trace(5)
+    m = registry.method(name).with_params(tune_days=1)
+    v = _calib_view(d, 4, margin=0.02)  # aim 1.01
+    m.fit(v)
+    top = v.info.get("rho", v.info.get("k"))
+    assert v.info["tune_bound"] == "ceiling" and top == (1e4 if name != "reactive" else 20.0)
+    assert 0 <= v.info["tune_hit"] <= 1.0 and v.info["tune_se"] >= 0
+    low = _calib_view(d, 4, target=0.0, margin=0.0)
+    m.fit(low)
+    assert low.info["tune_bound"] == "floor" and low.info.get("rho", low.info.get("k")) == (1.0 if name != "reactive" else 0.0)
+    # the calibration days are the view's: a back-test on days 2-3 differs from one on day 3 alone
+    a, b = _calib_view(d, 4, calib=(2, 3)), _calib_view(d, 4, calib=(3,))
+    registry.method(name).with_params().fit(a)
+    registry.method(name).with_params().fit(b)
+    assert a.info["tune_hit"] != b.info["tune_hit"] or a.info["tune_se"] != b.info["tune_se"]
+
+
+def test_intelligent_pooling_reports_its_tuner_at_the_ceiling():
+    from coreset_bench.testing import make_demand_trace
+
+    d = make_demand_trace(5)
+    v = _calib_view(d, 4, margin=0.02)
+    _ip(fit_days=2).fit(v)
+    assert v.info["tune_bound"] == "ceiling" and v.info["rho"] == 1e4 and v.info["tau"] == pytest.approx(1e4 / (1 + 1e4), abs=1e-6)

@@ -131,18 +131,73 @@ def test_simulator_is_fast_for_seven_days_of_minutes():
 # ---- traces -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["diurnal", "scheduled", "bursty"])
+@pytest.mark.parametrize("kind", ["diurnal", "scheduled", "bursty", "hourly", "overdispersed"])
 def test_synthetic_traces_are_seeded_and_daily_counts_within_4_sigma(kind):
     a = synth_sessions(kind, seed=5)
     b = synth_sessions(kind, seed=5)
     assert np.array_equal(a.demand, b.demand) and len(a.demand) == 14 * 1440
     assert not np.array_equal(a.demand, synth_sessions(kind, seed=6).demand)
-    rate = synth_rate(kind, 14, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    rate = synth_rate(kind, 14, rng)
+    assert np.array_equal(rng.poisson(rate), a.demand)  # counts are Poisson draws of the (realized) intensity
     lam = rate.reshape(14, 1440).sum(1)
     got = a.demand.reshape(14, 1440).sum(1)
     assert (np.abs(got - lam) <= 4 * np.sqrt(lam)).all()
     peak = rate.reshape(14, 1440)[:5].max(1)  # weekdays
-    assert (peak >= 5).all() and (peak <= 8 * (2.5 if kind == "bursty" else 1) + 3).all()
+    top = {"bursty": 8 * 2.5 + 3, "hourly": 8 + 12, "overdispersed": 1e9}.get(kind, 8 + 3)
+    assert (peak >= 5).all() and (peak <= top).all()
+
+
+def test_the_published_trace_kinds_are_unchanged():
+    """quick@1's entries are published: diurnal, scheduled and bursty draw exactly what they drew
+    before the new kinds (sha256 of the counts at seed 123)."""
+    import hashlib
+
+    want = {"diurnal": "ad8678564a6067da", "scheduled": "e682e2a553b40990", "bursty": "53269c34b4b13d32"}
+    got = {k: hashlib.sha256(synth_sessions(k, seed=123).demand.tobytes()).hexdigest()[:16] for k in want}
+    assert got == want
+
+
+def test_hourly_adds_twelve_requests_a_minute_in_the_first_two_minutes_of_working_hours():
+    from coreset_bench.pooling import HOURLY_EXTRA, HOURLY_MINUTES
+
+    rng = np.random.default_rng(0)
+    base, hourly = synth_rate("diurnal", 14, np.random.default_rng(0)), synth_rate("hourly", 14, rng)
+    extra = (hourly - base).reshape(14, 24, 60)
+    assert HOURLY_EXTRA == 12.0 and HOURLY_MINUTES == 2
+    assert np.allclose(extra[:5, 9:19, :2], 12.0) and np.allclose(extra[5:7], 0) and np.allclose(extra[:, :, 2:], 0)
+    assert np.allclose(extra[:5, :9], 0) and np.allclose(extra[:5, 19:], 0)  # waves at 09:00 .. 18:00 only
+    d = synth_sessions("hourly", seed=3).demand.reshape(14, 24, 60)
+    assert d[:5, 9:19, :2].mean() > 10 + d[:5, 9:19, 2:].mean()
+
+
+def test_overdispersed_counts_vary_more_than_poisson_and_by_day():
+    """Gamma(2)-Poisson counts: the variance over a flat stretch is about λ + λ²/2, well above the
+    Poisson λ of the diurnal kind; day totals vary by the day-level lognormal (sd ~ 0.2)."""
+    def dispersion(kind):
+        d = synth_sessions(kind, days=14, seed=11).demand.reshape(14, 1440)[:5, 12 * 60 : 14 * 60].astype(float)  # weekday midday
+        return (d.var(axis=1) / d.mean(axis=1)).mean()
+
+    assert dispersion("diurnal") < 1.3 and dispersion("overdispersed") > 1.8
+    rate = synth_rate("overdispersed", 14, np.random.default_rng(2))
+    days = rate.reshape(14, 1440).sum(1)
+    weekdays = days[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]]
+    assert 0.08 < np.std(np.log(weekdays)) < 0.45
+
+
+def test_calibration_days_are_the_last_days_of_the_served_type():
+    """Day 0 is a Monday; a fit at the start of day D serves day D."""
+    from coreset_bench.pooling import calibration_days
+
+    spd = 1440
+    assert calibration_days(14 * spd, spd, n=2) == (10, 11)  # Monday: the last Thursday and Friday
+    assert calibration_days(15 * spd, spd, n=2) == (11, 14)  # Tuesday: Friday and Monday
+    assert calibration_days(19 * spd, spd, n=2) == (12, 13)  # Saturday: the last weekend
+    assert calibration_days(20 * spd, spd, n=2) == (13, 19)  # Sunday: last Sunday and yesterday
+    assert calibration_days(19 * spd, spd, n=2, same_type=False) == (17, 18)
+    assert calibration_days(5 * spd, spd, n=2) == (3, 4)  # Saturday with no weekend yet: the last days of any type
+    assert calibration_days(14 * spd + 600, spd, n=2) == (10, 11)  # mid-day: the partial day is left out
+    assert calibration_days(10, spd, n=2) == ()
 
 
 def test_synthetic_generator_is_guarded_against_contestants():
@@ -150,6 +205,8 @@ def test_synthetic_generator_is_guarded_against_contestants():
 
     with contestant_guard("peeker"), pytest.raises(LeakageError, match="peeker"):
         synth_sessions("diurnal")
+    with contestant_guard("peeker"), pytest.raises(LeakageError, match="peeker"):
+        synth_rate("bursty", 2, np.random.default_rng(0))
 
 
 def _azure_file(path, rows):

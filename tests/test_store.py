@@ -37,7 +37,7 @@ def test_migrations_are_applied_once_and_recorded_in_order(tmp_path, monkeypatch
     db = tmp_path / "r.db"
     s = Store(db)
     names = [n for n, _ in store_mod.MIGRATIONS]
-    assert s.migrations_applied == names == ["m001_initial", "m002_indexes", "m003_unique_rows", "m004_run_lease", "m005_interrupted_status"]
+    assert s.migrations_applied == names == ["m001_initial", "m002_indexes", "m003_unique_rows", "m004_run_lease", "m005_interrupted_status", "m006_store_meta"]
     assert s.applied_migrations() == names
     s.close()
     again = Store(db)
@@ -76,9 +76,26 @@ def test_m005_moves_interrupted_failures_to_their_own_status(tmp_path, monkeypat
     old.close()
     monkeypatch.undo()
     new = Store(db)
-    assert new.migrations_applied == ["m005_interrupted_status"]
+    assert new.migrations_applied == ["m005_interrupted_status", "m006_store_meta"]
     assert [r.key for r in new.runs(status="interrupted")] == [cell(0.2).key]
     assert [r.key for r in new.runs(status="failed")] == [cell(0.5).key]
+
+
+def test_m006_gives_an_older_store_its_meta_table_and_a_salt_on_first_use(tmp_path, monkeypatch):
+    """A store written before the hidden-data salt gains the ``meta`` table on its next open; its
+    runs are kept, and its salt is created the first time a run asks for it."""
+    db = tmp_path / "r.db"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:5])
+    old = Store(db)
+    old.claim(cell(0.2), METHOD, ENV)
+    old.close()
+    assert "meta" not in {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
+    monkeypatch.undo()
+    new = Store(db)
+    assert new.migrations_applied == ["m006_store_meta"] and len(new.runs()) == 1
+    assert new.meta("hidden_salt") is None
+    salt = new.hidden_salt()
+    assert rows(db, "SELECT key, value FROM meta") == [("hidden_salt", salt)]
 
 
 def test_delete_removes_runs_with_their_rows_but_not_live_ones(tmp_path):
@@ -568,5 +585,5 @@ def test_the_unique_rows_migration_keeps_the_first_of_duplicates(tmp_path, monke
     con.commit()
     con.close()
     monkeypatch.undo()
-    assert Store(db).migrations_applied == ["m003_unique_rows", "m004_run_lease", "m005_interrupted_status"]
+    assert Store(db).migrations_applied == ["m003_unique_rows", "m004_run_lease", "m005_interrupted_status", "m006_store_meta"]
     assert rows(db, "SELECT name, value FROM metric") == [("clean_acc", 0.5)]

@@ -35,6 +35,10 @@ class Profile:
     ``seeds``: repeat indices; each repeat gets its own seed derived from the cell key.
     ``settings``: fixed protocol values (epochs, batch size, eval subset size, ...).
     ``timeout_s``: per-cell wall-clock limit (None: no limit).
+    ``salted``: the seeds of hidden generated data (tracks with ``Track.hidden_data``) are salted
+    with the results store's secret (``coreset_bench.salt``); False only for profile versions
+    published before the salt, whose entries must keep reproducing (their hidden data follows
+    from public seeds).
     """
 
     track: str
@@ -46,6 +50,7 @@ class Profile:
     description: str = ""
     timeout_s: float | None = None
     device: str = "cpu"
+    salted: bool = True
 
     @property
     def id(self) -> str:
@@ -90,6 +95,7 @@ def with_dataset(profile: Profile, dataset: str) -> Profile:
         f"{profile.description} Run on {dataset}.{note}",
         profile.timeout_s,
         profile.device,
+        profile.salted,
     )
 
 
@@ -193,6 +199,26 @@ class CellContext:
     #: union of the signals every method of this run declared: the first proxy run computes
     #: them all, so later methods are served from the cache instead of recomputing a union
     prefetch_signals: frozenset[str] = frozenset()
+    #: the secret salt in effect for hidden generated data ("" = public seeds); harness side
+    #: only, never put in a view (``coreset_bench.salt``)
+    hidden_salt: str = field(default="", repr=False)
+
+    def hidden_seed(self, public_seed: int | str) -> int:
+        """The seed of hidden generated data (evaluation traces, held-out worlds, test clips,
+        hidden flags) from its public seed: the public seed itself without a salt, else a hash
+        of the salt and it (``coreset_bench.salt.hidden_seed``). Every track that generates data
+        a contestant must not rebuild routes that seed through here."""
+        from ..salt import hidden_seed
+
+        return hidden_seed(self.hidden_salt, public_seed)
+
+    @property
+    def salt_id(self) -> str:
+        """A short public name of the salt in effect (``"public"`` without one), for memo keys
+        and messages."""
+        from ..salt import salt_id
+
+        return salt_id(self.hidden_salt)
 
 
 class Track(ABC):
@@ -226,6 +252,10 @@ class Track(ABC):
     modality: str = ""
     #: ``role`` a contestant must declare (privacy and distillation tracks; "" = none required)
     role: str = ""
+    #: the track generates data a contestant must not rebuild (evaluation traces, held-out sets,
+    #: hidden flags) from seeds it routes through ``CellContext.hidden_seed``: the runner then
+    #: puts the store's salt in the context for every ``Profile.salted`` profile
+    hidden_data: bool = False
 
     def accepts(self, method: Method) -> str | None:
         """None when this track can rank ``method``, else a one-line reason it cannot.

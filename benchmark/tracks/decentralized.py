@@ -71,7 +71,7 @@ def _profiles() -> list[Profile]:
                 settings={**_BASE, "arch": "mlp", "epochs": 4, "public_per_class": 10},
                 description="Seconds-long profile for tests: 4 digits nodes on a ring, 4 epochs, public set 100 + 100 OOD."),
         Profile("decentralized", "quick", 1, {"dataset": ["digits"], "topology": ["ring", "torus"], "alpha": [0.1, 1.0], "nodes": [9]}, seeds=(0, 1, 2),
-                settings={**_BASE, "arch": "mlp", "epochs": 60, "public_fraction": 0.2},
+                settings={**_BASE, "arch": "mlp", "epochs": 60, "public_fraction": 0.2}, salted=False,
                 description="9 digits nodes on a ring and a 3x3 torus, Dirichlet alpha 0.1 and 1.0, MLP, 60 epochs of batch 32; public set = 20 % of the training digits (unlabelled) + as many OOD images.",
                 timeout_s=900.0),
         Profile("decentralized", "cifar10-cpu", 1, {"dataset": ["cifar10"], "topology": ["ring"], "alpha": [0.1], "nodes": [8]}, seeds=(0,),
@@ -92,7 +92,11 @@ def _seed(*parts: Any) -> int:
 def make_ood(x_src: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """``n`` out-of-distribution images shaped like ``x_src``'s: the first half uniform noise
     textures U(0,1); the rest made from random source images, 90°-rotated and intensity-inverted
-    (one channel) or cut into a 4x4 grid of patches shuffled at random (colour)."""
+    (one channel) or cut into a 4x4 grid of patches shuffled at random (colour). Guarded:
+    ``LeakageError`` inside a contestant."""
+    from ..data import _check_not_contestant
+
+    _check_not_contestant("generate the decentralized public set")
     g = torch.Generator().manual_seed(int(seed))
     shape = tuple(x_src.shape[1:])
     n_noise = n // 2
@@ -169,6 +173,7 @@ class DecentralizedTrack(Track):
     }
     baseline_method = "d-psgd"
     reference_methods = ("d-psgd",)
+    hidden_data = True  # the public set's OOD flags (its seed goes through ``CellContext.hidden_seed``)
 
     def __init__(self) -> None:
         self._worlds: dict[str, World] = {}
@@ -203,7 +208,7 @@ class DecentralizedTrack(Track):
     def world(self, profile: Profile, dataset: str, alpha: float, n: int, repeat: int, ctx: CellContext) -> World:
         """The cell's splits, public set and partition (memoized in-process; never depends on the method)."""
         st = profile.settings
-        key = canonical_json([profile.id, dataset, alpha, n, repeat, str(ctx.data_dir), ctx.device])
+        key = canonical_json([profile.id, dataset, alpha, n, repeat, str(ctx.data_dir), ctx.device, ctx.salt_id])
         if key in self._worlds:
             return self._worlds[key]
         t0 = time.perf_counter()
@@ -212,7 +217,7 @@ class DecentralizedTrack(Track):
         base = np.arange(len(y_all))
         if st.get("max_train_per_class"):
             base = D.per_class_subsample(y_all, int(st["max_train_per_class"]), _seed(profile.id, dataset, "subsample"))
-        public_seed = _seed(profile.id, dataset, "public", repeat)
+        public_seed = ctx.hidden_seed(_seed(profile.id, dataset, "public", repeat))  # the public set's hidden OOD flags
         rng = np.random.default_rng(public_seed)
         pub_local = []
         for c in np.unique(y_all[base]):

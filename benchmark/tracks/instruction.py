@@ -63,7 +63,7 @@ def _profiles() -> list[Profile]:
     return [
         Profile("instruction", "tiny", 1, {"dataset": [SYNTH], "target": ["add"], "budget": [0.1]}, seeds=(0,), settings=tiny,
                 description="Seconds-long profile for tests: a 600-example world, TinyGPT d 32, 30 fine-tune steps."),
-        Profile("instruction", "quick", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+        Profile("instruction", "quick", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0, 1, 2), settings=dict(_QUICK), salted=False,
                 description="Generated instruction world (4,000 examples, 11 tasks, noisy responses), three targets with near-twins, 5 % budget; "
                             "TinyGPT d 64 × 2 layers from scratch, 200 fine-tune steps for every subset; warm-up on a random 5 % with checkpoints at 100 and 200 steps.",
                 timeout_s=1800.0),
@@ -176,6 +176,7 @@ class InstructionTrack(Track):
     }
     baseline_method = "random"
     reference_methods = ("random", "full")
+    hidden_data = True  # the world's task ids, noise flags and test sets (``CellContext.hidden_seed``)
 
     #: the profiles the seed paper's claim is read on (add a new profile version here)
     claim_profiles = ("instruction/quick@1",)
@@ -232,7 +233,7 @@ class InstructionTrack(Track):
 
         _check_not_contestant("read the instruction world")
         cache = self.__dict__.setdefault("_data_cache", {})
-        key = (profile.id, dataset, repeat, id(tokenizer) if tokenizer is not None else None)
+        key = (profile.id, dataset, repeat, id(tokenizer) if tokenizer is not None else None, ctx.salt_id)
         if key not in cache:
             cache[key] = self._build_data(profile, dataset, repeat, ctx, tokenizer)
         return cache[key]
@@ -240,7 +241,7 @@ class InstructionTrack(Track):
     def _build_data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any) -> Data:
         st = profile.settings
         if dataset == SYNTH:
-            w = W.make_world(_seed(profile.id, "world", dataset, repeat), pool_size=int(st["pool_size"]), n_targets=int(st["n_targets"]),
+            w = W.make_world(ctx.hidden_seed(_seed(profile.id, "world", dataset, repeat)), pool_size=int(st["pool_size"]), n_targets=int(st["n_targets"]),
                              n_test=int(st["n_test"]), n_general=int(st["n_general"]), ctx=int(st["ctx"]))
             pool, targets, test, general = w.pool, w.targets, w.test, w.general
             twin = {t: [W.Example(e.prompt, w.twin_answer(e), t) for e in ex] for t, ex in test.items()}
@@ -334,7 +335,8 @@ class InstructionTrack(Track):
         """The shared warm-up of (profile, dataset, repeat): (run, training seconds, served from cache, work)."""
         wc = dict(profile.settings["warmup"])
         model_id = self.model_identity(str(profile.settings.get("model", "tiny-gpt")), ctx)
-        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args")], sort_keys=True).encode()).hexdigest()[:16]
+        salt = [ctx.salt_id] if ctx.hidden_salt else []  # the world (and so the warm-up) follows the salt
+        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args"), *salt], sort_keys=True).encode()).hexdigest()[:16]
         memo = self.__dict__.setdefault("_warmup_cache", {})
         if key in memo:
             return (*memo[key][:2], True, memo[key][3])  # type: ignore[return-value]

@@ -1,7 +1,9 @@
 """The ``pooling`` track: forecast-driven pool sizing (Intelligent Pooling) on a cluster-pool simulator.
 
 Contestants are ``provisioning`` methods. Per cell the harness loads or generates a demand trace
-(``synth-sessions:{diurnal,scheduled,bursty}``, ``azure-functions:PATH``, ``counts-csv:FILE``),
+(``synth-sessions:{diurnal,scheduled,bursty,hourly,overdispersed}``, ``azure-functions:PATH``,
+``counts-csv:FILE``; generated traces are seeded by the profile, trace and repeat, salted with
+the results store's secret: ``CellContext.hidden_seed``),
 gives the first ``train_days`` as history, and drives the method over the remaining days with
 the simulator of ``coreset_bench.pooling``: ``fit`` at the evaluation start and every
 ``refit_every`` steps, ``plan`` every ``decision_every`` steps. Each plan is checked (1-D,
@@ -9,12 +11,18 @@ length ``horizon``, finite, >= 0); a bad plan, a mean plan time over ``plan_time
 non-privileged method reaching for the trace generator (``LeakageError``) fails only that cell,
 naming the plugin. ``view.future`` is given to ``privileged`` methods only (the ``oracle`` bound).
 
+Calibration (profiles from ``quick@2``): every method that tunes itself on a back-test gets the
+same calibration days at every fit (``view.calib_days``: the last ``calib_days`` whole history
+days of the type, weekday or weekend, of the day about to be served; refits are daily, so each
+fit serves one day type) and the same margin above the target (``view.tune_margin``).
+
 Metrics (spec tracks-phase2.md §5.6):
 
 * ``idle_saving`` (primary, max) = 1 − idle / idle_static(hit), the idle cluster-time saved
   against the hindsight static frontier (constant pools P = 0..P* simulated on the evaluation
   days) at the method's own realized hit rate, interpolated between the bracketing pools;
-* ``hit_rate``, ``slo_met`` (hit_rate >= target − 0.002), ``idle_hours_per_day``,
+* ``hit_rate``, ``slo_met`` (hit_rate >= target − ``slo_tolerance``, 0.002; ``slo_met``),
+  ``idle_hours_per_day``,
   ``miss_wait_min_per_day``, ``pool_creations_per_day``, ``fit_s``, ``plan_s``,
   ``static_pool_for_hit`` (P*);
 * ``idle_saving_vs_static``: the paper's comparison, 1 − idle / idle of the ``static`` reference
@@ -37,11 +45,26 @@ from ..kinds import Method, ProvisioningMethod
 from ..claims import NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row, Threshold
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
 
-SYNTH = [f"synth-sessions:{k}" for k in PL.SYNTH_KINDS]
+#: the traces of the version-1 profiles (their entries are published: the axes stay these)
+SYNTH = [f"synth-sessions:{k}" for k in ("diurnal", "scheduled", "bursty")]
+#: quick@2: the easy control, the bursty kind, and the two kinds that separate the contestants
+SYNTH2 = [f"synth-sessions:{k}" for k in ("diurnal", "bursty", "hourly", "overdispersed")]
 MISSED = "missed the hit-rate target"
 BOUND = "bound: sees the future (never ranked)"
 
 _QUICK = {"days": 14, "train_days": 7, "decision_every": 5, "max_pool": 200, "refit_every": 2880, "plan_timeout_s": 5.0, "slo_tolerance": 0.002}
+#: quick@2: daily refits, each fit calibrated on the last 2 history days of the served day's type
+#: (``calib_days``, ``calib_same_type``), every tuner aiming ``tune_margin`` above the target; a
+#: cell meets the target within ``slo_tolerance`` below it (``slo_met``, the flag, the tests).
+#: 14 history days: a back-test of a weekend day needs a model that saw a weekend before it (with
+#: 7 days, Monday to Sunday, the only weekend is the one calibrated on)
+_QUICK2 = {**_QUICK, "days": 21, "train_days": 14, "refit_every": 1440, "calib_days": 2, "calib_same_type": True, "tune_margin": 0.002}
+
+
+def slo_tolerance(profile: Profile) -> float:
+    """How far below the target a cell's hit rate may fall and still meet it (``slo_met``, the
+    ``missed the hit-rate target`` flag and the tests all read it here)."""
+    return float(profile.settings.get("slo_tolerance", 0.002))
 
 
 def _profiles() -> list[Profile]:
@@ -49,8 +72,16 @@ def _profiles() -> list[Profile]:
         Profile("pooling", "tiny", 1, {"trace": ["synth-sessions:diurnal"], "lead": [5], "target": [0.99]}, seeds=(0,),
                 settings={**_QUICK, "days": 3, "train_days": 2, "refit_every": 1440},
                 description="Seconds-long profile for tests: 3 synthetic days (2 history, 1 evaluated)."),
-        Profile("pooling", "quick", 1, {"trace": SYNTH, "lead": [5], "target": [0.99]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+        Profile("pooling", "tiny", 2, {"trace": ["synth-sessions:hourly"], "lead": [5], "target": [0.99]}, seeds=(0,),
+                settings={**_QUICK2, "days": 4, "train_days": 3},
+                description="Seconds-long profile for tests, calibrated as quick@2: 4 synthetic days of the hourly trace (3 history, 1 evaluated)."),
+        Profile("pooling", "quick", 1, {"trace": SYNTH, "lead": [5], "target": [0.99]}, seeds=(0, 1, 2), settings=dict(_QUICK), salted=False,
                 description="Three synthetic 14-day minute traces (7 days history, 7 evaluated), creation lead 5 min, 99% hit-rate target, decisions every 5 min, refit every 2 days.",
+                timeout_s=600.0),
+        Profile("pooling", "quick", 2, {"trace": SYNTH2, "lead": [5], "target": [0.99]}, seeds=(0, 1, 2, 3, 4), settings=dict(_QUICK2),
+                description="Four synthetic 14-day minute traces (7 days history, 7 evaluated): the easy diurnal control, bursty, hourly job waves and "
+                "an overdispersed flat profile; creation lead 5 min, 99% hit-rate target (met within 0.2 points), decisions every 5 min, daily refits, "
+                "every tuner calibrated on the last 2 days of the served day's type and aiming 0.2 points above the target.",
                 timeout_s=600.0),
         Profile("pooling", "tradeoff", 1, {"trace": ["synth-sessions:bursty", "synth-sessions:scheduled"], "lead": [5], "target": [0.95, 0.98, 0.99, 0.995]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="The idle/hit trade-off: targets 95% to 99.5% on the bursty and scheduled traces.", timeout_s=600.0),
@@ -123,9 +154,18 @@ class PoolingTrack(Track):
     def cost_hint(self, cell: Cell) -> float:
         return 20.0 if cell.method == "intelligent-pooling" else 1.0
 
+    hidden_data = True  # the evaluation days of a generated trace (``CellContext.hidden_seed``)
+
+    @staticmethod
+    def public_seed(profile: Profile, ref: str, repeat: int) -> int:
+        """The public part of a generated trace's seed: (profile, trace, repeat), never the method."""
+        return int(hashlib.sha256(f"{profile.id}|{ref}|{repeat}".encode()).hexdigest()[:8], 16) % (2**31)
+
     def trace(self, profile: Profile, ref: str, repeat: int, ctx: CellContext) -> PL.Trace:
-        """The cell's trace; synthetic ones are seeded by (profile, trace, repeat), never the method."""
-        seed = int(hashlib.sha256(f"{profile.id}|{ref}|{repeat}".encode()).hexdigest()[:8], 16) % (2**31)
+        """The cell's trace; a generated one is seeded by ``ctx.hidden_seed`` of ``public_seed``:
+        the public seed itself where the run has no salt (profiles published before the salt,
+        ``--hidden-salt ''``), else a hash of the store's secret salt and it."""
+        seed = ctx.hidden_seed(self.public_seed(profile, ref, repeat))
         return PL.resolve_trace(ref, seed=seed, days=int(profile.settings.get("days", 14)), data_dir=ctx.data_dir)
 
     def _evaluate(self, method: ProvisioningMethod, tr: PL.Trace, train: int, lead: int, target: float, st: dict, seed: int) -> PL.MethodRun:
@@ -143,6 +183,7 @@ class PoolingTrack(Track):
                 method, tr.demand, start_step=train, lead=lead, decision_every=int(st["decision_every"]), max_pool=int(st["max_pool"]),
                 step_seconds=tr.step_seconds, seed=seed, start=tr.start, target_hit_rate=target, refit_every=st.get("refit_every"),
                 plan_timeout_s=st.get("plan_timeout_s"), guard=guard, record=True,
+                calib_days=st.get("calib_days"), calib_same_type=bool(st.get("calib_same_type", True)), tune_margin=st.get("tune_margin"),
             )
         except PL.PlanError as exc:
             raise CellFailure(str(exc)) from None
@@ -150,16 +191,26 @@ class PoolingTrack(Track):
     @staticmethod
     def realized(run: PL.MethodRun, steps_per_day: int, targets: np.ndarray, ready: np.ndarray) -> dict[str, Any]:
         """What the method realized in the cell: the day (from the evaluation start) of every fit,
-        ``method_<key>`` = the list over fits of what it wrote to ``view.info`` there (e.g. the
-        auto-tuned cost ratio ``rho``; None where a fit did not write it), and a summary of the
-        pool sizes (the targets in force and the ready clusters per step)."""
+        ``calib_days`` (the days each fit was asked to calibrate on, counted from the evaluation
+        start: -1 is the last history day), ``method_<key>`` = the list over fits of what it
+        wrote to ``view.info`` there (e.g. the auto-tuned cost ratio ``rho``, its level ``tau``,
+        the back-tested hit rate ``tune_hit`` and its standard error ``tune_se``; None where a
+        fit did not write it), ``tuner_at_bound`` = how many fits ended the tuner's search at an
+        end of its range (``tune_bound`` "floor" or "ceiling": a pinned tuner), and a summary of
+        the pool sizes (the targets in force and the ready clusters per step)."""
         keys: list[str] = []
         for f in run.fit_info:
-            keys += [k for k in f if k != "t" and k not in keys]
+            keys += [k for k in f if k not in ("t", "calib_days") and k not in keys]
         out: dict[str, Any] = {"fit_day": [round(f["t"] / steps_per_day, 3) for f in run.fit_info]}
+        if any("calib_days" in f for f in run.fit_info):
+            out["calib_days"] = [[int(d) for d in f.get("calib_days", [])] for f in run.fit_info]
         for k in keys:
             vals = [f.get(k) for f in run.fit_info]
             out[f"method_{k}"] = [v if isinstance(v, (str, bool)) or v is None else round(float(v), 6) if isinstance(v, (int, float, np.number)) else str(v) for v in vals]
+        if "method_tune_bound" in out:
+            bounds = [b for b in out["method_tune_bound"] if b]
+            out["tuner_at_bound"] = len(bounds)
+            out["tuner_at_floor"] = sum(1 for b in bounds if b == "floor")
         t = np.asarray(targets, dtype=np.float64)
         r = np.asarray(ready, dtype=np.float64)
         out["pool_target"] = {"mean": round(float(t.mean()), 3), "p05": float(np.percentile(t, 5)), "p50": float(np.median(t)), "p95": float(np.percentile(t, 95)), "max": float(t.max())} if len(t) else {}
@@ -167,19 +218,27 @@ class PoolingTrack(Track):
         return out
 
     realized_title = "realized per fit; pool sizes"
+    #: per-fit keys summarised elsewhere on the line (the bound count) or too long for it
+    _TEXT_SKIP = ("method_tune_bound", "method_tune_hit", "method_tune_se")
 
     @staticmethod
     def realized_text(info: dict[str, Any]) -> str:
         """One line for the method page: what the method wrote at each fit (``method_<key>``
-        lists, e.g. ``rho 31.2, 28.7, 40.1, 35.5``) and the pool targets in force (median, 95th
-        percentile, max)."""
+        lists, e.g. ``rho 31.2, 28.7, 40.1, 35.5``), how many fits ended the tuner's search at a
+        bound (``tuner at a bound in 2/7 fits (2 floor)``: a pinned tuner) and the pool targets
+        in force (median, 95th percentile, max)."""
         def num(v: Any) -> str:
             return "—" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
         parts = []
-        for k in sorted(k for k in info if k.startswith("method_")):
+        for k in sorted(k for k in info if k.startswith("method_") and k not in PoolingTrack._TEXT_SKIP):
             v = info[k]
             parts.append(f"{k[len('method_'):]} " + (", ".join(num(x) for x in v) if isinstance(v, list) else num(v)))
+        nb = info.get("tuner_at_bound")
+        if isinstance(nb, int) and not isinstance(nb, bool):
+            fits = len(info.get("method_tune_bound") or [])
+            floor = info.get("tuner_at_floor", 0)
+            parts.append(f"tuner at a bound in {nb}/{fits} fits" + (f" ({floor} floor, {nb - floor} ceiling)" if nb else ""))
         pt = info.get("pool_target")
         if isinstance(pt, dict) and pt:
             parts.append(f"pool p50 {num(pt.get('p50'))} / p95 {num(pt.get('p95'))} / max {num(pt.get('max'))}")
@@ -232,7 +291,7 @@ class PoolingTrack(Track):
             ref = self._evaluate(self.reference(profile, "static").with_params(), tr, train, lead, target, st, cell.seed)
             static_idle = float(ref.sim.idle_hours)
         vs_static = 1.0 - idle / static_idle if static_idle > 0 else 0.0
-        slo_met = float(np.isfinite(hit) and hit >= target - float(st.get("slo_tolerance", 0.002)))
+        slo_met = float(np.isfinite(hit) and hit >= target - slo_tolerance(profile))
         flags = []
         if getattr(method, "privileged", False):
             flags.append(BOUND)
@@ -264,6 +323,7 @@ class PoolingTrack(Track):
             "requests": int(sim.requests[0]), "hits": int(sim.hits[0]), "idle_static_at_hit": idle_static, "static_ref_idle_hours": static_idle,
             "frontier_hit": [round(float(x), 6) for x in frontier.hit], "frontier_idle_hours": [round(float(x), 3) for x in frontier.idle_hours],
             "plan_calls": run.plan_calls, "fits": run.fits, "clipped": run.clipped,
+            "slo_threshold": target - slo_tolerance(profile), **({"tune_aim": target + float(st["tune_margin"])} if st.get("tune_margin") is not None else {}),
             **self.realized(run, spd, sim.targets[0], ready),  # type: ignore[index]
         }
         return CellResult(metrics=metrics, timings={"fit_s": run.fit_s, "plan_s": run.plan_s, "total_s": wall}, artifacts=artifacts, info=info)

@@ -102,13 +102,13 @@ def _profiles() -> list[Profile]:
                           "widths": [4, 8, 8, 16], "backbone_epochs": 3, "ic_epochs": 4, "synth": {"classes": 4, "size": 32, "object_size": [8, 12]},
                           "heldout_fraction": 0.2, "ic_train_segments": "average", "ic_augment": {**_QUICK3["ic_augment"], "views": 2}},
                 description="tiny@1 with quick@3's data path for tests: 2 of the 12 training clips per class held out, segment-averaged IC training, 2 cached crops per clip."),
-        Profile("video", "quick", 1, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK),
+        Profile("video", "quick", 1, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK), salted=False,
                 description="synth-motion (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 20 test clips per class), "
                             "three TinyExitNets (widths 8/16/32/48, 16x16 inputs) trained 20 epochs and shared through the cache, 12 IC epochs.",
                 timeout_s=1800.0),
         Profile("video", "accumulate", 1, {"dataset": ["synth-motion"], "accumulate": [True, False]}, seeds=(0, 1, 2), settings=dict(_QUICK),
                 description="quick@1 with accumulated (CoViAR's default) and per-frame motion vectors and residuals.", timeout_s=1800.0),
-        Profile("video", "quick", 2, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK2),
+        Profile("video", "quick", 2, {"dataset": ["synth-motion"]}, seeds=(0, 1, 2), settings=dict(_QUICK2), salted=False,
                 description="synth-motion@v2 (8 motion classes, 64x64 MPEG-4 clips, GOP 12, q 4; 40 training / 30 test clips per class; the generator "
                             "frozen by the acceptance rule), three TinyExitNets (widths 8/16/32/48; MV 16x16, residual and I-frame 32x32 inputs as "
                             "the specification) trained 20 epochs and shared through the cache, 12 IC epochs.",
@@ -274,6 +274,7 @@ class VideoTrack(Track):
                      **{f"ic_acc_{m}_{k}": (0.0, 1.0) for m in ORDER for k in (1, 2, 3, 4)}, "distill_s": (0.0, None)}
     baseline_method = "ce-exits"
     reference_methods = ("ce-exits",)
+    hidden_data = True  # the test clips (their seed goes through ``CellContext.hidden_seed``)
 
     #: the profiles the seed paper's claims are read on (add a new profile version here)
     claim_profiles = ("video/quick@3", "video/quick@2")
@@ -321,7 +322,7 @@ class VideoTrack(Track):
         acc = bool(cell.axes.get("accumulate", st.get("accumulate", True)))
         st["accumulate"] = acc
         ref = str(cell.axes["dataset"])
-        seed = self._data_seed(profile, ref, cell.repeat, acc)
+        seed = ctx.hidden_seed(self._data_seed(profile, ref, cell.repeat, acc))
         synth = dict(st.get("synth", {}))
         st["synth"] = synth
         try:
@@ -344,7 +345,7 @@ class VideoTrack(Track):
         from .. import video_models as VM
 
         memo = self.__dict__.setdefault("_memo", {})
-        mkey = f"{profile.id}|{canonical_json(dict(cell.axes))}|{cell.repeat}|{ctx.cache_dir}|{ctx.device}|{torch.get_num_threads()}"
+        mkey = f"{profile.id}|{canonical_json(dict(cell.axes))}|{cell.repeat}|{ctx.cache_dir}|{ctx.device}|{torch.get_num_threads()}|{ctx.salt_id}"
         if mkey in memo:
             return memo[mkey]
         st = profile.settings

@@ -1,10 +1,15 @@
 """Helpers shared by the provisioning methods: SSA, the newsvendor LP, the critical fractile,
-quantile-function sampling, the cost-ratio auto-tuner and back-testing on the track's own
-simulator (``coreset_bench.pooling``).
+quantile-function sampling, the cost-ratio auto-tuner, calibration and back-testing on the
+track's own simulator (``coreset_bench.pooling``).
 
-Decisions use *lead-window demand*: at a decision step t the pool must cover the requests of
-(t, t + lead + decision_every - 1], those that arrive before a replacement started now lands
-(tracks-phase2.md §5.7). ``window_demand`` computes it from a demand series.
+Decisions use the *decision-window demand* M(t) (``decision_demand``): the simulator tops the
+pool up to its target at every step s, and a cluster ordered at s is ready for the requests of
+step s + lead, so at step s the pool must hold the requests of the lead window (s, s + lead]
+(the oracle's window); a decision made at t is held for the steps t .. t + decision_every − 1,
+so the statistic it must cover is the largest of their lead-window demands,
+M(t) = max_{0 <= j < decision_every} W_L(t + j), W_L(s) = requests in (s, s + lead]. (Version 1
+of the methods summed the requests of (t, t + lead + decision_every − 1], which overshoots M(t)
+by about (decision_every − 1) / lead of it, so their tuners sat at the lowest quantile level.)
 """
 
 from __future__ import annotations
@@ -27,21 +32,31 @@ SSA_SPECS = {
     "ahead_days": Param(float, min=0, min_open=True, help="days forecast at each fit"),
     "day_types": Param(bool, help="separate weekday and weekend profiles"),
 }
-#: declared ranges of the daily cost-ratio tuning (the pooling methods that tune it)
+#: declared ranges of the calibration of the pooling methods that tune themselves; ``tune_days``
+#: and ``margin`` are used only where the profile declares no calibration (``view.calib_days``,
+#: ``view.tune_margin`` None: the conformance kit, profiles before pooling/quick@2)
 TUNE_SPECS = {
-    "tune_days": Param(int, min=1, help="days of back-test that tune the cost ratio"),
-    "margin": Param(float, min=0, max=1, max_open=True, help="tuned hit rate = target + margin"),
-    "probes": Param(int, min=1, help="bisection probes of the cost-ratio search"),
+    "tune_days": Param(int, min=1, help="days of back-test that tune the method when the profile declares no calibration days"),
+    "margin": Param(float, min=0, max=1, max_open=True, help="tuned hit rate = target + margin, when the profile declares no margin"),
+    "probes": Param(int, min=1, help="bisection probes of the tuner's search"),
 }
 
 
-def window_len(lead: int, decision_every: int) -> int:
-    return int(lead) + int(decision_every) - 1
+def decision_demand(demand: np.ndarray, lead: int, decision_every: int) -> np.ndarray:
+    """``M[t]`` = max over j < decision_every of the requests in (t + j, t + j + lead] (zero
+    past the end): what a pool held from t to t + decision_every − 1 must cover."""
+    W = forward_sums(demand, int(lead), offset=1)
+    de = int(decision_every)
+    if de <= 1:
+        return W
+    pad = np.concatenate([W, np.zeros(de - 1)])
+    return np.lib.stride_tricks.sliding_window_view(pad, de).max(axis=1)
 
 
-def window_demand(demand: np.ndarray, lead: int, decision_every: int) -> np.ndarray:
-    """``W[t]`` = requests in (t, t + lead + decision_every - 1] (zero past the end)."""
-    return forward_sums(demand, window_len(lead, decision_every), offset=1)
+def decision_from_rates(rates: np.ndarray, lead: int, decision_every: int) -> np.ndarray:
+    """The decision-window statistic of per-step expected rates (the SSA baseline of M(t)):
+    ``decision_demand`` applied to the rates."""
+    return decision_demand(rates, lead, decision_every)
 
 
 # ---- SSA --------------------------------------------------------------------------------------
@@ -208,22 +223,57 @@ def untuned_ratio(target: float) -> float:
     return t / (1 - t)
 
 
-def autotune(score_fn: Callable[[float], float], target: float, *, lo: float = 1.0, hi: float = 1e4, probes: int = 12) -> float:
-    """The smallest cost ratio rho = c_miss / c_idle in [lo, hi] whose ``score_fn(rho)`` (a
-    back-tested hit rate, non-decreasing in rho) reaches ``target``: bisection on log rho with
-    ``probes`` evaluations; ``hi`` when even it falls short."""
-    a, b = np.log(lo), np.log(hi)
-    if score_fn(float(np.exp(a))) >= target:
-        return float(lo)
-    if score_fn(float(np.exp(b))) < target:
-        return float(hi)
-    for _ in range(max(probes - 2, 0)):
+#: a tuner's search that ended at an end of its range (``Tuned.bound``)
+FLOOR, CEILING = "floor", "ceiling"
+
+
+@dataclass
+class Tuned:
+    """What a tuner found: ``value`` and ``bound``, "" inside the range, ``FLOOR`` when even the
+    lowest value met the aim (the range could not go lower), ``CEILING`` when even the highest
+    missed it (the value returned falls short of the aim)."""
+
+    value: float
+    bound: str = ""
+
+
+def bisect_smallest(score_fn: Callable[[float], float], aim: float, *, lo: float, hi: float, probes: int = 12, log: bool = True) -> Tuned:
+    """The smallest x in [lo, hi] whose ``score_fn(x)`` (non-decreasing in x) reaches ``aim``:
+    ``probes`` evaluations, the first two at the ends, the rest halving the bracket (on log x
+    when ``log``); ``Tuned(lo, FLOOR)`` when lo already reaches it, ``Tuned(hi, CEILING)`` when
+    even hi does not."""
+    to = (lambda x: float(np.log(x))) if log else float
+    back = (lambda y: float(np.exp(y))) if log else float
+    a, b = to(lo), to(hi)
+    if score_fn(float(lo)) >= aim:
+        return Tuned(float(lo), FLOOR)
+    if score_fn(float(hi)) < aim:
+        return Tuned(float(hi), CEILING)
+    for _ in range(max(int(probes) - 2, 0)):
         m = 0.5 * (a + b)
-        if score_fn(float(np.exp(m))) >= target:
+        if score_fn(back(m)) >= aim:
             b = m
         else:
             a = m
-    return float(np.exp(b))
+    return Tuned(back(b), "")
+
+
+#: the range of the auto-tuned cost ratio rho = c_miss / c_idle (quantile level rho / (1 + rho)
+#: from 0.5 to 0.9999)
+RHO_RANGE = (1.0, 1e4)
+
+
+def autotune(score_fn: Callable[[float], float], target: float, *, lo: float = RHO_RANGE[0], hi: float = RHO_RANGE[1], probes: int = 12) -> float:
+    """The smallest cost ratio rho = c_miss / c_idle in [lo, hi] whose ``score_fn(rho)`` (a
+    back-tested hit rate, non-decreasing in rho) reaches ``target``: bisection on log rho with
+    ``probes`` evaluations; ``hi`` when even it falls short (``tune_ratio`` also says whether the
+    search ended at a bound)."""
+    return bisect_smallest(score_fn, target, lo=lo, hi=hi, probes=probes).value
+
+
+def tune_ratio(score_fn: Callable[[float], float], aim: float, *, probes: int = 12) -> Tuned:
+    """``autotune`` over ``RHO_RANGE``, with the bound it ended at (if any)."""
+    return bisect_smallest(score_fn, aim, lo=RHO_RANGE[0], hi=RHO_RANGE[1], probes=probes)
 
 
 def backtest_hit(demand: np.ndarray, decision_targets: np.ndarray, *, lead: int, decision_every: int) -> np.ndarray:
@@ -290,6 +340,52 @@ def ssa_rates(history: np.ndarray, *, spd: int, bucket: int, fit_days: int, wind
     return recon, fc, span_start
 
 
-def window_from_rates(rates: np.ndarray, lead: int, decision_every: int) -> np.ndarray:
-    """Expected lead-window demand from per-step rates (the window of ``window_demand``)."""
-    return forward_sums(rates, window_len(lead, decision_every), offset=1)
+def calibration(view, tune_days: int, margin: float) -> tuple[list[int], float]:
+    """(the whole history days to back-test on, the hit rate the back-test aims at): the
+    profile's ``view.calib_days`` and ``target + view.tune_margin`` when it declares them, else
+    the last ``tune_days`` whole days and ``target + margin`` (the method's own defaults)."""
+    spd = steps_per_day(view)
+    D = len(view.history) // spd
+    if view.calib_days is not None:
+        days = [int(d) for d in view.calib_days if 0 <= int(d) < D]
+    else:
+        days = list(range(max(D - int(tune_days), 0), D))
+    m = float(view.tune_margin) if view.tune_margin is not None else float(margin)
+    return days, float(view.target_hit_rate) + m
+
+
+def consecutive_runs(days: list[int]) -> list[list[int]]:
+    """``[3, 4, 7, 12, 13]`` -> ``[[3, 4], [7], [12, 13]]`` (ascending input)."""
+    out: list[list[int]] = []
+    for d in days:
+        if out and d == out[-1][-1] + 1:
+            out[-1].append(d)
+        else:
+            out.append([d])
+    return out
+
+
+def days_concat(history: np.ndarray, days: list[int], spd: int) -> np.ndarray:
+    """The demand of ``days`` (whole days of ``history``) one after another."""
+    h = np.asarray(history)
+    return np.concatenate([h[d * spd : (d + 1) * spd] for d in days]) if days else h[:0]
+
+
+def tune_info(view, tuned: Tuned, tau: float | None, hit: float | None, requests: float | None = None) -> None:
+    """Write what a tuner realized to ``view.info`` (the track keeps it per fit): ``tau`` the
+    quantile level, ``tune_hit`` the back-tested hit rate at the tuned value, ``tune_se`` its
+    binomial standard error sqrt(h (1 − h) / n) over the n back-tested requests (a lower bound
+    of its noise: misses come in bursts), ``tune_bound`` "floor" / "ceiling" when the search
+    ended at an end of its range ("" otherwise)."""
+    if tau is not None:
+        view.info["tau"] = round(float(tau), 6)
+    if hit is not None:
+        view.info["tune_hit"] = round(float(hit), 6)
+        if requests:
+            view.info["tune_se"] = round(float(np.sqrt(max(hit * (1 - hit), 0.0) / float(requests))), 6)
+    view.info["tune_bound"] = tuned.bound
+
+
+def backtest_requests(demand: np.ndarray, lead: int) -> float:
+    """The requests a back-test counts (all but those of the first ``lead`` steps)."""
+    return float(np.asarray(demand)[int(lead) :].sum())

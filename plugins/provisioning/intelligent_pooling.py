@@ -5,15 +5,18 @@ A reconstruction of Intelligent Pooling (Zhu et al., PVLDB 17(7), 2024; arXiv 24
 its patent), whose formulas are unpublished: every detail below is a parameter.
 
 1. SSA on the last ``fit_days`` of ``bucket``-step demand sums (window ``window_days``, rank by
-   the ``energy`` rule capped at ``max_rank``): the seasonal baseline Ŵ(t) of lead-window demand
-   W(t) = requests in (t, t + lead + decision_every − 1] (in-sample reconstruction for the
-   training rows, the recurrent forecast when planning); with ``day_types`` the series is
-   divided by its weekday/weekend level first and the forecast multiplied back. Refit at every fit.
-2. An MLP (``hidden`` × 2, ReLU) maps [the last ``lags`` bucket counts, Ŵ(t), sin/cos of the
-   minute of day, day-of-week one-hot] (counts divided by the mean of W) to the ``quantiles`` of
-   W(t) (non-decreasing by construction: first quantile + cumulative softplus), trained with the
+   the ``energy`` rule capped at ``max_rank``): the seasonal baseline M̂(t) of the
+   decision-window demand M(t) = max_{j < decision_every} (requests in (t + j, t + j + lead]),
+   what a pool held from t to t + decision_every − 1 must cover (``_pooling.decision_demand``;
+   in-sample reconstruction for the training rows, the recurrent forecast when planning); with
+   ``day_types`` the series is divided by its weekday/weekend level first and the forecast
+   multiplied back. Refit at every fit.
+2. An MLP (``hidden`` × 2, ReLU) maps [the last ``lags`` bucket counts, M̂(t), sin/cos of the
+   minute of day, day-of-week one-hot] (counts divided by the mean of M) to the ``quantiles`` of
+   M(t) (non-decreasing by construction: first quantile + cumulative softplus), trained with the
    pinball loss, Adam ``lr``, ``epochs`` full-batch epochs, seeded by the cell, on rows every
-   ``stride`` steps of the last ``fit_days`` (10: every other decision, half the training time).
+   ``stride`` steps of the last ``fit_days`` (0, the default: every ``decision_every`` steps,
+   in phase with the decisions, so the rows are the steps the model is asked about).
 3. Sample-average approximation: ``scenarios`` draws from the predicted piecewise-linear quantile
    function (common random numbers from ``view.rng``); the pool is the optimum of the newsvendor
    LP minimising mean(c_idle (P − D)+ + ρ c_idle (D − P)+) over 0 <= P <= max_pool, with an
@@ -24,17 +27,27 @@ its patent), whose formulas are unpublished: every detail below is a parameter.
    the optimum is an interval, when ρ / (1 + ρ) · ``scenarios`` is an integer, the smallest end);
    ``"auto"`` (default) is ``"fractile"``: one LP per decision costs ~7 ms of the cell's CPU
    2,016 times for the same answer.
-4. Auto-tuning, at every fit: a model trained on the history before the last ``tune_days``
-   predicts those days' quantiles once (out of sample); each probe of a bisection on
-   log ρ ∈ [1, 1e4] (``probes``) maps them to pools through the critical fractile and replays
-   the track's simulator; the smallest ρ whose back-test hit rate reaches target + ``margin`` is
-   kept. Models are memoised by the length of their training history (each is seeded by it and
-   normalised by its own history's mean window demand): when fits are ``tune_days`` apart, the
-   back-test model of a fit is the previous fit's model, trained once.
+4. Auto-tuning, at every fit, on the calibration days (the profile's ``view.calib_days``, the
+   same for every tuned method; else the last ``tune_days``): each run of consecutive
+   calibration days is predicted out of sample by a model trained on the history before it
+   (days with fewer than 2 days of history before them are skipped); each probe of a bisection
+   on log ρ ∈ [1, 1e4] (``probes``) maps the predicted quantiles to pools through the critical
+   fractile and replays the track's simulator on those days; the smallest ρ whose back-test hit
+   rate reaches target + margin (``view.tune_margin``, else ``margin``) is kept. Models are
+   memoised by their training history (each is seeded by its length and normalised by its own
+   history's mean M): a back-test model that is an earlier fit's model is trained once.
 
-The realized ρ of every fit, its back-tested hit rate and the quantile level are written to
-``view.info`` (``rho``, ``tune_hit``, ``tau``); the pooling track stores them per cell.
+The realized ρ of every fit, its quantile level, its back-tested hit rate and whether the
+search ended at an end of its range are written to ``view.info`` (``rho``, ``tau``,
+``tune_hit``, ``tune_bound``); the pooling track stores them per cell.
 
+Version 3 (pooling/quick@2): the decision-window demand M(t) instead of the requests of
+(t, t + lead + decision_every − 1] (which overshot what the simulator serves, so ρ sat at its
+floor 1 in 8 of 36 quick@1 fits and the upper quantiles were never used); the profile's
+calibration days and margin; out-of-sample back-test models per run of calibration days;
+training rows at every decision step (``stride`` 0; version 2's stride 10 trained on every other
+decision step, all at minutes :00, :10, ..., never on a window that starts at :55 and holds the
+next hour's first minutes, so it could not learn demand that comes on the hour).
 Version 2 (pooling/quick@1 re-run): models memoised and seeded by their history length and
 normalised by their own history (version 1 normalised the back-test model with the mean of a
 history that included the back-test days), ``solver="auto"``, the ``ramp`` parameter.
@@ -49,29 +62,38 @@ from coreset_bench.pooling import calendar
 from ._pooling import (
     SSA_SPECS,
     TUNE_SPECS,
-    untuned_ratio,
-    autotune,
+    Tuned,
     backtest_hit,
+    calibration,
+    consecutive_runs,
     critical_fractile,
+    days_concat,
+    decision_demand,
+    decision_from_rates,
     newsvendor_lp,
     ramped_fractile,
     sample_quantile_function,
     ssa_rates,
     steps_per_day,
-    window_demand,
-    window_from_rates,
+    tune_info,
+    backtest_requests,
+    tune_ratio,
+    untuned_ratio,
 )
+
+#: days of history a back-test model needs before the calibration days it predicts
+MIN_TRAIN_DAYS = 2
 
 
 class IntelligentPooling(ProvisioningMethod):
     name = "intelligent-pooling"
-    version = "2"
+    version = "3"
     summary = "SSA + MLP quantile forecast of session demand, newsvendor LP (HiGHS), cost ratio auto-tuned daily to the hit-rate target."
     citation = "Zhu et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024. arXiv:2411.11326."
     params = {
         "fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20,
         "lags": 12, "hidden": 32, "quantiles": [0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999],
-        "epochs": 300, "lr": 1e-3, "stride": 10,
+        "epochs": 300, "lr": 1e-3, "stride": 0,
         "scenarios": 200, "solver": "auto", "ramp": None, "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2, "day_types": True,
     }
     param_specs = {
@@ -81,7 +103,7 @@ class IntelligentPooling(ProvisioningMethod):
         "hidden": Param(int, min=1, help="hidden units of the quantile MLP"),
         "epochs": Param(int, min=1, help="training epochs of the quantile MLP"),
         "lr": Param(float, min=0, min_open=True, help="Adam learning rate of the quantile MLP"),
-        "stride": Param(int, min=1, help="steps between training windows"),
+        "stride": Param(int, min=0, help="steps between training rows (0: every decision step)"),
         "scenarios": Param(int, min=1, help="demand scenarios sampled for the newsvendor LP"),
         "solver": Param(str, choices=("auto", "fractile", "highs"), help="auto: closed form without a ramp limit, HiGHS with one"),
         "ramp": Param(float, min=0, nullable=True, help="largest pool change per horizon bucket (none: unlimited)"),
@@ -148,75 +170,92 @@ class IntelligentPooling(ProvisioningMethod):
                          start=start, step_seconds=step_seconds, day_types=bool(p["day_types"]))
 
     def _model(self, hist, spd, L, de, seed, start, step_seconds, ahead):
-        """(net, scale, forecast Ŵ for the next ``ahead`` steps) trained on ``hist``; seeded by
-        ``len(hist)``, memoised by the history's content and the settings."""
+        """(net, scale, forecast M̂ for the next ``ahead`` steps) trained on ``hist``; seeded by
+        ``len(hist)``, memoised by the history's content and the settings (a longer forecast of
+        a memoised model refits only the SSA, which is deterministic)."""
         import hashlib
 
         h = np.ascontiguousarray(hist, dtype=np.int64)
         key = (len(h), hashlib.sha1(h.tobytes()).hexdigest(), int(L), int(de), int(seed), str(start), float(step_seconds))
-        hit = self._models.get(key)
-        if hit is not None and len(hit[2]) >= ahead:
-            return hit[0], hit[1], hit[2][:ahead]
         p = self.params
         w = L + de
-        scale = float(window_demand(hist[-int(p["fit_days"]) * spd :], L, de).mean()) + 1.0
+        hit = self._models.get(key)
+        if hit is not None:
+            net, scale, fc = hit
+            if len(fc) < ahead + w:
+                _, fc, _ = self._rates(hist, spd, ahead + w, start, step_seconds)
+                self._models[key] = (net, scale, fc)
+            return net, scale, decision_from_rates(fc, L, de)[:ahead]
+        scale = float(decision_demand(hist[-int(p["fit_days"]) * spd :], L, de).mean()) + 1.0
         recon, fc, span0 = self._rates(hist, spd, ahead + w, start, step_seconds)
-        W_hat_in = window_from_rates(np.concatenate([np.zeros(span0), recon, fc[: w]]), L, de)[: len(hist)]
-        W = window_demand(hist, L, de)
+        M_hat_in = decision_from_rates(np.concatenate([np.zeros(span0), recon, fc[:w]]), L, de)[: len(hist)]
+        M = decision_demand(hist, L, de)
         lo = max(span0, int(p["bucket"]) * int(p["lags"]))
-        times = np.arange(lo, len(hist) - w, int(p["stride"]))
-        X = self._features(hist, times, W_hat_in[times], start, step_seconds, scale)
-        net = self._train(X, W[times] / scale, (int(seed) * 1_000_003 + len(h)) % 2**31)
-        out = (net, scale, window_from_rates(fc, L, de)[:ahead])
-        self._models = {k: v for k, v in self._models.items() if k[0] >= len(h) - 4 * spd}  # older ones are never asked again
-        self._models[key] = out
-        return out
+        stride = int(p["stride"]) or int(de)
+        lo += (-lo) % int(de) if not int(p["stride"]) else 0  # in phase with the decisions (steps multiple of de)
+        times = np.arange(lo, len(hist) - w, stride)
+        X = self._features(hist, times, M_hat_in[times], start, step_seconds, scale)
+        net = self._train(X, M[times] / scale, (int(seed) * 1_000_003 + len(h)) % 2**31)
+        if len(self._models) >= 8:  # the oldest are never asked again (fits move forward in time)
+            self._models.pop(next(iter(self._models)))
+        self._models[key] = (net, scale, fc)
+        return net, scale, decision_from_rates(fc, L, de)[:ahead]
+
+    def _backtest(self, view, hist, spd, days):
+        """(per-step quantiles (n, len(quantiles)) at the decision steps of ``days``, the days'
+        demand): each run of consecutive days predicted by a model trained before it."""
+        L, de = view.lead, view.decision_every
+        Qs = []
+        for run in consecutive_runs(days):
+            past = hist[: run[0] * spd]
+            stop = (run[-1] + 1) * spd
+            net, scale, M_hat = self._model(past, spd, L, de, view.seed, view.start, view.step_seconds, stop - len(past))
+            at = np.concatenate([d * spd + np.arange(0, spd, de) for d in run])
+            X = self._features(hist, at, M_hat[at - len(past)], view.start, view.step_seconds, scale)
+            Qs.append(np.maximum.accumulate(self._predict(net, X, scale), axis=1))
+        return np.concatenate(Qs), days_concat(hist, days, spd)
 
     def fit(self, view):
         p = self.params
         spd = steps_per_day(view)
         hist = np.asarray(view.history)
         L, de = view.lead, view.decision_every
-        self._window = L + de - 1
+        self._window = L
         self._taus = np.asarray(p["quantiles"], dtype=np.float64)
         if getattr(self, "_models", None) is None:
             self._models = {}
-        tune = int(p["tune_days"]) * spd
-        ahead = max(int(float(p["ahead_days"]) * spd), tune)
+        ahead = int(float(p["ahead_days"]) * spd)
+        days, aim = calibration(view, int(p["tune_days"]), float(p["margin"]))
+        days = [d for d in days if d >= MIN_TRAIN_DAYS]
         self._rho = untuned_ratio(view.target_hit_rate)  # kept when the history is too short to tune
-        tune_hit = None
-        if len(hist) >= tune + 2 * spd:
-            past = hist[:-tune]
-            net, scale, W_hat = self._model(past, spd, L, de, view.seed, view.start, view.step_seconds, ahead)
-            at = np.arange(len(past), len(hist), de)
-            Q = self._predict(net, self._features(hist, at, W_hat[at - len(past)], view.start, view.step_seconds, scale), scale)
-            demand = hist[-tune:]
-            Qm = np.maximum.accumulate(Q, axis=1)
+        tuned, tune_hit, n_req = Tuned(self._rho, ""), None, None
+        if days:
+            Q, demand = self._backtest(view, hist, spd, days)
+            per_day = -(-spd // de)
 
             def score(rho: float) -> float:
                 tau = critical_fractile(1.0, rho)
-                P = np.array([np.interp(tau, self._taus, q) for q in Qm])
-                tg = np.zeros(tune)
-                tg[at - len(past)] = np.ceil(np.maximum(P, 0) - 1e-9)
-                return float(backtest_hit(demand, np.minimum(tg, view.max_pool), lead=L, decision_every=de)[0])
+                P = np.ceil(np.maximum([np.interp(tau, self._taus, q) for q in Q], 0) - 1e-9)
+                tg = np.repeat(P.reshape(len(days), per_day), de, axis=1)[:, :spd].reshape(-1)
+                return float(backtest_hit(demand, np.minimum(tg, view.max_pool), lead=L, decision_every=1)[0])
 
-            self._rho = autotune(score, view.target_hit_rate + float(p["margin"]), probes=int(p["probes"]))
+            tuned = tune_ratio(score, aim, probes=int(p["probes"]))
+            self._rho = tuned.value
             tune_hit = score(self._rho)
+            n_req = backtest_requests(demand, view.lead)
         self._t0 = int(view.t)
-        self._net, self._scale, self._W_hat = self._model(hist, spd, L, de, view.seed, view.start, view.step_seconds, ahead)
+        self._net, self._scale, self._M_hat = self._model(hist, spd, L, de, view.seed, view.start, view.step_seconds, ahead)
         self._prev = None
         view.info["rho"] = round(float(self._rho), 4)
-        view.info["tau"] = round(critical_fractile(1.0, self._rho), 6)
-        if tune_hit is not None:
-            view.info["tune_hit"] = round(tune_hit, 6)
+        tune_info(view, tuned, critical_fractile(1.0, self._rho), tune_hit, n_req)
 
     def plan(self, view):
         i = int(view.t) - self._t0
-        if i >= len(self._W_hat):
+        if i >= len(self._M_hat):
             self.fit(view)
             i = 0
         hist = np.asarray(view.history)
-        q = self._predict(self._net, self._features(hist, np.array([int(view.t)]), self._W_hat[i : i + 1], view.start, view.step_seconds, self._scale), self._scale)[0]
+        q = self._predict(self._net, self._features(hist, np.array([int(view.t)]), self._M_hat[i : i + 1], view.start, view.step_seconds, self._scale), self._scale)[0]
         q = np.maximum(q, 0)
         u = (view.rng if view.rng is not None else np.random.default_rng(view.seed)).random(int(self.params["scenarios"]))
         scen = sample_quantile_function(self._taus, q, u)

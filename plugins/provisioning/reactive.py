@@ -1,8 +1,15 @@
 """``reactive``: scale the recent peak (no forecast).
 
-P_t = ceil(k · max_{τ ∈ (t − W, t]} d_τ) with W = ``window`` steps; k is the smallest value on a
-grid (``k_grid`` points in [0, ``k_max``]) whose back-test on the last ``calib_days`` of history,
-on the track's simulator, reaches the hit-rate target; recalibrated at every ``fit``.
+P_t = ceil(k · max_{τ ∈ (t − W, t]} d_τ) with W = ``window`` steps; k is the smallest value in
+[0, ``k_max``] whose back-test on the calibration days (the profile's ``view.calib_days``, the
+same for every tuned method; else the last ``tune_days`` of history), on the track's simulator,
+reaches target + margin (``view.tune_margin``, else ``margin``): a bisection with ``probes``
+evaluations, the same search as the cost-ratio tuners (on k itself, not its log); recalibrated
+at every ``fit``. The info of every fit: ``k``, ``tune_hit``, ``tune_bound``.
+
+Version 2 (pooling/quick@2): the profile's calibration days and margin and a bisection
+(version 1 took the smallest k of an 81-point grid on the last 7 days reaching the bare target,
+whose 0.25 steps overshot while the other tuners' bisections undershot).
 
 Reference: the reactive (recent-peak) baseline of the pooling track (tracks-phase2.md §5.7),
 after the threshold autoscalers compared in Zhu et al., PVLDB 17(7), 2024.
@@ -13,7 +20,7 @@ import numpy as np
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Param, ProvisioningMethod
 
-from ._pooling import backtest_hit, daily_view, steps_per_day
+from ._pooling import TUNE_SPECS, backtest_hit, backtest_requests, bisect_smallest, calibration, days_concat, steps_per_day, tune_info
 
 
 def rolling_max(d: np.ndarray, W: int) -> np.ndarray:
@@ -25,35 +32,38 @@ def rolling_max(d: np.ndarray, W: int) -> np.ndarray:
 
 class ReactivePool(ProvisioningMethod):
     name = "reactive"
-    version = "1"
+    version = "2"
     summary = "Pool = k × the recent peak; k calibrated on the history to the hit-rate target."
     citation = "Reactive baseline of the pooling track (tracks-phase2.md §5.7)."
-    params = {"window": 30, "calib_days": 7, "k_max": 20.0, "k_grid": 81}
+    params = {"window": 30, "k_max": 20.0, "tune_days": 2, "margin": 0.001, "probes": 12}
     param_specs = {
         "window": Param(int, min=1, help="steps of the recent peak"),
-        "calib_days": Param(int, min=1, help="days of history k is calibrated on"),
         "k_max": Param(float, min=0, min_open=True, help="largest multiplier k tried"),
-        "k_grid": Param(int, min=2, help="multipliers tried in [0, k_max]"),
+        **TUNE_SPECS,
     }
 
     def fit(self, view):
         p = self.params
         spd = steps_per_day(view)
-        days = daily_view(view.history, spd)[-int(p["calib_days"]) :]
-        if not len(days):
-            self._k = 1.0
+        hist = np.asarray(view.history)
+        days, aim = calibration(view, int(p["tune_days"]), float(p["margin"]))
+        self._k = 1.0
+        if not days:
+            view.info["k"] = self._k
             return
-        d = days.reshape(-1)
-        W = int(p["window"])
-        base = rolling_max(np.concatenate([np.asarray(view.history)[-(len(d) + W) : -len(d)] if len(view.history) > len(d) else np.zeros(0), d]), W)[-len(d):]
-        ks = np.linspace(0.0, float(p["k_max"]), int(p["k_grid"]))
-        # decision at t uses the peak up to t - 1 (history excludes d_t)
-        prev = np.concatenate([[0.0], base[:-1]])
-        tg = np.ceil(ks[:, None] * prev[None, :] - 1e-9)
-        hits = backtest_hit(d, np.minimum(tg, view.max_pool), lead=view.lead, decision_every=view.decision_every)
-        ok = np.flatnonzero(hits >= view.target_hit_rate)
-        self._k = float(ks[ok[0]] if len(ok) else ks[-1])
-        view.info["k"] = self._k
+        # the decision at t uses the peak up to t - 1 (the history excludes d_t)
+        peak = rolling_max(hist, int(p["window"]))
+        prev = days_concat(np.concatenate([[0.0], peak[:-1]]), days, spd)
+        demand = days_concat(hist, days, spd)
+
+        def score(k: float) -> float:
+            tg = np.ceil(k * prev - 1e-9)
+            return float(backtest_hit(demand, np.minimum(tg, view.max_pool), lead=view.lead, decision_every=view.decision_every)[0])
+
+        tuned = bisect_smallest(score, aim, lo=0.0, hi=float(p["k_max"]), probes=int(p["probes"]), log=False)
+        self._k = tuned.value
+        view.info["k"] = round(self._k, 6)
+        tune_info(view, tuned, None, score(self._k), backtest_requests(demand, view.lead))
 
     def plan(self, view):
         h = np.asarray(view.history)[-int(self.params["window"]) :]
