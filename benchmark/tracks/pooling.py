@@ -115,7 +115,7 @@ class PoolingTrack(Track):
     reference_methods = ("static", "oracle")
 
     #: the profiles the seed paper's claims are read on (add a new profile version here)
-    claim_profiles = ("pooling/quick@1",)
+    claim_profiles = ("pooling/quick@2", "pooling/quick@1")
 
     def claims(self) -> list[Claim]:
         """Intelligent Pooling: 43 % less idle time than static pooling at a 99 % hit rate (the
