@@ -40,7 +40,8 @@ from .lifetime import die_with_parent
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store import Store, StoreError
-from .tracks.base import Cell, CellContext, CellFailure, CellResult, Profile, Track, with_dataset
+from .cells import Cell, CellContext, CellFailure, CellResult, Profile, with_dataset
+from .tracks.base import Track
 
 
 @dataclass
