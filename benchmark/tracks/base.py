@@ -34,7 +34,8 @@ from ..kinds import Method
 
 
 class Track(ABC):
-    """A benchmark protocol. Subclasses set the class attributes and implement ``run_cell``."""
+    """A benchmark protocol. Subclasses set the class attributes (declarations) and supply the
+    pipeline's middle pieces, ``fixture``, ``view`` and ``evaluate`` (see ``run_cell``)."""
 
     name: str = ""
     summary: str = ""
@@ -218,9 +219,112 @@ class Track(ABC):
     def prepare(self, profile: Profile, methods: Sequence[Method], ctx: CellContext) -> None:
         """Optional shared preparation before the cells of a run (e.g. warm a cache)."""
 
-    @abstractmethod
+    # ---- the cell pipeline (issue 37) ----------------------------------------------------------
+    #: subdirectories of the cache holding this track's hidden data (model banks, noisy-label
+    #: models): the contestant worker refuses to open them, as it refuses the dataset files
+    private_cache: tuple[str, ...] = ()
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        """Run one cell and return its metrics. Raise ``CellFailure`` for invalid plugin output."""
+        """Run one cell through the pipeline the base class owns; tracks supply its middle pieces.
+
+        1. ``accept(cell, method)``: the kind check and the method's parameters, from the cell, once;
+        2. ``fixture(profile, cell, ctx)``: splits, world, fixed models, seeded and cached (the
+           global torch generator is seeded with the cell's seed first; the contestant worker
+           starts meanwhile);
+        3. ``view(fixture, cell, method)``: the kind's view (a list: one call per view), holding
+           no hidden truth;
+        4. the contest (``coreset_bench.contest``): the contestant in the contestant worker, which
+           holds only the views; seeding, timing, one-line errors, the kind's output check;
+        5. ``evaluate(fixture, cell, contest)``: metrics, timings, artifacts, info (a ``CellResult``);
+        6. ``record``: finite metrics, the primary metric, the contest's time.
+
+        A track that overrides ``run_cell`` instead runs its own code (the tracks not yet on the
+        pipeline). Raise ``CellFailure`` for a failure the harness detected.
+        """
+        import torch
+
+        from .. import contestant as C
+        from ..contest import contest, tenant
+
+        method = self.accept(cell, method)
+        profile = self.profile(cell.profile)
+        protected = self.protected(profile, cell, ctx)
+        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method))  # boots while the fixture is built
+        torch.manual_seed(cell.seed)
+        fixture = self.fixture(profile, cell, ctx)
+        views = self.view(fixture, cell, method)
+        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected)
+        return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
+
+    def accept(self, cell: Cell, method: Method) -> Method:
+        """The method this cell runs: ``method`` (the cell's method, by name) with the cell's
+        parameters, after the kind check (``accepts``); ``CellFailure`` when it cannot run."""
+        from ..contest import KINDS
+
+        if cell.track != self.name:
+            raise CellFailure(f"a cell of track {cell.track!r} was handed to track {self.name!r}")
+        if method.name != cell.method:
+            raise CellFailure(f"cell {cell.key} runs method {cell.method!r}, not {method.name!r}")
+        reason = self.accepts(method)
+        if reason:
+            raise CellFailure(reason)
+        kind = KINDS.get(self.contestant_kind)
+        if kind is not None and not isinstance(method, kind.method_class):
+            raise CellFailure(f"plugin {method.name!r} declares kind {method.kind!r} but is not a {kind.method_class.__name__}")
+        if dict(method.params) != dict(cell.params):
+            try:
+                method = method.with_params(**dict(cell.params))
+            except ValueError as exc:
+                raise CellFailure(str(exc)) from None
+        return method
+
+    def protected(self, profile: Profile, cell: Cell, ctx: CellContext) -> tuple[str, ...]:
+        """What the contestant worker refuses to open for this cell: the dataset's files and this
+        track's ``private_cache`` directories (and the directories above them)."""
+        import os
+
+        from ..contestant import protected_paths
+
+        paths = set(protected_paths(str(cell.axes.get("dataset", "")), ctx.data_dir, ctx.cache_dir))
+        paths.update(os.path.realpath(Path(ctx.cache_dir) / d) for d in self.private_cache)
+        return tuple(sorted(paths))
+
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
+        """The cell's fixed world: splits, fixed models, banks (seeded, cached). Tracks on the
+        pipeline override ``fixture``, ``view`` and ``evaluate``."""
+        raise NotImplementedError(f"track {self.name!r} defines neither run_cell nor fixture/view/evaluate")
+
+    def view(self, fixture: Any, cell: Cell, method: Method) -> Any:
+        """The view(s) the contestant receives (a list: the protocol function runs once per view)."""
+        raise NotImplementedError(f"track {self.name!r} defines no view")
+
+    def evaluate(self, fixture: Any, cell: Cell, contest: Any) -> CellResult:
+        """The cell's metrics, timings, artifacts and info from the contest's checked outputs
+        (``coreset_bench.contest.ContestResult``)."""
+        raise NotImplementedError(f"track {self.name!r} defines no evaluate")
+
+    def record(self, profile: Profile, cell: Cell, method: Method, result: CellResult, contest: Any) -> CellResult:
+        """The last step: every metric a finite number (NaN allowed only in per-class ``class_*``
+        metrics, for a class with no test point), the primary metric present and named in
+        ``info``, the contest's time in ``timings["contest_s"]``."""
+        import math
+
+        if not isinstance(result, CellResult):
+            raise CellFailure(f"track {self.name!r} evaluated plugin {method.name!r} to a {type(result).__name__}, not a CellResult")
+        bad = [k for k, v in result.metrics.items() if not isinstance(v, (int, float)) or not (math.isfinite(v) or (math.isnan(v) and k.startswith("class_")))]
+        if bad:
+            raise CellFailure(f"plugin {method.name!r}: the cell's metrics are not finite numbers ({', '.join(f'{k}={result.metrics[k]!r}' for k in bad[:5])})")
+        primary = self.primary_for(profile)
+        if primary not in result.metrics:
+            raise CellFailure(f"track {self.name!r} gave no {primary!r} (its primary metric) for plugin {method.name!r}")
+        result.info.setdefault("primary_metric", primary)
+        result.timings.setdefault("contest_s", float(contest.seconds))
+        return result
+
+    @staticmethod
+    def uses_pipeline(track: "Track") -> bool:
+        """Whether ``track`` runs its cells through the base class's pipeline (not its own ``run_cell``)."""
+        return type(track).run_cell is Track.run_cell
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -89,6 +89,7 @@ from .. import locks
 from .. import models as M
 from .. import training as T
 from ..kinds import Method, NoiseCorrectionMethod, NoiseView
+from ..validation import check_corrected_model  # noqa: F401 - the noise-correction kind's output check, re-exported
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 # ---- asymmetric mappings ---------------------------------------------------------------------
@@ -404,26 +405,6 @@ def _profiles() -> list[Profile]:
 
 def _hash_seed(*parts: Any) -> int:
     return int(hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:8], 16) % (2**31)
-
-
-def check_corrected_model(out: Any, method_name: str, x_probe: torch.Tensor, num_classes: int, device: Any) -> torch.nn.Module:
-    """The harness's check of a correction's output; raises ``CellFailure`` naming the plugin."""
-    prefix = f"invalid output of plugin {method_name!r}"
-    if not isinstance(out, torch.nn.Module):
-        raise CellFailure(f"{prefix}: correct() returned {type(out).__name__}, not a torch.nn.Module")
-    bad = [n for n, t in list(out.named_parameters()) + list(out.named_buffers()) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise CellFailure(f"{prefix}: the returned model has non-finite (NaN or inf) values in {', '.join(bad[:5])}")
-    try:
-        model = out.to(device).eval()
-        logits = T.predict(model, x_probe)
-    except Exception as exc:  # noqa: BLE001 - any failure of the returned model is the plugin's
-        raise CellFailure(f"{prefix}: the returned model fails on a batch of inputs ({type(exc).__name__}: {exc})") from None
-    if logits.shape != (len(x_probe), num_classes):
-        raise CellFailure(f"{prefix}: the returned model gives outputs of shape {tuple(logits.shape)} for {len(x_probe)} inputs; expected ({len(x_probe)}, {num_classes}) logits")
-    if not bool(torch.isfinite(logits).all()):
-        raise CellFailure(f"{prefix}: the returned model gives non-finite logits")
-    return model
 
 
 class LabelNoiseTrack(Track):

@@ -80,6 +80,7 @@ from .. import models as M
 from .. import privacy_metrics as PM
 from .. import training as T
 from ..kinds import Method, PrivacyMethod, PrivacyView, readonly
+from ..validation import validate_scores  # noqa: F401 - the privacy kind's output check, re-exported
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 # ---- profiles -------------------------------------------------------------------------------------
@@ -236,20 +237,6 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 def _hflip(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
-
-
-def validate_scores(out: Any, n: int, method: Method) -> np.ndarray:
-    """One finite float per query, else ``CellFailure`` naming the plugin."""
-    try:
-        a = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise CellFailure(f"invalid output of plugin {method.name!r}: scores are not numeric ({exc})") from None
-    if a.ndim != 1 or a.shape[0] != n:
-        raise CellFailure(f"invalid output of plugin {method.name!r}: returned scores of shape {a.shape}; expected one score per query, shape ({n},)")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise CellFailure(f"invalid output of plugin {method.name!r}: {int(bad.sum())} of {n} scores are not finite (NaN or inf)")
-    return a
 
 
 # ---- the model bank --------------------------------------------------------------------------------
