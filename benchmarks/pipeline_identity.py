@@ -16,6 +16,15 @@ tiny one: run it before the change, then after, and compare the two).
     python benchmarks/pipeline_identity.py run robustness/tiny@1 -p pgd -p fgsm --out /tmp/after.json    # new code
     python benchmarks/pipeline_identity.py compare /tmp/after.json --against /tmp/before.json
 
+To run the "before" side from an older commit without checking it out, put its package first
+on the path (the contestant worker inherits it)::
+
+    mkdir -p /tmp/pre/src /tmp/pre/pkg && git archive COMMIT | tar -x -C /tmp/pre/src
+    cp -r /tmp/pre/src/benchmark /tmp/pre/pkg/coreset_bench
+    cp -r /tmp/pre/src/plugins /tmp/pre/pkg/coreset_bench/plugins
+    cp -r /tmp/pre/src/leaderboard /tmp/pre/pkg/coreset_bench/leaderboard
+    PYTHONPATH=/tmp/pre/pkg python benchmarks/pipeline_identity.py run ... --out /tmp/before.json
+
 Metrics that are seconds (names ending in ``_s``, e.g. the robustness track's ``attack_s``) are
 measured, not computed, and are left out of the comparison. Fixtures (model banks, noisy models,
 proxy runs) are read from ``--cache-dir`` when present there (default ``results/cache``); give a
@@ -54,7 +63,10 @@ def _cells(profile_ref: str, plugins: list[str], params: list[str], limit: int |
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from coreset_bench.cells import CellContext
+    try:
+        from coreset_bench.cells import CellContext
+    except ImportError:  # a checkout from before coreset_bench.cells (to run the "before" side)
+        from coreset_bench.tracks.base import CellContext  # type: ignore[no-redef]
     from coreset_bench.runner import _format_error, run_one
 
     results = Path(args.results_dir)
