@@ -147,11 +147,11 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
         elif event == "open":
             hit = under(args[0])
             if hit:
-                refuse(f"open {hit} (dataset files)")
+                refuse(f"open {hit} (protected: dataset files or a track's hidden data)")
         elif event in ("os.link", "os.rename", "os.symlink"):
             hit = under(args[0])
             if hit:
-                refuse(f"{event.split('.')[1]} {hit} (dataset files)")
+                refuse(f"{event.split('.')[1]} {hit} (protected: dataset files or a track's hidden data)")
         elif event in SPAWN_EVENTS:
             refuse(f"start a process ({event})")
         elif event in CTYPES_EVENTS:
