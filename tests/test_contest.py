@@ -219,3 +219,11 @@ def test_another_method_gets_a_fresh_worker_and_the_same_method_keeps_its_own():
     assert first["poison"] is None  # the poisoner's worker is gone
     again = contest(Reader(), [view], kind="selection", device="cpu", protected=PROTECTED).output.info
     assert again["pid"] == first["pid"]  # one method keeps its worker across cells
+
+
+def test_the_kit_runs_any_ported_kind_as_the_pipeline_does():
+    from coreset_bench.testing import check_in_worker
+
+    assert check_in_worker(ScoresAndPid(), _privacy_views(1)).output.shape == (12,)
+    with pytest.raises(AssertionError, match="^bad-scores: invalid output of plugin 'bad-scores': returned scores of shape"):
+        check_in_worker(BadScores(), _privacy_views(1))
