@@ -155,7 +155,7 @@ def run(
             fail(f"--seeds {seeds!r} is not a comma-separated list of integers, e.g. 0,1,2")
     # the data, checked once before any plan or cell exists (a missing image folder is one
     # error here, not one failed cell per method, budget and seed)
-    from .tracks.base import with_dataset
+    from .cells import with_dataset
 
     try:
         target = with_dataset(prof, dataset) if dataset is not None else prof

@@ -1,22 +1,26 @@
-"""The contestant worker: a contestant's ``select(view)`` runs in a separate process that never
-loaded the test split.
+"""The contestant worker: a contestant runs in a separate process that holds only its view.
 
 Each process that runs cells (the driver, or a worker of the process pool) starts, on first use,
 one *contestant worker*: a fresh Python interpreter (``subprocess`` with the parent's
-``sys.path``; no memory is inherited, unlike ``fork``) that is reused across cells and restarted
-when it dies. The harness sends it the method (pickled by reference to its class) and the view
-(pickled, so the worker holds its own copy), and gets back the method's output as numbers only
-(arrays, and ``Selection.info`` as JSON text), which the track validates as before. The harness
-unpickles nothing else from the worker (a restricted unpickler admits numpy arrays, dtypes and
-scalars), so a returned object cannot run code in the harness's process. The worker never calls the dataset registry for the harness, so no
-test tensor exists in its memory whatever the method inspects (``gc.get_objects()``, module
-globals such as ``coreset_bench.data._LOADED``, a track's split cache).
+``sys.path``; no memory is inherited, unlike ``fork``) that is reused across the cells of one
+method, replaced when another method runs (``prestart``'s ``tenant``: nothing a method leaves in
+its worker reaches another method's cells) and restarted when it dies. The harness
+(``coreset_bench.contest``) sends it the method (pickled by reference to its class) and the
+views (pickled, so the worker holds its own copy; models as their registered architecture and
+weights, ``_ViewPickler``), and gets back the method's outputs as numbers only (arrays, a model
+as its architecture and weights, JSON text), which the contest checks. The harness unpickles
+nothing else from the worker (a restricted unpickler admits numpy arrays, dtypes and scalars),
+so a returned object cannot run code in the harness's process. The worker never calls the
+dataset registry or a track for the harness, so no test tensor, membership truth or clean label
+exists in its memory whatever the method inspects (``gc.get_objects()``, module globals such as
+``coreset_bench.data._LOADED``, a track's memo: the worker's tracks are fresh, empty objects).
 
 Before any plugin module is imported, the worker installs a Python audit hook
 (``sys.addaudithook``; it cannot be removed) that, while the worker lives,
 
 * refuses to open files under the dataset locations the harness names (``--data-dir``, an
-  ``imagefolder`` root, the decoded-image cache, scikit-learn's bundled data) or the directories
+  ``imagefolder`` root, the decoded-image cache, scikit-learn's bundled data) and the track's
+  private cache (``Track.private_cache``: e.g. the privacy tracks' model banks) or the directories
   above them (a directory descriptor would reach the files through ``dir_fd``), to hard-link or
   rename them, and files of other processes under ``/proc``;
 * refuses to start processes (``subprocess``, ``os.system``, ``os.exec*``, ``os.posix_spawn``,
@@ -40,6 +44,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,11 +147,11 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
         elif event == "open":
             hit = under(args[0])
             if hit:
-                refuse(f"open {hit} (dataset files)")
+                refuse(f"open {hit} (protected: dataset files or a track's hidden data)")
         elif event in ("os.link", "os.rename", "os.symlink"):
             hit = under(args[0])
             if hit:
-                refuse(f"{event.split('.')[1]} {hit} (dataset files)")
+                refuse(f"{event.split('.')[1]} {hit} (protected: dataset files or a track's hidden data)")
         elif event in SPAWN_EVENTS:
             refuse(f"start a process ({event})")
         elif event in CTYPES_EVENTS:
@@ -200,21 +205,33 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
         name = "?"
         try:
             req = pickle.loads(blob)
-            method, call, view = req["method"], req["call"], req["view"]
+            method, fn = pickle.loads(req["method"]), req["call"]
+            name = method.name or type(method).__name__
+            views = pickle.loads(req["views"])
             name = method.name or type(method).__name__
             _set_rng(req["rng"])
             torch.set_num_threads(int(req["threads"]))
-            del violations[:]
-            who.append(name)
-            try:
-                with D.contestant_guard(name):
-                    raw = getattr(method, call)(view)
-            finally:
-                who.pop()
-            if violations:  # refused, and the plugin caught the error: the cell fails all the same
-                reply: tuple[Any, ...] = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
-            else:
-                reply = ("ok", _PLAIN[call](raw, name), _get_rng())
+            _set_flags(req.get("flags"))
+            plain, reports, seconds = [], [], []
+            reply: tuple[Any, ...] | None = None
+            for view in views:
+                del violations[:]
+                who.append(name)
+                t0 = time.perf_counter()
+                try:
+                    with D.contestant_guard(name):
+                        raw = _invoke(method, fn, view)
+                finally:
+                    seconds.append(time.perf_counter() - t0)
+                    who.pop()
+                if violations:  # refused, and the plugin caught the error: the cell fails all the same
+                    reply = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
+                    break
+                plain.append(_PLAIN[fn](raw, name))
+                reports.append(_report(fn, view))
+                del raw
+            if reply is None:
+                reply = ("ok", plain, reports, seconds, _get_rng())
             out = pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
         except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
             if violations:
@@ -228,6 +245,45 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
             except Exception:  # noqa: BLE001
                 out = pickle.dumps(("error", msg, ""))
         tx.send_bytes(out)
+
+
+def _invoke(method: Any, fn: str, view: Any) -> Any:
+    """The contestant's protocol function on one view (an attack's view holds its arguments)."""
+    if fn == "perturb":
+        return method.perturb(view.model, view.x, view.y, view.threat, view.generator)
+    return getattr(method, fn)(view)
+
+
+def _report(fn: str, view: Any) -> str:
+    """What the view gathered while the contestant ran, as JSON text (numbers only): a
+    noise-correction view's ``info`` and training-fixture use, a privacy view's forward counts."""
+    import json
+
+    out: dict[str, Any] = {}
+    if fn == "correct":
+        out["info"] = json.loads(json.dumps(dict(getattr(view, "info", {}) or {}), sort_keys=True, default=str))
+        train = getattr(view, "train", None)
+        out["fixture_calls"] = int(getattr(train, "calls", 0))
+        out["fixture_s"] = float(getattr(train, "seconds", 0.0))
+    elif fn == "score":
+        out["target"] = int(getattr(view.target, "forwards", 0))
+        out["shadows"] = int(sum(int(getattr(b, "forwards", 0)) for b in view.shadows))
+        for b in view.shadows:  # the shadows are shared by the views of a cell: count per view
+            if hasattr(b, "forwards"):
+                b.forwards = 0
+    return json.dumps(out, sort_keys=True)
+
+
+def _set_flags(flags: Any) -> None:
+    """The harness cell's deterministic-kernel settings (CUDA; ``env.cell_scope``)."""
+    if not flags:
+        return
+    import torch
+
+    cudnn_det, cudnn_bench, det, warn_only = flags
+    torch.backends.cudnn.deterministic = bool(cudnn_det)
+    torch.backends.cudnn.benchmark = bool(cudnn_bench)
+    torch.use_deterministic_algorithms(bool(det), warn_only=bool(warn_only))
 
 
 def _plain_array(value: Any, what: str, name: str) -> Any:
@@ -266,7 +322,46 @@ def _plain_selection(raw: Any, name: str) -> dict[str, Any]:
     }
 
 
+def _plain_scores(raw: Any, name: str) -> Any:
+    """A privacy method's scores: one array of numbers (the harness checks shape and finiteness)."""
+    return _plain_array(raw, "scores", name)
+
+
+def _plain_tensor(raw: Any, name: str) -> Any:
+    """An attack's adversarial inputs: one array of numbers (the harness checks the ball)."""
+    import torch
+
+    if not isinstance(raw, torch.Tensor):
+        raise ContestantOutputError(f"invalid output of plugin {name!r}: perturb() returned {type(raw).__name__}, not a tensor")
+    return _plain_array(raw, "adversarial inputs", name)
+
+
+def _plain_model(raw: Any, name: str) -> dict[str, Any]:
+    """A returned model as numbers: how it was built (a registered architecture) and its weights."""
+    import json
+
+    import torch
+
+    from .models import build_spec
+
+    if not isinstance(raw, torch.nn.Module):
+        raise ContestantOutputError(f"invalid output of plugin {name!r}: correct() returned {type(raw).__name__}, not a torch.nn.Module")
+    spec = build_spec(raw)
+    if spec is None:
+        raise ContestantOutputError(
+            f"invalid output of plugin {name!r}: correct() returned a {type(raw).__name__} that is not a model of a registered architecture; "
+            "return view.model (or a copy of it) or a model from view.model_factory(), trained as you like"
+        )
+    state, dtypes = {}, {}
+    for k, v in raw.state_dict().items():
+        t = v.detach().cpu()
+        dtypes[k] = str(t.dtype).removeprefix("torch.")
+        state[k] = (t.float() if t.dtype == torch.bfloat16 else t).contiguous().numpy()
+    return {"spec": json.dumps(spec.as_dict()), "state": state, "dtypes": dtypes, "training": bool(raw.training)}
+
+
 def _from_plain(call: str, out: Any) -> Any:
+    """A ``select`` answer as the harness's ``Selection`` (the other calls: ``coreset_bench.contest``)."""
     if call == "select":
         import json
 
@@ -276,7 +371,8 @@ def _from_plain(call: str, out: Any) -> Any:
     raise ValueError(f"unknown contestant call {call!r}")  # pragma: no cover
 
 
-_PLAIN = {"select": _plain_selection}
+#: the contestant's output as numbers, per protocol function (run in the worker)
+_PLAIN = {"select": _plain_selection, "score": _plain_scores, "perturb": _plain_tensor, "correct": _plain_model}
 
 
 class ContestantOutputError(ValueError):
@@ -332,9 +428,51 @@ _BOOT = (
 )
 
 
+class ViewShipError(RuntimeError):
+    """A view holds something that must not (or cannot) travel to the contestant worker: a model
+    that is not of a registered architecture, a track object, a function defined inside another."""
+
+
+def _rebuild_model(spec: Any, state: Any, training: bool, device: str) -> Any:
+    """Worker side of a shipped model: the registered architecture, rebuilt, holding the weights."""
+    from .models import rebuild
+
+    return rebuild(spec, state, training, device)
+
+
+class _ViewPickler(pickle.Pickler):
+    """Pickles a contestant's views: every ``torch.nn.Module`` travels as its ``BuildSpec`` (a
+    registered architecture) and its weights, so the worker rebuilds its own model and no live
+    harness object (hooks, attributes, a track's memo) goes along; a track object is refused."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.nn.Module):
+            from .models import build_spec, weights
+
+            spec = build_spec(obj)
+            if spec is None:
+                raise ViewShipError(f"it holds a {type(obj).__name__} that is not a model of a registered architecture (models travel as an architecture and weights)")
+            first = next(iter(obj.parameters()), None)
+            first = first if first is not None else next(iter(obj.buffers()), None)
+            return (_rebuild_model, (spec, weights(obj), bool(obj.training), str(first.device) if first is not None else "cpu"))
+        base = sys.modules.get("coreset_bench.tracks.base")
+        if base is not None and isinstance(obj, base.Track):
+            raise ViewShipError(f"it holds the track object {type(obj).__name__} (a track's memo must not reach the contestant)")
+        return NotImplemented
+
+
+def dump_views(views: Sequence[Any]) -> bytes:
+    """The views of one contest as the worker receives them (``ViewShipError`` when one cannot go)."""
+    buf = io.BytesIO()
+    _ViewPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(list(views))
+    return buf.getvalue()
+
+
 @dataclass
 class ContestantWorker:
-    """One worker process (see the module docstring); use ``call`` through ``run_contestant``."""
+    """One worker process (see the module docstring); use it through ``coreset_bench.contest``
+    (or ``run_contestant``)."""
 
     device: str
     protected: tuple[str, ...]
@@ -352,6 +490,8 @@ class ContestantWorker:
         os.close(to_child_r)
         os.close(from_child_w)
         self.owner = os.getpid()
+        #: the method this worker has run (``prestart`` gives another method a fresh worker)
+        self.tenant: str | None = None
         self.tx = Connection(to_child_w, readable=False)
         self.rx = Connection(from_child_r, writable=False)
         self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected}))
@@ -359,7 +499,11 @@ class ContestantWorker:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
 
-    def call(self, method: Any, call: str, view: Any, threads: int) -> Any:
+    def run(self, method: Any, call: str, views: Sequence[Any], threads: int, flags: Any = None) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
+        """``call`` on each of ``views`` in the worker, in order (the views travel together, so
+        objects they share stay shared). Returns (outputs as numbers, what each view gathered,
+        the contestant's seconds per view); the harness's RNG continues from the worker's."""
+        import json
         import random
 
         import numpy as np
@@ -367,15 +511,20 @@ class ContestantWorker:
 
         name = method.name or type(method).__name__
         try:
-            blob = pickle.dumps(
-                {"method": method, "call": call, "view": view, "threads": threads, "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
+            method_blob = pickle.dumps(method, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001
             raise ContestantError(
                 f"plugin {name!r} cannot be sent to the contestant worker ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 f"define its method class at module level of an importable module"
             ) from None
+        try:
+            views_blob = dump_views(views)
+        except Exception as exc:  # noqa: BLE001 - a harness bug, reported on the cell
+            raise ViewShipError(f"the view of plugin {name!r} cannot be sent to the contestant worker: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        blob = pickle.dumps(
+            {"method": method_blob, "call": call, "views": views_blob, "threads": threads, "flags": flags, "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
         try:
             self.tx.send_bytes(blob)
             answer = self.rx.recv_bytes()
@@ -392,14 +541,21 @@ class ContestantWorker:
         try:
             reply = _safe_loads(answer)
             if reply[0] == "ok":
-                out = _from_plain(call, reply[1])
-                _set_rng(reply[2])
-                return out
+                plain, reports, seconds = list(reply[1]), [json.loads(r) for r in reply[2]], [float(t) for t in reply[3]]
+                if not (len(plain) == len(reports) == len(seconds) == len(views)):
+                    raise ValueError(f"{len(plain)} answers for {len(views)} views")
+                _set_rng(reply[4])
+                return plain, reports, seconds
             msg, tb = str(reply[1]), str(reply[2])
         except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
             self.close()  # a worker that sends anything else is not trusted with another cell
             raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
         raise ContestantError(msg) from RemoteTraceback(tb)
+
+    def call(self, method: Any, call: str, view: Any, threads: int) -> Any:
+        """``call`` on one view; a ``select`` answer as a ``Selection``, others as numbers."""
+        plain, _, _ = self.run(method, call, [view], threads)
+        return _from_plain(call, plain[0]) if call == "select" else plain[0]
 
     def close(self) -> None:
         for c in (self.tx, self.rx):
@@ -419,23 +575,31 @@ class ContestantError(RuntimeError):
 _WORKER: list[ContestantWorker] = []
 
 
-def prestart(*, device: str, protected: Sequence[str]) -> ContestantWorker:
+def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None) -> ContestantWorker:
     """This process's contestant worker for ``(device, protected)``, started now if needed (it
-    boots while the harness computes signals, so the first selection does not wait for it)."""
+    boots while the harness computes signals, so the first selection does not wait for it).
+
+    ``tenant`` names the method about to run (``contest.tenant``): a worker that ran another
+    method is replaced by a fresh one, so nothing a method leaves in its worker's memory (a
+    patched function, a damaged module global) reaches another method's cells."""
     want = (str(device), tuple(protected))
     w = _WORKER[0] if _WORKER else None
-    if w is not None and (not w.alive() or (w.device, w.protected) != want):
+    if w is not None and (not w.alive() or (w.device, w.protected) != want or (tenant is not None and w.tenant not in (None, tenant))):
         w.close()  # in a forked child: closes only the inherited pipe ends
         _WORKER.clear()
         w = None
     if w is None:
         w = ContestantWorker(*want)
         _WORKER.append(w)
+    if tenant is not None:
+        w.tenant = tenant
     return w
 
 
 def run_contestant(method: Any, call: str, view: Any, *, device: str, protected: Sequence[str]) -> Any:
-    """``getattr(method, call)(view)`` in this process's contestant worker; returns the raw output.
+    """``getattr(method, call)(view)`` in this process's contestant worker; returns the output
+    (a ``select`` answer as a ``Selection``, other calls as numbers). The pipeline calls
+    contestants through ``coreset_bench.contest.contest``, which also checks the output.
 
     Raises ``ContestantError`` (a plugin exception or a guard refusal, one-line message naming the
     plugin) or ``ContestantCrash`` (the worker died; the next call starts a new one).

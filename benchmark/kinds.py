@@ -611,6 +611,19 @@ class AttackMethod(Method):
         ...
 
 
+@dataclass(frozen=True)
+class AttackView:
+    """What the harness attacks with an attack contestant: ``perturb(model, x, y, threat,
+    generator)`` is called with these fields (in the contestant worker, on its own copies: the
+    model rebuilt from its architecture and weights, the attacked points and their labels)."""
+
+    model: Any
+    x: Any
+    y: Any
+    threat: ThreatModel
+    generator: Any
+
+
 # --------------------------------------------------------------------------------------------
 # privacy
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ running statistics: the decentralized track vmaps and averages them across nodes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,14 +301,83 @@ BUILTIN_ARCHITECTURES = [
 ]
 
 
+#: the attribute under which ``build`` records how a model was built (a ``BuildSpec``)
+BUILD_SPEC = "_coreset_bench_build"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """How to build a model again: a registered architecture, the input shape (C, H, W), the
+    classes, the normalization inside the model, and ``prepare``, the training plugin whose
+    ``prepare_model`` was applied to it (e.g. ``dp-sgd``: BatchNorm to GroupNorm), if any.
+
+    Models travel to the contestant worker (and corrected models back) as this and their weights
+    (``ship`` / ``rebuild``), never as pickled harness objects."""
+
+    arch: str
+    shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    prepare: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "shape": list(self.shape), "num_classes": self.num_classes, "mean": list(self.mean), "std": list(self.std), "prepare": self.prepare}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "BuildSpec":
+        """The spec a JSON mapping describes; ``ValueError`` when it describes none."""
+        try:
+            return cls(str(d["arch"]), tuple(int(v) for v in d["shape"]), int(d["num_classes"]), tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]), str(d.get("prepare", "") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a model description ({type(exc).__name__}: {exc})") from None
+
+
 def build(arch: str, ds_shape: Sequence[int], num_classes: int, mean: Sequence[float], std: Sequence[float], seed: int) -> nn.Module:
-    """Build ``arch`` for inputs of shape (C, H, W) with weights seeded by ``seed``."""
+    """Build ``arch`` for inputs of shape (C, H, W) with weights seeded by ``seed``. The model
+    records how it was built (``build_spec``), so it can travel as its weights."""
     from . import registry as plugins
 
     spec: Architecture = plugins.architecture(arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return spec.build(int(ds_shape[0]), num_classes, int(ds_shape[-1]), mean, std)
+        model = spec.build(int(ds_shape[0]), num_classes, int(ds_shape[-1]), mean, std)
+    setattr(model, BUILD_SPEC, BuildSpec(str(arch), tuple(int(v) for v in ds_shape), int(num_classes), tuple(float(v) for v in mean), tuple(float(v) for v in std)))
+    return model
+
+
+def build_spec(model: Any) -> BuildSpec | None:
+    """How ``model`` was built (None: not by ``build``, e.g. a plugin's own module)."""
+    spec = getattr(model, BUILD_SPEC, None)
+    return spec if isinstance(spec, BuildSpec) else None
+
+
+def mark_prepared(model: nn.Module, training: str) -> nn.Module:
+    """Record that ``training``'s ``prepare_model`` was applied to ``model`` (returned)."""
+    spec = build_spec(model)
+    if spec is not None:
+        setattr(model, BUILD_SPEC, BuildSpec(spec.arch, spec.shape, spec.num_classes, spec.mean, spec.std, str(training)))
+    return model
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as detached CPU tensors."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def rebuild(spec: BuildSpec, state: Mapping[str, torch.Tensor], training: bool = False, device: Any = "cpu") -> nn.Module:
+    """A model of ``spec`` holding ``state`` (strictly: the same names and shapes), in train or
+    eval mode, on ``device``. Raises ``ValueError`` naming the mismatch."""
+    from . import registry as plugins
+
+    model = build(spec.arch, spec.shape, spec.num_classes, spec.mean, spec.std, 0)
+    if spec.prepare:
+        model = mark_prepared(plugins.method(spec.prepare).prepare_model(model), spec.prepare)  # type: ignore[attr-defined]
+    try:
+        model.load_state_dict(dict(state))
+    except RuntimeError as exc:
+        raise ValueError(f"its weights do not fit a {spec.arch} ({str(exc).splitlines()[0] if str(exc) else 'load_state_dict failed'})") from None
+    return model.train(bool(training)).to(device)
 
 
 class ModelFactory:

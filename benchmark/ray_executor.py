@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .tracks.base import CellContext
+from .cells import CellContext
 
 
 #: ``run_one(track_name, method_name, params, cell, ctx) -> CellResult``: runs one cell, raises on failure

@@ -41,11 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from .kinds import AttackMethod, ThreatModel
-
-NORMS: tuple[str, ...] = ("linf", "l2")
-
-#: absolute tolerance of the ball and range checks (float32 rounding of ``x + eps``)
-BALL_TOL: float = 1e-6
+# the threat-model check is the attack kind's output check (coreset_bench.validation); re-exported
+from .validation import BALL_TOL, NORMS, AttackOutputError, _ball_problems, _norm_name, check_attack_output, perturbation_norm  # noqa: F401
 
 __all__ = [
     "NORMS",
@@ -62,10 +59,6 @@ __all__ = [
     "random_start",
     "threat_from_recipe",
 ]
-
-
-class AttackOutputError(ValueError):
-    """An attack plugin returned inputs outside the threat model (ball, range, shape, finiteness)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,25 +78,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             m.training = was_training
 
 
-def _norm_name(norm: str) -> str:
-    key = str(norm).lower().replace("-", "").replace("_", "")
-    if key in {"linf", "inf", "l∞"}:
-        return "linf"
-    if key in {"l2", "2"}:
-        return "l2"
-    raise ValueError(f"unsupported threat norm {norm!r}; supported: {', '.join(NORMS)}")
-
-
 def _per_sample_shape(x: torch.Tensor) -> tuple[int, ...]:
     return (x.shape[0],) + (1,) * (x.dim() - 1)
-
-
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample norm of ``delta`` (shape (B,)): max-abs for l-inf, Euclidean for l2."""
-    flat = delta.reshape(delta.shape[0], -1)
-    if _norm_name(norm) == "linf":
-        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
-    return flat.norm(p=2, dim=1)
 
 
 def noise_like(like: torch.Tensor, generator: torch.Generator | None, kind: str = "randn") -> torch.Tensor:
@@ -246,43 +222,6 @@ def pgd_attack(
 # --------------------------------------------------------------------------------------------
 # output checks
 # --------------------------------------------------------------------------------------------
-
-
-def _ball_problems(x_adv: Any, x: torch.Tensor, threat: ThreatModel) -> str | None:
-    """A description of how ``x_adv`` violates the threat model, or None when it satisfies it."""
-    if not isinstance(x_adv, torch.Tensor):
-        return f"returned {type(x_adv).__name__}, expected a torch.Tensor"
-    if tuple(x_adv.shape) != tuple(x.shape):
-        return f"returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}"
-    x_adv = x_adv.detach().to(device=x.device, dtype=torch.float32)
-    x = x.detach().to(torch.float32)
-    if not torch.isfinite(x_adv).all():
-        return f"returned {int((~torch.isfinite(x_adv)).sum())} non-finite values"
-    dist = perturbation_norm(x_adv - x, threat.norm)
-    eps = float(threat.eps)
-    limit = eps + BALL_TOL + (1e-6 * eps if _norm_name(threat.norm) == "l2" else 0.0)
-    bad = dist > limit
-    if bad.any():
-        return (
-            f"{int(bad.sum())} of {len(dist)} perturbations exceed eps={eps:g} in the "
-            f"{_norm_name(threat.norm)} norm (largest {float(dist.max()):.6g})"
-        )
-    lo, hi = float(threat.lower), float(threat.upper)
-    below = x_adv < lo - BALL_TOL
-    above = x_adv > hi + BALL_TOL
-    if below.any() or above.any():
-        return (
-            f"{int(below.sum() + above.sum())} values leave the range [{lo:g}, {hi:g}] "
-            f"(min {float(x_adv.min()):.6g}, max {float(x_adv.max()):.6g})"
-        )
-    return None
-
-
-def check_attack_output(name: str, x_adv: Any, x: torch.Tensor, threat: ThreatModel) -> None:
-    """Raise ``AttackOutputError`` naming the attack when ``x_adv`` leaves the threat model."""
-    problem = _ball_problems(x_adv, x, threat)
-    if problem is not None:
-        raise AttackOutputError(f"attack plugin {name!r} violated the threat model: {problem}")
 
 
 # --------------------------------------------------------------------------------------------

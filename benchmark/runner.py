@@ -40,7 +40,8 @@ from .lifetime import die_with_parent
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store import Store, StoreError
-from .tracks.base import Cell, CellContext, CellFailure, CellResult, Profile, Track, with_dataset
+from .cells import Cell, CellContext, CellFailure, CellResult, Profile, with_dataset
+from .tracks.base import Track
 
 
 @dataclass
@@ -106,9 +107,15 @@ def make_plan(track: Track, profile: Profile, methods: Sequence[Method], store: 
 
 
 def run_one(track_name: str, method_name: str, params: dict[str, Any], cell: Cell, ctx: CellContext) -> CellResult:
-    """Run one cell. Used by every executor; raises on failure."""
+    """Run one cell. Used by every executor; raises on failure.
+
+    The method is the registry's ``method_name``; a track on the pipeline applies the cell's
+    parameters itself (``Track.accept``, once); for a track with its own ``run_cell`` they are
+    applied here."""
     track = plugins.track(track_name)
-    method = plugins.method(method_name).with_params(**params) if params else plugins.method(method_name)
+    method = plugins.method(method_name)
+    if params and not Track.uses_pipeline(track):
+        method = method.with_params(**params)
     with envmod.cell_scope(ctx.device):
         result = track.run_cell(cell, method, ctx)
     _check_result(result, method_name)

@@ -33,7 +33,7 @@ import torch
 
 from . import locks
 from .kinds import SIGNALS, TrainingMethod
-from .tracks.base import canonical_json
+from .cells import canonical_json
 
 #: signal name -> group that computes it
 GROUPS: dict[str, str] = {

@@ -18,7 +18,8 @@ no test data; and a reasonable time on a small pool.
 ``check_no_test_access`` runs the method as the coreset track does: in the contestant worker
 (``coreset_bench.contestant``), a separate process that never loaded a test split, whose audit
 hook refuses opening the dataset files (scikit-learn's bundled data, ``--data-dir``), starting
-processes and ctypes. It fails when the method trips the guard (even if the method catches the
+processes and ctypes. ``check_in_worker`` does the same for a method of any kind on the pipeline
+(selection, privacy, attack, noise correction) on views you build, with the kind's output check. It fails when the method trips the guard (even if the method catches the
 error) or cannot be sent to the worker (its class must be importable). It does not stop a method
 that escapes Python through native code already loaded; see docs/guarantees.md.
 
@@ -189,15 +190,32 @@ def check_no_test_access(method: SelectionMethod, view: SelectionView | None = N
     dataset registry or files, starts a process, uses ctypes, or crashes the worker; returns the
     validated selection otherwise.
     """
-    from . import contestant as C
-    from .data import LeakageError
-
     view = view if view is not None else make_selection_view(method=method.name)
+    return check_in_worker(method, [view], dataset=dataset, data_dir=data_dir).output
+
+
+def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset: str = "digits", data_dir: Any = None, protected: Any = ()) -> Any:
+    """Run ``method`` on ``views`` exactly as the cell pipeline does (``coreset_bench.contest``):
+    in the contestant worker, models sent as their registered architecture and weights, outputs
+    back as numbers and checked by the kind's output check (``coreset_bench.validation``).
+
+    ``kind`` defaults to ``method.kind`` (``selection``, ``privacy``, ``attack`` or
+    ``noise-correction``; an attack's views are ``kinds.AttackView``). The files of ``dataset``
+    and ``data_dir``, and the directories in ``protected``, are out of the method's reach.
+    Returns the ``ContestResult`` (``.outputs``, ``.output`` for one view, ``.reports``); raises
+    AssertionError with the cell's one-line error when the cell would fail.
+    """
+    import os
+
+    from . import contestant as C
+    from .cells import CellFailure
+    from .contest import contest
+
+    paths = tuple(sorted(set(C.protected_paths(dataset, data_dir, None)) | {os.path.realpath(str(p)) for p in protected}))
     try:
-        raw = C.run_contestant(method, "select", view, device="cpu", protected=C.protected_paths(dataset, data_dir, None))
-    except (C.ContestantError, C.ContestantCrash, LeakageError) as exc:
+        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths)
+    except CellFailure as exc:
         raise AssertionError(f"{method.name}: {exc}") from None
-    return validate_selection(raw, view, method)
 
 
 # ---- the phase-2 kinds: text selection, decentralized, early-exit, provisioning (see .kit) ------

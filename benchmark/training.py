@@ -168,6 +168,35 @@ def train(
     return {"train_s": time.perf_counter() - t0, "steps": float(step), "epochs": float(epoch)}
 
 
+class TrainingFixture:
+    """The harness's training fixture handed to a contestant (``NoiseView.train``): a picklable
+    ``train(model, x, y, epochs=None, **overrides) -> model`` that trains ``model`` in place with
+    the ``training`` plugin (``standard``) and the track's ``recipe`` (``overrides``: keys of the
+    recipe; ``epochs`` sets ``budget_mode = "epochs"``). Call k (1, 2, ...) is seeded with
+    ``seed + k``. ``calls`` and ``seconds`` count its use (recorded with the cell)."""
+
+    def __init__(self, recipe: Mapping[str, Any], num_classes: int, seed: int, *, pad: int = 0, hflip: bool = False, training: str = "standard") -> None:
+        self.recipe, self.num_classes, self.seed = dict(recipe), int(num_classes), int(seed)
+        self.pad, self.hflip, self.training = int(pad), bool(hflip), str(training)
+        self.calls, self.seconds = 0, 0.0
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int | None = None, **overrides: Any) -> nn.Module:
+        from . import registry as plugins
+
+        unknown = sorted(set(overrides) - set(DEFAULT_RECIPE))
+        if unknown:
+            raise ValueError(f"train(): unknown recipe keys {', '.join(unknown)}; known: {', '.join(sorted(DEFAULT_RECIPE))}")
+        rec = {**self.recipe, **overrides}
+        if epochs is not None:
+            rec["epochs"] = int(epochs)
+            rec["budget_mode"] = "epochs"
+        self.calls += 1
+        t0 = time.perf_counter()
+        train(model, x, y.to(x.device), method=plugins.method(self.training), recipe=rec, num_classes=self.num_classes, seed=self.seed + self.calls, pad=self.pad, hflip=self.hflip)
+        self.seconds += time.perf_counter() - t0
+        return model
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode (float32)."""

@@ -1,5 +1,14 @@
-"""The harness's checks of what a selection method returns (used at run time by the coreset
-track, and re-exported by the plugin authors' kit ``coreset_bench.testing``).
+"""The harness's checks of what a contestant returns, one per kind (the contest
+``coreset_bench.contest`` runs them on every output; the tracks, the kit and
+``coreset_bench.testing`` use the same functions). Each raises an ``OutputError`` (a
+``CellFailure`` and a ``ValueError``) whose message is one line naming the plugin.
+
+* selection (``validate_selection``): see below;
+* privacy (``validate_scores``): one finite float per query;
+* attack (``check_attack_output``): the adversarial inputs have the inputs' shape, are finite,
+  lie in the threat model's eps-ball and in its value range;
+* noise correction (``check_corrected_model``): a ``torch.nn.Module`` with finite parameters
+  and buffers that gives one finite logit per class on a batch of inputs.
 
 A selection is valid when its indices form a 1-D array of unique integers in ``[0, n)`` with
 exactly the budget of them (at most the budget, and at least one, for methods with
@@ -14,11 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from .kinds import Selection, SelectionMethod, SelectionView
+from .cells import CellFailure
+from .kinds import Method, Selection, SelectionMethod, SelectionView
 
 
-class SelectionOutputError(ValueError):
+class OutputError(CellFailure, ValueError):
+    """A contestant's output fails its kind's check (the message is the cell's one-line error)."""
+
+
+class SelectionOutputError(OutputError):
     """A selection method returned an invalid subset."""
+
+
+class AttackOutputError(OutputError):
+    """An attack's output left the threat model or is malformed."""
 
 
 def validate_selection(out: Any, view: SelectionView, method: SelectionMethod) -> Selection:
@@ -71,3 +89,108 @@ def validate_selection(out: Any, view: SelectionView, method: SelectionMethod) -
         if np.isnan(scores).any():
             raise SelectionOutputError(f"{name}: returned NaN in its scores ({int(np.isnan(scores).sum())} of {scores.size}); return numbers (or no scores)")
     return Selection(indices=idx, weights=w, scores=scores, info=dict(out.info))
+
+
+def validate_scores(out: Any, n: int, method: Method) -> np.ndarray:
+    """A privacy method's scores: one finite float per query (float64), else ``OutputError``."""
+    try:
+        a = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise OutputError(f"invalid output of plugin {method.name!r}: scores are not numeric ({exc})") from None
+    if a.ndim != 1 or a.shape[0] != n:
+        raise OutputError(f"invalid output of plugin {method.name!r}: returned scores of shape {a.shape}; expected one score per query, shape ({n},)")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise OutputError(f"invalid output of plugin {method.name!r}: {int(bad.sum())} of {n} scores are not finite (NaN or inf)")
+    return a
+
+
+#: the threat norms attacks may use
+NORMS: tuple[str, ...] = ("linf", "l2")
+
+#: absolute tolerance of the ball and range checks (float32 rounding of ``x + eps``)
+BALL_TOL: float = 1e-6
+
+
+def _norm_name(norm: str) -> str:
+    key = str(norm).lower().replace("-", "").replace("_", "")
+    if key in {"linf", "inf", "l∞"}:
+        return "linf"
+    if key in {"l2", "2"}:
+        return "l2"
+    raise ValueError(f"unsupported threat norm {norm!r}; supported: {', '.join(NORMS)}")
+
+
+def perturbation_norm(delta: Any, norm: str) -> Any:
+    """Per-sample norm of ``delta`` (shape (B,)): max-abs for l-inf, Euclidean for l2."""
+    flat = delta.reshape(delta.shape[0], -1)
+    if _norm_name(norm) == "linf":
+        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    return flat.norm(p=2, dim=1)
+
+
+def _ball_problems(x_adv: Any, x: Any, threat: Any) -> str | None:
+    """A description of how ``x_adv`` violates the threat model, or None when it satisfies it."""
+    import torch
+
+    if not isinstance(x_adv, torch.Tensor):
+        return f"returned {type(x_adv).__name__}, expected a torch.Tensor"
+    if tuple(x_adv.shape) != tuple(x.shape):
+        return f"returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}"
+    x_adv = x_adv.detach().to(device=x.device, dtype=torch.float32)
+    x = x.detach().to(torch.float32)
+    if not torch.isfinite(x_adv).all():
+        return f"returned {int((~torch.isfinite(x_adv)).sum())} non-finite values"
+    dist = perturbation_norm(x_adv - x, threat.norm)
+    eps = float(threat.eps)
+    limit = eps + BALL_TOL + (1e-6 * eps if _norm_name(threat.norm) == "l2" else 0.0)
+    bad = dist > limit
+    if bad.any():
+        return (
+            f"{int(bad.sum())} of {len(dist)} perturbations exceed eps={eps:g} in the "
+            f"{_norm_name(threat.norm)} norm (largest {float(dist.max()):.6g})"
+        )
+    lo, hi = float(threat.lower), float(threat.upper)
+    below = x_adv < lo - BALL_TOL
+    above = x_adv > hi + BALL_TOL
+    if below.any() or above.any():
+        return (
+            f"{int(below.sum() + above.sum())} values leave the range [{lo:g}, {hi:g}] "
+            f"(min {float(x_adv.min()):.6g}, max {float(x_adv.max()):.6g})"
+        )
+    return None
+
+
+def check_attack_output(name: str, x_adv: Any, x: Any, threat: Any) -> None:
+    """Raise ``AttackOutputError`` naming the attack when ``x_adv`` is not a tensor of ``x``'s
+    shape, is not finite, leaves the eps-ball of ``threat`` around ``x`` (its norm, with a
+    tolerance of ``BALL_TOL``) or the range [``threat.lower``, ``threat.upper``]."""
+    problem = _ball_problems(x_adv, x, threat)
+    if problem is not None:
+        raise AttackOutputError(f"attack plugin {name!r} violated the threat model: {problem}")
+
+
+def check_corrected_model(out: Any, method_name: str, x_probe: Any, num_classes: int, device: Any) -> Any:
+    """A noise correction's model (returned, in eval mode on ``device``) or ``OutputError``: a
+    ``torch.nn.Module`` with finite floating parameters and buffers whose logits on ``x_probe``
+    have shape (len(x_probe), ``num_classes``) and are finite."""
+    import torch
+
+    from .training import predict
+
+    prefix = f"invalid output of plugin {method_name!r}"
+    if not isinstance(out, torch.nn.Module):
+        raise OutputError(f"{prefix}: correct() returned {type(out).__name__}, not a torch.nn.Module")
+    bad = [n for n, t in list(out.named_parameters()) + list(out.named_buffers()) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise OutputError(f"{prefix}: the returned model has non-finite (NaN or inf) values in {', '.join(bad[:5])}")
+    try:
+        model = out.to(device).eval()
+        logits = predict(model, x_probe)
+    except Exception as exc:  # noqa: BLE001 - any failure of the returned model is the plugin's
+        raise OutputError(f"{prefix}: the returned model fails on a batch of inputs ({type(exc).__name__}: {exc})") from None
+    if logits.shape != (len(x_probe), num_classes):
+        raise OutputError(f"{prefix}: the returned model gives outputs of shape {tuple(logits.shape)} for {len(x_probe)} inputs; expected ({len(x_probe)}, {num_classes}) logits")
+    if not bool(torch.isfinite(logits).all()):
+        raise OutputError(f"{prefix}: the returned model gives non-finite logits")
+    return model

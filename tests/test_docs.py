@@ -241,3 +241,26 @@ def test_the_site_builds_strictly(tmp_path):
     html = (tmp_path / "site" / "reference" / "methods" / "index.html").read_text()
     assert "easycore" in html and "verifix" in html
     assert "class_budgets" in (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
+
+
+# ---- the guide's track package, as written -------------------------------------------------------
+
+
+def test_the_guide_track_package_works_as_written(tmp_path, monkeypatch, fresh_plugins):
+    files = guide_files("tracks.md")
+    assert set(files) == {"pyproject.toml", "centroid_track.py", "tests/test_centroid_track.py"}
+    # the track supplies the pipeline's three pieces and nothing else
+    assert "def run_cell" not in files["centroid_track.py"]
+    assert all(f"    def {piece}(" in files["centroid_track.py"] for piece in ("fixture", "view", "evaluate"))
+    root = tmp_path / "coreset-bench-centroid"
+    _write(files, root)
+    # its own tests: the track through the command line, and a method that reaches for the test split
+    proc = _pytest(root)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
+
+    from coreset_bench import cli
+
+    _install(root, monkeypatch, fresh_plugins)
+    rows = json.loads(CliRunner().invoke(cli.app, ["tracks", "--json"]).stdout)
+    (row,) = [r for r in rows if r["name"] == "centroid"]
+    assert row["primary_metric"] == "centroid_acc" and row["profiles"] == ["centroid/tiny@1"]

@@ -249,6 +249,148 @@ def test_the_pytest_plugin_loads_without_torch():
     assert res.stdout.strip() == "False"
 
 
+# ---- layers: nothing imports upward, no import circle (issue 37) ------------------------------
+
+#: the packages of the distribution and their import names
+_PACKAGES = {"benchmark": "coreset_bench", "plugins": "coreset_bench.plugins", "leaderboard": "coreset_bench.leaderboard"}
+#: the core: the nouns, the kinds, the pipeline's parts, the store and the runner (the track base
+#: class ``tracks.base`` owns the pipeline and belongs here; the tracks derive from it)
+CORE = {
+    "", "cells", "kinds", "validation", "contest", "contestant", "data", "models", "training", "signals", "robust",
+    "store", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor",
+    "tracks", "tracks.base",
+}
+#: track worlds: the helpers of one track each (flat beside the core until they move beside their track)
+WORLDS = {"pooling", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world", "privacy_metrics"}
+#: the plugin authors' kit (it builds small worlds of its own)
+KIT = {"kit", "testing"}
+#: lowest first: a module may import modules of its own layer or of a lower one
+LAYERS = ("core", "worlds", "tracks", "plugins", "leaderboard", "cli")
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """import name -> the coreset_bench modules it imports (at any depth, functions included)."""
+    files: dict[str, Path] = {}
+    for folder, name in _PACKAGES.items():
+        for p in (ROOT / folder).rglob("*.py"):
+            parts = list(p.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            files[".".join([name, *parts])] = p
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        base = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else [])) if node.level else (node.module or "")
+                names = [target, *(f"{target}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for n in names:
+                while n and n not in files:  # the deepest coreset_bench module the name is in
+                    n = n.rsplit(".", 1)[0] if "." in n else ""
+                if n and n != mod:
+                    out.add(n)
+        graph[mod] = out
+    return graph
+
+
+def _layer(mod: str) -> str:
+    if mod.startswith("coreset_bench.plugins"):
+        return "plugins"
+    if mod.startswith("coreset_bench.leaderboard"):
+        return "leaderboard"
+    rel = mod.removeprefix("coreset_bench").lstrip(".")
+    if rel == "cli":
+        return "cli"
+    if rel in CORE:
+        return "core"
+    if rel in WORLDS:
+        return "worlds"
+    if rel in KIT or rel.startswith("tracks."):
+        return "tracks"
+    raise AssertionError(f"module {mod} is in no layer: add it to CORE, WORLDS or KIT in tests/test_import_structure.py")
+
+
+def _circles(graph: dict[str, set[str]], within: set[str]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), restricted to ``within``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v] & within:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(within):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    """``python -m pytest tests/test_import_structure.py -k layer`` (issue 37): the core (nouns,
+    kinds, pipeline parts, store, runner, the track base class) imports no track world, no track,
+    no plugin and no leaderboard module; the worlds import no track; and so on up to the CLI."""
+    graph = _module_graph()
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = [
+        f"{mod} ({_layer(mod)}) imports {dep} ({_layer(dep)})"
+        for mod, deps in sorted(graph.items())
+        for dep in sorted(deps)
+        if rank[_layer(dep)] > rank[_layer(mod)]
+    ]
+    assert not upward, "imports upward:\n" + "\n".join(upward)
+
+
+def test_the_core_imports_no_track_module():
+    graph = _module_graph()
+    bad = [(m, d) for m, deps in graph.items() if _layer(m) == "core" for d in deps if d.startswith("coreset_bench.tracks.") and d != "coreset_bench.tracks.base"]
+    assert not bad, bad
+
+
+def test_the_layer_check_sees_an_upward_import():
+    """The check can fail: a core module importing a track is reported."""
+    graph = _module_graph()
+    graph["coreset_bench.runner"] = graph["coreset_bench.runner"] | {"coreset_bench.tracks.privacy"}
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    assert any(rank[_layer(d)] > rank[_layer("coreset_bench.runner")] for d in graph["coreset_bench.runner"])
+    assert _circles({"a": {"b"}, "b": {"a"}, "c": set()}, {"a", "b", "c"}) == [["a", "b"]]
+
+
+def test_no_import_circle_in_the_core_the_tracks_and_the_plugins():
+    graph = _module_graph()
+    within = {m for m in graph if _layer(m) != "leaderboard"}
+    assert _circles(graph, within) == []
+
+
+def test_no_import_circle_in_the_leaderboard():
+    graph = _module_graph()
+    assert _circles(graph, set(graph)) == []
+
+
 if __name__ == "__main__":  # python tests/test_import_structure.py: print the circles, if any
     found = import_cycles(import_graph())
     print("\n".join(" <-> ".join(c) for c in found) or f"no import circle among {len(import_graph())} modules")

@@ -278,7 +278,7 @@ def test_a_hostile_method_finds_no_test_data_and_each_refusal_fails_its_cell(reg
         if probe not in ("resolve", "all"):
             assert GUARD in out.error, (probe, out.error)
     assert "open" in outs["open"].error and "digits.csv.gz" in outs["open"].error
-    assert "sklearn/datasets (dataset files)" in outs["dir_fd"].error
+    assert "sklearn/datasets (protected: dataset files" in outs["dir_fd"].error
     assert "subprocess.Popen" in outs["cat"].error and "os.system" in outs["system"].error
     assert "os.fork" in outs["fork"].error and "ctypes" in outs["ctypes"].error
     store.close()

@@ -313,10 +313,21 @@ class WrongOutput(NoiseCorrectionMethod):
         return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
 
 
+class WrongClasses(NoiseCorrectionMethod):
+    """A registered architecture, but for 3 classes instead of the view's 10."""
+
+    name = "test-wrong-classes"
+
+    def correct(self, view):
+        from coreset_bench.models import build
+
+        return build("mlp", (1, 8, 8), 3, (0.5,), (0.25,), 0)
+
+
 class _BadPlugins:
     @hookimpl
     def register_methods(self, register):
-        for cls in (ReturnsString, NanWeights, WrongOutput):
+        for cls in (ReturnsString, NanWeights, WrongOutput, WrongClasses):
             register(cls())
 
 
@@ -396,7 +407,9 @@ def test_low_curvature_verified_set_comes_from_the_noisy_pool(noise_reg, tmp_pat
     [
         ("test-returns-string", "correct() returned str, not a torch.nn.Module"),
         ("test-nan-weights", "non-finite (NaN or inf) values"),
-        ("test-wrong-output", "expected (8, 10) logits"),
+        # models come back from the contestant worker as a registered architecture and weights
+        ("test-wrong-output", "correct() returned a Sequential that is not a model of a registered architecture"),
+        ("test-wrong-classes", "cannot be rebuilt as the view's model (it is a mlp for 3 classes; the view's model is a mlp for 10)"),
     ],
 )
 def test_invalid_output_fails_the_cell_naming_the_plugin(noise_reg, tmp_path, name, message):

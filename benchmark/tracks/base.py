@@ -12,217 +12,30 @@ evaluation.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# the nouns live below the tracks (``coreset_bench.cells``); re-exported here so every existing
+# import (``from coreset_bench.tracks.base import Cell``) keeps working
+from ..cells import (  # noqa: F401 - re-exported
+    ArtifactOut,
+    Cell,
+    CellContext,
+    CellFailure,
+    CellResult,
+    Profile,
+    _dataset_threat,
+    canonical_json,
+    with_dataset,
+)
 from ..kinds import Method
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A versioned matrix of a track.
-
-    ``axes``: ordered mapping axis -> list of values (the cross product is the matrix).
-    ``seeds``: repeat indices; each repeat gets its own seed derived from the cell key.
-    ``settings``: fixed protocol values (epochs, batch size, eval subset size, ...).
-    ``timeout_s``: per-cell wall-clock limit (None: no limit).
-    ``salted``: the seeds of hidden generated data (tracks with ``Track.hidden_data``) are salted
-    with the results store's secret (``coreset_bench.salt``); False only for profile versions
-    published before the salt, whose entries must keep reproducing (their hidden data follows
-    from public seeds).
-    """
-
-    track: str
-    name: str
-    version: int
-    axes: Mapping[str, Sequence[Any]]
-    seeds: Sequence[int] = (0,)
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    description: str = ""
-    timeout_s: float | None = None
-    device: str = "cpu"
-    salted: bool = True
-
-    @property
-    def id(self) -> str:
-        """``track/name@version``"""
-        return f"{self.track}/{self.name}@{self.version}"
-
-    @property
-    def short(self) -> str:
-        return f"{self.track}/{self.name}"
-
-    def n_cells(self) -> int:
-        n = len(self.seeds)
-        for v in self.axes.values():
-            n *= len(v)
-        return n
-
-    def axis_points(self) -> list[dict[str, Any]]:
-        names = list(self.axes)
-        return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
-
-
-def with_dataset(profile: Profile, dataset: str) -> Profile:
-    """``profile`` run on ``dataset`` instead of its own (a derived profile, own id and ranking).
-
-    The threat model follows the data: where the profile attacks (settings ``robust`` with an
-    ``eps``), the derived profile takes the ``eps`` and ``step_size`` the new dataset declares
-    (``data.threat_model``: 8/255 with 2/255 steps for CIFAR and image folders, 0.1 with 0.025 for
-    digits) and keeps the profile's step counts and TRADES beta; a dataset that declares none keeps
-    the profile's. The description says which. The profile itself is returned unchanged."""
-    if "dataset" not in profile.axes:
-        raise ValueError(f"profile {profile.id} has no dataset axis; --dataset does not apply")
-    if list(profile.axes["dataset"]) == [dataset]:
-        return profile
-    settings, note = _dataset_threat(profile.settings, dataset)
-    return Profile(
-        profile.track,
-        f"{profile.name}:{dataset}",
-        profile.version,
-        {**profile.axes, "dataset": [dataset]},
-        profile.seeds,
-        settings,
-        f"{profile.description} Run on {dataset}.{note}",
-        profile.timeout_s,
-        profile.device,
-        profile.salted,
-    )
-
-
-def _dataset_threat(settings: Mapping[str, Any], dataset: str) -> tuple[Mapping[str, Any], str]:
-    """(settings with ``dataset``'s threat model, a sentence saying which threat model applies)."""
-    from ..data import threat_model, threat_text
-
-    rb = settings.get("robust")
-    if not isinstance(rb, Mapping) or "eps" not in rb:
-        return settings, ""
-    tm = threat_model(dataset)
-    if tm is None:
-        return settings, f" Threat model: L∞ {threat_text(rb['eps'])} (the profile's; the dataset declares none)."
-    note = f" Threat model: L∞ {threat_text(tm['eps'])} with {threat_text(tm['step_size'])} steps (from the dataset"
-    if float(rb["eps"]) != tm["eps"] or float(rb.get("step_size", tm["step_size"])) != tm["step_size"]:
-        note += f"; the profile's own is L∞ {threat_text(rb['eps'])}"
-    return {**settings, "robust": {**rb, **tm}}, note + ")."
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of a profile's matrix for one method."""
-
-    track: str
-    profile: str  # profile id, e.g. "coreset/quick@1"
-    method: str
-    method_version: str
-    params: Mapping[str, Any]
-    axes: Mapping[str, Any]
-    repeat: int
-
-    @property
-    def key(self) -> str:
-        payload = {
-            "track": self.track,
-            "profile": self.profile,
-            "method": f"{self.method}@{self.method_version}",
-            "params": dict(self.params),
-            "axes": dict(self.axes),
-            "repeat": self.repeat,
-        }
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:24]
-
-    @property
-    def seed(self) -> int:
-        """The cell's seed: derived from everything in the key except the method.
-
-        Two methods at the same axes and repeat share the seed, so their differences are
-        paired (same splits, same training noise), and gain-over-random can be computed
-        per seed. Repeats differ.
-        """
-        payload = {"profile": self.profile, "axes": dict(self.axes), "repeat": self.repeat}
-        return int(hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:8], 16) % (2**31 - 1)
-
-    def label(self) -> str:
-        ax = " ".join(f"{k}={v}" for k, v in self.axes.items())
-        return f"{self.method} {ax} repeat={self.repeat}"
-
-
-@dataclass
-class ArtifactOut:
-    """An artifact a cell produced: ``data`` is bytes (stored content-addressed on disk)."""
-
-    kind: str
-    name: str
-    data: bytes
-
-    @classmethod
-    def npy(cls, kind: str, name: str, array: Any) -> "ArtifactOut":
-        """An array stored as a ``.npy`` file (no pickles)."""
-        import io
-
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(array), allow_pickle=False)
-        return cls(kind, name, buf.getvalue())
-
-
-@dataclass
-class CellResult:
-    metrics: dict[str, float]
-    timings: dict[str, float] = field(default_factory=dict)
-    artifacts: list[ArtifactOut] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class CellFailure(Exception):
-    """A cell failed for a reason the harness detected (invalid plugin output, time-out)."""
-
-
-@dataclass
-class CellContext:
-    """What the runner hands a track for one cell."""
-
-    results_dir: Path
-    cache_dir: Path
-    data_dir: Path | None
-    device: str = "cpu"
-    progress: Callable[[str, float], None] = lambda what, frac: None
-    #: union of the signals every method of this run declared: the first proxy run computes
-    #: them all, so later methods are served from the cache instead of recomputing a union
-    prefetch_signals: frozenset[str] = frozenset()
-    #: the secret salt in effect for hidden generated data ("" = public seeds); harness side
-    #: only, never put in a view (``coreset_bench.salt``)
-    hidden_salt: str = field(default="", repr=False)
-
-    def hidden_seed(self, public_seed: int | str) -> int:
-        """The seed of hidden generated data (evaluation traces, held-out worlds, test clips,
-        hidden flags) from its public seed: the public seed itself without a salt, else a hash
-        of the salt and it (``coreset_bench.salt.hidden_seed``). Every track that generates data
-        a contestant must not rebuild routes that seed through here."""
-        from ..salt import hidden_seed
-
-        return hidden_seed(self.hidden_salt, public_seed)
-
-    @property
-    def salt_id(self) -> str:
-        """A short public name of the salt in effect (``"public"`` without one), for memo keys
-        and messages."""
-        from ..salt import salt_id
-
-        return salt_id(self.hidden_salt)
-
-
 class Track(ABC):
-    """A benchmark protocol. Subclasses set the class attributes and implement ``run_cell``."""
+    """A benchmark protocol. Subclasses set the class attributes (declarations) and supply the
+    pipeline's middle pieces, ``fixture``, ``view`` and ``evaluate`` (see ``run_cell``)."""
 
     name: str = ""
     summary: str = ""
@@ -410,9 +223,112 @@ class Track(ABC):
     def prepare(self, profile: Profile, methods: Sequence[Method], ctx: CellContext) -> None:
         """Optional shared preparation before the cells of a run (e.g. warm a cache)."""
 
-    @abstractmethod
+    # ---- the cell pipeline (issue 37) ----------------------------------------------------------
+    #: subdirectories of the cache holding this track's hidden data (model banks, noisy-label
+    #: models): the contestant worker refuses to open them, as it refuses the dataset files
+    private_cache: tuple[str, ...] = ()
+
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        """Run one cell and return its metrics. Raise ``CellFailure`` for invalid plugin output."""
+        """Run one cell through the pipeline the base class owns; tracks supply its middle pieces.
+
+        1. ``accept(cell, method)``: the kind check and the method's parameters, from the cell, once;
+        2. ``fixture(profile, cell, ctx)``: splits, world, fixed models, seeded and cached (the
+           global torch generator is seeded with the cell's seed first; the contestant worker
+           starts meanwhile);
+        3. ``view(fixture, cell, method)``: the kind's view (a list: one call per view), holding
+           no hidden truth;
+        4. the contest (``coreset_bench.contest``): the contestant in the contestant worker, which
+           holds only the views; seeding, timing, one-line errors, the kind's output check;
+        5. ``evaluate(fixture, cell, contest)``: metrics, timings, artifacts, info (a ``CellResult``);
+        6. ``record``: finite metrics, the primary metric, the contest's time.
+
+        A track that overrides ``run_cell`` instead runs its own code (the tracks not yet on the
+        pipeline). Raise ``CellFailure`` for a failure the harness detected.
+        """
+        import torch
+
+        from .. import contestant as C
+        from ..contest import contest, tenant
+
+        method = self.accept(cell, method)
+        profile = self.profile(cell.profile)
+        protected = self.protected(profile, cell, ctx)
+        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method))  # boots while the fixture is built
+        torch.manual_seed(cell.seed)
+        fixture = self.fixture(profile, cell, ctx)
+        views = self.view(fixture, cell, method)
+        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected)
+        return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
+
+    def accept(self, cell: Cell, method: Method) -> Method:
+        """The method this cell runs: ``method`` (the cell's method, by name) with the cell's
+        parameters, after the kind check (``accepts``); ``CellFailure`` when it cannot run."""
+        from ..contest import KINDS
+
+        if cell.track != self.name:
+            raise CellFailure(f"a cell of track {cell.track!r} was handed to track {self.name!r}")
+        if method.name != cell.method:
+            raise CellFailure(f"cell {cell.key} runs method {cell.method!r}, not {method.name!r}")
+        reason = self.accepts(method)
+        if reason:
+            raise CellFailure(reason)
+        kind = KINDS.get(self.contestant_kind)
+        if kind is not None and not isinstance(method, kind.method_class):
+            raise CellFailure(f"plugin {method.name!r} declares kind {method.kind!r} but is not a {kind.method_class.__name__}")
+        if dict(method.params) != dict(cell.params):
+            try:
+                method = method.with_params(**dict(cell.params))
+            except ValueError as exc:
+                raise CellFailure(str(exc)) from None
+        return method
+
+    def protected(self, profile: Profile, cell: Cell, ctx: CellContext) -> tuple[str, ...]:
+        """What the contestant worker refuses to open for this cell: the dataset's files and this
+        track's ``private_cache`` directories (and the directories above them)."""
+        import os
+
+        from ..contestant import protected_paths
+
+        paths = set(protected_paths(str(cell.axes.get("dataset", "")), ctx.data_dir, ctx.cache_dir))
+        paths.update(os.path.realpath(Path(ctx.cache_dir) / d) for d in self.private_cache)
+        return tuple(sorted(paths))
+
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
+        """The cell's fixed world: splits, fixed models, banks (seeded, cached). Tracks on the
+        pipeline override ``fixture``, ``view`` and ``evaluate``."""
+        raise NotImplementedError(f"track {self.name!r} defines neither run_cell nor fixture/view/evaluate")
+
+    def view(self, fixture: Any, cell: Cell, method: Method) -> Any:
+        """The view(s) the contestant receives (a list: the protocol function runs once per view)."""
+        raise NotImplementedError(f"track {self.name!r} defines no view")
+
+    def evaluate(self, fixture: Any, cell: Cell, contest: Any) -> CellResult:
+        """The cell's metrics, timings, artifacts and info from the contest's checked outputs
+        (``coreset_bench.contest.ContestResult``)."""
+        raise NotImplementedError(f"track {self.name!r} defines no evaluate")
+
+    def record(self, profile: Profile, cell: Cell, method: Method, result: CellResult, contest: Any) -> CellResult:
+        """The last step: every metric a finite number (NaN allowed only in per-class ``class_*``
+        metrics, for a class with no test point), the primary metric present and named in
+        ``info``, the contest's time in ``timings["contest_s"]``."""
+        import math
+
+        if not isinstance(result, CellResult):
+            raise CellFailure(f"track {self.name!r} evaluated plugin {method.name!r} to a {type(result).__name__}, not a CellResult")
+        bad = [k for k, v in result.metrics.items() if not isinstance(v, (int, float)) or not (math.isfinite(v) or (math.isnan(v) and k.startswith("class_")))]
+        if bad:
+            raise CellFailure(f"plugin {method.name!r}: the cell's metrics are not finite numbers ({', '.join(f'{k}={result.metrics[k]!r}' for k in bad[:5])})")
+        primary = self.primary_for(profile)
+        if primary not in result.metrics:
+            raise CellFailure(f"track {self.name!r} gave no {primary!r} (its primary metric) for plugin {method.name!r}")
+        result.info.setdefault("primary_metric", primary)
+        result.timings.setdefault("contest_s", float(contest.seconds))
+        return result
+
+    @staticmethod
+    def uses_pipeline(track: "Track") -> bool:
+        """Whether ``track`` runs its cells through the base class's pipeline (not its own ``run_cell``)."""
+        return type(track).run_cell is Track.run_cell
 
     def claims(self) -> list[Any]:
         """The claims of this track's seed papers (``coreset_bench.claims.Claim``), judged on the

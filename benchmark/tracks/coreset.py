@@ -16,6 +16,10 @@ PGD-AT) and, for robust metrics, ``attack`` plugins. For every cell the harness:
 5. evaluates the final model (never a best epoch) on the test split: clean accuracy, per-class
    accuracy and, where the profile names attacks, adversarial accuracy.
 
+Steps 1-2 are the track's ``fixture`` (the proxy run served on demand, for the signals the
+method declared), 3 its ``view`` and the contest (``coreset_bench.contest``), 4-5 its
+``evaluate``: the cell pipeline of ``Track.run_cell``.
+
 Conventions (stored with each profile's settings, see ``methods-selection.md`` section 1):
 the budget is the *kept* fraction of the pool (validation excluded), rounded to a count; class
 balance is the method's own choice; the training budget on the subset is a fixed number of
@@ -28,20 +32,20 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import contestant as C
 from .. import data as D
 from .. import models as M
 from .. import signals as S
 from .. import training as T
 from ..claims import BEST_NON_SEED, NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row
-from ..kinds import Method, Selection, SelectionMethod, SelectionView, Signals, ThreatModel
-from ..validation import validate_selection
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from ..contest import ContestResult
+from ..kinds import Method, Selection, SelectionView, Signals, ThreatModel
+from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 #: how the run's display names an attack step
 _ATTACK_LABELS = {"pgd": "PGD", "autoattack": "AutoAttack", "fgsm": "FGSM"}
@@ -413,30 +417,20 @@ class CoresetTrack(Track):
         prof = Profile(profile.track, profile.name, profile.version, {**profile.axes, "budget": [float(fixed)]}, profile.seeds, profile.settings)
         return [Cell(c.track, profile.id, c.method, c.method_version, c.params, c.axes, c.repeat) for c in super().cells(prof, method)]
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        from .. import registry as plugins
-
-        assert isinstance(method, SelectionMethod)
-        profile = self.profile(cell.profile)
+    # ---- the pipeline's pieces -------------------------------------------------------------
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> _Fixture:
+        """The profile's fixed splits, the cell's model factory and budget, and the shared proxy
+        run (computed or read from the cache when the view asks for signals)."""
         st = profile.settings
         ax = cell.axes
-        device = ctx.device
-        torch.manual_seed(cell.seed)
         sp = self.splits(profile, str(ax["dataset"]), ctx)
         ds = sp.dataset
         n_pool = len(sp.y_pool)
         budget = min(n_pool, max(1, int(round(float(ax["budget"]) * n_pool))))
         arch = str(ax["arch"])
         repeat_seed = int(hashlib.sha256(canonical_json([profile.id, ax["dataset"], arch, cell.repeat]).encode()).hexdigest()[:8], 16) % (2**31)
-
         # picklable: it travels to the contestant worker inside the view and the proxy-model signal
-        factory = M.ModelFactory(arch, ds.shape, ds.num_classes, ds.mean, ds.std, repeat_seed, device)
-
-        standard = plugins.method("standard")
-        protected = C.protected_paths(str(ax["dataset"]), ctx.data_dir, ctx.cache_dir)
-        C.prestart(device=str(device), protected=protected)  # boots while the proxy trains
-        # ---- signals (shared proxy run) -------------------------------------------------------
-        wanted = set(method.signals)
+        factory = M.ModelFactory(arch, ds.shape, ds.num_classes, ds.mean, ds.std, repeat_seed, ctx.device)
         epochs = int(st["proxy"]["epochs"])
         ck = st.get("checkpoints", "all")
         ck_epochs = tuple(range(1, epochs + 1)) if ck == "all" else tuple(int(e) for e in ck)
@@ -448,57 +442,63 @@ class CoresetTrack(Track):
             seed=repeat_seed,
             checkpoint_epochs=ck_epochs,
         )
-        ctx.progress("signals", 0.0)
-        bundle = S.compute_signals(
-            spec,
-            (wanted | set(ctx.prefetch_signals)) if wanted else wanted,
+        return _Fixture(profile, sp, budget, factory, spec, ctx)
+
+    def view(self, fixture: _Fixture, cell: Cell, method: Method) -> SelectionView:
+        """Pool, validation split, the signals the method declared (from the shared proxy run),
+        budget, seeded generators and a model factory; nothing of the test split."""
+        f = fixture
+        sp, ds = f.sp, f.sp.dataset
+        wanted = set(getattr(method, "signals", ()))
+        f.wanted = wanted
+        f.ctx.progress("signals", 0.0)
+        f.bundle = S.compute_signals(
+            f.spec,
+            (wanted | set(f.ctx.prefetch_signals)) if wanted else wanted,
             x_pool=sp.x_pool,
             y_pool=sp.y_pool,
             x_val=sp.x_val,
             y_val=sp.y_val,
             num_classes=ds.num_classes,
-            model_factory=factory,
-            training=standard,
+            model_factory=f.factory,
+            training=_registry().method("standard"),
             pad=ds.crop_pad,
             hflip=ds.hflip,
-            cache_dir=ctx.cache_dir,
-            progress=lambda what, f: ctx.progress("proxy", f),
+            cache_dir=f.ctx.cache_dir,
+            progress=lambda what, frac: f.ctx.progress("proxy", frac),
         )
-        # ---- selection ----------------------------------------------------------------------
-        gen = torch.Generator().manual_seed(cell.seed)
-        view = SelectionView(
+        f.ctx.progress("select", 0.0)
+        return SelectionView(
             x=sp.x_pool,
             y=sp.y_pool,
             x_val=sp.x_val,
             y_val=sp.y_val,
             num_classes=ds.num_classes,
-            budget=budget,
-            fraction=float(ax["budget"]),
-            signals=Signals(S.restrict(bundle.arrays, wanted), method=method.name),
+            budget=f.budget,
+            fraction=float(cell.axes["budget"]),
+            signals=Signals(S.restrict(f.bundle.arrays, wanted), method=method.name),
             seed=cell.seed,
-            generator=gen,
+            generator=torch.Generator().manual_seed(cell.seed),
             rng=np.random.default_rng(cell.seed),
-            model_factory=factory.with_seed(cell.seed),
-            device=device,
+            model_factory=f.factory.with_seed(cell.seed),
+            device=f.ctx.device,
         )
-        ctx.progress("select", 0.0)
-        t0 = time.perf_counter()
-        # in the contestant worker: a process that never loaded the test split (see contestant.py)
-        try:
-            raw = C.run_contestant(method, "select", view, device=str(device), protected=protected)
-        except (C.ContestantError, C.ContestantCrash, D.LeakageError) as exc:
-            raise CellFailure(str(exc)) from exc
-        select_s = time.perf_counter() - t0
-        try:
-            sel: Selection = validate_selection(raw, view, method)
-        except ValueError as exc:
-            raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
+
+    def evaluate(self, fixture: _Fixture, cell: Cell, contest: ContestResult) -> CellResult:
+        """Train a fresh model on the subset with the cell's training plugin, then evaluate the
+        final model on the test split: clean, per-class and adversarial accuracy, flags."""
+        f = fixture
+        profile, sp, ctx = f.profile, f.sp, f.ctx
+        st, ax, ds, device = profile.settings, cell.axes, f.sp.dataset, ctx.device
+        sel: Selection = contest.output
+        bundle, wanted, budget, n_pool = f.bundle, f.wanted, f.budget, len(f.sp.y_pool)
+        select_s = contest.seconds
         # ---- training -----------------------------------------------------------------------
         training_name = str(ax.get("training", "standard"))
-        trainer = plugins.method(training_name)
+        trainer = _registry().method(training_name)
         recipe = {**dict(st["train"]), **dict(st.get("robust", {}))}
         idx_t = torch.from_numpy(sel.indices).to(device)
-        model = factory(cell.seed + 1)
+        model = f.factory(cell.seed + 1)
         weights = torch.from_numpy(sel.weights).float() if sel.weights is not None else None
         ctx.progress("train", 0.0)
         t1 = time.perf_counter()
@@ -513,7 +513,7 @@ class CoresetTrack(Track):
             weights=weights,
             pad=ds.crop_pad,
             hflip=ds.hflip,
-            progress=lambda what, f: ctx.progress("train", f),
+            progress=lambda what, frac: ctx.progress("train", frac),
         )
         training_s = time.perf_counter() - t1
         # ---- evaluation ---------------------------------------------------------------------
@@ -561,7 +561,7 @@ class CoresetTrack(Track):
             "realized_size": int(len(sel.indices)),
             "weighted": sel.weights is not None,
             "proxy_shared": bundle.shared,
-            "proxy_key": spec.key if wanted else None,
+            "proxy_key": f.spec.key if wanted else None,
             "signals": sorted(wanted),
             "class_histogram": hist.tolist(),
             "pred_histogram": pred_hist.tolist(),
@@ -668,6 +668,27 @@ class CoresetTrack(Track):
             ok = int(a_ok.sum()) <= int(p_ok[pos].sum()) + 1
             out["check_order_ok"] = min(out.get("check_order_ok", 1.0), 1.0 if ok else 0.0)
         return out
+
+
+@dataclass
+class _Fixture:
+    """One cell's world (harness side: the test split stays here)."""
+
+    profile: Profile
+    sp: D.Splits
+    budget: int
+    factory: M.ModelFactory
+    spec: S.ProxySpec
+    ctx: CellContext
+    #: set by ``view``: the signals the method declared and the proxy run that served them
+    wanted: set[str] = field(default_factory=set)
+    bundle: Any = None
+
+
+def _registry() -> Any:
+    from .. import registry
+
+    return registry
 
 
 def pack_bits(correct: np.ndarray) -> dict[str, Any]:

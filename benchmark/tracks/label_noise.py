@@ -25,13 +25,19 @@ Contestants are ``noise-correction`` plugins; the fixtures are the noise injecti
    cached under ``<cache>/label-noise/<key>/`` and shared by every method's cell; its training
    time (and the curvature time, for ``low-curvature``) is recorded with every cell, flagged
    shared when the cache served it;
-5. hands the method a ``NoiseView`` (a copy of the noisy model, the verified set, the noisy pool,
-   a model factory and the training fixture ``train(model, x, y, epochs=None, **recipe
-   overrides)`` with the profile's recipe; nothing of the test split) and times
-   ``correct(view)``: that is the correction's cost (``correction_s``);
-6. checks the output (a ``torch.nn.Module`` with finite parameters and buffers giving one logit
-   per class) and evaluates clean test accuracy before (``acc_before``) and after
-   (``acc_after``, the primary metric) and the ``gain``.
+5. hands the method a ``NoiseView`` (the noisy model, the verified set, the noisy pool, a model
+   factory and the training fixture ``train(model, x, y, epochs=None, **recipe overrides)`` with
+   the profile's recipe; nothing of the test split, no clean label of the pool) in the
+   contestant worker (``coreset_bench.contest``), a process that holds only that view (the
+   model rebuilt from its weights), and times ``correct(view)`` there and back: that is the
+   correction's cost (``correction_s``);
+6. checks the output (a model of the view's architecture, sent back as its weights, with finite
+   parameters and buffers giving one logit per class) and evaluates clean test accuracy before
+   (``acc_before``) and after (``acc_after``, the primary metric) and the ``gain``.
+
+Steps 1-4 are the track's ``fixture``, 5 its ``view`` and the contest, 6 its ``evaluate`` (the
+cell pipeline of ``Track.run_cell``). The noisy models' cache (``<cache>/label-noise``) is out
+of the contestant's reach (``private_cache``).
 
 Noise models (reference section 7.4: symmetric "different class" noise as in Verifix, and
 asymmetric noise as a separate, labelled option):
@@ -72,10 +78,10 @@ the benchmark does not grant (reference section 3.7).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,8 +95,10 @@ from .. import locks
 from .. import models as M
 from .. import training as T
 from ..claims import SUPERIORITY, Claim, Paper, Row
-from ..kinds import Method, NoiseCorrectionMethod, NoiseView
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from ..contest import ContestResult
+from ..kinds import Method, NoiseView
+from ..validation import check_corrected_model  # noqa: F401 - the noise-correction kind's output check, re-exported
+from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 # ---- asymmetric mappings ---------------------------------------------------------------------
 
@@ -416,26 +424,6 @@ def _hash_seed(*parts: Any) -> int:
     return int(hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:8], 16) % (2**31)
 
 
-def check_corrected_model(out: Any, method_name: str, x_probe: torch.Tensor, num_classes: int, device: Any) -> torch.nn.Module:
-    """The harness's check of a correction's output; raises ``CellFailure`` naming the plugin."""
-    prefix = f"invalid output of plugin {method_name!r}"
-    if not isinstance(out, torch.nn.Module):
-        raise CellFailure(f"{prefix}: correct() returned {type(out).__name__}, not a torch.nn.Module")
-    bad = [n for n, t in list(out.named_parameters()) + list(out.named_buffers()) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise CellFailure(f"{prefix}: the returned model has non-finite (NaN or inf) values in {', '.join(bad[:5])}")
-    try:
-        model = out.to(device).eval()
-        logits = T.predict(model, x_probe)
-    except Exception as exc:  # noqa: BLE001 - any failure of the returned model is the plugin's
-        raise CellFailure(f"{prefix}: the returned model fails on a batch of inputs ({type(exc).__name__}: {exc})") from None
-    if logits.shape != (len(x_probe), num_classes):
-        raise CellFailure(f"{prefix}: the returned model gives outputs of shape {tuple(logits.shape)} for {len(x_probe)} inputs; expected ({len(x_probe)}, {num_classes}) logits")
-    if not bool(torch.isfinite(logits).all()):
-        raise CellFailure(f"{prefix}: the returned model gives non-finite logits")
-    return model
-
-
 class LabelNoiseTrack(Track):
     name = "label-noise"
     summary = "Correct a model trained on noisy labels with a small verified set; report clean test accuracy after correction."
@@ -448,6 +436,7 @@ class LabelNoiseTrack(Track):
     metric_bounds = {"acc_after": (0.0, 1.0), "acc_before": (0.0, 1.0), "gain": (-1.0, 1.0), "class_acc_*": (0.0, 1.0)}
     baseline_method = "none"
     reference_methods = ("none",)
+    private_cache = ("label-noise",)
 
     def __init__(self) -> None:
         self._splits: dict[str, D.Splits] = {}
@@ -550,18 +539,16 @@ class LabelNoiseTrack(Track):
             locks.replace_dir(tmp, path)
             return m, meta, False
 
-    # ---- the cell ---------------------------------------------------------------------------
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        if not isinstance(method, NoiseCorrectionMethod):
-            raise CellFailure(f"track {self.name!r} ranks noise-correction methods; {method.name!r} is a {method.kind} method")
-        profile = self.profile(cell.profile)
+    # ---- the pipeline's pieces -----------------------------------------------------------------
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> _Fixture:
+        """Splits, verified set, injected noise, the noisy-label model (trained once, cached) and
+        its clean test accuracy (``acc_before``)."""
         st = profile.settings
         ax = cell.axes
         dataset, arch, noise, rate, strategy = str(ax["dataset"]), str(ax["arch"]), str(ax["noise"]), float(ax["rate"]), str(ax.get("verified", "clean"))
         if strategy not in ("clean", "low-curvature"):
             raise ValueError(f"unknown verified strategy {strategy!r}; use clean or low-curvature")
         device = ctx.device
-        torch.manual_seed(cell.seed)
         sp = self.splits(profile, dataset, ctx)
         ds = sp.dataset
         C = ds.num_classes
@@ -631,95 +618,124 @@ class LabelNoiseTrack(Track):
         t_eval = time.perf_counter()
         before = T.accuracy(noisy_model, sp.x_test, sp.y_test, C)
         eval_s = time.perf_counter() - t_eval
+        ctx.progress("correct", 0.0)
+        return _Fixture(
+            sp=sp, num_classes=C, arch=arch, recipe=recipe, noise=noise, rate=rate, strategy=strategy, keep=keep, val=val,
+            x_pool=x_pool, y_pool_noisy=y_pool_noisy, y_val_noisy=y_val_noisy, x_ver=x_ver, y_ver=y_ver, ver_pool_idx=ver_pool_idx,
+            precision=precision, tcounts=tcounts, mapping=mapping, mapping_name=mapping_name, noisy_model=noisy_model, meta=meta,
+            shared=shared, key_payload=key_payload, before=before, eval_s=eval_s, device=device,
+        )
 
-        # ---- correction -----------------------------------------------------------------------
-        calls = [0]
-        fixture_s = [0.0]
-
-        def train_fixture(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int | None = None, **overrides: Any) -> torch.nn.Module:
-            unknown = sorted(set(overrides) - set(T.DEFAULT_RECIPE))
-            if unknown:
-                raise ValueError(f"train(): unknown recipe keys {', '.join(unknown)}; known: {', '.join(sorted(T.DEFAULT_RECIPE))}")
-            rec = {**recipe, **overrides}
-            if epochs is not None:
-                rec["epochs"] = int(epochs)
-                rec["budget_mode"] = "epochs"
-            calls[0] += 1
-            t0 = time.perf_counter()
-            T.train(model, x, y.to(x.device), method=_standard(), recipe=rec, num_classes=C, seed=cell.seed + calls[0], pad=ds.crop_pad, hflip=ds.hflip)
-            fixture_s[0] += time.perf_counter() - t0
-            return model
-
-        view = NoiseView(
-            model=copy.deepcopy(noisy_model),
-            x_verified=x_ver,
-            y_verified=y_ver,
-            x_pool=x_pool,
-            y_pool_noisy=y_pool_noisy,
-            num_classes=C,
-            model_factory=lambda: factory(cell.seed),
-            train=train_fixture,
+    def view(self, fixture: _Fixture, cell: Cell, method: Method) -> NoiseView:
+        """The noisy model, the verified set, the noisy pool (and the noisy held-out split), a
+        model factory and the training fixture: nothing of the test split, no clean label of
+        the pool. The contestant worker receives a copy (the model as its weights)."""
+        f = fixture
+        ds = f.sp.dataset
+        return NoiseView(
+            model=f.noisy_model,
+            x_verified=f.x_ver,
+            y_verified=f.y_ver,
+            x_pool=f.x_pool,
+            y_pool_noisy=f.y_pool_noisy,
+            num_classes=f.num_classes,
+            model_factory=M.ModelFactory(f.arch, ds.shape, f.num_classes, ds.mean, ds.std, cell.seed, f.device),
+            train=T.TrainingFixture(f.recipe, f.num_classes, cell.seed, pad=ds.crop_pad, hflip=ds.hflip),
             seed=cell.seed,
             generator=torch.Generator().manual_seed(cell.seed),
-            recipe=dict(recipe),
+            recipe=dict(f.recipe),
             info={},
-            x_val=sp.x_pool[torch.from_numpy(val).to(device)] if len(val) else None,
-            y_val_noisy=torch.from_numpy(y_val_noisy).to(device) if len(val) else None,
+            x_val=f.sp.x_pool[torch.from_numpy(f.val).to(f.device)] if len(f.val) else None,
+            y_val_noisy=torch.from_numpy(f.y_val_noisy).to(f.device) if len(f.val) else None,
         )
-        ctx.progress("correct", 0.0)
-        t0 = time.perf_counter()
-        with D.contestant_guard(method.name):
-            out = method.correct(view)
-        correction_s = time.perf_counter() - t0
-        corrected = check_corrected_model(out, method.name, sp.x_test[: min(8, len(sp.x_test))], C, device)
 
-        # ---- after ----------------------------------------------------------------------------
+    def evaluate(self, fixture: _Fixture, cell: Cell, contest: ContestResult) -> CellResult:
+        """Clean test accuracy of the corrected model (``acc_after``), the gain over the noisy one."""
+        f = fixture
+        sp, C = f.sp, f.num_classes
+        corrected = contest.output
+        report = contest.reports[0]
         t2 = time.perf_counter()
         after = T.accuracy(corrected, sp.x_test, sp.y_test, C)
-        eval_s += time.perf_counter() - t2
+        eval_s = f.eval_s + time.perf_counter() - t2
+        before = f.before
 
         metrics: dict[str, float] = {"acc_after": after["acc"], "acc_before": before["acc"], "gain": after["acc"] - before["acc"]}
         for c, a in enumerate(after["per_class"]):
             metrics[f"class_acc_{c}"] = a
-        noisy_train_s = float(meta["train_s"])
-        curvature_s = float(meta.get("curvature_s", 0.0))
+        noisy_train_s = float(f.meta["train_s"])
+        curvature_s = float(f.meta.get("curvature_s", 0.0))
+        correction_s = contest.seconds
         timings = {
             "noisy_train_s": noisy_train_s,
             "curvature_s": curvature_s,
             "correction_s": correction_s,
-            "correction_training_s": fixture_s[0],
+            "correction_training_s": float(report.get("fixture_s", 0.0)),
             "evaluation_s": eval_s,
             "total_s": noisy_train_s + curvature_s + correction_s + eval_s,
         }
+        tcounts = f.tcounts
         realized = tcounts.astype(np.float64) / np.maximum(tcounts.sum(1, keepdims=True), 1)
         n_flipped = int(tcounts.sum() - np.trace(tcounts))
         info: dict[str, Any] = {
             "primary_metric": self.primary_metric,
-            "pool_size": int(len(keep)),
-            "verified_size": int(len(y_ver)),
-            "verified_strategy": strategy,
-            "verified_label_precision": precision,
-            "val_size": int(len(val)),
-            "noise": noise,
-            "noise_rate_requested": rate,
+            "pool_size": int(len(f.keep)),
+            "verified_size": int(len(f.y_ver)),
+            "verified_strategy": f.strategy,
+            "verified_label_precision": f.precision,
+            "val_size": int(len(f.val)),
+            "noise": f.noise,
+            "noise_rate_requested": f.rate,
             "noise_rate_realized": n_flipped / max(int(tcounts.sum()), 1),
             "n_flipped": n_flipped,
-            "asymmetric_mapping": {str(k): int(v) for k, v in mapping.items()} if mapping else None,
-            "asymmetric_mapping_name": mapping_name or None,
-            "noisy_model_shared": shared,
-            "noisy_model_key": hashlib.sha256(canonical_json(dict(key_payload)).encode()).hexdigest()[:24],
-            "fixture_calls": calls[0],
+            "asymmetric_mapping": {str(k): int(v) for k, v in f.mapping.items()} if f.mapping else None,
+            "asymmetric_mapping_name": f.mapping_name or None,
+            "noisy_model_shared": f.shared,
+            "noisy_model_key": hashlib.sha256(canonical_json(dict(f.key_payload)).encode()).hexdigest()[:24],
+            "fixture_calls": int(report.get("fixture_calls", 0)),
             "test_size": int(len(sp.y_test)),
             "acc_before_per_class": before["per_class"],
-            **{f"method_{k}": v for k, v in view.info.items()},
+            **{f"method_{k}": v for k, v in dict(report.get("info", {})).items()},
         }
         if C <= 20:
             info["transition_matrix"] = realized.round(6).tolist()
         artifacts = [
             ArtifactOut.npy("transition", "transition_counts.npy", tcounts),
-            ArtifactOut.npy("indices", "verified_indices.npy", np.sort(ver_pool_idx).astype(np.int64)),
+            ArtifactOut.npy("indices", "verified_indices.npy", np.sort(f.ver_pool_idx).astype(np.int64)),
         ]
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+
+@dataclass
+class _Fixture:
+    """One cell's world (harness side only: the clean labels and the test split stay here)."""
+
+    sp: D.Splits
+    num_classes: int
+    arch: str
+    recipe: dict[str, Any]
+    noise: str
+    rate: float
+    strategy: str
+    keep: np.ndarray
+    val: np.ndarray
+    x_pool: torch.Tensor
+    y_pool_noisy: torch.Tensor
+    y_val_noisy: np.ndarray
+    x_ver: torch.Tensor
+    y_ver: torch.Tensor
+    ver_pool_idx: np.ndarray
+    precision: float
+    tcounts: np.ndarray
+    mapping: Mapping[int, int]
+    mapping_name: str
+    noisy_model: torch.nn.Module
+    meta: dict[str, Any]
+    shared: bool
+    key_payload: dict[str, Any]
+    before: dict[str, Any]
+    eval_s: float
+    device: str
 
 
 def _standard() -> Any:

@@ -45,6 +45,14 @@ target the proxy scores the target's members (white-box final model and training
 no shadows, so the estimate is out of its reach); the harness reports the Spearman (primary),
 Pearson and cosine agreement of the score with the estimate, mean and std over targets.
 
+**Isolation.** Both tracks run on the cell pipeline (``Track.run_cell``): ``fixture`` (the
+universe and the banks), ``view`` (one ``PrivacyView`` per target), ``evaluate`` (harness side,
+where the targets' membership and the estimate live). ``score()`` runs in the contestant worker
+(``coreset_bench.contest``), which receives the views of a cell together (models as their
+architecture and weights; the shadow boxes and the queries shared as in the harness) and holds
+nothing else: no target membership, no track memo, and the banks' files under
+``<cache>/privacy`` are refused by its audit hook (``private_cache``).
+
 **DP.** ``privacy/quick-dp`` trains the targets with the ``dp-sgd`` training plugin at each
 epsilon of its grid and attacks them with the non-private shadows of ``quick`` (the reference's
 "effect of privacy" set-up: DP targets, non-private shadows); version 1 calibrates sigma with the
@@ -81,8 +89,10 @@ from .. import models as M
 from .. import privacy_metrics as PM
 from .. import training as T
 from ..claims import BEST_NON_SEED, MONOTONE, SUPERIORITY, Claim, Paper, Row
-from ..kinds import Method, PrivacyMethod, PrivacyView, readonly
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from ..contest import ContestResult
+from ..kinds import Method, PrivacyView, readonly
+from ..validation import validate_scores  # noqa: F401 - the privacy kind's output check, re-exported
+from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 # ---- profiles -------------------------------------------------------------------------------------
 
@@ -240,20 +250,6 @@ def _hflip(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
 
 
-def validate_scores(out: Any, n: int, method: Method) -> np.ndarray:
-    """One finite float per query, else ``CellFailure`` naming the plugin."""
-    try:
-        a = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise CellFailure(f"invalid output of plugin {method.name!r}: scores are not numeric ({exc})") from None
-    if a.ndim != 1 or a.shape[0] != n:
-        raise CellFailure(f"invalid output of plugin {method.name!r}: returned scores of shape {a.shape}; expected one score per query, shape ({n},)")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise CellFailure(f"invalid output of plugin {method.name!r}: {int(bad.sum())} of {n} scores are not finite (NaN or inf)")
-    return a
-
-
 # ---- the model bank --------------------------------------------------------------------------------
 
 
@@ -328,12 +324,19 @@ def masks_for(n_queries: int, n_shadows: int, n_targets: int, seed: int, scheme:
     return np.concatenate([base, ~base]), rows[n_shadows // 2 :]
 
 
+#: a cell's fixture: the universe of queries, the shadow bank, the target bank
+_Banks = tuple  # (Universe, Bank, Bank)
+
+
 class PrivacyBase(Track):
     """Shared machinery of the privacy and memorization tracks."""
 
     contestant_kind = "privacy"
     fixtures = ("training",)
     role = "attack"
+    #: the model banks (``<cache>/privacy/<key>/``: the targets' masks among them) are out of the
+    #: contestant worker's reach
+    private_cache = ("privacy",)
 
     def __init__(self) -> None:
         self._universes: dict[str, Universe] = {}
@@ -410,7 +413,7 @@ class PrivacyBase(Track):
         def factory(k: int) -> torch.nn.Module:
             m = M.build(spec.arch, ds.shape, ds.num_classes, ds.mean, ds.std, _seed([spec.key, "init", k]))
             if getattr(trainer, "own_loop", False):
-                m = trainer.prepare_model(m)
+                m = M.mark_prepared(trainer.prepare_model(m), spec.training)  # rebuilt as such in the contestant worker
             return m.to(ctx.device)
 
         if mem_key in self._banks:
@@ -488,14 +491,11 @@ class PrivacyBase(Track):
         (tmp / "meta.json").write_text(json.dumps(meta, default=str, sort_keys=True))
         locks.replace_dir(tmp, path)
 
-    # -- common checks -----------------------------------------------------------------------------
-    def _check_method(self, method: Method) -> PrivacyMethod:
-        if not isinstance(method, PrivacyMethod):
-            raise CellFailure(f"plugin {method.name!r} is a {method.kind} method; the {self.name} track ranks privacy methods")
-        if getattr(method, "role", "attack") != self.role:
-            other = "memorization" if self.role == "attack" else "privacy"
-            raise CellFailure(f"plugin {method.name!r} has role {method.role!r}; the {self.name} track ranks role {self.role!r} (run it on the {other} track)")
-        return method
+    # -- the pipeline's fixture (the tracks' views and evaluations below) --------------------------
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> _Banks:
+        """The universe of queries and the cell's shadow and target banks (trained once, cached).
+        The targets' membership stays here: the contestant receives views only."""
+        return self.banks(cell, ctx)
 
     @staticmethod
     def _views(ds: D.DatasetTensors) -> list[Callable[[torch.Tensor], torch.Tensor]]:
@@ -618,39 +618,41 @@ class PrivacyTrack(PrivacyBase):
             )
         ]
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        method = self._check_method(method)
-        torch.manual_seed(cell.seed)
-        u, shadows, targets = self.banks(cell, ctx)
+    def view(self, fixture: _Banks, cell: Cell, method: Method) -> list[PrivacyView]:
+        """One view per target: the queries, the target and the shadows as black boxes (one set
+        of shadow boxes and one copy of the queries shared by the views of the cell, so a method
+        computes the shadows' statistics once per cell) and the shadows' membership; never the
+        targets' membership. The contestant worker receives them together (models as weights)."""
+        u, shadows, targets = fixture
         ds = u.ds
         shadow_boxes = [BlackBox(shadows.model(k)) for k in range(len(shadows.states))]
-        per_target: list[dict[str, float]] = []
-        all_scores, members, forwards = [], [], []
-        attack_s = evaluation_s = 0.0
         # the views' own copy of the queries, one per cell: the track's universe stays untouched
         # whatever a plugin writes, and per-cell shadow statistics stay cached across targets
         xq, yq = readonly(u.x), readonly(u.y)
-        for t in range(len(targets.states)):
-            box = BlackBox(targets.model(t))
-            for b in shadow_boxes:
-                b.forwards = 0
-            view = PrivacyView(
-                x=xq, y=yq, num_classes=ds.num_classes, target=box, shadows=list(shadow_boxes),
+        return [
+            PrivacyView(
+                x=xq, y=yq, num_classes=ds.num_classes, target=BlackBox(targets.model(t)), shadows=list(shadow_boxes),
                 shadow_in=shadows.masks.copy(), views=self._views(ds), seed=int(cell.seed),
                 generator=torch.Generator().manual_seed(int(cell.seed)), input_std=tuple(ds.std),
             )
-            ctx.progress("attack", t / len(targets.states))
-            t0 = time.perf_counter()
-            with D.contestant_guard(method.name):
-                raw = method.score(view)
-            attack_s += time.perf_counter() - t0
-            scores = validate_scores(raw, len(u.y), method)
+            for t in range(len(targets.states))
+        ]
+
+    def evaluate(self, fixture: _Banks, cell: Cell, contest: ContestResult) -> CellResult:
+        """Membership metrics of each target's scores against its true membership (harness side)."""
+        u, shadows, targets = fixture
+        ds = u.ds
+        per_target: list[dict[str, float]] = []
+        all_scores, members = [], []
+        evaluation_s = 0.0
+        for t, scores in enumerate(contest.outputs):
             t1 = time.perf_counter()
             per_target.append(PM.membership_metrics(targets.masks[t], scores))
             evaluation_s += time.perf_counter() - t1
             all_scores.append(scores)
             members.append(targets.masks[t])
-            forwards.append({"target": box.forwards, "shadows": int(sum(b.forwards for b in shadow_boxes))})
+        forwards = [{"target": int(r["target"]), "shadows": int(r["shadows"])} for r in contest.reports]
+        attack_s = contest.seconds
         names = list(per_target[0])
         metrics = self._summ(per_target, names, se=("auc", "tpr_at_1pct_fpr"))
         metrics.update(self._model_metrics(shadows, targets))
@@ -707,32 +709,34 @@ class MemorizationTrack(PrivacyBase):
             )
         ]
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        method = self._check_method(method)
-        torch.manual_seed(cell.seed)
-        u, shadows, targets = self.banks(cell, ctx)
+    def view(self, fixture: _Banks, cell: Cell, method: Method) -> list[PrivacyView]:
+        """One view per target: its members (the queries), the target as a black box and white
+        box, its training checkpoints; no shadows, so the Feldman-Zhang estimate is out of reach."""
+        u, shadows, targets = fixture
         ds = u.ds
-        mem = PM.fz_memorization(shadows.correct, shadows.masks)
-        per_target: list[dict[str, float]] = []
-        all_scores = []
-        attack_s = evaluation_s = 0.0
+        out = []
         for t in range(len(targets.states)):
             keep = np.flatnonzero(targets.masks[t])
             ki = torch.from_numpy(keep).to(u.x.device)
             final = targets.model(t)
             ckpts = [targets.model(t, s) for s in targets.checkpoints[t]] if targets.checkpoints[t] else [final]
-            view = PrivacyView(
+            out.append(PrivacyView(
                 x=u.x[ki], y=u.y[ki], num_classes=ds.num_classes, target=BlackBox(final), shadows=[],
                 shadow_in=np.zeros((0, len(keep)), dtype=bool), views=self._views(ds), seed=int(cell.seed + t),
                 generator=torch.Generator().manual_seed(int(cell.seed + t)), target_model=final,
                 target_checkpoints=ckpts, input_std=tuple(ds.std),
-            )
-            ctx.progress("score", t / len(targets.states))
-            t0 = time.perf_counter()
-            with D.contestant_guard(method.name):
-                raw = method.score(view)
-            attack_s += time.perf_counter() - t0
-            scores = validate_scores(raw, len(keep), method)
+            ))
+        return out
+
+    def evaluate(self, fixture: _Banks, cell: Cell, contest: ContestResult) -> CellResult:
+        """Agreement of each target's scores with the Feldman-Zhang estimate from the shadows."""
+        u, shadows, targets = fixture
+        mem = PM.fz_memorization(shadows.correct, shadows.masks)
+        per_target: list[dict[str, float]] = []
+        all_scores = []
+        attack_s, evaluation_s = contest.seconds, 0.0
+        for t, scores in enumerate(contest.outputs):
+            keep = np.flatnonzero(targets.masks[t])
             t1 = time.perf_counter()
             m = mem[keep]
             ok = np.isfinite(m)

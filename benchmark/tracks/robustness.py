@@ -8,6 +8,13 @@ The primary metric is the robust accuracy the attack leaves (``robust_acc``, low
 a stronger attack); clean accuracy of the same points is stored beside it, and every output is
 checked to lie in the eps-ball and the valid pixel range (a violation fails the cell, naming
 the plugin). Standard AutoAttack is the reference row.
+
+The track runs on the cell pipeline (``Track.run_cell``): ``fixture`` (the cached model and the
+fixed test points), ``view`` (an ``AttackView``), ``evaluate`` (accuracies of the harness's own
+model). The attack runs in the contestant worker (``coreset_bench.contest``) on its own copy of
+the model, rebuilt from its architecture and weights, and of the attacked points with their
+labels (the attack protocol's inputs); no other test point is in its process, and a model it
+damages is its own copy.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +33,9 @@ from .. import data as D
 from .. import locks
 from .. import models as M
 from .. import training as T
-from ..kinds import AttackMethod, Method, ThreatModel
-from .base import Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from ..contest import ContestResult
+from ..kinds import AttackView, Method, ThreatModel
+from .base import Cell, CellContext, CellResult, Profile, Track, canonical_json
 from .coreset import QUICK_TRAIN, ROBUST_DIGITS, CIFAR_RECIPE, CIFAR_ROBUST
 
 
@@ -110,34 +119,43 @@ class RobustnessTrack(Track):
             os.replace(tmp, path)
             return model.eval(), train_s, False
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        from ..robust import AttackOutputError, check_attack_output
-
-        assert isinstance(method, AttackMethod)
-        profile = self.profile(cell.profile)
+    # ---- the pipeline's pieces -------------------------------------------------------------
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> _Fixture:
+        """The attacked model of the cell (trained once, cached) and the fixed, seeded test points."""
         st = profile.settings
         sp = self.splits(profile, str(cell.axes["dataset"]), ctx)
         model, train_s, shared = self._fixture(profile, cell, sp, ctx)
         n = min(int(st.get("eval_subset", 500)), len(sp.y_test))
         sub = torch.from_numpy(np.sort(D.stratified_subset(sp.y_test.cpu().numpy(), n, seed=0))).to(sp.x_test.device)
-        x, y = sp.x_test[sub], sp.y_test[sub]
         rb = st["robust"]
         threat = ThreatModel(norm="linf", eps=float(rb["eps"]), step_size=float(rb["step_size"]), steps=int(rb.get("eval_steps", 20)))
-        gen = torch.Generator().manual_seed(cell.seed)
-        ctx.progress(f"attack {method.name} on {n} points", 0.0)
-        t0 = time.perf_counter()
-        with D.contestant_guard(method.name):
-            x_adv = method.perturb(model, x, y, threat, gen)
-        attack_s = time.perf_counter() - t0
-        try:
-            check_attack_output(method.name, x_adv, x, threat)
-        except AttackOutputError as exc:
-            raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
+        ctx.progress(f"attack on {n} points", 0.0)
+        return _Fixture(model, sp.x_test[sub], sp.y_test[sub], threat, train_s, shared)
+
+    def view(self, fixture: _Fixture, cell: Cell, method: Method) -> AttackView:
+        """The model, the attacked points with their labels, the threat model and the cell's
+        generator (the contestant worker receives a copy: the model as its weights)."""
+        return AttackView(fixture.model, fixture.x, fixture.y, fixture.threat, torch.Generator().manual_seed(cell.seed))
+
+    def evaluate(self, fixture: _Fixture, cell: Cell, contest: ContestResult) -> CellResult:
+        """Accuracy of the harness's own model on the attacked points, clean and perturbed."""
+        x_adv, x, y, n = contest.output, fixture.x, fixture.y, len(fixture.y)
         with torch.no_grad():
-            clean = (T.predict(model, x).argmax(1) == y).float().mean().item()
-            robust = (T.predict(model, x_adv.detach()).argmax(1) == y).float().mean().item()
+            clean = (T.predict(fixture.model, x).argmax(1) == y).float().mean().item()
+            robust = (T.predict(fixture.model, x_adv.detach()).argmax(1) == y).float().mean().item()
+        attack_s = contest.seconds
         return CellResult(
             metrics={"robust_acc": robust, "clean_acc": clean, "attack_s": attack_s, "check_below_clean": float(robust <= clean + 1.0 / n)},
-            timings={"fixture_train_s": train_s, "attack_s": attack_s, "total_s": attack_s},
-            info={"eval_points": n, "eps": threat.eps, "fixture_shared": shared, "primary_metric": self.primary_metric},
+            timings={"fixture_train_s": fixture.train_s, "attack_s": attack_s, "total_s": attack_s},
+            info={"eval_points": n, "eps": fixture.threat.eps, "fixture_shared": fixture.shared, "primary_metric": self.primary_metric},
         )
+
+
+@dataclass
+class _Fixture:
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: ThreatModel
+    train_s: float
+    shared: bool
