@@ -27,6 +27,16 @@ A final gossip average (``final_gossip``, on as in the reference) ends the run. 
 ``public_kept`` (per node: the indices its detector kept at the first exchange), the exchange
 epochs and the number of labelled public samples per node.
 
+Remaining differences from ``train_idkd.py`` (audit rows D-4, D-5, D-10; recorded in ``info``):
+
+* the first exchange is at the *start* of epoch e0 = round(start_frac·E); the reference's is at the
+  *end* of the first epoch ≥ 241 that is a multiple of 5 (epoch 245 of 300);
+* after the exchange each node still takes ``steps_per_epoch`` steps per epoch (equal compute for
+  every method); the reference iterates the concatenated private ∪ labelled public loader, so
+  its fine-tuning epochs hold more steps and gossip rounds;
+* a neighbour that did not label a sample never wins ``select_max_count`` (the reference's
+  all-zero vector can win it, as class 0): ``info.zero_vector_guard``.
+
 D. Ravikumar, G. Saha, S. A. Aketi, K. Roy. "Homogenizing Non-IID Datasets via In-Distribution
 Knowledge Distillation for Decentralized Learning." TMLR 2024 (arXiv 2304.04326). Defaults of
 ``train_idkd.py``: lr 0.01, τ 0.98 (CIFAR), T 1, exchanges every 5 epochs from epoch 241 of 300
