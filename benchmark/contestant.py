@@ -1,12 +1,15 @@
-"""The contestant worker: a contestant's ``select(view)`` runs in a separate process that never
-loaded the test split.
+"""The contestant worker: a contestant's ``select(view)`` (coreset selection) or ``distill(view)``
+(decentralized distillation) runs in a separate process that never loaded the test split.
 
 Each process that runs cells (the driver, or a worker of the process pool) starts, on first use,
 one *contestant worker*: a fresh Python interpreter (``subprocess`` with the parent's
 ``sys.path``; no memory is inherited, unlike ``fork``) that is reused across cells and restarted
 when it dies. The harness sends it the method (pickled by reference to its class) and the view
 (pickled, so the worker holds its own copy), and gets back the method's output as numbers only
-(arrays, and ``Selection.info`` as JSON text), which the track validates as before. The harness
+(arrays, and ``Selection.info`` as JSON text; a decentralized method's node models as their
+state arrays and ``view.info`` as JSON text), which the track validates as before. During a
+decentralized call the worker's ``view.net`` sends every gossip, exchange and allgather to the
+harness, which mixes and counts in its own ``Network`` (numbers only, both ways). The harness
 unpickles nothing else from the worker (a restricted unpickler admits numpy arrays, dtypes and
 scalars), so a returned object cannot run code in the harness's process. The worker never calls the dataset registry for the harness, so no
 test tensor exists in its memory whatever the method inspects (``gc.get_objects()``, module
@@ -192,6 +195,16 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
     _install_guard(tuple(setup["protected"]), violations, who)
     from . import data as D  # plugins load lazily (the registry loads them on first use)
 
+    def rpc(payload: Any) -> Any:
+        """A request to the harness during the call (e.g. the decentralized track's network);
+        the harness answers with numbers only, or with an error raised here."""
+        tx.send_bytes(pickle.dumps(("rpc", payload), protocol=4))
+        status, value = pickle.loads(rx.recv_bytes())
+        if status == "error":
+            kind, msg = value
+            raise {"ValueError": ValueError, "TypeError": TypeError}.get(kind, RuntimeError)(msg)
+        return value
+
     while True:
         try:
             blob = rx.recv_bytes()
@@ -207,6 +220,8 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
             del violations[:]
             who.append(name)
             try:
+                if hasattr(view, "open_in_worker"):  # a view whose parts talk to the harness (its network)
+                    view = view.open_in_worker(rpc)
                 with D.contestant_guard(name):
                     raw = getattr(method, call)(view)
             finally:
@@ -214,7 +229,9 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
             if violations:  # refused, and the plugin caught the error: the cell fails all the same
                 reply: tuple[Any, ...] = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
             else:
-                reply = ("ok", _PLAIN[call](raw, name), _get_rng())
+                output = req.get("output", call)
+                plain = _PLAIN_VIEW[output](raw, name, view) if output in _PLAIN_VIEW else _PLAIN[output](raw, name)
+                reply = ("ok", plain, _get_rng())
             out = pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
         except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
             if violations:
@@ -266,17 +283,50 @@ def _plain_selection(raw: Any, name: str) -> dict[str, Any]:
     }
 
 
-def _from_plain(call: str, out: Any) -> Any:
-    if call == "select":
-        import json
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return value.tolist()
+    return str(value)
 
+
+def _plain_node_models(raw: Any, name: str, view: Any) -> dict[str, Any]:
+    """A decentralized method's models as numbers only: each node's ``state_dict`` as arrays, and
+    the view's ``info`` as JSON text (the harness rebuilds the models from its own factory)."""
+    import json
+
+    import torch
+
+    prefix = f"invalid output of plugin {name!r}"
+    if not isinstance(raw, (list, tuple)):
+        raise ContestantOutputError(f"{prefix}: distill() returned {type(raw).__name__}, not a list of one model per node")
+    states = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, torch.nn.Module):
+            raise ContestantOutputError(f"{prefix}: node {i}'s model is a {type(m).__name__}, not a torch.nn.Module")
+        states.append({str(k): _plain_array(v, f"node {i}'s {k}", name) for k, v in m.state_dict().items()})
+    try:
+        info = json.dumps(dict(getattr(view, "info", None) or {}), sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ContestantOutputError(f"{prefix}: view.info is not a JSON-serialisable dict ({exc})") from None
+    return {"states": states, "info": info}
+
+
+def _from_plain(call: str, out: Any) -> Any:
+    import json
+
+    if call == "select":
         from .kinds import Selection
 
         return Selection(indices=out["indices"], weights=out["weights"], scores=out["scores"], info=json.loads(out["info"]))
+    if call == "node-models":
+        return {"states": out["states"], "info": json.loads(out["info"])}
     raise ValueError(f"unknown contestant call {call!r}")  # pragma: no cover
 
 
+#: how the worker turns a call's raw output into numbers: ``(raw, plugin name)``, or with the
+#: view as well (``_PLAIN_VIEW``: a decentralized method's ``view.info`` comes back with its models)
 _PLAIN = {"select": _plain_selection}
+_PLAIN_VIEW = {"node-models": _plain_node_models}
 
 
 class ContestantOutputError(ValueError):
@@ -359,16 +409,18 @@ class ContestantWorker:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
 
-    def call(self, method: Any, call: str, view: Any, threads: int) -> Any:
+    def call(self, method: Any, call: str, view: Any, threads: int, *, output: str | None = None, serve: Any = None) -> Any:
         import random
 
         import numpy as np
         import torch
 
         name = method.name or type(method).__name__
+        output = output or call
         try:
             blob = pickle.dumps(
-                {"method": method, "call": call, "view": view, "threads": threads, "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
+                {"method": method, "call": call, "output": output, "view": view, "threads": threads,
+                 "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
                 protocol=pickle.HIGHEST_PROTOCOL,
             )
         except Exception as exc:  # noqa: BLE001
@@ -376,9 +428,24 @@ class ContestantWorker:
                 f"plugin {name!r} cannot be sent to the contestant worker ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 f"define its method class at module level of an importable module"
             ) from None
+        reply: Any = None
+        bad: Exception | None = None
         try:
             self.tx.send_bytes(blob)
-            answer = self.rx.recv_bytes()
+            while True:
+                answer = self.rx.recv_bytes()
+                try:
+                    reply = _safe_loads(answer)
+                except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
+                    bad = exc
+                    break
+                if not (serve is not None and isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "rpc"):
+                    break
+                try:  # a request of the method's view (e.g. its network), answered in numbers
+                    result: tuple[Any, Any] = ("ok", serve(reply[1]))
+                except Exception as exc:  # noqa: BLE001 - a bad request fails inside the method, as in-process
+                    result = ("error", (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                self.tx.send_bytes(pickle.dumps(result, protocol=4))
         except (EOFError, OSError):
             try:
                 code = self.proc.wait(timeout=5)
@@ -390,9 +457,10 @@ class ContestantWorker:
             self.close()
             raise
         try:
-            reply = _safe_loads(answer)
+            if bad is not None:
+                raise bad
             if reply[0] == "ok":
-                out = _from_plain(call, reply[1])
+                out = _from_plain(output, reply[1])
                 _set_rng(reply[2])
                 return out
             msg, tb = str(reply[1]), str(reply[2])
@@ -434,8 +502,14 @@ def prestart(*, device: str, protected: Sequence[str]) -> ContestantWorker:
     return w
 
 
-def run_contestant(method: Any, call: str, view: Any, *, device: str, protected: Sequence[str]) -> Any:
-    """``getattr(method, call)(view)`` in this process's contestant worker; returns the raw output.
+def run_contestant(method: Any, call: str, view: Any, *, device: str, protected: Sequence[str], output: str | None = None, serve: Any = None) -> Any:
+    """``getattr(method, call)(view)`` in this process's contestant worker; returns the output as
+    the harness-side value of ``output`` (default: ``call``; ``"node-models"``: a decentralized
+    method's per-node states and info).
+
+    ``serve``: answers the requests the worker sends during the call (``view.open_in_worker``
+    builds the worker's view around them; the decentralized track's ``NetworkService``): each
+    request and answer is numbers only, and an exception from ``serve`` is raised in the worker.
 
     Raises ``ContestantError`` (a plugin exception or a guard refusal, one-line message naming the
     plugin) or ``ContestantCrash`` (the worker died; the next call starts a new one).
@@ -444,7 +518,7 @@ def run_contestant(method: Any, call: str, view: Any, *, device: str, protected:
 
     w = prestart(device=device, protected=protected)
     try:
-        return w.call(method, call, view, torch.get_num_threads())
+        return w.call(method, call, view, torch.get_num_threads(), output=output, serve=serve)
     except ContestantCrash:
         _WORKER.clear()
         raise

@@ -23,7 +23,7 @@ def test_dpsgd_on_one_isolated_node_is_plain_sgd_with_momentum():
     m = registry.method("d-psgd").with_params(vmap=False, lr=0.05)
     got = m.distill(view)[0]
     model = view.model_factory()
-    x, y = view.nodes[0]
+    x, y = _gossip.own_row(view, 0)
     rec = view.recipe
     sampler = _gossip.NodeSampler(len(x), _gossip.node_seed(view.seed, 0, "batches", 0))
     buf = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
@@ -48,12 +48,13 @@ def test_dpsgd_on_two_nodes_follows_its_update_order(order):
     lr, wd = 0.05, 5e-4
     got = registry.method("d-psgd").with_params(vmap=False, lr=lr, order=order).distill(view)
     models = [view.model_factory() for _ in range(2)]
-    samplers = [_gossip.NodeSampler(len(x), _gossip.node_seed(view.seed, i, "batches", 0)) for i, (x, _) in enumerate(view.nodes)]
+    data = [_gossip.own_row(view, i) for i in range(2)]
+    samplers = [_gossip.NodeSampler(len(x), _gossip.node_seed(view.seed, i, "batches", 0)) for i, (x, _) in enumerate(data)]
     names = [k for k, _ in models[0].named_parameters()]
     buf = [{k: torch.zeros_like(p) for k, p in m.named_parameters()} for m in models]
     for _ in range(view.recipe["epochs"] * view.steps_per_epoch):
         grads = []
-        for m, s, (x, y) in zip(models, samplers, view.nodes):
+        for m, s, (x, y) in zip(models, samplers, data):
             idx = s.next(view.recipe["batch_size"])
             m.zero_grad()
             F.cross_entropy(m(x[idx]), y[idx]).backward()

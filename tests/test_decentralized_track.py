@@ -121,7 +121,7 @@ def test_run_idkd_needs_no_further_arguments(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.console, "width", 250)
     res = CliRunner().invoke(cli.app, ["run", "--track", "decentralized", "--plugin", "idkd", "--dry-run", "--db", str(tmp_path / "x.db")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert "decentralized/quick@1" in res.output and "24 cell(s) to run" in res.output  # 12 idkd + the 12 d-psgd reference cells
+    assert "decentralized/quick@2" in res.output and "40 cell(s) to run" in res.output  # 20 idkd + the 20 d-psgd reference cells (5 seeds)
 
 
 def test_unknown_execution_fails_with_a_clear_message(track, tmp_path, monkeypatch):

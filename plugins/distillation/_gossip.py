@@ -5,8 +5,8 @@ Per round every node draws a batch of ``batch_size`` from its own training set (
 permutation stream per node: each sample once per pass, reshuffled after each pass), augments it
 (random crop with ``crop_pad`` and, where the dataset allows it, horizontal flips, as the
 references' crop+flip), computes the soft cross-entropy gradient (one-hot targets for private
-labels) and updates its parameters; the parameters are then mixed through ``view.net.gossip``
-(kind ``model``). All n nodes run at once through ``NodeEnsemble`` (vmap). Every node's
+labels) and updates its parameters; the parameters are mixed through ``view.net.gossip``
+(kind ``model``). Each node reads its own data acting as that node (``view.net.node(i)``). All n nodes run at once through ``NodeEnsemble`` (vmap). Every node's
 randomness is seeded by (cell seed, global node id), so the same cell run one node per process
 (``net.local_nodes``) draws the same batches.
 
@@ -122,12 +122,21 @@ def local_nodes(view: Any) -> list[int]:
     return ids
 
 
+def own_row(view: Any, r: int, which: str = "nodes") -> Any:
+    """Row r of ``view.nodes`` (or ``view.own_label_counts``), read acting as its node
+    (``view.net.node``), the only way a node may read its own data."""
+    ids = local_nodes(view)
+    with view.net.node(ids[r]):
+        return getattr(view, which)[r]
+
+
 def private_data(view: Any, ids: Sequence[int], round_: int = 0) -> list[NodeData]:
     C = int(view.num_classes)
-    return [
-        NodeData(x, torch.nn.functional.one_hot(y.long(), C).to(x.dtype), node_seed(view.seed, i, "batches", round_))
-        for i, (x, y) in zip(ids, view.nodes)
-    ]
+    out = []
+    for r, i in enumerate(ids):
+        x, y = own_row(view, r)
+        out.append(NodeData(x, torch.nn.functional.one_hot(y.long(), C).to(x.dtype), node_seed(view.seed, i, "batches", round_)))
+    return out
 
 
 def batch(data: Sequence[NodeData], batch_size: int, crop_pad: int, hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -130,7 +130,7 @@ class _Distiller:
                 idx = torch.nonzero(mask[r]).flatten()
                 payload.append((idx, probs[r, idx]))
             self.kept = [p[0].tolist() for p in payload]
-            gathered = net.allgather([torch.tensor(np.array(view.own_label_counts[r])) for r in range(len(self.ids))], kind="meta")
+            gathered = net.allgather([torch.tensor(np.array(_gossip.own_row(view, r, "own_label_counts"))) for r in range(len(self.ids))], kind="meta")
             self.counts = [{int(j): torch.as_tensor(c) for j, c in got} for got in gathered]
         else:
             payload = self.labels
@@ -141,7 +141,7 @@ class _Distiller:
             cands = [(i, send[r])] + sorted(((int(j), p) for j, p in received[r]), key=lambda t: t[0])
             idx, vec = aggregate(cands, self.counts[r], P, C, self.how)
             new.append((idx, vec))
-            x, y = view.nodes[r]
+            x, y = _gossip.own_row(view, r)
             xs = torch.cat([x, view.public_x[idx.to(view.public_x.device)]])
             ts = torch.cat([torch.nn.functional.one_hot(y.long(), C).to(x.dtype), vec.to(x.dtype).to(x.device)])
             out.append(_gossip.NodeData(xs, ts, _gossip.node_seed(view.seed, i, "batches", rnd + 1)))
