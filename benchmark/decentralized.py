@@ -442,8 +442,11 @@ def widest_paths(traffic: np.ndarray) -> np.ndarray:
     return B
 
 
-#: nodes i and j "agree" when ||x_i - x_j||² <= AGREE_TOL · min(||x_i - x0||², ||x_j - x0||²)
-AGREE_TOL = 1e-3
+#: nodes i and j "agree" when ||x_i - x_j||² <= AGREE_TOL · min(||x_i - x0||², ||x_j - x0||²).
+#: Measured on quick@2's data (9 digits nodes, 60 epochs, d-psgd and qgm, alpha 0.1 and 1.0):
+#: nodes trained without any communication stay 0.66-3.7 apart by this ratio; nodes that gossip
+#: on a ring end 2e-8 to 5e-4 apart. 0.05 lies far from both.
+AGREE_TOL = 0.05
 
 
 def converged_without_communication(params: Sequence[np.ndarray], init: np.ndarray, traffic: np.ndarray, model_bytes: int, tol: float = AGREE_TOL) -> tuple[int, int, float, float] | None:
