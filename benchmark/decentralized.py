@@ -410,8 +410,19 @@ class RemoteNetwork(NodeContext):
         return reply["out"]
 
     def gossip(self, tensors: Mapping[str, Any], kind: str = "model") -> dict[str, Any]:
-        devices = {k: getattr(t, "device", None) for k, t in tensors.items()}
-        out = self._do({"op": "gossip", "kind": kind, "tensors": {str(k): wire(t) for k, t in tensors.items()}})
+        import torch
+
+        items = list(tensors.items())
+        ts = [t for _, t in items]
+        if len(ts) > 1 and all(isinstance(t, torch.Tensor) for t in ts) and len({(t.dtype, t.device) for t in ts}) == 1 and all(t.dim() >= 1 and t.shape[0] == self.n for t in ts):
+            # one flat (n, total) tensor: one array on the pipe; mixing is elementwise, so the
+            # result and the byte count are those of the separate tensors
+            flat = torch.cat([t.detach().reshape(self.n, -1) for t in ts], 1)
+            mixed = unwire(self._do({"op": "gossip", "kind": kind, "tensors": {"flat": wire(flat)}})["flat"], flat.device)
+            sizes = [int(t[0].numel()) for t in ts]
+            return {str(k): part.reshape(t.shape) for (k, t), part in zip(items, torch.split(mixed, sizes, dim=1))}
+        devices = {k: getattr(t, "device", None) for k, t in items}
+        out = self._do({"op": "gossip", "kind": kind, "tensors": {str(k): wire(t) for k, t in items}})
         return {k: unwire(v, devices.get(k)) for k, v in out.items()}
 
     def _send(self, op: str, items: Sequence[Any], kind: str) -> list[list[tuple[int, Any]]]:
