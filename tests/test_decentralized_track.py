@@ -151,3 +151,28 @@ def test_gloo_execution_of_a_tiny_cell_matches_the_simulation(track, tmp_path, m
     assert real.info["execution"] == "gloo" and sim.info["execution"] == "simulate"
     assert real.info["bytes"] == sim.info["bytes"]
     assert real.metrics["mean_node_acc"] == pytest.approx(sim.metrics["mean_node_acc"], abs=1 / 450)
+
+
+def test_the_board_shows_the_detectors_kept_share_and_precision(tmp_path, monkeypatch):
+    """IDKD's detector metrics reach the board: a tiny run through the CLI, rendered from the
+    store, has the columns public_kept_frac and public_id_precision with IDKD's values."""
+    import re
+
+    from cli_helpers import invoke
+    from coreset_bench.leaderboard.render import render_site
+    from coreset_bench.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "r.db")
+    res = invoke("run", "--track", "decentralized", "--profile", "tiny", "-p", "idkd", "--param", "lr=0.3", "--param", "tau=0.5", "--param", "start_frac=0.75", "--param", "every=1", "--db", db)
+    assert res.exit_code == 0, res.stderr
+    store = Store(tmp_path / "r.db")
+    row = next(r for r in store.results(track="decentralized") if r["method"] == "idkd")
+    kept, prec = row["metrics"]["public_kept_frac"], row["metrics"]["public_id_precision"]
+    assert 0 < kept < 1 and 0.5 < prec <= 1  # the kept share is over the whole public set, half of it OOD
+    render_site(store, tmp_path / "site")
+    store.close()
+    html = (tmp_path / "site" / "decentralized-tiny-v1.html").read_text()
+    heads = re.findall(r'class="secondary">([a-z_]+)</th>', html)
+    assert "public_kept_frac" in heads and "public_id_precision" in heads
+    assert f'data-sort="{kept!r}"' in html or f'data-sort="{kept:.6g}"' in html or re.search(rf'data-sort="{kept:.4f}\d*"', html)

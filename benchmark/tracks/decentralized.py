@@ -4,13 +4,17 @@ QGM and D-PSGD (spec tracks-phase2.md §3).
 Contestants are ``distillation`` methods with role ``decentralized``: ``distill(view:
 DecentralizedView)`` returns one model per node. Per cell the harness (never the method):
 
-1. splits the dataset's training data: per class a ``public_fraction`` (or ``public_per_class``)
-   becomes the unlabelled in-distribution half of the **public set**; as many
-   out-of-distribution images are generated (half uniform noise textures U(0,1), half
-   90°-rotated intensity-inverted images for one-channel data or 4×4-patch-shuffled images for
-   colour data) and mixed in at random positions. Which public samples are out-of-distribution
-   is kept by the harness only, to score the methods' detectors. Seed: (profile, dataset,
-   "public", repeat);
+1. splits the dataset's training data. Without ``private_classes`` every class is private: per
+   class a ``public_fraction`` (or ``public_per_class``) becomes the unlabelled in-distribution
+   half of the **public set**, and as many out-of-distribution images are generated (half
+   uniform noise textures U(0,1), half 90°-rotated intensity-inverted images for one-channel data
+   or 4×4-patch-shuffled images for colour data). With ``private_classes`` (cifar10-cpu@2: the
+   first five CIFAR-10 classes) only those classes reach the nodes and the test split (relabelled
+   0..k−1); the public set's in-distribution half is held-out images of those classes and its
+   out-of-distribution half as many training images of the other classes: out of distribution
+   for a reason, not by a pixel rule. The halves are mixed at random positions; which public
+   samples are out-of-distribution is kept by the harness only, to score the methods' detectors.
+   Seed: (profile, dataset, "public", repeat);
 2. splits the rest (the private pool) over ``nodes`` nodes with the Dirichlet(``alpha``)
    partition of the reference (``decentralized.dirichlet_partition``; seed (profile, dataset,
    alpha, nodes, repeat)); a partition that cannot give every node half the average size fails
@@ -21,14 +25,27 @@ DecentralizedView)`` returns one model per node. Per cell the harness (never the
    seed (profile, arch, repeat)), the recipe (epochs, batch size, momentum 0.9, weight decay
    1e-4, ×0.1 at 60 % and 80 % of the epochs, the dataset's crop/flip augmentation) and
    ``steps_per_epoch`` = floor(mean node size / batch size), the same for every node;
-4. times ``distill`` under the contestant guard and checks its output: exactly one finite model
-   per node giving C logits (else the cell fails, naming the plugin);
-5. evaluates every node's own model on the whole test split.
+4. runs ``distill`` in the **contestant worker** (``coreset_bench.contestant``), a process that
+   holds the view and nothing else: no test split, no hidden public-set flags, no other cell's
+   data, and the dataset files are refused. The worker's ``view.net`` forwards every gossip,
+   exchange and allgather to this process's ``Network``, which mixes and counts the bytes (a
+   method cannot change what is counted); node i's rows of ``view.nodes`` and
+   ``view.own_label_counts`` are readable only acting as node i (``with view.net.node(i):``).
+   The models come back as their parameters (numbers only) and are loaded into the harness's own
+   copies of the architecture;
+5. checks the output: exactly one finite model per node of the view's architecture giving C
+   logits, and that the nodes agree only as far as the counted traffic allows: two nodes whose
+   parameters end closer than 5 % of their movement from the common initialization although
+   fewer than one model's bytes passed between them along any path fail the cell ("models
+   converged without communication"). Any failure names the plugin and fails only this cell;
+6. evaluates every node's own model on the whole test split.
 
 Execution (setting ``execution``, overridden per run by the environment variable
-``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in this process (vmapped);
-``gloo`` runs one process per node over ``torch.distributed`` (gloo backend, point-to-point
-gossip; ``coreset_bench.gossip_dist``) for methods that declare ``multiprocess``.
+``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in one contestant worker
+(vmapped); ``gloo`` runs one process per node over ``torch.distributed`` (gloo backend,
+point-to-point gossip; ``coreset_bench.gossip_dist``) for methods that declare
+``multiprocess``: each node process loads only its own node's data, under the worker's guard,
+which is the structural form of "node i sees only its own data".
 
 Metrics (spec §3.6): ``mean_node_acc`` (primary, max), ``min_node_acc``, ``std_node_acc``;
 ``consensus_acc`` (accuracy of the nodes' parameter average, informational) and
