@@ -176,3 +176,30 @@ def test_the_board_shows_the_detectors_kept_share_and_precision(tmp_path, monkey
     heads = re.findall(r'class="secondary">([a-z_]+)</th>', html)
     assert "public_kept_frac" in heads and "public_id_precision" in heads
     assert f'data-sort="{kept!r}"' in html or f'data-sort="{kept:.6g}"' in html or re.search(rf'data-sort="{kept:.4f}\d*"', html)
+
+
+def test_private_classes_make_the_other_classes_the_public_sets_ood_half(track, tmp_path):
+    """cifar10-cpu@2's recipe on digits: classes 0-4 private (relabelled 0..4, the only ones in
+    the nodes and the test split), the public set's OOD half drawn from classes 5-9's images."""
+    import dataclasses
+
+    from coreset_bench import data as D
+
+    base = track.profile("tiny")
+    prof = dataclasses.replace(base, version=99, settings={**base.settings, "private_classes": [0, 1, 2, 3, 4], "public_per_class": 10})
+    w = track.world(prof, "digits", 0.5, 4, 0, _ctx(tmp_path))
+    ds = D.resolve("digits", None, None)
+    assert w.num_classes == 5 and w.classes == ["0", "1", "2", "3", "4"] and w.public_ood.startswith("classes 5, 6")
+    assert w.counts.shape == (4, 5) and all(int(y.max()) <= 4 for _, y in w.nodes)
+    assert set(w.y_test.tolist()) == {0, 1, 2, 3, 4} and len(w.y_test) == int((ds.y_test < 5).sum())
+    assert w.public_is_id.sum() == 50 and len(w.public_x) == 100
+    flat = ds.x_train.flatten(1)
+    for k in np.flatnonzero(~w.public_is_id)[:10]:  # each OOD sample is a training image of a class 5-9
+        hit = torch.nonzero((flat == w.public_x[k].flatten()).all(1)).flatten()
+        assert len(hit) and int(ds.y_train[hit[0]]) >= 5
+    m = registry.method("d-psgd")
+    view = track.make_view(prof, track.cells(prof, m)[0], w, track_topology(), None, _ctx(tmp_path))
+    assert view.num_classes == 5 and view.model_factory()(view.public_x[:2]).shape == (2, 5)
+    bad = dataclasses.replace(base, version=98, settings={**base.settings, "private_classes": list(range(10))})
+    with pytest.raises(CellFailure, match="private_classes .* must name 2 to 9"):
+        track.world(bad, "digits", 0.5, 4, 0, _ctx(tmp_path))
