@@ -17,7 +17,7 @@ Three ways to run it:
   directory;
 * across machines, with ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)::
 
-      python -m coreset_bench.gossip_dist bundle --profile decentralized/quick@1 --plugin idkd \\
+      python -m coreset_bench.gossip_dist bundle --profile decentralized/quick@2 --plugin idkd \\
           --topology ring --alpha 0.1 --nodes 9 --repeat 0 cell.pt           # once, anywhere
       torchrun --nnodes M --nproc-per-node K --node-rank R --master-addr HOST --master-port 29500 \\
           -m coreset_bench.gossip_dist node cell.pt results/                 # on each machine
@@ -309,7 +309,7 @@ def _cli(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m coreset_bench.gossip_dist", description="Run a decentralized-track cell one node per process (gloo), e.g. across machines with torchrun.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bundle", help="write one cell's bundle (node data, public set, method; no test data)")
-    b.add_argument("--profile", default="decentralized/quick@1")
+    b.add_argument("--profile", default=None, help="default: the track's default profile")
     b.add_argument("--plugin", required=True)
     b.add_argument("--param", action="append", default=[], help="KEY=VALUE method parameter")
     b.add_argument("--dataset", default=None)
