@@ -15,6 +15,12 @@ dataset registry or a track for the harness, so no test tensor, membership truth
 exists in its memory whatever the method inspects (``gc.get_objects()``, module globals such as
 ``coreset_bench.data._LOADED``, a track's memo: the worker's tracks are fresh, empty objects).
 
+The decentralized track (not yet on the pipeline) calls ``run_contestant(..., output=
+"node-models", serve=...)``: its view is pickled whole, ``view.open_in_worker(rpc)`` rebuilds its
+network in the worker around requests to the harness (every gossip, exchange and allgather is
+mixed and counted by the harness's own ``Network``; numbers only, both ways), and the node models
+come back as their state arrays with ``view.info`` as JSON text.
+
 Before any plugin module is imported, the worker installs a Python audit hook
 (``sys.addaudithook``; it cannot be removed) that, while the worker lives,
 
@@ -197,6 +203,16 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
     _install_guard(tuple(setup["protected"]), violations, who)
     from . import data as D  # plugins load lazily (the registry loads them on first use)
 
+    def rpc(payload: Any) -> Any:
+        """A request to the harness during the call (e.g. the decentralized track's network);
+        the harness answers with numbers only, or with an error raised here."""
+        tx.send_bytes(pickle.dumps(("rpc", payload), protocol=4))
+        status, value = pickle.loads(rx.recv_bytes())
+        if status == "error":
+            kind, msg = value
+            raise {"ValueError": ValueError, "TypeError": TypeError}.get(kind, RuntimeError)(msg)
+        return value
+
     while True:
         try:
             blob = rx.recv_bytes()
@@ -205,6 +221,9 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
         name = "?"
         try:
             req = pickle.loads(blob)
+            if "view" in req:  # one view with a harness-side service (``run_contestant(serve=...)``)
+                tx.send_bytes(_serve_one(req, rpc, violations, who, D))
+                continue
             method, fn = pickle.loads(req["method"]), req["call"]
             name = method.name or type(method).__name__
             views = pickle.loads(req["views"])
@@ -245,6 +264,46 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
             except Exception:  # noqa: BLE001
                 out = pickle.dumps(("error", msg, ""))
         tx.send_bytes(out)
+
+
+def _serve_one(req: dict[str, Any], rpc: Any, violations: list[str], who: list[str], D: Any) -> bytes:
+    """The worker's side of ``ContestantWorker.call_served``: one view, pickled whole, whose parts
+    may talk to the harness through ``rpc`` (``view.open_in_worker``); the reply as bytes."""
+    import torch
+
+    name = "?"
+    try:
+        method, call, view = req["method"], req["call"], req["view"]
+        name = method.name or type(method).__name__
+        _set_rng(req["rng"])
+        torch.set_num_threads(int(req["threads"]))
+        del violations[:]
+        who.append(name)
+        try:
+            if hasattr(view, "open_in_worker"):  # a view whose parts talk to the harness (its network)
+                view = view.open_in_worker(rpc)
+            with D.contestant_guard(name):
+                raw = getattr(method, call)(view)
+        finally:
+            who.pop()
+        if violations:  # refused, and the plugin caught the error: the cell fails all the same
+            reply: tuple[Any, ...] = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
+        else:
+            output = req.get("output", call)
+            plain = _PLAIN_VIEW[output](raw, name, view) if output in _PLAIN_VIEW else _PLAIN[output](raw, name)
+            reply = ("ok", plain, _get_rng())
+        return pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
+    except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
+        if violations:
+            msg = "LeakageError: " + violations[0]
+        elif isinstance(exc, ContestantOutputError):
+            msg = str(exc)
+        else:
+            msg = format_plugin_error(exc, name)
+        try:
+            return pickle.dumps(("error", msg, traceback.format_exc()))
+        except Exception:  # noqa: BLE001
+            return pickle.dumps(("error", msg, ""))
 
 
 def _invoke(method: Any, fn: str, view: Any) -> Any:
@@ -360,6 +419,34 @@ def _plain_model(raw: Any, name: str) -> dict[str, Any]:
     return {"spec": json.dumps(spec.as_dict()), "state": state, "dtypes": dtypes, "training": bool(raw.training)}
 
 
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return value.tolist()
+    return str(value)
+
+
+def _plain_node_models(raw: Any, name: str, view: Any) -> dict[str, Any]:
+    """A decentralized method's models as numbers only: each node's ``state_dict`` as arrays, and
+    the view's ``info`` as JSON text (the harness rebuilds the models from its own factory)."""
+    import json
+
+    import torch
+
+    prefix = f"invalid output of plugin {name!r}"
+    if not isinstance(raw, (list, tuple)):
+        raise ContestantOutputError(f"{prefix}: distill() returned {type(raw).__name__}, not a list of one model per node")
+    states = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, torch.nn.Module):
+            raise ContestantOutputError(f"{prefix}: node {i}'s model is a {type(m).__name__}, not a torch.nn.Module")
+        states.append({str(k): _plain_array(v, f"node {i}'s {k}", name) for k, v in m.state_dict().items()})
+    try:
+        info = json.dumps(dict(getattr(view, "info", None) or {}), sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ContestantOutputError(f"{prefix}: view.info is not a JSON-serialisable dict ({exc})") from None
+    return {"states": states, "info": info}
+
+
 def _from_plain(call: str, out: Any) -> Any:
     """A ``select`` answer as the harness's ``Selection`` (the other calls: ``coreset_bench.contest``)."""
     if call == "select":
@@ -368,11 +455,17 @@ def _from_plain(call: str, out: Any) -> Any:
         from .kinds import Selection
 
         return Selection(indices=out["indices"], weights=out["weights"], scores=out["scores"], info=json.loads(out["info"]))
+    if call == "node-models":
+        import json
+
+        return {"states": out["states"], "info": json.loads(out["info"])}
     raise ValueError(f"unknown contestant call {call!r}")  # pragma: no cover
 
 
 #: the contestant's output as numbers, per protocol function (run in the worker)
 _PLAIN = {"select": _plain_selection, "score": _plain_scores, "perturb": _plain_tensor, "correct": _plain_model}
+#: outputs made with the view as well (a decentralized method's ``view.info`` comes back with its models)
+_PLAIN_VIEW = {"node-models": _plain_node_models}
 
 
 class ContestantOutputError(ValueError):
@@ -552,10 +645,75 @@ class ContestantWorker:
             raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
         raise ContestantError(msg) from RemoteTraceback(tb)
 
-    def call(self, method: Any, call: str, view: Any, threads: int) -> Any:
-        """``call`` on one view; a ``select`` answer as a ``Selection``, others as numbers."""
+    def call(self, method: Any, call: str, view: Any, threads: int, *, output: str | None = None, serve: Any = None) -> Any:
+        """``call`` on one view; a ``select`` answer as a ``Selection``, others as numbers.
+        With ``output`` or ``serve``: ``call_served``."""
+        if output is not None or serve is not None:
+            return self.call_served(method, call, view, threads, output=output or call, serve=serve)
         plain, _, _ = self.run(method, call, [view], threads)
         return _from_plain(call, plain[0]) if call == "select" else plain[0]
+
+    def call_served(self, method: Any, call: str, view: Any, threads: int, *, output: str, serve: Any = None) -> Any:
+        """``call`` on one view pickled whole, answering the worker's requests with ``serve``
+        while it runs (numbers only, both ways; an exception from ``serve`` is raised in the
+        worker, inside the method); the output converted as ``output`` (``"node-models"``)."""
+        import random
+
+        import numpy as np
+        import torch
+
+        name = method.name or type(method).__name__
+        try:
+            blob = pickle.dumps(
+                {"method": method, "call": call, "output": output, "view": view, "threads": threads,
+                 "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise ContestantError(
+                f"plugin {name!r} cannot be sent to the contestant worker ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"define its method class at module level of an importable module"
+            ) from None
+        reply: Any = None
+        bad: Exception | None = None
+        try:
+            self.tx.send_bytes(blob)
+            while True:
+                answer = self.rx.recv_bytes()
+                try:
+                    reply = _safe_loads(answer)
+                except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
+                    bad = exc
+                    break
+                if not (serve is not None and isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "rpc"):
+                    break
+                try:  # a request of the method's view (e.g. its network), answered in numbers
+                    result: tuple[Any, Any] = ("ok", serve(reply[1]))
+                except Exception as exc:  # noqa: BLE001 - a bad request fails inside the method, as in-process
+                    result = ("error", (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                self.tx.send_bytes(pickle.dumps(result, protocol=4))
+        except (EOFError, OSError):
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.close()
+            raise ContestantCrash(f"plugin {name!r} crashed the contestant worker process (exit code {code})") from None
+        except BaseException:  # Ctrl-C while waiting: the answer would be read by the next cell
+            self.close()
+            raise
+        try:
+            if bad is not None:
+                raise bad
+            if reply[0] == "ok":
+                out = _from_plain(output, reply[1]) if output in ("select", "node-models") else reply[1]
+                _set_rng(reply[2])
+                return out
+            msg, tb = str(reply[1]), str(reply[2])
+        except Exception as exc:  # noqa: BLE001
+            self.close()
+            raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
+        raise ContestantError(msg) from RemoteTraceback(tb)
 
     def close(self) -> None:
         for c in (self.tx, self.rx):
@@ -596,10 +754,15 @@ def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None
     return w
 
 
-def run_contestant(method: Any, call: str, view: Any, *, device: str, protected: Sequence[str]) -> Any:
+def run_contestant(method: Any, call: str, view: Any, *, device: str, protected: Sequence[str], output: str | None = None, serve: Any = None) -> Any:
     """``getattr(method, call)(view)`` in this process's contestant worker; returns the output
     (a ``select`` answer as a ``Selection``, other calls as numbers). The pipeline calls
     contestants through ``coreset_bench.contest.contest``, which also checks the output.
+
+    ``output`` / ``serve`` (the decentralized track): the output converted as ``output``
+    (``"node-models"``: a decentralized method's per-node states and info), and ``serve`` answers
+    the requests the worker sends during the call (``view.open_in_worker`` builds the worker's
+    view around them; the track's ``NetworkService``).
 
     Raises ``ContestantError`` (a plugin exception or a guard refusal, one-line message naming the
     plugin) or ``ContestantCrash`` (the worker died; the next call starts a new one).
@@ -608,7 +771,7 @@ def run_contestant(method: Any, call: str, view: Any, *, device: str, protected:
 
     w = prestart(device=device, protected=protected)
     try:
-        return w.call(method, call, view, torch.get_num_threads())
+        return w.call(method, call, view, torch.get_num_threads(), output=output, serve=serve)
     except ContestantCrash:
         _WORKER.clear()
         raise

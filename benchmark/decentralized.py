@@ -145,12 +145,135 @@ def payload_bytes(obj: Any) -> int:
     raise TypeError(f"cannot send a {type(obj).__name__} over the network; send tensors, arrays, numbers or containers of them")
 
 
+def _leak(msg: str) -> None:
+    """Refuse a read outside the node contract: the contestant worker's guard records it (so the
+    cell fails even if the plugin catches the error) and ``LeakageError`` is raised."""
+    import sys
+
+    from .data import LeakageError
+
+    sys.audit("coreset_bench.leakage", msg)
+    raise LeakageError(msg)
+
+
+def _who() -> str:
+    from .data import _CONTESTANT
+
+    return f"plugin {_CONTESTANT[-1]!r}" if _CONTESTANT else "the method"
+
+
+class NodeContext:
+    """The node a method is acting as (``net.node(i)``); a ``NodeLocal`` row is readable only
+    while acting as its node. Mixed into every network class (``Network``, ``RemoteNetwork``,
+    ``GlooNetwork``)."""
+
+    _acting: int | None = None
+
+    @property
+    def acting(self) -> int | None:
+        """The global id of the node the method acts as now (None: none)."""
+        return self._acting
+
+    def node(self, i: int) -> Any:
+        """Context manager: act as global node ``i`` (one of ``local_nodes``); restores the previous
+        node on exit. Inside it, ``view.nodes[r]`` and ``view.own_label_counts[r]`` of i's row are
+        readable; every other node's row raises ``LeakageError``."""
+        from contextlib import contextmanager
+
+        i = int(i)
+        if i not in self.local_nodes:  # type: ignore[attr-defined]
+            raise ValueError(f"node {i} is not held by this network (it holds {self.local_nodes})")  # type: ignore[attr-defined]
+
+        @contextmanager
+        def ctx() -> Any:
+            prev = self._acting
+            self._acting = i
+            try:
+                yield i
+            finally:
+                self._acting = prev
+
+        return ctx()
+
+
+class NodeLocal(Sequence):
+    """Rows of per-node data (``view.nodes``, ``view.own_label_counts``): row r belongs to the global
+    node ``net.local_nodes[r]`` and is readable only inside ``with net.node(that node):``; reading
+    another node's row raises ``LeakageError`` (tracks-phase2.md §3.5: node i's update may depend
+    only on ``nodes[i]`` and ``own_label_counts[i]``). ``len`` is free."""
+
+    def __init__(self, rows: Sequence[Any], net: Any, what: str) -> None:
+        self._rows = tuple(rows)
+        self._net = net
+        self._what = what
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, r: Any) -> Any:
+        if isinstance(r, slice):
+            return [self[k] for k in range(*r.indices(len(self._rows)))]
+        try:
+            r = int(r)
+        except TypeError:
+            raise TypeError(f"{self._what} rows are indexed by an int (the node's row), not {type(r).__name__}") from None
+        if r < 0:
+            r += len(self._rows)
+        if not 0 <= r < len(self._rows):
+            raise IndexError(f"{self._what}: row {r} of {len(self._rows)}")
+        owner = self._net.local_nodes[r]
+        acting = self._net.acting
+        if acting != owner:
+            where = f"while acting as node {acting}" if acting is not None else "outside any node's context"
+            _leak(f"{_who()} read node {owner}'s {self._what} {where}; node i may use only its own row: read it inside `with view.net.node(i):`")
+        return self._rows[r]
+
+    def __array__(self, *a: Any, **k: Any) -> Any:
+        _leak(f"{_who()} read every node's {self._what} at once; node i may use only its own row: read it inside `with view.net.node(i):`")
+
+    def __repr__(self) -> str:
+        return f"NodeLocal({self._what}, {len(self._rows)} rows)"
+
+
+def wire(obj: Any) -> Any:
+    """``obj`` as numbers only for the pipe to the harness: tensors become numpy arrays (nested
+    lists, tuples and dicts kept); what the network cannot send raises TypeError."""
+    if hasattr(obj, "detach") and hasattr(obj, "numel"):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray) or obj is None or isinstance(obj, (bool, int, float, np.number)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): wire(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(wire(v) for v in obj) if type(obj) in (list, tuple) else tuple(wire(v) for v in obj)
+    raise TypeError(f"cannot send a {type(obj).__name__} over the network; send tensors, arrays, numbers or containers of them")
+
+
+def unwire(obj: Any, device: Any = None) -> Any:
+    """The inverse of ``wire``: arrays become tensors (on ``device``)."""
+    import torch
+
+    if isinstance(obj, np.ndarray):
+        t = torch.from_numpy(np.array(obj, copy=True))
+        return t.to(device) if device is not None else t
+    if isinstance(obj, dict):
+        return {k: unwire(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(unwire(v, device) for v in obj)
+    return obj
+
+
 @dataclass
-class Network:
-    """Byte-counted communication on ``topology``; ``bytes[kind]`` totals what was sent."""
+class Network(NodeContext):
+    """Byte-counted communication on ``topology``; ``bytes[kind]`` totals what was sent and
+    ``traffic[i, j]`` the bytes node i received from node j (all kinds)."""
 
     topology: Topology
     bytes: dict[str, int] = field(default_factory=lambda: {"model": 0, "labels": 0, "meta": 0})
+
+    def __post_init__(self) -> None:
+        self.traffic = np.zeros((self.n, self.n), dtype=np.int64)
+        self._acting = None
 
     @property
     def n(self) -> int:
@@ -162,8 +285,10 @@ class Network:
         ``GlooNetwork``); stacked tensors and payload lists are indexed in this order."""
         return list(range(self.n))
 
-    def _count(self, kind: str, nbytes: int) -> None:
+    def _count(self, kind: str, nbytes: int, to: int | None = None, frm: int | None = None) -> None:
         self.bytes[kind] = self.bytes.get(kind, 0) + int(nbytes)
+        if to is not None and frm is not None:
+            self.traffic[to, frm] += int(nbytes)
 
     def gossip(self, tensors: Mapping[str, Any], kind: str = "model") -> dict[str, Any]:
         """One mixing step: ``out[name][i] = sum_j W[i, j] tensors[name][j]`` for tensors stacked
@@ -171,8 +296,8 @@ class Network:
         import torch
 
         out = {}
-        degrees = sum(len(self.topology.neighbours(i)) for i in range(self.n))
         Wn = np.asarray(self.topology.W)
+        nbrs = [self.topology.neighbours(i) for i in range(self.n)]
         for name, t in tensors.items():
             if t.shape[0] != self.n:
                 raise ValueError(f"gossip: tensor {name!r} has {t.shape[0]} rows, expected one per node ({self.n})")
@@ -188,7 +313,10 @@ class Network:
                     r = torch.as_tensor(rows, device=t.device)
                     acc[r] += W[r, j].view(-1, *([1] * (t.dim() - 1))) * t[j]
             out[name] = acc
-            self._count(kind, degrees * payload_bytes(t[0]))
+            size = payload_bytes(t[0])
+            for i in range(self.n):
+                for j in nbrs[i]:
+                    self._count(kind, size, to=i, frm=j)
         return out
 
     def exchange(self, payloads: Sequence[Any], kind: str = "labels") -> list[list[tuple[int, Any]]]:
@@ -198,8 +326,8 @@ class Network:
         received = []
         for i in range(self.n):
             got = [(j, payloads[j]) for j in self.topology.neighbours(i)]
-            for _, p in got:
-                self._count(kind, payload_bytes(p))
+            for j, p in got:
+                self._count(kind, payload_bytes(p), to=i, frm=j)
             received.append(got)
         return received
 
@@ -213,9 +341,187 @@ class Network:
             comp = self.topology.component(i)
             for j in comp:
                 if j != i:
-                    self._count(kind, payload_bytes(small[j]))
+                    self._count(kind, payload_bytes(small[j]), to=i, frm=j)
             out.append([(j, small[j]) for j in comp])
         return out
+
+
+class NetworkService:
+    """The harness's side of ``RemoteNetwork``: runs each request of the contestant worker on the
+    harness's own ``Network`` (which does the mixing and counts every byte) and answers with
+    numbers only. A method cannot change what is counted: the count lives in this process."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+
+    def __call__(self, req: Any) -> Any:
+        import torch
+
+        if not isinstance(req, dict) or req.get("op") not in ("gossip", "exchange", "allgather"):
+            raise ValueError("unknown network operation; use gossip, exchange or allgather")
+        kind = req.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"the byte kind must be a non-empty string, got {type(kind).__name__}")
+        if req["op"] == "gossip":
+            tensors = req.get("tensors")
+            if not isinstance(tensors, dict):
+                raise TypeError("gossip: send a dict of name -> tensor stacked over the nodes")
+            ts = {}
+            for k, v in tensors.items():
+                if not isinstance(v, np.ndarray) or not (np.issubdtype(v.dtype, np.number)):
+                    raise TypeError(f"gossip: tensor {k!r} is not a numeric tensor")
+                ts[str(k)] = torch.from_numpy(v)
+            out = self.net.gossip(ts, kind=kind)
+            return {"out": {k: v.numpy() for k, v in out.items()}, "bytes": dict(self.net.bytes)}
+        items = req.get("items")
+        if not isinstance(items, list):
+            raise TypeError(f"{req['op']}: send a list of one payload per node")
+        got = self.net.exchange(items, kind=kind) if req["op"] == "exchange" else self.net.allgather(items, kind=kind)
+        return {"out": got, "bytes": dict(self.net.bytes)}
+
+
+class RemoteNetwork(NodeContext):
+    """``view.net`` in the contestant worker: the ``Network`` interface, every call sent to the
+    harness's ``NetworkService`` (the harness mixes and counts). ``bytes`` is a copy of the
+    harness's count as of the last call; changing it changes nothing the harness records.
+    Tensors travel as numbers and come back as tensors on the sender's device."""
+
+    def __init__(self, topology: Topology, call: Any) -> None:
+        self.topology = topology
+        self._call = call
+        self._bytes: dict[str, int] = {"model": 0, "labels": 0, "meta": 0}
+        self._acting = None
+
+    @property
+    def n(self) -> int:
+        return self.topology.n
+
+    @property
+    def local_nodes(self) -> list[int]:
+        return list(range(self.n))
+
+    @property
+    def bytes(self) -> dict[str, int]:
+        return dict(self._bytes)
+
+    def _do(self, req: dict[str, Any]) -> Any:
+        reply = self._call(req)
+        self._bytes = {str(k): int(v) for k, v in reply["bytes"].items()}
+        return reply["out"]
+
+    def gossip(self, tensors: Mapping[str, Any], kind: str = "model") -> dict[str, Any]:
+        import torch
+
+        items = list(tensors.items())
+        ts = [t for _, t in items]
+        if len(ts) > 1 and all(isinstance(t, torch.Tensor) for t in ts) and len({(t.dtype, t.device) for t in ts}) == 1 and all(t.dim() >= 1 and t.shape[0] == self.n for t in ts):
+            # one flat (n, total) tensor: one array on the pipe; mixing is elementwise, so the
+            # result and the byte count are those of the separate tensors
+            flat = torch.cat([t.detach().reshape(self.n, -1) for t in ts], 1)
+            mixed = unwire(self._do({"op": "gossip", "kind": kind, "tensors": {"flat": wire(flat)}})["flat"], flat.device)
+            sizes = [int(t[0].numel()) for t in ts]
+            return {str(k): part.reshape(t.shape) for (k, t), part in zip(items, torch.split(mixed, sizes, dim=1))}
+        devices = {k: getattr(t, "device", None) for k, t in items}
+        out = self._do({"op": "gossip", "kind": kind, "tensors": {str(k): wire(t) for k, t in items}})
+        return {k: unwire(v, devices.get(k)) for k, v in out.items()}
+
+    def _send(self, op: str, items: Sequence[Any], kind: str) -> list[list[tuple[int, Any]]]:
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"{op}: send a list of one payload per node")
+        out = self._do({"op": op, "kind": kind, "items": [wire(p) for p in items]})
+        return [[(int(j), unwire(p)) for j, p in got] for got in out]
+
+    def exchange(self, payloads: Sequence[Any], kind: str = "labels") -> list[list[tuple[int, Any]]]:
+        """Node i receives ``(j, payloads[j])`` from every neighbour j (itself excluded)."""
+        return self._send("exchange", payloads, kind)
+
+    def allgather(self, small: Sequence[Any], kind: str = "meta") -> list[list[tuple[int, Any]]]:
+        """Node i receives ``(j, small[j])`` from every node connected to it, itself included."""
+        return self._send("allgather", small, kind)
+
+
+def widest_paths(traffic: np.ndarray) -> np.ndarray:
+    """B[i, j]: the most bytes that passed between nodes i and j along one path, i.e. the largest
+    over paths of the smallest edge on the path, with an edge's bytes ``traffic[a, b] +
+    traffic[b, a]`` (B[i, i] = inf)."""
+    cap = np.asarray(traffic, dtype=np.float64)
+    B = cap + cap.T
+    n = len(B)
+    np.fill_diagonal(B, np.inf)
+    for k in range(n):
+        B = np.maximum(B, np.minimum(B[:, k : k + 1], B[k : k + 1, :]))
+    return B
+
+
+#: nodes i and j "agree" when ||x_i - x_j||² <= AGREE_TOL · min(||x_i - x0||², ||x_j - x0||²).
+#: Measured on quick@2's data (9 digits nodes, 60 epochs, d-psgd and qgm, alpha 0.1 and 1.0):
+#: nodes trained without any communication stay 0.66-3.7 apart by this ratio; nodes that gossip
+#: on a ring end 2e-8 to 5e-4 apart. 0.05 lies far from both.
+AGREE_TOL = 0.05
+
+
+def converged_without_communication(params: Sequence[np.ndarray], init: np.ndarray, traffic: np.ndarray, model_bytes: int, tol: float = AGREE_TOL) -> tuple[int, int, float, float] | None:
+    """The harness's consistency check of a cell: a pair of nodes (i, j) whose final parameters
+    agree (squared distance at most ``tol`` of the smaller squared movement from the common
+    initialization ``init``) although fewer than ``model_bytes`` (one model's parameters) passed
+    between them along any path of the counted traffic. Nodes start alike but train on disjoint
+    data, so such agreement means parameters crossed outside the network. Returns (i, j,
+    relative distance, widest-path bytes) of the first such pair, or None. Nodes that did not
+    move from the initialization are skipped (an untrained model agrees with anything)."""
+    X = np.stack([np.asarray(p, dtype=np.float64).ravel() for p in params])
+    x0 = np.asarray(init, dtype=np.float64).ravel()
+    move = ((X - x0) ** 2).sum(1)
+    B = widest_paths(traffic)
+    n = len(X)
+    for i in range(n):
+        for j in range(i + 1, n):
+            lo = min(move[i], move[j])
+            if lo <= 0 or B[i, j] >= model_bytes:
+                continue
+            d = float(((X[i] - X[j]) ** 2).sum())
+            if d <= tol * lo:
+                return i, j, d / lo, float(B[i, j])
+    return None
+
+
+@dataclass
+class ViewSpec:
+    """Everything a ``DecentralizedView`` holds except its network, for the nodes ``rows`` (global
+    ids; all n in the simulation, one in a node process). Picklable: it travels to the contestant
+    worker, which opens it with a ``RemoteNetwork`` (``open_in_worker``), so the view there talks
+    to the harness's ``Network``. ``nodes`` and ``counts`` hold those nodes' rows only."""
+
+    nodes: Sequence[tuple[Any, Any]]
+    counts: np.ndarray
+    num_classes: int
+    public_x: Any
+    topology: Topology
+    model_factory: Any
+    recipe: Mapping[str, Any]
+    steps_per_epoch: int
+    seed: int
+    device: Any = "cpu"
+
+    def open(self, net: Any) -> Any:
+        """The view on ``net`` (whose ``local_nodes`` are this spec's rows)."""
+        import torch
+
+        from .kinds import DecentralizedView, readonly
+
+        if len(net.local_nodes) != len(self.nodes):
+            raise ValueError(f"the view holds {len(self.nodes)} nodes but its network {len(net.local_nodes)}")
+        counts = np.asarray(self.counts)
+        return DecentralizedView(
+            nodes=NodeLocal([readonly(tuple(xy)) for xy in self.nodes], net, "data"), num_classes=int(self.num_classes),
+            own_label_counts=NodeLocal([readonly(np.array(counts[r])) for r in range(len(counts))], net, "label counts"),
+            public_x=self.public_x, net=net, topology=self.topology, model_factory=self.model_factory, recipe=dict(self.recipe),
+            steps_per_epoch=int(self.steps_per_epoch), seed=int(self.seed), generator=torch.Generator().manual_seed(int(self.seed)),
+            rng=np.random.default_rng(int(self.seed)), ensemble=NodeEnsemble, device=self.device, info={},
+        )
+
+    def open_in_worker(self, call: Any) -> Any:
+        """The view in the contestant worker: its network is a ``RemoteNetwork`` over ``call``."""
+        return self.open(RemoteNetwork(self.topology, call))
 
 
 # ============================================================================================

@@ -17,15 +17,24 @@ Three ways to run it:
   directory;
 * across machines, with ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)::
 
-      python -m coreset_bench.gossip_dist bundle --profile decentralized/quick@1 --plugin idkd \\
+      python -m coreset_bench.gossip_dist bundle --profile decentralized/quick@2 --plugin idkd \\
           --topology ring --alpha 0.1 --nodes 9 --repeat 0 cell.pt           # once, anywhere
       torchrun --nnodes M --nproc-per-node K --node-rank R --master-addr HOST --master-port 29500 \\
           -m coreset_bench.gossip_dist node cell.pt results/                 # on each machine
       python -m coreset_bench.gossip_dist evaluate cell.pt results/          # prints the metrics
 
-  ``bundle`` holds the cell's node data, public set and method (no test data); each rank writes
+  ``bundle`` writes ``cell.pt`` (public set, model factory, recipe and method; no test data, no
+  hidden flags) and ``cell.pt.node<r>`` (node r's own data and label counts): a machine needs
+  only the node files of its ranks, and each process loads only its own. Each rank writes
   ``results/node<rank>.pt`` (copy them to one place, or use a shared directory) and
   ``evaluate`` scores them exactly as the track does.
+
+This is the structural form of the track's contract: a node process holds only its own data,
+so it cannot read another node's data or parameters except through the process group. Inside a
+track run the node processes also run under the contestant worker's guard (no dataset files,
+no new processes, no ctypes). What it does not stop: a method that calls ``torch.distributed``
+itself instead of ``view.net`` communicates uncounted (the harness's consistency check still
+fails a cell whose nodes agree without counted traffic).
 """
 
 from __future__ import annotations
@@ -40,16 +49,20 @@ from typing import Any
 
 import numpy as np
 
-from .decentralized import Topology, payload_bytes
+from .decentralized import NodeContext, Topology, ViewSpec, payload_bytes
 
 
 @dataclass
-class GlooNetwork:
-    """Byte-counted communication of node ``rank`` over an initialised gloo process group."""
+class GlooNetwork(NodeContext):
+    """Byte-counted communication of node ``rank`` over an initialised gloo process group.
+    ``sent_to[j]``: the bytes this node sent to node j. The process acts as its own node always."""
 
     topology: Topology
     rank: int
     bytes: dict[str, int] = field(default_factory=lambda: {"model": 0, "labels": 0, "meta": 0})
+
+    def __post_init__(self) -> None:
+        self.sent_to = np.zeros(self.n, dtype=np.int64)
 
     @property
     def n(self) -> int:
@@ -59,8 +72,14 @@ class GlooNetwork:
     def local_nodes(self) -> list[int]:
         return [int(self.rank)]
 
-    def _count(self, kind: str, nbytes: int) -> None:
-        self.bytes[kind] = self.bytes.get(kind, 0) + int(nbytes)
+    @property
+    def acting(self) -> int | None:
+        return int(self.rank)
+
+    def _count(self, kind: str, nbytes: int, to: Sequence[int] = ()) -> None:
+        self.bytes[kind] = self.bytes.get(kind, 0) + int(nbytes) * len(to)
+        for j in to:
+            self.sent_to[j] += int(nbytes)
 
     def gossip(self, tensors: Mapping[str, Any], kind: str = "model") -> dict[str, Any]:
         import torch
@@ -83,7 +102,7 @@ class GlooNetwork:
             for j in sorted(bufs):
                 acc += w[j] * bufs[j]
             out[name] = acc.unsqueeze(0)
-            self._count(kind, len(nbrs) * payload_bytes(mine))
+            self._count(kind, payload_bytes(mine), nbrs)
         return out
 
     def exchange(self, payloads: Sequence[Any], kind: str = "labels") -> list[list[tuple[int, Any]]]:
@@ -105,7 +124,7 @@ class GlooNetwork:
         reqs = [dist.isend(data, dst=j) for j in nbrs] + [dist.irecv(got[j], src=j) for j in nbrs]
         for r in reqs:
             r.wait()
-        self._count(kind, len(nbrs) * payload_bytes(payloads[0]))
+        self._count(kind, payload_bytes(payloads[0]), nbrs)
         return [[(j, torch.load(io.BytesIO(got[j].numpy().tobytes()), weights_only=False)) for j in nbrs]]
 
     def allgather(self, small: Sequence[Any], kind: str = "meta") -> list[list[tuple[int, Any]]]:
@@ -116,32 +135,38 @@ class GlooNetwork:
         everything: list[Any] = [None] * self.n
         dist.all_gather_object(everything, small[0])
         comp = self.topology.component(self.rank)
-        self._count(kind, (len(comp) - 1) * payload_bytes(small[0]))
+        self._count(kind, payload_bytes(small[0]), [j for j in comp if j != self.rank])
         return [[(j, everything[j]) for j in comp]]
 
 
 # ---- one node process ---------------------------------------------------------------------------
 
 
-def _node_view(bundle: Mapping[str, Any], rank: int, net: GlooNetwork) -> Any:
-    import torch
+def node_path(bundle_path: str | Path, rank: int) -> Path:
+    """The file holding node ``rank``'s own data beside the cell's bundle."""
+    return Path(f"{bundle_path}.node{rank}")
 
-    from .decentralized import NodeEnsemble
-    from .kinds import DecentralizedView
 
-    counts = np.asarray(bundle["counts"])[[rank]].copy()
-    counts.setflags(write=False)
-    seed = int(bundle["seed"])
-    return DecentralizedView(
-        nodes=(tuple(bundle["nodes"][rank]),), num_classes=int(bundle["num_classes"]), own_label_counts=counts, public_x=bundle["public_x"], net=net,
-        topology=net.topology, model_factory=bundle["model_factory"], recipe=dict(bundle["recipe"]), steps_per_epoch=int(bundle["steps_per_epoch"]),
-        seed=seed, generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed), ensemble=NodeEnsemble, device="cpu", info={},
+def _node_view(bundle: Mapping[str, Any], part: Mapping[str, Any], rank: int, net: GlooNetwork) -> Any:
+    """Node ``rank``'s view: its own data and label counts (``part``) and the common parts."""
+    if int(part["rank"]) != rank:
+        raise ValueError(f"node file of rank {part['rank']} given to node process {rank}")
+    spec = ViewSpec(
+        nodes=[tuple(part["node"])], counts=np.asarray(part["counts"]).reshape(1, -1), num_classes=int(bundle["num_classes"]),
+        public_x=bundle["public_x"], topology=net.topology, model_factory=bundle["model_factory"], recipe=dict(bundle["recipe"]),
+        steps_per_epoch=int(bundle["steps_per_epoch"]), seed=int(bundle["seed"]), device="cpu",
     )
+    return spec.open(net)
 
 
-def run_node(bundle: Mapping[str, Any], rank: int, world: int, init_method: str, out_dir: Path) -> None:
-    """Join the process group as node ``rank``, run the bundle's method for that node and write
-    ``out_dir/node<rank>.pt`` (its model's state, the bytes it sent and its ``info``)."""
+def run_node(bundle: Mapping[str, Any], part: Mapping[str, Any], rank: int, world: int, init_method: str, out_dir: Path) -> None:
+    """Join the process group as node ``rank``, run the bundle's method for that node (its own
+    data only: ``part``) and write ``out_dir/node<rank>.pt`` (its model's state, the bytes it
+    sent, to whom, and its ``info`` as JSON). With ``bundle["protected"]`` (a track run) the
+    contestant worker's guard is installed first: the method cannot open the dataset files,
+    start processes or use ctypes."""
+    import json
+
     import torch
     import torch.distributed as dist
 
@@ -150,19 +175,29 @@ def run_node(bundle: Mapping[str, Any], rank: int, world: int, init_method: str,
     torch.set_num_threads(int(os.environ.get("CORESET_BENCH_THREADS", "1") or 1))
     if world != int(bundle["topology_W"].shape[0]):
         raise ValueError(f"the cell has {bundle['topology_W'].shape[0]} nodes but the process group {world} processes; start one process per node")
+    if int(part["rank"]) != rank:
+        raise ValueError(f"node file of rank {part['rank']} given to node process {rank}")
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         net = GlooNetwork(Topology(str(bundle["topology_name"]), bundle["topology_W"]), rank)
-        view = _node_view(bundle, rank, net)
+        view = _node_view(bundle, part, rank, net)
         method = bundle["method"]
+        violations: list[str] = []
+        if bundle.get("protected") is not None:
+            from .contestant import _install_guard
+
+            _install_guard(tuple(bundle["protected"]), violations, [method.name])
         with contestant_guard(method.name):
             out = method.distill(view)
+        if violations:
+            raise PermissionError(violations[0])
         if not isinstance(out, (list, tuple)) or len(out) != 1:
             raise ValueError(f"plugin {method.name!r} returned {len(out) if isinstance(out, (list, tuple)) else type(out).__name__} models in node process {rank}; expected one")
         state = {k: v.detach().cpu() for k, v in out[0].state_dict().items()}
+        info = json.dumps(dict(view.info), sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".node{rank}.pt.tmp"
-        torch.save({"state": state, "bytes": dict(net.bytes), "info": dict(view.info), "rank": rank}, tmp)
+        torch.save({"state": state, "bytes": {str(k): int(v) for k, v in net.bytes.items()}, "sent_to": torch.from_numpy(net.sent_to.copy()), "info": info, "rank": rank}, tmp)
         os.replace(tmp, out_dir / f"node{rank}.pt")
         dist.barrier()
     finally:
@@ -170,50 +205,69 @@ def run_node(bundle: Mapping[str, Any], rank: int, world: int, init_method: str,
 
 
 def _spawn_entry(rank: int, world: int, bundle_path: str, init_method: str, out_dir: str) -> None:
+    """A spawned node process: it loads the common bundle and its own node's file, no other node's."""
     import torch
 
     bundle = torch.load(bundle_path, weights_only=False)
-    run_node(bundle, rank, world, init_method, Path(out_dir))
+    part = torch.load(node_path(bundle_path, rank), weights_only=False)
+    run_node(bundle, part, rank, world, init_method, Path(out_dir))
 
 
-def make_bundle(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any) -> dict[str, Any]:
-    """Everything a node process needs (no test data): node data, public set, partition counts,
-    topology, model factory, recipe, seed and the method itself."""
-    view = track.make_view(profile, cell, w, topo, None, ctx)
-    return {
-        "nodes": [(x.cpu(), y.cpu()) for x, y in w.nodes], "counts": np.asarray(w.counts), "public_x": w.public_x.cpu(), "num_classes": w.num_classes,
-        "topology_name": topo.name, "topology_W": np.asarray(topo.W), "model_factory": view.model_factory, "recipe": dict(view.recipe),
-        "steps_per_epoch": view.steps_per_epoch, "seed": cell.seed, "method": method, "profile": profile.id, "cell_axes": dict(cell.axes),
-        "repeat": cell.repeat, "method_name": method.name, "method_params": dict(method.params),
+def make_bundle(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any, protected: Sequence[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the node processes need (no test data, no hidden flags): the common bundle (public
+    set, topology, model factory, recipe, seed, the method) and one part per node (its own data
+    and label counts), saved to separate files so that each process loads only its own."""
+    factory = track.model_factory(profile, cell, w, ctx)
+    common = {
+        "public_x": w.public_x.cpu(), "num_classes": w.num_classes, "topology_name": topo.name, "topology_W": np.asarray(topo.W), "model_factory": factory,
+        "recipe": dict(track.recipe(profile, w)), "steps_per_epoch": track.steps_per_epoch(profile, w), "seed": cell.seed, "method": method, "profile": profile.id,
+        "cell_axes": dict(cell.axes), "repeat": cell.repeat, "method_name": method.name, "method_params": dict(method.params),
+        "protected": list(protected) if protected is not None else None,
     }
+    parts = [{"rank": r, "node": (x.cpu(), y.cpu()), "counts": np.asarray(w.counts[r]).copy()} for r, (x, y) in enumerate(w.nodes)]
+    return common, parts
 
 
-def collect(bundle: Mapping[str, Any], out_dir: Path) -> tuple[list[Any], dict[str, int], dict[str, Any]]:
-    """The n node models (rebuilt from the factory), the summed byte counts and the merged info
-    (per-node lists concatenated in rank order)."""
+def save_bundle(common: Mapping[str, Any], parts: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+    """``path`` (the common bundle) and ``path.node<r>`` (node r's own part) for every node."""
+    import torch
+
+    torch.save(dict(common), path)
+    for p in parts:
+        torch.save(dict(p), node_path(path, int(p["rank"])))
+
+
+def collect(bundle: Mapping[str, Any], out_dir: Path) -> tuple[list[Any], dict[str, int], dict[str, Any], np.ndarray]:
+    """The n node models (rebuilt from the factory), the summed byte counts, the merged info
+    (per-node lists concatenated in rank order) and the traffic matrix (``traffic[i, j]``: bytes
+    node i received from node j). Node files are read as weights only (no code runs)."""
+    import json
+
     import torch
 
     n = int(bundle["topology_W"].shape[0])
     models, sent, infos = [], {}, []
+    traffic = np.zeros((n, n), dtype=np.int64)
     for r in range(n):
         path = Path(out_dir) / f"node{r}.pt"
         if not path.exists():
             raise FileNotFoundError(f"no result of node {r} ({path}); did every rank finish?")
-        got = torch.load(path, weights_only=False)
+        got = torch.load(path, weights_only=True)
         m = bundle["model_factory"]()
         m.load_state_dict(got["state"])
         models.append(m)
         for k, v in got["bytes"].items():
             sent[k] = sent.get(k, 0) + int(v)
-        infos.append(got["info"])
+        traffic[:, r] += np.asarray(got["sent_to"], dtype=np.int64)
+        infos.append(json.loads(got["info"]) if isinstance(got["info"], str) else dict(got["info"]))
     merged: dict[str, Any] = dict(infos[0]) if infos else {}
     for k in ("public_kept", "public_labelled", "nodes"):
         if all(k in i for i in infos):
             merged[k] = [x for i in infos for x in i[k]]
-    return models, sent, merged
+    return models, sent, merged, traffic
 
 
-def run_cell_multiprocess(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any) -> tuple[list[Any], dict[str, int], dict[str, Any]]:
+def run_cell_multiprocess(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any) -> tuple[list[Any], dict[str, int], dict[str, Any], np.ndarray]:
     """Run one cell with one local process per node (spawned; file rendezvous); returns what
     ``collect`` returns. A node process that fails fails the cell, naming the plugin."""
     import tempfile
@@ -223,10 +277,12 @@ def run_cell_multiprocess(track: Any, profile: Any, cell: Any, method: Any, w: A
 
     from .tracks.base import CellFailure
 
+    from .contestant import protected_paths
+
     with tempfile.TemporaryDirectory(prefix="coreset-bench-gloo-") as tmp:
-        bundle = make_bundle(track, profile, cell, method, w, topo, ctx)
+        common, parts = make_bundle(track, profile, cell, method, w, topo, ctx, protected_paths(str(cell.axes["dataset"]), ctx.data_dir, ctx.cache_dir))
         bpath = Path(tmp) / "cell.pt"
-        torch.save(bundle, bpath)
+        save_bundle(common, parts, bpath)
         out = Path(tmp) / "out"
         try:
             mp.start_processes(_spawn_entry, args=(topo.n, str(bpath), f"file://{tmp}/rendezvous", str(out)), nprocs=topo.n, join=True, start_method="spawn")
@@ -235,7 +291,10 @@ def run_cell_multiprocess(track: Any, profile: Any, cell: Any, method: Any, w: A
             raise CellFailure(f"plugin {method.name!r} failed in a node process (execution gloo): {last}") from None
         except mp.ProcessExitedException as exc:
             raise CellFailure(f"plugin {method.name!r}: a node process exited (execution gloo): {exc}") from None
-        return collect(bundle, out)
+        try:
+            return collect(common, out)
+        except Exception as exc:  # noqa: BLE001 - what a node process wrote fails this cell only
+            raise CellFailure(f"invalid output of plugin {method.name!r} (execution gloo): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
 # ---- command line (multi-machine runs with torchrun) ---------------------------------------------
@@ -250,7 +309,7 @@ def _cli(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m coreset_bench.gossip_dist", description="Run a decentralized-track cell one node per process (gloo), e.g. across machines with torchrun.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bundle", help="write one cell's bundle (node data, public set, method; no test data)")
-    b.add_argument("--profile", default="decentralized/quick@1")
+    b.add_argument("--profile", default=None, help="default: the track's default profile")
     b.add_argument("--plugin", required=True)
     b.add_argument("--param", action="append", default=[], help="KEY=VALUE method parameter")
     b.add_argument("--dataset", default=None)
@@ -283,8 +342,9 @@ def _cli(argv: Sequence[str]) -> int:
 
     track = registry.track("decentralized")
     if a.cmd == "node":
+        rank = int(os.environ["RANK"])
         bundle = torch.load(a.bundle, weights_only=False)
-        run_node(bundle, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", Path(a.out_dir))
+        run_node(bundle, torch.load(node_path(a.bundle, rank), weights_only=False), rank, int(os.environ["WORLD_SIZE"]), "env://", Path(a.out_dir))
         return 0
     if a.cmd == "bundle":
         profile = track.profile(a.profile)
@@ -299,8 +359,9 @@ def _cli(argv: Sequence[str]) -> int:
 
         topo = topology(a.topology, a.nodes)
         w = track.world(profile, dataset, a.alpha, a.nodes, a.repeat, ctx)
-        torch.save(make_bundle(track, profile, cell, method, w, topo, ctx), a.out)
-        print(f"wrote {a.out}: {a.nodes} nodes; start {a.nodes} processes (torchrun) with: -m coreset_bench.gossip_dist node {a.out} OUT_DIR")
+        save_bundle(*make_bundle(track, profile, cell, method, w, topo, ctx), a.out)
+        print(f"wrote {a.out} and {a.out}.node0 .. {a.out}.node{a.nodes - 1} (each node's own data: a machine needs only the files of its ranks); "
+              f"start {a.nodes} processes (torchrun) with: -m coreset_bench.gossip_dist node {a.out} OUT_DIR")
         return 0
     bundle = torch.load(a.bundle, weights_only=False)
     profile = track.profile(bundle["profile"])
@@ -309,8 +370,8 @@ def _cli(argv: Sequence[str]) -> int:
     ctx = CellContext(Path("."), Path(os.environ.get("CORESET_BENCH_CACHE", ".coreset-bench-cache")), Path(a.data_dir) if a.data_dir else None, hidden_salt=_salt())
     ax = bundle["cell_axes"]
     w = track.world(profile, ax["dataset"], float(ax["alpha"]), int(ax["nodes"]), cell.repeat, ctx)
-    models, sent, info = collect(bundle, Path(a.out_dir))
-    res = track.score(profile, cell, method, models, sent, info, w, Topology(bundle["topology_name"], bundle["topology_W"]), ctx, train_s=0.0, how="gloo")
+    models, sent, info, traffic = collect(bundle, Path(a.out_dir))
+    res = track.score(profile, cell, method, models, sent, info, w, Topology(bundle["topology_name"], bundle["topology_W"]), ctx, train_s=0.0, how="gloo", traffic=traffic)
     print(json.dumps({"cell": cell.label(), "metrics": res.metrics}, indent=1, sort_keys=True))
     return 0
 

@@ -721,30 +721,44 @@ class NoiseCorrectionMethod(Method):
 class DecentralizedView(_ReadOnlyView):
     """Decentralized-learning inputs (role ``"decentralized"``): n nodes on a fixed topology.
 
-    ``nodes[i]`` is node i's local ``(x, y)`` (x in [0, 1]); ``own_label_counts`` (n, C): row i
-    is node i's own label histogram (sharing it goes through ``net.allgather``); ``public_x`` is
-    an unlabelled public set, the same at every node (no flag says which of it is
-    out-of-distribution). ``net`` (``coreset_bench.decentralized.Network``) is the only channel
-    between nodes and counts every byte; ``topology`` has ``name``, ``n``, ``W`` and
-    ``neighbours(i)``. ``model_factory()`` returns the same seeded initial model on every call.
-    ``recipe``: epochs, batch_size, momentum, weight_decay, milestones, gamma.
+    ``nodes[r]`` is node r's local ``(x, y)`` (x in [0, 1]); ``own_label_counts[r]`` its own label
+    histogram (C,) (sharing it goes through ``net.allgather``); ``public_x`` is an unlabelled
+    public set, the same at every node (no flag says which of it is out-of-distribution). ``net``
+    is the only channel between nodes and counts every byte; ``topology`` has ``name``, ``n``,
+    ``W`` and ``neighbours(i)``. ``model_factory()`` returns the same seeded initial model on
+    every call. ``recipe``: epochs, batch_size, momentum, weight_decay, milestones, gamma.
 
     Contract: node i's update depends only on ``nodes[i]``, ``public_x``,
-    ``own_label_counts[i]``, the recipe and what node i received through ``net`` (the kit's
-    isolation check enforces it). Return exactly n models, one per node.
+    ``own_label_counts[i]``, the recipe and what node i received through ``net``. Enforced:
+
+    * ``nodes`` and ``own_label_counts`` are ``NodeLocal`` rows: row i is readable only inside
+      ``with view.net.node(i):`` (the method acting as node i); any other row raises
+      ``LeakageError`` and fails the cell;
+    * in a track run the method runs in the contestant worker, a process without the test split
+      or the public set's hidden flags; ``net`` there forwards every call to the harness, which
+      mixes and counts the bytes itself;
+    * the harness fails a cell whose nodes end with (nearly) the same parameters although less
+      than one model's bytes passed between them through ``net`` ("models converged without
+      communication");
+    * the kit's isolation check perturbs one node's data and requires every other node's model
+      to stay bit-identical on an edgeless topology.
+
+    Return exactly n models of the view's architecture (built by ``model_factory``): the harness
+    receives their parameters and loads them into its own copies.
 
     Row r of ``nodes`` and ``own_label_counts`` is the global node ``net.local_nodes[r]``: all
     n nodes (0..n-1) when the track simulates them in one process; only this process's node in a
-    multi-process run (execution ``gloo``: one process per node, ``net`` a ``GlooNetwork``), where
-    ``n`` is 1 and ``topology.n`` the number of nodes. A method written against
-    ``net.local_nodes`` (seeding each node by its global id) runs unchanged in both and declares
-    ``multiprocess = True``. The recipe has no learning rate: it is each method's own ``lr``
-    parameter (the reference scripts differ: DSGDm 0.1, QGM and IDKD 0.01).
+    multi-process run (execution ``gloo``: one process per node, ``net`` a ``GlooNetwork``, which
+    always acts as its own node), where ``n`` is 1 and ``topology.n`` the number of nodes. A
+    method written against ``net.local_nodes`` (seeding each node by its global id) runs
+    unchanged in both and declares ``multiprocess = True``. The recipe has no learning rate: it
+    is each method's own ``lr`` parameter (the reference scripts differ: DSGDm 0.1, QGM and IDKD
+    0.01).
     """
 
     nodes: Sequence[tuple[Any, Any]]
     num_classes: int
-    own_label_counts: np.ndarray
+    own_label_counts: Sequence[np.ndarray]
     public_x: Any
     net: Any
     topology: Any

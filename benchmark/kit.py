@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .decentralized import Network, Topology
+from .decentralized import Network, Topology, ViewSpec
 from .kinds import (
     DecentralizedView,
     DistillationMethod,
@@ -324,7 +324,9 @@ def make_decentralized_view(*, n_nodes: int = 3, topology: str = "isolated", per
     """A small ``DecentralizedView``: label-skewed Gaussian blobs at ``n_nodes`` nodes on the
     ``isolated``, ``ring`` or ``complete`` topology, an unlabelled public set (part of it
     out-of-distribution, unflagged) and a seeded MLP factory. ``perturb_node=k`` changes node k's
-    inputs and labels (same sizes) and nothing else: the isolation check's second world."""
+    inputs and labels (same sizes) and nothing else: the isolation check's second world. As in
+    the track, node i's ``nodes`` and ``own_label_counts`` rows are readable only inside
+    ``with view.net.node(i):``."""
     import torch
 
     _check_not_contestant("generate the decentralized data")
@@ -347,22 +349,11 @@ def make_decentralized_view(*, n_nodes: int = 3, topology: str = "isolated", per
     pub = np.where(ood[:, None], rng.uniform(-3, 3, (n_public, dim)), centers[rng.integers(0, num_classes, n_public)] + 0.6 * rng.normal(size=(n_public, dim)))
     public_x = torch.from_numpy((1 / (1 + np.exp(-pub))).astype(np.float32))
     topo = {"isolated": Topology.isolated, "ring": Topology.ring, "complete": Topology.complete}[topology](n_nodes)
-    counts.setflags(write=False)
     recipe = {"epochs": 2, "batch_size": 8, "momentum": 0.9, "weight_decay": 5e-4, "milestones": [], "gamma": 0.1}
-    return DecentralizedView(
-        nodes=tuple(nodes),
-        num_classes=num_classes,
-        own_label_counts=counts,
-        public_x=public_x,
-        net=Network(topo),
-        topology=topo,
-        model_factory=_NodeMLP(dim, num_classes, seed),
-        recipe=recipe,
-        steps_per_epoch=max(1, per_node // recipe["batch_size"]),
-        seed=seed,
-        generator=torch.Generator().manual_seed(seed),
-        rng=np.random.default_rng(seed),
-    )
+    # the track's rules: node i's rows are readable only inside `with view.net.node(i):`
+    spec = ViewSpec(nodes=nodes, counts=counts, num_classes=num_classes, public_x=public_x, topology=topo, model_factory=_NodeMLP(dim, num_classes, seed),
+                    recipe=recipe, steps_per_epoch=max(1, per_node // recipe["batch_size"]), seed=seed)
+    return spec.open(Network(topo))
 
 
 def _distill_nodes(method: DistillationMethod, view: DecentralizedView) -> list[Any]:
@@ -371,7 +362,9 @@ def _distill_nodes(method: DistillationMethod, view: DecentralizedView) -> list[
     out = _run_guarded(method.name, lambda: method.distill(view))
     assert isinstance(out, (list, tuple)), f"{method.name}: distill returned a {type(out).__name__}, not a list of one model per node"
     assert len(out) == view.n, f"{method.name}: returned {len(out)} models for {view.n} nodes"
-    for i, (model, (x, _)) in enumerate(zip(out, view.nodes)):
+    for i, model in enumerate(out):
+        with view.net.node(view.net.local_nodes[i]):
+            x, _ = view.nodes[i]
         _check_module(model, f"{method.name}: node {i}'s model")
         with torch.no_grad():
             logits = model.eval()(x)

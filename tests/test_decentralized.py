@@ -176,3 +176,76 @@ def test_groupnorm_architectures_have_no_batchnorm():
     r = ResNet20GN(3, 10, 32, [0.5] * 3, [0.25] * 3)
     assert r(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     assert 260_000 < sum(p.numel() for p in r.parameters()) < 290_000  # ResNet-20: 0.27 M parameters
+
+
+# ---- the harness's network, the worker's proxy and the consistency check (issue 34) ------------
+
+
+def test_traffic_counts_bytes_per_pair_and_the_remote_network_equals_the_local_one():
+    from coreset_bench.decentralized import NetworkService, RemoteNetwork
+
+    topo = Topology.ring(4)
+    local, harness = Network(topo), Network(topo)
+    remote = RemoteNetwork(topo, NetworkService(harness))
+    g = torch.Generator().manual_seed(0)
+    t = {"w": torch.randn(4, 3, 2, generator=g), "b": torch.randn(4, 5, generator=g)}
+    a, b = local.gossip(t), remote.gossip(t)
+    assert all(torch.equal(a[k], b[k]) for k in t)  # the flat wire format mixes elementwise: bit-identical
+    pay = [(torch.arange(r + 1, dtype=torch.int32), torch.full((r + 1, 2), float(r))) for r in range(4)]
+    ga, gb = local.exchange(pay), remote.exchange(pay)
+    assert [[j for j, _ in x] for x in ga] == [[j for j, _ in x] for x in gb]
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for x, y in zip(ga, gb) for (_, p), (_, q) in zip(x, y))
+    local.allgather([torch.tensor([r]) for r in range(4)]), remote.allgather([torch.tensor([r]) for r in range(4)])
+    assert local.bytes == harness.bytes == remote.bytes
+    assert np.array_equal(local.traffic, harness.traffic)
+    assert harness.traffic.sum() == sum(harness.bytes.values())
+    assert harness.traffic[0, 2] == 8 and harness.traffic[0, 1] == (6 + 5) * 4 + (2 * 4 + 2 * 2 * 4) + 8  # allgather reaches node 2 through 1
+    remote.bytes["model"] = 0  # a copy: the harness's count stands
+    assert harness.bytes["model"] > 0 and remote.bytes["model"] > 0
+    with pytest.raises(TypeError, match="cannot send a str"):
+        remote.exchange(["x"] * 4)
+    with pytest.raises(ValueError, match="unknown network operation"):
+        NetworkService(harness)({"op": "teleport", "kind": "model"})
+
+
+def test_a_node_context_guards_rows_and_restores_the_previous_node():
+    from coreset_bench.data import LeakageError
+    from coreset_bench.decentralized import NodeLocal
+
+    net = Network(Topology.ring(3))
+    rows = NodeLocal(["a", "b", "c"], net, "data")
+    assert len(rows) == 3
+    with pytest.raises(LeakageError, match="read node 1's data outside any node's context"):
+        rows[1]
+    with net.node(1):
+        assert rows[1] == "b" and rows[-2] == "b"
+        with pytest.raises(LeakageError, match="read node 2's data while acting as node 1"):
+            rows[2]
+        with pytest.raises(LeakageError):
+            list(rows)
+    with pytest.raises(ValueError, match="node 5 is not held"):
+        net.node(5)
+    with pytest.raises(LeakageError, match="every node's data at once"):
+        np.asarray(rows)
+
+
+def test_converged_without_communication_needs_a_model_of_bytes_along_some_path():
+    from coreset_bench.decentralized import converged_without_communication, widest_paths
+
+    x0 = np.zeros(4)
+    moved = [np.array([1.0, 0, 0, 0]), np.array([0, 1.0, 0, 0]), np.array([0, 0, 1.0, 0])]
+    none = np.zeros((3, 3), dtype=np.int64)
+    assert converged_without_communication(moved, x0, none, model_bytes=16) is None  # apart: fine without traffic
+    same = [np.array([1.0, 1, 0, 0])] * 2 + [np.array([0, 0, 1.0, 0])]
+    hit = converged_without_communication(same, x0, none, model_bytes=16)
+    assert hit is not None and hit[:2] == (0, 1) and hit[2] == 0.0 and hit[3] == 0.0
+    chain = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=np.int64)
+    chain[2, 0], chain[1, 2] = 100, 20  # 0 -> 2 -> 1: the widest path between 0 and 1 carries 20 bytes
+    assert widest_paths(chain)[0, 1] == 20
+    assert converged_without_communication(same, x0, chain, model_bytes=16) is None  # a model's worth passed
+    assert converged_without_communication(same, x0, chain, model_bytes=32) is not None  # labels' worth only
+    near = [np.array([1.0, 1, 0, 0]), np.array([1.0, 1.2, 0, 0]), np.array([0, 0, 1.0, 0])]  # 0.04 / 2 = 0.02 apart
+    assert converged_without_communication(near, x0, none, model_bytes=16) is not None
+    assert converged_without_communication(near, x0, none, model_bytes=16, tol=0.01) is None
+    untrained = [x0, x0, np.array([0, 0, 1.0, 0])]
+    assert converged_without_communication(untrained, x0, none, model_bytes=16) is None  # nothing moved: nothing to explain

@@ -23,7 +23,7 @@ def test_dpsgd_on_one_isolated_node_is_plain_sgd_with_momentum():
     m = registry.method("d-psgd").with_params(vmap=False, lr=0.05)
     got = m.distill(view)[0]
     model = view.model_factory()
-    x, y = view.nodes[0]
+    x, y = _gossip.own_row(view, 0)
     rec = view.recipe
     sampler = _gossip.NodeSampler(len(x), _gossip.node_seed(view.seed, 0, "batches", 0))
     buf = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
@@ -33,10 +33,54 @@ def test_dpsgd_on_one_isolated_node_is_plain_sgd_with_momentum():
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         with torch.no_grad():
             for k, p in model.named_parameters():
-                buf[k] = rec["momentum"] * buf[k] + p.grad + 1e-4 * p
+                buf[k] = rec["momentum"] * buf[k] + p.grad + 5e-4 * p  # d-psgd@2: the reference's weight decay
                 p -= 0.05 * buf[k]
     for (k, a), b in zip(got.state_dict().items(), model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), k
+
+
+@pytest.mark.parametrize("order", ["gossip-step", "step-gossip"])
+def test_dpsgd_on_two_nodes_follows_its_update_order(order):
+    """Two fully connected nodes, where gossip is the exact average: the reference's order
+    (gradient at x_i, then x~ = mean, m <- mu m + g + wd x~, x <- x~ - lr m) and version 1's
+    (step, then average) by hand, against the training loop; the two orders differ."""
+    view = make_decentralized_view(n_nodes=2, topology="complete")
+    lr, wd = 0.05, 5e-4
+    got = registry.method("d-psgd").with_params(vmap=False, lr=lr, order=order).distill(view)
+    models = [view.model_factory() for _ in range(2)]
+    data = [_gossip.own_row(view, i) for i in range(2)]
+    samplers = [_gossip.NodeSampler(len(x), _gossip.node_seed(view.seed, i, "batches", 0)) for i, (x, _) in enumerate(data)]
+    names = [k for k, _ in models[0].named_parameters()]
+    buf = [{k: torch.zeros_like(p) for k, p in m.named_parameters()} for m in models]
+    for _ in range(view.recipe["epochs"] * view.steps_per_epoch):
+        grads = []
+        for m, s, (x, y) in zip(models, samplers, data):
+            idx = s.next(view.recipe["batch_size"])
+            m.zero_grad()
+            F.cross_entropy(m(x[idx]), y[idx]).backward()
+            grads.append({k: p.grad.clone() for k, p in m.named_parameters()})
+        with torch.no_grad():
+            params = [{k: p.detach().clone() for k, p in m.named_parameters()} for m in models]
+            if order == "gossip-step":
+                mixed = {k: (params[0][k] + params[1][k]) / 2 for k in names}
+                for i, m in enumerate(models):
+                    for k, p in m.named_parameters():
+                        buf[i][k] = 0.9 * buf[i][k] + grads[i][k] + wd * mixed[k]
+                        p.copy_(mixed[k] - lr * buf[i][k])
+            else:
+                local = []
+                for i in range(2):
+                    for k in names:
+                        buf[i][k] = 0.9 * buf[i][k] + grads[i][k] + wd * params[i][k]
+                    local.append({k: params[i][k] - lr * buf[i][k] for k in names})
+                for m in models:
+                    for k, p in m.named_parameters():
+                        p.copy_((local[0][k] + local[1][k]) / 2)
+    for mg, mh in zip(got, models):
+        for (k, a), b in zip(mg.state_dict().items(), mh.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6, rtol=0), (order, k)
+    other = registry.method("d-psgd").with_params(vmap=False, lr=lr, order="step-gossip" if order == "gossip-step" else "gossip-step").distill(make_decentralized_view(n_nodes=2, topology="complete"))
+    assert not torch.allclose(next(other[0].parameters()), next(got[0].parameters()), atol=1e-4)
 
 
 def test_qgm_matches_hand_computed_iterates_on_two_nodes():

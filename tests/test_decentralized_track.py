@@ -121,7 +121,7 @@ def test_run_idkd_needs_no_further_arguments(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.console, "width", 250)
     res = CliRunner().invoke(cli.app, ["run", "--track", "decentralized", "--plugin", "idkd", "--dry-run", "--db", str(tmp_path / "x.db")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert "decentralized/quick@1" in res.output and "24 cell(s) to run" in res.output  # 12 idkd + the 12 d-psgd reference cells
+    assert "decentralized/quick@2" in res.output and "40 cell(s) to run" in res.output  # 20 idkd + the 20 d-psgd reference cells (5 seeds)
 
 
 def test_unknown_execution_fails_with_a_clear_message(track, tmp_path, monkeypatch):
@@ -151,3 +151,55 @@ def test_gloo_execution_of_a_tiny_cell_matches_the_simulation(track, tmp_path, m
     assert real.info["execution"] == "gloo" and sim.info["execution"] == "simulate"
     assert real.info["bytes"] == sim.info["bytes"]
     assert real.metrics["mean_node_acc"] == pytest.approx(sim.metrics["mean_node_acc"], abs=1 / 450)
+
+
+def test_the_board_shows_the_detectors_kept_share_and_precision(tmp_path, monkeypatch):
+    """IDKD's detector metrics reach the board: a tiny run through the CLI, rendered from the
+    store, has the columns public_kept_frac and public_id_precision with IDKD's values."""
+    import re
+
+    from cli_helpers import invoke
+    from coreset_bench.leaderboard.render import render_site
+    from coreset_bench.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "r.db")
+    res = invoke("run", "--track", "decentralized", "--profile", "tiny", "-p", "idkd", "--param", "lr=0.3", "--param", "tau=0.5", "--param", "start_frac=0.75", "--param", "every=1", "--db", db)
+    assert res.exit_code == 0, res.stderr
+    store = Store(tmp_path / "r.db")
+    row = next(r for r in store.results(track="decentralized") if r["method"] == "idkd")
+    kept, prec = row["metrics"]["public_kept_frac"], row["metrics"]["public_id_precision"]
+    assert 0 < kept < 1 and 0.5 < prec <= 1  # the kept share is over the whole public set, half of it OOD
+    render_site(store, tmp_path / "site")
+    store.close()
+    html = (tmp_path / "site" / "decentralized-tiny-v1.html").read_text()
+    heads = re.findall(r'class="secondary">([a-z_]+)</th>', html)
+    assert "public_kept_frac" in heads and "public_id_precision" in heads
+    assert f'data-sort="{kept!r}"' in html or f'data-sort="{kept:.6g}"' in html or re.search(rf'data-sort="{kept:.4f}\d*"', html)
+
+
+def test_private_classes_make_the_other_classes_the_public_sets_ood_half(track, tmp_path):
+    """cifar10-cpu@2's recipe on digits: classes 0-4 private (relabelled 0..4, the only ones in
+    the nodes and the test split), the public set's OOD half drawn from classes 5-9's images."""
+    import dataclasses
+
+    from coreset_bench import data as D
+
+    base = track.profile("tiny")
+    prof = dataclasses.replace(base, version=99, settings={**base.settings, "private_classes": [0, 1, 2, 3, 4], "public_per_class": 10})
+    w = track.world(prof, "digits", 0.5, 4, 0, _ctx(tmp_path))
+    ds = D.resolve("digits", None, None)
+    assert w.num_classes == 5 and w.classes == ["0", "1", "2", "3", "4"] and w.public_ood.startswith("classes 5, 6")
+    assert w.counts.shape == (4, 5) and all(int(y.max()) <= 4 for _, y in w.nodes)
+    assert set(w.y_test.tolist()) == {0, 1, 2, 3, 4} and len(w.y_test) == int((ds.y_test < 5).sum())
+    assert w.public_is_id.sum() == 50 and len(w.public_x) == 100
+    flat = ds.x_train.flatten(1)
+    for k in np.flatnonzero(~w.public_is_id)[:10]:  # each OOD sample is a training image of a class 5-9
+        hit = torch.nonzero((flat == w.public_x[k].flatten()).all(1)).flatten()
+        assert len(hit) and int(ds.y_train[hit[0]]) >= 5
+    m = registry.method("d-psgd")
+    view = track.make_view(prof, track.cells(prof, m)[0], w, track_topology(), None, _ctx(tmp_path))
+    assert view.num_classes == 5 and view.model_factory()(view.public_x[:2]).shape == (2, 5)
+    bad = dataclasses.replace(base, version=98, settings={**base.settings, "private_classes": list(range(10))})
+    with pytest.raises(CellFailure, match="private_classes .* must name 2 to 9"):
+        track.world(bad, "digits", 0.5, 4, 0, _ctx(tmp_path))

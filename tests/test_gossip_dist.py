@@ -13,16 +13,21 @@ import torch.multiprocessing as mp
 
 from coreset_bench import registry
 from coreset_bench.decentralized import Network, Topology
-from coreset_bench.gossip_dist import GlooNetwork, _spawn_entry, collect, run_node
+from coreset_bench.gossip_dist import GlooNetwork, _spawn_entry, collect, run_node, save_bundle
 from coreset_bench.testing import make_decentralized_view
 
 
 def _bundle(view, method):
-    return {
-        "nodes": [(x, y) for x, y in view.nodes], "counts": np.asarray(view.own_label_counts), "public_x": view.public_x, "num_classes": view.num_classes,
-        "topology_name": view.topology.name, "topology_W": np.asarray(view.topology.W), "model_factory": view.model_factory, "recipe": dict(view.recipe),
-        "steps_per_epoch": view.steps_per_epoch, "seed": view.seed, "method": method,
+    """The common bundle and one part per node (its own data and counts), as make_bundle makes them."""
+    parts = []
+    for r in range(view.n):
+        with view.net.node(r):
+            parts.append({"rank": r, "node": tuple(view.nodes[r]), "counts": np.asarray(view.own_label_counts[r])})
+    common = {
+        "public_x": view.public_x, "num_classes": view.num_classes, "topology_name": view.topology.name, "topology_W": np.asarray(view.topology.W),
+        "model_factory": view.model_factory, "recipe": dict(view.recipe), "steps_per_epoch": view.steps_per_epoch, "seed": view.seed, "method": method,
     }
+    return common, parts
 
 
 def _same_models(a, b, atol):
@@ -38,11 +43,11 @@ def test_one_node_process_group_reproduces_the_simulation():
     sim_view = make_decentralized_view(n_nodes=1, topology="isolated")
     sim = method.distill(sim_view)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = _bundle(make_decentralized_view(n_nodes=1, topology="isolated"), method)
-        run_node(bundle, 0, 1, f"file://{tmp}/rdv", Path(tmp) / "out")
-        models, sent, _ = collect(bundle, Path(tmp) / "out")
+        bundle, parts = _bundle(make_decentralized_view(n_nodes=1, topology="isolated"), method)
+        run_node(bundle, parts[0], 0, 1, f"file://{tmp}/rdv", Path(tmp) / "out")
+        models, sent, _, traffic = collect(bundle, Path(tmp) / "out")
     _same_models(models, sim, atol=0)
-    assert sent == sim_view.net.bytes
+    assert sent == sim_view.net.bytes and traffic.tolist() == [[0]]
 
 
 def _ring_check(rank, world, init, out):
@@ -94,11 +99,13 @@ def test_multiprocess_run_gives_the_simulations_averaged_parameters(name):
     sim_view = make_decentralized_view(n_nodes=4, topology="ring")
     sim = method.distill(sim_view)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = _bundle(make_decentralized_view(n_nodes=4, topology="ring"), method)
-        torch.save(bundle, Path(tmp) / "cell.pt")
+        bundle, parts = _bundle(make_decentralized_view(n_nodes=4, topology="ring"), method)
+        save_bundle(bundle, parts, Path(tmp) / "cell.pt")
+        assert "nodes" not in torch.load(Path(tmp) / "cell.pt", weights_only=False)  # each process loads only its own node's file
         mp.start_processes(_spawn_entry, args=(4, str(Path(tmp) / "cell.pt"), f"file://{tmp}/rdv", str(Path(tmp) / "out")), nprocs=4, join=True, start_method="spawn")
-        models, sent, info = collect(bundle, Path(tmp) / "out")
+        models, sent, info, traffic = collect(bundle, Path(tmp) / "out")
     _same_models(models, sim, atol=1e-5)
+    assert np.array_equal(traffic, sim_view.net.traffic)
     avg = lambda ms: {k: torch.stack([m.state_dict()[k] for m in ms]).mean(0) for k in ms[0].state_dict()}  # noqa: E731
     a, b = avg(models), avg(sim)
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=0) for k in a)

@@ -44,8 +44,8 @@ def test_kit_views_are_instances_and_their_factories_pickle():
     b = d.model_factory()
     assert all(np.array_equal(x.detach().numpy(), y.detach().numpy()) for x, y in zip(a.parameters(), b.parameters()))
     pickle.loads(pickle.dumps(e.head_factory))("res", 1)
-    with pytest.raises(ValueError):
-        d.own_label_counts[0, 0] = 1  # read-only
+    with pytest.raises(ValueError), d.net.node(0):
+        d.own_label_counts[0][0] = 1  # read-only
 
 
 def test_phase2_views_hand_out_protected_copies():

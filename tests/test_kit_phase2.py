@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from coreset_bench.data import LeakageError
 from coreset_bench.decentralized import Network, Topology
 from coreset_bench.kinds import DistillationMethod, ExitModel, ProvisioningMethod, Selection, SelectionMethod
 from coreset_bench.testing import (
@@ -137,10 +138,12 @@ class GossipSGD(DistillationMethod):
     role = "decentralized"
 
     def distill(self, view):
-        models = [view.model_factory() for _ in view.nodes]
+        models = [view.model_factory() for _ in range(view.n)]
         gens = [torch.Generator().manual_seed(view.seed * 100 + i) for i in range(view.n)]
         for _ in range(view.recipe["epochs"]):
-            for i, (x, y) in enumerate(view.nodes):
+            for i in range(view.n):
+                with view.net.node(i):  # node i reads its own data only
+                    x, y = view.nodes[i]
                 _local_sgd(view, models[i], x, y, view.steps_per_epoch, gens[i])
             names = [k for k, _ in models[0].named_parameters()]
             stacked = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k in names}
@@ -158,9 +161,11 @@ class DirectAverage(GossipSGD):
     name = "kit-dec-leak"
 
     def distill(self, view):
-        models = [view.model_factory() for _ in view.nodes]
+        models = [view.model_factory() for _ in range(view.n)]
         gens = [torch.Generator().manual_seed(i) for i in range(view.n)]
-        for i, (x, y) in enumerate(view.nodes):
+        for i in range(view.n):
+            with view.net.node(i):
+                x, y = view.nodes[i]
             _local_sgd(view, models[i], x, y, view.steps_per_epoch, gens[i])
         avg = {k: torch.stack([m.state_dict()[k] for m in models]).mean(0) for k in models[0].state_dict()}
         for m in models:
@@ -169,17 +174,43 @@ class DirectAverage(GossipSGD):
 
 
 class GlobalLabelPrior(GossipSGD):
-    """Broken: node i reads every node's row of own_label_counts (other nodes' knowledge)."""
+    """Broken: node i reads every node's row of own_label_counts (other nodes' knowledge), each
+    row acting as its node, then uses their sum at every node."""
 
     name = "kit-dec-counts"
 
     def distill(self, view):
         models = super().distill(view)
-        prior = torch.from_numpy(np.log(view.own_label_counts.sum(0) + 1.0)).float()
+        rows = []
+        for i in range(view.n):
+            with view.net.node(i):
+                rows.append(np.asarray(view.own_label_counts[i]))
+        prior = torch.from_numpy(np.log(np.sum(rows, 0) + 1.0)).float()
         for m in models:
             with torch.no_grad():
                 m[-1].bias.add_(prior)
         return models
+
+
+class PeekNeighbour(GossipSGD):
+    """Broken: acting as node 0, reads node 1's data."""
+
+    name = "kit-dec-peek"
+
+    def distill(self, view):
+        with view.net.node(0):
+            view.nodes[1]
+        return super().distill(view)
+
+
+class AllCounts(GossipSGD):
+    """Broken: reads the whole label-count table at once."""
+
+    name = "kit-dec-allcounts"
+
+    def distill(self, view):
+        np.asarray(view.own_label_counts)
+        return super().distill(view)
 
 
 class OneShort(GossipSGD):
@@ -206,6 +237,8 @@ def test_decentralized_check_passes_a_correct_method_and_counts_bytes():
     [
         (DirectAverage(), "isolation check failed: with no edges between nodes, changing node 0's data changed node 1's model"),
         (GlobalLabelPrior(), "isolation check failed"),
+        (PeekNeighbour(), "read node 1's data while acting as node 0"),
+        (AllCounts(), "read every node's label counts at once"),
         (OneShort(), "returned 2 models for 3 nodes"),
         (NoRole(), "set role = 'decentralized'"),
     ],
@@ -233,11 +266,23 @@ def test_network_counts_bytes_and_keeps_isolated_nodes_apart():
 
 def test_decentralized_view_perturbs_only_one_node_and_hides_ood_flags():
     a, b = make_decentralized_view(), make_decentralized_view(perturb_node=1)
-    assert torch.equal(a.nodes[0][0], b.nodes[0][0]) and torch.equal(a.nodes[2][1], b.nodes[2][1])
-    assert not torch.equal(a.nodes[1][0], b.nodes[1][0])
+
+    def row(v, i, what="nodes"):
+        with v.net.node(i):
+            return getattr(v, what)[i]
+
+    assert torch.equal(row(a, 0)[0], row(b, 0)[0]) and torch.equal(row(a, 2)[1], row(b, 2)[1])
+    assert not torch.equal(row(a, 1)[0], row(b, 1)[0])
     assert torch.equal(a.public_x, b.public_x)
     assert not any(hasattr(a, n) for n in ("ood", "is_ood", "public_ood"))
-    assert a.own_label_counts.sum(1).tolist() == [24, 24, 24]
+    assert [int(row(a, i, "own_label_counts").sum()) for i in range(3)] == [24, 24, 24]
+    with pytest.raises(LeakageError, match="read node 2's data outside any node's context"):
+        a.nodes[2]
+    with a.net.node(0), pytest.raises(LeakageError, match="read node 1's label counts while acting as node 0"):
+        a.own_label_counts[1]
+    with a.net.node(0), a.net.node(1):
+        assert a.net.acting == 1 and len(row(a, 1)) == 2
+    assert a.net.acting is None
 
 
 # ---- early exit ----------------------------------------------------------------------------------

@@ -4,13 +4,17 @@ QGM and D-PSGD (spec tracks-phase2.md §3).
 Contestants are ``distillation`` methods with role ``decentralized``: ``distill(view:
 DecentralizedView)`` returns one model per node. Per cell the harness (never the method):
 
-1. splits the dataset's training data: per class a ``public_fraction`` (or ``public_per_class``)
-   becomes the unlabelled in-distribution half of the **public set**; as many
-   out-of-distribution images are generated (half uniform noise textures U(0,1), half
-   90°-rotated intensity-inverted images for one-channel data or 4×4-patch-shuffled images for
-   colour data) and mixed in at random positions. Which public samples are out-of-distribution
-   is kept by the harness only, to score the methods' detectors. Seed: (profile, dataset,
-   "public", repeat);
+1. splits the dataset's training data. Without ``private_classes`` every class is private: per
+   class a ``public_fraction`` (or ``public_per_class``) becomes the unlabelled in-distribution
+   half of the **public set**, and as many out-of-distribution images are generated (half
+   uniform noise textures U(0,1), half 90°-rotated intensity-inverted images for one-channel data
+   or 4×4-patch-shuffled images for colour data). With ``private_classes`` (cifar10-cpu@2: the
+   first five CIFAR-10 classes) only those classes reach the nodes and the test split (relabelled
+   0..k−1); the public set's in-distribution half is held-out images of those classes and its
+   out-of-distribution half as many training images of the other classes: out of distribution
+   for a reason, not by a pixel rule. The halves are mixed at random positions; which public
+   samples are out-of-distribution is kept by the harness only, to score the methods' detectors.
+   Seed: (profile, dataset, "public", repeat);
 2. splits the rest (the private pool) over ``nodes`` nodes with the Dirichlet(``alpha``)
    partition of the reference (``decentralized.dirichlet_partition``; seed (profile, dataset,
    alpha, nodes, repeat)); a partition that cannot give every node half the average size fails
@@ -21,14 +25,27 @@ DecentralizedView)`` returns one model per node. Per cell the harness (never the
    seed (profile, arch, repeat)), the recipe (epochs, batch size, momentum 0.9, weight decay
    1e-4, ×0.1 at 60 % and 80 % of the epochs, the dataset's crop/flip augmentation) and
    ``steps_per_epoch`` = floor(mean node size / batch size), the same for every node;
-4. times ``distill`` under the contestant guard and checks its output: exactly one finite model
-   per node giving C logits (else the cell fails, naming the plugin);
-5. evaluates every node's own model on the whole test split.
+4. runs ``distill`` in the **contestant worker** (``coreset_bench.contestant``), a process that
+   holds the view and nothing else: no test split, no hidden public-set flags, no other cell's
+   data, and the dataset files are refused. The worker's ``view.net`` forwards every gossip,
+   exchange and allgather to this process's ``Network``, which mixes and counts the bytes (a
+   method cannot change what is counted); node i's rows of ``view.nodes`` and
+   ``view.own_label_counts`` are readable only acting as node i (``with view.net.node(i):``).
+   The models come back as their parameters (numbers only) and are loaded into the harness's own
+   copies of the architecture;
+5. checks the output: exactly one finite model per node of the view's architecture giving C
+   logits, and that the nodes agree only as far as the counted traffic allows: two nodes whose
+   parameters end closer than 5 % of their movement from the common initialization although
+   fewer than one model's bytes passed between them along any path fail the cell ("models
+   converged without communication"). Any failure names the plugin and fails only this cell;
+6. evaluates every node's own model on the whole test split.
 
 Execution (setting ``execution``, overridden per run by the environment variable
-``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in this process (vmapped);
-``gloo`` runs one process per node over ``torch.distributed`` (gloo backend, point-to-point
-gossip; ``coreset_bench.gossip_dist``) for methods that declare ``multiprocess``.
+``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in one contestant worker
+(vmapped); ``gloo`` runs one process per node over ``torch.distributed`` (gloo backend,
+point-to-point gossip; ``coreset_bench.gossip_dist``) for methods that declare
+``multiprocess``: each node process loads only its own node's data, under the worker's guard,
+which is the structural form of "node i sees only its own data".
 
 Metrics (spec §3.6): ``mean_node_acc`` (primary, max), ``min_node_acc``, ``std_node_acc``;
 ``consensus_acc`` (accuracy of the nodes' parameter average, informational) and
@@ -62,6 +79,9 @@ from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profi
 EXECUTIONS = ("simulate", "gloo")
 ENV_EXECUTION = "CORESET_BENCH_DECENTRALIZED_EXECUTION"
 
+#: epochs of cifar10-cpu@2 (sized for about 5 minutes per cell on 2 idle cores)
+CIFAR_CPU_EPOCHS = 100
+
 _BASE = {"batch_size": 32, "momentum": 0.9, "weight_decay": 1e-4, "gamma": 0.1, "milestone_fracs": [0.6, 0.8], "min_node_frac": 0.5, "execution": "simulate"}
 
 
@@ -74,10 +94,24 @@ def _profiles() -> list[Profile]:
                 settings={**_BASE, "arch": "mlp", "epochs": 60, "public_fraction": 0.2}, salted=False,
                 description="9 digits nodes on a ring and a 3x3 torus, Dirichlet alpha 0.1 and 1.0, MLP, 60 epochs of batch 32; public set = 20 % of the training digits (unlabelled) + as many OOD images.",
                 timeout_s=900.0),
+        Profile("decentralized", "quick", 2, {"dataset": ["digits"], "topology": ["ring", "torus"], "alpha": [0.1, 1.0], "nodes": [9]}, seeds=(0, 1, 2, 3, 4),
+                settings={**_BASE, "arch": "mlp", "epochs": 300, "public_fraction": 0.2},
+                description="quick@1 with enough steps at the reference learning rates: 9 digits nodes on a ring and a 3x3 torus, Dirichlet alpha 0.1 and 1.0, MLP, "
+                            "300 epochs of batch 32 (900 steps per node; milestones at epochs 180 and 240, IDKD exchanges from epoch 240), 5 seeds; "
+                            "public set = 20 % of the training digits (unlabelled) + as many synthetic OOD images.",
+                timeout_s=1800.0),
         Profile("decentralized", "cifar10-cpu", 1, {"dataset": ["cifar10"], "topology": ["ring"], "alpha": [0.1], "nodes": [8]}, seeds=(0,),
                 settings={**_BASE, "arch": "cnn-small-gn", "epochs": 30, "public_fraction": 0.2, "max_train_per_class": 250},
                 description="CPU check on real images (slow, about 5 min per cell): CIFAR-10, 250 images per class, 8 nodes on a ring, alpha 0.1, cnn-small-gn, 30 epochs. For the JPEG copy: --dataset imagefolder:PATH.",
                 timeout_s=3600.0),
+        Profile("decentralized", "cifar10-cpu", 2, {"dataset": ["cifar10-jpeg"], "topology": ["ring"], "alpha": [0.1], "nodes": [8]}, seeds=(0, 1, 2),
+                settings={**_BASE, "arch": "cnn-small-gn", "epochs": CIFAR_CPU_EPOCHS, "public_fraction": 0.2, "max_train_per_class": 375, "private_classes": [0, 1, 2, 3, 4],
+                          "eval_batch": 64},
+                description="A public set that is out of distribution for a reason, on real images: CIFAR-10 (the JPEG copy: --data-dir holding cifar10-jpeg/ or "
+                            "cifar10-jpeg.tar.gz), the 5 classes airplane, automobile, bird, cat, deer private across 8 nodes on a ring (Dirichlet alpha 0.1, "
+                            "300 images per class); the public set = 75 held-out images of each private class + as many images of the other 5 classes "
+                            f"(dog, frog, horse, ship, truck) as its out-of-distribution half; cnn-small-gn, {CIFAR_CPU_EPOCHS} epochs; tested on the private classes' test images.",
+                timeout_s=3 * 3600.0),
         Profile("decentralized", "cifar10", 1, {"dataset": ["cifar10"], "topology": ["ring", "torus"], "alpha": [0.05, 0.1], "nodes": [16]}, seeds=(0, 1, 2),
                 settings={**_BASE, "arch": "resnet20-gn", "epochs": 300, "public_fraction": 0.2},
                 description="The paper's regime on a GPU: CIFAR-10, 16 nodes (ring, 4x4 torus), alpha 0.05 and 0.1, ResNet-20 with GroupNorm, 300 epochs (IDKD exchanges from epoch 240).",
@@ -134,6 +168,10 @@ class World:
     partition_seed: int
     public_seed: int
     build_s: float
+    #: names of the classes the nodes hold (the models' classes 0..C-1, in order)
+    classes: list[str] | None = None
+    #: what the public set's out-of-distribution half is made of
+    public_ood: str = ""
 
 
 def check_node_models(out: Any, method_name: str, n: int, x_probe: torch.Tensor, num_classes: int, device: Any) -> list[torch.nn.Module]:
@@ -217,6 +255,12 @@ class DecentralizedTrack(Track):
         base = np.arange(len(y_all))
         if st.get("max_train_per_class"):
             base = D.per_class_subsample(y_all, int(st["max_train_per_class"]), _seed(profile.id, dataset, "subsample"))
+        priv_cls, ood_cls = self.class_split(profile, ds.num_classes)
+        class_map = np.full(ds.num_classes, -1, dtype=np.int64)
+        class_map[priv_cls] = np.arange(len(priv_cls))
+        num_classes = len(priv_cls)
+        base_ood = base[np.isin(y_all[base], ood_cls)]
+        base = base[np.isin(y_all[base], priv_cls)]
         public_seed = ctx.hidden_seed(_seed(profile.id, dataset, "public", repeat))  # the public set's hidden OOD flags
         rng = np.random.default_rng(public_seed)
         pub_local = []
@@ -227,28 +271,52 @@ class DecentralizedTrack(Track):
         pub_idx = np.sort(np.concatenate(pub_local))
         priv_idx = np.setdiff1d(base, pub_idx)
         x_id = ds.x_train[torch.from_numpy(pub_idx)]
-        x_ood = make_ood(ds.x_train[torch.from_numpy(base)], len(pub_idx), public_seed + 1)
+        if len(ood_cls):
+            # the out-of-distribution half: training images of the classes no node holds
+            if len(base_ood) < len(pub_idx):
+                raise CellFailure(f"profile {profile.id}: the out-of-distribution classes hold {len(base_ood)} images, fewer than the {len(pub_idx)} the public set needs; lower public_fraction")
+            ood_pick = np.sort(np.random.default_rng(public_seed + 1).permutation(base_ood)[: len(pub_idx)])
+            x_ood = ds.x_train[torch.from_numpy(ood_pick)]
+            ood_kind = "classes " + ", ".join(ds.classes[int(c)] for c in ood_cls)
+        else:
+            x_ood = make_ood(ds.x_train[torch.from_numpy(base)], len(pub_idx), public_seed + 1)
+            ood_kind = "synthetic (noise textures, rotated-inverted or patch-shuffled images)"
         order = rng.permutation(len(pub_idx) + len(x_ood))
         public_x = torch.cat([x_id, x_ood])[torch.from_numpy(order)].contiguous()
         public_is_id = (order < len(pub_idx))
-        y_priv = y_all[priv_idx]
+        y_priv = class_map[y_all[priv_idx]]
         partition_seed = _seed(profile.id, dataset, alpha, n, repeat)
         try:
             parts = DC.dirichlet_partition(y_priv, n, alpha, partition_seed, min_node_frac=float(st.get("min_node_frac", 0.5)))
         except DC.PartitionError as exc:
             raise CellFailure(str(exc)) from None
         dev = torch.device(ctx.device)
-        nodes = [(ds.x_train[torch.from_numpy(priv_idx[p])].to(dev), ds.y_train[torch.from_numpy(priv_idx[p])].to(dev)) for p in parts]
-        counts = DC.label_counts(y_priv, parts, ds.num_classes)
+        y_priv_t = torch.from_numpy(y_priv)
+        nodes = [(ds.x_train[torch.from_numpy(priv_idx[p])].to(dev), y_priv_t[torch.from_numpy(p)].to(dev)) for p in parts]
+        counts = DC.label_counts(y_priv, parts, num_classes)
         assert ds.x_test is not None and ds.y_test is not None
-        te = np.arange(len(ds.y_test))
+        y_te_all = ds.y_test.numpy()
+        te = np.flatnonzero(np.isin(y_te_all, priv_cls))
         if st.get("max_test") and int(st["max_test"]) < len(te):
-            te = np.sort(D.stratified_subset(ds.y_test.numpy(), int(st["max_test"]), _seed(profile.id, dataset, "test")))
-        w = World(nodes, counts, public_x.to(dev), public_is_id, ds.x_test[torch.from_numpy(te)].to(dev), ds.y_test[torch.from_numpy(te)].to(dev),
-                  ds.num_classes, tuple(ds.shape), tuple(ds.mean), tuple(ds.std), int(ds.crop_pad), bool(ds.hflip), partition_seed, public_seed,
-                  time.perf_counter() - t0)
+            te = te[np.sort(D.stratified_subset(class_map[y_te_all[te]], int(st["max_test"]), _seed(profile.id, dataset, "test")))]
+        w = World(nodes, counts, public_x.to(dev), public_is_id, ds.x_test[torch.from_numpy(te)].to(dev), torch.from_numpy(class_map[y_te_all[te]]).to(dev),
+                  num_classes, tuple(ds.shape), tuple(ds.mean), tuple(ds.std), int(ds.crop_pad), bool(ds.hflip), partition_seed, public_seed,
+                  time.perf_counter() - t0, [ds.classes[int(c)] for c in priv_cls], ood_kind)
         self._worlds[key] = w
         return w
+
+    @staticmethod
+    def class_split(profile: Profile, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(private classes, out-of-distribution classes) of the dataset's class ids: the setting
+        ``private_classes`` (the rest are the public set's out-of-distribution half), or every
+        class private (synthetic out-of-distribution images)."""
+        want = profile.settings.get("private_classes")
+        if want is None:
+            return np.arange(num_classes), np.array([], dtype=np.int64)
+        priv = np.array(sorted({int(c) for c in want}), dtype=np.int64)
+        if len(priv) < 2 or priv.min() < 0 or priv.max() >= num_classes or len(priv) == num_classes:
+            raise CellFailure(f"profile {profile.id}: private_classes {list(want)} must name 2 to {num_classes - 1} of the dataset's class ids 0..{num_classes - 1}")
+        return priv, np.setdiff1d(np.arange(num_classes), priv)
 
     def recipe(self, profile: Profile, w: World) -> dict[str, Any]:
         st = profile.settings
@@ -266,25 +334,36 @@ class DecentralizedTrack(Track):
             raise CellFailure(f"unknown decentralized execution {how!r} (setting 'execution' or ${ENV_EXECUTION}); choose simulate or gloo")
         return how
 
-    def make_view(self, profile: Profile, cell: Cell, w: World, topo: DC.Topology, net: Any, ctx: CellContext, node_ids: list[int] | None = None) -> DecentralizedView:
+    def model_factory(self, profile: Profile, cell: Cell, w: World, ctx: CellContext) -> Any:
+        """The cell's model factory: the same seeded initialization (profile, arch, repeat) for every node and method."""
         from ..models import ModelFactory
 
-        st = profile.settings
-        ids = list(range(topo.n)) if node_ids is None else list(node_ids)
-        factory = ModelFactory(str(st["arch"]), w.shape, w.num_classes, w.mean, w.std, _seed(profile.id, st["arch"], cell.repeat), ctx.device)
-        rec = self.recipe(profile, w)
-        counts = w.counts[ids].copy()
-        counts.setflags(write=False)
-        steps = max(1, int(np.mean([len(y) for _, y in w.nodes]) // rec["batch_size"]))
-        return DecentralizedView(
-            nodes=tuple(w.nodes[i] for i in ids), num_classes=w.num_classes, own_label_counts=counts, public_x=w.public_x, net=net, topology=topo,
-            model_factory=factory, recipe=rec, steps_per_epoch=steps, seed=cell.seed, generator=torch.Generator().manual_seed(cell.seed),
-            rng=np.random.default_rng(cell.seed), ensemble=DC.NodeEnsemble, device=ctx.device, info={},
+        arch = str(profile.settings["arch"])
+        return ModelFactory(arch, w.shape, w.num_classes, w.mean, w.std, _seed(profile.id, arch, cell.repeat), ctx.device)
+
+    @staticmethod
+    def steps_per_epoch(profile: Profile, w: World) -> int:
+        """floor(mean node size / batch size), the same for every node (synchronous rounds)."""
+        return max(1, int(np.mean([len(y) for _, y in w.nodes]) // int(profile.settings["batch_size"])))
+
+    def view_spec(self, profile: Profile, cell: Cell, w: World, topo: DC.Topology, ctx: CellContext) -> DC.ViewSpec:
+        """What the method's view holds, without its network (it travels to the contestant worker)."""
+        return DC.ViewSpec(
+            nodes=list(w.nodes), counts=np.asarray(w.counts), num_classes=w.num_classes, public_x=w.public_x, topology=topo,
+            model_factory=self.model_factory(profile, cell, w, ctx), recipe=self.recipe(profile, w), steps_per_epoch=self.steps_per_epoch(profile, w),
+            seed=cell.seed, device=ctx.device,
         )
+
+    def make_view(self, profile: Profile, cell: Cell, w: World, topo: DC.Topology, net: Any, ctx: CellContext) -> DecentralizedView:
+        """The cell's view on ``net`` (a fresh ``Network`` when None), in this process (tests, tools);
+        a track run builds it in the contestant worker instead."""
+        return self.view_spec(profile, cell, w, topo, ctx).open(net if net is not None else DC.Network(topo))
 
     # ---- the cell ---------------------------------------------------------------------------
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+        from .. import contestant as C
+
         if not isinstance(method, DistillationMethod) or method.role != "decentralized":
             raise CellFailure(self.accepts(method) or f"track 'decentralized' ranks distillation methods with role 'decentralized'; {method.name!r} is not one")
         profile = self.profile(cell.profile)
@@ -294,47 +373,91 @@ class DecentralizedTrack(Track):
             topo = DC.topology(topo_name, n)
         except ValueError as exc:
             raise CellFailure(f"profile {profile.id}: {exc}") from None
+        how = self.execution(profile)
+        protected = C.protected_paths(dataset, ctx.data_dir, ctx.cache_dir)
+        if how == "simulate":
+            C.prestart(device=str(ctx.device), protected=protected)  # boots while the data loads
         ctx.progress("data", 0.0)
         w = self.world(profile, dataset, alpha, n, cell.repeat, ctx)
-        how = self.execution(profile)
         ctx.progress("distill", 0.1)
         t0 = time.perf_counter()
         if how == "simulate":
+            # in the contestant worker (no test split, no hidden flags); its view.net is this
+            # process's Network, which mixes and counts every byte
             net = DC.Network(topo)
-            view = self.make_view(profile, cell, w, topo, net, ctx)
+            spec = self.view_spec(profile, cell, w, topo, ctx)
             try:
-                with D.contestant_guard(method.name):
-                    out = method.distill(view)
-            except D.LeakageError as exc:
-                raise CellFailure(str(exc)) from None
-            method_info = dict(view.info)
-            sent = dict(net.bytes)
+                got = C.run_contestant(method, "distill", spec, device=str(ctx.device), protected=protected, output="node-models", serve=DC.NetworkService(net))
+            except (C.ContestantError, C.ContestantCrash, D.LeakageError) as exc:
+                raise CellFailure(str(exc)) from exc
+            out = self.rebuild_models(got["states"], spec.model_factory, method.name, n)
+            method_info = dict(got["info"])
+            sent, traffic = dict(net.bytes), net.traffic.copy()
         else:
             if not getattr(method, "multiprocess", False):
                 raise CellFailure(f"plugin {method.name!r} does not declare multiprocess = True, so it cannot run one node per process; use execution 'simulate'")
             from .. import gossip_dist
 
-            out, sent, method_info = gossip_dist.run_cell_multiprocess(self, profile, cell, method, w, topo, ctx)
+            out, sent, method_info, traffic = gossip_dist.run_cell_multiprocess(self, profile, cell, method, w, topo, ctx)
         train_s = time.perf_counter() - t0
-        return self.score(profile, cell, method, out, sent, method_info, w, topo, ctx, train_s=train_s, how=how)
+        return self.score(profile, cell, method, out, sent, method_info, w, topo, ctx, train_s=train_s, how=how, traffic=traffic)
+
+    @staticmethod
+    def rebuild_models(states: Any, factory: Any, method_name: str, n: int) -> list[torch.nn.Module]:
+        """The harness's copies of the method's node models: its factory's model loaded with each
+        returned state (a model of another architecture fails the cell)."""
+        prefix = f"invalid output of plugin {method_name!r}"
+        if len(states) != n:
+            raise CellFailure(f"{prefix}: distill() returned {len(states)} models for {n} nodes; return exactly one per node")
+        models = []
+        for i, state in enumerate(states):
+            m = factory()
+            try:
+                m.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
+            except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CellFailure(f"{prefix}: node {i}'s model is not the view's architecture ({first}); return the models view.model_factory() builds") from None
+            models.append(m)
+        return models
+
+    @staticmethod
+    def check_communication(models: list[torch.nn.Module], init: torch.nn.Module, traffic: np.ndarray, method_name: str) -> None:
+        """Fail the cell when two nodes' models agree although less than one model's bytes passed
+        between them through the network (``decentralized.converged_without_communication``)."""
+        flat = [torch.cat([p.detach().double().flatten() for p in m.parameters()]).numpy() for m in models]
+        x0 = torch.cat([p.detach().double().flatten() for p in init.parameters()]).numpy()
+        model_bytes = sum(p.numel() * p.element_size() for p in init.parameters())
+        hit = DC.converged_without_communication(flat, x0, traffic, model_bytes)
+        if hit is not None:
+            i, j, rel, b = hit
+            raise CellFailure(
+                f"plugin {method_name!r}: models converged without communication: nodes {i} and {j} ended {rel:.1e} apart (squared distance over squared movement "
+                f"from the common initialization) though at most {int(b)} bytes passed between them through view.net, less than one model's {model_bytes}; "
+                "nodes may share parameters only through view.net"
+            )
 
     def score(self, profile: Profile, cell: Cell, method: Method, out: Any, sent: dict[str, int], method_info: dict[str, Any], w: World,
-              topo: DC.Topology, ctx: CellContext, *, train_s: float, how: str) -> CellResult:
-        """Check the method's node models and compute the cell's metrics, artifacts and info."""
+              topo: DC.Topology, ctx: CellContext, *, train_s: float, how: str, traffic: np.ndarray | None = None) -> CellResult:
+        """Check the method's node models (and, given the counted ``traffic``, that nodes agree
+        only as far as it allows) and compute the cell's metrics, artifacts and info."""
         n = topo.n
         models = check_node_models(out, method.name, n, w.x_test[: min(8, len(w.x_test))], w.num_classes, ctx.device)
+        factory = self.model_factory(profile, cell, w, ctx)
+        if traffic is not None:
+            self.check_communication(models, factory(), traffic, method.name)
         method_info = dict(method_info)
 
         ctx.progress("evaluate", 0.9)
         t1 = time.perf_counter()
-        accs = np.array([T.accuracy(m, w.x_test, w.y_test, w.num_classes)["acc"] for m in models])
+        bs = int(profile.settings.get("eval_batch", 1024))  # 64 is faster for conv nets on the CPU (same predictions)
+        accs = np.array([self._accuracy(m, w, bs) for m in models])
         states = [{k: v.detach().float() for k, v in m.state_dict().items()} for m in models]
         names = [k for k, _ in models[0].named_parameters()]
         mean_state = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
         cons_dist = float(np.mean([sum(float(((s[k] - mean_state[k]) ** 2).sum()) for k in names) for s in states]))
-        cons_model = self.make_view(profile, cell, w, topo, DC.Network(topo), ctx).model_factory()
+        cons_model = factory()
         cons_model.load_state_dict({k: v.to(dtype=cons_model.state_dict()[k].dtype) for k, v in mean_state.items()})
-        cons_acc = T.accuracy(cons_model, w.x_test, w.y_test, w.num_classes)["acc"]
+        cons_acc = self._accuracy(cons_model, w, bs)
         eval_s = time.perf_counter() - t1
 
         mb = {k: sent.get(k, 0) / n / 1e6 for k in ("model", "labels", "meta")}
@@ -361,10 +484,15 @@ class DecentralizedTrack(Track):
             "node_sizes": [int(len(y)) for _, y in w.nodes], "public_size": int(len(w.public_x)), "public_id": int(w.public_is_id.sum()),
             "test_size": int(len(w.y_test)), "partition_seed": w.partition_seed, "public_seed": w.public_seed, "bytes": {k: int(v) for k, v in sent.items()},
             "node_acc": [round(float(a), 6) for a in accs], "world_build_s": w.build_s, **detector,
-            "epochs": int(profile.settings["epochs"]), "steps_per_epoch": max(1, int(np.mean([len(y) for _, y in w.nodes]) // int(profile.settings["batch_size"]))),
+            "epochs": int(profile.settings["epochs"]), "steps_per_epoch": self.steps_per_epoch(profile, w),
             **{f"method_{k}": v for k, v in method_info.items()},
         }
         return CellResult(metrics=metrics, timings={"train_s": train_s, "evaluation_s": eval_s, "total_s": train_s + eval_s}, artifacts=artifacts, info=info)
+
+    @staticmethod
+    def _accuracy(model: torch.nn.Module, w: World, batch_size: int) -> float:
+        with torch.no_grad():
+            return float((T.predict(model, w.x_test, batch_size=batch_size).argmax(1) == w.y_test).float().mean())
 
     @staticmethod
     def _detector_metrics(kept: Any, is_id: np.ndarray, n: int, name: str, detector: dict[str, Any]) -> dict[str, float]:

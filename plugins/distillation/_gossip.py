@@ -5,8 +5,8 @@ Per round every node draws a batch of ``batch_size`` from its own training set (
 permutation stream per node: each sample once per pass, reshuffled after each pass), augments it
 (random crop with ``crop_pad`` and, where the dataset allows it, horizontal flips, as the
 references' crop+flip), computes the soft cross-entropy gradient (one-hot targets for private
-labels) and updates its parameters; the parameters are then mixed through ``view.net.gossip``
-(kind ``model``). All n nodes run at once through ``NodeEnsemble`` (vmap). Every node's
+labels) and updates its parameters; the parameters are mixed through ``view.net.gossip``
+(kind ``model``). Each node reads its own data acting as that node (``view.net.node(i)``). All n nodes run at once through ``NodeEnsemble`` (vmap). Every node's
 randomness is seeded by (cell seed, global node id), so the same cell run one node per process
 (``net.local_nodes``) draws the same batches.
 
@@ -16,7 +16,10 @@ MultiStepLR; the track's recipe puts milestones at 60 % and 80 % of the epochs).
 Update rules (x: a node's parameters, g: its gradient, η: the learning rate, wd: weight decay):
 
 * ``dsgdm`` (DSGDm, Lian et al. 2017 with heavy-ball momentum; ``train_dpsgd.py`` of the IDKD
-  code): m ← μ·m + g + wd·x; x ← x − η·m; then x ← W x.
+  code), in the reference's order (``order="gossip-step"``): the gradient g at the pre-gossip
+  point, then x̃ ← W x; m ← μ·m + g + wd·x̃; x ← x̃ − η·m (a torch SGD step on the mixed
+  parameters). ``order="step-gossip"`` is the order of ``d-psgd`` version 1: m ← μ·m + g + wd·x;
+  x ← x − η·m; then x ← W x.
 * ``qgm`` (QG-DSGDm-N, Lin et al. ICML 2021, "Quasi-global momentum"): x' = x − η(μ·m + g +
   wd·x); x_new = W x'; d = (x − x_new)/η; m ← μ·m + (1 − μ)·d.
 """
@@ -39,6 +42,10 @@ SPECS = {
     "final_gossip": Param(bool, help="one more mixing step after the last round"),
     "vmap": Param(bool, help="all nodes in one vmapped ensemble (speed only; results do not change)"),
 }
+
+
+#: DSGDm's update orders (``d-psgd``'s parameter ``order``)
+ORDER = Param(str, choices=("gossip-step", "step-gossip"), help="DSGDm: gossip then step (the reference's order) or step then gossip (d-psgd version 1)")
 
 
 def node_seed(seed: int, node: int, *what: Any) -> int:
@@ -82,6 +89,13 @@ def dsgdm_local(x: torch.Tensor, m: torch.Tensor, g: torch.Tensor, lr: float, mu
     return x - lr * m, m
 
 
+def dsgdm_after_gossip(mixed: torch.Tensor, m: torch.Tensor, g: torch.Tensor, lr: float, mu: float, wd: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DSGDm in the reference's order, after the gossip: m ← μ·m + g + wd·x̃; x ← x̃ − η·m, with
+    x̃ = W x the mixed parameters and g the gradient at the pre-gossip x. Returns (x, m)."""
+    m = mu * m + g + wd * mixed
+    return mixed - lr * m, m
+
+
 def qgm_local(x: torch.Tensor, m: torch.Tensor, g: torch.Tensor, lr: float, mu: float, wd: float) -> torch.Tensor:
     """QGM local (Nesterov-style) step: x' = x − η(μ·m + g + wd·x)."""
     return x - lr * (mu * m + g + wd * x)
@@ -108,12 +122,21 @@ def local_nodes(view: Any) -> list[int]:
     return ids
 
 
+def own_row(view: Any, r: int, which: str = "nodes") -> Any:
+    """Row r of ``view.nodes`` (or ``view.own_label_counts``), read acting as its node
+    (``view.net.node``), the only way a node may read its own data."""
+    ids = local_nodes(view)
+    with view.net.node(ids[r]):
+        return getattr(view, which)[r]
+
+
 def private_data(view: Any, ids: Sequence[int], round_: int = 0) -> list[NodeData]:
     C = int(view.num_classes)
-    return [
-        NodeData(x, torch.nn.functional.one_hot(y.long(), C).to(x.dtype), node_seed(view.seed, i, "batches", round_))
-        for i, (x, y) in zip(ids, view.nodes)
-    ]
+    out = []
+    for r, i in enumerate(ids):
+        x, y = own_row(view, r)
+        out.append(NodeData(x, torch.nn.functional.one_hot(y.long(), C).to(x.dtype), node_seed(view.seed, i, "batches", round_)))
+    return out
 
 
 def batch(data: Sequence[NodeData], batch_size: int, crop_pad: int, hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,13 +162,16 @@ EpochHook = Callable[[int, dict, Any, list], "list[NodeData] | None"]
 
 
 def train(view: Any, *, algo: str, lr: float, momentum: float | None = None, weight_decay: float | None = None,
-          final_gossip: bool = False, vmap: bool = True, hook: EpochHook | None = None) -> list[torch.nn.Module]:
+          final_gossip: bool = False, vmap: bool = True, hook: EpochHook | None = None, order: str = "gossip-step") -> list[torch.nn.Module]:
     """Run ``algo`` (``dsgdm`` or ``qgm``) on the view's nodes for the recipe's epochs; returns one
-    model per local node. ``hook`` may replace the nodes' training sets at an epoch (IDKD)."""
+    model per local node. ``hook`` may replace the nodes' training sets at an epoch (IDKD);
+    ``order`` is DSGDm's (``gossip-step``, the reference's, or ``step-gossip``)."""
     from coreset_bench.decentralized import NodeEnsemble
 
     if algo not in ("dsgdm", "qgm"):
         raise ValueError(f"unknown algorithm {algo!r}")
+    if order not in ("gossip-step", "step-gossip"):
+        raise ValueError(f"unknown DSGDm order {order!r}; choose gossip-step or step-gossip")
     rec = view.recipe
     epochs, B = int(rec["epochs"]), int(rec["batch_size"])
     mu = float(rec.get("momentum", 0.9) if momentum is None else momentum)
@@ -167,7 +193,13 @@ def train(view: Any, *, algo: str, lr: float, momentum: float | None = None, wei
         for _ in range(steps):
             xb, tb = batch(data, B, crop_pad, hflip)
             grads, _ = ens.loss_grads(params, xb, tb)
-            if algo == "dsgdm":
+            if algo == "dsgdm" and order == "gossip-step":
+                mixed = gossip(view.net, params)
+                new = {}
+                for k in params:
+                    new[k], mom[k] = dsgdm_after_gossip(mixed[k], mom[k], grads[k], eta, mu, wd)
+                params = new
+            elif algo == "dsgdm":
                 local = {}
                 for k in params:
                     local[k], mom[k] = dsgdm_local(params[k], mom[k], grads[k], eta, mu, wd)

@@ -27,6 +27,16 @@ A final gossip average (``final_gossip``, on as in the reference) ends the run. 
 ``public_kept`` (per node: the indices its detector kept at the first exchange), the exchange
 epochs and the number of labelled public samples per node.
 
+Remaining differences from ``train_idkd.py`` (audit rows D-4, D-5, D-10; recorded in ``info``):
+
+* the first exchange is at the *start* of epoch e0 = round(start_frac·E); the reference's is at the
+  *end* of the first epoch ≥ 241 that is a multiple of 5 (epoch 245 of 300);
+* after the exchange each node still takes ``steps_per_epoch`` steps per epoch (equal compute for
+  every method); the reference iterates the concatenated private ∪ labelled public loader, so
+  its fine-tuning epochs hold more steps and gossip rounds;
+* a neighbour that did not label a sample never wins ``select_max_count`` (the reference's
+  all-zero vector can win it, as class 0): ``info.zero_vector_guard``.
+
 D. Ravikumar, G. Saha, S. A. Aketi, K. Roy. "Homogenizing Non-IID Datasets via In-Distribution
 Knowledge Distillation for Decentralized Learning." TMLR 2024 (arXiv 2304.04326). Defaults of
 ``train_idkd.py``: lr 0.01, τ 0.98 (CIFAR), T 1, exchanges every 5 epochs from epoch 241 of 300
@@ -120,7 +130,7 @@ class _Distiller:
                 idx = torch.nonzero(mask[r]).flatten()
                 payload.append((idx, probs[r, idx]))
             self.kept = [p[0].tolist() for p in payload]
-            gathered = net.allgather([torch.tensor(np.array(view.own_label_counts[r])) for r in range(len(self.ids))], kind="meta")
+            gathered = net.allgather([torch.tensor(np.array(_gossip.own_row(view, r, "own_label_counts"))) for r in range(len(self.ids))], kind="meta")
             self.counts = [{int(j): torch.as_tensor(c) for j, c in got} for got in gathered]
         else:
             payload = self.labels
@@ -131,7 +141,7 @@ class _Distiller:
             cands = [(i, send[r])] + sorted(((int(j), p) for j, p in received[r]), key=lambda t: t[0])
             idx, vec = aggregate(cands, self.counts[r], P, C, self.how)
             new.append((idx, vec))
-            x, y = view.nodes[r]
+            x, y = _gossip.own_row(view, r)
             xs = torch.cat([x, view.public_x[idx.to(view.public_x.device)]])
             ts = torch.cat([torch.nn.functional.one_hot(y.long(), C).to(x.dtype), vec.to(x.dtype).to(x.device)])
             out.append(_gossip.NodeData(xs, ts, _gossip.node_seed(view.seed, i, "batches", rnd + 1)))
