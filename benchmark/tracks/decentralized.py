@@ -217,7 +217,7 @@ class DecentralizedTrack(Track):
         self._worlds: dict[str, World] = {}
 
     #: the profiles the seed paper's claims are read on (add a new profile version here)
-    claim_profiles = ("decentralized/quick@1",)
+    claim_profiles = ("decentralized/quick@2", "decentralized/cifar10-cpu@2", "decentralized/quick@1")
 
     def claims(self) -> list[Claim]:
         """IDKD: mean node accuracy over naive KD (2-13 points) and over QGM (up to 8 points), all
