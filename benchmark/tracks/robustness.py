@@ -61,6 +61,15 @@ def _profiles() -> list[Profile]:
         ),
         Profile(
             "robustness",
+            "quick",
+            2,
+            {"dataset": ["digits"], "arch": ["cnn-small"], "training": ["standard", "trades"]},
+            seeds=(0, 1, 2, 3, 4),
+            settings={"val_fraction": 0.1, "train": QUICK_TRAIN, "robust": ROBUST_DIGITS, "eval_subset": 200, "reference_params": {"autoattack": {"attacks": "apgd-ce,apgd-t"}}},
+            description="Digits, cnn-small trained with standard and TRADES recipes, eps = 0.1, on the CPU; 5 seeds and 200 attacked points (version 1: 2 seeds, 100 points: too few for an interval).",
+        ),
+        Profile(
+            "robustness",
             "cifar10",
             1,
             {"dataset": ["cifar10"], "arch": ["resnet18"], "training": ["standard", "trades"]},
