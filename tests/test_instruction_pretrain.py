@@ -1,0 +1,142 @@
+"""``instruction/quick@2`` (issue 36): the pretrained base is disjoint from the targets' data and
+cached by its settings and code; no budget reaches a target's share of the pool."""
+
+import numpy as np
+import pytest
+import torch
+
+from coreset_bench import instruction_world as W
+from coreset_bench.tracks.base import CellContext, Profile
+from coreset_bench.tracks.instruction import InstructionTrack, pretrain_key
+
+
+def _ctx(tmp_path):
+    return CellContext(results_dir=tmp_path, cache_dir=tmp_path / "cache", data_dir=tmp_path)
+
+
+def _runs(seq, lengths):
+    """Every contiguous run of ``seq`` whose length is in ``lengths``."""
+    return {tuple(seq[i : i + k]) for k in lengths for i in range(len(seq) - k + 1)}
+
+
+def _leaks(corpus, world_data):
+    """The corpus sequences that hold a target task's example, prompt or held-out item."""
+    targets = set(W.TARGETS)
+    prompts = {tuple(t.split(" ||| ")[0].split()) for t, k in zip(world_data.pool_texts, world_data.pool_task) if k in targets}
+    items = set()
+    for part in (world_data.test, world_data.general):
+        for t in targets:
+            enc = part.get(t)
+            for row, n in zip(enc.ids, enc.lengths):
+                toks = [world_data.vocab[i] for i in row[1 : n - 1]]
+                sep = toks.index("<sep>")
+                prompts.add(tuple(toks[:sep]))
+                items.add((tuple(toks[:sep]), tuple(toks[sep + 1 :])))
+    lengths = {len(p) for p in prompts}
+    bad = []
+    for e in corpus:
+        seq = list(e.prompt) + (["<sep>", *e.response] if e.task != W.FREE else [])
+        if e.task in targets or (e.prompt, e.response) in items or _runs(seq, lengths) & prompts:
+            bad.append(e.text)
+    return bad, prompts
+
+
+def test_the_pretraining_corpus_of_quick2_is_disjoint_from_the_targets_data(tmp_path):
+    """No target-task example, no held-out item and no target prompt (pool or held-out, as a run
+    of tokens anywhere in a sequence) is in the corpus the base of quick@2 is pretrained on; and
+    the check finds one that is planted."""
+    t = InstructionTrack()
+    prof = t.profile("quick@2")
+    pt = prof.settings["pretrain"]
+    corpus = W.pretrain_corpus(0, version=2, n_worlds=int(pt["n_worlds"]), pool_size=int(pt["pool_size"]), free_fraction=float(pt["free_fraction"]))
+    data = t.data(prof, "synth-instruct", 0, _ctx(tmp_path))
+    bad, prompts = _leaks(corpus, data)
+    assert bad == [] and len(prompts) > 600
+    # the check can fail: a held-out test item, a target prompt inside free text, a target-task example
+    te = data.test["add"]
+    toks = [data.vocab[i] for i in te.ids[0][1 : te.lengths[0] - 1]]
+    sep = toks.index("<sep>")
+    planted = [W.Example(tuple(toks[:sep]), tuple(toks[sep + 1 :]), "copy"), W.Example(("x", *toks[:sep], "y"), (), W.FREE),
+               W.Example(("last", "letter", "of", ":", "q"), ("q",), "last")]
+    assert len(_leaks(corpus[:100] + planted, data)[0]) == 3
+
+
+def test_no_budget_of_quick2_reaches_a_targets_share_of_the_pool(tmp_path):
+    t = InstructionTrack()
+    prof = t.profile("quick@2")
+    assert list(prof.axes["budget"]) == [0.01, 0.025] and len(prof.seeds) == 5 and prof.settings["world_version"] == 2
+    biggest = max(int(round(b * prof.settings["pool_size"])) for b in prof.axes["budget"])
+    shares = {}
+    for r in prof.seeds:
+        data = t.data(prof, "synth-instruct", r, _ctx(tmp_path))
+        for target in prof.axes["target"]:
+            shares[(target, r)] = int((data.pool_task == target).sum())
+            assert len(data.test[target].ids) >= 120, (target, r)
+    assert min(shares.values()) > biggest, (biggest, shares)
+
+
+def _small_track(**pretrain):
+    class T(InstructionTrack):
+        def profiles(self):
+            profs = super().profiles()
+            q = next(p for p in profs if p.id == "instruction/quick@2")
+            st = {**q.settings, "pool_size": 300, "n_test": 130, "n_general": 5, "model_args": {"d": 16, "layers": 1, "heads": 2},
+                  "pretrain": {**q.settings["pretrain"], "n_worlds": 1, "pool_size": 200, "steps": 6, "batch_size": 16, **pretrain},
+                  "finetune": {**q.settings["finetune"], "steps": 3}, "warmup": {**q.settings["warmup"], "steps": 2, "checkpoints": [1, 2]}}
+            return [*profs, Profile("instruction", "ptest", 1, {"dataset": ["synth-instruct"], "target": ["add"], "budget": [0.1]}, seeds=(0,), settings=st)]
+
+    return T()
+
+
+def test_the_pretrained_base_is_cached_by_settings_and_every_model_starts_from_it(tmp_path):
+    from coreset_bench import lm as L
+
+    t = _small_track()
+    prof = t.profile("ptest")
+    state, meta, shared = t.pretrained(prof, 0, 24, _ctx(tmp_path))
+    view, data, *_ = t.build_view(prof, "synth-instruct", "add", 0.1, 0, 0, _ctx(tmp_path))
+    assert not shared and meta["steps"] == 6 and meta["loss_first_last"][1] < meta["loss_first_last"][0]
+    assert W.FREE in meta["tasks"] and not set(meta["tasks"]) & set(W.TARGETS)
+    # the view's base is the pretrained model, not a random initialisation
+    base = view.lm.base()
+    assert all(torch.equal(base.state_dict()[k], v) for k, v in state.items())
+    rand = L.tiny_gpt(len(W.VOCAB_V2), 0, d=16, layers=1, heads=2, ctx=24)
+    assert not torch.equal(rand.state_dict()["tok.weight"], state["tok.weight"])
+    # the warm-up starts from it (its first checkpoint is one step away from it)
+    ck = view.warmup().checkpoints[0]()
+    delta = (ck.state_dict()["tok.weight"] - state["tok.weight"]).abs().max()
+    assert 0 < delta < 0.05
+    # a fresh track (cold memo) is served from the disk cache: the same weights
+    t2 = _small_track()
+    state2, _, shared2 = t2.pretrained(t2.profile("ptest"), 0, 24, _ctx(tmp_path))
+    assert shared2 and all(torch.equal(state2[k], v) for k, v in state.items())
+    # other settings, another seed: another key (and other weights)
+    st = t.profile("ptest").settings
+    k0 = pretrain_key(st, 0, len(W.VOCAB_V2), 24)
+    assert k0 != pretrain_key(st, 1, len(W.VOCAB_V2), 24)
+    assert k0 != pretrain_key({**st, "pretrain": {**st["pretrain"], "steps": 7}}, 0, len(W.VOCAB_V2), 24)
+    t3 = _small_track(steps=7)
+    state3, _, shared3 = t3.pretrained(t3.profile("ptest"), 0, 24, _ctx(tmp_path))
+    assert not shared3 and not torch.equal(state3["tok.weight"], state["tok.weight"])
+
+
+def test_a_quick2_style_cell_reports_the_base_and_the_length_bias_within_tasks(tmp_path):
+    from coreset_bench import registry
+
+    t = _small_track()
+    m = registry.method("trim")
+    r = t.run_cell(t.cells(t.profile("ptest"), m)[0], m, _ctx(tmp_path))
+    assert r.info["world_version"] == 2 and r.info["pretrain_s"] > 0 and r.metrics["subset_size"] == 30
+    assert np.isfinite(r.metrics["sel_len_within"]) and set(r.info["sel_len_by_task"]) == set(r.info["sel_task_hist"])
+    assert r.metrics["selection_fwd_equiv"] == 300 + 8
+
+
+@pytest.mark.parametrize("bad, message", [({"steps": 0}, "pretrain.steps must be at least 1, got 0"), ({"n_worlds": 0}, "pretrain.n_worlds must be at least 1"),
+                                          ({"free_fraction": 1.0}, "free_fraction in \\[0, 1\\)")])
+def test_bad_pretrain_settings_fail_with_one_line(tmp_path, bad, message):
+    from coreset_bench.tracks.base import CellFailure
+
+    t = _small_track(**bad)
+    with pytest.raises(CellFailure, match=message) as info:
+        t.pretrained(t.profile("ptest"), 0, 24, _ctx(tmp_path))
+    assert "\n" not in str(info.value)
