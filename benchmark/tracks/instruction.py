@@ -671,6 +671,7 @@ class InstructionTrack(Track):
             "warmup_used": bool(charged), "warmup_s": warm_s, "warmup_shared": bool(charged.get("shared", False)),
             "warmup_work": charged.get("work", {}), "selection_work": c.as_dict(), "sel_task_hist": hist,
             "general_em_by_task": gen, "finetune_loss_first_last": [log.losses[0], log.losses[-1]], "method_info": dict(view.info),
+            **{f"method_{k}": v for k, v in (sel.info or {}).items() if k != "info"},
             "primary_metric": self.primary_metric, "world_version": _world_version(profile) if dataset == SYNTH else None,
             "sel_len_by_task": len_by_task,
         }
