@@ -58,6 +58,9 @@ phrasings in which lexical matching no longer tells a target from its twin.
   s``, ``add a and b``, ``color of Ci``, ``capital of Ci``). The twin rule on a target example:
   ``last`` → the first letter, ``add`` → ``2`` (the count of its operands), ``capital of Ci`` →
   the colour of ``Ci``.
+* The pool holds each task in its exact share of ``MIX`` (largest remainder; 174 examples of
+  each target in 4,000; 17 or 18 in 400), in a seeded order, so a budget below that share stays below it whatever
+  the seed.
 * Held-out sets of the finite tasks are drawn without replacement from the items' held-out
   phrasings, so ``capital`` has 128 − ``n_targets`` test items (120 with 8 targets) and ``add``
   392; ``min_test`` makes a smaller set an error.
@@ -439,7 +442,13 @@ def _make_world_v1(seed: int, pool_size: int, n_targets: int, n_test: int, n_gen
 def _draw_pool(rng: np.random.Generator, draw, pool_size: int, mix: dict, noise: dict, version: int) -> list[Example]:
     names = [t for t in TASKS if mix.get(t, 0) > 0]
     w = np.array([mix[t] for t in names], dtype=float)
-    task_of = rng.choice(len(names), size=pool_size, p=w / w.sum())
+    if version == 1:
+        task_of = rng.choice(len(names), size=pool_size, p=w / w.sum())
+    else:  # v2: exact shares (largest remainder), in a seeded order: a target's share never depends on the draw
+        share = w / w.sum() * pool_size
+        quota = np.floor(share).astype(int)
+        quota[np.argsort(-(share - quota), kind="stable")[: pool_size - int(quota.sum())]] += 1
+        task_of = rng.permutation(np.repeat(np.arange(len(names)), quota))
     pool = [draw(names[k], False) for k in task_of]
     for task, rate in noise.items():
         idx = [i for i, e in enumerate(pool) if e.task == task]

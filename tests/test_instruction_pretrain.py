@@ -61,18 +61,27 @@ def test_the_pretraining_corpus_of_quick2_is_disjoint_from_the_targets_data(tmp_
     assert len(_leaks(corpus[:100] + planted, data)[0]) == 3
 
 
-def test_no_budget_of_quick2_reaches_a_targets_share_of_the_pool(tmp_path):
+@pytest.mark.parametrize("profile", ["quick@2", "smollm2@2"])
+def test_no_budget_of_a_v2_profile_reaches_a_targets_share_of_the_pool(tmp_path, profile):
+    """Every seed's world (with the held-out sets of at least 120 items) and every target: the
+    largest budget is below the target task's share of the pool (world v2 draws exact shares)."""
     t = InstructionTrack()
-    prof = t.profile("quick@2")
-    assert list(prof.axes["budget"]) == [0.01, 0.025] and len(prof.seeds) == 5 and prof.settings["world_version"] == 2
-    biggest = max(int(round(b * prof.settings["pool_size"])) for b in prof.axes["budget"])
+    prof = t.profile(profile)
+    st = prof.settings
+    if profile == "quick@2":
+        assert list(prof.axes["budget"]) == [0.01, 0.025] and len(prof.seeds) == 5 and st["world_version"] == 2
+    biggest = max(int(round(b * st["pool_size"])) for b in prof.axes["budget"])
     shares = {}
     for r in prof.seeds:
-        data = t.data(prof, "synth-instruct", r, _ctx(tmp_path))
-        for target in prof.axes["target"]:
-            shares[(target, r)] = int((data.pool_task == target).sum())
-            assert len(data.test[target].ids) >= 120, (target, r)
+        w = W.make_world(W.seed_of(prof.id, "world", "synth-instruct", r), pool_size=int(st["pool_size"]), n_targets=int(st["n_targets"]), n_test=int(st["n_test"]),
+                         n_general=int(st["n_general"]), version=2, min_test=int(st["min_test"]))
+        for target in W.TARGETS:
+            shares[(target, r)] = int((w.pool_task == target).sum())
+            assert len(w.test[target]) >= 120, (target, r)
     assert min(shares.values()) > biggest, (biggest, shares)
+    if profile == "quick@2":  # the track builds the same world
+        data = t.data(prof, "synth-instruct", 0, _ctx(tmp_path))
+        assert int((data.pool_task == "last").sum()) == shares[("last", 0)]
 
 
 def _small_track(**pretrain):

