@@ -149,3 +149,32 @@ def test_bad_pretrain_settings_fail_with_one_line(tmp_path, bad, message):
     with pytest.raises(CellFailure, match=message) as info:
         t.pretrained(t.profile("ptest"), 0, 24, _ctx(tmp_path))
     assert "\n" not in str(info.value)
+
+
+def test_a_recipe_can_train_only_its_last_blocks():
+    """``trainable_layers`` (smollm2@2 trains the last 4 of 30 blocks on a CPU): the frozen
+    parameters do not move, the last block and the final norm do; the warm-up keeps only LESS's
+    gradient parameters that it trains."""
+    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import _is_grad_param, _trainable
+
+    m = L.tiny_gpt(len(W.VOCAB_V2), 0, d=16, layers=2, heads=2)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    e = W.encode(W.make_world(1, pool_size=40, version=2, n_test=5).pool, 24, W.TOK_V2)
+    keep = _trainable({"trainable_layers": 1}, m)
+    L.finetune(m, torch.from_numpy(e.ids), torch.from_numpy(e.response_mask), steps=3, seed=0, lr=1e-2, trainable=keep)
+    moved = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith(("blocks.1.", "ln_f.")) for k in moved) and "blocks.1.qkv.weight" in moved
+    assert _trainable({}, m) is None and _trainable({"trainable_layers": 0}, m) is None
+    assert [k for k, _ in m.named_parameters() if _is_grad_param(k, m) and keep(k)] == ["blocks.1.qkv.weight", "blocks.1.o.weight"]
+    with pytest.raises(L.LMError, match="no trainable parameter"):
+        L.finetune(m, torch.from_numpy(e.ids), torch.from_numpy(e.response_mask), steps=1, seed=0, trainable=lambda k: False)
+
+
+def test_the_smollm2_cpu_profile_is_sized_for_two_cores_on_world_v2():
+    t = InstructionTrack()
+    p = t.profile("smollm2@2")
+    st = p.settings
+    assert st["model"] == "smollm2-135m" and st["world_version"] == 2 and st["render"] == "plain" and p.device == "cpu"
+    assert "pretrain" not in st and st["finetune"]["trainable_layers"] == st["warmup"]["trainable_layers"] == 4
+    assert p.n_cells() == 6 and t.profile("smollm2@1").device == "cuda"  # the GPU profile is unchanged

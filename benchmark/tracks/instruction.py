@@ -211,7 +211,10 @@ def pretrain_key(settings: Mapping[str, Any], repeat: int, vocab_size: int, ctx_
     training loop): an edit to any of them pretrains anew."""
     import inspect
 
-    code = "\n".join(inspect.getsource(f) for f in (W.pretrain_corpus, W.encode_lm, W._make_world_v2, W._draw_pool, LM.TinyGPT, LM.Block, LM.finetune, LM.response_loss, _pretrain))
+    try:
+        code = "\n".join(inspect.getsource(f) for f in (W.pretrain_corpus, W.encode_lm, W._make_world_v2, W._draw_pool, LM.TinyGPT, LM.Block, LM.finetune, LM.response_loss, _pretrain))
+    except (OSError, TypeError):  # no source shipped: the package version stands for the code
+        from .. import __version__ as code
     payload = [dict(settings["pretrain"]), dict(settings.get("model_args", _TINY_MODEL)), int(settings.get("world_version", 1)), vocab_size, ctx_len, int(repeat),
                hashlib.sha256(code.encode()).hexdigest()]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -261,6 +264,7 @@ class InstructionTrack(Track):
     metric_bounds = {
         **dict.fromkeys(("target_em", "general_em", "twin_confusion", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_dup_frac"), (0.0, 1.0)),
         **dict.fromkeys(("target_nll", "selection_s", "selection_fwd_equiv", "selection_tokens", "sel_len_ratio", "subset_size"), (0.0, None)),
+        "sel_len_within": (None, None),  # a difference of two length ratios: either sign
     }
     baseline_method = "random"
     reference_methods = ("random", "full")
