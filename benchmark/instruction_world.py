@@ -1,5 +1,7 @@
 """The instruction world of the ``instruction`` track: generated prompt/response examples with
-known answers (spec: shared/reference/tracks-phase2.md §2.3; ``WORLD_VERSION`` = 1).
+known answers (spec: shared/reference/tracks-phase2.md §2.3). Two versions: ``version=1`` (the
+world of ``instruction/quick@1``, kept bit-identical) and ``version=2`` (issue 36; see "World v2"
+below). This docstring describes v1 first.
 
 Word-level vocabulary (``VOCAB``, fixed order): the specials ``<pad> <bos> <sep> <eos> :``,
 letters ``a``–``z``, digits ``0``–``9``, the keywords of the phrasings, and knowledge-base
@@ -36,6 +38,36 @@ held-out items test the fact or the sum under the wording the pool did not use.
 
 Task ids and noise flags are the hidden truth: they stay in ``World``; views never hold them, and
 ``make_world`` refuses to run inside a contestant (``LeakageError``).
+
+World v2 (``version=2``, ``VOCAB_V2``): held-out sets that can resolve a difference, and
+phrasings in which lexical matching no longer tells a target from its twin.
+
+* 128 countries ``C0..C127`` and cities ``T0..T127``; ``color`` asks the colour of a *country*
+  (``K0..K7``), so ``capital`` and its twin share the entity tokens; the objects ``O*`` are gone.
+* ``add`` takes operands 0–19 (the numbers 10–19 are tokens of their own; sums are written in
+  digits): 400 operand pairs.
+* Each target and its twin have one phrasing of their own and one *shared* phrasing whose words
+  are the same multiset, the rule given only by word order::
+
+      first    letter of : s , first not last           last     letter of : s , last not first
+      count    n1 and n2 [and n3 [and n4]] , count not sum -> the number of operands
+      add      a and b , sum not count                   -> a+b
+      color    Ci , color not capital -> KB2[Ci]        capital  Ci , capital not color -> KB1[Ci]
+
+  (their own phrasings: ``first letter of : s``, ``last letter of : s``, ``count the letters :
+  s``, ``add a and b``, ``color of Ci``, ``capital of Ci``). The twin rule on a target example:
+  ``last`` → the first letter, ``add`` → ``2`` (the count of its operands), ``capital of Ci`` →
+  the colour of ``Ci``.
+* The pool holds each task in its exact share of ``MIX`` (largest remainder; 174 examples of
+  each target in 4,000; 17 or 18 in 400), in a seeded order, so a budget below that share stays below it whatever
+  the seed.
+* Held-out sets of the finite tasks are drawn without replacement from the items' held-out
+  phrasings, so ``capital`` has 128 − ``n_targets`` test items (120 with 8 targets) and ``add``
+  392; ``min_test`` makes a smaller set an error.
+
+``pretrain_corpus`` builds the pretraining corpus of the track's base model: the pools of worlds
+with other seeds (other knowledge bases) restricted to the non-target tasks, clean, plus free
+text over the vocabulary (see its docstring); it never holds a target task's example.
 """
 
 from __future__ import annotations
@@ -86,6 +118,47 @@ PHRASINGS: dict[str, tuple[str, str]] = {
 }
 #: tasks whose prompt space is small: the pool and the held-out sets use different phrasings per item
 FINITE = ("add", "capital", "color")
+
+# ---- world v2 (issue 36) ------------------------------------------------------------------------
+WORLD_VERSIONS = (1, 2)
+N_ENTITIES_V2 = 128
+N_OPERANDS_V2 = 20
+NUMBERS_V2 = tuple(str(i) for i in range(10, N_OPERANDS_V2))  # 10..19: tokens of their own
+KEYWORDS_V2 = KEYWORDS + ("not", ",")
+COUNTRIES_V2 = tuple(f"C{i}" for i in range(N_ENTITIES_V2))
+CITIES_V2 = tuple(f"T{i}" for i in range(N_ENTITIES_V2))
+VOCAB_V2: tuple[str, ...] = SPECIALS + LETTERS + DIGITS + NUMBERS_V2 + KEYWORDS_V2 + COUNTRIES_V2 + CITIES_V2 + COLOURS
+TOK_V2: dict[str, int] = {t: i for i, t in enumerate(VOCAB_V2)}
+PHRASINGS_V2: dict[str, tuple[str, str]] = {
+    **{t: PHRASINGS[t] for t in ("copy", "reverse", "shift", "shift2", "sort")},
+    "first": ("first letter of : {s}", "letter of : {s} , first not last"),
+    "last": ("last letter of : {s}", "letter of : {s} , last not first"),
+    "count": ("count the letters : {s}", "{n} , count not sum"),
+    "add": ("add {a} and {b}", "{a} and {b} , sum not count"),
+    "capital": ("capital of {e}", "{e} , capital not color"),
+    "color": ("color of {e}", "{e} , color not capital"),
+}
+#: phrasing index that a target shares, word for word up to order, with its twin (v2)
+SHARED_PHRASING = 1
+#: words free text never uses: every target prompt of v2 holds one of them ("of", "and" or ","),
+#: so no free-text sequence can contain a target task's prompt (``pretrain_corpus``)
+FREE_TEXT_EXCLUDED = ("of", "and", ",")
+
+
+def vocab(version: int = 1) -> tuple[str, ...]:
+    """The word vocabulary of world ``version`` (ids are positions)."""
+    _check_version(version)
+    return VOCAB if version == 1 else VOCAB_V2
+
+
+def phrasings(version: int = 1) -> dict[str, tuple[str, str]]:
+    _check_version(version)
+    return PHRASINGS if version == 1 else PHRASINGS_V2
+
+
+def _check_version(version: int) -> None:
+    if version not in WORLD_VERSIONS:
+        raise WorldError(f"unknown instruction world_version {version!r}; versions: {', '.join(map(str, WORLD_VERSIONS))}")
 
 
 class WorldError(ValueError):
@@ -157,6 +230,10 @@ class World:
     settings: dict[str, object] = field(default_factory=dict)
 
     @property
+    def version(self) -> int:
+        return int(self.settings.get("world_version", 1))  # type: ignore[call-overload]
+
+    @property
     def pool_task(self) -> np.ndarray:
         return np.array([e.task for e in self.pool])
 
@@ -166,7 +243,7 @@ class World:
 
     def twin_answer(self, ex: Example) -> tuple[str, ...]:
         """The near-twin task's rule applied to the argument of target example ``ex``."""
-        return twin_answer(ex, self.kb_color)
+        return twin_answer(ex, self.kb_color, self.version)
 
 
 def _letters(rng: np.random.Generator) -> list[str]:
@@ -178,7 +255,8 @@ def _shift(s: Sequence[str], k: int) -> list[str]:
 
 
 def answer(task: str, arg: Sequence[str] | tuple[int, int] | str, kb_capital: Mapping[str, str], kb_color: Mapping[str, str]) -> list[str]:
-    """The correct response of ``task`` for its argument (letters, an operand pair or an entity)."""
+    """The correct response of ``task`` for its argument (letters, an operand pair, a list of
+    operands (v2 ``count``) or an entity)."""
     if task == "copy":
         return list(arg)  # type: ignore[arg-type]
     if task == "reverse":
@@ -205,23 +283,27 @@ def answer(task: str, arg: Sequence[str] | tuple[int, int] | str, kb_capital: Ma
     raise WorldError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
 
 
-def _prompt(task: str, phrasing: int, arg: object) -> tuple[str, ...]:
-    tpl = PHRASINGS[task][phrasing]
+def _prompt(task: str, phrasing: int, arg: object, version: int = 1) -> tuple[str, ...]:
+    tpl = phrasings(version)[task][phrasing]
     if task == "add":
         a, b = arg  # type: ignore[misc]
         text = tpl.format(a=a, b=b)
     elif task in ("capital", "color"):
         text = tpl.format(e=arg)
+    elif "{n}" in tpl:  # v2 count, shared phrasing: a list of operands
+        text = tpl.format(n=" and ".join(arg))  # type: ignore[arg-type]
     else:
         text = tpl.format(s=" ".join(arg))  # type: ignore[arg-type]
     return tuple(text.split())
 
 
-def _corrupt(task: str, resp: list[str], rng: np.random.Generator) -> list[str]:
+def _corrupt(task: str, resp: list[str], rng: np.random.Generator, version: int = 1) -> list[str]:
     """A wrong response of the same shape (never equal to the correct one)."""
+    n_cities = N_ENTITIES if version == 1 else N_ENTITIES_V2
+    cities = CITIES if version == 1 else CITIES_V2
     for _ in range(100):
         if task in ("capital",):
-            out = [CITIES[int(rng.integers(0, N_ENTITIES))]]
+            out = [cities[int(rng.integers(0, n_cities))]]
         elif task == "color":
             out = [COLOURS[int(rng.integers(0, N_COLOURS))]]
         elif all(t in DIGITS for t in resp):
@@ -233,9 +315,34 @@ def _corrupt(task: str, resp: list[str], rng: np.random.Generator) -> list[str]:
     raise AssertionError("could not corrupt a response")  # pragma: no cover
 
 
-def twin_answer(ex: Example, kb_color: Mapping[str, str]) -> tuple[str, ...]:
+def parse_arg(task: str, prompt: Sequence[str]) -> object:
+    """The argument of a ``task`` prompt of either world version: the operand pair (``add``), the
+    entity (``capital``, ``color``), the operand list (v2 ``count`` in its shared phrasing) or the
+    letters (after ``:``, up to a ``,``)."""
+    p = tuple(prompt)
+    if task == "add":
+        nums = [t for t in p if t.isdigit()]
+        return (int(nums[0]), int(nums[1]))
+    if task in ("capital", "color"):
+        return next(t for t in p if t[:1] in ("C", "O") and t[1:].isdigit())
+    if ":" not in p:  # v2 count, shared phrasing
+        return [t for t in p[: p.index(",")] if t.isdigit()]
+    start = p.index(":") + 1
+    return list(p[start : p.index(",")] if "," in p else p[start:])
+
+
+def twin_answer(ex: Example, kb_color: Mapping[str, str], version: int = 1) -> tuple[str, ...]:
     """The near-twin's rule on target example ``ex``'s argument (see the module docstring)."""
     p = ex.prompt
+    if version != 1:
+        task = ex.task
+        if task in ("first", "last"):
+            return tuple(answer(TWIN[task], parse_arg(task, p), {}, kb_color))  # type: ignore[arg-type]
+        if task == "add":  # the count rule on the operand list
+            return ("2",)
+        if task == "capital":  # the colour of the same country
+            return (kb_color[parse_arg(task, p)],)  # type: ignore[index]
+        raise WorldError(f"no twin answer for prompt {' '.join(p)!r}")
     if ":" in p:  # letter tasks: the argument follows ':'
         s = list(p[p.index(":") + 1 :])
         task = ex.task or ("last" if "last" in p else "first")
@@ -258,13 +365,23 @@ def make_world(
     noise: Mapping[str, float] | None = None,
     targets: Sequence[str] = TARGETS,
     ctx: int = 24,
+    version: int = 1,
+    min_test: int = 0,
+    split_phrasings: bool = True,
+    kb_seed: int | None = None,
 ) -> World:
-    """Generate the world for ``seed`` (the track derives it from profile, dataset and repeat).
+    """Generate the world ``version`` for ``seed`` (the track derives it from profile, dataset and
+    repeat). ``min_test``: fewer held-out test items for a target is an error (v2 profiles ask 120).
+    ``split_phrasings = False`` (v2 only; the pretraining corpus): the pool asks every item of the
+    small-prompt-space tasks in either phrasing, so a model sees that both ask the same fact.
+    ``kb_seed`` (v2 only): draw the knowledge bases from this seed instead of the world's, so
+    several worlds (the pretraining corpus's) share one set of facts.
 
     Guarded: a contestant that calls it while it is evaluated fails its cell (``LeakageError``)."""
     from .data import _check_not_contestant
 
     _check_not_contestant("generate the instruction world")
+    _check_version(version)
     mix = dict(MIX if mix is None else mix)
     noise = dict(NOISE if noise is None else noise)
     unknown = sorted((set(mix) | set(noise) | set(targets)) - set(TASKS))
@@ -272,7 +389,14 @@ def make_world(
         raise WorldError(f"unknown task(s) {', '.join(unknown)} in the world settings; tasks: {', '.join(TASKS)}")
     if pool_size < 1 or n_targets < 1 or n_test < 1:
         raise WorldError("pool_size, n_targets and n_test must be at least 1")
-    rng = np.random.default_rng(seed_of("instruction-world", WORLD_VERSION, seed))
+    if version == 1:
+        return _make_world_v1(seed, pool_size, n_targets, n_test, n_general, mix, noise, targets, ctx)
+    return _make_world_v2(seed, pool_size, n_targets, n_test, n_general, mix, noise, targets, ctx, min_test, split_phrasings, kb_seed)
+
+
+def _make_world_v1(seed: int, pool_size: int, n_targets: int, n_test: int, n_general: int, mix: dict, noise: dict, targets: Sequence[str], ctx: int) -> World:
+    """World v1, exactly as ``instruction/quick@1`` generated it (do not change: published)."""
+    rng = np.random.default_rng(seed_of("instruction-world", 1, seed))
     kb_capital = dict(zip(COUNTRIES, (CITIES[i] for i in rng.permutation(N_ENTITIES))))
     kb_color = {o: COLOURS[int(rng.integers(0, N_COLOURS))] for o in OBJECTS}
     # the pool-side phrasing of every item of the small-prompt-space tasks
@@ -298,16 +422,7 @@ def make_world(
         resp = answer(task, arg, kb_capital, kb_color)  # type: ignore[arg-type]
         return Example(_prompt(task, ph, arg), tuple(resp), task, False)
 
-    names = [t for t in TASKS if mix.get(t, 0) > 0]
-    w = np.array([mix[t] for t in names], dtype=float)
-    task_of = rng.choice(len(names), size=pool_size, p=w / w.sum())
-    pool = [draw(names[k], False) for k in task_of]
-    for task, rate in noise.items():
-        idx = [i for i, e in enumerate(pool) if e.task == task]
-        k = int(round(rate * len(idx)))
-        for i in sorted(rng.choice(idx, size=k, replace=False).tolist()) if k else []:
-            e = pool[i]
-            pool[i] = Example(e.prompt, tuple(_corrupt(task, list(e.response), rng)), task, True)
+    pool = _draw_pool(rng, draw, pool_size, mix, noise, 1)
     taken = {e.prompt for e in pool}
 
     def held(task: str, n: int) -> list[Example]:
@@ -321,32 +436,171 @@ def make_world(
                 out.append(e)
         return out
 
+    return _assemble(pool, held, kb_capital, kb_color, targets, n_targets, n_test, n_general, mix, noise, ctx, 1, 0, pool_size)
+
+
+def _draw_pool(rng: np.random.Generator, draw, pool_size: int, mix: dict, noise: dict, version: int) -> list[Example]:
+    names = [t for t in TASKS if mix.get(t, 0) > 0]
+    w = np.array([mix[t] for t in names], dtype=float)
+    if version == 1:
+        task_of = rng.choice(len(names), size=pool_size, p=w / w.sum())
+    else:  # v2: exact shares (largest remainder), in a seeded order: a target's share never depends on the draw
+        share = w / w.sum() * pool_size
+        quota = np.floor(share).astype(int)
+        quota[np.argsort(-(share - quota), kind="stable")[: pool_size - int(quota.sum())]] += 1
+        task_of = rng.permutation(np.repeat(np.arange(len(names)), quota))
+    pool = [draw(names[k], False) for k in task_of]
+    for task, rate in noise.items():
+        idx = [i for i, e in enumerate(pool) if e.task == task]
+        k = int(round(rate * len(idx)))
+        for i in sorted(rng.choice(idx, size=k, replace=False).tolist()) if k else []:
+            e = pool[i]
+            pool[i] = Example(e.prompt, tuple(_corrupt(task, list(e.response), rng, version)), task, True)
+    return pool
+
+
+def _assemble(pool, held, kb_capital, kb_color, targets, n_targets, n_test, n_general, mix, noise, ctx, version, min_test, pool_size) -> World:
     tgt = {t: held(t, n_targets) for t in targets}
     for t, ex in tgt.items():
         if len(ex) < n_targets:
             raise WorldError(f"task {t!r} has only {len(ex)} held-out prompts for {n_targets} targets; lower n_targets")
     test = {t: held(t, n_test) for t in targets}
+    short = {t: len(v) for t, v in test.items() if len(v) < min_test}
+    if short:
+        raise WorldError(f"held-out test sets smaller than min_test {min_test}: {', '.join(f'{t} {k}' for t, k in short.items())}; lower min_test or n_targets")
     general = {t: held(t, n_general) for t in TASKS}
     for t in targets:  # small prompt spaces may leave a target task's general set empty: use its test set
         if not general[t]:
             general[t] = list(test[t][:n_general])
-    settings = {"pool_size": pool_size, "n_targets": n_targets, "n_test": n_test, "n_general": n_general, "mix": mix, "noise": noise, "ctx": ctx, "world_version": WORLD_VERSION}
+    settings = {"pool_size": pool_size, "n_targets": n_targets, "n_test": n_test, "n_general": n_general, "mix": mix, "noise": noise, "ctx": ctx, "world_version": version}
+    if version != 1:
+        settings["min_test"] = min_test
     return World(pool, tgt, test, general, kb_capital, kb_color, settings)
+
+
+def _make_world_v2(seed: int, pool_size: int, n_targets: int, n_test: int, n_general: int, mix: dict, noise: dict, targets: Sequence[str], ctx: int, min_test: int,
+                   split: bool = True, kb_seed: int | None = None) -> World:
+    """World v2 (see the module docstring)."""
+    rng = np.random.default_rng(seed_of("instruction-world", 2, seed))
+    kb_rng = rng if kb_seed is None else np.random.default_rng(seed_of("instruction-kb", 2, kb_seed))
+    kb_capital = dict(zip(COUNTRIES_V2, (CITIES_V2[i] for i in kb_rng.permutation(N_ENTITIES_V2))))
+    kb_color = dict(zip(COUNTRIES_V2, (COLOURS[int(i)] for i in kb_rng.integers(0, N_COLOURS, N_ENTITIES_V2))))
+    pairs = [(a, b) for a in range(N_OPERANDS_V2) for b in range(N_OPERANDS_V2)]
+    items: dict[str, list] = {"add": pairs, "capital": list(COUNTRIES_V2), "color": list(COUNTRIES_V2)}
+    # the pool-side phrasing of every item of the small-prompt-space tasks; the held-out sets ask the other
+    pool_side = {t: dict(zip(v, (int(x) for x in rng.integers(0, 2, len(v))))) for t, v in items.items()}
+
+    def make(task: str, ph: int, arg: object) -> Example:
+        return Example(_prompt(task, ph, arg, 2), tuple(answer(task, arg, kb_capital, kb_color)), task, False)  # type: ignore[arg-type]
+
+    def draw(task: str, held_out: bool) -> Example:
+        if task in items:
+            arg: object = items[task][int(rng.integers(0, len(items[task])))]
+            ph = pool_side[task][arg] ^ int(held_out) if split or held_out else int(rng.integers(0, 2))
+            return make(task, ph, arg)
+        ph = int(rng.integers(0, 2))
+        if task == "count" and ph == SHARED_PHRASING:
+            arg = [str(int(x)) for x in rng.integers(0, N_OPERANDS_V2, int(rng.integers(2, 5)))]
+        else:
+            arg = _letters(rng)
+        return make(task, ph, arg)
+
+    pool = _draw_pool(rng, draw, pool_size, mix, noise, 2)
+    taken = {e.prompt for e in pool}
+
+    def held(task: str, n: int) -> list[Example]:
+        out: list[Example] = []
+        if n <= 0:
+            return out
+        if task in items:  # without replacement over the items' held-out phrasings
+            for k in rng.permutation(len(items[task])):
+                arg = items[task][int(k)]
+                e = make(task, pool_side[task][arg] ^ 1, arg)
+                if e.prompt not in taken:
+                    taken.add(e.prompt)
+                    out.append(e)
+                    if len(out) == n:
+                        break
+            return out
+        for _ in range(200 * n):
+            e = draw(task, True)
+            if e.prompt not in taken:
+                taken.add(e.prompt)
+                out.append(e)
+                if len(out) == n:
+                    break
+        return out
+
+    return _assemble(pool, held, kb_capital, kb_color, targets, n_targets, n_test, n_general, mix, noise, ctx, 2, min_test, pool_size)
 
 
 def check_answers(world: World) -> list[str]:
     """Every clean example's response recomputed from its prompt; returns the mismatches (empty: right)."""
     bad = []
     for e in world.pool + [x for v in (*world.targets.values(), *world.test.values(), *world.general.values()) for x in v]:
-        p = e.prompt
-        if e.task == "add":
-            nums = [t for t in p if t in DIGITS]
-            arg: object = (int(nums[0]), int(nums[1]))
-        elif e.task in ("capital", "color"):
-            arg = p[-1]
-        else:
-            arg = list(p[p.index(":") + 1 :])
-        want = tuple(answer(e.task, arg, world.kb_capital, world.kb_color))  # type: ignore[arg-type]
+        want = tuple(answer(e.task, parse_arg(e.task, e.prompt), world.kb_capital, world.kb_color))  # type: ignore[arg-type]
         if (want == e.response) == e.noisy:
             bad.append(f"{e.task}: {e.text} (noisy={e.noisy})")
     return bad
+
+
+# ---- the pretraining corpus of the base model (issue 36) -----------------------------------------
+
+FREE = "free"  # the task label of a free-text sequence
+
+
+def pretrain_corpus(seed: int, *, version: int = 2, n_worlds: int = 4, pool_size: int = 6000, free_fraction: float = 0.25,
+                    exclude: Sequence[str] = TARGETS, min_len: int = 2, max_len: int = 6) -> list[Example]:
+    """The pretraining corpus of the track's base model for ``seed``: the pools of ``n_worlds``
+    worlds of ``version`` with seeds of their own, sharing one knowledge base of their own (so
+    ``color`` maps the countries to other colours than the evaluated world does, consistently
+    across the corpus), restricted to the tasks not in ``exclude`` (the targets), generated
+    clean (no corrupted response) and asking each fact in either phrasing, plus free text.
+
+    Free text (task ``FREE``, empty response, ``free_fraction`` of the corpus): a run of
+    ``min_len``–``max_len`` words drawn uniformly from the vocabulary and then repeated (``w1 ..
+    wk w1 .. wk``): every word, target keywords and entities included, gets a trained embedding,
+    and the model learns to attend back and copy. It never uses ``FREE_TEXT_EXCLUDED`` (``of``,
+    ``and``, ``,``), one of which is in every target prompt of v2, so no free-text sequence
+    contains a target task's prompt. No target-task example and no held-out item is in the
+    corpus (``tests/test_instruction_pretrain.py`` checks it against the evaluated worlds)."""
+    from .data import _check_not_contestant
+
+    _check_not_contestant("generate the instruction pretraining corpus")
+    if version == 1:
+        raise WorldError("the pretraining corpus is defined for world_version 2 (v1 profiles train from a random base)")
+    _check_version(version)
+    if n_worlds < 1 or pool_size < 1 or not 0 <= free_fraction < 1:
+        raise WorldError("pretrain: n_worlds and pool_size must be at least 1 and free_fraction in [0, 1)")
+    mix = {t: w for t, w in MIX.items() if t not in set(exclude)}
+    out: list[Example] = []
+    for k in range(n_worlds):
+        w = make_world(seed_of("instruction-pretrain-world", version, seed, k), pool_size=pool_size, n_targets=1, n_test=1, n_general=0,
+                       mix=mix, noise={}, targets=(), version=version, split_phrasings=False,
+                       kb_seed=seed_of("instruction-pretrain-kb", version, seed))
+        out.extend(w.pool)
+    rng = np.random.default_rng(seed_of("instruction-pretrain-free", version, seed))
+    words = [t for t in vocab(version)[4:] if t not in FREE_TEXT_EXCLUDED]
+    n_free = int(round(free_fraction / (1 - free_fraction) * len(out)))
+    for _ in range(n_free):
+        run = [words[int(i)] for i in rng.integers(0, len(words), int(rng.integers(min_len, max_len + 1)))]
+        out.append(Example(tuple(run + run), (), FREE, False))
+    order = rng.permutation(len(out))
+    return [out[int(i)] for i in order]
+
+
+def encode_lm(examples: Sequence[Example], ctx: int, vocab: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (N, ctx), loss mask (N, ctx)) for language-model pretraining: a task example is
+    ``<bos> prompt <sep> response <eos>``, free text ``<bos> words <eos>``; the loss covers every
+    position whose next token is part of the sequence (the whole text, not only the response)."""
+    n = len(examples)
+    ids = np.full((n, ctx), PAD, dtype=np.int64)
+    mask = np.zeros((n, ctx), dtype=bool)
+    for i, ex in enumerate(examples):
+        body = [vocab[t] for t in ex.prompt]
+        seq = [BOS, *body, EOS] if ex.task == FREE else [BOS, *body, SEP, *(vocab[t] for t in ex.response), EOS]
+        if len(seq) > ctx:
+            raise WorldError(f"a pretraining sequence has {len(seq)} tokens but ctx is {ctx}; raise the profile setting ctx")
+        ids[i, : len(seq)] = seq
+        mask[i, : len(seq) - 1] = True
+    return ids, mask

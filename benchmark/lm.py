@@ -468,16 +468,25 @@ def finetune(
     schedule: str = "cosine",
     snapshot_at: Sequence[int] = (),
     device: Any = "cpu",
+    trainable: Callable[[str], bool] | None = None,
 ) -> TrainLog:
     """Train ``model`` in place for exactly ``steps`` AdamW steps on (``ids``, ``mask``): batches
     drawn by a seeded epoch-wise permutation, ``schedule`` cosine or linear decay after a linear
     warm-up of ``warmup_ratio``. ``snapshot_at`` (1-based steps) records (model copy in eval mode,
-    the segment's mean learning rate, Adam ``exp_avg``/``exp_avg_sq`` per parameter name)."""
+    the segment's mean learning rate, Adam ``exp_avg``/``exp_avg_sq`` per parameter name).
+    ``trainable`` (parameter name -> bool): train only those parameters, the others frozen
+    (``requires_grad`` off); None trains all."""
     n = int(ids.shape[0])
     if n == 0:
         raise LMError("finetune: no training examples")
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if trainable is not None:
+        for k, p in model.named_parameters():
+            p.requires_grad_(bool(trainable(k)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LMError("finetune: no trainable parameter (check the recipe's trainable_layers)")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     wu = int(round(warmup_ratio * steps))
 
     def factor(s: int) -> float:

@@ -16,7 +16,7 @@ from coreset_bench.plugins.selection import trim as T
 from coreset_bench.plugins.selection.bm25 import bm25_scores
 from coreset_bench.testing import check_text_selection_method, make_instruction_view
 
-TEXT = ("trim", "less", "embed-sim", "bm25")
+TEXT = ("trim", "less", "rds", "embed-sim", "bm25")
 
 
 def test_hand_made_attention_gives_the_hand_computed_saliency():
@@ -142,7 +142,7 @@ def test_bm25_matches_the_textbook_formula():
 def test_bad_parameters_give_one_line_errors():
     view = make_instruction_view()
     # the declared choices stop a bad --param before any cell (kinds.Param) ...
-    for name, k, v in (("trim", "aggregate", "median"), ("less", "projection", "gaussian"), ("embed-sim", "reduce", "sum")):
+    for name, k, v in (("trim", "aggregate", "median"), ("less", "projection", "gaussian"), ("embed-sim", "reduce", "sum"), ("rds", "model", "pool")):
         with pytest.raises(ValueError, match=f"method '{name}', parameter '{k}': expected one of"):
             registry.method(name).with_params(**{k: v})
     # ... and the method checks them itself when its parameters are set around with_params
@@ -157,3 +157,65 @@ def test_bad_parameters_give_one_line_errors():
         bypass("less", projection="gaussian").select(view)
     with pytest.raises(ValueError, match="embed-sim: reduce must be"):
         bypass("embed-sim", reduce="sum").select(view)
+    with pytest.raises(ValueError, match="rds: model must be warmup or base"):
+        bypass("rds", model="pool").select(view)
+
+
+class _OneHot(torch.nn.Module):
+    """A stand-in model: the hidden state at position j is (j+1) x one-hot(token), so the
+    normalized state of a row's last token is the one-hot of that token."""
+
+    n_layers = 1
+
+    def __init__(self, vocab=12):
+        super().__init__()
+        self.vocab = vocab
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, attn_layers=0):
+        pos = torch.arange(1, ids.shape[1] + 1, dtype=torch.float32)[None, :, None]
+        h = torch.nn.functional.one_hot(ids, self.vocab).float() * pos
+        return h, h, []
+
+
+def test_rds_is_the_last_token_state_mean_over_targets_unlike_embed_sim():
+    """LESS's RDS on a hand-made model: targets ending in tokens 5, 5, 6 give the mean direction
+    (2/3 e5 + 1/3 e6); pool rows ending in 5, 6, 7 score 2/3, 1/3, 0 (padding after the last
+    token is skipped). embed-sim's max over targets would score 5 and 6 alike."""
+    from coreset_bench import lm as L
+    from coreset_bench.plugins.selection.rds import last_token_states
+
+    base = make_instruction_view(n=48, n_target=4)
+    pad = 0
+    tg = torch.tensor([[1, 8, 9, 5, pad], [1, 9, 5, pad, pad], [1, 6, pad, pad, pad]])
+    pool = torch.tensor([[1, 9, 9, 5, pad], [1, 6, pad, pad, pad], [1, 8, 8, 8, 7], [1, 5, 6, 7, 5]])
+    lm = L.LM(lambda: _OneHot(), pad)
+    view = dataclasses.replace(base, ids=pool, target_ids=tg, target_task=("t",) * 3, lm=lm, budget=1, fraction=0.25)
+    r = last_token_states(view, _OneHot(), tg)
+    assert r.argmax(1).tolist() == [5, 5, 6] and torch.allclose(r.norm(dim=1), torch.ones(3))
+    lm.counter = L.Counter()
+    sel = registry.method("rds").with_params(model="base").select(view)
+    assert sel.scores.tolist() == pytest.approx([2 / 3, 1 / 3, 0.0, 2 / 3], abs=1e-6)
+    assert sel.indices.tolist() == [0]
+    assert lm.counter.fwd_examples == 3 + 4 and lm.counter.bwd_examples == 0  # forward-only
+
+
+def test_rds_ranks_a_pool_copy_of_a_target_example_among_the_first_and_is_forward_only():
+    view = _planted(make_instruction_view(n=48, n_target=1, fraction=0.1), k=1)
+    sel = registry.method("rds").select(view)
+    assert sel.scores[0] == pytest.approx(float(np.max(sel.scores)), abs=1e-6)  # cos = 1: the maximum
+    c = view.lm.counter
+    assert c.bwd_examples == 0 and c.fwd_equiv == 48 + 1
+
+
+def test_length_within_tasks_takes_the_task_mix_out():
+    from coreset_bench.tracks.instruction import length_within_tasks
+
+    lengths = np.array([4, 6, 10, 10])
+    tasks = np.array(["a", "a", "b", "b"])
+    within, by_task = length_within_tasks(lengths, tasks, np.array([1, 2]))
+    # selected mean 8; the mix (one a, one b) predicts (5 + 10) / 2 = 7.5; pool mean 7.5
+    assert within == pytest.approx(0.5 / 7.5) and by_task == pytest.approx({"a": 6 / 5, "b": 1.0})
+    # a selection of the shortest task alone is short overall but not within its task
+    within, by_task = length_within_tasks(lengths, tasks, np.array([0, 1]))
+    assert within == pytest.approx(0.0) and by_task == {"a": 1.0}

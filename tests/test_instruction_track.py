@@ -72,16 +72,18 @@ class Oracle(SelectionMethod):
 
 def test_track_is_registered_and_takes_text_methods_only():
     t = registry.track("instruction")
-    assert t.profile(None).id == "instruction/quick@1" and t.profile(None).n_cells() == 9
-    for name in ("trim", "less", "embed-sim", "bm25", "random", "full"):
+    assert t.profile(None).id == "instruction/quick@2" and t.profile(None).n_cells() == 3 * 2 * 5
+    assert t.profile("quick@1").n_cells() == 9
+    for name in ("trim", "less", "rds", "embed-sim", "bm25", "random", "full"):
         assert t.accepts(registry.method(name)) is None, name
         assert "instruction" in list(registry.tracks_for(registry.method(name)))
     reason = t.accepts(registry.method("el2n"))
     assert reason and "text" in reason and "\n" not in reason
     assert registry.track("coreset").accepts(registry.method("trim"))  # the image track refuses text methods
     assert {p.name for p in t.profiles()} >= {"tiny", "quick", "budgets", "transfer", "smollm2", "jsonl"}
-    full = t.cells(t.profile("quick"), registry.method("full"))
+    full = t.cells(t.profile("quick@1"), registry.method("full"))
     assert len(full) == 9 and {c.axes["budget"] for c in full} == {1.0}
+    assert len(t.cells(t.profile("quick@2"), registry.method("full"))) == 15
 
 
 def test_trim_cell_metrics_composition_and_determinism(track, tmp_path):
@@ -126,12 +128,20 @@ def test_bad_output_fails_only_the_cell_naming_the_plugin(track, tmp_path, mode,
     assert "\n" not in str(info.value)
 
 
-def test_the_hidden_truth_never_reaches_the_view(track, tmp_path):
+def test_the_hidden_truth_never_reaches_the_view_nor_the_memo(track, tmp_path):
     prof = track.profile("tiny")
     view, data, *_ = track.build_view(prof, "synth-instruct", "add", 0.1, 0, 1, _ctx(tmp_path))
     for name in ("task", "tasks", "task_ids", "noisy", "pool_task", "pool_noisy"):
         assert not hasattr(view, name)
-    assert set(view.target_task) == {"add"} and view.budget == 60 and len(data.pool_task) == 600
+    assert set(view.target_task) == {"add"} and view.budget == 60
+    # the memoized (public) world holds no task ids, noise flags or held-out sets ...
+    assert data.pool_task is None and data.pool_noisy is None and not data.test and not data.general and not data.twin_test
+    for memo in track._data_cache.values():
+        assert memo.pool_task is None and not memo.test
+    # ... the hidden part is generated afresh for the harness, for the same pool
+    full = track.data(prof, "synth-instruct", 0, _ctx(tmp_path))
+    assert len(full.pool_task) == 600 and full.pool_texts == data.pool.texts and "add" in full.test
+    assert track.data(prof, "synth-instruct", 0, _ctx(tmp_path), part="public") is data
 
 
 @pytest.mark.slow
@@ -142,7 +152,7 @@ def test_selection_matters_oracle_beats_random_on_every_target(track, tmp_path):
     0.10; capital 0.63, 0.50 / 0.00, 0.08; add 0.17, 0.18 / 0.07, 0.04 (add's held-out sums are
     asked in the phrasing the pool did not use for them, so its oracle gains less; the earlier
     0.3 threshold on add predates that split and failed)."""
-    prof = track.profile("quick")
+    prof = track.profile("quick@1")
     ems = {}
     for target in ("last", "capital", "add"):
         for repeat in (0, 1):

