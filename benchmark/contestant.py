@@ -622,12 +622,7 @@ class ContestantWorker:
             self.tx.send_bytes(blob)
             answer = self.rx.recv_bytes()
         except (EOFError, OSError):
-            try:
-                code = self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
-            self.close()
-            raise ContestantCrash(f"plugin {name!r} crashed the contestant worker process (exit code {code})") from None
+            raise self._crashed(name) from None
         except BaseException:  # Ctrl-C while waiting: the answer would be read by the next cell
             self.close()
             raise
@@ -693,12 +688,7 @@ class ContestantWorker:
                     result = ("error", (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
                 self.tx.send_bytes(pickle.dumps(result, protocol=4))
         except (EOFError, OSError):
-            try:
-                code = self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
-            self.close()
-            raise ContestantCrash(f"plugin {name!r} crashed the contestant worker process (exit code {code})") from None
+            raise self._crashed(name) from None
         except BaseException:  # Ctrl-C while waiting: the answer would be read by the next cell
             self.close()
             raise
@@ -714,6 +704,15 @@ class ContestantWorker:
             self.close()
             raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
         raise ContestantError(msg) from RemoteTraceback(tb)
+
+    def _crashed(self, name: str) -> "ContestantCrash":
+        """The worker died during ``name``'s call: reap and close it, and say so."""
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.close()
+        return ContestantCrash(f"plugin {name!r} crashed the contestant worker process (exit code {code})")
 
     def close(self) -> None:
         for c in (self.tx, self.rx):

@@ -274,7 +274,7 @@ class InstructionTrack(Track):
     hidden_data = True  # the world's task ids, noise flags and test sets (``CellContext.hidden_seed``)
 
     #: the profiles the seed paper's claim is read on (add a new profile version here)
-    claim_profiles = ("instruction/quick@1",)
+    claim_profiles = ("instruction/quick@2", "instruction/smollm2@2", "instruction/quick@1")
 
     def claims(self) -> list[Claim]:
         """TRIM: target-task exact match over the best other selection (up to +9 points)."""
