@@ -202,6 +202,11 @@ def _privacy_profiles(track: str) -> list[Profile]:
             Profile(track, "quick-dp", 1, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0, NONPRIVATE]},
                     settings=MEM_DP,
                     description="Memorization and input-loss curvature against epsilon (arXiv 2402.18726): digits, MLP, every model trained by DP-SGD (RMSprop, 20 epochs, C 1, delta 1e-5, PRV accountant) at epsilon 1, 4, 16, 64 and without privacy (inf: no clipping, no noise), on 600 digits (60 a class); 32 independent shadows per epsilon (about 16 in / 16 out per sample) give the Feldman-Zhang estimate and its standard error, 2 targets are scored. Cost: 170 DP-SGD models; measured: the 4 proxies x 5 epsilons (20 cells, banks included) took 13.4 min wall on 2 cores shared with other runs, 246 CPU-seconds."),
+            # version 2: three repeats (independent banks and targets), so the curvature-against-epsilon
+            # trend has an interval over repeats (version 1 has one: no interval at all)
+            Profile(track, "quick-dp", 2, {**digits_mlp, "training": ["dp-sgd"], "epsilon": [1.0, 4.0, 16.0, 64.0, NONPRIVATE]},
+                    settings=MEM_DP, seeds=(0, 1, 2),
+                    description="The epsilon sweep of quick-dp@1 (arXiv 2402.18726: memorization and input-loss curvature against epsilon; digits, MLP, DP-SGD at epsilon 1, 4, 16, 64 and without privacy, 32 shadows per epsilon, 2 targets) with three repeats, each with its own bank and targets, so the trend has an interval (version 1: one repeat)."),
         ]
     for ds, bs in (("cifar10", 256), ("cifar100", 512)):
         out.append(
@@ -693,7 +698,7 @@ class MemorizationTrack(PrivacyBase):
         **dict.fromkeys(("score_mean", "score_q10", "score_q50", "score_q90"), (None, None)),
     }
     #: the profiles the seed paper's claim is read on (add a new profile version here)
-    claim_profiles = ("memorization/quick-dp@1",)
+    claim_profiles = ("memorization/quick-dp@2", "memorization/quick-dp@1")
 
     def claims(self) -> list[Claim]:
         """arXiv 2402.18726: input-loss curvature is bounded by privacy, so the mean curvature of the
