@@ -12,8 +12,8 @@
   logits (segment-averaged) by full-batch SGD on ``CE(z~_e, y) + l1 * ||beta_e||_1``, then
   negative weights clipped to 0.
 
-Reference: Y. Zhang et al., "Early-Exit Compressed Video Recognition with Progressive Knowledge
-Distillation and Weighted Inference with Scaled Ensemble" (PKD + WISE), arXiv 2407.02713, and its
+Reference: E. Soufleri, D. Ravikumar, K. Roy, "Advancing Compressed Video Action Recognition through Progressive
+Knowledge Distillation" (PKD + WISE), arXiv 2407.02713, and its
 code (``train_freeze_backbone_IC_*.py``, ``WISE*.py``).
 """
 
@@ -214,7 +214,7 @@ class EarlyExitMethod(DistillationMethod):
 
     role = "early-exit"
     version = "1"
-    citation = "Zhang et al. Early-Exit Compressed Video Recognition with PKD and WISE. arXiv 2407.02713, 2024."
+    citation = "Soufleri, Ravikumar, Roy. Advancing Compressed Video Action Recognition through Progressive Knowledge Distillation. arXiv 2407.02713, 2024."
     #: params shared by every contestant (subclasses extend them)
     BASE_PARAMS: dict[str, Any] = {"temperature": 1.0, "phase_fraction": 1 / 6}
     WISE_PARAMS: dict[str, Any] = {"wise_init": "last", "wise_l1": 0.01, "wise_lr": 0.1, "wise_iters": 500, "wise_clip_negative": True, "wise_fit": "heldout"}

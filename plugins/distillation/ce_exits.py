@@ -5,7 +5,7 @@ Each IC head h_{m,k} on the frozen backbone's stage-k features minimises
 ``CE(h_{m,k}(f_{m,k}(x)), y)`` with its own Adam; plain cascade (each exit decides alone, the
 final decision is the mean of the three networks' final logits).
 
-Reference: Zhang et al., arXiv 2407.02713 (PKD + WISE), the CE baseline of its code.
+Reference: Soufleri et al., arXiv 2407.02713 (PKD + WISE), the CE baseline of its code.
 """
 
 from coreset_bench import hookimpl

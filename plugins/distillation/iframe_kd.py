@@ -9,7 +9,7 @@ label term, no T^2. The learning rate drops x0.1 at 1/3 and 2/3 of the epochs (t
 150 epochs, ``--lr-steps 50 100``); here every method gets the profile's IC epochs. It asks
 whether PKD's gain comes from its curriculum or from distilling at all from a strong teacher.
 
-Reference: Zhang et al., arXiv 2407.02713, and its code (github.com/Efstathia-Soufleri/PKD,
+Reference: Soufleri et al., arXiv 2407.02713, and its code (github.com/Efstathia-Soufleri/PKD,
 ``COVIAR_backbone``).
 """
 

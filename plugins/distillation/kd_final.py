@@ -3,7 +3,7 @@ distils for all epochs from its **own** network's final classifier (loss as ``pk
 phase alone. It is not the reference's one-teacher control, which distils every network's ICs
 from the I-frame network: that is ``iframe-kd``.
 
-Reference: Zhang et al., arXiv 2407.02713 (ablation of PKD's teacher sequence).
+Reference: Soufleri et al., arXiv 2407.02713 (ablation of PKD's teacher sequence).
 """
 
 from coreset_bench import hookimpl

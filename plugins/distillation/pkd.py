@@ -7,8 +7,8 @@ term, no T^2): ``L = mean_b -sum_c softmax(t_b/T)_c log softmax(s_b/T)_c`` with 
 ``temperature`` (1). ``order`` is the teacher sequence (``own`` = the network's own IC4).
 Plain cascade (no combiner).
 
-Reference: Y. Zhang et al., "Early-Exit Compressed Video Recognition with Progressive Knowledge
-Distillation and Weighted Inference with Scaled Ensemble", arXiv 2407.02713, 2024.
+Reference: E. Soufleri, D. Ravikumar, K. Roy, "Advancing Compressed Video Action Recognition through Progressive
+Knowledge Distillation", arXiv 2407.02713, 2024.
 """
 
 from coreset_bench import hookimpl

@@ -12,7 +12,7 @@ Version 2 (issue 35). Version 1 was a harsher ablation: I-frame network, residua
 the remaining 2/3 of the epochs at PKD's lr steps (50/67/83 %); it is
 ``--param order=iframe,res,mv --param phase_fraction=0.1667 --param lr_steps=recipe`` now.
 
-Reference: Zhang et al., arXiv 2407.02713 (anti-curriculum control), and its code
+Reference: Soufleri et al., arXiv 2407.02713 (anti-curriculum control), and its code
 (github.com/Efstathia-Soufleri/PKD, ``COVIAR_backbone``).
 """
 

@@ -2,8 +2,8 @@
 ``wise``, whose ``wise_fit`` applies: held-out clips where the profile has them). Version 2
 (issue 35): ``wise_fit`` added, as ``wise``.
 
-Reference: Zhang et al., "Early-Exit Compressed Video Recognition with Progressive Knowledge
-Distillation and Weighted Inference with Scaled Ensemble", arXiv 2407.02713, 2024.
+Reference: Soufleri, Ravikumar, Roy, "Advancing Compressed Video Action Recognition through Progressive
+Knowledge Distillation", arXiv 2407.02713, 2024.
 """
 
 from coreset_bench import hookimpl

@@ -13,7 +13,7 @@ clips it uses the training clips. ``train`` always uses the training clips, as t
 (which fits on the training logits of Kinetics-pretrained networks). Version 2 (issue 35) adds
 ``wise_fit``; version 1 always fitted on the training clips.
 
-Reference: Zhang et al., arXiv 2407.02713 (WISE, its ``WISE*.py`` scripts).
+Reference: Soufleri et al., arXiv 2407.02713 (WISE, its ``WISE*.py`` scripts).
 """
 
 from coreset_bench import hookimpl

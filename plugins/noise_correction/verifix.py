@@ -1,5 +1,5 @@
 """``verifix``: post-training correction by projecting every layer's weights onto the activation
-space of a small verified set (Verifix, Sekhar Sudhir et al., arXiv 2403.08618; the released
+space of a small verified set (Verifix, Kodge et al., arXiv 2403.08618; the released
 ``activation_projection_based_unlearning``, mode ``sap``, projection type ``Mr``).
 
 For every ``Conv2d`` and ``Linear`` layer l (residual down-sampling convolutions and the
@@ -271,7 +271,7 @@ class Verifix(NoiseCorrectionMethod):
     name = "verifix"
     version = "1"
     summary = "Project each layer's weights onto the verified set's activation space (SVD, soft singular-value scaling); alpha chosen on the verified set (or a held-out split)."
-    citation = "Sekhar Sudhir, Ravikumar, Roy et al., Verifix: Post-Training Correction to Improve Label Noise Robustness with Verified Samples, arXiv 2403.08618 (2024)"
+    citation = "Kodge, Ravikumar, Saha, Roy., Verifix: Post-Training Correction to Improve Label Noise Robustness with Verified Samples, arXiv 2403.08618 (2024)"
     params = {
         "alphas": DEFAULT_ALPHAS,
         "selection": "auto",

@@ -1,7 +1,7 @@
 """``intelligent-pooling``: hybrid SSA + neural quantile forecast, sample-average newsvendor LP,
 and daily auto-tuning of the cost ratio to the hit-rate target.
 
-A reconstruction of Intelligent Pooling (Zhu et al., PVLDB 17(7), 2024; arXiv 2411.11326 and
+A reconstruction of Intelligent Pooling (Ravikumar et al., PVLDB 17(7), 2024; arXiv 2411.11326 and
 its patent), whose formulas are unpublished: every detail below is a parameter.
 
 1. SSA on the last ``fit_days`` of ``bucket``-step demand sums (window ``window_days``, rank by
@@ -89,7 +89,7 @@ class IntelligentPooling(ProvisioningMethod):
     name = "intelligent-pooling"
     version = "3"
     summary = "SSA + MLP quantile forecast of session demand, newsvendor LP (HiGHS), cost ratio auto-tuned daily to the hit-rate target."
-    citation = "Zhu et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024. arXiv:2411.11326."
+    citation = "Ravikumar et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024. arXiv:2411.11326."
     params = {
         "fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20,
         "lags": 12, "hidden": 32, "quantiles": [0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999],

@@ -12,7 +12,7 @@ Version 2 (pooling/quick@2): the profile's calibration days and margin and a bis
 whose 0.25 steps overshot while the other tuners' bisections undershot).
 
 Reference: the reactive (recent-peak) baseline of the pooling track (tracks-phase2.md §5.7),
-after the threshold autoscalers compared in Zhu et al., PVLDB 17(7), 2024.
+after the threshold autoscalers compared in Ravikumar et al., PVLDB 17(7), 2024.
 """
 
 import numpy as np

@@ -15,7 +15,7 @@ simulator, picking the smallest ρ whose hit rate reaches target + margin
 Version 2 (pooling/quick@2): the decision-window demand M(t) instead of the requests of
 (t, t + lead + decision_every − 1]; the profile's calibration days and margin.
 
-Reference: the seasonal-naive ablation of Intelligent Pooling, Zhu et al., PVLDB 17(7), 2024
+Reference: the seasonal-naive ablation of Intelligent Pooling, Ravikumar et al., PVLDB 17(7), 2024
 (arXiv 2411.11326), as specified in tracks-phase2.md §5.7.
 """
 
@@ -32,7 +32,7 @@ class SeasonalPooling(ProvisioningMethod):
     name = "seasonal-pooling"
     version = "2"
     summary = "Empirical quantile of lead-window demand at the same time on past same-type days, cost ratio auto-tuned."
-    citation = "Seasonal-naive ablation of Zhu et al., Intelligent Pooling, PVLDB 17(7), 2024."
+    citation = "Seasonal-naive ablation of Ravikumar et al., Intelligent Pooling, PVLDB 17(7), 2024."
     params = {"days": 7, "neighbourhood": 15, "tune_days": 2, "margin": 0.001, "probes": 12}
     param_specs = {
         "days": Param(int, min=1, help="same-type past days the window table is built from"),

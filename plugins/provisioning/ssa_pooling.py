@@ -19,7 +19,7 @@ Version 2 (pooling/quick@2): the decision-window demand M(t) instead of the requ
 (t, t + lead + decision_every − 1]; the profile's calibration days and margin.
 
 Reference: singular spectrum analysis, Golyandina, Nekrutkin, Zhigljavsky (2001); the SSA part
-of Intelligent Pooling, Zhu et al., PVLDB 17(7), 2024 (arXiv 2411.11326).
+of Intelligent Pooling, Ravikumar et al., PVLDB 17(7), 2024 (arXiv 2411.11326).
 """
 
 import numpy as np
@@ -61,7 +61,7 @@ class SSAPooling(ProvisioningMethod):
     name = "ssa-pooling"
     version = "2"
     summary = "SSA forecast of demand plus back-tested residual quantiles; cost ratio auto-tuned to the target."
-    citation = "Golyandina, Nekrutkin, Zhigljavsky. Analysis of Time Series Structure: SSA and Related Techniques, 2001; Zhu et al., Intelligent Pooling, PVLDB 17(7), 2024 (SSA ablation)."
+    citation = "Golyandina, Nekrutkin, Zhigljavsky. Analysis of Time Series Structure: SSA and Related Techniques, 2001; Ravikumar et al., Intelligent Pooling, PVLDB 17(7), 2024 (SSA ablation)."
     params = {"fit_days": 7, "bucket": 5, "window_days": 1.0, "energy": 0.9, "max_rank": 20, "tune_days": 2, "margin": 0.001, "probes": 12, "ahead_days": 2, "day_types": True}
     param_specs = {**SSA_SPECS, **TUNE_SPECS}
 

@@ -9,7 +9,7 @@ alike, so it calibrates on all the history (a window that spans both day types),
 profile's per-fit calibration days. Without a declared margin (every profile before
 pooling/quick@2) the pool is the one version 1 computed, so the version stays 1.
 
-Reference: the static pooling baseline of Y. Zhu et al., "Intelligent Pooling: Proactive
+Reference: the static pooling baseline of D. Ravikumar et al., "Intelligent Pooling: Proactive
 Resource Provisioning in Large-scale Cloud Service", PVLDB 17(7), 2024 (arXiv 2411.11326).
 """
 
@@ -24,7 +24,7 @@ class StaticPool(ProvisioningMethod):
     name = "static"
     version = "1"
     summary = "Constant pool: the smallest that met the hit-rate target on the history."
-    citation = "Zhu et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024 (static baseline)."
+    citation = "Ravikumar et al. Intelligent Pooling: Proactive Resource Provisioning in Large-scale Cloud Service. PVLDB 17(7), 2024 (static baseline)."
     params = {"recalibrate": False}
     param_specs = {"recalibrate": Param(bool, help="recompute the pool at each fit (else keep the first)")}
 
