@@ -253,17 +253,23 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
                 reply = ("ok", plain, reports, seconds, _get_rng())
             out = pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
         except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
-            if violations:
-                msg = "LeakageError: " + violations[0]
-            elif isinstance(exc, ContestantOutputError):
-                msg = str(exc)
-            else:
-                msg = format_plugin_error(exc, name)
-            try:
-                out = pickle.dumps(("error", msg, traceback.format_exc()))
-            except Exception:  # noqa: BLE001
-                out = pickle.dumps(("error", msg, ""))
+            out = _error_reply(exc, violations, name)
         tx.send_bytes(out)
+
+
+def _error_reply(exc: BaseException, violations: list[str], name: str) -> bytes:
+    """The worker's error answer: the guard's refusal (even when the plugin caught it), an output
+    check's message, or the plugin's exception as one line; the traceback beside it."""
+    if violations:
+        msg = "LeakageError: " + violations[0]
+    elif isinstance(exc, ContestantOutputError):
+        msg = str(exc)
+    else:
+        msg = format_plugin_error(exc, name)
+    try:
+        return pickle.dumps(("error", msg, traceback.format_exc()))
+    except Exception:  # noqa: BLE001
+        return pickle.dumps(("error", msg, ""))
 
 
 def _serve_one(req: dict[str, Any], rpc: Any, violations: list[str], who: list[str], D: Any) -> bytes:
@@ -294,16 +300,7 @@ def _serve_one(req: dict[str, Any], rpc: Any, violations: list[str], who: list[s
             reply = ("ok", plain, _get_rng())
         return pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
     except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
-        if violations:
-            msg = "LeakageError: " + violations[0]
-        elif isinstance(exc, ContestantOutputError):
-            msg = str(exc)
-        else:
-            msg = format_plugin_error(exc, name)
-        try:
-            return pickle.dumps(("error", msg, traceback.format_exc()))
-        except Exception:  # noqa: BLE001
-            return pickle.dumps(("error", msg, ""))
+        return _error_reply(exc, violations, name)
 
 
 def _invoke(method: Any, fn: str, view: Any) -> Any:

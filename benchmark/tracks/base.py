@@ -296,16 +296,16 @@ class Track(ABC):
     def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
         """The cell's fixed world: splits, fixed models, banks (seeded, cached). Tracks on the
         pipeline override ``fixture``, ``view`` and ``evaluate``."""
-        raise NotImplementedError(f"track {self.name!r} defines neither run_cell nor fixture/view/evaluate")
+        raise TypeError(f"track {self.name!r} is incomplete: define fixture, view and evaluate (the pipeline) or override run_cell")
 
     def view(self, fixture: Any, cell: Cell, method: Method) -> Any:
         """The view(s) the contestant receives (a list: the protocol function runs once per view)."""
-        raise NotImplementedError(f"track {self.name!r} defines no view")
+        raise TypeError(f"track {self.name!r} is incomplete: it defines fixture but no view")
 
     def evaluate(self, fixture: Any, cell: Cell, contest: Any) -> CellResult:
         """The cell's metrics, timings, artifacts and info from the contest's checked outputs
         (``coreset_bench.contest.ContestResult``)."""
-        raise NotImplementedError(f"track {self.name!r} defines no evaluate")
+        raise TypeError(f"track {self.name!r} is incomplete: it defines fixture and view but no evaluate")
 
     def record(self, profile: Profile, cell: Cell, method: Method, result: CellResult, contest: Any) -> CellResult:
         """The last step: every metric a finite number (NaN allowed only in per-class ``class_*``
