@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 
 from coreset_bench import registry as plugins
-from coreset_bench.progress import fraction_metric
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
@@ -278,10 +277,18 @@ class Board:
     warnings: list[str] = field(default_factory=list)
     #: metric -> its declared range (``metric_ranges``; unbounded when not listed)
     ranges: dict[str, MetricRange] = field(default_factory=dict)
+    #: metric -> its declared unit (``metric_units``; "" when not listed)
+    units: Mapping[str, str] = field(default_factory=dict)
+    #: what the tables' floor row is: ``FLOOR_CONSTANT`` or ``FLOOR_CHANCE`` ("" without one)
+    floor_what: str = ""
 
     @property
     def main(self) -> Table:
         return self.tables[0]
+
+    def unit(self, metric: str) -> str:
+        """The declared unit of ``metric`` ("" when the track declares none)."""
+        return str(self.units.get(metric, "") or "")
 
 
 def _machine(rec: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -526,9 +533,18 @@ def _order(rows: list[Row], direction: str, points: Sequence[str], repeats: Sequ
     return ranked + others
 
 
-def _mark_at_floor(rows: list[Row], floor: float) -> None:
-    """Unrank the rows whose score is not above the constant-classifier ``floor`` with 95 %
-    confidence: the low end of the score's interval (its mean where undefined) is at or below it."""
+#: what a floor is, by its origin: the constant classifier of an accuracy (read from the cells)
+#: or the no-skill value a track declares (``Track.metric_chance``)
+FLOOR_CONSTANT = "constant-classifier floor"
+FLOOR_CHANCE = "chance level"
+
+
+def _mark_at_floor(rows: list[Row], floor: float, what: str = FLOOR_CONSTANT, text: str = "") -> None:
+    """Unrank the rows whose score is not above ``floor`` with 95 % confidence: the low end of
+    the score's interval (its mean where undefined) is at or below it. ``what``: the floor's
+    name; ``text``: the floor's value as shown (default: in percent)."""
+    shown = text or f"{floor * 100:.1f} %"
+    why = "always predicting one class does as well" if what == FLOOR_CONSTANT else "no better than no skill"
     for r in rows:
         if not r.ranked or r.score is None:
             continue
@@ -536,10 +552,7 @@ def _mark_at_floor(rows: list[Row], floor: float) -> None:
         if low is not None and low <= floor + 1e-12:
             r.ranked = False
             r.status = "at floor"
-            r.note = (
-                f"not above the constant-classifier floor ({floor * 100:.1f} %) with 95 % confidence"
-                " (always predicting one class does as well): shown, never ranked"
-            )
+            r.note = f"not above the {what} ({shown}) with 95 % confidence ({why}): shown, never ranked"
 
 
 def build_table(
@@ -557,6 +570,8 @@ def build_table(
     rank_points: Sequence[str] | None = None,
     groups: Mapping[str, Any] | None = None,
     floors: Mapping[str, float] | None = None,
+    floor_what: str = FLOOR_CONSTANT,
+    floor_text: str = "",
 ) -> Table:
     """A ranking table; ``rank_points`` defaults to the points of its non-extra columns.
 
@@ -575,7 +590,7 @@ def build_table(
     if kind == "setting" and direction == "max":
         ranked_floors = [f for c, f in zip(columns, floor) if not c.extra]
         if ranked_floors and all(f is not None for f in ranked_floors):
-            _mark_at_floor(rows, sum(ranked_floors) / len(ranked_floors))  # type: ignore[arg-type]
+            _mark_at_floor(rows, sum(ranked_floors) / len(ranked_floors), floor_what, floor_text)  # type: ignore[arg-type]
     return Table(title, slug, columns, points, _order(rows, direction, ranked_on, repeats, primary, groups), kind, setting or {}, ranked_on, floor)
 
 
@@ -596,7 +611,7 @@ def rank_overall(overall: Table, settings: Sequence[Table], repeats: Sequence[in
             at_floor = [t.title for t, m in zip(settings, by_setting) if r.variant.key in m and m[r.variant.key].status == "at floor"]
             if at_floor and not r.flags:
                 r.status = "at floor"
-                r.note = "at the constant-classifier floor in " + "; ".join(at_floor) + ": not ranked in every setting"
+                r.note = "at the floor in " + "; ".join(at_floor) + ": not ranked in every setting"
             else:
                 r.status = "flagged" if r.flags else "incomplete"
                 r.note = r.note or "not ranked in every setting"
@@ -763,6 +778,33 @@ def metric_ranges(track: Track, warnings: list[str] | None = None) -> MetricRang
     return out
 
 
+#: units whose values are fractions in [0, 1] shown times 100
+PERCENT_UNITS = ("%", "pp")
+
+
+def metric_units(track: Track, warnings: list[str] | None = None) -> MetricRanges:
+    """Metric -> unit from the track's declaration (``Track.metric_units``; keys may name
+    families, as in ``MetricRanges``); the board's only source of units, never the values."""
+    out = MetricRanges()
+    units = getattr(track, "metric_units", None) or {}
+    if not isinstance(units, Mapping):
+        if warnings is not None:
+            warnings.append(f"track {getattr(track, 'name', '?')!r}: metric_units is not a mapping of metric -> unit; its metrics are shown as plain numbers")
+        return out
+    for m, u in units.items():
+        out[str(m)] = str(u or "")
+    return out
+
+
+def metric_chance(track: Track) -> dict[str, float]:
+    """Metric -> its declared no-skill value (``Track.metric_chance``); malformed ones are left out."""
+    out: dict[str, float] = {}
+    for m, v in (getattr(track, "metric_chance", None) or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[str(m)] = float(v)
+    return out
+
+
 def _is_accuracy(metric: str) -> bool:
     return metric == "acc" or metric.endswith("_acc")
 
@@ -830,26 +872,32 @@ def build_board(track: Track, profile: Profile, records: Sequence[Mapping[str, A
     # shown only when some run reports it
     wanted = [m for m in (*track.secondary_metrics, *directions) if m != primary]
     secondary = [m for m in dict.fromkeys(wanted) if any(v.values(m) for v in vlist)]
-    fraction_metrics = set()
-    for m in [primary, *secondary]:
-        # the CLI's rule: values in [0, 1] and not an amount (seconds such as the pooling track's
-        # fit_s, or idle_hours_per_day, are never a fraction, however small)
-        if fraction_metric((x for v in vlist for x in v.values(m).values()), m):
-            fraction_metrics.add(m)
+    # units are the track's declarations only (a correlation in [0, 1] is never shown in %)
+    units = metric_units(track, warnings)
+    fraction_metrics = {m for m in [primary, *secondary] if units.get(m, "") in PERCENT_UNITS}
     extra = sorted({p for v in vlist for p in v.points} - {point_key(ap) for ap in profile.axis_points()})
     col_axis, layout = profile_layout(profile, [json.loads(p) for p in extra])
     all_points = {p for v in vlist for p in v.points}
     groups = {p: _test_group(p) for p in all_points}
-    floors = _floors(vlist) if _is_accuracy(primary) else {}
+    chance = metric_chance(track)
+    floor_what, floor_text = "", ""
+    if primary in chance:  # the track's declared no-skill value (an AUC of 0.5, a correlation of 0)
+        floors = dict.fromkeys(all_points, chance[primary])
+        floor_what = FLOOR_CHANCE
+        floor_text = f"{chance[primary] * 100:g} %" if primary in fraction_metrics else f"{chance[primary]:g}"
+    else:
+        floors = _floors(vlist) if _is_accuracy(primary) else {}
+        floor_what = FLOOR_CONSTANT if floors else ""
     tables: list[Table] = []
     args = (repeats, primary, direction, secondary, baseline)
+    fl = {"groups": groups, "floors": floors, "floor_what": floor_what or FLOOR_CONSTANT, "floor_text": floor_text}
     for setting, cols in layout:
         title = _setting_title(setting) or profile.short
-        tables.append(build_table(title, _slug(_setting_label(setting)), "setting", cols, vlist, *args, setting=setting, groups=groups, floors=floors))
+        tables.append(build_table(title, _slug(_setting_label(setting)), "setting", cols, vlist, *args, setting=setting, **fl))
     if len(layout) > 1:
         cols = [Column(_setting_label(s), [p for c in cs for p in c.points], dict(s), _setting_title(s)) for s, cs in layout]
         rank = [p for _, cs in layout for c in cs if not c.extra for p in c.points]
-        overall = build_table("Overall", "overall", "overall", cols, vlist, *args, rank_points=rank, groups=groups, floors=floors)
+        overall = build_table("Overall", "overall", "overall", cols, vlist, *args, rank_points=rank, **fl)
         rank_overall(overall, tables, repeats, primary, direction, groups)
         tables.insert(0, overall)
-    return Board(track, profile, vlist, baseline, tables, col_axis, primary, direction, secondary, fraction_metrics, warnings, ranges)
+    return Board(track, profile, vlist, baseline, tables, col_axis, primary, direction, secondary, fraction_metrics, warnings, ranges, units, floor_what)

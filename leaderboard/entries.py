@@ -33,7 +33,7 @@ Enforced before anything else is read from a file (``load_entry``, ``load_entrie
 * files above ``MAX_ENTRY_BYTES`` (16 MiB) are rejected before parsing, and JSON nested deeper
   than ``MAX_DEPTH`` levels is rejected (never a recursion error);
 * every block has a closed set of keys (``SCHEMA_KEYS``; ``info`` of the coreset track:
-  ``CORESET_INFO_KEYS`` plus ``method_*``); an unknown key anywhere is rejected. Free-form maps
+  its ``Track.info_keys`` plus ``method_*``); an unknown key anywhere is rejected. Free-form maps
   are the method's ``params``, a cell's ``axes``, ``metrics`` and ``timings``, and the ``info``
   of tracks without a declared key set;
 * every metric, per cell and as an aggregate mean, lies in the range its track declares
@@ -66,6 +66,7 @@ import coreset_bench
 from coreset_bench import registry as plugins
 from coreset_bench.store import Store
 from coreset_bench.tracks.base import Cell, Profile, Track, canonical_json
+from coreset_bench.tracks.coreset import CORESET_INFO_KEYS  # noqa: F401 - the coreset track's Track.info_keys, under its old name
 
 from . import stats
 from .board import MetricRanges, expected_cells, method_stand_in, metric_ranges
@@ -96,13 +97,10 @@ SCHEMA_KEYS: dict[str, frozenset[str]] = {
     "signature": frozenset({"algorithm", "key_id", "public_key", "signature"}),
     "per_point": frozenset({"n", "bits", "points_sha"}),
 }
-#: ``info`` keys the coreset track writes (plus ``method_<key>``, the method's own ``info``)
-CORESET_INFO_KEYS = frozenset({
-    "budget", "pool_size", "realized_size", "weighted", "proxy_shared", "proxy_key", "signals", "class_histogram",
-    "test_size", "subset_sha256", "primary_metric", "flags", "pred_histogram", "chance_floor", "per_point",
-    "underrepresented_classes", "never_predicted_classes",
-})
-INFO_KEYS: dict[str, frozenset[str]] = {"coreset": CORESET_INFO_KEYS}
+def info_keys_of(track: Track | None) -> frozenset[str] | None:
+    """The ``info`` keys a cell of ``track`` may carry (``Track.info_keys``; None: free-form)."""
+    keys = getattr(track, "info_keys", None) if track is not None else None
+    return frozenset(str(k) for k in keys) if isinstance(keys, (set, frozenset, tuple, list)) else None
 
 #: |x| of every metric, declared or not (a sanity bound: the track's declarations are the ranges)
 METRIC_BOUND = 1e12
@@ -441,7 +439,7 @@ def _axes_text(axes: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in axes.items())
 
 
-def _schema_problems(obj: Any) -> list[str]:
+def _schema_problems(obj: Any, tracks: Mapping[str, Track] | None = None) -> list[str]:
     if not isinstance(obj, dict):
         return [f"malformed entry: the top level is a JSON {type(obj).__name__}, not an object"]
     if obj.get("schema") != SCHEMA:
@@ -517,7 +515,7 @@ def _schema_problems(obj: Any) -> list[str]:
                 unknown = _unknown_key(agg, SCHEMA_KEYS["aggregate metric"], f"aggregates.points[{k}].metrics.{m}")
                 if unknown:
                     return [unknown]
-    info_keys = INFO_KEYS.get(obj["track"]) if isinstance(obj["track"], str) else None
+    info_keys = info_keys_of(tracks.get(obj["track"]) if tracks is not None and isinstance(obj["track"], str) else None)
     for i, c in enumerate(obj["cells"]):
         if not isinstance(c, dict):
             problems.append(f"schema: cells[{i}] is not an object")
@@ -673,7 +671,8 @@ def validate_entry(
     ``tracks``: tracks by name, used for the method's expected cells (default: installed tracks;
     a track that is not installed falls back to the full cross product of the profile).
     """
-    problems = _schema_problems(obj)
+    tracks = tracks if tracks is not None else plugins.tracks()
+    problems = _schema_problems(obj, tracks)
     if problems:
         return problems
     known = _as_profile_map(known_profiles)
@@ -689,7 +688,6 @@ def validate_entry(
         return [f"profile name/version ({obj['profile'].get('name')}@{obj['profile']['version']}) contradict the profile id {pid}"]
     if obj["track"] != profile.track:
         return [f"track {obj['track']!r} is not the track of profile {pid} ({profile.track!r})"]
-    tracks = tracks if tracks is not None else plugins.tracks()
     track = tracks.get(profile.track)
     problems = _range_problems(obj, track)
     if problems:

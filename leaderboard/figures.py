@@ -1,4 +1,7 @@
-"""SVG figures of a board (matplotlib, Agg backend): budget curves and the cost–quality Pareto chart.
+"""SVG figures of a board (matplotlib, Agg backend): budget curves, the cost–quality Pareto chart
+and the figures tracks declare by name (``Track.board_figures``, registered in ``FIGURES``); the
+board knows no track names. A figure with nothing to show (one budget, one row, rows that all
+cost the same) is omitted, never drawn empty.
 
 Text is written as SVG ``<text>`` (``svg.fonttype = none``) which matplotlib XML-escapes; ``$`` in
 labels is escaped so that method names are never parsed as mathtext. Output is deterministic
@@ -8,6 +11,8 @@ labels is escaped so that method names are never parsed as mathtext. Output is d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +77,8 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
         return False
     if not all(isinstance(c.value, (int, float)) and not isinstance(c.value, bool) for c in settings[0].columns):
         return False
+    if len(settings[0].columns) < 2:  # one budget: a curve of one point shows nothing
+        return False
     scale = _scale(board, board.primary)
     unit = " (%)" if scale == 100.0 else ""
     floor_y, ceil_y = _limits(board, board.primary)
@@ -134,6 +141,44 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
     return True
 
 
+def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, tuple[float, float]]], size: float = 7.0) -> None:
+    """Annotate points with text that never overlaps other labels or leaves the axes: each label
+    goes right of its point, else left, nudged down (then up) in steps of a line until its box is
+    free; a label with no free place within 8 lines is drawn smaller at its point's place."""
+    fig.canvas.draw()  # the data-to-pixel transform of the final limits
+    trans = ax.transData
+    box = ax.get_window_extent()
+    dpi = fig.dpi
+    line = size * 1.25 * dpi / 72.0
+    taken: list[tuple[float, float, float, float]] = []
+
+    def free(b: tuple[float, float, float, float]) -> bool:
+        x0, y0, x1, y1 = b
+        if x0 < box.x0 or x1 > box.x1 + 40 or y0 < box.y0 or y1 > box.y1:
+            return False
+        return all(x1 <= a0 or x0 >= a1 or y1 <= b0 or y0 >= b1 for a0, b0, a1, b1 in taken)
+
+    for text, (x, y) in sorted(labels, key=lambda t: -t[1][1]):
+        px, py = trans.transform((x, y))
+        w = len(text) * size * 0.6 * dpi / 72.0
+        spot = None
+        for k in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, -6, -7, -8):
+            for dx in (4.0, -4.0 - w):
+                b = (px + dx, py + 2 + k * line, px + dx + w, py + 2 + k * line + line)
+                if free(b):
+                    spot = (dx, 2 + k * line, b)
+                    break
+            if spot is not None:
+                break
+        if spot is None:
+            ax.annotate(_label(text), (x, y), xytext=(4, 3), textcoords="offset pixels", fontsize=size - 1.5, alpha=0.8)
+            continue
+        dx, dy, b = spot
+        taken.append(b)
+        ax.annotate(_label(text), (x, y), xytext=(dx, dy), textcoords="offset pixels", fontsize=size, va="bottom",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"} if abs(dy) > line else None)
+
+
 def pareto_front(points: list[tuple[float, float]], direction: str) -> list[int]:
     """Indices of the non-dominated points of (cost, quality), cheapest first.
 
@@ -158,7 +203,7 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
     With more than 15 rows only the front, the leader and the baseline are labelled.
     """
     rows = [r for r in table.ranked_rows if r.total_s is not None and r.score is not None]
-    if not rows:
+    if len(rows) < 2:
         return False
     scale = _scale(board, board.primary)
     unit = " (%)" if scale == 100.0 else ""
@@ -167,6 +212,9 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
     # (a loaded machine slows both); absolute seconds only when some row has no such pair
     relative = board.baseline is not None and all(r.cost_ratio is not None for r in rows)
     pts = [(float(r.cost_ratio if relative else r.total_s), r.score.mean * scale) for r in rows]  # type: ignore[arg-type, union-attr]
+    xs = [p[0] for p in pts]
+    if max(xs) - min(xs) < (0.05 * max(xs) if relative else max(1.0, 0.05 * max(xs))):
+        return False  # every row costs the same (a fraction of a second apart): nothing to trade off
     front = pareto_front(pts, board.direction)
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(7.4, 4.6))
@@ -184,15 +232,13 @@ def pareto_chart(board: Board, table: Table, path: Path) -> bool:
             lo_hi = [rows[i].score.bounds() for i in idx]  # type: ignore[union-attr]
             yerr = [[max(0.0, pts[i][1] - max(lo * scale, floor_y)) for i, (lo, _) in zip(idx, lo_hi)], [max(0.0, min(hi * scale, ceil_y) - pts[i][1]) for i, (_, hi) in zip(idx, lo_hi)]]  # type: ignore[union-attr]
             ax.errorbar([pts[i][0] for i in idx], [pts[i][1] for i in idx], yerr=yerr, fmt="o", ms=ms, capsize=2, color=color, alpha=alpha, lw=1)
-        for i, (r, (x, y)) in enumerate(zip(rows, pts)):
-            if i in on_front or r.baseline or r.leader or len(rows) <= 15:
-                ax.annotate(_label(r.variant.label), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
         fx = [pts[i][0] for i in front]
         fy = [pts[i][1] for i in front]
         ax.step(fx, fy, where="post", color="C3", lw=1, alpha=0.7, label="Pareto front")
-        xs = [p[0] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
+        labelled = [i for i, r in enumerate(rows) if i in on_front or r.baseline or r.leader or len(rows) <= 15]
+        _place_labels(fig, ax, [(rows[i].variant.label, pts[i]) for i in labelled])
         with_selection = any(r.selection_s is not None for r in rows)
         if relative:
             ax.set_xlabel(f"end-to-end time per cell ÷ {_label(board.baseline.label)}'s at the same cell, same machine")  # type: ignore[union-attr]
@@ -286,21 +332,24 @@ def _bound_shape_fit(eps: list[float], vals: list[float]) -> tuple[float, float]
     return alpha, my - alpha * mx
 
 
-def epsilon_sweep(board: Board, path: Path) -> bool:
-    """Privacy and memorization tracks, profiles with an ``epsilon`` axis of 2 values or more.
+def epsilon_sweep(board: Board, path: Path, metric: str | None = None, relative: bool = False) -> bool:
+    """A metric against epsilon, for profiles with an ``epsilon`` axis of 2 values or more.
 
-    Privacy: attack AUC against epsilon per row (cells: small dots; mean: line). Memorization:
-    left, each row's mean score on the targets' members (for ``input-curvature``: mean input-loss
-    curvature) relative to its non-private value, against epsilon, with the fitted bound shape
-    alpha (1 - e^-eps) + beta dashed; right, the Feldman-Zhang memorization (mean and 90th
+    ``metric`` (default: the board's primary) per row against epsilon (cells: small dots; mean:
+    line), with the track's declared chance level (``Track.metric_chance``) dotted. ``relative``:
+    each row's mean relative to its non-private value, with the fitted bound shape
+    alpha (1 - e^-eps) + beta dashed (the proxy-score sweep). When the cells carry the
+    Feldman-Zhang memorization (``mem_mean``, ``mem_q90``) a right panel shows it (mean and 90th
     percentile over the queries, error bars: the estimate's mean standard error) against epsilon.
     The non-private reference (``inf``) is drawn at the right end of the log axis. Returns False
-    (and writes nothing) for other boards."""
+    (and writes nothing) without such an axis or cells."""
     import json
 
     grid = [e for e in (_epsilon_value(v) for v in board.profile.axes.get("epsilon", [])) if e is not None]
-    if len(grid) < 2 or board.track.name not in ("privacy", "memorization"):
+    if len(grid) < 2:
         return False
+    metric = metric or board.primary
+    chance = (getattr(board.track, "metric_chance", None) or {}).get(metric)
     finite = sorted(e for e in grid if math.isfinite(e))
     inf_x = (finite[-1] * 4.0) if finite else 1.0
 
@@ -309,7 +358,6 @@ def epsilon_sweep(board: Board, path: Path) -> bool:
 
     rows: dict[str, dict[float, list[float]]] = {}
     mem: dict[float, dict[str, list[float]]] = {}
-    metric = "auc" if board.track.name == "privacy" else "score_mean"
     for v in board.variants:
         for (point, _rep), rec in v.done.items():
             try:
@@ -327,7 +375,7 @@ def epsilon_sweep(board: Board, path: Path) -> bool:
         return False
     names = sorted(rows)
     colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
-    panels = 2 if (board.track.name == "memorization" and mem) else 1
+    panels = 2 if (relative and mem) else 1
     with plt.rc_context(_RC):
         fig, axs = plt.subplots(1, panels, figsize=(5.2 * panels + 1.8, 4.0), squeeze=False)
         fig.subplots_adjust(left=0.08, right=0.78 if panels == 1 else 0.8, bottom=0.14, top=0.88, wspace=0.3)
@@ -336,12 +384,12 @@ def epsilon_sweep(board: Board, path: Path) -> bool:
             pts = rows[n]
             es = sorted(pts)
             means = [sum(pts[e]) / len(pts[e]) for e in es]
-            ref = means[-1] if board.track.name == "memorization" and not math.isfinite(es[-1]) and means[-1] else None
+            ref = means[-1] if relative and not math.isfinite(es[-1]) and means[-1] else None
             scale = (1.0 / ref) if ref else 1.0
             for e in es:
                 ax.scatter([xpos(e)] * len(pts[e]), [p * scale for p in pts[e]], s=8, color=colours[n], alpha=0.4)
             ax.plot([xpos(e) for e in es], [mu * scale for mu in means], "-o", ms=4, color=colours[n], label=_label(n))
-            fit = _bound_shape_fit(es, [mu * scale for mu in means]) if board.track.name == "memorization" else None
+            fit = _bound_shape_fit(es, [mu * scale for mu in means]) if relative else None
             if fit is not None:
                 xs = [finite[0] * (finite[-1] / finite[0]) ** (i / 60) for i in range(61)] if finite else []
                 ax.plot(xs + [inf_x], [fit[0] * (1 - math.exp(-x)) + fit[1] for x in xs] + [fit[0] + fit[1]], "--", lw=0.8, color=colours[n])
@@ -350,10 +398,11 @@ def epsilon_sweep(board: Board, path: Path) -> bool:
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{e:g}" if math.isfinite(e) else "∞ (non-private)" for e in sorted(grid, key=xpos)], fontsize=7)
         ax.set_xlabel("ε (DP-SGD target, δ = 1e-5)")
-        if board.track.name == "privacy":
-            ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
-            ax.set_ylabel("attack AUC")
-            ax.set_title("membership inference against ε", fontsize=9)
+        if not relative:
+            if chance is not None:
+                ax.axhline(chance, color="0.5", lw=0.6, ls=":", label=f"chance ({chance:g})")
+            ax.set_ylabel(_label(metric))
+            ax.set_title(_label(f"{metric} against ε"), fontsize=9)
         else:
             ax.set_ylabel("mean score on members / non-private mean")
             ax.set_title("proxy score (curvature) against ε; dashed: α(1−e^−ε)+β", fontsize=9)
@@ -420,3 +469,65 @@ def exit_frontier(board: Board, path: Path) -> bool:
         fig.savefig(path, format="svg", metadata=_META)
         plt.close(fig)
     return True
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure a track may declare (``Track.board_figures``): ``draw(board, path)`` writes an
+    SVG and returns False (writing nothing) when the board's cells hold nothing to show;
+    ``per_setting`` figures take the setting table too (``draw(board, table, path)``)."""
+
+    name: str
+    draw: Callable[..., bool]
+    alt: Callable[[Board], str]
+    caption: Callable[[Board], str]
+    per_setting: bool = False
+    #: the file name's part after the page's stem (the names earlier sites used)
+    file: str = ""
+
+
+FIGURES: dict[str, Figure] = {
+    f.name: f
+    for f in (
+        Figure(
+            "budget-curves",
+            lambda b, p: budget_curves(b, p),
+            lambda b: f"{b.primary} against {b.column_axis} per method",
+            lambda b: f"{b.primary} against {b.column_axis}: the best rows of the {b.main.title.lower()} ranking and the baseline, with 95 % interval bands.",
+            file="budget",
+        ),
+        Figure(
+            "pareto",
+            pareto_chart,
+            lambda b: "cost against quality per method",
+            lambda b: f"Cost–quality: end-to-end time per cell against {b.primary}; time relative to the baseline's at the same cell on the same machine (platform, device, threads) where every row has such pairs, else mean seconds; red: the Pareto front; bands clipped to the metric's range.",
+            per_setting=True,
+        ),
+        Figure(
+            "pool-frontier",
+            pool_frontier,
+            lambda b: "idle cluster-hours per day against hit rate per method, over the static frontier",
+            lambda b: "Idle cluster-hours per day against hit rate, per trace: every row (small dots: cells; large: the row's mean) over the hindsight static frontier (constant pools, one line per repeat). Below and right of the line is better than any constant pool.",
+        ),
+        Figure(
+            "epsilon-sweep",
+            lambda b, p: epsilon_sweep(b, p),
+            lambda b: f"{b.primary} against epsilon",
+            lambda b: f"Against ε of the DP-SGD models (∞: the non-private reference): {b.primary} per row (dots: cells; line: mean; dotted: chance).",
+            file="epsilon",
+        ),
+        Figure(
+            "proxy-score-sweep",
+            lambda b, p: epsilon_sweep(b, p, metric="score_mean", relative=True),
+            lambda b: "mean proxy score on members against epsilon",
+            lambda b: "Against ε of the DP-SGD models (∞: the non-private reference): each row's mean score on the targets' members (input-curvature: mean input-loss curvature) relative to its non-private value, with the fitted bound shape α(1−e^−ε)+β dashed, and the Feldman-Zhang memorization (mean and 90th percentile, bars: its mean standard error).",
+            file="epsilon",
+        ),
+        Figure(
+            "exit-frontier",
+            exit_frontier,
+            lambda b: "accuracy against relative compute of the early-exit cascade per method",
+            lambda b: "Accuracy against compute of the early-exit cascade (confidence-threshold sweep): per row, the best test accuracy reachable at a mean cost up to x % of the full cost (all three networks and the fused exit), averaged over the cells. exit_auc is the mean of this curve over 5 %, 10 %, ..., 100 %.",
+        ),
+    )
+}

@@ -55,6 +55,23 @@ class Track(ABC):
     #: metrics that are one 0/1 outcome per cell (e.g. "SLO met"): the board gives their mean a
     #: Clopper-Pearson interval for a proportion over the cells, not a t-interval over seeds
     proportion_metrics: tuple[str, ...] = ()
+    #: metric name (or an ``fnmatch`` family such as ``class_acc_*``) -> its unit, the board's
+    #: only source of units (never guessed from the values): "%" for a fraction in [0, 1] shown
+    #: in percent (its differences in percentage points, "pp"); any other text is printed after
+    #: the number as is ("s", "MB", "h/day"); "" or absent: a plain number (a correlation, an AUC)
+    metric_units: Mapping[str, str] = {}
+    #: metric -> the value that means no skill (a membership-inference AUC of 0.5, a correlation
+    #: of 0): the board shows it as a chance row, and a row whose 95 % interval reaches it is
+    #: "at floor" (shown, never ranked, never the leader). Accuracies need no entry: their floor
+    #: is the constant classifier's, read from the cells (``info["chance_floor"]``)
+    metric_chance: Mapping[str, float] = {}
+    #: the figures a profile page of this track draws, in order: names registered in
+    #: ``leaderboard.figures.FIGURES`` ("budget-curves", "pareto", "pool-frontier",
+    #: "epsilon-sweep", "exit-frontier"); each is omitted when its cells hold nothing to show
+    board_figures: tuple[str, ...] = ("budget-curves", "pareto")
+    #: the ``info`` keys a published entry's cell may carry (plus ``method_<key>``, the method's
+    #: own ``info``); an unknown key is rejected by the entry validator. None: free-form
+    info_keys: frozenset[str] | None = None
     #: the method a gain is measured against (e.g. "random"); None: no baseline
     baseline_method: str | None = None
     #: reference methods the ranking needs, run when missing

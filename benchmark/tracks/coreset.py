@@ -47,6 +47,14 @@ from ..contest import ContestResult
 from ..kinds import Method, Selection, SelectionView, Signals, ThreatModel
 from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
+#: ``info`` keys a coreset cell writes (plus ``method_<key>``, the method's own ``info``): the
+#: entry validator rejects any other key (``Track.info_keys``)
+CORESET_INFO_KEYS = frozenset({
+    "budget", "pool_size", "realized_size", "weighted", "proxy_shared", "proxy_key", "signals", "class_histogram",
+    "test_size", "subset_sha256", "primary_metric", "flags", "pred_histogram", "chance_floor", "per_point",
+    "underrepresented_classes", "never_predicted_classes",
+})
+
 #: how the run's display names an attack step
 _ATTACK_LABELS = {"pgd": "PGD", "autoattack": "AutoAttack", "fgsm": "FGSM"}
 
@@ -365,6 +373,8 @@ class CoresetTrack(Track):
         **dict.fromkeys(("*_acc", "class_acc_*", "class_*_acc_*", "eval_subset_clean_acc_*"), (0.0, 1.0)),
     }
     proportion_metrics = ("check_order_ok", "check_ball_ok", "pgd_masking_flag")
+    metric_units = {"*_acc": "%", "class_acc_*": "%", "class_*_acc_*": "%", "eval_subset_clean_acc*": "%", "subset_size": ""}
+    info_keys = CORESET_INFO_KEYS
     baseline_method = "random"
     reference_methods = ("random", "full")
 

@@ -209,6 +209,11 @@ class DecentralizedTrack(Track):
         **dict.fromkeys(("mean_node_acc", "min_node_acc", "consensus_acc", "public_id_precision", "public_id_recall", "public_kept_frac"), (0.0, 1.0)),
         **dict.fromkeys(("std_node_acc", "consensus_dist", "comm_mb_model", "comm_mb_labels", "comm_mb_meta", "comm_mb_total", "label_overhead", "train_s"), (0.0, None)),
     }
+    metric_units = {
+        **dict.fromkeys(("mean_node_acc", "min_node_acc", "consensus_acc", "public_id_precision", "public_id_recall", "public_kept_frac"), "%"),
+        "std_node_acc": "pp", "consensus_dist": "", "label_overhead": "×", "train_s": "s",
+        **dict.fromkeys(("comm_mb_model", "comm_mb_labels", "comm_mb_meta", "comm_mb_total"), "MB"),
+    }
     baseline_method = "d-psgd"
     reference_methods = ("d-psgd",)
     hidden_data = True  # the public set's OOD flags (its seed goes through ``CellContext.hidden_seed``)

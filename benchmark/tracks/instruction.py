@@ -269,6 +269,10 @@ class InstructionTrack(Track):
         **dict.fromkeys(("target_nll", "selection_s", "selection_fwd_equiv", "selection_tokens", "sel_len_ratio", "subset_size"), (0.0, None)),
         "sel_len_within": (None, None),  # a difference of two length ratios: either sign
     }
+    metric_units = {
+        **dict.fromkeys(("target_em", "general_em", "twin_confusion", "sel_target_frac", "sel_twin_frac", "sel_noisy_frac", "sel_dup_frac"), "%"),
+        "selection_s": "s", "target_nll": "", "selection_fwd_equiv": "", "selection_tokens": "", "sel_len_ratio": "", "sel_len_within": "", "subset_size": "",
+    }
     baseline_method = "random"
     reference_methods = ("random", "full")
     hidden_data = True  # the world's task ids, noise flags and test sets (``CellContext.hidden_seed``)

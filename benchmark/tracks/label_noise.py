@@ -434,6 +434,7 @@ class LabelNoiseTrack(Track):
     metric_directions = {"acc_after": "max", "acc_before": "max", "gain": "max"}
     #: ``gain`` = acc_after − acc_before, a difference of two accuracies
     metric_bounds = {"acc_after": (0.0, 1.0), "acc_before": (0.0, 1.0), "gain": (-1.0, 1.0), "class_acc_*": (0.0, 1.0)}
+    metric_units = {"acc_after": "%", "acc_before": "%", "gain": "pp", "class_acc_*": "%"}
     baseline_method = "none"
     reference_methods = ("none",)
     private_cache = ("label-noise",)

@@ -111,6 +111,11 @@ class PoolingTrack(Track):
     }
     #: one yes/no per cell (hit_rate >= target − tolerance): a proportion interval over the cells
     proportion_metrics = ("slo_met",)
+    metric_units = {
+        "idle_saving": "%", "idle_saving_vs_static": "%", "hit_rate": "%", "slo_met": "%", "idle_hours_per_day": "h/day",
+        "miss_wait_min_per_day": "min/day", "pool_creations_per_day": "/day", "fit_s": "s", "plan_s": "s", "static_pool_for_hit": "clusters",
+    }
+    board_figures = ("budget-curves", "pareto", "pool-frontier")
     baseline_method = "static"
     reference_methods = ("static", "oracle")
 

@@ -607,6 +607,12 @@ class PrivacyTrack(PrivacyBase):
         **{f"{m}_{s}": (0.0, 0.5) for m in _MEMBERSHIP for s in ("std", "se")},
         **dict.fromkeys(("n_queries", "target_noise_multiplier", "target_epsilon"), (0.0, None)),
     }
+    #: AUCs, TPRs and accuracies are fractions shown in percent; a membership AUC of 0.5 (and a
+    #: balanced accuracy of 0.5) is what guessing achieves: the board's 50 % chance row
+    metric_units = {**dict.fromkeys((*_MEMBERSHIP, "target_test_acc", "target_train_acc", "shadow_test_acc", "member_fraction"), "%"),
+                    **{f"{m}_{s}": "pp" for m in _MEMBERSHIP for s in ("std", "se")}}
+    metric_chance = {"auc": 0.5, "balanced_acc": 0.5}
+    board_figures = ("budget-curves", "pareto", "epsilon-sweep")
     #: the profiles the seed paper's claim is read on (add a new profile version here)
     claim_profiles = ("privacy/quick@2", "privacy/cifar10-cpu@1")
 
@@ -697,6 +703,12 @@ class MemorizationTrack(PrivacyBase):
         **dict.fromkeys(("mem_se_mean", "mem_models_in_mean", "mem_models_out_mean", "score_std", "target_noise_multiplier", "target_epsilon"), (0.0, None)),
         **dict.fromkeys(("score_mean", "score_q10", "score_q50", "score_q90"), (None, None)),
     }
+    #: correlations are plain numbers in [-1, 1] (never percent); a correlation of 0 is no skill,
+    #: so no row whose interval reaches 0 leads
+    metric_units = {**dict.fromkeys(("spearman", "pearson", "cosine", "mem_split_half_spearman", "spearman_std", "pearson_std", "cosine_std", "spearman_se"), ""),
+                    **dict.fromkeys(("target_test_acc", "target_train_acc", "shadow_test_acc", "mem_high_fraction"), "%")}
+    metric_chance = {"spearman": 0.0, "pearson": 0.0, "cosine": 0.0}
+    board_figures = ("budget-curves", "pareto", "proxy-score-sweep")
     #: the profiles the seed paper's claim is read on (add a new profile version here)
     claim_profiles = ("memorization/quick-dp@2", "memorization/quick-dp@1")
 

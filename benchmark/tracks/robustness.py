@@ -92,6 +92,7 @@ class RobustnessTrack(Track):
     metric_bounds = {"robust_acc": (0.0, 1.0), "clean_acc": (0.0, 1.0), "attack_s": (0.0, None)}
     #: 1 when the attack left no more points robust than clean (+1), per cell
     proportion_metrics = ("check_below_clean",)
+    metric_units = {"robust_acc": "%", "clean_acc": "%", "attack_s": "s"}
     baseline_method = "autoattack"
     reference_methods = ("autoattack",)
 

@@ -272,6 +272,8 @@ class VideoTrack(Track):
                          **{f"ic_acc_{m}_{k}": "max" for m in ORDER for k in (1, 2, 3, 4)}}
     metric_bounds = {**dict.fromkeys(("exit_auc", "mean_ic_acc", "final_acc", "acc_at_25", "acc_at_50", "plain_final_acc"), (0.0, 1.0)),
                      **{f"ic_acc_{m}_{k}": (0.0, 1.0) for m in ORDER for k in (1, 2, 3, 4)}, "distill_s": (0.0, None)}
+    metric_units = {**dict.fromkeys(("exit_auc", "mean_ic_acc", "final_acc", "acc_at_25", "acc_at_50", "plain_final_acc", "ic_acc_*"), "%"), "distill_s": "s"}
+    board_figures = ("budget-curves", "pareto", "exit-frontier")
     baseline_method = "ce-exits"
     reference_methods = ("ce-exits",)
     hidden_data = True  # the test clips (their seed goes through ``CellContext.hidden_seed``)

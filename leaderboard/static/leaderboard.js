@@ -61,4 +61,17 @@
       if (table) { table.classList.toggle("hide-secondary", !box.checked); }
     });
   });
+
+  /* filter box of a long table: rows whose method name does not contain the text are hidden */
+  Array.prototype.forEach.call(document.querySelectorAll("input.row-filter"), function (box) {
+    box.addEventListener("input", function () {
+      var table = document.getElementById(box.getAttribute("data-target"));
+      if (!table) { return; }
+      var q = box.value.trim().toLowerCase();
+      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+        var name = (row.getAttribute("data-method") || "").toLowerCase();
+        row.hidden = q !== "" && row.hasAttribute("data-method") && name.indexOf(q) < 0;
+      });
+    });
+  });
 })();
