@@ -38,54 +38,61 @@ class Track(ABC):
     pipeline's middle pieces, ``fixture``, ``view`` and ``evaluate`` (see ``run_cell``)."""
 
     name: str = ""
+    """The track's name: the first part of its profile ids (``coreset/quick@2``) and of ``--track``."""
     summary: str = ""
+    """One line on what the track ranks, shown by ``coreset-bench tracks`` and on the board."""
     contestant_kind: str = "selection"
-    #: fixture kinds the track uses (informational)
+    """The kind of method the track ranks (``kinds``: "selection", "training", "privacy", ...);
+    ``accepts`` refuses any other."""
     fixtures: tuple[str, ...] = ()
+    """Fixture kinds the track uses (informational)."""
     primary_metric: str = ""
-    #: metric name -> "max" (higher is better) or "min"
+    """The metric the board ranks by (``primary_for`` may vary it per profile); its direction is in
+    ``metric_directions``."""
     metric_directions: Mapping[str, str] = {}
-    #: metric names shown beside the primary one, in order
+    """Metric name -> "max" (higher is better) or "min"."""
     secondary_metrics: tuple[str, ...] = ()
-    #: metric name -> (low, high), the values it can take (None: open on that side), e.g.
-    #: (0.0, 1.0) for an accuracy, (0.0, None) for seconds. The board clips the intervals of its
-    #: means to this range (and paired differences to [−(high − low), high − low]); a metric not
-    #: listed is unbounded (``leaderboard.stats.MetricRange``)
+    """Metric names shown beside the primary one, in order."""
     metric_bounds: Mapping[str, tuple[float | None, float | None]] = {}
-    #: metrics that are one 0/1 outcome per cell (e.g. "SLO met"): the board gives their mean a
-    #: Clopper-Pearson interval for a proportion over the cells, not a t-interval over seeds
+    """Metric name -> (low, high), the values it can take (None: open on that side), e.g. (0.0, 1.0)
+    for an accuracy, (0.0, None) for seconds. The board clips the intervals of its means to this
+    range (and paired differences to [−(high − low), high − low]); a metric not listed is unbounded
+    (``leaderboard.stats.MetricRange``)."""
     proportion_metrics: tuple[str, ...] = ()
-    #: metric name (or an ``fnmatch`` family such as ``class_acc_*``) -> its unit, the board's
-    #: only source of units (never guessed from the values): "%" for a fraction in [0, 1] shown
-    #: in percent (its differences in percentage points, "pp"); any other text is printed after
-    #: the number as is ("s", "MB", "h/day"); "" or absent: a plain number (a correlation, an AUC)
+    """Metrics that are one 0/1 outcome per cell (e.g. "SLO met"): the board gives their mean a
+    Clopper-Pearson interval for a proportion over the cells, not a t-interval over seeds."""
     metric_units: Mapping[str, str] = {}
-    #: metric -> the value that means no skill (a membership-inference AUC of 0.5, a correlation
-    #: of 0): the board shows it as a chance row, and a row whose 95 % interval reaches it is
-    #: "at floor" (shown, never ranked, never the leader). Accuracies need no entry: their floor
-    #: is the constant classifier's, read from the cells (``info["chance_floor"]``)
+    """Metric name (or an ``fnmatch`` family such as ``class_acc_*``) -> its unit, the board's only
+    source of units (never guessed from the values): "%" for a fraction in [0, 1] shown in percent
+    (its differences in percentage points, "pp"); any other text is printed after the number as is
+    ("s", "MB", "h/day"); "" or absent: a plain number (a correlation, an AUC)."""
     metric_chance: Mapping[str, float] = {}
-    #: the figures a profile page of this track draws, in order: names registered in
-    #: ``leaderboard.figures.FIGURES`` ("budget-curves", "pareto", "pool-frontier",
-    #: "epsilon-sweep", "exit-frontier"); each is omitted when its cells hold nothing to show
+    """Metric -> the value that means no skill (a membership-inference AUC of 0.5, a correlation of 0):
+    the board shows it as a chance row, and a row whose 95 % interval reaches it is "at floor"
+    (shown, never ranked, never the leader). Accuracies need no entry: their floor is the constant
+    classifier's, read from the cells (``info["chance_floor"]``)."""
     board_figures: tuple[str, ...] = ("budget-curves", "pareto")
-    #: the ``info`` keys a published entry's cell may carry (plus ``method_<key>``, the method's
-    #: own ``info``); an unknown key is rejected by the entry validator. None: free-form
+    """The figures a profile page of this track draws, in order: names registered in
+    ``leaderboard.figures.FIGURES`` ("budget-curves", "pareto", "pool-frontier", "epsilon-sweep",
+    "proxy-score-sweep", "exit-frontier"); each is omitted when its cells hold nothing to show."""
     info_keys: frozenset[str] | None = None
-    #: the method a gain is measured against (e.g. "random"); None: no baseline
+    """The ``info`` keys a published entry's cell may carry (plus ``method_<key>``, the method's own
+    ``info``); an unknown key is rejected by the entry validator. None: free-form."""
     baseline_method: str | None = None
-    #: reference methods the ranking needs, run when missing
+    """The method a gain is measured against (e.g. "random"); None: no baseline."""
     reference_methods: tuple[str, ...] = ()
-    #: the profile ``run`` uses without ``--profile`` (the CPU-sized one users start with)
+    """Reference methods the ranking needs, run when missing."""
     default_profile: str = "quick"
-    #: data modality a contestant must list in its ``modalities`` (selection tracks; "" = none required)
+    """The profile ``run`` uses without ``--profile`` (the CPU-sized one users start with)."""
     modality: str = ""
-    #: ``role`` a contestant must declare (privacy and distillation tracks; "" = none required)
+    """Data modality a contestant must list in its ``modalities`` (selection tracks; "" = none
+    required)."""
     role: str = ""
-    #: the track generates data a contestant must not rebuild (evaluation traces, held-out sets,
-    #: hidden flags) from seeds it routes through ``CellContext.hidden_seed``: the runner then
-    #: puts the store's salt in the context for every ``Profile.salted`` profile
+    """``role`` a contestant must declare (privacy and distillation tracks; "" = none required)."""
     hidden_data: bool = False
+    """The track generates data a contestant must not rebuild (evaluation traces, held-out sets, hidden
+    flags) from seeds it routes through ``CellContext.hidden_seed``: the runner then puts the
+    store's salt in the context for every ``Profile.salted`` profile."""
 
     def accepts(self, method: Method) -> str | None:
         """None when this track can rank ``method``, else a one-line reason it cannot.
@@ -241,9 +248,9 @@ class Track(ABC):
         """Optional shared preparation before the cells of a run (e.g. warm a cache)."""
 
     # ---- the cell pipeline (issue 37) ----------------------------------------------------------
-    #: subdirectories of the cache holding this track's hidden data (model banks, noisy-label
-    #: models): the contestant worker refuses to open them, as it refuses the dataset files
     private_cache: tuple[str, ...] = ()
+    """Subdirectories of the cache holding this track's hidden data (model banks, noisy-label models):
+    the contestant worker refuses to open them, as it refuses the dataset files."""
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         """Run one cell through the pipeline the base class owns; tracks supply its middle pieces.
