@@ -42,7 +42,7 @@ from coreset_bench.claims import verdict_class
 from coreset_bench.store import Store
 from coreset_bench.tracks.base import Profile, Track
 
-from . import figures
+from . import figures, side_effects
 from . import claims as claim_cards_mod
 from .board import Board, Table, build_board, primary_metric
 from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key, version_key
@@ -735,6 +735,7 @@ def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, 
             "device": p.device,
         },
         "tables": [_table_model(board, t, method_href) for t in board.tables],
+        "side_effects": side_effects.panel(board, stem, out),  # issue 40; None without side-effect metrics
         "verified": any(_verified_by(v.records) for v in board.variants),
         "figures": figs,
         "warnings": list(board.warnings),

@@ -223,3 +223,86 @@ def test_a_noisy_side_effect_cell_runs_end_to_end(tmp_path, monkeypatch):
     assert "flipped" not in json.dumps(res.info, default=str)
     again = CoresetTrack().run_cell(_cell(), registry.method("random"), CellContext(tmp_path, tmp_path / "cache", None, hidden_salt=SALT))
     assert again.metrics == m
+
+
+# ---- the board's side-effects panel --------------------------------------------------------------
+
+
+def _panel_store(tmp_path, registry):
+    """quick-noisy@1 records of random and a made-up selection that keeps clean samples: more
+    robust, less exposed, fewer flipped samples than random, paired by seed."""
+    from coreset_bench import hookimpl
+    from coreset_bench.kinds import SelectionMethod
+    from coreset_bench.store import Store
+    from coreset_bench.tracks.base import ArtifactOut  # noqa: F401 - the store's artifact type
+
+    class CleanPicker(SelectionMethod):
+        name = "test-clean-picker"
+        version = "1"
+        summary = "Made-up side-effect numbers for the panel test."
+        modalities = ("image",)
+
+        def select(self, view):
+            return np.arange(view.budget)
+
+    class _P:
+        @hookimpl
+        def register_methods(self, register):
+            register(CleanPicker())
+
+    registry.register(_P(), name="side-panel-test")
+    t = registry.track("coreset")
+    prof = t.profile("quick-noisy@1")
+    st = Store(tmp_path / "r.db")
+    env = {"coreset_bench": "0.1.0", "git_commit": "abc", "device": "cpu", "device_name": "cpu", "torch": "2.5", "hidden_salt": SALT}
+    rng = np.random.default_rng(0)
+    for name, shift in (("random", 0.0), ("test-clean-picker", 1.0)):
+        m = registry.method(name)
+        for cell in t.cells(prof, m):
+            noise = rng.normal(0, 0.003, 9) + 0.01 * cell.repeat
+            st.start(cell, m, env)
+            st.finish(
+                cell.key,
+                metrics={
+                    "autoattack_acc": 0.40 + 0.05 * shift + noise[0], "clean_acc": 0.85 + noise[1],
+                    "mia_loss_auc": 0.60 - 0.03 * shift + noise[2], "mia_mentr_auc": 0.60 + noise[3], "mia_curvature_auc": 0.55 + noise[4],
+                    "worst_class_acc": 0.60 + noise[5], "worst_class_autoattack_acc": 0.10 + noise[6],
+                    "ece": 0.08 + 0.02 * shift + noise[7], "noise_kept_share": 0.20 - 0.15 * shift + noise[8],
+                },
+                timings={"selection_s": 1.0, "training_s": 1.0, "evaluation_s": 1.0, "total_s": 3.0},
+                info={"budget": 10, "realized_size": 10, "chance_floor": 0.1, "flags": []},
+                artifacts=[],
+            )
+    return t, prof, st
+
+
+def test_the_side_effects_panel_shows_paired_differences_and_the_figure(fresh_plugins, tmp_path):
+    from coreset_bench.leaderboard import side_effects as panel_mod
+    from coreset_bench.leaderboard.board import build_board
+    from coreset_bench.leaderboard.data import normalize_records
+    from coreset_bench.leaderboard.render import render_site
+
+    t, prof, st = _panel_store(tmp_path, fresh_plugins)
+    board = build_board(t, prof, normalize_records(st.results(profile=prof.id)))
+    (tmp_path / "figs" / "figures").mkdir(parents=True)
+    model = panel_mod.panel(board, "x", tmp_path / "figs")
+    assert model is not None and model["baseline"] == "random" and model["noisy"]
+    labels = [h["label"] for h in model["headers"]]
+    assert labels[0] == "robust acc. (AutoAttack)" and "kept noise" in labels and "ECE" in labels and "AUC (curvature)" in labels
+    assert len(model["tables"]) == 2  # standard and TRADES training, never averaged together
+    for tb in model["tables"]:
+        (row,) = tb["rows"]  # random is the baseline, not a row
+        assert row["method"] == "test-clean-picker"
+        cells = dict(zip([h["metric"] for h in model["headers"]], row["cells"]))
+        assert cells["autoattack_acc"]["cls"] == "better" and float(cells["autoattack_acc"]["text"].split()[0]) == pytest.approx(5.0, abs=1.0)
+        assert cells["noise_kept_share"]["cls"] == "better" and float(cells["noise_kept_share"]["text"].split()[0]) == pytest.approx(-15.0, abs=1.0)
+        assert cells["mia_loss_auc"]["cls"] == "better"  # a lower AUC leaks less
+        assert cells["ece"]["cls"] == "worse" and cells["mia_mentr_auc"]["cls"] == ""
+    assert model["figure"] and (tmp_path / "figs" / "figures" / "x-side-effects.svg").exists()
+    # the rendered page carries the panel; a profile without side-effect metrics has none
+    out = tmp_path / "site"
+    render_site(st, out)
+    page = next(out.glob("coreset-quick-noisy*.html")).read_text()
+    assert 'id="side-effects"' in page and "kept noise" in page and "side-effects.svg" in page
+    empty = build_board(t, t.profile("quick@2"), [])
+    assert panel_mod.panel(empty, "y", tmp_path / "figs") is None
