@@ -140,6 +140,15 @@ def panel(board: Board, stem: str, out: Path) -> dict[str, Any] | None:
     if not any(v.values(m) for v in board.variants for m in SIDE_METRICS):
         return None
     cols = _columns(board)
+    try:
+        from coreset_bench.side_effects import settings as side_settings
+
+        bins = (side_settings(board.profile.settings) or {}).get("ece_bins")
+    except ValueError:
+        bins = None
+    if bins:
+        cols = [(m, f"ECE ({bins} bins)" if m == "ece" else lab, f"{what}, {bins} equal-width confidence bins" if m == "ece" else what) for m, lab, what in cols]
+    units: Mapping[str, str] = getattr(board.track, "metric_units", {}) or {}
     directions: Mapping[str, str] = board.track.metric_directions
     base = board.baseline.label if board.baseline is not None else None
     tables = []
@@ -172,7 +181,15 @@ def panel(board: Board, stem: str, out: Path) -> dict[str, Any] | None:
         }
     return {
         "baseline": base,
-        "headers": [{"label": lab, "title": f"{m}: {what}; mean of (method − {base}) over the table's matrix, percentage points", "metric": m, "direction": directions.get(m, "max")} for m, lab, what in cols],
+        "headers": [
+            {
+                "label": lab,
+                "title": f"{m}: {what}" + (f" ({units[m]})" if m in units else "") + f"; mean of (method − {base}) over the table's matrix, percentage points ({'higher' if directions.get(m, 'max') == 'max' else 'lower'} is better)",
+                "metric": m,
+                "direction": directions.get(m, "max"),
+            }
+            for m, lab, what in cols
+        ],
         "tables": tables,
         "figure": figure,
         "noisy": any(m == "noise_kept_share" for m, _l, _w in cols),

@@ -288,7 +288,7 @@ def test_the_side_effects_panel_shows_paired_differences_and_the_figure(fresh_pl
     model = panel_mod.panel(board, "x", tmp_path / "figs")
     assert model is not None and model["baseline"] == "random" and model["noisy"]
     labels = [h["label"] for h in model["headers"]]
-    assert labels[0] == "robust acc. (AutoAttack)" and "kept noise" in labels and "ECE" in labels and "AUC (curvature)" in labels
+    assert labels[0] == "robust acc. (AutoAttack)" and "kept noise" in labels and "ECE (15 bins)" in labels and "AUC (curvature)" in labels
     assert len(model["tables"]) == 2  # standard and TRADES training, never averaged together
     for tb in model["tables"]:
         (row,) = tb["rows"]  # random is the baseline, not a row

@@ -117,7 +117,6 @@ def _profiles() -> list[Profile]:
                 **CONVENTIONS,
             },
             description="A seconds-long profile for tests: digits, MLP, two budgets, one seed.",
-            salted=False,
         ),
         Profile(
             "coreset",
@@ -137,7 +136,6 @@ def _profiles() -> list[Profile]:
                 **CONVENTIONS,
             },
             description="Embedded digits on the CPU (about 2 minutes for a method with its references on 2 cores, one cell per core): cnn-small, standard and TRADES training, PGD-20 and AutoAttack (APGD-CE + APGD-T) at eps=0.1.",
-            salted=False,
         ),
     ]
     out.append(
@@ -164,7 +162,6 @@ def _profiles() -> list[Profile]:
                 **CONVENTIONS,
             },
             description=QUICK2_DESCRIPTION,
-            salted=False,
         )
     )
     out.append(
@@ -187,7 +184,6 @@ def _profiles() -> list[Profile]:
                 **CONVENTIONS,
             },
             description="A CPU-sized CIFAR-10 check on real images (200 per class, cnn-small, PGD-10 at 8/255); use --dataset imagefolder:PATH for the JPEG copy.",
-            salted=False,
         )
     )
     for ds in ("cifar10", "cifar100"):
@@ -215,7 +211,6 @@ def _profiles() -> list[Profile]:
                 },
                 description=f"{ds.upper()} on a GPU: ResNet-18 and fastnet, seven budgets, three seeds, standard and TRADES training.",
                 device="cuda",
-                salted=False,
             )
         )
     out.extend(_signal_keeping_profiles())
@@ -275,7 +270,6 @@ def _signal_keeping_profiles() -> list[Profile]:
                 "logits and embeddings every epoch (TDDS's 30-epoch window, EL2N/GraNd's epochs 1-10), 50 validation images per "
                 "class, CCS beta and D2 mislabel ratio by budget. For the JPEG copy: --profile cifar10-cpu --dataset imagefolder:PATH."
             ),
-            salted=False,
         )
     ]
     for ds, per_class in (("cifar10", 500), ("cifar100", 50)):
@@ -306,7 +300,6 @@ def _signal_keeping_profiles() -> list[Profile]:
                     f"threat model L∞ 8/255 with 2/255 steps (from the dataset). Keeps {keeps.format(val=per_class)}."
                 ),
                 device="cuda",
-                salted=False,
             )
         )
     return out
@@ -358,7 +351,6 @@ def _study_profiles() -> list[Profile]:
                 **CONVENTIONS,
             },
             description=STUDY_DESCRIPTION,
-            salted=False,
         )
     ]
 
@@ -403,7 +395,6 @@ def _side_effect_profiles(published: Sequence[Profile]) -> list[Profile]:
             "The selection sees only the noisy labels; noise_kept_share is the share of flipped samples a method keeps (20 % for random in expectation)."
             + SIDE_DESCRIPTION.format(heldout="a fifth of each class's pool, its labels flipped at the same rate")
         ),
-        salted=True,
     )
     st = dict(study1.settings)
     st.update({"max_train_per_class": 1200, "val_fraction": 1 / 12, "side_effects": SIDE_EFFECTS_STUDY})
@@ -454,10 +445,13 @@ class CoresetTrack(Track):
         # side effects: AUCs, TPRs, an ECE (a weighted mean of |accuracy - confidence|) and a share
         **dict.fromkeys(("mia_*_auc", "mia_*_tpr_at_1pct_fpr", "ece", "noise_kept_share"), (0.0, 1.0)),
     }
-    #: what the side-effect metrics measure (the board's side-effects panel shows them)
+    #: the units of the side-effect metrics (the board's side-effects panel names them)
     metric_units = {
-        "mia_loss_auc": "ROC AUC", "mia_mentr_auc": "ROC AUC", "mia_curvature_auc": "ROC AUC",
-        "ece": "fraction (15 equal-width bins unless the profile says otherwise)", "noise_kept_share": "fraction of the subset",
+        **dict.fromkeys(("mia_loss_auc", "mia_mentr_auc", "mia_curvature_auc"), "ROC AUC, 0.5 = chance"),
+        **dict.fromkeys(("mia_loss_tpr_at_1pct_fpr", "mia_mentr_tpr_at_1pct_fpr", "mia_curvature_tpr_at_1pct_fpr"), "true-positive rate, 0.01 = chance"),
+        "ece": "mean |accuracy − confidence| over the bins, weighted by their share of the test points",
+        "noise_kept_share": "fraction of the subset",
+        **dict.fromkeys(("worst_class_acc", "worst_class_pgd_acc", "worst_class_autoattack_acc"), "accuracy of the worst class"),
     }
     proportion_metrics = ("check_order_ok", "check_ball_ok", "pgd_masking_flag")
     baseline_method = "random"
@@ -499,7 +493,9 @@ class CoresetTrack(Track):
         ]
 
     def profiles(self) -> list[Profile]:
-        return _profiles()
+        """Every profile; only those with ``label_noise`` generate hidden data (the flips), so only
+        they are salted: the others record no salt (their published entries keep pairing)."""
+        return [p if SE.noise_settings(p.settings) else dataclasses.replace(p, salted=False) for p in _profiles()]
 
     def check_inputs(self, profile: Profile, data_dir: Any) -> None:
         """A profile with side effects: its settings are well-formed and the privacy track's
