@@ -125,6 +125,34 @@ def test_side_effects_are_off_for_every_published_profile_and_on_for_the_new_one
     assert round(per_class) == 1100 and round(per_class * (1 - st["side_effects"]["heldout_fraction"])) == 1000
 
 
+def test_a_published_profile_keeps_its_pool_and_proxy_key(tmp_path):
+    """quick@2 (published): no held-out split, no noise, the proxy cache key of before."""
+    t = CoresetTrack()
+    q2 = t.profile("quick@2")
+    cell = Cell("coreset", q2.id, "random", "1", {}, {"dataset": "digits", "arch": "cnn-small", "budget": 0.1, "training": "standard"}, 0)
+    ctx = CellContext(tmp_path, tmp_path / "cache", None)
+    fx = t.fixture(q2, cell, ctx)
+    assert fx.world is None and fx.side is None
+    assert len(fx.sp.y_pool) == len(t.splits(q2, "digits", ctx).y_pool)
+    assert set(fx.spec.split) == {"profile", "val_fraction", "max_train_per_class", "n_pool"}
+
+
+def test_check_inputs_names_a_missing_attack_plugin(monkeypatch):
+    from coreset_bench import registry
+
+    real = registry.method
+
+    def method(name, *a, **k):
+        if name == "mentr":
+            raise registry.UnknownNameError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(registry, "method", method)
+    with pytest.raises(ValueError, match="'mentr'.*entry point 'mentr'"):
+        CoresetTrack().check_inputs(CoresetTrack().profile("quick-noisy@1"), None)
+    CoresetTrack().check_inputs(CoresetTrack().profile("quick@2"), None)  # no side effects: nothing to check
+
+
 # ---- the noisy pool through the real track -----------------------------------------------------
 
 NOISY = Profile(
