@@ -294,7 +294,7 @@ def _panel_store(tmp_path, registry):
                 metrics={
                     "autoattack_acc": 0.40 + 0.05 * shift + noise[0], "clean_acc": 0.85 + noise[1],
                     "mia_loss_auc": 0.60 - 0.03 * shift + noise[2], "mia_mentr_auc": 0.60 + noise[3], "mia_curvature_auc": 0.55 + noise[4],
-                    "worst_class_acc": 0.60 + noise[5], "worst_class_autoattack_acc": 0.10 + noise[6],
+                    "worst_class_acc": 0.60 + noise[5], "worst_class_autoattack_acc": 0.0, "worst_class_pgd_acc": 0.10 + noise[6],
                     "ece": 0.08 + 0.02 * shift + noise[7], "noise_kept_share": 0.20 - 0.15 * shift + noise[8],
                 },
                 timings={"selection_s": 1.0, "training_s": 1.0, "evaluation_s": 1.0, "total_s": 3.0},
@@ -316,6 +316,7 @@ def test_the_side_effects_panel_shows_paired_differences_and_the_figure(fresh_pl
     model = panel_mod.panel(board, "x", tmp_path / "figs")
     assert model is not None and model["baseline"] == "random" and model["noisy"]
     labels = [h["label"] for h in model["headers"]]
+    assert "worst class (PGD)" in labels and "worst class (AutoAttack)" not in labels  # PGD attacks every test point
     assert labels[0] == "robust acc. (AutoAttack)" and "kept noise" in labels and "ECE (15 bins)" in labels and "AUC (curvature)" in labels
     assert len(model["tables"]) == 2  # standard and TRADES training, never averaged together
     for tb in model["tables"]:
