@@ -261,7 +261,7 @@ CORE = {
     "tracks", "tracks.base",
 }
 #: track worlds: the helpers of one track each (flat beside the core until they move beside their track)
-WORLDS = {"pooling", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world", "privacy_metrics"}
+WORLDS = {"pooling", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world", "privacy_metrics", "side_effects"}
 #: the plugin authors' kit (it builds small worlds of its own)
 KIT = {"kit", "testing"}
 #: lowest first: a module may import modules of its own layer or of a lower one
