@@ -593,6 +593,8 @@ def run_method(
     out = MethodRun(sim=None)  # type: ignore[arg-type]
     demand = np.asarray(demand, dtype=np.int64)
     eval_demand = demand[start_step:]
+    if state is not None and (state.n != start_step or state.settings["horizon"] != horizon):
+        raise ValueError(f"the planning state holds {state.n} steps and horizon {state.settings['horizon']}; this run starts at step {start_step} with horizon {horizon}")
     state = state if state is not None else PlanningState(demand[:start_step], horizon=horizon, step_seconds=step_seconds, seed=seed, start=start, lead=lead, decision_every=decision_every,
                           target_hit_rate=target_hit_rate, cost_idle=cost_idle, cost_miss=cost_miss, max_pool=max_pool, tune_margin=tune_margin)
     runner = agent(state) if agent is not None else LocalAgent(method, state)
