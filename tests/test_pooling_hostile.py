@@ -160,6 +160,28 @@ class BadPlan(ProvisioningMethod):
         return out
 
 
+class Saboteur(ProvisioningMethod):
+    """Kills its worker in the middle of the simulation (``exit``), or reaches for the trace
+    generator and swallows the guard's refusal (``caught``)."""
+
+    name = "saboteur"
+    params = {"how": "exit"}
+
+    def plan(self, view):
+        if view.t % 1440 == 60:  # an hour into the evaluated day
+            if self.params["how"] == "exit":
+                import os
+
+                os._exit(3)
+            try:
+                from coreset_bench import pooling
+
+                pooling.synth_sessions("hourly", days=4, seed=0)
+            except Exception:  # noqa: BLE001 - the refusal is swallowed: the cell fails all the same
+                pass
+        return np.full(view.horizon, 8.0)
+
+
 class HonestPool(ProvisioningMethod):
     name = "honest-pool"
 
@@ -170,7 +192,7 @@ class HonestPool(ProvisioningMethod):
 class _Plugin:
     @hookimpl
     def register_methods(self, register):
-        for cls in (FutureThief, SneakyOracle, BadPlan, HonestPool):
+        for cls in (FutureThief, SneakyOracle, BadPlan, Saboteur, HonestPool):
             register(cls())
 
 
@@ -250,6 +272,17 @@ def test_a_bad_plan_fails_its_own_cell_with_one_line(reg, tmp_path, how, needle)
     rows.update(_run(db, "--plugin", "honest-pool"))  # the next cell, in the same worker process
     err = _one_line(rows[("bad-plan", how)])
     assert "'bad-plan'" in err and re.search(needle, err), err
+    assert rows[("honest-pool", "")]["status"] == "done"
+
+
+def test_a_worker_killed_mid_simulation_or_a_swallowed_refusal_fails_only_that_cell(reg, tmp_path):
+    db = tmp_path / "r.db"
+    rows = _run(db, "--plugin", "saboteur", "--param", "how=exit")
+    rows.update(_run(db, "--plugin", "saboteur", "--param", "how=caught"))
+    rows.update(_run(db, "--plugin", "honest-pool"))  # a fresh worker serves the next cell
+    assert _one_line(rows[("saboteur", "exit")]) == "plugin 'saboteur' crashed the contestant worker process (exit code 3)"
+    caught = _one_line(rows[("saboteur", "caught")])
+    assert caught.startswith("LeakageError: plugin 'saboteur' tried to generate the pooling trace"), caught
     assert rows[("honest-pool", "")]["status"] == "done"
 
 
