@@ -27,8 +27,11 @@ start-up excluded, the transfers included); the worker's per-view seconds are in
 (a plugin could tamper with the clock inside its worker, not with the harness's).
 
 Kinds (``KINDS``): ``selection`` (``select``), ``privacy`` (``score``), ``attack`` (``perturb``,
-its arguments in an ``AttackView``), ``noise-correction`` (``correct``). The distillation and
-provisioning kinds still run in their tracks' own code (those tracks are not on the pipeline yet).
+its arguments in an ``AttackView``), ``noise-correction`` (``correct``), ``provisioning``
+(``fit`` and ``plan``, driven: the harness runs the pool simulation, and the method lives in a
+session of the worker for the cell, which receives the history up to the evaluation start and
+then, call by call, only the demand already simulated; see ``_provisioning_drive``). The
+distillation kinds still run in their tracks' own code (those tracks are not on the pipeline yet).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import numpy as np
 
 from . import validation as V
 from .cells import CellFailure
-from .kinds import AttackMethod, Method, NoiseCorrectionMethod, PrivacyMethod, Selection, SelectionMethod
+from .kinds import AttackMethod, Method, NoiseCorrectionMethod, PrivacyMethod, ProvisioningMethod, Selection, SelectionMethod
 
 __all__ = ["KINDS", "ContestResult", "Kind", "contest", "tenant"]
 
@@ -80,6 +83,11 @@ class Kind:
     unplain: Callable[[Any, Any], Any]
     #: (output, view, method) -> the checked output; raises ``validation.OutputError``
     check: Callable[[Any, Any, Method], Any]
+    #: a kind whose contestant takes part in a process the harness runs (a provisioning method in
+    #: the pool simulation): ``drive(worker, method, views, service, threads, flags)`` runs it,
+    #: calling the contestant through a session in the worker, and returns (outputs, the
+    #: contestant's seconds, reports); ``service`` is the harness's side (``Track.service``)
+    drive: Callable[..., tuple[list[Any], list[float], list[dict[str, Any]]]] | None = None
 
 
 def _selection_unplain(plain: Any, view: Any) -> Selection:
@@ -140,13 +148,76 @@ def _model_check(out: Any, view: Any, method: Method) -> Any:
     return V.check_corrected_model(out, method.name, probe, view.num_classes, probe.device)
 
 
-#: the kinds the contest calls (the distillation and provisioning kinds are added when their
-#: tracks move onto the pipeline)
+class RemoteAgent:
+    """A provisioning method called through a session in the contestant worker (the pool
+    simulation's ``agent``, ``pooling.run_method``): each call sends the demand of the steps
+    simulated since the previous one and the pool's state (and, for a method the track decided
+    is privileged, the next ``horizon`` steps); ``fit`` returns what the method wrote to
+    ``view.info`` (a dict of JSON values), ``plan`` its plan as numbers, which
+    ``run_method`` checks (``validation.check_plan``)."""
+
+    def __init__(self, session: Any, name: str) -> None:
+        self.session, self.name = session, name
+        self.seconds: list[float] = []
+        #: the contestant's own seconds in the last call (the worker's clock: ``fit_s``/``plan_s``)
+        self.last_seconds = 0.0
+
+    def fit(self, new: np.ndarray, t: int, ready: int, in_flight: int, calib: Any) -> dict[str, Any]:
+        text, secs = self.session.call("fit", np.asarray(new, dtype=np.int64), int(t), int(ready), int(in_flight), None if calib is None else tuple(int(d) for d in calib))
+        self.seconds.append(secs)
+        self.last_seconds = secs
+        try:
+            info = json.loads(text)
+            if not isinstance(info, dict):
+                raise ValueError(f"a {type(info).__name__}")
+        except (TypeError, ValueError) as exc:
+            raise V.OutputError(f"invalid output of plugin {self.name!r}: what fit() wrote to view.info did not come back as a dict ({exc})") from None
+        return info
+
+    def plan(self, new: np.ndarray, t: int, ready: int, in_flight: int, future: Any) -> Any:
+        plan, secs = self.session.call("plan", np.asarray(new, dtype=np.int64), int(t), int(ready), int(in_flight), future)
+        self.seconds.append(secs)
+        self.last_seconds = secs
+        return plan
+
+
+def _provisioning_drive(worker: Any, method: Method, views: Sequence[Any], service: Any, threads: int, flags: Any) -> tuple[list[Any], list[float], list[dict[str, Any]]]:
+    """The provisioning contest: the harness's pool simulation (``service``, a
+    ``pooling.Simulation`` holding the trace) drives the method, which runs in a session in the
+    contestant worker that holds the view (``pooling.PlanningState``: the history up to the
+    evaluation start and the public settings) and then only the demand already simulated."""
+    if service is None or len(views) != 1:
+        raise CellFailure(f"the provisioning contest needs one view and the track's simulation (got {len(views)} views, service {type(service).__name__})")
+    name = method.name or type(method).__name__
+    agents: list[RemoteAgent] = []
+
+    def agent(state: Any) -> RemoteAgent:
+        agents.append(RemoteAgent(worker.session(method, state, threads, flags), name))
+        return agents[-1]
+
+    run = None
+    try:
+        run = service.run(method, state=views[0], agent=agent)
+        if agents:
+            agents[0].session.end()
+    finally:
+        if run is None and agents:
+            agents[0].session.abort()
+    return [run], [float(sum(agents[0].seconds))] if agents else [0.0], [{}]
+
+
+def _plan_check(out: Any, view: Any, method: Method) -> np.ndarray:
+    return V.check_plan(out, int(view.settings["horizon"]), method.name, int(view.n))
+
+
+#: the kinds the contest calls (the distillation kinds are added when their tracks move onto
+#: the pipeline)
 KINDS: dict[str, Kind] = {
     "selection": Kind("selection", "select", SelectionMethod, _selection_unplain, _selection_check),
     "privacy": Kind("privacy", "score", PrivacyMethod, lambda plain, view: plain, _scores_check),
     "attack": Kind("attack", "perturb", AttackMethod, _tensor_unplain, _attack_check),
     "noise-correction": Kind("noise-correction", "correct", NoiseCorrectionMethod, _model_unplain, _model_check),
+    "provisioning": Kind("provisioning", "plan", ProvisioningMethod, lambda plain, view: plain, _plan_check, drive=_provisioning_drive),
 }
 
 
@@ -155,9 +226,12 @@ def tenant(method: Method) -> str:
     return f"{getattr(method, 'package', '') or ''}:{method.name}@{method.version}:{type(method).__module__}.{type(method).__qualname__}"
 
 
-def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str]) -> ContestResult:
+def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], service: Any = None, blas: int | None = None) -> ContestResult:
     """Run ``method``'s protocol function of ``kind`` on each of ``views`` in the contestant
-    worker and check every output (see the module docstring). Raises ``CellFailure``."""
+    worker and check every output (see the module docstring). Raises ``CellFailure``.
+
+    ``service``: the harness's side of a kind with a ``drive`` (the pool simulation);
+    ``blas``: the worker's BLAS threads (``Track.blas_threads``)."""
     from . import contestant as C
     from .data import LeakageError
 
@@ -167,11 +241,20 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
     views = list(views)
     import torch
 
-    worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method))
+    worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method), blas=blas)
     flags = None
     if str(device).startswith("cuda"):
         flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     t0 = time.perf_counter()
+    if k.drive is not None:
+        try:
+            outputs, call_seconds, reports = k.drive(worker, method, views, service, torch.get_num_threads(), flags)
+        except C.ContestantCrash as exc:
+            C._WORKER.clear()
+            raise CellFailure(str(exc)) from exc
+        except (C.ContestantError, C.ViewShipError, LeakageError) as exc:
+            raise CellFailure(str(exc)) from exc
+        return ContestResult(outputs, time.perf_counter() - t0, call_seconds, reports)
     try:
         plain, reports, call_seconds = worker.run(method, k.call, views, torch.get_num_threads(), flags)
     except C.ContestantCrash as exc:

@@ -72,6 +72,11 @@ CTYPES_EVENTS = frozenset({
 })
 
 
+#: in a worker started with ``blas``: the BLAS libraries' thread counts once limited, before any
+#: plugin ran (threadpoolctl reads them through ctypes, which the guard refuses afterwards)
+BLAS_AT_BOOT: list[int] = []
+
+
 class ContestantCrash(RuntimeError):
     """The contestant worker died while running a method."""
 
@@ -198,6 +203,13 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
 
     if str(setup["device"]).startswith("cuda"):
         torch.cuda.init()
+    if setup.get("blas"):  # numpy's BLAS held to the cell's thread count (through ctypes: before the guard)
+        from threadpoolctl import threadpool_limits
+
+        from threadpoolctl import threadpool_info
+
+        threadpool_limits(limits=int(setup["blas"]), user_api="blas")
+        BLAS_AT_BOOT[:] = [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
     violations: list[str] = []
     who: list[str] = []
     _install_guard(tuple(setup["protected"]), violations, who)
@@ -223,6 +235,9 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
             req = pickle.loads(blob)
             if "view" in req:  # one view with a harness-side service (``run_contestant(serve=...)``)
                 tx.send_bytes(_serve_one(req, rpc, violations, who, D))
+                continue
+            if "session" in req:  # a method kept across many calls (``ContestantWorker.session``)
+                tx.send_bytes(_session(req, rx, tx, violations, who, D))
                 continue
             method, fn = pickle.loads(req["method"]), req["call"]
             name = method.name or type(method).__name__
@@ -299,6 +314,51 @@ def _serve_one(req: dict[str, Any], rpc: Any, violations: list[str], who: list[s
             plain = _PLAIN_VIEW[output](raw, name, view) if output in _PLAIN_VIEW else _PLAIN[output](raw, name)
             reply = ("ok", plain, _get_rng())
         return pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
+    except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
+        return _error_reply(exc, violations, name)
+
+
+def _session(req: dict[str, Any], rx: Connection, tx: Connection, violations: list[str], who: list[str], D: Any) -> bytes:
+    """The worker's side of ``ContestantWorker.session``: one method object kept across many
+    calls of its protocol functions (a provisioning method's ``fit`` and ``plan`` through the
+    pool simulation the harness runs). The harness sends ``(call, args)`` messages; the session's
+    state (``req["state"]``: numbers and settings only, e.g. ``pooling.PlanningState``) builds
+    each view from them (``state.<call>_view(*args)``), the method runs on it under the guard,
+    and the output goes back as numbers (``state.<call>_plain``) with its seconds. ``("end",)``
+    closes the session with the random generators' states; the first failure (a plugin error,
+    a refusal, an invalid output) is the session's last answer, returned here."""
+    import torch
+
+    name = "?"
+    try:
+        method = pickle.loads(req["method"])
+        name = method.name or type(method).__name__
+        (state,) = pickle.loads(req["state"])
+        _set_rng(req["rng"])
+        torch.set_num_threads(int(req["threads"]))
+        _set_flags(req.get("flags"))
+        tx.send_bytes(pickle.dumps(("ready",), protocol=4))
+        while True:
+            msg = pickle.loads(rx.recv_bytes())
+            if msg[0] == "end":
+                return pickle.dumps(("ok", _get_rng()), protocol=4)
+            call, args = str(msg[0]), msg[1]
+            if call not in getattr(state, "calls", ()):
+                raise ContestantOutputError(f"the session of plugin {name!r} has no call {call!r}")
+            view = getattr(state, f"{call}_view")(*args)
+            del violations[:]
+            who.append(name)
+            t0 = time.perf_counter()
+            try:
+                with D.contestant_guard(name):
+                    raw = getattr(method, call)(view)
+            finally:
+                seconds = time.perf_counter() - t0
+                who.pop()
+            if violations:  # refused, and the plugin caught the error: the session fails all the same
+                return pickle.dumps(("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)"))
+            plain = getattr(state, f"{call}_plain")(raw, view, name)
+            tx.send_bytes(pickle.dumps(("step", plain, seconds), protocol=4))
     except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
         return _error_reply(exc, violations, name)
 
@@ -566,6 +626,8 @@ class ContestantWorker:
 
     device: str
     protected: tuple[str, ...]
+    #: numpy's BLAS threads in the worker (None: the library's default), set before any plugin runs
+    blas: int | None = None
 
     def __post_init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
@@ -576,6 +638,7 @@ class ContestantWorker:
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             close_fds=True,
+            env={**os.environ, **_blas_env(self.blas)},
         )
         os.close(to_child_r)
         os.close(from_child_w)
@@ -584,7 +647,7 @@ class ContestantWorker:
         self.tenant: str | None = None
         self.tx = Connection(to_child_w, readable=False)
         self.rx = Connection(from_child_r, writable=False)
-        self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected}))
+        self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected, "blas": self.blas}))
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
@@ -702,6 +765,37 @@ class ContestantWorker:
             raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
         raise ContestantError(msg) from RemoteTraceback(tb)
 
+    def session(self, method: Any, state: Any, threads: int, flags: Any = None) -> "Session":
+        """Open a session (see ``_session``): ``method`` and ``state`` go to the worker once, and
+        the returned ``Session`` sends each call's arguments (numbers only) and reads its output
+        back (numbers only, through the restricted unpickler). Close it with ``Session.end``."""
+        import random
+
+        import numpy as np
+        import torch
+
+        name = method.name or type(method).__name__
+        try:
+            method_blob = pickle.dumps(method, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001
+            raise ContestantError(
+                f"plugin {name!r} cannot be sent to the contestant worker ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"define its method class at module level of an importable module"
+            ) from None
+        try:
+            state_blob = dump_views([state])  # refuses a live model or a track object, as in a view
+        except Exception as exc:  # noqa: BLE001 - a harness bug, reported on the cell
+            raise ViewShipError(f"the view of plugin {name!r} cannot be sent to the contestant worker: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        blob = pickle.dumps(
+            {"session": True, "method": method_blob, "state": state_blob, "threads": threads, "flags": flags,
+             "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        s = Session(self, name)
+        s._send(blob)
+        s._expect("ready")
+        return s
+
     def _crashed(self, name: str) -> "ContestantCrash":
         """The worker died during ``name``'s call: reap and close it, and say so."""
         try:
@@ -726,19 +820,98 @@ class ContestantError(RuntimeError):
     """A contestant failed in its worker; the message is the one-line reason for the cell."""
 
 
+def _blas_env(n: int | None) -> dict[str, str]:
+    """The environment that holds BLAS libraries loaded later (scipy's) to ``n`` threads."""
+    return {} if not n else {k: str(int(n)) for k in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+
+
+class Session:
+    """The harness's handle on a session in the contestant worker (``ContestantWorker.session``).
+    ``call(name, *args)`` returns (the output as numbers, the contestant's seconds); ``end()``
+    closes it and continues the harness's random generators from the worker's. Any failure
+    raises ``ContestantError`` / ``ContestantCrash`` (the session is over: a later call or
+    ``end`` raises it again)."""
+
+    def __init__(self, worker: ContestantWorker, name: str) -> None:
+        self.worker, self.name = worker, name
+        self.failed: BaseException | None = None
+
+    def _send(self, blob: bytes) -> None:
+        try:
+            self.worker.tx.send_bytes(blob)
+        except (EOFError, OSError):
+            self._fail(self.worker._crashed(self.name))
+        except BaseException:
+            self.worker.close()
+            raise
+
+    def _expect(self, status: str) -> tuple[Any, ...]:
+        try:
+            answer = self.worker.rx.recv_bytes()
+        except (EOFError, OSError):
+            self._fail(self.worker._crashed(self.name))
+        except BaseException:  # Ctrl-C while waiting: the answer would be read by the next cell
+            self.worker.close()
+            raise
+        try:
+            reply = _safe_loads(answer)
+            if not isinstance(reply, tuple) or not reply:
+                raise ValueError(f"a {type(reply).__name__}")
+        except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
+            self.worker.close()
+            self._fail(ContestantError(f"plugin {self.name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})"))
+        if reply[0] == status:
+            return reply
+        if reply[0] == "error" and len(reply) == 3:
+            self._fail(ContestantError(str(reply[1])), RemoteTraceback(str(reply[2])))
+        self.worker.close()
+        self._fail(ContestantError(f"plugin {self.name!r} sent back an invalid answer from the contestant worker (a {str(reply[0])[:40]!r} answer)"))
+        raise AssertionError  # pragma: no cover - _fail raises
+
+    def _fail(self, exc: BaseException, cause: BaseException | None = None) -> None:
+        self.failed = exc
+        raise exc from cause
+
+    def call(self, call: str, *args: Any) -> tuple[Any, float]:
+        if self.failed is not None:
+            raise self.failed
+        self._send(pickle.dumps((call, args), protocol=4))
+        reply = self._expect("step")
+        return reply[1], float(reply[2])
+
+    def end(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+        self._send(pickle.dumps(("end",), protocol=4))
+        reply = self._expect("ok")
+        _set_rng(reply[1])
+
+    def abort(self) -> None:
+        """Close a session the harness gives up on (an output failed its check): the worker goes
+        back to waiting for the next cell, or is stopped if it does not answer as it should."""
+        if self.failed is not None:
+            return
+        try:
+            self.end()
+        except BaseException:  # noqa: BLE001 - the cell has failed already; this worker is not reused
+            self.worker.close()
+
+
 _WORKER: list[ContestantWorker] = []
 
 
-def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None) -> ContestantWorker:
+def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None, blas: int | None = None) -> ContestantWorker:
     """This process's contestant worker for ``(device, protected)``, started now if needed (it
     boots while the harness computes signals, so the first selection does not wait for it).
 
     ``tenant`` names the method about to run (``contest.tenant``): a worker that ran another
     method is replaced by a fresh one, so nothing a method leaves in its worker's memory (a
-    patched function, a damaged module global) reaches another method's cells."""
-    want = (str(device), tuple(protected))
+    patched function, a damaged module global) reaches another method's cells. ``blas``: the
+    worker's BLAS threads (a track whose numbers depend on them, ``Track.blas_threads``); a worker
+    started with another count is replaced."""
+    want = (str(device), tuple(protected), blas)
     w = _WORKER[0] if _WORKER else None
-    if w is not None and (not w.alive() or (w.device, w.protected) != want or (tenant is not None and w.tenant not in (None, tenant))):
+    if w is not None and (not w.alive() or (w.device, w.protected, w.blas) != want or (tenant is not None and w.tenant not in (None, tenant))):
         w.close()  # in a forked child: closes only the inherited pipe ends
         _WORKER.clear()
         w = None

@@ -8,7 +8,9 @@
 * attack (``check_attack_output``): the adversarial inputs have the inputs' shape, are finite,
   lie in the threat model's eps-ball and in its value range;
 * noise correction (``check_corrected_model``): a ``torch.nn.Module`` with finite parameters
-  and buffers that gives one finite logit per class on a batch of inputs.
+  and buffers that gives one finite logit per class on a batch of inputs;
+* provisioning (``check_plan``): every plan is numeric, 1-D, of the view's ``horizon``, finite
+  and >= 0 (the harness rounds it and clips it to ``max_pool``).
 
 A selection is valid when its indices form a 1-D array of unique integers in ``[0, n)`` with
 exactly the budget of them (at most the budget, and at least one, for methods with
@@ -37,6 +39,28 @@ class SelectionOutputError(OutputError):
 
 class AttackOutputError(OutputError):
     """An attack's output left the threat model or is malformed."""
+
+
+class PlanOutputError(OutputError):
+    """A provisioning method returned an invalid plan (or planned too slowly); the message names
+    it (``coreset_bench.pooling.PlanError`` is this class)."""
+
+
+def check_plan(plan: Any, horizon: int, method_name: str, t: int) -> np.ndarray:
+    """A provisioning plan as float64 of shape (``horizon``,), else ``PlanOutputError``: numeric,
+    1-D, ``horizon`` long, finite and >= 0 (``t``: the step it was made at, for the message)."""
+    name = method_name
+    try:
+        arr = np.asarray(plan.detach().cpu().numpy() if hasattr(plan, "detach") else plan, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PlanOutputError(f"plugin {name!r}: plan at step {t} is not numeric ({exc})") from None
+    if arr.ndim != 1 or arr.shape[0] != horizon:
+        raise PlanOutputError(f"plugin {name!r}: plan has shape {arr.shape}, expected ({horizon},) (the view's horizon), at step {t}")
+    if not np.isfinite(arr).all():
+        raise PlanOutputError(f"plugin {name!r}: plan at step {t} is not finite (NaN or inf)")
+    if (arr < 0).any():
+        raise PlanOutputError(f"plugin {name!r}: plan at step {t} has negative pool sizes")
+    return arr
 
 
 def validate_selection(out: Any, view: SelectionView, method: SelectionMethod) -> Selection:

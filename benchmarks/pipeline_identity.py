@@ -11,6 +11,9 @@ tiny one: run it before the change, then after, and compare the two).
     python benchmarks/pipeline_identity.py run privacy/quick@2 -p loss -p lira --out /tmp/after.json
     python benchmarks/pipeline_identity.py compare /tmp/after.json
 
+    # a salted profile (hidden generated data): with the salt its entries ran with
+    python benchmarks/pipeline_identity.py run pooling/quick@2 -p static --hidden-salt entries --out /tmp/after.json
+
     # no entries: before and after
     python benchmarks/pipeline_identity.py run robustness/tiny@1 -p pgd -p fgsm --out /tmp/before.json   # old code
     python benchmarks/pipeline_identity.py run robustness/tiny@1 -p pgd -p fgsm --out /tmp/after.json    # new code
@@ -70,7 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from coreset_bench.runner import _format_error, run_one
 
     results = Path(args.results_dir)
-    ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu")
+    salt = _salt(args.hidden_salt, args.profile, Path(args.entries))
+    ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu",
+                      **({"hidden_salt": salt} if salt else {}))
     rows: dict[str, Any] = {}
     for track, method, cell in _cells(args.profile, args.plugin, args.param, args.cells, args.where, args.seeds):
         t0 = time.perf_counter()
@@ -85,6 +90,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{cell.key}  {cell.label()}  {row['seconds']:.1f}s  {state}", flush=True)
     Path(args.out).write_text(json.dumps({"profile": args.profile, "cells": rows}, indent=1, sort_keys=True))
     return 0
+
+
+def _salt(requested: str | None, profile_ref: str, entries_dir: Path) -> str:
+    """The hidden-data salt of the run: "" (public seeds) when none is asked for, the given hex,
+    or with ``entries`` the salt the committed entries of the profile record in their provenance
+    (a salted profile's cells reproduce only with the salt they ran with)."""
+    if not requested:
+        return ""
+    if requested != "entries":
+        return requested
+    track, _, name = profile_ref.partition("/")
+    salts = {json.loads(f.read_text())["provenance"].get("hidden_salt", "") for f in sorted((entries_dir / track / name).glob("*.json"))}
+    if len(salts) != 1:
+        raise SystemExit(f"the entries of {profile_ref} record {len(salts)} different hidden salts ({sorted(salts)}); give --hidden-salt HEX")
+    return salts.pop()
 
 
 def _entry_cells(profile_ref: str, entries_dir: Path) -> dict[str, dict[str, Any]]:
@@ -146,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-dir", default=str(ROOT / "results"))
     r.add_argument("--cache-dir", default=None, help="fixtures' cache (default: RESULTS_DIR/cache)")
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--hidden-salt", default=None, help="the salt of a salted profile's hidden data: HEX, or 'entries' for the one its committed entries record")
+    r.add_argument("--entries", default=str(ROOT / "results" / "entries"))
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare a run file with the committed entries or another run file")
     c.add_argument("run")

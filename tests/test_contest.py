@@ -154,7 +154,7 @@ class Reader(SelectionMethod):
 
 
 def test_every_ported_kind_has_one_call_and_one_check():
-    assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct"}
+    assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct", "provisioning": "plan"}
 
 
 def test_views_of_one_contest_share_objects_in_the_worker_and_report_forwards():

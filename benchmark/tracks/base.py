@@ -244,6 +244,10 @@ class Track(ABC):
     #: subdirectories of the cache holding this track's hidden data (model banks, noisy-label
     #: models): the contestant worker refuses to open them, as it refuses the dataset files
     private_cache: tuple[str, ...] = ()
+    #: the contestant worker holds numpy's BLAS to the cell's torch thread count (the thread count
+    #: changes the last bits of e.g. an eigendecomposition, and an unlimited BLAS beside another
+    #: cell oversubscribes the cores); off by default
+    blas_threads: bool = False
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         """Run one cell through the pipeline the base class owns; tracks supply its middle pieces.
@@ -270,11 +274,13 @@ class Track(ABC):
         method = self.accept(cell, method)
         profile = self.profile(cell.profile)
         protected = self.protected(profile, cell, ctx)
-        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method))  # boots while the fixture is built
+        blas = max(1, torch.get_num_threads()) if self.blas_threads else None
+        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
         torch.manual_seed(cell.seed)
         fixture = self.fixture(profile, cell, ctx)
         views = self.view(fixture, cell, method)
-        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected)
+        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected,
+                      service=self.service(fixture, cell), blas=blas)
         return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
 
     def accept(self, cell: Cell, method: Method) -> Method:
@@ -318,6 +324,12 @@ class Track(ABC):
     def view(self, fixture: Any, cell: Cell, method: Method) -> Any:
         """The view(s) the contestant receives (a list: the protocol function runs once per view)."""
         raise TypeError(f"track {self.name!r} is incomplete: it defines fixture but no view")
+
+    def service(self, fixture: Any, cell: Cell) -> Any:
+        """The harness's side of a contest whose kind is driven (``contest.Kind.drive``): e.g. the
+        pooling track's simulation, which holds the evaluation days and calls the contestant step
+        by step. Default: None (the contestant gets its views and answers once per view)."""
+        return None
 
     def evaluate(self, fixture: Any, cell: Cell, contest: Any) -> CellResult:
         """The cell's metrics, timings, artifacts and info from the contest's checked outputs
