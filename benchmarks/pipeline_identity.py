@@ -25,6 +25,13 @@ on the path (the contestant worker inherits it)::
     cp -r /tmp/pre/src/leaderboard /tmp/pre/pkg/coreset_bench/leaderboard
     PYTHONPATH=/tmp/pre/pkg python benchmarks/pipeline_identity.py run ... --out /tmp/before.json
 
+A salted profile (hidden generated data, e.g. the decentralized track's public set) reproduces
+its entries only with their store's salt: pass ``--hidden-salt`` with the entries' provenance
+``hidden_salt`` (``decentralized/quick@2``)::
+
+    python benchmarks/pipeline_identity.py run decentralized/quick@2 -p d-psgd -p qgm -p idkd -p naive-kd \
+        --seeds 0 --cells 1 --hidden-salt 393ba536d781c9324b5f48abaf253d39 --out /tmp/after.json
+
 Metrics that are seconds (names ending in ``_s``, e.g. the robustness track's ``attack_s``) are
 measured, not computed, and are left out of the comparison. Fixtures (model banks, noisy models,
 proxy runs) are read from ``--cache-dir`` when present there (default ``results/cache``); give a
@@ -34,6 +41,7 @@ fresh directory to train them again with this checkout's code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -71,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     results = Path(args.results_dir)
     ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu")
+    if args.hidden_salt:  # a salted profile's entries were made with their store's salt (provenance: hidden_salt)
+        ctx = dataclasses.replace(ctx, hidden_salt=args.hidden_salt)
     rows: dict[str, Any] = {}
     for track, method, cell in _cells(args.profile, args.plugin, args.param, args.cells, args.where, args.seeds):
         t0 = time.perf_counter()
@@ -146,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-dir", default=str(ROOT / "results"))
     r.add_argument("--cache-dir", default=None, help="fixtures' cache (default: RESULTS_DIR/cache)")
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--hidden-salt", default=None, help="the salt of a salted profile's entries (their provenance's hidden_salt; as run --hidden-salt)")
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare a run file with the committed entries or another run file")
     c.add_argument("run")
