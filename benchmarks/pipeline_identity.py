@@ -25,12 +25,12 @@ on the path (the contestant worker inherits it)::
     cp -r /tmp/pre/src/leaderboard /tmp/pre/pkg/coreset_bench/leaderboard
     PYTHONPATH=/tmp/pre/pkg python benchmarks/pipeline_identity.py run ... --out /tmp/before.json
 
-A salted profile (hidden generated data, e.g. the decentralized track's public set) reproduces
-its entries only with their store's salt: pass ``--hidden-salt`` with the entries' provenance
-``hidden_salt`` (``decentralized/quick@2``)::
+Salted profiles (hidden generated data, ``Profile.salted``: e.g. ``instruction/quick@2``) were run
+with their store's salt; ``--hidden-salt entries`` reads it from the committed entries'
+provenance (or give the hex salt), so the cells generate the same hidden data as the published run::
 
-    python benchmarks/pipeline_identity.py run decentralized/quick@2 -p d-psgd -p qgm -p idkd -p naive-kd \
-        --seeds 0 --cells 1 --hidden-salt 393ba536d781c9324b5f48abaf253d39 --out /tmp/after.json
+    python benchmarks/pipeline_identity.py run instruction/quick@2 -p trim -p bm25 --seeds 0 --where target=add --where budget=0.01 --hidden-salt entries --out /tmp/after.json
+    python benchmarks/pipeline_identity.py compare /tmp/after.json
 
 Metrics that are seconds (names ending in ``_s``, e.g. the robustness track's ``attack_s``) are
 measured, not computed, and are left out of the comparison. Fixtures (model banks, noisy models,
@@ -41,7 +41,6 @@ fresh directory to train them again with this checkout's code.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -79,8 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     results = Path(args.results_dir)
     ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu")
-    if args.hidden_salt:  # a salted profile's entries were made with their store's salt (provenance: hidden_salt)
-        ctx = dataclasses.replace(ctx, hidden_salt=args.hidden_salt)
+    salt = _salt(args.profile, args.hidden_salt, Path(args.entries))
+    if salt:
+        import dataclasses
+
+        ctx = dataclasses.replace(ctx, hidden_salt=salt)
     rows: dict[str, Any] = {}
     for track, method, cell in _cells(args.profile, args.plugin, args.param, args.cells, args.where, args.seeds):
         t0 = time.perf_counter()
@@ -95,6 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{cell.key}  {cell.label()}  {row['seconds']:.1f}s  {state}", flush=True)
     Path(args.out).write_text(json.dumps({"profile": args.profile, "cells": rows}, indent=1, sort_keys=True))
     return 0
+
+
+def _salt(profile_ref: str, given: str | None, entries_dir: Path) -> str:
+    """The hidden-data salt to run with: none, the hex salt given, or (``entries``) the one the
+    committed entries of ``profile_ref`` record in their provenance (all must agree)."""
+    if not given:
+        return ""
+    if given != "entries":
+        return given.strip().lower()
+    track, _, name = profile_ref.partition("/")
+    salts = {json.loads(f.read_text()).get("provenance", {}).get("hidden_salt", "") for f in sorted((entries_dir / track / name).glob("*.json"))}
+    if len(salts) != 1:
+        raise SystemExit(f"--hidden-salt entries: the entries of {profile_ref} record {len(salts)} salts ({sorted(salts)}); give one with --hidden-salt HEX")
+    return salts.pop()
 
 
 def _entry_cells(profile_ref: str, entries_dir: Path) -> dict[str, dict[str, Any]]:
@@ -156,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-dir", default=str(ROOT / "results"))
     r.add_argument("--cache-dir", default=None, help="fixtures' cache (default: RESULTS_DIR/cache)")
     r.add_argument("--data-dir", default=None)
-    r.add_argument("--hidden-salt", default=None, help="the salt of a salted profile's entries (their provenance's hidden_salt; as run --hidden-salt)")
+    r.add_argument("--hidden-salt", default=None, help="HEX, or 'entries': the salt the committed entries of the profile were run with (salted profiles)")
+    r.add_argument("--entries", default=str(ROOT / "results" / "entries"))
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare a run file with the committed entries or another run file")
     c.add_argument("run")
