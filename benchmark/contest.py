@@ -29,16 +29,17 @@ start-up excluded, the transfers included); the worker's per-view seconds are in
 Kinds (``KINDS``): ``selection`` (``select``), ``privacy`` (``score``), ``attack`` (``perturb``,
 its arguments in an ``AttackView``), ``noise-correction`` (``correct``), ``node-models``
 (``distill`` of a decentralized method: one model per node, its view *served*, see below) and
-``node-models-gloo`` (the same, one process per node instead of the worker). A track names the
+``node-models-gloo`` (the same, one process per node that the track starts instead of the worker). A track names the
 entry its contest runs with ``Track.contest_kind`` (default: its ``contestant_kind``).
 
 Served views: a kind may declare ``served``: its views hold live parts that talk to the harness
 while the contestant runs (the decentralized view's network). The track then supplies the
 harness's side (``Track.service``: a callable answering each request in numbers; the byte
 counting network), the worker opens each view with ``view.open_in_worker(rpc)``, and the
-harness answers the requests while it waits. A kind may also declare a ``runner`` that runs the
-contestant in processes of its own (one per node, each under the worker's guard) instead of the
-contestant worker; what comes back is numbers all the same and goes through the same check.
+harness answers the requests while it waits. A kind may also be ``external``: its contestant runs
+in processes the track starts (``Track.runner``: e.g. one per node, each under the worker's
+guard) instead of the contestant worker; what comes back is numbers all the same and goes
+through the kind's check.
 """
 
 from __future__ import annotations
@@ -94,9 +95,9 @@ class Kind:
     output: str = ""
     #: the views talk to the harness while the contestant runs: the track's ``service`` answers
     served: bool = False
-    #: runs the contestant outside the contestant worker: (method, views, device=, protected=)
-    #: -> (numbers per view, reports per view, seconds per view); raises ``CellFailure``
-    runner: Callable[..., tuple[list[Any], list[dict[str, Any]], list[float]]] | None = None
+    #: the contestant runs outside the contestant worker, in the track's ``runner``: (method,
+    #: views, device=, protected=) -> (numbers per view, reports per view, seconds per view)
+    external: bool = False
 
 
 def _selection_unplain(plain: Any, view: Any) -> Selection:
@@ -202,12 +203,6 @@ def _node_models_check(out: NodeModels, view: Any, method: Method) -> NodeModels
     return out
 
 
-def _gloo_runner(method: Method, views: Sequence[Any], *, device: str, protected: Sequence[str]) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
-    from .gossip_dist import run_views
-
-    return run_views(method, views, device=device, protected=protected)
-
-
 #: the kinds the contest calls (the provisioning kind is added when its track moves onto the
 #: pipeline)
 KINDS: dict[str, Kind] = {
@@ -216,7 +211,7 @@ KINDS: dict[str, Kind] = {
     "attack": Kind("attack", "perturb", AttackMethod, _tensor_unplain, _attack_check),
     "noise-correction": Kind("noise-correction", "correct", NoiseCorrectionMethod, _model_unplain, _model_check),
     "node-models": Kind("node-models", "distill", DistillationMethod, _node_models_unplain, _node_models_check, output="node-models", served=True),
-    "node-models-gloo": Kind("node-models-gloo", "distill", DistillationMethod, _node_models_unplain, _node_models_check, runner=_gloo_runner),
+    "node-models-gloo": Kind("node-models-gloo", "distill", DistillationMethod, _node_models_unplain, _node_models_check, external=True),
 }
 
 
@@ -225,9 +220,10 @@ def tenant(method: Method) -> str:
     return f"{getattr(method, 'package', '') or ''}:{method.name}@{method.version}:{type(method).__module__}.{type(method).__qualname__}"
 
 
-def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], serve: Callable[[Any], Any] | None = None) -> ContestResult:
+def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], serve: Callable[[Any], Any] | None = None,
+            runner: Callable[..., tuple[list[Any], list[dict[str, Any]], list[float]]] | None = None) -> ContestResult:
     """Run ``method``'s protocol function of ``kind`` on each of ``views`` in the contestant
-    worker (or the kind's ``runner``) and check every output (see the module docstring);
+    worker (an external kind: in ``runner``) and check every output (see the module docstring);
     ``serve`` answers a served kind's requests. Raises ``CellFailure``."""
     from . import contestant as C
     from .data import LeakageError
@@ -240,9 +236,11 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
         raise CellFailure(f"kind {kind!r} serves its views while the contestant runs, but the track gave no service (Track.service)")
     import torch
 
-    if k.runner is not None:
+    if k.external:
+        if runner is None:
+            raise CellFailure(f"kind {kind!r} runs its contestant in the track's own processes, but the track gave no runner (Track.runner)")
         t0 = time.perf_counter()
-        plain, reports, call_seconds = k.runner(method, views, device=str(device), protected=tuple(protected))
+        plain, reports, call_seconds = runner(method, views, device=str(device), protected=tuple(protected))
         return _checked(k, method, views, plain, reports, call_seconds, time.perf_counter() - t0)
     worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method))
     flags = None

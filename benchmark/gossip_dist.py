@@ -369,7 +369,7 @@ def _cli(argv: Sequence[str]) -> int:
             return parse_salt(os.environ.get(ENV), where=ENV) or ""
         except SaltError as exc:
             ap.error(str(exc))
-    from .tracks.base import Cell, CellContext
+    from .cells import Cell, CellContext
 
     track = registry.track("decentralized")
     if a.cmd == "node":

@@ -157,7 +157,7 @@ class Reader(SelectionMethod):
 def test_every_ported_kind_has_one_call_and_one_check():
     assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct",
                                                     "node-models": "distill", "node-models-gloo": "distill"}
-    assert [k for k, v in KINDS.items() if v.served] == ["node-models"] and [k for k, v in KINDS.items() if v.runner] == ["node-models-gloo"]
+    assert [k for k, v in KINDS.items() if v.served] == ["node-models"] and [k for k, v in KINDS.items() if v.external] == ["node-models-gloo"]
 
 
 def test_views_of_one_contest_share_objects_in_the_worker_and_report_forwards():
@@ -290,6 +290,8 @@ def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
     assert net.traffic.sum() == net.bytes["model"]
     with pytest.raises(CellFailure, match="^kind 'node-models' serves its views while the contestant runs, but the track gave no service"):
         contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED)
+    with pytest.raises(CellFailure, match="^kind 'node-models-gloo' runs its contestant in the track's own processes, but the track gave no runner"):
+        contest(OneGossip(), [spec], kind="node-models-gloo", device="cpu", protected=PROTECTED)
     with pytest.raises(CellFailure, match="^plugin 'forges-a-request' failed: ValueError: unknown network operation; use gossip, exchange or allgather$"):
         contest(ForgesARequest(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))
     with pytest.raises(CellFailure, match="^invalid output of plugin 'one-too-few': distill\\(\\) returned 2 models for 3 nodes; return exactly one per node$"):

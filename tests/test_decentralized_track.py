@@ -215,4 +215,4 @@ def test_the_track_runs_on_the_cell_pipeline_with_a_served_contest(track, monkey
     prof = track.profile("tiny")
     assert track.contest_kind(prof) == "node-models" and KINDS["node-models"].served
     monkeypatch.setenv(ENV_EXECUTION, "gloo")
-    assert track.contest_kind(prof) == "node-models-gloo" and KINDS["node-models-gloo"].runner is not None
+    assert track.contest_kind(prof) == "node-models-gloo" and KINDS["node-models-gloo"].external

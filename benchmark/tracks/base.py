@@ -238,8 +238,8 @@ class Track(ABC):
         3. ``view(fixture, cell, method)``: the kind's view (a list: one call per view), holding
            no hidden truth; for a served kind, ``service(fixture, cell)`` answers its requests;
         4. the contest (``coreset_bench.contest``) of kind ``contest_kind(profile)``: the
-           contestant in the contestant worker, which holds only the views (or in the kind's own
-           processes); seeding, timing, one-line errors, the kind's output check;
+           contestant in the contestant worker, which holds only the views (or, for an external
+           kind, in the track's ``runner``); seeding, timing, one-line errors, the kind's output check;
         5. ``evaluate(fixture, cell, contest)``: metrics, timings, artifacts, info (a ``CellResult``);
         6. ``record``: finite metrics, the primary metric, the contest's time.
 
@@ -255,13 +255,13 @@ class Track(ABC):
         profile = self.profile(cell.profile)
         kind = self.contest_kind(profile)
         protected = self.protected(profile, cell, ctx)
-        if kind not in KINDS or KINDS[kind].runner is None:
+        if kind not in KINDS or not KINDS[kind].external:
             C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method))  # boots while the fixture is built
         torch.manual_seed(cell.seed)
         fixture = self.fixture(profile, cell, ctx)
         views = self.view(fixture, cell, method)
         out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
-                      serve=self.service(fixture, cell))
+                      serve=self.service(fixture, cell), runner=self.runner(fixture, cell))
         return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
 
     def contest_kind(self, profile: Profile) -> str:
@@ -275,6 +275,13 @@ class Track(ABC):
         """The harness's side of a served kind's views (``Kind.served``): a callable answering
         each request the contestant's view sends while it runs, in numbers (e.g. a byte-counting
         network). Default: None (the kind's views talk to nothing)."""
+        return None
+
+    def runner(self, fixture: Any, cell: Cell) -> Any:
+        """For an external kind (``Kind.external``): the callable that runs the contestant in
+        processes the track starts instead of the contestant worker, ``(method, views, device=,
+        protected=) -> (numbers per view, reports per view, seconds per view)``, raising
+        ``CellFailure``; the contest checks what it returns as for any kind. Default: None."""
         return None
 
     def accept(self, cell: Cell, method: Method) -> Method:

@@ -400,6 +400,14 @@ class DecentralizedTrack(Track):
         counts every byte (None for execution gloo: the node processes count)."""
         return DC.NetworkService(fixture.net) if fixture.net is not None else None
 
+    def runner(self, fixture: "_Fixture", cell: Cell) -> Any:
+        """Execution gloo: one process per node (``gossip_dist.run_views``), which count the bytes."""
+        if fixture.how != "gloo":
+            return None
+        from .. import gossip_dist
+
+        return gossip_dist.run_views
+
     def evaluate(self, fixture: "_Fixture", cell: Cell, contest: Any) -> CellResult:
         """The communication check and the metrics (``score``) of the contest's node models."""
         f = fixture
