@@ -777,6 +777,28 @@ def results_prune(
     _line(f"removed {n} run(s) from {store.url}" + (f"; kept {kept} that another live run is computing" if kept else ""))
 
 
+store_app = typer.Typer(help="Manage the results store: `store copy SRC DST` moves it to another database.", no_args_is_help=True, add_completion=False)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("copy")
+def store_copy(
+    src: str = typer.Argument(..., help="The store to copy: a path or SQLAlchemy URL (opened read-only)."),
+    dst: str = typer.Argument(..., help="The new store: a path or URL, e.g. postgresql://user@host/dbname (must hold no runs)."),
+) -> None:
+    """Copy every run, metric, artifact row and the salt of SRC into the empty store DST, and check
+    the copy (row counts and a content hash); artifact files stay where they are."""
+    from .store import StoreError
+    from .store_copy import copy_store
+
+    try:
+        rep = copy_store(src, dst)
+    except StoreError as exc:
+        fail(str(exc))
+    counts = ", ".join(f"{n} {t}" for t, n in rep.counts.items())
+    _line(f"copied {counts} from {rep.source} to {rep.destination}; content hash {rep.digest[:16]} matches")
+
+
 def _setting(spec: str) -> tuple[str, dict[str, Any]]:
     """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` -> (name, parameters), checked like ``--param``."""
     name, _, rest = spec.partition(":")
@@ -950,7 +972,7 @@ def _add_plugin_commands() -> None:
 
 
 #: built-in commands that need no plugin loaded (nor torch): they read the store only
-_NO_PLUGINS = {"results"}
+_NO_PLUGINS = {"results", "store"}
 
 
 def _needs_plugins(argv: list[str]) -> bool:

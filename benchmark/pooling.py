@@ -36,8 +36,8 @@ STEP_SECONDS = 60.0
 DEFAULT_START = "2026-01-05T00:00:00"  # a Monday
 
 
-class PlanError(ValueError):
-    """A provisioning method returned an invalid plan (or was too slow); the message names it."""
+from .validation import PlanOutputError as PlanError  # noqa: E402 - a ValueError and a CellFailure; its public name here
+
 
 
 class TraceError(ValueError):
@@ -385,8 +385,14 @@ class MethodRun:
     sim: SimResult
     plans: list[np.ndarray] = field(default_factory=list)
     clipped: int = 0
+    #: seconds of the method's own calls (measured where it runs: the contestant worker's clock
+    #: for a method in the worker, which the method could tamper with; this process's otherwise)
     fit_s: float = 0.0
     plan_s: float = 0.0
+    #: this process's clock around the same calls (transfers to and from the worker included):
+    #: the plan time budget ``plan_timeout_s`` is checked on it
+    fit_wall_s: float = 0.0
+    plan_wall_s: float = 0.0
     plan_calls: int = 0
     fits: int = 0
     #: per fit: {"t": steps since the evaluation start, **view.info the method wrote in fit}
@@ -394,18 +400,142 @@ class MethodRun:
 
 
 def check_plan(name: str, plan: Any, horizon: int, t: int) -> np.ndarray:
-    """The plan as float64 (horizon,), or ``PlanError`` naming the plugin and the problem."""
-    try:
-        arr = np.asarray(plan.detach().cpu().numpy() if hasattr(plan, "detach") else plan, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PlanError(f"plugin {name!r}: plan at step {t} is not numeric ({exc})") from None
-    if arr.ndim != 1 or arr.shape[0] != horizon:
-        raise PlanError(f"plugin {name!r}: plan has shape {arr.shape}, expected ({horizon},) (the view's horizon), at step {t}")
-    if not np.isfinite(arr).all():
-        raise PlanError(f"plugin {name!r}: plan at step {t} is not finite (NaN or inf)")
-    if (arr < 0).any():
-        raise PlanError(f"plugin {name!r}: plan at step {t} has negative pool sizes")
-    return arr
+    """The plan as float64 (horizon,), or ``PlanError`` naming the plugin and the problem (the
+    kind's one output check, ``coreset_bench.validation.check_plan``)."""
+    from .validation import check_plan as _check
+
+    return _check(plan, horizon, name, t)
+
+
+def info_values(info: Any) -> dict[str, Any]:
+    """What a method wrote to ``view.info`` in ``fit``, as JSON values: strings, booleans, None
+    and numbers kept (numbers as floats, NaN and inf included), anything else as its ``str``; a
+    non-dict is read as empty. The contestant worker sends this back, so a cell records the same
+    values wherever its method ran."""
+    if not isinstance(info, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in info.items():
+        if isinstance(v, (str, bool)) or v is None:
+            out[str(k)] = v
+        elif isinstance(v, (int, float, np.number)) and not isinstance(v, np.bool_):
+            out[str(k)] = float(v)
+        else:
+            out[str(k)] = str(v)
+    return out
+
+
+class PlanningState:
+    """The contestant's side of a provisioning run: the demand observed so far and the public
+    settings, from which every ``ProvisioningView`` is built (the harness's in-process runs and
+    the contestant worker build their views with this same class). It never holds a step of
+    demand past the step the view is at; ``view.future`` is filled only from what the harness
+    passes for a privileged method."""
+
+    def __init__(self, history: np.ndarray, *, horizon: int, step_seconds: float, seed: int, start: str, lead: int, decision_every: int,
+                 target_hit_rate: float, cost_idle: float, cost_miss: float, max_pool: int, tune_margin: float | None) -> None:
+        self._known = np.array(history, dtype=np.int64).reshape(-1)  # exactly the steps seen: nothing beyond
+        self.n = len(self._known)
+        self.settings = dict(horizon=int(horizon), step_seconds=float(step_seconds), seed=int(seed), start=str(start), lead=int(lead), decision_every=int(decision_every),
+                             target_hit_rate=float(target_hit_rate), cost_idle=float(cost_idle), cost_miss=float(cost_miss), max_pool=int(max_pool))
+        self.tune_margin = None if tune_margin is None else float(tune_margin)
+        self.rng = np.random.default_rng(int(seed))
+
+    def observe(self, steps: np.ndarray) -> None:
+        """Append the demand of the steps since the last view."""
+        d = np.asarray(steps, dtype=np.int64).reshape(-1)
+        if len(d):
+            self._known = np.concatenate([self._known, d])
+            self.n = len(self._known)
+
+    def view(self, t: int, ready: int, in_flight: int, *, calib: tuple[int, ...] | None = None, future: np.ndarray | None = None) -> Any:
+        from .kinds import ProvisioningView
+
+        if int(t) != self.n:
+            raise ValueError(f"a view at step {t} needs the demand up to it; {self.n} steps are known")
+        history = self._known.copy()
+        history.setflags(write=False)
+        if future is not None:
+            future = np.asarray(future, dtype=np.int64).copy()
+            future.setflags(write=False)
+        return ProvisioningView(
+            history=history, t=int(t), ready=int(ready), in_flight=int(in_flight), rng=self.rng, future=future,
+            calib_days=None if calib is None else tuple(int(d) for d in calib), tune_margin=self.tune_margin, **self.settings,
+        )
+
+
+    # ---- the calls of a session in the contestant worker (``contestant._session``) ----
+    calls = ("fit", "plan")
+
+    def fit_view(self, new: np.ndarray, t: int, ready: int, in_flight: int, calib: tuple[int, ...] | None) -> Any:
+        self.observe(new)
+        return self.view(t, ready, in_flight, calib=calib)
+
+    def plan_view(self, new: np.ndarray, t: int, ready: int, in_flight: int, future: np.ndarray | None) -> Any:
+        self.observe(new)
+        return self.view(t, ready, in_flight, future=future)
+
+    @staticmethod
+    def fit_plain(raw: Any, view: Any, name: str) -> str:
+        """What ``fit`` wrote to ``view.info``, as JSON text (``info_values``)."""
+        import json
+
+        return json.dumps(info_values(view.info))
+
+    @staticmethod
+    def plan_plain(raw: Any, view: Any, name: str) -> np.ndarray:
+        """The plan as float64 numbers (the harness checks them: ``validation.check_plan``)."""
+        from .contestant import ContestantOutputError
+
+        try:
+            return np.ascontiguousarray(np.asarray(raw.detach().cpu().numpy() if hasattr(raw, "detach") else raw, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise ContestantOutputError(f"plugin {name!r}: plan at step {view.t} is not numeric ({exc})") from None
+
+
+class LocalAgent:
+    """A provisioning method called in this process (the conformance kit, the harness's own
+    ``static`` reference). ``coreset_bench.contest`` has the same calls through the contestant
+    worker (``RemoteAgent``): ``fit`` returns ``info_values`` of the view's ``info``, ``plan``
+    the raw plan, both given the demand since the previous call."""
+
+    def __init__(self, method: Any, state: PlanningState) -> None:
+        self.method, self.state = method, state
+        self.name = str(getattr(method, "name", "?"))
+
+    def fit(self, new: np.ndarray, t: int, ready: int, in_flight: int, calib: tuple[int, ...] | None) -> dict[str, Any]:
+        view = self.state.fit_view(new, t, ready, in_flight, calib)
+        self.method.fit(view)
+        return info_values(view.info)
+
+    def plan(self, new: np.ndarray, t: int, ready: int, in_flight: int, future: np.ndarray | None) -> Any:
+        return self.method.plan(self.state.plan_view(new, t, ready, in_flight, future))
+
+
+@dataclass
+class Simulation:
+    """The harness's side of one provisioning run: the whole trace (its evaluation days
+    included: it never leaves the harness) and the settings ``run_method`` takes. ``state()`` is
+    what the contestant receives (``PlanningState``: the history up to ``start_step`` and the
+    public settings); ``privileged`` is the track's decision, made once before the contest."""
+
+    demand: np.ndarray
+    start_step: int
+    settings: dict[str, Any]
+    privileged: bool = False
+
+    def state(self) -> PlanningState:
+        st = self.settings
+        lead, de = int(st.get("lead", 5)), int(st.get("decision_every", 5))
+        return PlanningState(np.asarray(self.demand, dtype=np.int64)[: self.start_step], horizon=lead + de, step_seconds=float(st.get("step_seconds", STEP_SECONDS)),
+                             seed=int(st.get("seed", 0)), start=str(st.get("start", DEFAULT_START)), lead=lead, decision_every=de,
+                             target_hit_rate=float(st.get("target_hit_rate", 0.99)), cost_idle=float(st.get("cost_idle", 1.0)), cost_miss=float(st.get("cost_miss", 100.0)),
+                             max_pool=int(st.get("max_pool", 200)), tune_margin=st.get("tune_margin"))
+
+    def run(self, method: Any, *, state: PlanningState | None = None, agent: Callable[[PlanningState], Any] | None = None, privileged: bool | None = None,
+            guard: Callable[[str, Callable[[], Any]], Any] | None = None) -> "MethodRun":
+        return run_method(method, self.demand, start_step=self.start_step, privileged=self.privileged if privileged is None else privileged,
+                          state=state, agent=agent, guard=guard, **self.settings)
 
 
 def run_method(
@@ -430,59 +560,64 @@ def run_method(
     calib_days: int | None = None,
     calib_same_type: bool = True,
     tune_margin: float | None = None,
+    privileged: bool | None = None,
+    agent: Callable[[PlanningState], Any] | None = None,
+    state: PlanningState | None = None,
 ) -> MethodRun:
     """Drive a ``ProvisioningMethod`` over ``demand[start_step:]``: ``fit`` at the start (and every
     ``refit_every`` steps) with the history so far, ``plan`` every ``decision_every`` steps for
     ``lead + decision_every`` targets, each plan checked (``PlanError``), rounded and clipped to
     ``max_pool``. ``view.future`` (the next ``horizon`` steps, zero past the end) is given only
-    to ``privileged`` methods. A mean plan time over ``plan_timeout_s`` raises ``PlanError``.
+    to ``privileged`` methods: ``privileged`` as decided by the caller (the track decides it once,
+    from the method's declaration, before the contest), else the method's ``privileged``. A mean
+    plan time over ``plan_timeout_s`` raises ``PlanError``.
     ``guard(name, fn)`` wraps every call (the contestant guard). What a method writes to
-    ``view.info`` in ``fit`` (its realized parameters) is kept in ``MethodRun.fit_info``, with
-    ``calib_days``, the days it was asked to calibrate on, counted from the evaluation start
-    (-1 = the last history day).
+    ``view.info`` in ``fit`` (its realized parameters, ``info_values``) is kept in
+    ``MethodRun.fit_info``, with ``calib_days``, the days it was asked to calibrate on, counted
+    from the evaluation start (-1 = the last history day).
+
+    ``agent(state)``: who runs the method's calls, given the ``PlanningState`` its views are
+    built from (default ``LocalAgent``, in this process; the contest passes one that calls the
+    contestant worker). Only the demand of the steps already simulated reaches it. ``state``:
+    that ``PlanningState`` when the caller built it (``Simulation.state``: the contest's view).
 
     Calibration (the profile's, the same for every method): with ``calib_days`` = n, every
     ``fit`` view carries ``view.calib_days`` = ``calibration_days(t, spd, n=n,
     same_type=calib_same_type)`` and ``view.tune_margin`` = ``tune_margin``; without it both are
     None (the method's own defaults)."""
-    from .kinds import ProvisioningView
-
     horizon = lead + decision_every
-    rng = np.random.default_rng(seed)
-    privileged = bool(getattr(method, "privileged", False))
+    if privileged is None:
+        privileged = bool(getattr(method, "privileged", False))
     name = str(getattr(method, "name", "?"))
     call = guard or (lambda _n, fn: fn())
     out = MethodRun(sim=None)  # type: ignore[arg-type]
     demand = np.asarray(demand, dtype=np.int64)
     eval_demand = demand[start_step:]
-
+    if state is not None and (state.n != start_step or state.settings["horizon"] != horizon):
+        raise ValueError(f"the planning state holds {state.n} steps and horizon {state.settings['horizon']}; this run starts at step {start_step} with horizon {horizon}")
+    state = state if state is not None else PlanningState(demand[:start_step], horizon=horizon, step_seconds=step_seconds, seed=seed, start=start, lead=lead, decision_every=decision_every,
+                          target_hit_rate=target_hit_rate, cost_idle=cost_idle, cost_miss=cost_miss, max_pool=max_pool, tune_margin=tune_margin)
+    runner = agent(state) if agent is not None else LocalAgent(method, state)
     spd = int(round(86400 / float(step_seconds)))
+    known = [start_step]  # the steps of demand the agent holds
 
-    def view_at(t: int, ready: int, in_flight: int, calib: tuple[int, ...] | None = None) -> ProvisioningView:
-        history = demand[:t].copy()
-        history.setflags(write=False)
-        future = None
-        if privileged:
-            future = np.zeros(horizon, dtype=np.int64)
-            chunk = demand[t : t + horizon]
-            future[: len(chunk)] = chunk
-            future.setflags(write=False)
-        return ProvisioningView(
-            history=history, horizon=horizon, step_seconds=step_seconds, seed=seed, t=t, start=start, lead=lead,
-            decision_every=decision_every, target_hit_rate=target_hit_rate, cost_idle=cost_idle, cost_miss=cost_miss,
-            ready=ready, in_flight=in_flight, max_pool=max_pool, rng=rng, future=future,
-            calib_days=calib, tune_margin=None if tune_margin is None else float(tune_margin),
-        )
+    def since(t: int) -> np.ndarray:
+        new = demand[known[0] : t]
+        known[0] = t
+        return new
 
     def do_fit(t: int, ready: int, in_flight: int) -> None:
         calib = calibration_days(t, spd, n=int(calib_days), same_type=calib_same_type, start=start) if calib_days else None
-        view = view_at(t, ready, in_flight, calib)
+        new = since(t)
         t0 = time.perf_counter()
-        call(name, lambda: method.fit(view))
-        out.fit_s += time.perf_counter() - t0
+        info = call(name, lambda: runner.fit(new, t, ready, in_flight, calib))
+        wall = time.perf_counter() - t0
+        own = getattr(runner, "last_seconds", None)
+        out.fit_s += wall if own is None else own
+        out.fit_wall_s += wall
         out.fits += 1
         extra = {} if calib is None else {"calib_days": [d - start_step // spd for d in calib]}
-        out.fit_info.append({"t": t - start_step, **extra, **(view.info if isinstance(view.info, dict) else {})})
+        out.fit_info.append({"t": t - start_step, **extra, **info})
 
     do_fit(start_step, 0, 0)
 
@@ -490,13 +625,21 @@ def run_method(
         t = start_step + t_rel
         if refit_every and t_rel > 0 and t_rel % refit_every == 0:
             do_fit(t, ready, in_flight)
-        view = view_at(t, ready, in_flight)
+        future = None
+        if privileged:
+            future = np.zeros(horizon, dtype=np.int64)
+            chunk = demand[t : t + horizon]
+            future[: len(chunk)] = chunk
+        new = since(t)
         t0 = time.perf_counter()
-        plan = call(name, lambda: method.plan(view))
-        out.plan_s += time.perf_counter() - t0
+        plan = call(name, lambda: runner.plan(new, t, ready, in_flight, future))
+        wall = time.perf_counter() - t0
+        own = getattr(runner, "last_seconds", None)
+        out.plan_s += wall if own is None else own
+        out.plan_wall_s += wall
         out.plan_calls += 1
-        if plan_timeout_s and out.plan_calls >= 5 and out.plan_s / out.plan_calls > plan_timeout_s:
-            raise PlanError(f"plugin {name!r}: plan calls take {out.plan_s / out.plan_calls:.2f}s on average, over the {plan_timeout_s:g}s budget")
+        if plan_timeout_s and out.plan_calls >= 5 and out.plan_wall_s / out.plan_calls > plan_timeout_s:
+            raise PlanError(f"plugin {name!r}: plan calls take {out.plan_wall_s / out.plan_calls:.2f}s on average, over the {plan_timeout_s:g}s budget")
         arr = check_plan(name, plan, horizon, t)
         out.plans.append(arr.copy())
         out.clipped += int((np.rint(arr[:decision_every]) > max_pool).sum())
@@ -764,7 +907,7 @@ def calendar(start: str, t0: int, n: int, step_seconds: float = STEP_SECONDS) ->
 
 
 __all__ = [
-    "Frontier", "MethodRun", "PlanError", "SimResult", "Trace", "TraceError", "calendar", "calibration_days", "check_plan", "forward_sums", "hold", "is_weekend",
+    "Frontier", "LocalAgent", "MethodRun", "PlanError", "PlanningState", "Simulation", "SimResult", "Trace", "TraceError", "calendar", "calibration_days", "check_plan", "forward_sums", "hold", "info_values", "is_weekend",
     "load_azure_functions", "load_counts_csv", "resolve_trace", "run_method", "simulate", "smallest_static_pool", "static_frontier",
     "synth_rate", "synth_sessions",
 ]

@@ -9,8 +9,12 @@ on a shared file system (``--db`` and the working directory on shared storage) s
 are shared across nodes; without one each node recomputes what it lacks, and every cell still
 records the proxy's cost.
 
-A cell past its time-out is cancelled (``ray.cancel(force=True)``) and fails on its own; a task
-whose worker dies fails its cell with Ray's error.
+A cell past its time-out is cancelled (``ray.cancel(force=True)``) and fails on its own. A task
+whose worker process dies (killed, out of memory, its node lost) is retried by Ray up to
+``RETRIES`` times on any node (``CORESET_BENCH_RAY_RETRIES``); a plugin's own exception is never
+retried (it is returned as the cell's failure). Nothing a task computed reaches the store until
+the driver writes it, so a retried cell is stored once. Every cell records the Ray node that ran
+it in ``info["ray_node"]`` (the node id's first 12 hex digits).
 
 This module never imports ``coreset_bench.runner``: the runner hands the executor its cell
 function (``run_one``) and error formatter, so the dependency runs one way only (runner ->
@@ -22,6 +26,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from .cells import CellContext
@@ -37,9 +42,33 @@ def _remote_cell(cell_fn: CellFn, format_error: FormatFn, track_name: str, metho
     # cell_fn and format_error are module-level functions: Ray pickles them by reference
     ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5])
     try:
-        return True, cell_fn(track_name, method_name, params, cell, ctx), None
+        result = cell_fn(track_name, method_name, params, cell, ctx)
+        node = _node_id()
+        if node and isinstance(getattr(result, "info", None), dict):
+            result.info["ray_node"] = node
+        return True, result, None
     except BaseException as exc:  # noqa: BLE001 - returned to the driver, which stores it
         return False, format_error(exc, method_name), traceback.format_exc()
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())[:12]
+    except Exception:  # noqa: BLE001 - not inside a Ray worker
+        return None
+
+
+def _retries() -> int:
+    import os
+
+    raw = os.environ.get("CORESET_BENCH_RAY_RETRIES", "")
+    return int(raw) if raw.strip().isdigit() else RETRIES
+
+
+#: how often Ray re-runs a cell whose worker process died (not a plugin's exception)
+RETRIES = 2
 
 
 class RayExecutor:
@@ -64,11 +93,14 @@ class RayExecutor:
                 ray.init(num_cpus=max(1, jobs), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
                 self.started_here = True
         gpus = 1 if ctx.device.startswith("cuda") else 0
-        self.fn = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_remote_cell)
+        self.fn = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=_retries(), retry_exceptions=False)(_remote_cell)
 
     def run(self, items: Sequence[Any], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Any, bool, Any, str | None, float]]:
         ray = self.ray
-        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt)
+        # absolute paths: a Ray worker's working directory is its node's, not the driver's (on a
+        # cluster, the results directory is a shared file system mounted at the same path)
+        absolute = [None if d is None else Path(d).resolve() for d in (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir)]
+        ctx_args = (*absolute, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt)
         pending = list(items)
         refs: dict[Any, tuple[Any, float]] = {}
         # at most `window` tasks in flight, so a task's clock (for the time-out) starts when a

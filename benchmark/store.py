@@ -140,7 +140,8 @@ def _m004_run_lease(conn: Any) -> None:
     if "owner" not in have:
         conn.execute(text("ALTER TABLE run ADD COLUMN owner VARCHAR"))
     if "heartbeat" not in have:
-        conn.execute(text("ALTER TABLE run ADD COLUMN heartbeat DATETIME"))
+        kind = "DATETIME" if conn.dialect.name == "sqlite" else "TIMESTAMP"
+        conn.execute(text(f"ALTER TABLE run ADD COLUMN heartbeat {kind}"))
 
 
 def _m005_interrupted_status(conn: Any) -> None:
@@ -169,6 +170,17 @@ MIGRATIONS: list[tuple[str, Any]] = [
 STATUSES = ("running", "done", "failed", "interrupted")
 
 
+#: the advisory-lock key that serializes migrations on PostgreSQL ("cbmigrat" as a 64-bit int)
+_PG_MIGRATION_LOCK = int.from_bytes(b"cbmigrat", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+def _migration_order(names: Iterable[str]) -> list[str]:
+    """Applied migrations in the order they were applied (the code's order; unknown ones last)."""
+    known = [n for n, _ in MIGRATIONS]
+    pos = {n: i for i, n in enumerate(known)}
+    return sorted(names, key=lambda n: (pos.get(n, len(known)), n))
+
+
 def _migrate(engine: Engine) -> list[str]:
     applied_now = []
     with engine.begin() as conn:
@@ -176,6 +188,10 @@ def _migrate(engine: Engine) -> list[str]:
             # one write transaction for all of it (the driver would run DDL outside one): a
             # concurrent opener waits, then finds the migrations done; readers never see half
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            # the same on PostgreSQL: one transaction (its DDL is transactional) holding an
+            # advisory lock, so concurrent openers apply the migrations once, one after another
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         conn.execute(text("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"))
         done = {r[0] for r in conn.execute(text("SELECT name FROM _migrations"))}
         for name, fn in MIGRATIONS:
@@ -194,9 +210,36 @@ def resolve_url(db: str | os.PathLike[str] | None) -> str:
     """``--db`` value or ``CORESET_BENCH_DB`` or the default path -> SQLAlchemy URL."""
     raw = str(db) if db is not None else os.environ.get("CORESET_BENCH_DB") or str(DEFAULT_DB)
     if "://" in raw:
-        return raw
+        return _postgres_driver(raw)
     # build the URL from parts so that characters like '?', '#' or '%' in a path stay literal
     return URL.create("sqlite", database=str(Path(raw).expanduser())).render_as_string(hide_password=False)
+
+
+def _postgres_driver(raw: str) -> str:
+    """``postgresql://`` / ``postgres://`` -> the installed driver's dialect (psycopg 3, the
+    ``[postgres]`` extra, unless psycopg2 is installed); other URLs unchanged. A PostgreSQL URL
+    with no driver installed is a one-line ``StoreError`` naming the extra."""
+    scheme, sep, rest = raw.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return raw
+    import importlib.util
+
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}{sep}{rest}"
+    raise StoreError("a PostgreSQL store needs its driver: pip install 'coreset-bench[postgres]'")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of a database error (drivers add SQL and hints on further lines)."""
+    orig = getattr(exc, "orig", None) or exc
+    text_ = str(orig).strip().splitlines()
+    return text_[0] if text_ else type(orig).__name__
+
+
+def _permission_denied(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlstate", None) == "42501" or "permission denied" in str(orig).lower() or "read-only transaction" in str(orig).lower()
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -412,6 +455,11 @@ class Store:
         kwargs: dict[str, Any] = {}
         if url.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        elif url.get_backend_name() == "postgresql":
+            # timestamps in UTC whatever the server's zone; a read-only open cannot write at all
+            opts = "-c timezone=UTC" + (" -c default_transaction_read_only=on" if read_only else "")
+            kwargs["connect_args"] = {"options": opts, "connect_timeout": 10}
+            kwargs["pool_pre_ping"] = True
         if read_only and self.sqlite_path is not None:
             pending = [n for n, _ in MIGRATIONS if n not in applied]
             if pending:  # an older (or empty) store: bring its schema up to date once, if allowed
@@ -428,25 +476,60 @@ class Store:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             if not read_only:
                 self.migrations_applied = self._migrate_with_retries()
+            elif self.sqlite_path is None:
+                self._check_server_schema()
         base = artifacts_dir
         if base is None:
             base = (self.sqlite_path.parent if self.sqlite_path else Path("results")) / "artifacts"
         self.artifacts_dir = base
 
+    def _check_server_schema(self) -> None:
+        """A read-only open of a server database (PostgreSQL): it must be reachable and hold an
+        up-to-date store of ours; otherwise one line saying what to do."""
+        try:
+            with self.engine.connect() as conn:
+                names = set(inspect(conn).get_table_names())
+                if "_migrations" not in names or "run" not in names:
+                    raise StoreError(f"{self.safe_url} holds no coreset-bench store; run `coreset-bench run --db ...` against it first")
+                applied = {r[0] for r in conn.execute(text("SELECT name FROM _migrations"))}
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the results database {self.safe_url}: {_one_line(exc)}") from exc
+        known = [n for n, _ in MIGRATIONS]
+        unknown = sorted(applied - set(known))
+        if unknown:
+            raise StoreError(f"{self.safe_url} was written by a newer coreset-bench (migration {unknown[0]}); upgrade coreset-bench")
+        pending = [n for n in known if n not in applied]
+        if pending:
+            raise StoreError(f"{self.safe_url} lacks migrations ({', '.join(pending)}); open it once with a role that may write (any `run`), then read it")
+
+    @property
+    def safe_url(self) -> str:
+        """The store's URL without its password (for messages)."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
     def _migrate_with_retries(self) -> list[str]:
         for attempt in range(20):
             try:
                 return _migrate(self.engine)
-            except (OperationalError, DatabaseError) as exc:
+            except SQLAlchemyError as exc:
+                if self.sqlite_path is None and _permission_denied(exc):
+                    raise StoreError(
+                        f"the database role cannot write to {self.safe_url} ({_one_line(exc)}); "
+                        "grant it write access or use a role that may write (reading commands work read-only)"
+                    ) from exc
+                if self.sqlite_path is None and not isinstance(exc, (OperationalError, DatabaseError)):
+                    raise StoreError(f"cannot open the results database {self.safe_url}: {_one_line(exc)}") from exc
+                if self.sqlite_path is None and isinstance(exc, OperationalError) and "connect" in str(getattr(exc, "orig", exc)).lower():
+                    raise StoreError(f"cannot connect to the results database {self.safe_url}: {_one_line(exc)}; start the server or fix --db") from exc
                 # two processes creating one new database at once: the loser's CREATE fails
                 # because the winner committed first; the migration record then says it is done
-                if attempt < 19 and any(m in str(exc.orig) for m in ("already exists", "locked", "UNIQUE constraint failed: _migrations")):
+                if attempt < 19 and any(m in str(getattr(exc, "orig", exc)) for m in ("already exists", "locked", "UNIQUE constraint failed: _migrations")):
                     time.sleep(0.1 * (attempt + 1))
                     continue
                 path = self.sqlite_path
-                if path is not None and isinstance(exc.orig, sqlite3.Error) and _cannot_open_beside(exc.orig) and path.exists() and not _dir_writable(path):
+                if path is not None and isinstance(getattr(exc, "orig", None), sqlite3.Error) and _cannot_open_beside(exc.orig) and path.exists() and not _dir_writable(path):
                     raise _read_only_location(path) from exc
-                raise StoreError(f"cannot open the results database {self.url}: {exc.orig}; pass --db with a writable path") from exc
+                raise StoreError(f"cannot open the results database {self.safe_url}: {_one_line(exc)}; pass --db with a writable path") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -460,9 +543,16 @@ class Store:
         if self.read_only:
             raise StoreError(f"{self.url} was opened read-only; this command cannot write results")
         with Session(self.engine) as s:
-            if self.engine.dialect.name == "sqlite":
-                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            yield s
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                yield s
+            except SQLAlchemyError as exc:
+                if self.sqlite_path is None and _permission_denied(exc):
+                    raise StoreError(
+                        f"the database role cannot write to {self.safe_url} ({_one_line(exc)}); grant it write access or use a role that may write"
+                    ) from exc
+                raise
 
     # ---- writing (driver only) -----------------------------------------------------------
     def lease_is_live(self, row: Run, now: datetime | None = None) -> bool:
@@ -760,7 +850,9 @@ class Store:
 
     def applied_migrations(self) -> list[str]:
         with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(text("SELECT name FROM _migrations ORDER BY rowid"))]
+            if self.engine.dialect.name == "sqlite":
+                return [r[0] for r in conn.execute(text("SELECT name FROM _migrations ORDER BY rowid"))]
+            return _migration_order(r[0] for r in conn.execute(text("SELECT name FROM _migrations")))
 
     def integrity(self) -> str:
         if self.sqlite_path is None:

@@ -8,7 +8,11 @@
 * attack (``check_attack_output``): the adversarial inputs have the inputs' shape, are finite,
   lie in the threat model's eps-ball and in its value range;
 * noise correction (``check_corrected_model``): a ``torch.nn.Module`` with finite parameters
-  and buffers that gives one finite logit per class on a batch of inputs.
+  and buffers that gives one finite logit per class on a batch of inputs;
+* provisioning (``check_plan``): every plan is numeric, 1-D, of the view's ``horizon``, finite
+  and >= 0 (the harness rounds it and clips it to ``max_pool``).
+* decentralized distillation (``check_node_models``): exactly one model per node, each passing
+  the noise-correction model check.
 
 A selection is valid when its indices form a 1-D array of unique integers in ``[0, n)`` with
 exactly the budget of them (at most the budget, and at least one, for methods with
@@ -37,6 +41,28 @@ class SelectionOutputError(OutputError):
 
 class AttackOutputError(OutputError):
     """An attack's output left the threat model or is malformed."""
+
+
+class PlanOutputError(OutputError):
+    """A provisioning method returned an invalid plan (or planned too slowly); the message names
+    it (``coreset_bench.pooling.PlanError`` is this class)."""
+
+
+def check_plan(plan: Any, horizon: int, method_name: str, t: int) -> np.ndarray:
+    """A provisioning plan as float64 of shape (``horizon``,), else ``PlanOutputError``: numeric,
+    1-D, ``horizon`` long, finite and >= 0 (``t``: the step it was made at, for the message)."""
+    name = method_name
+    try:
+        arr = np.asarray(plan.detach().cpu().numpy() if hasattr(plan, "detach") else plan, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PlanOutputError(f"plugin {name!r}: plan at step {t} is not numeric ({exc})") from None
+    if arr.ndim != 1 or arr.shape[0] != horizon:
+        raise PlanOutputError(f"plugin {name!r}: plan has shape {arr.shape}, expected ({horizon},) (the view's horizon), at step {t}")
+    if not np.isfinite(arr).all():
+        raise PlanOutputError(f"plugin {name!r}: plan at step {t} is not finite (NaN or inf)")
+    if (arr < 0).any():
+        raise PlanOutputError(f"plugin {name!r}: plan at step {t} has negative pool sizes")
+    return arr
 
 
 def validate_selection(out: Any, view: SelectionView, method: SelectionMethod) -> Selection:
@@ -194,3 +220,20 @@ def check_corrected_model(out: Any, method_name: str, x_probe: Any, num_classes:
     if not bool(torch.isfinite(logits).all()):
         raise OutputError(f"{prefix}: the returned model gives non-finite logits")
     return model
+
+
+def check_node_models(out: Any, method_name: str, n: int, x_probe: Any, num_classes: int, device: Any) -> list[Any]:
+    """A decentralized method's models (in eval mode on ``device``) or ``OutputError``: a list of
+    exactly ``n`` models, node i's passing ``check_corrected_model`` (message naming node i)."""
+    prefix = f"invalid output of plugin {method_name!r}"
+    if not isinstance(out, (list, tuple)):
+        raise OutputError(f"{prefix}: distill() returned {type(out).__name__}, not a list of one model per node")
+    if len(out) != n:
+        raise OutputError(f"{prefix}: distill() returned {len(out)} models for {n} nodes; return exactly one per node")
+    models = []
+    for i, m in enumerate(out):
+        try:
+            models.append(check_corrected_model(m, method_name, x_probe, num_classes, device))
+        except OutputError as exc:
+            raise OutputError(str(exc).replace("correct() returned", f"node {i}'s model is").replace("the returned model", f"node {i}'s model")) from None
+    return models

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import figures
+from . import figures, side_effects
 from .board import FLOOR_CHANCE, Board, Row, Table
 from .common import LEGEND, _cell, _num, _scale, _unit, _unit_suffix, board_range, fmt_interval, fmt_seconds, fmt_value, interval_title
 from .data import provenance_of
@@ -408,6 +408,7 @@ def _profile_page(
             "device": p.device,
         },
         "tables": [_table_model(board, t, method_href) for t in board.tables],
+        "side_effects": side_effects.panel(board, stem, out),  # issue 40; None without side-effect metrics
         "legend": [dict(zip(("text", "cls", "why"), item)) for item in LEGEND],
         "verified": any(_verified_by(v.records) for v in board.variants),
         "figures": figs,

@@ -257,11 +257,11 @@ _PACKAGES = {"benchmark": "coreset_bench", "plugins": "coreset_bench.plugins", "
 #: class ``tracks.base`` owns the pipeline and belongs here; the tracks derive from it)
 CORE = {
     "", "cells", "kinds", "validation", "contest", "contestant", "data", "models", "training", "signals", "robust",
-    "store", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims",
+    "store", "store_copy", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims",
     "tracks", "tracks.base",
 }
 #: track worlds: the helpers of one track each (flat beside the core until they move beside their track)
-WORLDS = {"pooling", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world", "privacy_metrics"}
+WORLDS = {"pooling", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world", "privacy_metrics", "side_effects"}
 #: the plugin authors' kit (it builds small worlds of its own)
 KIT = {"kit", "testing"}
 #: lowest first: a module may import modules of its own layer or of a lower one

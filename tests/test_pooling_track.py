@@ -86,10 +86,12 @@ class _Bad(ProvisioningMethod):
             from coreset_bench.pooling import synth_sessions
 
             synth_sessions("diurnal")
-        elif self.how == "future":
-            assert view.future is None
-            self.saw_no_future = True
+        elif self.how == "future" and view.future is not None:
+            raise RuntimeError("a non-privileged method saw the future")
         return out
+
+    def fit(self, view):
+        view.info["future_none"] = view.future is None
 
 
 @pytest.mark.parametrize("how, needle", [
@@ -108,14 +110,14 @@ def test_bad_plugin_output_fails_only_its_cell_naming_the_plugin(track, tmp_path
     with pytest.raises(CellFailure, match=needle) as exc:
         _run(track, _Bad(how), tmp_path)
     assert "bad-pool" in str(exc.value)
+    monkeypatch.undo()  # the profile's own plan time budget again
     ok = _run(track, registry.method("static"), tmp_path)  # the next cell is unaffected
     assert ok.metrics["hit_rate"] > 0
 
 
 def test_non_privileged_methods_never_see_the_future(track, tmp_path):
-    m = _Bad("future")
-    r = _run(track, m, tmp_path)
-    assert m.saw_no_future and r.metrics["hit_rate"] > 0
+    r = _run(track, _Bad("future"), tmp_path)  # plan() raises if it gets view.future
+    assert r.info["method_future_none"] == [True] and r.metrics["hit_rate"] > 0 and BOUND not in r.info["flags"]
 
 
 @pytest.mark.slow
@@ -174,7 +176,7 @@ def test_tiny_run_renders_the_pool_frontier_figure(tmp_path, monkeypatch):
     heads = re.findall(r"<th [^>]*>(.*?)</th>", page)
     assert "total" in heads and "plan_s" in heads and not {"selection", "subset size"} & set(heads), heads
     assert "= budget" not in page
-    method = (tmp_path / "site" / "methods" / "reactive.html").read_text()
+    assert "plan (s)" in mheads and "plan_s (%)" not in mheads and "subset size" not in mheads and "selection" not in mheads
     mheads = re.findall(r"<th[^>]*>(.*?)</th>", method)
     assert "plan_s" in mheads and "plan_s (%)" not in mheads and "subset size" not in mheads and "selection" not in mheads
     assert re.search(r"<td>k [0-9.]+; tuner at a bound in [01]/1 fits[^;<]*; pool p50 [0-9.]+ / p95 [0-9.]+ / max [0-9.]+</td>", method), "the realized k, the tuner's bound and pool sizes"
@@ -200,9 +202,13 @@ class _BlasProbe(ProvisioningMethod):
         return self
 
     def fit(self, view):
-        from threadpoolctl import threadpool_info
+        import os
 
-        self.blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        from coreset_bench import contestant
+
+        # the worker measured its BLAS at boot, before the guard (which refuses threadpoolctl's ctypes)
+        view.info["blas"] = max(contestant.BLAS_AT_BOOT) if contestant.BLAS_AT_BOOT else None
+        view.info["env"] = os.environ.get("OPENBLAS_NUM_THREADS")
 
     def plan(self, view):
         return np.full(view.horizon, 3.0)
@@ -217,10 +223,11 @@ def test_cells_hold_numpy_blas_to_the_cell_thread_count(track, tmp_path, monkeyp
     torch.set_num_threads(1)  # what the runner's cell scope sets on the CPU
     try:
         with threadpool_limits(limits=2, user_api="blas"):  # what OpenBLAS takes on a 2-core machine
-            _run(track, m, tmp_path)
+            r = _run(track, m, tmp_path)
     finally:
         torch.set_num_threads(before)
-    assert m.blas and max(m.blas) == 1
+    # the method runs in the contestant worker: its BLAS there is held to the cell's thread count
+    assert r.info["method_blas"] == [1.0] and r.info["method_env"] == ["1"]
 
 
 def test_same_intelligent_pooling_cell_same_numbers(track, tmp_path):
@@ -241,7 +248,7 @@ class _CalibProbe(ProvisioningMethod):
         return self
 
     def fit(self, view):
-        self.seen = (view.calib_days, view.tune_margin)
+        view.info["seen"] = str((view.calib_days, view.tune_margin))
         view.info["tune_bound"] = "floor"
         view.info["rho"] = 1.0
 
@@ -257,7 +264,7 @@ def test_every_method_gets_the_profiles_calibration_and_a_pinned_tuner_is_counte
     assert prof.settings["calib_days"] == 2 and prof.settings["tune_margin"] == 0.002 and prof.settings["refit_every"] == 1440
     m = _CalibProbe()
     r = _run(track, m, tmp_path, profile="tiny@2")
-    assert m.seen == ((1, 2), 0.002)
+    assert r.info["method_seen"] == [str(((1, 2), 0.002))]
     assert r.info["calib_days"] == [[-2, -1]] and r.info["tuner_at_bound"] == 1 and r.info["tuner_at_floor"] == 1
     assert r.info["tune_aim"] == pytest.approx(0.992) and r.info["slo_threshold"] == pytest.approx(0.988)
     text = PoolingTrack.realized_text(r.info)

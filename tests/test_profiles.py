@@ -183,7 +183,7 @@ def test_cifar10_study_profile_meets_the_issue(track):
     budgets 0.1 and 0.3, standard and TRADES training, 3 seeds."""
     from coreset_bench import data as D
 
-    p = track.profile("cifar10-study")
+    p = track.profile("cifar10-study@1")
     assert p.id == "coreset/cifar10-study@1"
     st = p.settings
     labels = np.repeat(np.arange(10), 5000)  # the JPEG copy's training split

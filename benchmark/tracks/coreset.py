@@ -20,6 +20,13 @@ Steps 1-2 are the track's ``fixture`` (the proxy run served on demand, for the s
 method declared), 3 its ``view`` and the contest (``coreset_bench.contest``), 4-5 its
 ``evaluate``: the cell pipeline of ``Track.run_cell``.
 
+Side effects (issue 40): a profile with ``settings["side_effects"]`` holds a per-class part of
+the pool out of every cell and adds, per cell, the membership leakage of the trained model for
+its own subset against that held-out split, the worst-class clean and robust accuracy and the
+expected calibration error; one with ``settings["label_noise"]`` flips a seeded, hidden share
+of the pool's labels (exact count per class) and records the share of flipped samples each
+selection keeps. See ``coreset_bench.side_effects``. Published profiles have neither.
+
 Conventions (stored with each profile's settings, see ``methods-selection.md`` section 1):
 the budget is the *kept* fraction of the pool (validation excluded), rounded to a count; class
 balance is the method's own choice; the training budget on the subset is a fixed number of
@@ -29,6 +36,7 @@ same compute, unless a profile says ``epochs``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +48,7 @@ import torch
 
 from .. import data as D
 from .. import models as M
+from .. import side_effects as SE
 from .. import signals as S
 from .. import training as T
 from ..claims import BEST_NON_SEED, NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row
@@ -214,6 +223,7 @@ def _profiles() -> list[Profile]:
         )
     out.extend(_signal_keeping_profiles())
     out.extend(_study_profiles())
+    out.extend(_side_effect_profiles(out))
     return out
 
 
@@ -353,6 +363,67 @@ def _study_profiles() -> list[Profile]:
     ]
 
 
+#: side effects (issue 40, ``coreset_bench.side_effects``) on a digits profile: a fifth of the pool
+#: (per class) held out for the membership attacks, ECE with 15 equal-width bins, the LOSS,
+#: m-entropy and zero-order curvature threshold attacks on every member (or as many members as
+#: held-out points). Turning side effects on in a profile is the one line
+#: ``"side_effects": SIDE_EFFECTS_DIGITS`` in its settings (a new profile version: the held-out
+#: split leaves the pool).
+SIDE_EFFECTS_DIGITS = {"heldout_fraction": 0.2, "ece_bins": 15, "mia": ["loss", "mentr", "curvature"], "max_points": None, "curvature": {"h": 1e-3, "n_iter": 10, "estimator": "zo"}}
+#: the study's: 100 held-out images per class (1/11 of the 1,100 left after validation), at most
+#: 300 members against 300 held-out images per cell: the curvature costs 41 forwards a query,
+#: about 12 CPU-seconds per cell on an idle core for 600 CIFAR queries of cnn-small
+SIDE_EFFECTS_STUDY = {**SIDE_EFFECTS_DIGITS, "heldout_fraction": 1 / 11, "max_points": 300}
+#: quick-noisy's pool labels: 20 % symmetric noise with the label-noise track's exact-count injector
+NOISE_QUICK = {"kind": "symmetric", "rate": 0.2, "flip_validation": False}
+SIDE_DESCRIPTION = (
+    " Side effects (issue 40): membership AUC and TPR at 1 % FPR of the cell's model for its own subset against as many points of a "
+    "held-out split ({heldout}, never trained on or evaluated; LOSS, m-entropy and zero-order input-curvature threshold attacks, no shadows), "
+    "worst-class clean and robust accuracy, ECE with 15 equal-width bins."
+)
+
+
+def _side_effect_profiles(published: Sequence[Profile]) -> list[Profile]:
+    """quick-noisy@1: quick@2's matrix on a pool with 20 % of its labels flipped (exact count per
+    class, seeded from the store's hidden salt), side effects on; cifar10-study@2: the study with
+    side effects on (pool and validation as @1, 100 images per class more held out)."""
+    quick2 = next(p for p in published if p.name == "quick" and p.version == 2)
+    study1 = next(p for p in published if p.name == "cifar10-study" and p.version == 1)
+    noisy = Profile(
+        "coreset",
+        "quick-noisy",
+        1,
+        dict(quick2.axes),
+        seeds=quick2.seeds,
+        settings={**quick2.settings, "side_effects": SIDE_EFFECTS_DIGITS, "label_noise": NOISE_QUICK},
+        description=(
+            "quick@2's matrix (digits, cnn-small, budgets 0.1 and 0.3, standard and TRADES training, 3 seeds, eps 0.075, PGD-20 on all held-out "
+            "test points, AutoAttack on 60) on a noisy pool: 20 % of each class's pool labels flipped to the other classes (symmetric, exact count "
+            "per class, the label-noise track's injector, seeded per repeat from the results store's hidden salt; the validation split keeps its labels). "
+            "The selection sees only the noisy labels; noise_kept_share is the share of flipped samples a method keeps (20 % for random in expectation)."
+            + SIDE_DESCRIPTION.format(heldout="a fifth of each class's pool, its labels flipped at the same rate")
+        ),
+    )
+    st = dict(study1.settings)
+    st.update({"max_train_per_class": 1200, "val_fraction": 1 / 12, "side_effects": SIDE_EFFECTS_STUDY})
+    study2 = Profile(
+        "coreset",
+        "cifar10-study",
+        2,
+        dict(study1.axes),
+        seeds=study1.seeds,
+        settings=st,
+        description=(
+            "cifar10-study@1's protocol (CIFAR-10 JPEG copy, pool of 1,000 images per class, 100 validation images per class, cnn-small, budgets 0.1 "
+            "and 0.3, standard and TRADES training, 3 seeds, 200 optimizer steps, L∞ 8/255, PGD-20 and AutoAttack on 500 test points per seed) with "
+            "side effects: 1,200 training images per class are drawn, 100 for validation, 100 held out."
+            + SIDE_DESCRIPTION.format(heldout="100 images per class; at most 300 members against 300 held-out images per cell")
+        ),
+        salted=False,
+    )
+    return [noisy, study2]
+
+
 class CoresetTrack(Track):
     name = "coreset"
     summary = "Train on a subset chosen by the method; report clean and adversarial test accuracy at each budget."
@@ -362,7 +433,15 @@ class CoresetTrack(Track):
     fixtures = ("training", "attack")
     primary_metric = "autoattack_acc"
     secondary_metrics = ("clean_acc", "pgd_acc")
-    metric_directions = {"autoattack_acc": "max", "clean_acc": "max", "pgd_acc": "max", "fgsm_acc": "max"}
+    #: side effects (issue 40, ``coreset_bench.side_effects``): less membership leakage, a better
+    #: worst class, a lower calibration error and fewer kept mislabelled samples are better
+    metric_directions = {
+        "autoattack_acc": "max", "clean_acc": "max", "pgd_acc": "max", "fgsm_acc": "max",
+        "worst_class_acc": "max", "worst_class_pgd_acc": "max", "worst_class_autoattack_acc": "max",
+        "mia_loss_auc": "min", "mia_mentr_auc": "min", "mia_curvature_auc": "min",
+        "mia_loss_tpr_at_1pct_fpr": "min", "mia_mentr_tpr_at_1pct_fpr": "min", "mia_curvature_tpr_at_1pct_fpr": "min",
+        "ece": "min", "noise_kept_share": "min",
+    }
     #: every metric a cell emits: accuracies (``<attack>_acc`` of any attack plugin,
     #: ``class_acc_<c>`` and ``class_<attack>_acc_<c>`` per class, ``eval_subset_clean_acc[_<k>]``
     #: on the attacked points) in [0, 1], the subset's size, and the robustness sanity checks,
@@ -371,12 +450,26 @@ class CoresetTrack(Track):
         **dict.fromkeys(("autoattack_acc", "clean_acc", "pgd_acc", "fgsm_acc"), (0.0, 1.0)),
         "subset_size": (0.0, None),
         **dict.fromkeys(("*_acc", "class_acc_*", "class_*_acc_*", "eval_subset_clean_acc_*"), (0.0, 1.0)),
+        # side effects: AUCs, TPRs, an ECE (a weighted mean of |accuracy - confidence|) and a share
+        **dict.fromkeys(("mia_*_auc", "mia_*_tpr_at_1pct_fpr", "ece", "noise_kept_share"), (0.0, 1.0)),
+    }
+    #: the units of the side-effect metrics (the board's side-effects panel names them)
+    metric_units = {
+        **dict.fromkeys(("mia_loss_auc", "mia_mentr_auc", "mia_curvature_auc"), "ROC AUC, 0.5 = chance"),
+        **dict.fromkeys(("mia_loss_tpr_at_1pct_fpr", "mia_mentr_tpr_at_1pct_fpr", "mia_curvature_tpr_at_1pct_fpr"), "true-positive rate, 0.01 = chance"),
+        "ece": "mean |accuracy − confidence| over the bins, weighted by their share of the test points",
+        "noise_kept_share": "fraction of the subset",
+        **dict.fromkeys(("worst_class_acc", "worst_class_pgd_acc", "worst_class_autoattack_acc"), "accuracy of the worst class"),
     }
     proportion_metrics = ("check_order_ok", "check_ball_ok", "pgd_masking_flag")
     metric_units = {"*_acc": "%", "class_acc_*": "%", "class_*_acc_*": "%", "eval_subset_clean_acc*": "%", "subset_size": ""}
     info_keys = CORESET_INFO_KEYS
     baseline_method = "random"
     reference_methods = ("random", "full")
+    #: the flipped labels of a ``label_noise`` profile's pool are hidden generated data (seeded
+    #: through ``CellContext.hidden_seed``); the profiles without label noise generate none and
+    #: are not salted
+    hidden_data = True
 
     #: the profiles the seed papers' claims are read on (add a new profile version here)
     claim_profiles = ("coreset/quick@2", "coreset/cifar10-study@1")
@@ -410,7 +503,26 @@ class CoresetTrack(Track):
         ]
 
     def profiles(self) -> list[Profile]:
-        return _profiles()
+        """Every profile; only those with ``label_noise`` generate hidden data (the flips), so only
+        they are salted: the others record no salt (their published entries keep pairing)."""
+        return [p if SE.noise_settings(p.settings) else dataclasses.replace(p, salted=False) for p in _profiles()]
+
+    def check_inputs(self, profile: Profile, data_dir: Any) -> None:
+        """A profile with side effects: its settings are well-formed and the privacy track's
+        attack plugins it measures leakage with are installed."""
+        from ..registry import UnknownNameError, method
+
+        side = SE.settings(profile.settings)
+        SE.noise_settings(profile.settings)
+        if side is None:
+            return
+        need = {"loss": ("loss", "loss-attack"), "mentr": ("mentr", "mentr"), "curvature": ("zero-order-curvature", "curvature-mia")}
+        for score in side["mia"]:
+            name, entry = need[score]
+            try:
+                method(name)
+            except UnknownNameError:
+                raise ValueError(f"profile {profile.id} measures membership leakage with the {name!r} plugin, which is not loaded; enable its entry point {entry!r} (CORESET_BENCH_LOAD_PLUGINS / CORESET_BENCH_DISABLE_PLUGINS)") from None
 
     def cost_hint(self, cell: Cell) -> float:
         """Adversarial training (an inner maximization per step) costs about three standard cells."""
@@ -434,6 +546,10 @@ class CoresetTrack(Track):
         st = profile.settings
         ax = cell.axes
         sp = self.splits(profile, str(ax["dataset"]), ctx)
+        side, noise = SE.settings(st), SE.noise_settings(st)
+        world = self.side_world(profile, str(ax["dataset"]), cell.repeat, ctx, sp) if (side or noise) else None
+        if world is not None:
+            sp = world.sp
         ds = sp.dataset
         n_pool = len(sp.y_pool)
         budget = min(n_pool, max(1, int(round(float(ax["budget"]) * n_pool))))
@@ -444,15 +560,81 @@ class CoresetTrack(Track):
         epochs = int(st["proxy"]["epochs"])
         ck = st.get("checkpoints", "all")
         ck_epochs = tuple(range(1, epochs + 1)) if ck == "all" else tuple(int(e) for e in ck)
+        split: dict[str, Any] = {"profile": profile.id, "val_fraction": st.get("val_fraction"), "max_train_per_class": st.get("max_train_per_class"), "n_pool": n_pool}
+        if world is not None:
+            # the proxy trains on this pool: its labels (noisy ones depend on the store's salt)
+            split["pool_labels_sha256"] = hashlib.sha256(sp.y_pool.cpu().numpy().astype(np.int64).tobytes()).hexdigest()
         spec = S.ProxySpec(
             dataset=str(ax["dataset"]),
-            split={"profile": profile.id, "val_fraction": st.get("val_fraction"), "max_train_per_class": st.get("max_train_per_class"), "n_pool": n_pool},
+            split=split,
             arch=arch,
             recipe=dict(st["proxy"]),
             seed=repeat_seed,
             checkpoint_epochs=ck_epochs,
         )
-        return _Fixture(profile, sp, budget, factory, spec, ctx)
+        return _Fixture(profile, sp, budget, factory, spec, ctx, side=side, world=world)
+
+    def side_world(self, profile: Profile, dataset: str, repeat: int, ctx: CellContext, sp: D.Splits) -> _SideWorld:
+        """The pool of a profile with side effects or label noise (memoized per repeat and salt):
+
+        * ``side_effects``: ``heldout_fraction`` of each class of the pool is held out for the
+          membership attacks (a fixed split per profile and dataset, the same for every method and
+          repeat; never trained on, never evaluated);
+        * ``label_noise``: the rest of the pool gets the label-noise track's exact-count noise
+          (``inject_noise``: ``round(rate * n_c)`` flips per class), seeded per repeat from the
+          store's hidden salt (``CellContext.hidden_seed``); the held-out points get their own
+          draw at the same rate (members and non-members carry the same kind of labels), and the
+          validation split only with ``flip_validation``.
+
+        The flip flags and clean labels stay here, on the harness side: the selection's view holds
+        the noisy labels only."""
+        from .label_noise import asymmetric_mapping, inject_noise
+
+        st = profile.settings
+        side, noise = SE.settings(st), SE.noise_settings(st)
+        cache = self.__dict__.setdefault("_side_cache", {})
+        key = f"{profile.id}|{dataset}|{repeat if noise else '-'}|{ctx.salt_id if noise else '-'}|{ctx.data_dir}|{ctx.device}"
+        if key in cache:
+            return cache[key]
+        ds = sp.dataset
+        C = ds.num_classes
+        y_pool = sp.y_pool.cpu().numpy().astype(np.int64)
+        if side:
+            held = D.stratified_split(y_pool, float(side["heldout_fraction"]), _hash_seed(profile.id, dataset, "side-effects-heldout"))
+        else:
+            held = np.zeros(0, dtype=np.int64)
+        keep = np.setdiff1d(np.arange(len(y_pool)), held)
+        y_keep, y_held, y_val = y_pool[keep], y_pool[held], sp.y_val.cpu().numpy().astype(np.int64)
+        flipped = np.zeros(len(keep), dtype=bool)
+        if noise:
+            kind, rate = str(noise["kind"]), float(noise["rate"])
+            mapping = asymmetric_mapping(ds.classes)[0] if kind == "asymmetric" else None
+            seed = ctx.hidden_seed(_hash_seed(profile.id, dataset, "pool-label-noise", kind, rate, repeat))
+            noisy = inject_noise(y_keep, C, kind, rate, seed, mapping)
+            flipped = noisy != y_keep
+            y_keep = noisy
+            y_held = inject_noise(y_held, C, kind, rate, ctx.hidden_seed(_hash_seed(profile.id, dataset, "heldout-label-noise", kind, rate, repeat)), mapping)
+            if noise["flip_validation"]:
+                y_val = inject_noise(y_val, C, kind, rate, ctx.hidden_seed(_hash_seed(profile.id, dataset, "val-label-noise", kind, rate, repeat)), mapping)
+        dev = sp.y_pool.device
+        keep_t, held_t = torch.from_numpy(keep).to(dev), torch.from_numpy(held).to(dev)
+        world_sp = dataclasses.replace(
+            sp,
+            x_pool=sp.x_pool[keep_t],
+            y_pool=torch.from_numpy(y_keep).to(dev),
+            y_val=torch.from_numpy(y_val).to(dev),
+            pool_index=np.asarray(sp.pool_index)[keep],
+        )
+        world = _SideWorld(
+            sp=world_sp,
+            x_heldout=sp.x_pool[held_t],
+            y_heldout=torch.from_numpy(y_held).to(dev),
+            heldout_index=np.asarray(sp.pool_index)[held],
+            flipped=flipped,
+            noise=noise,
+        )
+        cache[key] = world
+        return world
 
     def view(self, fixture: _Fixture, cell: Cell, method: Method) -> SelectionView:
         """Pool, validation split, the signals the method declared (from the shared proxy run),
@@ -546,6 +728,13 @@ class CoresetTrack(Track):
             subset_seed = int(hashlib.sha256(canonical_json([profile.id, ax["dataset"], "eval-points", cell.repeat]).encode()).hexdigest()[:8], 16) % (2**31)
             metrics.update(self._robust_metrics(model, sp, profile, attacks, cell.seed, per_point=per_point, num_classes=ds.num_classes, points=points, subset_seed=subset_seed, progress=ctx.progress))
         evaluation_s = time.perf_counter() - t2
+        side_info: dict[str, Any] = {}
+        timings_side = 0.0
+        if f.side is not None or f.world is not None:
+            t3 = time.perf_counter()
+            ctx.progress("side effects", 0.0)
+            side_info = self._side_effects(f, cell, sel, model, logits, metrics, attacks)
+            timings_side = time.perf_counter() - t3
         hist = np.bincount(sp.y_pool.cpu().numpy()[sel.indices], minlength=ds.num_classes)
         pred_hist = np.bincount(pred, minlength=ds.num_classes)
         diag = degeneracy(hist, np.bincount(sp.y_pool.cpu().numpy(), minlength=ds.num_classes), pred_hist, float(st.get("coverage_flag_ratio", COVERAGE_FLAG_RATIO)))
@@ -565,6 +754,10 @@ class CoresetTrack(Track):
             "evaluation_s": evaluation_s,
             "total_s": selection_s + training_s + evaluation_s,
         }
+        if side_info:
+            # the side effects are measured after the cell's own evaluation, outside total_s (a
+            # method's cost does not include the benchmark's extra measurements)
+            timings["side_effects_s"] = timings_side
         info = {
             "budget": budget,
             "pool_size": n_pool,
@@ -582,8 +775,52 @@ class CoresetTrack(Track):
             "subset_sha256": hashlib.sha256(np.sort(sel.indices).astype(np.int64).tobytes()).hexdigest(),
             "primary_metric": self.primary_for(profile),
             **{f"method_{k}": v for k, v in sel.info.items()},
+            **side_info,
         }
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+    def _side_effects(self, f: _Fixture, cell: Cell, sel: Selection, model: torch.nn.Module, logits: torch.Tensor, metrics: dict[str, float], attacks: Sequence[str]) -> dict[str, Any]:
+        """Add the side-effect metrics of the cell's final model to ``metrics`` (see
+        ``coreset_bench.side_effects``); returns what ``info`` records about them."""
+        profile, sp, side, world = f.profile, f.sp, f.side, f.world
+        ds = sp.dataset
+        C = ds.num_classes
+        info: dict[str, Any] = {}
+        if side is not None:
+            y_test = sp.y_test.cpu().numpy()
+            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            metrics["ece"] = SE.expected_calibration_error(probs, y_test, int(side["ece_bins"]))
+            worst = SE.worst_class(metrics, "class_acc_", C)
+            if worst is not None:
+                metrics["worst_class_acc"] = worst
+            for a in attacks:
+                w = SE.worst_class(metrics, f"class_{a}_acc_", C)
+                if w is not None:
+                    metrics[f"worst_class_{a}_acc"] = w
+            assert world is not None
+            n_held = len(world.y_heldout)
+            mem_pos, held_pos = SE.paired_draw(
+                len(sel.indices),
+                n_held,
+                side["max_points"],
+                member_seed=_hash_seed(cell.seed, "mia-members"),
+                heldout_seed=_hash_seed(profile.id, cell.axes["dataset"], "mia-heldout", cell.repeat),
+            )
+            dev = sp.x_pool.device
+            members = torch.from_numpy(np.sort(sel.indices)[mem_pos]).to(dev)
+            held = torch.from_numpy(held_pos).to(dev)
+            metrics.update(
+                SE.leakage(
+                    model, sp.x_pool[members], sp.y_pool[members], world.x_heldout[held], world.y_heldout[held], C,
+                    which=list(side["mia"]), seed=cell.seed, input_std=ds.std, curvature=side["curvature"],
+                )
+            )
+            info["side_effects"] = {**side, "mia_points": int(len(mem_pos)), "heldout_size": int(n_held), "ece_on": "all clean test points"}
+        if world is not None and world.noise is not None:
+            metrics["noise_kept_share"] = SE.kept_noise_share(sel.indices, world.flipped)
+            info["noise_pool_share"] = float(world.flipped.mean())
+            info["label_noise"] = dict(world.noise)
+        return info
 
     def _robust_metrics(
         self,
@@ -693,6 +930,28 @@ class _Fixture:
     #: set by ``view``: the signals the method declared and the proxy run that served them
     wanted: set[str] = field(default_factory=set)
     bundle: Any = None
+    #: the profile's side-effect settings (``side_effects.settings``; None: off)
+    side: dict[str, Any] | None = None
+    #: the held-out split and the pool's flip flags (profiles with side effects or label noise)
+    world: _SideWorld | None = None
+
+
+@dataclass
+class _SideWorld:
+    """The pool of a profile with side effects or label noise (harness side only)."""
+
+    #: the splits with the held-out points removed from the pool and the pool's labels as trained on
+    sp: D.Splits
+    x_heldout: torch.Tensor
+    y_heldout: torch.Tensor
+    heldout_index: np.ndarray
+    #: per pool sample, whether its label was flipped (never in a view)
+    flipped: np.ndarray
+    noise: dict[str, Any] | None
+
+
+def _hash_seed(*parts: Any) -> int:
+    return int(hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:8], 16) % (2**31)
 
 
 def _registry() -> Any:

@@ -6,10 +6,16 @@ Contestants are ``provisioning`` methods. Per cell the harness loads or generate
 the results store's secret: ``CellContext.hidden_seed``),
 gives the first ``train_days`` as history, and drives the method over the remaining days with
 the simulator of ``coreset_bench.pooling``: ``fit`` at the evaluation start and every
-``refit_every`` steps, ``plan`` every ``decision_every`` steps. Each plan is checked (1-D,
-length ``horizon``, finite, >= 0); a bad plan, a mean plan time over ``plan_timeout_s``, or a
-non-privileged method reaching for the trace generator (``LeakageError``) fails only that cell,
-naming the plugin. ``view.future`` is given to ``privileged`` methods only (the ``oracle`` bound).
+``refit_every`` steps, ``plan`` every ``decision_every`` steps. The track is on the cell
+pipeline: ``fixture`` (the trace and the harness's ``pooling.Simulation``), ``view`` (a
+``pooling.PlanningState``: the history up to the evaluation start and the public settings),
+``service`` (the simulation, which the provisioning contest drives: the method runs in a session
+of the contestant worker and receives, call by call, only the demand already simulated) and
+``evaluate``. Each plan is checked in the harness (``validation.check_plan``: 1-D, length
+``horizon``, finite, >= 0); a bad plan, a mean plan time over ``plan_timeout_s``, or a method
+reaching for the trace generator (``LeakageError``) fails only that cell, naming the plugin.
+``view.future`` is given to ``privileged`` methods only (the ``oracle`` bound), decided once per
+cell from the class's declaration (``declared_privileged``).
 
 Calibration (profiles from ``quick@2``): every method that tunes itself on a back-test gets the
 same calibration days at every fit (``view.calib_days``: the last ``calib_days`` whole history
@@ -35,13 +41,12 @@ cells ``bound: sees the future``: flagged rows are shown below the ranked ones, 
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import numpy as np
 
 from .. import pooling as PL
-from ..kinds import Method, ProvisioningMethod
+from ..kinds import Method
 from ..claims import NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row, Threshold
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
 
@@ -201,26 +206,6 @@ class PoolingTrack(Track):
         seed = ctx.hidden_seed(self.public_seed(profile, ref, repeat))
         return PL.resolve_trace(ref, seed=seed, days=int(profile.settings.get("days", 14)), data_dir=ctx.data_dir)
 
-    def _evaluate(self, method: ProvisioningMethod, tr: PL.Trace, train: int, lead: int, target: float, st: dict, seed: int) -> PL.MethodRun:
-        from ..data import LeakageError, contestant_guard
-
-        def guard(name: str, fn):
-            try:
-                with contestant_guard(name):
-                    return fn()
-            except LeakageError as exc:
-                raise CellFailure(f"plugin {name!r}: {exc}") from None
-
-        try:
-            return PL.run_method(
-                method, tr.demand, start_step=train, lead=lead, decision_every=int(st["decision_every"]), max_pool=int(st["max_pool"]),
-                step_seconds=tr.step_seconds, seed=seed, start=tr.start, target_hit_rate=target, refit_every=st.get("refit_every"),
-                plan_timeout_s=st.get("plan_timeout_s"), guard=guard, record=True,
-                calib_days=st.get("calib_days"), calib_same_type=bool(st.get("calib_same_type", True)), tune_margin=st.get("tune_margin"),
-            )
-        except PL.PlanError as exc:
-            raise CellFailure(str(exc)) from None
-
     @staticmethod
     def realized(run: PL.MethodRun, steps_per_day: int, targets: np.ndarray, ready: np.ndarray) -> dict[str, Any]:
         """What the method realized in the cell: the day (from the evaluation start) of every fit,
@@ -277,20 +262,31 @@ class PoolingTrack(Track):
             parts.append(f"pool p50 {num(pt.get('p50'))} / p95 {num(pt.get('p95'))} / max {num(pt.get('max'))}")
         return "; ".join(parts)
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        """One cell, with numpy's BLAS held to the cell's torch thread count: SSA's eigh and the
-        like on a 2-thread OpenBLAS beside another cell's worker were ~80x slower in wall time
-        (oversubscribed cores), and the thread count is part of the cell's numbers."""
-        import torch
-        from threadpoolctl import threadpool_limits
+    # ---- the cell pipeline: fixture, view, service, evaluate ------------------------------------
+    #: the contestant worker holds numpy's BLAS to the cell's torch thread count: SSA's eigh and
+    #: the like on a 2-thread OpenBLAS beside another cell's worker were ~80x slower in wall time
+    #: (oversubscribed cores), and the thread count is part of the cell's numbers
+    blas_threads = True
 
-        with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
-            return self._run_cell(cell, method, ctx)
+    def protected(self, profile: Profile, cell: Cell, ctx: CellContext) -> tuple[str, ...]:
+        """The base's protected paths and, for a trace read from a file (``azure-functions:PATH``,
+        ``counts-csv:FILE``), that file or directory: it holds the evaluation days."""
+        import os
+        from pathlib import Path
 
-    def _run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        if not isinstance(method, ProvisioningMethod):
-            raise CellFailure(f"track 'pooling' ranks provisioning methods; {method.name!r} is a {method.kind} method")
-        profile = self.profile(cell.profile)
+        paths = set(super().protected(profile, cell, ctx))
+        kind, _, arg = str(cell.axes.get("trace", "")).partition(":")
+        if kind in ("azure-functions", "counts-csv") and arg:
+            path = Path(arg).expanduser()
+            paths.add(os.path.realpath(path))
+            if not path.is_absolute() and ctx.data_dir is not None:
+                paths.add(os.path.realpath(Path(ctx.data_dir) / path))
+        return tuple(sorted(paths))
+
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> dict[str, Any]:
+        """The cell's trace (``trace``: seeded by ``ctx.hidden_seed`` for a generated one), the
+        history/evaluation split and the harness's simulation (``pooling.Simulation``), which
+        holds the evaluation days and never leaves the harness."""
         st = dict(profile.settings)
         lead, target = int(cell.axes["lead"]), float(cell.axes["target"])
         try:
@@ -304,29 +300,66 @@ class PoolingTrack(Track):
         train = int(train_days) * spd
         if train >= len(tr.demand):
             raise CellFailure(f"trace {tr.name} has {tr.days} days; the profile needs more than {train_days} days of history")
-        eval_demand = tr.demand[train:]
-        eval_days = len(eval_demand) / spd
+        settings = dict(
+            lead=lead, decision_every=int(st["decision_every"]), max_pool=int(st["max_pool"]), step_seconds=tr.step_seconds, seed=cell.seed, start=tr.start,
+            target_hit_rate=target, refit_every=st.get("refit_every"), plan_timeout_s=st.get("plan_timeout_s"), record=True,
+            calib_days=st.get("calib_days"), calib_same_type=bool(st.get("calib_same_type", True)), tune_margin=st.get("tune_margin"),
+        )
+        eval_days = (len(tr.demand) - train) / spd
+        ctx.progress(f"fit and simulate {cell.method} on {eval_days:g} days", 0.0)
+        return {"profile": profile, "trace": tr, "train_days": int(train_days), "eval_days": eval_days, "lead": lead, "target": target,
+                "sim": PL.Simulation(tr.demand, train, settings), "progress": ctx.progress}
 
-        ctx.progress(f"fit and simulate {method.name} on {eval_days:g} days", 0.0)
-        t0 = time.perf_counter()
-        run = self._evaluate(method.with_params(), tr, train, lead, target, st, cell.seed)
-        wall = time.perf_counter() - t0
+    @staticmethod
+    def declared_privileged(method: Method) -> bool:
+        """Whether ``method`` is privileged (sees ``view.future``; a bound, never ranked): its
+        class declares ``privileged = True``, read without running any of its code
+        (``inspect.getattr_static``: a property or a descriptor that answers True only when read
+        at the right moment is not a declaration). Decided once per cell, before the contest,
+        and used for both the future and the ``bound`` flag."""
+        import inspect
+
+        return inspect.getattr_static(type(method), "privileged", False) is True
+
+    def view(self, fixture: dict[str, Any], cell: Cell, method: Method) -> Any:
+        """What the contestant receives: a ``pooling.PlanningState`` (the history up to the
+        evaluation start and the public settings, the profile's calibration among them); later
+        steps reach it only as they are simulated. The privilege is decided here, once."""
+        fixture["sim"].privileged = fixture["privileged"] = self.declared_privileged(method)
+        return fixture["sim"].state()
+
+    def service(self, fixture: dict[str, Any], cell: Cell) -> Any:
+        """The pool simulation the contest drives (``contest._provisioning_drive``)."""
+        return fixture["sim"]
+
+    def evaluate(self, fixture: dict[str, Any], cell: Cell, contest: Any) -> CellResult:
+        """The metrics of the method's run (``contest.output``, a ``pooling.MethodRun``) against
+        the hindsight static frontier and the ``static`` reference simulated in the harness."""
+        run: PL.MethodRun = contest.output
+        profile, tr, sim_ = fixture["profile"], fixture["trace"], fixture["sim"]
+        st = dict(profile.settings)
+        lead, target, eval_days, train_days = fixture["lead"], fixture["target"], fixture["eval_days"], fixture["train_days"]
+        spd = tr.steps_per_day
+        eval_demand = tr.demand[sim_.start_step :]
         sim = run.sim
         frontier = PL.static_frontier(eval_demand, lead=lead, max_pool=int(st["max_pool"]), step_seconds=tr.step_seconds)
         hit = float(sim.hit_rate)
         idle = float(sim.idle_hours)
         idle_static = frontier.idle_at(hit)
         saving = 1.0 - idle / idle_static if idle_static > 0 else (0.0 if idle == 0 else float("-inf"))
-        if method.name == "static":
+        if cell.method == "static":
             static_idle = idle
         else:
-            ctx.progress("simulate the static reference", 0.5)
-            ref = self._evaluate(self.reference(profile, "static").with_params(), tr, train, lead, target, st, cell.seed)
-            static_idle = float(ref.sim.idle_hours)
+            fixture["progress"]("simulate the static reference", 0.5)
+            ref = self.reference(profile, "static").with_params()
+            try:
+                static_idle = float(sim_.run(ref, privileged=self.declared_privileged(ref)).sim.idle_hours)
+            except PL.PlanError as exc:
+                raise CellFailure(f"the static reference failed: {exc}") from None
         vs_static = 1.0 - idle / static_idle if static_idle > 0 else 0.0
         slo_met = float(np.isfinite(hit) and hit >= target - slo_tolerance(profile))
         flags = []
-        if getattr(method, "privileged", False):
+        if fixture["privileged"]:
             flags.append(BOUND)
         elif not slo_met:
             flags.append(MISSED)
@@ -343,7 +376,7 @@ class PoolingTrack(Track):
             "plan_s": run.plan_s,
         }
         if not all(np.isfinite(v) for v in metrics.values()):
-            raise CellFailure(f"plugin {method.name!r}: the cell's metrics are not finite ({ {k: v for k, v in metrics.items() if not np.isfinite(v)} })")
+            raise CellFailure(f"plugin {cell.method!r}: the cell's metrics are not finite ({ {k: v for k, v in metrics.items() if not np.isfinite(v)} })")
         ready = sim.ready[0]  # type: ignore[index]
         n5 = len(ready) // 5 * 5
         artifacts = [
@@ -359,4 +392,5 @@ class PoolingTrack(Track):
             "slo_threshold": target - slo_tolerance(profile), **({"tune_aim": target + float(st["tune_margin"])} if st.get("tune_margin") is not None else {}),
             **self.realized(run, spd, sim.targets[0], ready),  # type: ignore[index]
         }
-        return CellResult(metrics=metrics, timings={"fit_s": run.fit_s, "plan_s": run.plan_s, "total_s": wall}, artifacts=artifacts, info=info)
+        timings = {"fit_s": run.fit_s, "plan_s": run.plan_s, "fit_wall_s": run.fit_wall_s, "plan_wall_s": run.plan_wall_s, "total_s": contest.seconds}
+        return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
