@@ -329,7 +329,7 @@ def make_decentralized_view(*, n_nodes: int = 3, topology: str = "isolated", per
 def make_decentralized_spec(*, n_nodes: int = 3, topology: str = "isolated", per_node: int = 24, num_classes: int = 3, dim: int = 8, n_public: int = 16, seed: int = 0, perturb_node: int | None = None) -> ViewSpec:
     """A small decentralized view's ``ViewSpec`` (its network not yet attached: ``spec.open(net)``
     here, or, as the track runs it, ``testing.check_in_worker(method, spec, kind="node-models",
-    serve=NetworkService(Network(spec.topology)))``): label-skewed Gaussian blobs at ``n_nodes`` nodes on the
+    service=NetworkService(Network(spec.topology)))``): label-skewed Gaussian blobs at ``n_nodes`` nodes on the
     ``isolated``, ``ring`` or ``complete`` topology, an unlabelled public set (part of it
     out-of-distribution, unflagged) and a seeded MLP factory. ``perturb_node=k`` changes node k's
     inputs and labels (same sizes) and nothing else: the isolation check's second world. As in

@@ -215,7 +215,7 @@ def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset
 
     paths = tuple(sorted(set(C.protected_paths(dataset, data_dir, None)) | {os.path.realpath(str(p)) for p in protected}))
     try:
-        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths, serve=serve)
+        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths, service=serve)
     except CellFailure as exc:
         raise AssertionError(f"{method.name}: {exc}") from None
 

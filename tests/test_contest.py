@@ -280,7 +280,7 @@ def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
 
     spec = make_decentralized_spec(n_nodes=3, topology="ring")
     net = Network(spec.topology)
-    out = contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(net))
+    out = contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED, service=NetworkService(net))
     got = out.output
     # the same numbers as the method run here on a view over the harness's network
     here = OneGossip().distill(spec.open(Network(spec.topology)))
@@ -293,6 +293,6 @@ def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
     with pytest.raises(CellFailure, match="^kind 'node-models-gloo' runs its contestant in the track's own processes, but the track gave no runner"):
         contest(OneGossip(), [spec], kind="node-models-gloo", device="cpu", protected=PROTECTED)
     with pytest.raises(CellFailure, match="^plugin 'forges-a-request' failed: ValueError: unknown network operation; use gossip, exchange or allgather$"):
-        contest(ForgesARequest(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))
+        contest(ForgesARequest(), [spec], kind="node-models", device="cpu", protected=PROTECTED, service=NetworkService(Network(spec.topology)))
     with pytest.raises(CellFailure, match="^invalid output of plugin 'one-too-few': distill\\(\\) returned 2 models for 3 nodes; return exactly one per node$"):
-        contest(OneTooFew(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))
+        contest(OneTooFew(), [spec], kind="node-models", device="cpu", protected=PROTECTED, service=NetworkService(Network(spec.topology)))
