@@ -27,8 +27,10 @@ start-up excluded, the transfers included); the worker's per-view seconds are in
 (a plugin could tamper with the clock inside its worker, not with the harness's).
 
 Kinds (``KINDS``): ``selection`` (``select``), ``privacy`` (``score``), ``attack`` (``perturb``,
-its arguments in an ``AttackView``), ``noise-correction`` (``correct``). The distillation and
-provisioning kinds still run in their tracks' own code (those tracks are not on the pipeline yet).
+its arguments in an ``AttackView``), ``noise-correction`` (``correct``), ``distillation`` with
+role ``early-exit`` (``distill`` on an ``ExitView``; the heads come back as weights and are loaded
+into heads of the harness's architecture). The provisioning kind still runs in its track's own
+code (that track is not on the pipeline yet).
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ import numpy as np
 
 from . import validation as V
 from .cells import CellFailure
-from .kinds import AttackMethod, Method, NoiseCorrectionMethod, PrivacyMethod, Selection, SelectionMethod
+from .kinds import AttackMethod, DistillationMethod, Method, NoiseCorrectionMethod, PrivacyMethod, Selection, SelectionMethod
 
-__all__ = ["KINDS", "ContestResult", "Kind", "contest", "tenant"]
+__all__ = ["KINDS", "ContestResult", "Kind", "contest", "kind_for", "tenant"]
 
 
 @dataclass
@@ -140,14 +142,44 @@ def _model_check(out: Any, view: Any, method: Method) -> Any:
     return V.check_corrected_model(out, method.name, probe, view.num_classes, probe.device)
 
 
-#: the kinds the contest calls (the distillation and provisioning kinds are added when their
-#: tracks move onto the pipeline)
+def _exit_unplain(plain: Any, view: Any) -> Any:
+    """An early-exit method's heads as weights (tensors keyed by (modality, k)) and its combiner;
+    ``validation.check_exit_model`` loads the weights into heads of the harness's architecture."""
+    import torch
+
+    from .kinds import ExitModel
+
+    try:
+        heads = {(str(m), int(k)): {str(n): torch.from_numpy(np.asarray(a)) for n, a in dict(state).items()} for m, k, state in plain["heads"]}
+        if len(heads) != len(plain["heads"]):
+            raise ValueError("a (modality, k) is given twice")
+        combiner = None if plain["combiner"] is None else [np.asarray(b) for b in plain["combiner"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise V.OutputError(f"the contestant worker sent back an early-exit output that is not heads and a combiner ({type(exc).__name__}: {exc})") from None
+    return ExitModel(heads=heads, combiner=combiner)
+
+
+def _exit_check(out: Any, view: Any, method: Method) -> Any:
+    return V.check_exit_model(out, view, method.name)
+
+
+#: the kinds the contest calls (the provisioning kind is added when its track moves onto the
+#: pipeline). A kind whose roles take different views and outputs has one entry per role,
+#: ``"kind:role"`` (``kind_for``): the video track's ``distillation:early-exit``.
 KINDS: dict[str, Kind] = {
     "selection": Kind("selection", "select", SelectionMethod, _selection_unplain, _selection_check),
     "privacy": Kind("privacy", "score", PrivacyMethod, lambda plain, view: plain, _scores_check),
     "attack": Kind("attack", "perturb", AttackMethod, _tensor_unplain, _attack_check),
     "noise-correction": Kind("noise-correction", "correct", NoiseCorrectionMethod, _model_unplain, _model_check),
+    "distillation:early-exit": Kind("distillation:early-exit", "distill", DistillationMethod, _exit_unplain, _exit_check),
 }
+
+
+def kind_for(kind: str, method: Method) -> Kind | None:
+    """The contest's entry for a method of ``kind``: ``KINDS["kind:role"]`` when the method's
+    role has its own entry, else ``KINDS[kind]`` (None: the contest does not know the kind)."""
+    role = str(getattr(method, "role", "") or "")
+    return (KINDS.get(f"{kind}:{role}") if role else None) or KINDS.get(kind)
 
 
 def tenant(method: Method) -> str:
@@ -161,9 +193,9 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
     from . import contestant as C
     from .data import LeakageError
 
-    if kind not in KINDS:
+    k = kind_for(kind, method)
+    if k is None:
         raise CellFailure(f"the contest does not know kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    k = KINDS[kind]
     views = list(views)
     import torch
 
