@@ -473,7 +473,8 @@ def _plain_exit_model(raw: Any, name: str) -> dict[str, Any]:
         state = {}
         for k, v in h.state_dict().items():
             t = v.detach().cpu() if isinstance(v, torch.Tensor) else v
-            state[str(k)] = _plain_array(t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t, f"head {key}'s {k}", name)
+            arr = _plain_array(t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t, f"head {key}'s {k}", name)
+            state[str(k)] = arr.reshape(tuple(t.shape)) if isinstance(t, torch.Tensor) else arr  # a 0-d buffer stays 0-d
         heads.append((str(key[0]), int(key[1]), state))
     combiner = None
     if raw.combiner is not None:

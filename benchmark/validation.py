@@ -238,11 +238,14 @@ def check_exit_model(out: Any, view: Any, method_name: str) -> Any:
             state = dict(h)
         else:
             raise OutputError(f"{prefix}: head {(m, k)} is a {type(h).__name__}, not a torch.nn.Module")
-        try:
-            fresh.load_state_dict(state)
-        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OutputError(f"{prefix}: head {(m, k)} is not of the harness's architecture ({first}); train the head view.head_factory({m!r}, {k}) returns") from None
+        problem = _state_mismatch(fresh.state_dict(), state)
+        if problem is None:
+            try:
+                fresh.load_state_dict(state)
+            except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+                problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if problem is not None:
+            raise OutputError(f"{prefix}: head {(m, k)} is not of the harness's architecture ({problem}); train the head view.head_factory({m!r}, {k}) returns")
         bad = [n for n, t in list(fresh.named_parameters()) + list(fresh.named_buffers()) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
         if bad:
             raise OutputError(f"{prefix}: head {(m, k)} has non-finite (NaN or inf) values in {', '.join(bad[:5])}")
@@ -284,3 +287,15 @@ def check_exit_model(out: Any, view: Any, method_name: str) -> Any:
 def _layers(module: Any) -> list[tuple[str, str, str]]:
     """A module's layers (name, class, configuration): equal for two modules of one architecture."""
     return [(n, f"{type(m).__module__}.{type(m).__qualname__}", m.extra_repr()) for n, m in module.named_modules()]
+
+
+def _state_mismatch(want: Any, got: Any) -> str | None:
+    """What keeps weights ``got`` from fitting a module whose state is ``want`` (None: they fit)."""
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want), key=str)
+    if missing or extra:
+        return "; ".join(([f"missing {', '.join(missing[:3])}"] if missing else []) + ([f"unexpected {', '.join(map(str, extra[:3]))}"] if extra else []))
+    for name, t in want.items():
+        shape = tuple(getattr(got[name], "shape", ()))
+        if shape != tuple(t.shape):
+            return f"{name} has shape {shape}, expected {tuple(t.shape)}"
+    return None
