@@ -72,7 +72,7 @@ import numpy as np
 
 from ..claims import SUPERIORITY, Claim, Paper, Row
 from ..contest import ContestResult
-from ..kinds import ExitModel, ExitView, Method  # noqa: F401 - ExitModel: the kind's output, re-exported
+from ..kinds import ExitModel, ExitView, Method, readonly  # noqa: F401 - ExitModel: the kind's output, re-exported
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 ORDER = ("res", "mv", "iframe")
@@ -423,6 +423,13 @@ class VideoTrack(Track):
         y_ho = ds.train.y[held_idx] if held_idx is not None else None
         teacher = teacher_confidence({"train": (logits_tr, ds.train.y if fit_idx is None else ds.train.y[fit_idx]),
                                       **({"heldout": (logits_ho, y_ho)} if held_idx is not None else {}), "test": (logits_te, ds.test.y)})
+        # what the views hand out, made the views' own copies once here (``kinds.readonly``): the
+        # views of every cell of this fixture share them instead of copying ~0.5 GB each (quick@3),
+        # and the contestant worker gets a pickled copy of its own anyway
+        feats_tr, logits_tr = {m: [readonly(t) for t in v] for m, v in feats_tr.items()}, {m: readonly(t) for m, t in logits_tr.items()}
+        feats_ho, logits_ho = {m: [readonly(t) for t in v] for m, v in feats_ho.items()}, {m: readonly(t) for m, t in logits_ho.items()}
+        feats_aug, logits_aug = {m: [readonly(t) for t in v] for m, v in feats_aug.items()}, {m: readonly(t) for m, t in logits_aug.items()}
+        y_tr = readonly(y_tr)
         per_mod, shapes = {}, {}
         for m in ORDER:
             stages, heads, shp = VM.stage_costs(nets[m], tuple(x_tr[m].shape[2:]), ds.num_classes)
@@ -434,7 +441,7 @@ class VideoTrack(Track):
             "ds": ds, "nets": nets, "feats_tr": feats_tr, "logits_tr": logits_tr, "feats_te": feats_te, "logits_te": logits_te,
             "y_tr": y_tr, "y_te": ds.test.y, "shapes": shapes, "order": order, "costs": costs, "backbone_s": secs, "shared": shared,
             "data_s": data_s, "features_s": time.perf_counter() - t1, "data_seed": data_seed, "hash": VM.param_hash(nets),
-            "feats_ho": feats_ho or None, "logits_ho": logits_ho or None, "y_ho": torch.from_numpy(y_ho).to(device) if y_ho is not None else None,
+            "feats_ho": feats_ho or None, "logits_ho": logits_ho or None, "y_ho": readonly(torch.from_numpy(y_ho).to(device)) if y_ho is not None else None,
             "held_idx": held_idx, "feats_aug": feats_aug or None, "logits_aug": logits_aug or None, "teacher": teacher, "device": ctx.device,
         }
         memo.clear()  # one fixture set in memory at a time
