@@ -156,8 +156,26 @@ class Reader(SelectionMethod):
 
 def test_every_ported_kind_has_one_call_and_one_check():
     assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct", "provisioning": "plan",
-                                                    "node-models": "distill", "node-models-gloo": "distill"}
+                                                    "node-models": "distill", "node-models-gloo": "distill", "distillation:early-exit": "distill"}
     assert [k for k, v in KINDS.items() if v.served] == ["node-models"] and [k for k, v in KINDS.items() if v.external] == ["node-models-gloo"]
+
+
+def test_a_kind_with_roles_is_looked_up_by_the_methods_role():
+    from coreset_bench.contest import kind_for
+    from coreset_bench.kinds import DistillationMethod
+
+    class Exits(DistillationMethod):
+        name, role = "exits", "early-exit"
+
+        def distill(self, view):  # pragma: no cover - never called
+            raise AssertionError
+
+    class NoRole(Exits):
+        name, role = "no-role", ""
+
+    assert kind_for("distillation", Exits()) is KINDS["distillation:early-exit"]
+    assert kind_for("distillation", NoRole()) is KINDS.get("distillation")  # a role without an entry: the kind's own (none yet)
+    assert kind_for("selection", Exits()) is KINDS["selection"]
 
 
 def test_views_of_one_contest_share_objects_in_the_worker_and_report_forwards():

@@ -271,27 +271,32 @@ class Track(ABC):
         5. ``evaluate(fixture, cell, contest)``: metrics, timings, artifacts, info (a ``CellResult``);
         6. ``record``: finite metrics, the primary metric, the contest's time.
 
+        All of it runs under ``env.cell_scope(ctx.device)`` (the cell's thread count and kernels),
+        as the runner's executors do, so a direct call gives the numbers the CLI gives.
+
         A track that overrides ``run_cell`` instead runs its own code (the tracks not yet on the
         pipeline). Raise ``CellFailure`` for a failure the harness detected.
         """
         import torch
 
         from .. import contestant as C
+        from .. import env as envmod
         from ..contest import KINDS, contest, tenant
 
-        method = self.accept(cell, method)
-        profile = self.profile(cell.profile)
-        kind = self.contest_kind(profile)
-        protected = self.protected(profile, cell, ctx)
-        blas = max(1, torch.get_num_threads()) if self.blas_threads else None
-        if kind not in KINDS or not KINDS[kind].external:
-            C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
-        torch.manual_seed(cell.seed)
-        fixture = self.fixture(profile, cell, ctx)
-        views = self.view(fixture, cell, method)
-        out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
-                      service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas)
-        return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
+        with envmod.cell_scope(str(ctx.device)):  # the runner enters it too: a direct call gets the CLI's numbers
+            method = self.accept(cell, method)
+            profile = self.profile(cell.profile)
+            kind = self.contest_kind(profile)
+            protected = self.protected(profile, cell, ctx)
+            blas = max(1, torch.get_num_threads()) if self.blas_threads else None
+            if kind not in KINDS or not KINDS[kind].external:
+                C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
+            torch.manual_seed(cell.seed)
+            fixture = self.fixture(profile, cell, ctx)
+            views = self.view(fixture, cell, method)
+            out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
+                          service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas)
+            return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
 
     def contest_kind(self, profile: Profile) -> str:
         """The ``coreset_bench.contest.KINDS`` entry this profile's contest runs: the track's
@@ -319,7 +324,7 @@ class Track(ABC):
     def accept(self, cell: Cell, method: Method) -> Method:
         """The method this cell runs: ``method`` (the cell's method, by name) with the cell's
         parameters, after the kind check (``accepts``); ``CellFailure`` when it cannot run."""
-        from ..contest import KINDS
+        from ..contest import kind_for
 
         if cell.track != self.name:
             raise CellFailure(f"a cell of track {cell.track!r} was handed to track {self.name!r}")
@@ -328,7 +333,7 @@ class Track(ABC):
         reason = self.accepts(method)
         if reason:
             raise CellFailure(reason)
-        kind = KINDS.get(self.contest_kind(self.profile(cell.profile)))
+        kind = kind_for(self.contest_kind(self.profile(cell.profile)), method)
         if kind is not None and not isinstance(method, kind.method_class):
             raise CellFailure(f"plugin {method.name!r} declares kind {method.kind!r} but is not a {kind.method_class.__name__}")
         if dict(method.params) != dict(cell.params):
