@@ -86,6 +86,9 @@ SCHEMA_KEYS: dict[str, frozenset[str]] = {
     "provenance": frozenset({
         "coreset_bench_version", "plugin_package", "plugin_version", "git_commit", "device", "torch_version",
         "first_run", "last_run", "exported", "exported_with", "hidden_salt",
+        # optional: whether the commit's tree was clean, and the machine (CPU model, instruction
+        # set, torch's CPU kernel level, GPU) that computed the numbers
+        "git_tree", "cpu_model", "cpu_isa", "torch_cpu_capability", "gpu",
     }),
     "coverage": frozenset({"done", "expected", "complete"}),
     "cell": frozenset({"key", "axes", "repeat", "seed", "metrics", "timings", "info", "subsets", "finished"}),
@@ -797,6 +800,7 @@ def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
         "coreset_bench_version": prov.get("coreset_bench_version", ""),
         "git_commit": prov.get("git_commit", ""),
         "device": prov.get("device", ""),
+        **{k: prov[k] for k in ("git_tree", "cpu_model", "cpu_isa", "torch_cpu_capability", "gpu") if k in prov},
         "torch_version": prov.get("torch_version", ""),
         **({"hidden_salt": prov["hidden_salt"]} if "hidden_salt" in prov else {}),
     }

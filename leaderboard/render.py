@@ -45,7 +45,7 @@ from coreset_bench.tracks.base import Profile, Track
 from . import figures
 from . import claims as claim_cards_mod
 from .board import Board, Table, build_board, primary_metric
-from .data import load_store_records, normalize_records, point_key, provenance_of, variant_key, version_key
+from .data import join_source, load_store_records, public_text, normalize_records, point_key, provenance_of, variant_key, version_key
 from .entries import entry_records, load_entries, one_line_error
 from .signing import Trust
 from .stats import UNBOUNDED, Interval, MetricRange
@@ -78,6 +78,8 @@ class SiteReport:
     warnings: list[str] = field(default_factory=list)
     records: int = 0
     artifacts: int = 0
+    #: cells of the store whose key a published entry has, with other numbers (one line each)
+    conflicts: list[str] = field(default_factory=list)
 
 
 # ---- formatting -------------------------------------------------------------------------------
@@ -213,8 +215,16 @@ def _env() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_public,  # every {{ value }}: no issue numbers, -dirty commits or local paths
     )
     return env
+
+
+def _public(value: Any) -> Any:
+    """Jinja's ``finalize``: text as a public page may show it (``data.public_text``)."""
+    if isinstance(value, Markup):
+        return Markup(public_text(str(value)))
+    return public_text(value) if isinstance(value, str) else value
 
 
 # ---- inputs -----------------------------------------------------------------------------------
@@ -470,8 +480,10 @@ def claim_systems(cards: Sequence[Any], profile_href: Mapping[str, str], reading
 
 
 def _readings_link(readings: str | os.PathLike[str] | None, out: Path) -> str:
-    """The link from the site to the long readings (``results/README.md``): a URL as given, a
-    file as a path relative to the site; "" when there is none."""
+    """The link from the site to the long readings (``results/README.md``): a URL as given; a
+    file beside the site's directory (``results/site`` -> ``../README.md``) as a relative link,
+    any other file copied into the site as ``readings.md`` (a link further out would spell a
+    path of the machine that rendered it); "" when there is none."""
     if readings is None:
         return ""
     text = str(readings)
@@ -480,7 +492,11 @@ def _readings_link(readings: str | os.PathLike[str] | None, out: Path) -> str:
     path = Path(text)
     if not path.is_file():
         return ""
-    return os.path.relpath(path.resolve(), out.resolve()).replace(os.sep, "/")
+    rel = os.path.relpath(path.resolve(), out.resolve()).replace(os.sep, "/")
+    if not rel.startswith("../../") and not os.path.isabs(rel):
+        return rel
+    shutil.copyfile(path, out / "readings.md")
+    return "readings.md"
 
 
 def _verified_by(records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -937,6 +953,7 @@ def render_site(
     artifacts_dir: str | os.PathLike[str] | None = None,
     trust: Trust | None = None,
     readings: str | os.PathLike[str] | None = None,
+    source_label: str = "local",
 ) -> SiteReport:
     """Render the site from a store (or rows, or nothing) plus validated entries; see module doc.
 
@@ -946,6 +963,10 @@ def render_site(
     one get a "verified" badge, and ``trust.require_signed`` rejects the other entries.
     ``readings``: the long readings the claim cards link to (a URL, or a file such as
     ``results/README.md``); default: a ``README.md`` beside the first entries directory.
+    ``source_label``: with entries, the store's rows are their own labelled source
+    (``local``, or ``reproduction`` for a store of ``coreset-bench reproduce``): published numbers
+    are never replaced; a cell with the same key and other numbers is listed in
+    ``SiteReport.conflicts`` (``leaderboard.data.join_source``).
 
     The front page opens with the claim cards: each claim of the tracks' seed papers (and of
     installed method packages, ``register_claims``) read on each profile it names
@@ -960,7 +981,8 @@ def render_site(
     if dirs:
         loaded = load_entries(dirs, known, tracks=tracks, trust=trust, local=records)  # built-in rows: reproduced by the store?
         report.rejected = loaded.rejected
-        keys = {r["key"] for r in records if r["key"]}
+        published: list[dict[str, Any]] = []
+        keys: set[str] = set()
         duplicates = 0
         for path, obj in loaded.accepted:
             m = obj["method"]
@@ -979,9 +1001,13 @@ def render_site(
                     r["verified_by"] = verdict.label
             duplicates += len(obj["cells"]) - len(fresh)
             keys.update(r["key"] for r in fresh)
-            records.extend(fresh)
+            published.extend(fresh)
         if duplicates:
-            report.warnings.append(f"{duplicates} cells of the entries were already in the store or an earlier entry; the first copy is shown")
+            report.warnings.append(f"{duplicates} cells of the entries were already in an earlier entry; the first copy is shown")
+        # a store joins as its own labelled source: it never replaces a published number
+        records, report.conflicts, identical = join_source(published, records, source_label)
+        if identical:
+            report.warnings.append(f"{identical} cells of the {source_label} store equal the published ones (shown once, as published)")
     report.records = len(records)
     out = Path(out_dir)
     _prepare_out(out)
