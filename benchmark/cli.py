@@ -88,7 +88,7 @@ def _parse_params(items: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     plugin: list[str] = typer.Option(..., "--plugin", "-p", help="Method(s) to run (repeatable)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Profile, e.g. quick or coreset/quick@1 (default: the track's default profile at its newest version, e.g. coreset/quick@2 today; `coreset-bench profiles` marks each track's default)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile, e.g. quick or coreset/quick@1 (default: the track's default profile at its newest version (coreset: quick); `coreset-bench profiles` marks each track's default)."),
     track: Optional[str] = typer.Option(None, "--track", help="Track (default: the one that ranks the plugin's kind)."),
     db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Cells run in parallel (process pool); default: one per CPU core on the CPU (env CORESET_BENCH_JOBS), 1 on a GPU."),

@@ -495,7 +495,7 @@ def _readings_link(readings: str | os.PathLike[str] | None, out: Path) -> str:
     rel = os.path.relpath(path.resolve(), out.resolve()).replace(os.sep, "/")
     if not rel.startswith("../../") and not os.path.isabs(rel):
         return rel
-    shutil.copyfile(path, out / "readings.md")
+    (out / "readings.md").write_text(public_text(path.read_text(encoding="utf-8")), encoding="utf-8")
     return "readings.md"
 
 
