@@ -130,3 +130,25 @@ def test_choose_cells_is_deterministic_and_compare_pairs_by_key():
     runs = {"k0.1-0": {"acc": 0.60}, "k0.1-1": {"acc": 0.63}}
     (j,) = rp.compare(cells, chosen, runs, ["acc", "missing"])
     assert j.n == 2 and j.mean == pytest.approx(0.005) and j.verdict == rp.WITHIN
+
+
+def test_a_claim_reads_the_published_row_beside_a_labelled_one(tiny, store):  # noqa: F811
+    """With --db, a method has a published row and a ``+local`` one: a claim card names the
+    published row (not "ambiguous"), and reads the labelled one only where nothing is published."""
+    from coreset_bench.claims import Row
+    from coreset_bench.leaderboard.board import build_board
+    from coreset_bench.leaderboard.claims import find_row
+    from coreset_bench.leaderboard.data import load_store_records
+
+    track, profile = tiny
+    recs = [r for r in load_store_records(store) if r["status"] != "interrupted"]
+    local = [dict(r, key=r["key"] + "-other", metrics={**r["metrics"], "acc": 0.99}) for r in recs if r["method"] == "lbt-alpha"]
+    merged, conflicts, _ = join_source(recs, local, "local")
+    assert conflicts == []  # other keys: no conflict, a labelled row
+    board = build_board(track, profile, merged)
+    assert sorted(v.label for v in board.variants if v.method == "lbt-alpha") == ["lbt-alpha@1.0", "lbt-alpha@1.0+local"]
+    v, why = find_row(board, Row("lbt-alpha"))
+    assert v is not None and v.version == "1.0", why
+    only_local = build_board(track, profile, [r for r in merged if r["method"] != "lbt-alpha" or r["method_version"] != "1.0"])
+    v, why = find_row(only_local, Row("lbt-alpha"))
+    assert v is not None and v.version == "1.0+local", why
