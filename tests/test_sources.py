@@ -152,3 +152,22 @@ def test_a_claim_reads_the_published_row_beside_a_labelled_one(tiny, store):  # 
     only_local = build_board(track, profile, [r for r in merged if r["method"] != "lbt-alpha" or r["method_version"] != "1.0"])
     v, why = find_row(only_local, Row("lbt-alpha"))
     assert v is not None and v.version == "1.0+local", why
+
+
+def test_export_writes_no_dirty_commit_and_scrubs_text(tiny, tmp_path):  # noqa: F811
+    """An exported entry keeps the bare commit and git_tree, and no local path in its info."""
+    from coreset_bench.leaderboard.entries import export_entries, load_entry
+
+    track, profile = tiny
+    st = Store(tmp_path / "e.db")
+    alpha = next(m for m in METHODS if m.name == "lbt-alpha")
+    for cell in track.cells(profile, alpha):
+        st.start(cell, alpha, {"git_commit": "633b288e2cad0b881e4a8c664d29e9003f5c4e82-dirty", "device": "cpu", "cpu_model": "EPYC", "cpu_isa": "avx2 fma"})
+        st.finish(cell.key, metrics={"acc": 0.5, "robust_acc": 0.2}, timings={"total_s": 1.0}, info={"budget": 10, "realized_size": 10, "method_note": "cache at /home/ann/c/x.npy (issue 12)"})
+    written, _ = export_entries(st, tmp_path / "out", plugin="lbt-alpha")
+    text = written[0].path.read_text()
+    obj = load_entry(written[0].path)
+    assert obj["provenance"]["git_commit"] == "633b288e2cad0b881e4a8c664d29e9003f5c4e82" and obj["provenance"]["git_tree"] == "modified"
+    assert obj["provenance"]["cpu_model"] == "EPYC" and obj["provenance"]["cpu_isa"] == "avx2 fma"
+    assert "-dirty" not in text and "/home/" not in text and "issue 12" not in text
+    assert obj["cells"][0]["info"]["method_note"] == "cache at x.npy"
