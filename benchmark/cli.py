@@ -1164,8 +1164,8 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
 
     dev = envmod.pick_device("auto")
     e = envmod.environment(dev)
-    for k in ("coreset_bench", "git_commit", "python", "torch", "cuda", "device_name", "platform"):
-        console.print(f"{k:14} {e.get(k)}", markup=False)
+    for k in ("coreset_bench", "git_commit", "git_dirty", "python", "torch", "cuda", "device_name", "gpu", "cpu_model", "cpu_isa", "torch_cpu_capability", "platform"):
+        console.print(f"{ {'torch_cpu_capability': 'torch kernels'}.get(k, k):14} {e.get(k)}", markup=False, soft_wrap=True)
     settings_ok = True
     try:
         console.print(f"{'parallelism':14} {envmod.default_jobs(dev, 10**6)} cell(s) side by side by default on {dev}, {envmod.cell_threads(dev)} torch thread(s) each")
