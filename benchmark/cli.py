@@ -292,12 +292,12 @@ _DRY_NAME: Optional[str] = None
 
 def _print_dry(data: dict[str, Any], db: Optional[str]) -> None:
     """What ``run --dry-run`` prints: each cell of the plan, todo or done in the store."""
-    from .store import StoreError
-
     try:
         store = _dry_run_store(db)
         done = store.done_keys([c["key"] for c in data["cells"]])
-    except StoreError as exc:
+    except Exception as exc:  # noqa: BLE001 - StoreError, imported only where a store is opened
+        if type(exc).__name__ != "StoreError":
+            raise
         fail(str(exc))
     todo = [c for c in data["cells"] if c["key"] not in done]
     have = [c for c in data["cells"] if c["key"] in done]
@@ -316,12 +316,56 @@ def _print_dry(data: dict[str, Any], db: Optional[str]) -> None:
     console.print(table)
 
 
-def _dry_run_store(db: Optional[str]) -> Any:
-    from .store import open_store, resolve_url, sqlite_path
+class _SqliteDone:
+    """The done cells of an SQLite store read with ``sqlite3`` alone, read-only: a ``--dry-run``
+    needs nothing else, and SQLAlchemy's import costs more than the whole command otherwise."""
 
-    path = sqlite_path(resolve_url(db))
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.url = f"sqlite:///{path}"
+        self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.con.execute("SELECT key, status FROM run LIMIT 1").fetchall()  # our schema, or sqlite3.Error
+
+    def done_keys(self, keys: Any = None) -> set[str]:
+        wanted = list(keys or ())
+        out: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            q = f"SELECT key FROM run WHERE status = 'done' AND key IN ({','.join('?' * len(chunk))})"
+            out.update(k for (k,) in self.con.execute(q, chunk))
+        return out
+
+
+#: ``store.DEFAULT_DB``, spelled here so that a dry run need not import the store (SQLAlchemy);
+#: tests/test_cli_edges.py checks that the two agree
+DEFAULT_DB = Path("results") / "coreset-bench.db"
+
+
+def _plain_db_path(db: Optional[str]) -> Optional[Path]:
+    """The file a ``--db`` (or ``CORESET_BENCH_DB``, or the default) names when it is a plain
+    path; None for a URL (the store resolves those)."""
+    raw = str(db) if db is not None else os.environ.get("CORESET_BENCH_DB") or str(DEFAULT_DB)
+    return None if "://" in raw else Path(raw).expanduser()
+
+
+def _dry_run_store(db: Optional[str]) -> Any:
+    path = _plain_db_path(db)
+    if path is None:
+        from .store import resolve_url, sqlite_path
+
+        path = sqlite_path(resolve_url(db))
     if path is not None and not path.exists():
         return _NoStore()
+    if path is not None:
+        import sqlite3
+
+        try:
+            return _SqliteDone(path)
+        except sqlite3.Error:  # not our database, locked, corrupt: the store says so in one line
+            pass
+    from .store import open_store
+
     return open_store(db, create=False, read_only=True)
 
 

@@ -214,3 +214,11 @@ def test_reproduce_a_tiny_entry_through_the_entry_point(tmp_path):
     assert acc["n"] == 2 and acc["mean"] == 0.0 and acc["verdict"] == "reproduced exactly" and not acc["flagged"]
     stored = json.loads(cli(tmp_path, "results", "--db", str(rdb), "--json", env=env).stdout)
     assert len(stored) == 2 and all(r["environment"]["cpu_model"] and "cpu_isa" in r["environment"] for r in stored)
+
+
+def test_dry_run_reads_the_default_database_the_store_uses():
+    """The dry run resolves --db without importing the store: the same default file."""
+    from coreset_bench import cli as cli_mod
+    from coreset_bench import store as store_mod
+
+    assert cli_mod.DEFAULT_DB == store_mod.DEFAULT_DB
