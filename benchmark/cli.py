@@ -898,7 +898,7 @@ def _metric_text(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
         items = [(k, v) for k, v in r["metrics"].items() if k in percent and v is not None]
-        shown = " ".join(f"{k}={fmt_value(float(v), percent[k]).replace(' %', '%')}" for k, v in items[:RESULTS_METRICS])
+        shown = " ".join(f"{k}={fmt_value(float(v), percent[k])}" for k, v in items[:RESULTS_METRICS])
         more = len(items) - RESULTS_METRICS
         out.append(shown + (f" (+{more} more: --json)" if more > 0 else ""))
     return out

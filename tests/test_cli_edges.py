@@ -87,7 +87,7 @@ def test_results_prints_percent_like_run_and_short_lines(tmp_path):
     assert not res.torch
     lines = res.stdout.splitlines()
     assert len(lines) == 5
-    assert "clean_acc=90.00%" in res.stdout and "clean_acc=0.9000" not in res.stdout
+    assert "clean_acc=90.00 %" in res.stdout and "clean_acc=0.9000" not in res.stdout  # as run's summary prints it
     assert "subset_size=72.00" in res.stdout and "(+2 more: --json)" in res.stdout and "class_acc_" not in res.stdout
     assert max(len(x) for x in lines) < 400  # the 1,500-character error is cut to one short line
     assert any(x.endswith("…") and "ValueError: xxx" in x for x in lines)
