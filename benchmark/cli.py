@@ -88,7 +88,7 @@ def _parse_params(items: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     plugin: list[str] = typer.Option(..., "--plugin", "-p", help="Method(s) to run (repeatable)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Profile, e.g. quick or coreset/quick@1 (default: the track's first)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile, e.g. quick or coreset/quick@1 (default: the track's default profile at its newest version (coreset: quick); `coreset-bench profiles` marks each track's default)."),
     track: Optional[str] = typer.Option(None, "--track", help="Track (default: the one that ranks the plugin's kind)."),
     db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Cells run in parallel (process pool); default: one per CPU core on the CPU (env CORESET_BENCH_JOBS), 1 on a GPU."),
@@ -108,6 +108,9 @@ def run(
     ),
 ) -> None:
     """Run a method's cells of a profile; cells already done in the store are skipped."""
+    if dry_run and _DRY is not None:  # main() found this command line's plan in the cache
+        _print_dry(_DRY, db)
+        return
     from . import env as envmod
     from .runner import default_context, execute, make_plan
     from .store import StoreError, open_store
@@ -162,6 +165,20 @@ def run(
     except ValueError as exc:
         fail(str(exc))
     _check_datasets(t, target, data_dir)
+    if dry_run:
+        try:
+            empty = make_plan(t, prof, methods, _NoStore(), seeds=seed_list, dataset=dataset, references=references)
+        except ValueError as exc:
+            fail(str(exc))
+        label = _labeller(methods)
+        extra = empty.profile.description[len(prof.description) :].strip() if empty.profile.description.startswith(prof.description) and empty.profile.description != prof.description else ""
+        data = {"track": t.name, "profile": empty.profile.id, "extra": extra, "cells": [{"key": p.cell.key, "label": label(p.cell), "method": _method_label(p.cell.method, p.cell.params, label.defaults), "axes": " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), "repeat": p.cell.repeat} for p in empty.todo]}
+        if _DRY_NAME is not None:
+            from . import metacache
+
+            metacache.save(data, name=_DRY_NAME)
+        _print_dry(data, db)
+        return
     try:
         store = open_store(db)
     except StoreError as exc:
@@ -174,18 +191,6 @@ def run(
     if plan.profile.description.startswith(prof.description) and plan.profile.description != prof.description:
         console.print(plan.profile.description[len(prof.description) :].strip(), markup=False)  # --dataset: the data and its threat model
     label = _labeller(methods)
-    if dry_run:
-        if _plain():
-            for status, items in (("todo", plan.todo), ("done", plan.done)):
-                for p in items:
-                    _line(f"  {status:5} {p.cell.key}  {label(p.cell)}")
-            return
-        table = Table("status", "method", "axes", "repeat", "key")
-        for status, items in (("todo", plan.todo), ("done", plan.done)):
-            for p in items:
-                _row(table, status, _method_label(p.cell.method, p.cell.params, label.defaults), " ".join(f"{k}={v}" for k, v in p.cell.axes.items()), str(p.cell.repeat), p.cell.key)
-        console.print(table)
-        return
     if not plan.todo:
         console.print("Nothing to do.")
         _summary(store, t, prof, plan, methods, seed_list, dataset)
@@ -232,15 +237,23 @@ def run(
     costs = {p.cell.key: float(t.cost_hint(p.cell)) for p in plan.todo}
     t0 = time.perf_counter()
     display = RunDisplay(console, costs, shown, terminal=console.is_terminal, label=label)
+    def heard(running: int) -> None:  # Ctrl-C: one line at once, before the workers are stopped
+        display.__exit__(None, None, None)
+        err.print(f"Ctrl-C: stopping {running} running cell(s); finished cells stay stored", highlight=False, markup=False, soft_wrap=True)
+
     with display:
         try:
-            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress, hidden_salt=salt)
+            execute(plan, store, ctx, jobs=jobs, executor=executor, timeout_s=timeout, address=address, on_done=display.on_done, on_progress=display.on_progress, hidden_salt=salt, on_interrupt=heard)
         except KeyboardInterrupt as exc:
             display.__exit__(None, None, None)
-            cut = getattr(exc, "interrupted", display.total - display.done)
-            rest = display.total - display.done - cut
+            marked = getattr(exc, "interrupted", display.total - display.done)
+            cut = getattr(exc, "cut", marked)
+            waiting = marked - cut  # claimed by this run, never started: marked too, so nothing stays "running"
+            rest = display.total - display.done - marked
             err.print(
-                f"interrupted: {display.done} finished cell(s) are stored; {cut} cut short are marked interrupted (not failed)"
+                f"interrupted: {display.done} finished cell(s) are stored; {cut} cut short"
+                + (f" and {waiting} not yet started" if waiting > 0 else "")
+                + " are marked interrupted (not failed)"
                 + (f"; {rest} not started" if rest > 0 else "")
                 + "; rerun the same command to complete them",
                 highlight=False,
@@ -259,6 +272,101 @@ def run(
         for f in display.failures:
             err.print(f"  {label(f.cell)}: {f.error}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+class _NoStore:
+    """The store of a ``--dry-run`` whose database does not exist yet: nothing done, and no
+    file created (a dry run writes nothing)."""
+
+    url = "(none yet)"
+
+    def done_keys(self, keys: Any = None) -> set[str]:
+        return set()
+
+
+#: ``run --dry-run``: the cached plan of this command line (set by ``main``), and the cache file
+#: to save it to when it was not cached
+_DRY: Optional[dict[str, Any]] = None
+_DRY_NAME: Optional[str] = None
+
+
+def _print_dry(data: dict[str, Any], db: Optional[str]) -> None:
+    """What ``run --dry-run`` prints: each cell of the plan, todo or done in the store."""
+    try:
+        store = _dry_run_store(db)
+        done = store.done_keys([c["key"] for c in data["cells"]])
+    except Exception as exc:  # noqa: BLE001 - StoreError, imported only where a store is opened
+        if type(exc).__name__ != "StoreError":
+            raise
+        fail(str(exc))
+    todo = [c for c in data["cells"] if c["key"] not in done]
+    have = [c for c in data["cells"] if c["key"] in done]
+    console.print(Text.assemble((data["track"], "bold"), " profile ", (data["profile"], "bold"), f": {len(todo)} cell(s) to run, {len(have)} already done"), highlight=False)
+    if data["extra"]:
+        console.print(data["extra"], markup=False)  # --dataset: the data and its threat model
+    if _plain():
+        for status, items in (("todo", todo), ("done", have)):
+            for c in items:
+                _line(f"  {status:5} {c['key']}  {c['label']}")
+        return
+    table = Table("status", "method", "axes", "repeat", "key")
+    for status, items in (("todo", todo), ("done", have)):
+        for c in items:
+            _row(table, status, c["method"], c["axes"], str(c["repeat"]), c["key"])
+    console.print(table)
+
+
+class _SqliteDone:
+    """The done cells of an SQLite store read with ``sqlite3`` alone, read-only: a ``--dry-run``
+    needs nothing else, and SQLAlchemy's import costs more than the whole command otherwise."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.url = f"sqlite:///{path}"
+        self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.con.execute("SELECT key, status FROM run LIMIT 1").fetchall()  # our schema, or sqlite3.Error
+
+    def done_keys(self, keys: Any = None) -> set[str]:
+        wanted = list(keys or ())
+        out: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            q = f"SELECT key FROM run WHERE status = 'done' AND key IN ({','.join('?' * len(chunk))})"
+            out.update(k for (k,) in self.con.execute(q, chunk))
+        return out
+
+
+#: ``store.DEFAULT_DB``, spelled here so that a dry run need not import the store (SQLAlchemy);
+#: tests/test_cli_edges.py checks that the two agree
+DEFAULT_DB = Path("results") / "coreset-bench.db"
+
+
+def _plain_db_path(db: Optional[str]) -> Optional[Path]:
+    """The file a ``--db`` (or ``CORESET_BENCH_DB``, or the default) names when it is a plain
+    path; None for a URL (the store resolves those)."""
+    raw = str(db) if db is not None else os.environ.get("CORESET_BENCH_DB") or str(DEFAULT_DB)
+    return None if "://" in raw else Path(raw).expanduser()
+
+
+def _dry_run_store(db: Optional[str]) -> Any:
+    path = _plain_db_path(db)
+    if path is None:
+        from .store import resolve_url, sqlite_path
+
+        path = sqlite_path(resolve_url(db))
+    if path is not None and not path.exists():
+        return _NoStore()
+    if path is not None:
+        import sqlite3
+
+        try:
+            return _SqliteDone(path)
+        except sqlite3.Error:  # not our database, locked, corrupt: the store says so in one line
+            pass
+    from .store import open_store
+
+    return open_store(db, create=False, read_only=True)
 
 
 def _plain() -> bool:
@@ -527,7 +635,7 @@ def plugins_cmd(
     ``coreset-bench plugins show NAME`` prints one plugin in full."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = _plugin_rows()
+    rows = _META["plugins"] if _META is not None else _plugin_rows()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -558,19 +666,14 @@ def plugins_cmd(
 @plugins_app.command("show")
 def plugins_show(name: str = typer.Argument(..., help="A method, track, dataset or architecture."), as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """One plugin in full: parameters (default, type and range), signals, citation, package, version, tracks."""
-    rows = {r["name"]: r for r in _plugin_rows()}
+    rows = {r["name"]: r for r in (_META["plugins"] if _META is not None else _plugin_rows())}
     if name not in rows:
         from .registry import _closest
 
         fail(f"no plugin named {name!r}; {_closest(name, rows)}".rstrip("; "))
     r = dict(rows[name])
     if r["kind"] not in ("dataset", "architecture", "track", "?"):
-        m = plugins.method(name)
-        r["signals"] = sorted(getattr(m, "signals", ()) or ())
-        for attr in ("modalities", "role", "privileged"):
-            if getattr(m, attr, None):
-                v = getattr(m, attr)
-                r[attr] = sorted(v) if isinstance(v, (set, frozenset)) else v
+        r.update(_META["details"].get(name, {}) if _META is not None else _method_details(name))
     if as_json:
         print(json.dumps(r, indent=2, default=str))
         return
@@ -599,6 +702,37 @@ def plugins_show(name: str = typer.Argument(..., help="A method, track, dataset 
                 _line(f"    {pname} = {spec['default']!r}  ({spec['rule']}){hint}")
 
 
+def _method_details(name: str) -> dict[str, Any]:
+    """What ``plugins show`` adds for a method: its signals and declarations."""
+    m = plugins.method(name)
+    out: dict[str, Any] = {"signals": sorted(getattr(m, "signals", ()) or ())}
+    for attr in ("modalities", "role", "privileged"):
+        if getattr(m, attr, None):
+            v = getattr(m, attr)
+            out[attr] = sorted(v) if isinstance(v, (set, frozenset)) else v
+    return out
+
+
+#: set by ``main`` for the listing commands (plugins, plugins show, tracks, profiles): their
+#: answers from ``metacache`` (no plugin imported, hence no torch) instead of the loaded plugins
+_META: Optional[dict[str, Any]] = None
+
+
+def _build_meta() -> dict[str, Any]:
+    """Everything the listing commands print, from the loaded plugins (``metacache`` saves it)."""
+    rows = _plugin_rows()
+    details = {r["name"]: _method_details(r["name"]) for r in rows if r["kind"] not in ("dataset", "architecture", "track", "?")}
+    return {"plugins": rows, "details": details, "tracks": _track_items(), "profiles": {name: _profile_items(t) for name, t in plugins.tracks().items()}}
+
+
+def _track_items() -> list[dict[str, Any]]:
+    out = []
+    for t in plugins.tracks().values():
+        who = t.contestant_kind + "".join(f" ({v})" for v in (getattr(t, "modality", ""), getattr(t, "role", "")) if v)
+        out.append({"name": t.name, "who": who, "primary": t.primary_metric, "profiles": [p.id for p in t.profiles()], "summary": t.summary, "describe": t.describe()})
+    return out
+
+
 def _refusals(m: Any) -> dict[str, str]:
     """Tracks of ``m``'s kind that do not rank it, with their one-line reasons."""
     out = {}
@@ -613,15 +747,30 @@ def _refusals(m: Any) -> dict[str, str]:
 @app.command()
 def tracks(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the tracks."""
-    ts = plugins.tracks()
+    items = _META["tracks"] if _META is not None else _track_items()
     if as_json:
-        print(json.dumps([t.describe() for t in ts.values()], indent=2))
+        print(json.dumps([t["describe"] for t in items], indent=2))
+        return
+    if _plain():  # piped: whole names, one line per track, never cut to a terminal width
+        for t in items:
+            _line(f"{t['name']}  {t['who']}  primary={t['primary']}  profiles={','.join(t['profiles'])}  {' '.join(str(t['summary']).split())}")
         return
     table = Table("track", "contestants", "primary metric", "profiles", "summary")
-    for t in ts.values():
-        who = t.contestant_kind + "".join(f" ({v})" for v in (getattr(t, "modality", ""), getattr(t, "role", "")) if v)
-        _row(table, t.name, who, t.primary_metric, ", ".join(p.id for p in t.profiles()), t.summary)
+    for t in items:
+        _row(table, t["name"], t["who"], t["primary"], ", ".join(t["profiles"]), t["summary"])
     console.print(table)
+
+
+def _profile_items(t: Any) -> list[dict[str, Any]]:
+    """One dict per profile of track ``t``, as ``profiles --json`` prints it."""
+    try:
+        default_id = t.profile(None).id
+    except LookupError:
+        default_id = ""
+    return [
+        {"id": p.id, "track": t.name, "default": p.id == default_id, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": p.description, "conventions": _conventions(p.settings), "settings": dict(p.settings)}
+        for p in t.profiles()
+    ]
 
 
 def _conventions(settings: Any) -> dict[str, str]:
@@ -659,19 +808,24 @@ def _conventions(settings: Any) -> dict[str, str]:
 def profiles(track: Optional[str] = typer.Argument(None, help="Only this track."), as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List profiles: their matrices and the conventions they fix (budget meaning, class
     balance, optimizer steps, proxy, threat model)."""
-    try:
-        ts = [plugins.track(track)] if track else list(plugins.tracks().values())
-    except LookupError as exc:
-        fail(str(exc).strip("'\""))
-    items = []
-    for t in ts:
-        for p in t.profiles():
-            items.append({"id": p.id, "track": t.name, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": p.description, "conventions": _conventions(p.settings), "settings": dict(p.settings)})
+    if _META is not None:
+        known = _META["profiles"]
+        if track is not None and track not in known:
+            from .registry import _closest
+
+            fail(f"unknown track {track!r}; {_closest(track, known)}")
+        items = [it for name, its in known.items() if track is None or name == track for it in its]
+    else:
+        try:
+            ts = [plugins.track(track)] if track else list(plugins.tracks().values())
+        except LookupError as exc:
+            fail(str(exc).strip("'\""))
+        items = [it for t in ts for it in _profile_items(t)]
     if as_json:
         print(json.dumps(items, indent=2, default=str))
         return
     for it in items:
-        console.print(Text.assemble((it["id"], "bold"), f"  {it['cells_per_method']} cells per method, seeds {', '.join(map(str, it['seeds']))}, {it['device']}"), highlight=False, soft_wrap=not console.is_terminal)
+        console.print(Text.assemble((it["id"], "bold"), "  (default)" if it["default"] else "", f"  {it['cells_per_method']} cells per method, seeds {', '.join(map(str, it['seeds']))}, {it['device']}"), highlight=False, soft_wrap=not console.is_terminal)
         _line("  matrix: " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in it["axes"].items()))
         for k, v in it["conventions"].items():
             _line(f"  {k}: {v}")
@@ -693,7 +847,7 @@ def results(
     ctx: typer.Context,
     plugin: Optional[str] = typer.Option(None, "--plugin", "-p", help="Only this method."),
     track: Optional[str] = typer.Option(None, "--track", help="Only this track."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Profile id, e.g. coreset/quick@1."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile, as `run` takes it: quick, quick@2 or coreset/quick@2 (no version: every stored one)."),
     status: Optional[str] = typer.Option(None, "--status", help="done, failed, interrupted or running."),
     db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB); opened read-only."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array with one object per run (key, method, params, axes, status, metrics, ...)."),
@@ -707,20 +861,74 @@ def results(
         store = open_store(db, create=False, read_only=True)  # reads only: works in a read-only directory
     except StoreError as exc:
         fail(str(exc))
-    rows = store.results(method=plugin, track=track, profile=profile, status=status)
+    rows = store.results(method=plugin, track=track, status=status)
+    if profile is not None:
+        ids = _profile_ids({r["profile"] for r in rows}, profile)
+        rows = [r for r in rows if r["profile"] in ids]
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
+    mets = _metric_text(rows)
     if _plain():
-        for r in rows:
-            mets = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("class_acc_"))
-            _line(f"{r['key'][:12]}  {r['method']}  {r['profile']}  {' '.join(f'{k}={v}' for k, v in r['axes'].items())}  repeat={r['repeat']}  {r['status']}  {r['error'] or mets}")
+        for r, m in zip(rows, mets):
+            _line(f"{r['key'][:12]}  {r['method']}  {r['profile']}  {' '.join(f'{k}={v}' for k, v in r['axes'].items())}  repeat={r['repeat']}  {r['status']}  {_one_line(r['error']) if r['error'] else m}")
         return
     table = Table("key", "method", "profile", "axes", "repeat", "status", "metrics / error")
-    for r in rows:
-        mets = " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("class_acc_"))
-        _row(table, r["key"][:12], r["method"], r["profile"], " ".join(f"{k}={v}" for k, v in r["axes"].items()), str(r["repeat"]), r["status"], r["error"] or mets)
+    for r, m in zip(rows, mets):
+        _row(table, r["key"][:12], r["method"], r["profile"], " ".join(f"{k}={v}" for k, v in r["axes"].items()), str(r["repeat"]), r["status"], _one_line(r["error"]) if r["error"] else m)
     console.print(table)
+
+
+#: metrics per row that ``results`` prints (the rest: ``--json``)
+RESULTS_METRICS = 5
+
+
+def _metric_text(rows: list[dict[str, Any]]) -> list[str]:
+    """Per row, its metrics as ``run`` prints them: fractions in % (the leaderboard's rule, per
+    metric over all rows), amounts as numbers; per-class metrics left out; at most
+    ``RESULTS_METRICS`` of them, then how many more ``--json`` shows."""
+    from .progress import fmt_value, fraction_metric
+
+    names: dict[str, list[float]] = {}
+    for r in rows:
+        for k, v in r["metrics"].items():
+            if not k.startswith("class_acc_") and v is not None:
+                names.setdefault(k, []).append(v)
+    percent = {k: fraction_metric(vs, k) for k, vs in names.items()}
+    out = []
+    for r in rows:
+        items = [(k, v) for k, v in r["metrics"].items() if k in percent and v is not None]
+        shown = " ".join(f"{k}={fmt_value(float(v), percent[k])}" for k, v in items[:RESULTS_METRICS])
+        more = len(items) - RESULTS_METRICS
+        out.append(shown + (f" (+{more} more: --json)" if more > 0 else ""))
+    return out
+
+
+def _one_line(text: Any, limit: int = 200) -> str:
+    """An error as one line of at most ``limit`` characters (the whole text: ``--json``)."""
+    first = " ".join(str(text).split())
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def _profile_ids(stored: set[str], ref: str) -> set[str]:
+    """The stored profile ids ``ref`` names, as ``run --profile`` reads it: ``tiny``,
+    ``tiny@1``, ``coreset/tiny`` or ``coreset/tiny@1`` (without a version: every stored version
+    of that name). No match: one-line error listing what is stored."""
+    if ref in stored:
+        return {ref}
+    track, _, rest = ref.rpartition("/")
+    name, _, version = rest.partition("@")
+    out = set()
+    for pid in stored:
+        t, _, r = pid.rpartition("/")
+        n, _, v = r.partition("@")
+        if n == name and (not track or t == track) and (not version or v == version):
+            out.add(pid)
+    if not out:
+        from .registry import _closest
+
+        fail(f"no stored runs of profile {ref!r}; {_closest(ref, stored)}".replace("known:", "stored:"))
+    return out
 
 
 def _json_value(text: str) -> Any:
@@ -819,7 +1027,7 @@ def _setting(spec: str) -> tuple[str, dict[str, Any]]:
 def compare(
     a: str = typer.Argument(..., help="A method, or a parameter setting NAME:KEY=VALUE[,KEY=VALUE]."),
     b: str = typer.Argument(..., help="The method or setting to compare with (the difference is A − B)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile id (default: every profile where both have finished cells)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Only this profile, as `run` takes it: tiny, tiny@1 or coreset/tiny@1 (default: every profile where both have finished cells)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric (default: the track's primary metric)."),
     db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL (env CORESET_BENCH_DB); opened read-only."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -844,9 +1052,12 @@ def compare(
     except StoreError as exc:
         fail(str(exc))
 
+    # --profile as `run` reads it: tiny, tiny@1, coreset/tiny or coreset/tiny@1
+    ids = _profile_ids({r.profile for r in store.runs(status="done")}, profile) if profile is not None else None
+
     def rows_of(name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = store.results(method=name, profile=profile, status="done")
-        return [r for r in rows if _params_match(r["params"], params)]
+        rows = store.results(method=name, status="done")
+        return [r for r in rows if _params_match(r["params"], params) and (ids is None or r["profile"] in ids)]
 
     ra, rb = rows_of(na, pa), rows_of(nb, pb)
     if not ra or not rb:
@@ -906,6 +1117,109 @@ def compare(
 
 
 @app.command()
+def reproduce(
+    entry: Path = typer.Argument(..., help="A published entry (JSON file), e.g. results/entries/coreset/quick@2/random@1.json."),
+    cells: int = typer.Option(4, "--cells", "-n", min=1, help="How many of its cells to re-run (the first N by cell key: the same sample on every machine)."),
+    db: Optional[str] = typer.Option(None, "--db", help="Store of the reproduced runs (default: results/reproduce.db; never your main store, so a reproduction never mixes with local runs)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Cells run in parallel (default as for `run`)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where datasets live (CIFAR python batches)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-cell time-out in seconds (overrides the profile's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the judgements as JSON."),
+) -> None:
+    """Re-run a sample of a published entry's cells and compare with its published numbers.
+
+    Per metric: the paired difference reproduced − published with its 95 % interval, judged
+    against the entry's seed-to-seed spread: within the noise band (1.96·√2·spread/√n) it is
+    "reproduced within noise", beyond it a "systematic deviation" (flagged), and bit-equal
+    numbers are "reproduced exactly". The CPU model and instruction set of this machine and of
+    the published runs are printed (and stored with every run). Show the reproduction on the
+    board: `leaderboard --entries DIR --db results/reproduce.db --label reproduction`."""
+    from . import env as envmod
+    from . import reproduce as rp
+    from .leaderboard.entries import EntryError, check_entry, known_profiles_from_plugins, load_entry
+    from .runner import Plan, default_context, execute, make_plan
+    from .salt import SaltError, parse_salt
+    from .store import StoreError, open_store
+
+    if not entry.is_file():
+        fail(f"no entry file at {entry}; pass one JSON entry, e.g. results/entries/coreset/quick@2/random@1.json")
+    try:
+        obj = check_entry(load_entry(entry), known_profiles_from_plugins())
+    except EntryError as exc:
+        fail(f"{entry}: {exc}")
+    meta, prov = obj["method"], obj.get("provenance") or {}
+    try:
+        t = plugins.track(obj["track"])
+        prof = t.profile(obj["profile"]["id"])
+        installed = plugins.method(meta["name"])
+    except LookupError as exc:
+        fail(f"{str(exc).strip(chr(39) + chr(34))}; install the package that provides it to reproduce {entry.name}")
+    if str(installed.version) != str(meta["version"]):
+        fail(f"{meta['name']} is installed at version {installed.version}, the entry was made with {meta['version']}; a reproduction needs the same version")
+    try:
+        method = installed.with_params(**meta["params"])
+    except ValueError as exc:
+        fail(f"the entry's parameters do not apply to the installed {meta['name']}: {exc}")
+    done_cells = [c for c in obj["cells"] if c.get("metrics")]
+    try:
+        store = open_store(db if db is not None else str(Path("results") / "reproduce.db"))
+    except StoreError as exc:
+        fail(str(exc))
+    plan = make_plan(t, prof, [method], store, references=False)
+    by_key = {p.cell.key: p for p in [*plan.todo, *plan.done]}
+    chosen = rp.choose_cells([c for c in done_cells if c["key"] in by_key], cells)
+    if not chosen:
+        fail(f"none of the {len(done_cells)} cells of {entry.name} is a cell of the installed {meta['name']} {meta['version']} on {prof.id} (other parameters or axes); nothing to reproduce")
+    keys = {c["key"] for c in chosen}
+    plan = Plan(plan.track, plan.profile, [p for p in plan.todo if p.cell.key in keys], [p for p in plan.done if p.cell.key in keys])
+    here = envmod.cpu_info()
+    _line(f"reproducing {len(chosen)} of {len(done_cells)} cells of {entry.name} ({prof.id}, {meta['name']} {meta['version']}) into {store.url}; {len(plan.done)} already there")
+    _line(f"published on: {prov.get('cpu_model') or prov.get('device') or 'unrecorded machine'}" + (f" [{prov['cpu_isa']}]" if prov.get("cpu_isa") else "") + f"; this machine: {here['cpu_model']} [{here['cpu_isa'] or '-'}]")
+    if plan.todo:
+        try:
+            dev = envmod.pick_device(device)
+            salt_text = prov.get("hidden_salt")
+            salt = parse_salt(salt_text, where="the entry's provenance.hidden_salt") if salt_text is not None else None
+            from .runner import hidden_salt_for
+
+            salt = hidden_salt_for(plan, store, salt)
+            jobs = jobs or envmod.default_jobs(dev, len(plan.todo))
+        except (ValueError, SaltError, StoreError) as exc:
+            fail(str(exc))
+        ctx = default_context(_results_dir(db if db is not None else str(Path("results") / "reproduce.db")), dev, data_dir)
+        _check_datasets(t, prof, data_dir)
+        _load_datasets(t, prof, ctx)
+
+        def on_done(o: Any) -> None:
+            _line(f"  {o.cell.key[:12]} {' '.join(f'{k}={v}' for k, v in o.cell.axes.items())} repeat={o.cell.repeat}: {o.status}" + (f" ({o.error.splitlines()[0]})" if o.error else ""))
+
+        try:
+            execute(plan, store, ctx, jobs=jobs, executor="process" if jobs > 1 else "inprocess", timeout_s=timeout, on_done=on_done, hidden_salt=salt)
+        except KeyboardInterrupt:
+            err.print("interrupted: the finished cells are stored; rerun the same command to complete the reproduction", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except (ValueError, StoreError) as exc:
+            fail(str(exc))
+    runs = {r["key"]: r["metrics"] for r in store.results(track=t.name, profile=prof.id, status="done") if r["key"] in keys}
+    failed = len(keys) - len(runs)
+    primary = t.primary_for(prof)
+    present = {k for c in chosen for k in (c.get("metrics") or {})}
+    metrics = [m for m in dict.fromkeys([primary, *t.secondary_metrics, *sorted(dict(t.metric_directions))]) if m in present]
+    judgements = rp.compare(done_cells, chosen, runs, metrics)
+    if as_json:
+        print(json.dumps({"entry": str(entry), "profile": prof.id, "method": meta["name"], "cells": sorted(keys), "reproduced": len(runs), "failed": failed, "machine": here, "published_machine": {k: prov.get(k, "") for k in ("cpu_model", "cpu_isa", "device")}, "metrics": [j.as_dict() for j in judgements]}, indent=2))
+    else:
+        for j in judgements:
+            _line(j.text())
+        if failed:
+            _line(f"{failed} of {len(keys)} cells did not finish (`coreset-bench results --db {store.url} --status failed` shows why)")
+        _line(f"on the board: coreset-bench leaderboard --entries {entry.parent.parent.parent if entry.parent.parent.parent != Path('.') else entry.parent} --db {db or 'results/reproduce.db'} --label reproduction")
+    if not runs:
+        raise typer.Exit(1)
+
+
+@app.command()
 def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database path or SQLAlchemy URL to check (env CORESET_BENCH_DB); opened read-only.")) -> None:
     """Check the installation: versions, device, plugin load errors, MPEG-4 encoding with PyAV,
     the optional SmolLM2 weights, store health, cache size. Exits 1 on a load error, a bad
@@ -916,8 +1230,8 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
 
     dev = envmod.pick_device("auto")
     e = envmod.environment(dev)
-    for k in ("coreset_bench", "git_commit", "python", "torch", "cuda", "device_name", "platform"):
-        console.print(f"{k:14} {e.get(k)}", markup=False)
+    for k in ("coreset_bench", "git_commit", "git_dirty", "python", "torch", "cuda", "device_name", "gpu", "cpu_model", "cpu_isa", "torch_cpu_capability", "platform"):
+        console.print(f"{ {'torch_cpu_capability': 'torch kernels'}.get(k, k):14} {e.get(k)}", markup=False, soft_wrap=True)
     settings_ok = True
     try:
         console.print(f"{'parallelism':14} {envmod.default_jobs(dev, 10**6)} cell(s) side by side by default on {dev}, {envmod.cell_threads(dev)} torch thread(s) each")
@@ -987,8 +1301,45 @@ def _needs_plugins(argv: list[str]) -> bool:
     return words[0] not in _NO_PLUGINS
 
 
+#: commands that print plugin metadata only: answered from ``metacache`` (no torch) when current
+_LISTING = {"plugins", "tracks", "profiles"}
+
+
+def _listing(argv: list[str]) -> bool:
+    words = [a for a in argv if not a.startswith("-")]
+    return bool(words) and words[0] in _LISTING
+
+
 def main() -> None:
-    if _needs_plugins(sys.argv[1:]):
+    global _META, _DRY, _DRY_NAME
+    argv = sys.argv[1:]
+    if _listing(argv) and _needs_plugins(argv):
+        from . import metacache
+
+        def build() -> dict[str, Any]:
+            try:
+                plugins.load_plugins()
+            except plugins.PluginError as exc:
+                err.print(Text.assemble(("Error:", "bold red"), f" {exc}"), highlight=False)
+                sys.exit(2)
+            return _build_meta()
+
+        _META = metacache.get(build)
+        _add_builtin_commands()
+        app()
+        return
+    words = [a for a in argv if not a.startswith("-")]
+    if words[:1] == ["run"] and "--dry-run" in argv and "--help" not in argv:
+        from . import metacache
+
+        if metacache.enabled():
+            _DRY_NAME = metacache.dry_run_name(argv)
+            _DRY = metacache.load(name=_DRY_NAME)
+            if _DRY is not None:
+                _add_builtin_commands()
+                app()
+                return
+    if _needs_plugins(argv):
         try:
             plugins.load_plugins()
         except plugins.PluginError as exc:

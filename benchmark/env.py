@@ -1,4 +1,5 @@
-"""Provenance of a run: versions, git commit, device (stored with every run)."""
+"""Provenance of a run: versions, git commit and whether the tree was clean, device, CPU model and
+instruction set, GPU name (stored with every run)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,57 @@ from typing import Any
 
 
 @functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the coreset-bench source tree when it is a git checkout, else None."""
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, whether tracked files differ from it) of the coreset-bench source tree when it is a
+    git checkout, else (None, None). The commit is the bare hash: the dirty flag is its own field
+    (``git_dirty``), never a ``-dirty`` suffix that would reach published pages."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return None, None
     if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return None, None
+    try:
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return out.stdout.strip(), None
+    return out.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def git_commit() -> str | None:
+    """The commit of the coreset-bench source tree when it is a git checkout, else None."""
+    return git_state()[0]
+
+
+#: instruction-set extensions that change which float kernels run (hence the last bits of a result)
+SIMD_FLAGS = (
+    "sse2", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl",
+    "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+    "asimd", "asimdhp", "sve", "sve2", "bf16", "i8mm",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict[str, str]:
+    """The CPU model and its float-relevant instruction-set extensions (``SIMD_FLAGS`` that it has,
+    space-separated), from ``/proc/cpuinfo`` on Linux, else from ``platform``. Results of training
+    on floats can differ across CPUs with the same code and seed; these say which CPU made them."""
+    model, flags = "", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if not model and key in ("model name", "cpu model", "hardware", "processor") and not value.strip().isdigit():
+            model = " ".join(value.split())
+        elif not flags and key in ("flags", "features"):
+            flags = set(value.split())
+    if not model:
+        model = platform.processor() or platform.machine() or "unknown"
+    return {"cpu_model": model, "cpu_isa": " ".join(f for f in SIMD_FLAGS if f in flags)}
 
 
 def cpu_cores() -> int:
@@ -153,9 +194,11 @@ def environment(device: str = "cpu", method: Any = None) -> dict[str, Any]:
 
     from . import __version__
 
+    commit, dirty = git_state()
     env: dict[str, Any] = {
         "coreset_bench": __version__,
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -164,12 +207,23 @@ def environment(device: str = "cpu", method: Any = None) -> dict[str, Any]:
         "device_name": device_name(device),
         "threads": _threads_or_problem(device),
         "deterministic": deterministic(device),
+        **cpu_info(),
+        # the SIMD level torch's CPU kernels dispatch to (e.g. AVX2, AVX512): what decides the bits
+        "torch_cpu_capability": _torch_cpu_capability(torch),
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") and torch.cuda.is_available() else None,
     }
     if method is not None:
         env["plugin_package"] = getattr(method, "package", "")
         env["plugin_package_version"] = _dist_version(getattr(method, "package", ""))
         env["method_version"] = method.version
     return env
+
+
+def _torch_cpu_capability(torch: Any) -> str:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - older torch: not recorded
+        return ""
 
 
 def _dist_version(package: str) -> str:

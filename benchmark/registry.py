@@ -75,7 +75,7 @@ def _env_list(var: str) -> set[str] | None:
 
 
 def _closest(name: str, known: Iterable[str]) -> str:
-    known = sorted(known)
+    known = sorted(set(known))  # each name once (a profile name has several versions)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return f"{hint}known: {', '.join(known) if known else '(none)'}"

@@ -150,21 +150,28 @@ Event = tuple[str, Any]  # ("started", key) | ("progress", (key, what, frac)) | 
 class InProcessExecutor:
     def __init__(self, ctx: CellContext) -> None:
         self.ctx = ctx
+        self.running: set[str] = set()  # keys of the cells executing now (what Ctrl-C cuts short)
 
     def run(self, items: Sequence[Planned], on_progress: Callable[[str, str, float], None]) -> Iterator[tuple[Planned, bool, Any, str | None, float]]:
         for p in items:
             key = p.cell.key
             ctx = dataclasses.replace(self.ctx, progress=lambda w, f, k=key: on_progress(k, w, f))
             t0 = time.perf_counter()
+            self.running.add(key)
             try:
                 res = run_one(p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
+                self.running.discard(key)
                 yield p, False, _format_error(exc, p.method.name), traceback.format_exc(), time.perf_counter() - t0
                 continue
+            self.running.discard(key)
             # yield outside the try: a GeneratorExit (the caller stopped) must not be caught above
             yield p, True, res, None, time.perf_counter() - t0
+
+    def abort(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -197,6 +204,7 @@ class ProcessExecutor:
         self.results = self.mpctx.Queue()
         self.workers: dict[int, tuple[Any, Any]] = {}
         self._next = 0
+        self.running: set[str] = set()  # keys of the cells a worker is executing now
 
     def _spawn(self) -> int:
         wid = self._next
@@ -220,6 +228,7 @@ class ProcessExecutor:
                 p = pending.pop(0)
                 self.workers[wid][1].put((p.cell.key, p.cell.track, p.method.name, dict(p.method.params), p.cell, ctx_args))
                 busy[wid] = (p, time.perf_counter())
+                self.running.add(p.cell.key)
             try:
                 kind, payload = self.results.get(timeout=0.5)
             except queue.Empty:
@@ -230,6 +239,7 @@ class ProcessExecutor:
                 wid, key, ok, res, tb = payload
                 if wid in busy:
                     p, t0 = busy.pop(wid)
+                    self.running.discard(p.cell.key)
                     idle.append(wid)
                     yield p, ok, res, tb, time.perf_counter() - t0
             now = time.perf_counter()
@@ -243,6 +253,7 @@ class ProcessExecutor:
                         msg = f"plugin {p.method.name!r} crashed its worker process (exit code {proc.exitcode})"
                     self._kill(wid)
                     busy.pop(wid)
+                    self.running.discard(p.cell.key)
                     yield p, False, msg, None, now - t0
                     if pending:
                         idle.append(self._spawn())
@@ -252,6 +263,16 @@ class ProcessExecutor:
         if proc.is_alive():
             proc.kill()
         proc.join(timeout=5)
+
+    def abort(self) -> None:
+        """Ctrl-C: kill every worker now (their cells are cut short; waiting for them to notice
+        a closed queue would keep the user waiting seconds without a word)."""
+        for proc, _tasks in self.workers.values():
+            if proc.is_alive():
+                proc.kill()
+        for proc, _tasks in self.workers.values():
+            proc.join(timeout=5)
+        self.workers.clear()
 
     def close(self) -> None:
         for wid, (proc, tasks) in list(self.workers.items()):
@@ -294,6 +315,7 @@ def execute(
     on_done: Callable[[Outcome], None] | None = None,
     on_progress: Callable[[str, str, float], None] | None = None,
     hidden_salt: str | None = None,
+    on_interrupt: Callable[[int], None] | None = None,
 ) -> list[Outcome]:
     """Run the plan's cells; the driver alone writes the store. Returns one outcome per cell.
 
@@ -359,10 +381,18 @@ def execute(
         except KeyboardInterrupt:
             # every cell this run holds and did not finish, including one whose claim was
             # committed an instant before the interrupt (not yet in ``started``): interrupted,
-            # never a failure, never left "running"; a second Ctrl-C cannot cut this short
+            # never a failure, never left "running"; a second Ctrl-C cannot cut this short.
+            # Only the cells executing now were cut short; the other claimed ones never started.
             with _sigint_deferred():
+                running = getattr(exe, "running", None) if exe is not None else set()
+                cut = len(running) if running is not None else None  # None: an executor that does not say
+                if on_interrupt is not None:
+                    on_interrupt(cut if cut is not None else len(started))  # at once: the Ctrl-C was heard
+                abort = getattr(exe, "abort", None)
+                if abort is not None:
+                    abort()
                 n = store.interrupt_running([p.cell.key for p in plan.todo], INTERRUPT_NOTE)
-            raise RunInterrupted(n) from None
+            raise RunInterrupted(n, None if cut is None else min(cut, n)) from None
         finally:
             if exe is not None:
                 exe.close()
@@ -382,11 +412,14 @@ INTERRUPT_NOTE = "interrupted (Ctrl-C); rerun the same command to finish the mis
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped ``execute``; ``interrupted`` cells were marked (none are failures)."""
+    """Ctrl-C stopped ``execute``; ``interrupted`` cells were marked (none are failures): ``cut``
+    of them were executing (cut short), the other ``not_started`` were claimed and waiting."""
 
-    def __init__(self, interrupted: int) -> None:
+    def __init__(self, interrupted: int, cut: int | None = None) -> None:
         super().__init__(f"{interrupted} cell(s) marked interrupted")
         self.interrupted = interrupted
+        self.cut = interrupted if cut is None else cut
+        self.not_started = interrupted - self.cut
 
 
 @contextlib.contextmanager

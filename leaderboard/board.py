@@ -53,7 +53,7 @@ from coreset_bench import registry as plugins
 from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
-from .data import hidden_salt_of, point_key, variant_key, version_key
+from .data import base_version, hidden_salt_of, point_key, variant_key, version_key
 from .stats import Interval, MetricRange
 
 COLUMN_AXIS = "budget"
@@ -323,7 +323,7 @@ def method_stand_in(track: Track, name: str, version: str, params: Mapping[str, 
         installed = plugins.method(name)
     except LookupError:
         installed = None
-    if installed is not None and str(installed.version) == str(version):
+    if installed is not None and str(installed.version) == base_version(version):  # ``1.0+local``: a labelled source of 1.0
         obj = copy.copy(installed)
         obj.params = dict(params)
         return obj

@@ -38,7 +38,7 @@ from coreset_bench.tracks.base import Profile, Track
 
 from . import stats
 from .board import Board, Variant, _floors, _is_accuracy, _test_group, build_board
-from .data import point_key
+from .data import point_key, source_label
 from .stats import Interval
 
 __all__ = ["card", "cards", "load_records", "boards_from_records", "no_results_card", "claim_points", "find_row", "scale_unit"]
@@ -81,6 +81,9 @@ def find_row(board: Board, row: Row) -> tuple[Variant | None, str]:
         have = sorted({v.label for v in board.variants if v.method == row.method})
         extra = f" (its rows there: {', '.join(have)})" if have else ""
         return None, f"no results of {row.label()} on {board.profile.id}{extra}"
+    published = [v for v in cands if not source_label(v.version)]
+    if published:  # a claim is read on the published rows; a local or reproduction row only without them
+        cands = published
     if len(cands) == 1:
         return cands[0], ""
     defaults = _installed_defaults(row.method)
@@ -411,9 +414,10 @@ def boards_from_records(records: Sequence[Mapping[str, Any]], tracks: Mapping[st
 
 
 def load_records(entries_dirs: Sequence[str | Path] = (), store: Any = None, tracks: Mapping[str, Track] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records from validated entries and/or a store (store first; a cell's first copy wins),
-    with a line per rejected entry."""
-    from .data import load_store_records
+    """Records from validated entries and/or a store, with a line per rejected entry and per
+    conflict: with entries, the store's runs join as their own labelled rows
+    (``data.join_source``) and never replace a published number."""
+    from .data import join_source, load_store_records
     from .entries import entry_records, load_entries, one_line_error
 
     records: list[dict[str, Any]] = load_store_records(store) if store is not None else []
@@ -422,7 +426,8 @@ def load_records(entries_dirs: Sequence[str | Path] = (), store: Any = None, tra
         known = {p.id: p for t in (tracks or {}).values() for p in t.profiles()} if tracks is not None else None
         loaded = load_entries([Path(d) for d in entries_dirs], known, tracks=tracks)
         problems += [f"rejected {p}: {why}" for p, why in loaded.rejected]
-        keys = {r["key"] for r in records if r["key"]}
+        published: list[dict[str, Any]] = []
+        keys: set[str] = set()
         for path, obj in loaded.accepted:
             try:
                 recs = entry_records(obj, str(path))
@@ -431,5 +436,8 @@ def load_records(entries_dirs: Sequence[str | Path] = (), store: Any = None, tra
                 continue
             fresh = [r for r in recs if r["key"] not in keys]
             keys.update(r["key"] for r in fresh)
-            records.extend(fresh)
+            published.extend(fresh)
+        # the store joins as its own labelled source; it never replaces a published number
+        records, conflicts, _same = join_source(published, records, "local")
+        problems += [f"conflict: {c}" for c in conflicts]
     return records, problems

@@ -58,8 +58,10 @@ def claim_systems(cards: Sequence[Any], profile_href: Mapping[str, str], reading
 
 
 def _readings_link(readings: str | os.PathLike[str] | None, out: Path) -> str:
-    """The link from the site to the long readings (``results/README.md``): a URL as given, a
-    file as a path relative to the site; "" when there is none."""
+    """The link from the site to the long readings (``results/README.md``): a URL as given; a
+    file beside the site's directory (``results/site`` -> ``../README.md``) as a relative link,
+    any other file copied into the site as ``readings.md`` (a link further out would spell a
+    path of the machine that rendered it); "" when there is none."""
     if readings is None:
         return ""
     text = str(readings)
@@ -68,4 +70,10 @@ def _readings_link(readings: str | os.PathLike[str] | None, out: Path) -> str:
     path = Path(text)
     if not path.is_file():
         return ""
-    return os.path.relpath(path.resolve(), out.resolve()).replace(os.sep, "/")
+    rel = os.path.relpath(path.resolve(), out.resolve()).replace(os.sep, "/")
+    if not rel.startswith("../../") and not os.path.isabs(rel):
+        return rel
+    from .data import public_text
+
+    (out / "readings.md").write_text(public_text(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return "readings.md"

@@ -16,13 +16,20 @@ def register(app: typer.Typer) -> None:
     def leaderboard(
         out: Path = typer.Option(Path("results/site"), "--out", help="directory of the rendered site (replaced on each render)"),
         entries: list[Path] = typer.Option([], "--entries", help="directory (or file) of entries to merge; repeatable"),
-        db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (default: CORESET_BENCH_DB or results/coreset-bench.db)"),
+        db: str | None = typer.Option(None, "--db", help="results database path or SQLAlchemy URL (default without --entries: CORESET_BENCH_DB or results/coreset-bench.db); with --entries its runs join only when --db is given, as their own labelled rows (--label), never replacing a published number"),
+        label: str = typer.Option("local", "--label", help="how the --db rows are labelled beside --entries: local, or reproduction (a store of `coreset-bench reproduce`)"),
         trusted_keys: list[Path] = typer.Option([], "--trusted-keys", help="public key file (.pub) or directory of them; entries signed by one get a 'verified' badge; repeatable"),
         require_signed: bool = typer.Option(False, "--require-signed", help="reject every entry not signed by one of the --trusted-keys"),
         readings: str | None = typer.Option(None, "--readings", help="the long readings the claim cards link to: a file (default: README.md beside the first --entries directory, e.g. results/README.md) or a URL"),
     ) -> None:
-        """Render the static leaderboard site from the store and/or validated entries."""
+        """Render the static leaderboard site from the store and/or validated entries.
+
+        With --entries the page shows exactly the published numbers; a store joins only with
+        --db, its rows labelled (``kcenter@1.0+local``); a cell of the store with a published key
+        and other numbers is listed as a conflict and never replaces the published one."""
         from coreset_bench.store import StoreError, open_store
+
+        from .data import SOURCE_LABELS
 
         from .render import SiteError, render_site  # matplotlib: imported when the command runs
         from .signing import SigningError, Trust, load_trusted_keys
@@ -35,14 +42,19 @@ def register(app: typer.Typer) -> None:
         except SigningError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
-        try:
-            store = open_store(db, create=False, read_only=True, required=not entries)  # reads only: works in a read-only directory
-        except StoreError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        if label not in SOURCE_LABELS:
+            typer.echo(f"error: --label {label!r} is not a source label; use one of {', '.join(SOURCE_LABELS)}", err=True)
+            raise typer.Exit(1)
+        store = None
+        if not entries or db is not None:  # published entries alone unless a store is asked for
+            try:
+                store = open_store(db, create=False, read_only=True, required=True)  # reads only: works in a read-only directory
+            except StoreError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
         t0 = time.perf_counter()
         try:
-            report = render_site(store, out, entries_dirs=entries, trust=trust, readings=readings)
+            report = render_site(store, out, entries_dirs=entries, trust=trust, readings=readings, source_label=label)
         except (SiteError, StoreError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -53,6 +65,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"rejected {path}: {reason}", err=True)
         for w in report.warnings:
             typer.echo(f"warning: {w}", err=True)
+        if report.conflicts:
+            typer.echo(f"{len(report.conflicts)} conflict(s): cells of --db with a published key and other numbers (the published number is shown):", err=True)
+            for c in report.conflicts:
+                typer.echo(f"conflict: {c}", err=True)
         typer.echo(
             f"rendered {len(report.pages)} pages from {report.records} runs "
             f"({len(report.rejected)} entries rejected, {report.artifacts} subset files) "

@@ -136,8 +136,18 @@ def _env() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_public,  # every {{ value }}: no issue numbers, -dirty commits or local paths
     )
     return env
+
+
+def _public(value: Any) -> Any:
+    """Jinja's ``finalize``: text as a public page may show it (``data.public_text``)."""
+    from .data import public_text
+
+    if isinstance(value, Markup):
+        return Markup(public_text(str(value)))
+    return public_text(value) if isinstance(value, str) else value
 
 
 def _declared_unit(board: Board | None, metric: str) -> str:

@@ -187,17 +187,37 @@ def env_value(env: Mapping[str, Any], *names: str) -> str:
     return ""
 
 
+def _commit_and_dirty(env: Mapping[str, Any]) -> tuple[str, bool | None]:
+    """(bare commit, dirty flag) of a run's environment: ``git_dirty`` where recorded, else the
+    ``-dirty`` suffix older runs carried on ``git_commit`` (no suffix: clean); ("", None) without
+    a commit."""
+    commit = env_value(env, "git_commit", "git", "commit")
+    if not commit:
+        return "", None
+    dirty = commit.endswith("-dirty")
+    commit = commit[: -len("-dirty")] if dirty else commit
+    flag = env.get("git_dirty") if isinstance(env, Mapping) else None
+    return commit, flag if isinstance(flag, bool) else dirty
+
+
 def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Provenance fields over records: each the sorted distinct values, joined by ', '.
+
+    ``git_commit`` holds bare commits; ``git_tree`` says whether they were ``clean`` or
+    ``modified`` (uncommitted changes to tracked files; both when runs differ). ``cpu_model``,
+    ``cpu_isa`` (float-relevant instruction-set extensions), ``torch_cpu_capability`` and ``gpu``
+    say which machine computed the numbers (results of training on floats can differ across
+    machines with the same code and seed); absent for runs made before they were recorded.
     ``hidden_salt`` only where the records carry one (tracks with hidden generated data): the
     salt that reproduces them (``run --hidden-salt``)."""
     fields = {
         "coreset_bench_version": ("coreset_bench", "coreset_bench_version"),
-        "git_commit": ("git_commit", "git", "commit"),
         "device": ("device_name", "device"),
         "torch_version": ("torch_version", "torch"),
     }
-    seen: dict[str, set[str]] = {k: set() for k in fields}
+    machine = ("cpu_model", "cpu_isa", "torch_cpu_capability", "gpu")
+    seen: dict[str, set[str]] = {k: set() for k in (*fields, "git_commit", *machine)}
+    trees: set[str] = set()
     packages: set[str] = set()
     pversions: set[str] = set()
     dates: list[str] = []
@@ -211,6 +231,18 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
                 v = env_value(env, *names)
                 if v:
                     seen[k].add(v)
+            for part in (p.strip() for p in env_value(env, "git_commit", "git", "commit").split(",")):
+                if part:
+                    commit, dirty = _commit_and_dirty({**env, "git_commit": part})
+                    seen["git_commit"].add(commit)
+                    if dirty is not None:
+                        trees.add("modified" if dirty else "clean")
+            tree = env_value(env, "git_tree")
+            trees.update(t.strip() for t in tree.split(",") if t.strip())
+            for k in machine:
+                v = env_value(env, k)
+                if v:
+                    seen[k].add(v)
             if isinstance(env, Mapping) and "hidden_salt" in env:
                 salts.add(str(env["hidden_salt"]))
         if rec.get("package"):
@@ -221,7 +253,13 @@ def provenance_of(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         d = rec.get("finished") or env_value(env, "date")
         if d:
             dates.append(str(d))
-    out = {k: ", ".join(sorted(v)) for k, v in seen.items()}
+    out = {k: ", ".join(sorted(seen[k])) for k in fields}
+    out["git_commit"] = ", ".join(sorted(seen["git_commit"]))
+    if trees:
+        out["git_tree"] = ", ".join(sorted(trees))
+    for k in machine:
+        if seen[k]:
+            out[k] = " | ".join(sorted(seen[k])) if k == "cpu_isa" else ", ".join(sorted(seen[k]))
     out["plugin_package"] = ", ".join(sorted(packages))
     out["plugin_version"] = ", ".join(sorted(pversions))
     out["first_run"] = min(dates) if dates else ""
@@ -255,3 +293,116 @@ def version_key(version: Any) -> tuple[int, Any]:
     if parts and all(p.isdigit() for p in parts):
         return (1, tuple(int(p) for p in parts))
     return (2, text)
+
+
+# ---- sources: published entries, a local store, a reproduction ---------------------------------
+
+#: labels a non-published source's rows carry as a PEP 440 local version (``kcenter@1.0+local``)
+SOURCE_LABELS = ("local", "reproduction")
+
+
+def base_version(version: Any) -> str:
+    """A method version without its source label (``1.0+local`` -> ``1.0``)."""
+    text = str(version)
+    head, sep, tail = text.rpartition("+")
+    return head if sep and tail in SOURCE_LABELS else text
+
+
+def source_label(version: Any) -> str:
+    """The source label of a version (``1.0+reproduction`` -> ``reproduction``), "" if published."""
+    text = str(version)
+    _, sep, tail = text.rpartition("+")
+    return tail if sep and tail in SOURCE_LABELS else ""
+
+
+def _same_numbers(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a.get("status") != b.get("status"):
+        return False
+    ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
+    if set(ma) != set(mb):
+        return False
+    for k, x in ma.items():
+        y = mb[k]
+        if x is None or y is None:
+            if x is not y:
+                return False
+            continue
+        fx, fy = float(x), float(y)
+        if fx != fy and not (fx != fx and fy != fy):  # NaN == NaN here
+            return False
+    return True
+
+
+def join_source(
+    published: list[dict[str, Any]], other: Iterable[dict[str, Any]], label: str = "local"
+) -> tuple[list[dict[str, Any]], list[str], int]:
+    """Published records plus another source's, which never replaces a published number.
+
+    Returns (records, conflicts, identical). Of ``other``'s records (a local store, a
+    reproduction): one whose cell key a published record has, with the same status and metrics,
+    is dropped (the published row shows it; counted in ``identical``); one with the same key and
+    different numbers is a *conflict*: listed (one line each) and shown in its own row; the rest
+    join as their own rows. Every joining record of a profile that has published records is
+    labelled: its method version gets ``+label`` (a PEP 440 local version), so the board shows
+    ``kcenter@1.0+local`` beside the published ``kcenter@1.0`` and never mixes the two in one row.
+    Profiles with no published record are not relabelled (there is nothing to confuse them with).
+    """
+    if label not in SOURCE_LABELS:
+        raise ValueError(f"unknown source label {label!r}; one of {', '.join(SOURCE_LABELS)}")
+    by_key = {r["key"]: r for r in published if r.get("key")}
+    published_profiles = {r["profile"] for r in published}
+    out = list(published)
+    conflicts: list[str] = []
+    identical = 0
+    for rec in other:
+        pub = by_key.get(rec.get("key") or "")
+        if pub is not None:
+            if _same_numbers(pub, rec):
+                identical += 1
+                continue
+            diffs = []
+            for k in sorted(set(pub.get("metrics") or {}) | set(rec.get("metrics") or {})):
+                x, y = (pub.get("metrics") or {}).get(k), (rec.get("metrics") or {}).get(k)
+                if x != y:
+                    diffs.append(f"{k} {_fmt(x)} published, {_fmt(y)} {label}")
+            what = "; ".join(diffs[:3]) + (f"; {len(diffs) - 3} more" if len(diffs) > 3 else "")
+            if pub.get("status") != rec.get("status"):
+                what = f"status {pub.get('status')} published, {rec.get('status')} {label}" + (f"; {what}" if what else "")
+            axes = " ".join(f"{k}={v}" for k, v in (rec.get("axes") or {}).items())
+            conflicts.append(f"{rec['profile']} {rec['method']} {axes} repeat={rec['repeat']} (cell {str(rec['key'])[:12]}): {what}; the published number is shown, the {label} one in its own row")
+        if rec["profile"] in published_profiles:
+            rec = dict(rec)
+            rec["method_version"] = f"{base_version(rec.get('method_version') or '')}+{label}"
+            rec["source"] = label
+        out.append(rec)
+    return out, conflicts, identical
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.4g}"
+
+
+# ---- public text: what a published page or entry may say -------------------------------------
+
+import re as _re
+
+_ISSUE_PAREN = _re.compile(r"\s*[(\[]\s*(?:see\s+)?issues?\s+#?\d+(?:\s*(?:,|and|items?|item)\s*#?\d+)*\s*[)\]]", _re.I)
+_ISSUE_BARE = _re.compile(r"(?:\s+(?:of|in|from|see|per)\s+|\b)issues?\s+#?\d+(?:\s+items?\s+\d+(?:\s*(?:,|and)\s*\d+)*)?\b", _re.I)
+_DIRTY = _re.compile(r"\b([0-9a-f]{7,40})-dirty\b")
+_ABS_PATH = _re.compile(r"(?<![\w.:/])(?:/(?:home|work|tmp|root|Users|mnt|scratch|var|opt|srv|private|data)/|[A-Za-z]:\\\\Users\\\\)[^\s\"'<>,;)]*")
+
+
+def public_text(text: str) -> str:
+    """``text`` as a public page or entry may show it: no issue-tracker numbers of this project's
+    development (``(issue 21)``, ``of issue 21``), no ``-dirty`` commit suffix (provenance keeps
+    the bare commit and ``git_tree``), no machine-specific absolute path (``/home/me/x/y.db`` ->
+    ``y.db``). Text without any of them is returned unchanged."""
+    if not text or not isinstance(text, str):
+        return text
+    if "ssue" not in text and "ISSUE" not in text and "-dirty" not in text and "/" not in text and "\\\\" not in text:
+        return text
+    out = _ISSUE_PAREN.sub("", text)
+    out = _ISSUE_BARE.sub("", out)
+    out = _DIRTY.sub(r"\1 (modified tree)", out)
+    out = _ABS_PATH.sub(lambda m: m.group(0).rstrip("/\\\\").replace("\\\\", "/").rsplit("/", 1)[-1], out)
+    return out

@@ -70,7 +70,7 @@ from coreset_bench.tracks.coreset import CORESET_INFO_KEYS  # noqa: F401 - the c
 
 from . import stats
 from .board import MetricRanges, expected_cells, method_stand_in, metric_ranges
-from .data import load_store_records, point_key, provenance_of, variant_key
+from .data import load_store_records, point_key, provenance_of, public_text, variant_key
 from .errors import EntryError
 
 SCHEMA = "coreset-bench/entry"
@@ -87,6 +87,9 @@ SCHEMA_KEYS: dict[str, frozenset[str]] = {
     "provenance": frozenset({
         "coreset_bench_version", "plugin_package", "plugin_version", "git_commit", "device", "torch_version",
         "first_run", "last_run", "exported", "exported_with", "hidden_salt",
+        # optional: whether the commit's tree was clean, and the machine (CPU model, instruction
+        # set, torch's CPU kernel level, GPU) that computed the numbers
+        "git_tree", "cpu_model", "cpu_isa", "torch_cpu_capability", "gpu",
     }),
     "coverage": frozenset({"done", "expected", "complete"}),
     "cell": frozenset({"key", "axes", "repeat", "seed", "metrics", "timings", "info", "subsets", "finished"}),
@@ -165,8 +168,8 @@ def _method_block(track: Track, rec: Mapping[str, Any]) -> dict[str, Any]:
         "name": rec["method"],
         "version": rec["method_version"],
         "kind": getattr(m, "kind", "") or track.contestant_kind,
-        "summary": getattr(m, "summary", "") or "",
-        "citation": getattr(m, "citation", "") or "",
+        "summary": public_text(getattr(m, "summary", "") or ""),
+        "citation": public_text(getattr(m, "citation", "") or ""),
         "params": dict(rec["params"]),
         "package": rec.get("package") or getattr(m, "package", "") or "",
         "package_version": rec.get("package_version") or "",
@@ -199,7 +202,7 @@ def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, A
                 # a non-finite metric is no result (the board ignores it too); JSON has no NaN
                 "metrics": {m: float(v) for m, v in sorted(r["metrics"].items()) if math.isfinite(v)},
                 "timings": _finite(dict(r["timings"])),
-                "info": _finite(dict(r["info"])),
+                "info": _public(_finite(dict(r["info"]))),  # no local paths or issue numbers in a published entry
                 "subsets": [
                     {"kind": a["kind"], "name": a["name"], "sha256": a["sha256"], "size": int(a.get("size") or 0)}
                     for a in r.get("artifacts") or ()
@@ -222,6 +225,17 @@ def build_entry(track: Track, profile: Profile, records: Sequence[Mapping[str, A
         "cells_sha256": _cells_digest(cells),
         "aggregates": aggregate_cells(cells, profile),
     }
+
+
+def _public(obj: Any) -> Any:
+    """``obj`` with every string as a public entry may hold it (``data.public_text``)."""
+    if isinstance(obj, str):
+        return public_text(obj)
+    if isinstance(obj, dict):
+        return {k: _public(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_public(v) for v in obj]
+    return obj
 
 
 def _finite(obj: Any) -> Any:
@@ -795,6 +809,7 @@ def entry_records(obj: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
         "coreset_bench_version": prov.get("coreset_bench_version", ""),
         "git_commit": prov.get("git_commit", ""),
         "device": prov.get("device", ""),
+        **{k: prov[k] for k in ("git_tree", "cpu_model", "cpu_isa", "torch_cpu_capability", "gpu") if k in prov},
         "torch_version": prov.get("torch_version", ""),
         **({"hidden_salt": prov["hidden_salt"]} if "hidden_salt" in prov else {}),
     }

@@ -62,7 +62,7 @@ from .common import (  # noqa: F401 - the helpers' old home: public import paths
     interval_title,
     td_cells,
 )
-from .data import load_store_records, normalize_records
+from .data import join_source, load_store_records, normalize_records
 from .entries import entry_records, load_entries, one_line_error
 from .front_page import legend, profile_row, track_list
 from .front_page import headline as _headline  # noqa: F401
@@ -87,6 +87,8 @@ class SiteReport:
     warnings: list[str] = field(default_factory=list)
     records: int = 0
     artifacts: int = 0
+    #: cells of the store whose key a published entry has, with other numbers (one line each)
+    conflicts: list[str] = field(default_factory=list)
 
 
 # ---- site preparation -------------------------------------------------------------------------
@@ -187,6 +189,7 @@ def render_site(
     artifacts_dir: str | os.PathLike[str] | None = None,
     trust: Trust | None = None,
     readings: str | os.PathLike[str] | None = None,
+    source_label: str = "local",
 ) -> SiteReport:
     """Render the site from a store (or rows, or nothing) plus validated entries; see module doc.
 
@@ -196,6 +199,10 @@ def render_site(
     one get a "verified" badge, and ``trust.require_signed`` rejects the other entries.
     ``readings``: the long readings the claim cards link to (a URL, or a file such as
     ``results/README.md``); default: a ``README.md`` beside the first entries directory.
+    ``source_label``: with entries, the store's rows are their own labelled source
+    (``local``, or ``reproduction`` for a store of ``coreset-bench reproduce``): published numbers
+    are never replaced; a cell with the same key and other numbers is listed in
+    ``SiteReport.conflicts`` (``leaderboard.data.join_source``).
 
     The front page opens with the claim cards: each claim of the tracks' seed papers (and of
     installed method packages, ``register_claims``) read on each profile it names
@@ -210,7 +217,8 @@ def render_site(
     if dirs:
         loaded = load_entries(dirs, known, tracks=tracks, trust=trust, local=records)  # built-in rows: reproduced by the store?
         report.rejected = loaded.rejected
-        keys = {r["key"] for r in records if r["key"]}
+        published: list[dict[str, Any]] = []
+        keys: set[str] = set()
         duplicates = 0
         for path, obj in loaded.accepted:
             m = obj["method"]
@@ -229,9 +237,13 @@ def render_site(
                     r["verified_by"] = verdict.label
             duplicates += len(obj["cells"]) - len(fresh)
             keys.update(r["key"] for r in fresh)
-            records.extend(fresh)
+            published.extend(fresh)
         if duplicates:
-            report.warnings.append(f"{duplicates} cells of the entries were already in the store or an earlier entry; the first copy is shown")
+            report.warnings.append(f"{duplicates} cells of the entries were already in an earlier entry; the first copy is shown")
+        # a store joins as its own labelled source: it never replaces a published number
+        records, report.conflicts, identical = join_source(published, records, source_label)
+        if identical:
+            report.warnings.append(f"{identical} cells of the {source_label} store equal the published ones (shown once, as published)")
     report.records = len(records)
     out = Path(out_dir)
     _prepare_out(out)

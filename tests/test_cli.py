@@ -157,8 +157,9 @@ def test_default_database_location(fresh_plugins, wide, workdir):
     assert doc.exit_code == 0 and "no results database at results/coreset-bench.db" in doc.stdout
     res = invoke("run", "--plugin", "random", "--profile", "tiny", "--dry-run")
     assert res.exit_code == 0 and "3 cell(s) to run" in res.stdout
-    assert (workdir / "results" / "coreset-bench.db").is_file()
-    assert json.loads(invoke("results", "--json").stdout) == []
+    assert not (workdir / "results").exists()  # a dry run writes nothing (issue 38 item 11)
+    res = invoke("results", "--json")
+    assert res.exit_code == 2 and "no results database at results/coreset-bench.db" in res.stderr
 
 
 def test_run_with_a_failing_cell_exits_1_with_a_summary(fresh_plugins, wide, tmp_path):

@@ -29,6 +29,24 @@ def test_every_committed_entry_validates_and_renders(tmp_path):
         html = (tmp_path / "site" / page).read_text()
         assert not re.search(r"± 0\.00(?![0-9])", html)  # no zero-width interval shown as exact (± 0.0016 is a real one)
     assert not [w for w in report.warnings if "not rendered" in w]
+    _assert_public(tmp_path / "site", tmp_path)
+
+
+def _assert_public(site: Path, tmp: Path) -> None:
+    """Issue 38 item 2: no machine-specific absolute path, ``-dirty`` commit or issue number on any
+    page (the committed entries themselves still carry ``-dirty`` commits: the renderer scrubs)."""
+    repo = str(ENTRIES.parent.parent)
+    bad = re.compile(r"-dirty\b|\bissues? #?\d+|(?<![\w.])/(?:home|work|tmp|root|Users)/|\.\./\.\./", re.I)
+    checked = 0
+    for f in sorted(site.rglob("*")):
+        if f.suffix not in (".html", ".svg", ".md", ".js", ".css", ".json"):
+            continue
+        text = f.read_text(encoding="utf-8", errors="replace")
+        hit = bad.search(text)
+        assert hit is None, (f.relative_to(site).as_posix(), text[max(0, hit.start() - 80) : hit.end() + 40])
+        assert repo not in text and str(tmp) not in text, f
+        checked += 1
+    assert checked > 50
 
 
 def test_no_committed_board_has_a_flagged_leader():

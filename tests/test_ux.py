@@ -516,8 +516,13 @@ def test_ctrl_c_through_the_real_entry_point_marks_cells_interrupted_not_failed(
     import re
 
     # the message counts what is stored: finished cells and the ones marked interrupted
-    said = re.search(r"interrupted: (\d+) finished cell\(s\) are stored; (\d+) cut short", err)
-    assert said and (int(said.group(1)), int(said.group(2))) == (statuses.count("done"), statuses.count("interrupted")), (err, statuses)
+    said = re.search(r"interrupted: (\d+) finished cell\(s\) are stored; (\d+) cut short(?: and (\d+) not yet started)?", err)
+    assert said, err
+    done, cut, waiting = int(said.group(1)), int(said.group(2)), int(said.group(3) or 0)
+    assert (done, cut + waiting) == (statuses.count("done"), statuses.count("interrupted")), (err, statuses)
+    assert cut <= int(jobs), err  # only the cells actually running were cut short (issue 38 item 10)
+    # immediate feedback, before the workers are stopped and the cells marked
+    assert re.search(r"Ctrl-C: stopping (\d+) running cell\(s\)", err) and err.index("Ctrl-C: stopping") < err.index("interrupted: "), err
 
 
 def test_interrupted_cells_are_not_failures_in_doctor_or_results(reg, wide, tmp_path):
