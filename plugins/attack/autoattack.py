@@ -27,7 +27,8 @@ model on a CPU; the profile's settings record the choice and GPU profiles run th
 the CPU study profile ``coreset/cifar10-study@1`` uses 3, the most likely wrong classes, to fit
 500 attacked points per cell in its time budget, and says so in its description).
 
-``backend``: ``pyautoattack`` (the default: every attack through the package, as above) or
+``backend`` (optional: absent from ``params`` unless set, so the cells of profiles that never set
+it keep their keys): ``pyautoattack`` (the default: every attack through the package, as above) or
 ``batched``: the APGD components (``apgd-ce``, ``apgd-dlr``, ``apgd-t``) run as
 ``coreset_bench.apgd`` (the same algorithm with all target classes of APGD-T in one batch, a point's
 runs stopped once it is broken, BatchNorm folded for the attack; seeded from the cell's generator
@@ -45,6 +46,13 @@ from coreset_bench.kinds import AttackMethod, Param
 from coreset_bench.robust import eval_mode, project
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
+_BACKENDS = ("pyautoattack", "batched")
+
+
+def _backend(value) -> str:
+    if str(value) not in _BACKENDS:
+        raise ValueError(f"autoattack: backend must be pyautoattack or batched, not {value!r}")
+    return str(value)
 
 
 class _Adapter(torch.nn.Module):
@@ -70,13 +78,26 @@ class AutoAttackMethod(AttackMethod):
         "Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
         "parameter-free attacks. ICML 2020."
     )
-    params = {"version": "standard", "attacks": "", "targets": 9, "backend": "pyautoattack"}
+    params = {"version": "standard", "attacks": "", "targets": 9}
     param_specs = {
         "version": Param(str, choices=("standard", "plus", "rand"), help="pyautoattack's version: which attacks run"),
         "attacks": Param(str, help="comma-separated subset of the version's attacks (e.g. apgd-ce,apgd-t); empty: all"),
         "targets": Param(int, min=1, help="target classes of APGD-T and FAB-T (standard: 9; capped at classes - 1)"),
-        "backend": Param(str, choices=("pyautoattack", "batched"), help="pyautoattack, or batched: APGD-CE/APGD-T by coreset_bench.apgd, the rest by pyautoattack"),
     }
+
+    def __init__(self, **params):
+        backend = params.pop("backend", None)
+        super().__init__(**params)
+        if backend is not None:
+            self.params = {**self.params, "backend": _backend(backend)}
+
+    def with_params(self, **params):
+        """As ``Method.with_params``, plus the optional ``backend`` (see the module docstring)."""
+        backend = params.pop("backend", None)
+        clone = super().with_params(**params)
+        if backend is not None:
+            clone.params = {**clone.params, "backend": _backend(backend)}
+        return clone
 
     def perturb(self, model, x, y, threat, generator):
         from pyautoattack import AutoAttack
@@ -129,10 +150,7 @@ class AutoAttackMethod(AttackMethod):
             if unknown:
                 raise ValueError(f"autoattack: attacks {unknown} are not part of version {version!r} ({', '.join(aa.attacks_to_run)})")
             aa.attacks_to_run = [a for a in aa.attacks_to_run if a not in dropped and (not subset or a in subset)]
-            backend = str(self.params.get("backend", "pyautoattack"))
-            if backend not in ("pyautoattack", "batched"):
-                raise ValueError(f"autoattack: backend must be pyautoattack or batched, not {backend!r}")
-            if backend == "batched":
+            if _backend(self.params.get("backend", "pyautoattack")) == "batched":
                 z_adv = self._batched(net, aa, z, y, norm, targets, seed)
             else:
                 z_adv, _ = aa.run_standard_evaluation(z, y, batch_size=int(z.shape[0]))
