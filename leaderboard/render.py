@@ -1040,7 +1040,8 @@ def render_site(
         stem = profile_href[pid][: -len(".html")]
         model = _profile_page(board, stem, out, method_href, max_curves)
         model["claims"] = claim_systems([c for c in cards if c.profile == pid], profile_href, readings_href)
-        newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0]), default=board.profile.version)
+        # superseded only by a newer version that has results (a new version waits for its run)
+        newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0] and p.id in boards), default=board.profile.version)
         model["superseded_by"] = f"{board.track.name}/{board.profile.name}@{newer}" if newer > board.profile.version else ""
         path = out / profile_href[pid]
         path.write_text(tmpl_profile.render(page=model, root="", **common), encoding="utf-8")
@@ -1078,14 +1079,15 @@ def render_site(
         profs, earlier = [], []
         newest: dict[str, int] = {}
         for p in t.profiles():
-            newest[p.name] = max(newest.get(p.name, p.version), p.version)
+            if p.id in rendered:  # a newer version without results does not push its elder off yet
+                newest[p.name] = max(newest.get(p.name, p.version), p.version)
         empty = []
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "complete": 0, "incomplete": 0}
             row = {**row, "primary": primary_metric(t, p)}
             # a profile superseded by a newer version of the same name leaves the front table
             # (its page stays, linked from a compact list): its protocol is known to mislead
-            if p.version < newest[p.name]:
+            if p.version < newest.get(p.name, p.version):
                 if row["href"]:
                     earlier.append({**row, "superseded_by": f"{t.name}/{p.name}@{newest[p.name]}"})
             elif row["href"]:
