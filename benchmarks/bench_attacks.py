@@ -88,7 +88,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     plugins.load_plugins()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}; times are wall (CPU of this process)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}; times are wall (CPU of this process)", flush=True)
     for case in a.case or ["digits", "cifar-shaped"]:
         digits = case == "digits"
         n = a.n or (539 if digits else 200)
@@ -101,17 +101,17 @@ def main() -> None:
         ref, pw, pc = _timed(lambda: _pyautoattack(model, x, y, eps, a.targets, a.device))
         (adv, ours), bw, bc = _timed(lambda: autoattack_apgd(model, x, y, eps=eps, n_target_classes=a.targets, seed=0))
         agree = (ours == ref).float().mean().item()
-        print(f"\n{case} cnn-small, {len(x)} points, eps {eps:.4g}, {a.targets} targets: clean {clean:.3f}")
-        print(f"  pyautoattack APGD-CE + APGD-T: robust {ref.float().mean().item():.4f}  {pw:7.1f} s ({pc:7.1f} s CPU)  {len(x) / pw:7.1f} img/s")
-        print(f"  batched      APGD-CE + APGD-T: robust {ours.float().mean().item():.4f}  {bw:7.1f} s ({bc:7.1f} s CPU)  {len(x) / bw:7.1f} img/s")
+        print(f"\n{case} cnn-small, {len(x)} points, eps {eps:.4g}, {a.targets} targets: clean {clean:.3f}", flush=True)
+        print(f"  pyautoattack APGD-CE + APGD-T: robust {ref.float().mean().item():.4f}  {pw:7.1f} s ({pc:7.1f} s CPU)  {len(x) / pw:7.1f} img/s", flush=True)
+        print(f"  batched      APGD-CE + APGD-T: robust {ours.float().mean().item():.4f}  {bw:7.1f} s ({bc:7.1f} s CPU)  {len(x) / bw:7.1f} img/s", flush=True)
         print(f"  verdict agreement {agree:.4f} ({int((ours != ref).sum())} of {len(x)} differ); robust accuracy difference "
               f"{100 * abs(ours.float().mean().item() - ref.float().mean().item()):.2f} points")
-        print(f"  ratio pyautoattack / batched: {pw / bw:.2f}x wall, {pc / bc:.2f}x CPU")
+        print(f"  ratio pyautoattack / batched: {pw / bw:.2f}x wall, {pc / bc:.2f}x CPU", flush=True)
         if a.models > 1:
             models = [model] + [_model(case, steps, s, a.device)[0] for s in range(1, a.models)]
             _, sw, sc = _timed(lambda: autoattack_apgd_models(models, x, y, eps=eps, n_target_classes=a.targets, seed=0, stack=True))
             _, lw, lc = _timed(lambda: autoattack_apgd_models(models, x, y, eps=eps, n_target_classes=a.targets, seed=0, stack=False))
-            print(f"  {a.models} models: stacked (vmap) {sw:.1f} s ({sc:.1f} s CPU), one by one {lw:.1f} s ({lc:.1f} s CPU): stacking {lw / sw:.2f}x")
+            print(f"  {a.models} models: stacked (vmap) {sw:.1f} s ({sc:.1f} s CPU), one by one {lw:.1f} s ({lc:.1f} s CPU): stacking {lw / sw:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
