@@ -1,10 +1,22 @@
-"""Attack evaluation throughput: the harness's PGD and AutoAttack evaluation against a plain
-``pyautoattack`` call on the same model and points (images per second, ratios printed).
+"""AutoAttack (APGD-CE + APGD-T) throughput and agreement: the batched attack
+(``coreset_bench.apgd``, the ``autoattack`` plugin's ``backend="batched"``) against a plain
+``pyautoattack`` call on the same model and points (issue 41).
+
+For each model it prints both attacks' robust accuracy, their per-point verdict agreement, the
+seconds each took (wall and CPU of this process) and the ratio pyautoattack / batched (the
+speed-up). ``--models K`` also attacks K models of the same architecture (different seeds) together
+(stacked weights, vmapped) and one after another, to show what stacking buys on the device.
+
+Cases: ``digits`` (cnn-small trained on the digits pool; quick@2's test split of 539 points),
+``cifar10-jpeg`` / ``cifar10`` (cnn-small trained briefly on the real images, where present), and
+``cifar-shaped`` (3x32x32 random images with a class-coloured pattern, cnn-small trained briefly:
+the same network and per-point cost as on CIFAR-10, for machines without the data).
 
 Usage::
 
-    python benchmarks/bench_attacks.py                      # digits, cnn-small, CPU
-    python benchmarks/bench_attacks.py --device cuda --dataset cifar10 --arch resnet18 --n 1000
+    python benchmarks/bench_attacks.py                                   # digits and cifar-shaped, CPU
+    python benchmarks/bench_attacks.py --case digits --n 539 --eps 0.075
+    python benchmarks/bench_attacks.py --case cifar10-jpeg --n 500 --device cuda --models 8
 """
 
 from __future__ import annotations
@@ -16,60 +28,90 @@ import time
 import torch
 
 
-def main() -> None:
-    from pyautoattack import AutoAttack
-
+def _model(case: str, steps: int, seed: int, device: str):
     from coreset_bench import data as D
     from coreset_bench import models as M
     from coreset_bench import plugins
     from coreset_bench import training as T
-    from coreset_bench.kinds import ThreatModel
-    from coreset_bench.robust import evaluate_robustness
+
+    if case == "cifar-shaped":
+        g = torch.Generator().manual_seed(0)
+        patterns = torch.rand(10, 3, 4, 4, generator=g)
+        n = 6000
+        y = torch.randint(0, 10, (n,), generator=g)
+        pat = torch.nn.functional.interpolate(patterns[y], size=32, mode="nearest")
+        x = (0.5 * torch.rand(n, 3, 32, 32, generator=g) + 0.5 * pat).clamp(0, 1)
+        x_pool, y_pool, x_test, y_test = x[:5000], y[:5000], x[5000:], y[5000:]
+        shape, k, mean, std, pad, hflip = (3, 32, 32), 10, [0.5] * 3, [0.25] * 3, 0, False
+    else:
+        ds = D.resolve("digits:test=0.3" if case == "digits" else case)
+        sp = D.make_splits(ds, val_fraction=0.1, seed=0, device="cpu")
+        x_pool, y_pool, x_test, y_test = sp.x_pool, sp.y_pool, sp.x_test, sp.y_test
+        shape, k, mean, std, pad, hflip = ds.shape, ds.num_classes, ds.mean, ds.std, ds.crop_pad, ds.hflip
+    model = M.build("cnn-small", shape, k, mean, std, seed)
+    T.train(model, x_pool, y_pool, method=plugins.method("standard"),
+            recipe={"budget_mode": "iterations", "steps": steps, "batch_size": 64, "lr": 0.05}, num_classes=k, seed=seed, pad=pad, hflip=hflip)
+    return model.to(device).eval(), x_test.to(device), y_test.to(device)
+
+
+def _timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def _pyautoattack(model, x, y, eps, targets, device):
+    from pyautoattack import AutoAttack
+
+    aa = AutoAttack(model, device=device, eps=eps, norm="Linf", seed=0, version="standard")
+    aa.verbose = False
+    aa.attacks_to_run = ["apgd-ce", "apgd-t"]
+    aa.apgd_targeted.n_target_classes = targets
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y
+
+
+def main() -> None:
+    from coreset_bench import plugins
+    from coreset_bench.apgd import autoattack_apgd, autoattack_apgd_models
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--arch", default="cnn-small")
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument("--steps", type=int, default=200, help="training steps of the model under attack")
-    ap.add_argument("--attacks", default="apgd-ce,apgd-t", help="AutoAttack components (empty: the standard four)")
+    ap.add_argument("--case", action="append", help="digits, cifar-shaped, cifar10-jpeg or cifar10 (repeatable; default: digits and cifar-shaped)")
+    ap.add_argument("--n", type=int, default=0, help="attacked points (default: 539 on digits, 200 otherwise)")
+    ap.add_argument("--eps", type=float, default=0.0, help="l-inf radius (default: 0.075 on digits, 4/255 otherwise)")
+    ap.add_argument("--steps", type=int, default=0, help="training steps of the attacked model (default: 200 on digits, 300 otherwise)")
+    ap.add_argument("--targets", type=int, default=9, help="APGD-T target classes (standard: 9)")
+    ap.add_argument("--models", type=int, default=1, help="also attack this many models stacked vs one by one")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(a.threads or max(1, os.cpu_count() or 1))
     plugins.load_plugins()
-    ds = D.resolve(a.dataset)
-    sp = D.make_splits(ds, val_fraction=0.1, seed=0, device=a.device)
-    model = M.build(a.arch, ds.shape, ds.num_classes, ds.mean, ds.std, 0).to(a.device)
-    T.train(model, sp.x_pool, sp.y_pool, method=plugins.method("standard"), recipe={"budget_mode": "iterations", "steps": a.steps, "batch_size": 64, "lr": 0.05}, num_classes=ds.num_classes, seed=0, pad=ds.crop_pad, hflip=ds.hflip)
-    model.eval()
-    x, y = sp.x_test[: a.n], sp.y_test[: a.n]
-    threat = ThreatModel(eps=a.eps, step_size=a.eps / 4, steps=20)
-
-    pgd = plugins.method("pgd")
-    t = time.perf_counter()
-    res_pgd = evaluate_robustness(model, x, y, {"pgd": pgd}, threat, seed=0)
-    pgd_s = time.perf_counter() - t
-
-    aa_m = plugins.method("autoattack").with_params(attacks=a.attacks)
-    t = time.perf_counter()
-    res_aa = evaluate_robustness(model, x, y, {"autoattack": aa_m}, threat, seed=0)
-    ours = time.perf_counter() - t
-
-    aa = AutoAttack(model, device=a.device, eps=a.eps, norm="Linf", seed=0, version="standard")
-    aa.verbose = False
-    if a.attacks:
-        aa.attacks_to_run = [s for s in aa.attacks_to_run if s in a.attacks.split(",")]
-    t = time.perf_counter()
-    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
-    plain = time.perf_counter() - t
-    with torch.no_grad():
-        plain_acc = (model(x_adv).argmax(1) == y).float().mean().item()
-    n = len(x)
-    print(f"{a.dataset} {a.arch} {a.device}, {n} points, eps {a.eps}: clean {res_pgd['clean_acc']:.3f}")
-    print(f"PGD-20 (harness):              {n / pgd_s:8.1f} img/s  acc {res_pgd['pgd_acc']:.3f}")
-    print(f"AutoAttack [{a.attacks or 'standard'}] harness: {n / ours:8.1f} img/s  acc {res_aa['autoattack_acc']:.3f}")
-    print(f"AutoAttack plain pyautoattack: {n / plain:8.1f} img/s  acc {plain_acc:.3f}")
-    print(f"ratio harness / plain: {plain / ours:.2f} (1.0 = no overhead)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}; times are wall (CPU of this process)", flush=True)
+    for case in a.case or ["digits", "cifar-shaped"]:
+        digits = case == "digits"
+        n = a.n or (539 if digits else 200)
+        eps = a.eps or (0.075 if digits else 4 / 255)
+        steps = a.steps or (200 if digits else 300)
+        model, xt, yt = _model(case, steps, 0, a.device)
+        x, y = xt[:n], yt[:n]
+        with torch.no_grad():
+            clean = (model(x).argmax(1) == y).float().mean().item()
+        ref, pw, pc = _timed(lambda: _pyautoattack(model, x, y, eps, a.targets, a.device))
+        (adv, ours), bw, bc = _timed(lambda: autoattack_apgd(model, x, y, eps=eps, n_target_classes=a.targets, seed=0))
+        agree = (ours == ref).float().mean().item()
+        print(f"\n{case} cnn-small, {len(x)} points, eps {eps:.4g}, {a.targets} targets: clean {clean:.3f}", flush=True)
+        print(f"  pyautoattack APGD-CE + APGD-T: robust {ref.float().mean().item():.4f}  {pw:7.1f} s ({pc:7.1f} s CPU)  {len(x) / pw:7.1f} img/s", flush=True)
+        print(f"  batched      APGD-CE + APGD-T: robust {ours.float().mean().item():.4f}  {bw:7.1f} s ({bc:7.1f} s CPU)  {len(x) / bw:7.1f} img/s", flush=True)
+        print(f"  verdict agreement {agree:.4f} ({int((ours != ref).sum())} of {len(x)} differ); robust accuracy difference "
+              f"{100 * abs(ours.float().mean().item() - ref.float().mean().item()):.2f} points")
+        print(f"  ratio pyautoattack / batched: {pw / bw:.2f}x wall, {pc / bc:.2f}x CPU", flush=True)
+        if a.models > 1:
+            models = [model] + [_model(case, steps, s, a.device)[0] for s in range(1, a.models)]
+            _, sw, sc = _timed(lambda: autoattack_apgd_models(models, x, y, eps=eps, n_target_classes=a.targets, seed=0, stack=True))
+            _, lw, lc = _timed(lambda: autoattack_apgd_models(models, x, y, eps=eps, n_target_classes=a.targets, seed=0, stack=False))
+            print(f"  {a.models} models: stacked (vmap) {sw:.1f} s ({sc:.1f} s CPU), one by one {lw:.1f} s ({lc:.1f} s CPU): stacking {lw / sw:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

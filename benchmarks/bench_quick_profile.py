@@ -6,9 +6,14 @@ process (``--jobs 1``, the serial baseline), then with the defaults a user gets 
 core, one torch thread per cell). Prints both wall times, their ratio, and whether the two runs
 stored the same numbers (they must: every CPU cell computes with one thread either way).
 
+With ``--baseline PROFILE`` (issue 41) it instead runs the default-parallelism main job of the
+baseline profile and then of ``--profile``, each from an empty directory, in one command, and
+prints both wall times and their ratio (on a shared machine the ratio is the comparable number).
+
 Usage::
 
     python benchmarks/bench_quick_profile.py [--plugin easycore] [--profile quick]
+    python benchmarks/bench_quick_profile.py --profile quick@3 --baseline quick@2
 """
 
 from __future__ import annotations
@@ -43,9 +48,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plugin", default="easycore")
     ap.add_argument("--profile", default="quick")
+    ap.add_argument("--baseline", default="", help="compare the default run of this profile with --profile's (no serial run)")
     a = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORESET_BENCH_")}
     env["COLUMNS"] = "200"
+    if a.baseline:
+        walls = {}
+        for prof in (a.baseline, a.profile):
+            with tempfile.TemporaryDirectory() as tmp:
+                cwd = Path(tmp)
+                db = cwd / "results" / "r.db"
+                t_cpu = os.times()
+                walls[prof] = _run(["run", "--plugin", a.plugin, "--profile", prof, "--db", str(db)], cwd, env)
+                cpu = sum(getattr(os.times(), f) - getattr(t_cpu, f) for f in ("children_user", "children_system"))
+                cells = len(_numbers(db, cwd, env))
+                print(f"{prof:18s} {walls[prof]:7.1f} s wall, {cpu:7.1f} CPU-s, {cells} cells", flush=True)
+        print(f"{a.profile} / {a.baseline}: {walls[a.profile] / walls[a.baseline]:.2f}x wall; {a.profile} {walls[a.profile]:.1f} s (target <= 120 s on 2 idle cores)")
+        return
     walls, numbers = {}, {}
     for label, extra in (("serial (--jobs 1)", ["--jobs", "1"]), ("default", [])):
         with tempfile.TemporaryDirectory() as tmp:

@@ -109,14 +109,15 @@ def track_list(
         profs, earlier = [], []
         newest: dict[str, int] = {}
         for p in t.profiles():
-            newest[p.name] = max(newest.get(p.name, p.version), p.version)
+            if p.id in rendered:  # a newer version without results does not push its elder off yet
+                newest[p.name] = max(newest.get(p.name, p.version), p.version)
         empty = []
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "no_leader": "", "complete": 0, "incomplete": 0}
             row = {**row, "primary": primary_metric(t, p)}
             # a profile superseded by a newer version of the same name leaves the front table
             # (its page stays, linked from a compact list): its protocol is known to mislead
-            if p.version < newest[p.name]:
+            if p.version < newest.get(p.name, p.version):
                 if row["href"]:
                     earlier.append({**row, "superseded_by": f"{t.name}/{p.name}@{newest[p.name]}"})
             elif row["href"]:

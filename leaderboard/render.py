@@ -311,7 +311,8 @@ def render_site(
         stem = profile_href[pid][: -len(".html")]
         model = _profile_page(board, stem, out, method_href, max_curves, drawn)
         model["claims"] = claim_systems([c for c in cards if c.profile == pid], profile_href, readings_href)
-        newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0]), default=board.profile.version)
+        # superseded only by a newer version that has results (a new version waits for its run)
+        newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0] and p.id in boards), default=board.profile.version)
         model["superseded_by"] = f"{board.track.name}/{board.profile.name}@{newer}" if newer > board.profile.version else ""
         path = out / profile_href[pid]
         path.write_text(tmpl_profile.render(page=model, root="", **common), encoding="utf-8")

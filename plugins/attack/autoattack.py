@@ -26,6 +26,15 @@ model on a CPU; the profile's settings record the choice and GPU profiles run th
 ``targets``: the number of target classes of APGD-T and FAB-T (default 9, the standard setting;
 the CPU study profile ``coreset/cifar10-study@1`` uses 3, the most likely wrong classes, to fit
 500 attacked points per cell in its time budget, and says so in its description).
+
+``backend`` (optional: absent from ``params`` unless set, so the cells of profiles that never set
+it keep their keys): ``pyautoattack`` (the default: every attack through the package, as above) or
+``batched``: the APGD components (``apgd-ce``, ``apgd-dlr``, ``apgd-t``) run as
+``coreset_bench.apgd`` (the same algorithm with all target classes of APGD-T in one batch, a point's
+runs stopped once it is broken, BatchNorm folded for the attack; seeded from the cell's generator
+too), and any other component of the version (FAB-T, Square) then runs through pyautoattack on the
+points still robust, in the version's order. ``tests/test_apgd.py`` and
+``benchmarks/bench_attacks.py`` check that the two backends agree on the verdicts.
 """
 
 from __future__ import annotations
@@ -37,6 +46,13 @@ from coreset_bench.kinds import AttackMethod, Param
 from coreset_bench.robust import eval_mode, project
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
+_BACKENDS = ("pyautoattack", "batched")
+
+
+def _backend(value) -> str:
+    if str(value) not in _BACKENDS:
+        raise ValueError(f"autoattack: backend must be pyautoattack or batched, not {value!r}")
+    return str(value)
 
 
 class _Adapter(torch.nn.Module):
@@ -68,6 +84,20 @@ class AutoAttackMethod(AttackMethod):
         "attacks": Param(str, help="comma-separated subset of the version's attacks (e.g. apgd-ce,apgd-t); empty: all"),
         "targets": Param(int, min=1, help="target classes of APGD-T and FAB-T (standard: 9; capped at classes - 1)"),
     }
+
+    def __init__(self, **params):
+        backend = params.pop("backend", None)
+        super().__init__(**params)
+        if backend is not None:
+            self.params = {**self.params, "backend": _backend(backend)}
+
+    def with_params(self, **params):
+        """As ``Method.with_params``, plus the optional ``backend`` (see the module docstring)."""
+        backend = params.pop("backend", None)
+        clone = super().with_params(**params)
+        if backend is not None:
+            clone.params = {**clone.params, "backend": _backend(backend)}
+        return clone
 
     def perturb(self, model, x, y, threat, generator):
         from pyautoattack import AutoAttack
@@ -120,9 +150,35 @@ class AutoAttackMethod(AttackMethod):
             if unknown:
                 raise ValueError(f"autoattack: attacks {unknown} are not part of version {version!r} ({', '.join(aa.attacks_to_run)})")
             aa.attacks_to_run = [a for a in aa.attacks_to_run if a not in dropped and (not subset or a in subset)]
-            z_adv, _ = aa.run_standard_evaluation(z, y, batch_size=int(z.shape[0]))
+            if _backend(self.params.get("backend", "pyautoattack")) == "batched":
+                z_adv = self._batched(net, aa, z, y, norm, targets, seed)
+            else:
+                z_adv, _ = aa.run_standard_evaluation(z, y, batch_size=int(z.shape[0]))
         x_adv = lower + scale * z_adv if (lower, scale) != (0.0, 1.0) else z_adv
         return project(x_adv.reshape(x.shape).to(x.dtype), x, threat)
+
+
+    @staticmethod
+    def _batched(net, aa, z, y, norm, targets, seed):
+        """The APGD components of ``aa.attacks_to_run`` batched (``coreset_bench.apgd``), the
+        components after them through pyautoattack on the points still robust."""
+        from coreset_bench.apgd import autoattack_apgd
+
+        order = list(aa.attacks_to_run)
+        apgd = [a for a in order if a in ("apgd-ce", "apgd-dlr", "apgd-t")]
+        rest = [a for a in order if a not in apgd]
+        if apgd and rest and order.index(rest[0]) < order.index(apgd[-1]):
+            raise ValueError(f"autoattack: the batched backend runs the APGD components first, but this version runs {rest[0]} before {apgd[-1]}")
+        z_adv, robust = z.clone(), None
+        if apgd:
+            z_adv, robust = autoattack_apgd(net, z, y, eps=float(aa.epsilon), norm=norm, attacks=apgd, n_target_classes=targets, seed=seed)
+        if rest:
+            idx = robust.nonzero().squeeze(1) if robust is not None else torch.arange(z.shape[0], device=z.device)
+            if idx.numel():
+                aa.attacks_to_run = rest
+                sub, _ = aa.run_standard_evaluation(z[idx], y[idx], batch_size=int(idx.numel()))
+                z_adv[idx] = sub
+        return z_adv
 
 
 @hookimpl
