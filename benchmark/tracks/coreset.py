@@ -202,9 +202,11 @@ def _profiles() -> list[Profile]:
                 "masking_subset": QUICK2_AA_POINTS,
                 "eval_subset_per_repeat": True,
                 "coverage_flag_ratio": COVERAGE_FLAG_RATIO,
+                # issue 40: the side effects of each subset, on the clean pool (a fifth held out)
+                "side_effects": SIDE_EFFECTS_DIGITS,
                 **CONVENTIONS,
             },
-            description=QUICK3_DESCRIPTION,
+            description=QUICK3_DESCRIPTION + SIDE_DESCRIPTION.format(heldout="a fifth of each class's pool"),
         )
     )
     out.append(
