@@ -321,6 +321,8 @@ def _report(fn: str, view: Any) -> str:
         train = getattr(view, "train", None)
         out["fixture_calls"] = int(getattr(train, "calls", 0))
         out["fixture_s"] = float(getattr(train, "seconds", 0.0))
+    elif fn == "select" and hasattr(view, "contest_report"):  # a view that counts its own use (the instruction track's lm and warm-up)
+        out = json.loads(json.dumps(view.contest_report(), sort_keys=True, default=str))
     elif fn == "score":
         out["target"] = int(getattr(view.target, "forwards", 0))
         out["shadows"] = int(sum(int(getattr(b, "forwards", 0)) for b in view.shadows))
@@ -576,6 +578,7 @@ class ContestantWorker:
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             close_fds=True,
+            env={k: v for k, v in os.environ.items() if k != "CORESET_BENCH_HIDDEN_SALT"},  # the hidden-data salt stays with the harness
         )
         os.close(to_child_r)
         os.close(from_child_w)

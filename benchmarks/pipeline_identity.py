@@ -25,6 +25,13 @@ on the path (the contestant worker inherits it)::
     cp -r /tmp/pre/src/leaderboard /tmp/pre/pkg/coreset_bench/leaderboard
     PYTHONPATH=/tmp/pre/pkg python benchmarks/pipeline_identity.py run ... --out /tmp/before.json
 
+Salted profiles (hidden generated data, ``Profile.salted``: e.g. ``instruction/quick@2``) were run
+with their store's salt; ``--hidden-salt entries`` reads it from the committed entries'
+provenance (or give the hex salt), so the cells generate the same hidden data as the published run::
+
+    python benchmarks/pipeline_identity.py run instruction/quick@2 -p trim -p bm25 --seeds 0 --where target=add --where budget=0.01 --hidden-salt entries --out /tmp/after.json
+    python benchmarks/pipeline_identity.py compare /tmp/after.json
+
 Metrics that are seconds (names ending in ``_s``, e.g. the robustness track's ``attack_s``) are
 measured, not computed, and are left out of the comparison. Fixtures (model banks, noisy models,
 proxy runs) are read from ``--cache-dir`` when present there (default ``results/cache``); give a
@@ -71,6 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     results = Path(args.results_dir)
     ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu")
+    salt = _salt(args.profile, args.hidden_salt, Path(args.entries))
+    if salt:
+        import dataclasses
+
+        ctx = dataclasses.replace(ctx, hidden_salt=salt)
     rows: dict[str, Any] = {}
     for track, method, cell in _cells(args.profile, args.plugin, args.param, args.cells, args.where, args.seeds):
         t0 = time.perf_counter()
@@ -85,6 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{cell.key}  {cell.label()}  {row['seconds']:.1f}s  {state}", flush=True)
     Path(args.out).write_text(json.dumps({"profile": args.profile, "cells": rows}, indent=1, sort_keys=True))
     return 0
+
+
+def _salt(profile_ref: str, given: str | None, entries_dir: Path) -> str:
+    """The hidden-data salt to run with: none, the hex salt given, or (``entries``) the one the
+    committed entries of ``profile_ref`` record in their provenance (all must agree)."""
+    if not given:
+        return ""
+    if given != "entries":
+        return given.strip().lower()
+    track, _, name = profile_ref.partition("/")
+    salts = {json.loads(f.read_text()).get("provenance", {}).get("hidden_salt", "") for f in sorted((entries_dir / track / name).glob("*.json"))}
+    if len(salts) != 1:
+        raise SystemExit(f"--hidden-salt entries: the entries of {profile_ref} record {len(salts)} salts ({sorted(salts)}); give one with --hidden-salt HEX")
+    return salts.pop()
 
 
 def _entry_cells(profile_ref: str, entries_dir: Path) -> dict[str, dict[str, Any]]:
@@ -146,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-dir", default=str(ROOT / "results"))
     r.add_argument("--cache-dir", default=None, help="fixtures' cache (default: RESULTS_DIR/cache)")
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--hidden-salt", default=None, help="HEX, or 'entries': the salt the committed entries of the profile were run with (salted profiles)")
+    r.add_argument("--entries", default=str(ROOT / "results" / "entries"))
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare a run file with the committed entries or another run file")
     c.add_argument("run")

@@ -117,7 +117,7 @@ def test_random_reference_does_not_touch_the_warmup(track, tmp_path):
         ("short", "plugin 'broken-text'.*return exactly the budget"),
         ("dups", "plugin 'broken-text'.*duplicate"),
         ("range", "plugin 'broken-text'.*out of range"),
-        ("raise", "plugin 'broken-text' raised RuntimeError: boom$"),
+        ("raise", "plugin 'broken-text' failed: RuntimeError: boom$"),
         ("leak", "plugin 'broken-text'.*tried to generate the instruction world"),
         ("memo", "plugin 'broken-text'.*tried to read the instruction world"),
     ],
