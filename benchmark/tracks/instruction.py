@@ -592,12 +592,14 @@ class InstructionTrack(Track):
         return data, factory, max(1, int(round(fraction * len(data.pool.ids))))
 
     def build_view(self, profile: Profile, dataset: str, target: str, fraction: float, repeat: int, seed: int, ctx: CellContext) -> tuple[InstructionView, Data, LM.LM, dict[str, Any], Any]:
-        """(view, public data, counting handle, {}, base factory) of one cell, built as the
+        """(view, public data, counting handle, the warm-up's charge (seconds, served from a cache,
+        work; empty when it could not be trained), base factory) of one cell, built as the
         pipeline builds it (``fixture`` then ``view``), outside a contest (tests, notebooks)."""
         cell = Cell(self.name, profile.id, "", "", {}, {"dataset": dataset, "target": target, "budget": fraction}, repeat)
         f = self.fixture(profile, cell, ctx)
         view = self._view(f, seed)
-        return view, f.data, view.lm, {}, f.factory
+        charged = {"seconds": f.warm.seconds, "shared": f.warm.shared, "work": f.warm.work} if f.warm is not None else {}
+        return view, f.data, view.lm, charged, f.factory
 
     # ---- the cell ---------------------------------------------------------------------------
     def check_dataset(self, ref: str, data_dir: Path | None) -> None:
