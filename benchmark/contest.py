@@ -26,7 +26,8 @@ Timing: ``ContestResult.seconds`` is the harness's clock around the whole contes
 start-up excluded, the transfers included); the worker's per-view seconds are in ``call_seconds``
 (a plugin could tamper with the clock inside its worker, not with the harness's).
 
-Kinds (``KINDS``): ``selection`` (``select``), ``privacy`` (``score``), ``attack`` (``perturb``,
+Kinds (``KINDS``): ``selection`` (``select``; also the instruction track's text selection, whose
+view reports its counted work through ``contest_report``), ``privacy`` (``score``), ``attack`` (``perturb``,
 its arguments in an ``AttackView``), ``noise-correction`` (``correct``). The distillation and
 provisioning kinds still run in their tracks' own code (those tracks are not on the pipeline yet).
 """

@@ -27,10 +27,18 @@ v2) pretrains the TinyGPT once per seed on ``instruction_world.pretrain_corpus``
 tasks of other worlds and free text; cached on disk by ``pretrain_key``: settings + code), and
 selection, the warm-up and fine-tuning all start from it. The shared warm-up (TRIM, LESS, RDS and
 embed-sim score with its checkpoints) trains the base on a random ``warmup_fraction`` of the pool
-and is cached on disk per (profile, dataset, repeat). Methods run in-process under
-``contestant_guard``: generating or reading the world inside ``select`` raises ``LeakageError``
-and fails the cell, and the hidden truth is generated afresh after each selection, never
-memoized, so no memo of the harness holds it while a method runs.
+and is cached on disk per (profile, dataset, repeat).
+
+The track is on the cell pipeline (``Track.run_cell``): ``fixture`` builds the public world, the
+base model's source and the warm-up; ``view`` the ``InstructionView``; the contest runs ``select``
+in the contestant worker, which receives a copy of the view whose language model is an
+architecture and weights (``lm.TinyGPTSource``) or a Hugging Face model's name and weights
+directory (``lm.HFSource``) and whose warm-up is its checkpoints' weights (``lm.WarmupSource``);
+the indices, what ``view.lm`` counted and whether the warm-up was used come back as numbers
+(``InstructionView.contest_report``). ``evaluate`` fine-tunes and scores on the hidden truth,
+generated afresh after the contest and never memoized. Reading or generating the world inside
+``select`` raises ``LeakageError`` and fails the cell; the salted profiles' world seeds cannot be
+rebuilt in the worker (the salt is not there: ``protected`` adds the results store's files).
 """
 
 from __future__ import annotations
