@@ -156,7 +156,7 @@ def tenant(method: Method) -> str:
     return f"{getattr(method, 'package', '') or ''}:{method.name}@{method.version}:{type(method).__module__}.{type(method).__qualname__}"
 
 
-def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str]) -> ContestResult:
+def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], preload: Sequence[str] = ()) -> ContestResult:
     """Run ``method``'s protocol function of ``kind`` on each of ``views`` in the contestant
     worker and check every output (see the module docstring). Raises ``CellFailure``."""
     from . import contestant as C
@@ -168,7 +168,7 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
     views = list(views)
     import torch
 
-    worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method))
+    worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method), preload=tuple(preload))
     flags = None
     if str(device).startswith("cuda"):
         flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())

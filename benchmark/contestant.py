@@ -196,6 +196,11 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
     # (torch.as_tensor) need not hear about it
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
+    for mod in setup.get("preload", ()):  # harness code the views need (e.g. transformers for a Hugging Face base), imported before the guard
+        try:
+            __import__(mod)
+        except ImportError:  # the view's own use reports it, as a one-line error
+            pass
     if str(setup["device"]).startswith("cuda"):
         torch.cuda.init()
     violations: list[str] = []
@@ -568,6 +573,9 @@ class ContestantWorker:
 
     device: str
     protected: tuple[str, ...]
+    #: modules imported before the guard (``Track.worker_imports``): harness code a view needs
+    #: whose import starts processes or loads native code (transformers does both)
+    preload: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
@@ -587,7 +595,7 @@ class ContestantWorker:
         self.tenant: str | None = None
         self.tx = Connection(to_child_w, readable=False)
         self.rx = Connection(from_child_r, writable=False)
-        self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected}))
+        self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected, "preload": self.preload}))
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
@@ -732,16 +740,16 @@ class ContestantError(RuntimeError):
 _WORKER: list[ContestantWorker] = []
 
 
-def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None) -> ContestantWorker:
+def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None, preload: Sequence[str] = ()) -> ContestantWorker:
     """This process's contestant worker for ``(device, protected)``, started now if needed (it
     boots while the harness computes signals, so the first selection does not wait for it).
 
     ``tenant`` names the method about to run (``contest.tenant``): a worker that ran another
     method is replaced by a fresh one, so nothing a method leaves in its worker's memory (a
     patched function, a damaged module global) reaches another method's cells."""
-    want = (str(device), tuple(protected))
+    want = (str(device), tuple(protected), tuple(preload))
     w = _WORKER[0] if _WORKER else None
-    if w is not None and (not w.alive() or (w.device, w.protected) != want or (tenant is not None and w.tenant not in (None, tenant))):
+    if w is not None and (not w.alive() or (w.device, w.protected, w.preload) != want or (tenant is not None and w.tenant not in (None, tenant))):
         w.close()  # in a forked child: closes only the inherited pipe ends
         _WORKER.clear()
         w = None

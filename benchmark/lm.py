@@ -373,10 +373,17 @@ class HFSource:
                 model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").float()
                 model.load_state_dict(self.state)
                 self._model = HFCausalLM(model.eval(), int(self.pad_id if self.pad_id is not None else 0))
-            else:
+            else:  # the model only (the view is tokenized already), loaded as ``load_hf`` loads it
                 key = (self.path, self.gguf_file)
                 if key not in _HF_LOADED:
-                    _HF_LOADED[key] = load_hf(self.path, gguf_file=self.gguf_file)[0]
+                    tf = _transformers()
+                    kw: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+                    try:
+                        model = tf.AutoModelForCausalLM.from_pretrained(self.path, attn_implementation="eager", dtype=torch.float32, **kw)
+                    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise LMError(f"{self.name}: the contestant worker cannot load {self.path} ({first})") from None
+                    _HF_LOADED[key] = HFCausalLM(model.eval(), int(self.pad_id if self.pad_id is not None else 0))
                 self._model = _HF_LOADED[key]
         return self._model
 

@@ -253,11 +253,12 @@ class Track(ABC):
         method = self.accept(cell, method)
         profile = self.profile(cell.profile)
         protected = self.protected(profile, cell, ctx)
-        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method))  # boots while the fixture is built
+        preload = self.worker_imports(profile)
+        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), preload=preload)  # boots while the fixture is built
         torch.manual_seed(cell.seed)
         fixture = self.fixture(profile, cell, ctx)
         views = self.view(fixture, cell, method)
-        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected)
+        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected, preload=preload)
         return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
 
     def accept(self, cell: Cell, method: Method) -> Method:
@@ -292,6 +293,13 @@ class Track(ABC):
         paths = set(protected_paths(str(cell.axes.get("dataset", "")), ctx.data_dir, ctx.cache_dir))
         paths.update(os.path.realpath(Path(ctx.cache_dir) / d) for d in self.private_cache)
         return tuple(sorted(paths))
+
+    def worker_imports(self, profile: Profile) -> tuple[str, ...]:
+        """Modules the contestant worker imports before its guard: harness code this profile's
+        views need there whose import starts a process or loads native code (which the guard
+        refuses once it is on; e.g. ``transformers`` for the instruction track's Hugging Face
+        models). Default: none."""
+        return ()
 
     def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
         """The cell's fixed world: splits, fixed models, banks (seeded, cached). Tracks on the

@@ -651,6 +651,18 @@ class InstructionTrack(Track):
                     paths.update({stem, stem + "-wal", stem + "-shm", stem + "-journal"})
         return tuple(sorted(paths))
 
+    def worker_imports(self, profile: Profile) -> tuple[str, ...]:
+        """For a Hugging Face base: ``transformers`` and the modeling modules of the architectures
+        the harness has loaded (importing them loads native code through ctypes, starts
+        ``ldconfig`` and pulls in torchvision, which the worker's guard refuses once it is on).
+        Before the harness has loaded the model (the first cell's early start) only
+        ``transformers``; the contest then starts a worker with the full list."""
+        import sys
+
+        if str(profile.settings.get("model", "tiny-gpt")) == "tiny-gpt":
+            return ()
+        return ("transformers", *sorted(m for m in list(sys.modules) if m.startswith("transformers.models.") and ".modeling_" in m))
+
     def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> "_Fixture":
         """The public world of the cell (pool, targets, vocabulary; no task id, flag or held-out
         set), the base model's source and the shared warm-up (trained once per profile, dataset
