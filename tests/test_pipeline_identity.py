@@ -34,3 +34,16 @@ def test_the_committed_values_compare_identical_and_one_changed_bit_differs(tmp_
     row["metrics"]["auc"] = math.nextafter(row["metrics"]["auc"], 1.0)  # one bit off
     diff = _compare(tmp_path, {key: row})
     assert diff.returncode == 1 and "DIFFERS" in diff.stdout and "auc" in diff.stdout, diff.stdout
+
+
+def test_hidden_salt_entries_reads_the_salt_the_published_run_used():
+    """``run --hidden-salt entries``: a salted profile's cells regenerate the published hidden data."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipeline_identity", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    entries = REPO / "results" / "entries"
+    published = json.loads((entries / "instruction" / "quick@2" / "trim@1.json").read_text())["provenance"]["hidden_salt"]
+    assert len(published) == 32 and mod._salt("instruction/quick@2", "entries", entries) == published
+    assert mod._salt("instruction/quick@2", None, entries) == "" and mod._salt("instruction/quick@2", "AB" * 16, entries) == "ab" * 16
