@@ -677,6 +677,7 @@ class InstructionTrack(Track):
                 warm, warm_error = self._warm(profile, dataset, cell.repeat, data, factory, ctx), ""
             except CellFailure as exc:  # fails only a method that asks for the warm-up
                 warm, warm_error = None, str(exc)
+        ctx.progress("select", 0.0)
         return _Fixture(profile, ctx, dataset, target, str(profile.settings.get("model", "tiny-gpt")), data, factory, budget, warm, warm_error,
                         self.protected(profile, cell, ctx))
 
