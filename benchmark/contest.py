@@ -26,7 +26,8 @@ Timing: ``ContestResult.seconds`` is the harness's clock around the whole contes
 start-up excluded, the transfers included); the worker's per-view seconds are in ``call_seconds``
 (a plugin could tamper with the clock inside its worker, not with the harness's).
 
-Kinds (``KINDS``): ``selection`` (``select``), ``privacy`` (``score``), ``attack`` (``perturb``,
+Kinds (``KINDS``): ``selection`` (``select``; also the instruction track's text selection, whose
+view reports its counted work through ``contest_report``), ``privacy`` (``score``), ``attack`` (``perturb``,
 its arguments in an ``AttackView``), ``noise-correction`` (``correct``), ``provisioning``
 (``fit`` and ``plan``, driven: the harness runs the pool simulation, and the method lives in a
 session of the worker for the cell, which receives the history up to the evaluation start and
@@ -327,14 +328,16 @@ def tenant(method: Method) -> str:
 
 
 def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], service: Any = None,
-            runner: Callable[..., tuple[list[Any], list[dict[str, Any]], list[float]]] | None = None, blas: int | None = None) -> ContestResult:
+            runner: Callable[..., tuple[list[Any], list[dict[str, Any]], list[float]]] | None = None, blas: int | None = None,
+            preload: Sequence[str] = ()) -> ContestResult:
     """Run ``method``'s protocol function of ``kind`` on each of ``views`` in the contestant
     worker (an external kind: in ``runner``) and check every output (see the module docstring).
     Raises ``CellFailure``.
 
     ``service``: the harness's side (``Track.service``): for a served kind the callable that
     answers the views' requests, for a driven kind the process that drives the contestant (the
-    pool simulation); ``blas``: the worker's BLAS threads (``Track.blas_threads``)."""
+    pool simulation); ``blas``: the worker's BLAS threads (``Track.blas_threads``); ``preload``:
+    modules the worker imports before its guard (``Track.worker_imports``)."""
     from . import contestant as C
     from .data import LeakageError
 
@@ -353,7 +356,7 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
         t0 = time.perf_counter()
         plain, reports, call_seconds = runner(method, views, device=str(device), protected=tuple(protected))
         return _checked(k, method, views, plain, reports, call_seconds, time.perf_counter() - t0)
-    worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method), blas=blas)
+    worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method), blas=blas, preload=tuple(preload))
     flags = None
     if str(device).startswith("cuda"):
         flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())

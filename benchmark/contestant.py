@@ -204,6 +204,11 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
     # (torch.as_tensor) need not hear about it
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
+    for mod in setup.get("preload", ()):  # harness code the views need (e.g. transformers for a Hugging Face base), imported before the guard
+        try:
+            __import__(mod)
+        except ImportError:  # the view's own use reports it, as a one-line error
+            pass
     if str(setup["device"]).startswith("cuda"):
         torch.cuda.init()
     if setup.get("blas"):  # numpy's BLAS held to the cell's thread count (through ctypes: before the guard)
@@ -357,6 +362,8 @@ def _report(fn: str, view: Any) -> str:
     elif fn == "distill":  # an early-exit view: what the method recorded in view.info (its string keys)
         info = {k: v for k, v in dict(getattr(view, "info", {}) or {}).items() if isinstance(k, str)}
         out["info"] = json.loads(json.dumps(info, sort_keys=True, default=_json_default))
+    elif fn == "select" and hasattr(view, "contest_report"):  # a view that counts its own use (the instruction track's lm and warm-up)
+        out = json.loads(json.dumps(view.contest_report(), sort_keys=True, default=str))
     elif fn == "score":
         out["target"] = int(getattr(view.target, "forwards", 0))
         out["shadows"] = int(sum(int(getattr(b, "forwards", 0)) for b in view.shadows))
@@ -648,6 +655,9 @@ class ContestantWorker:
     protected: tuple[str, ...]
     #: numpy's BLAS threads in the worker (None: the library's default), set before any plugin runs
     blas: int | None = None
+    #: modules imported before the guard (``Track.worker_imports``): harness code a view needs
+    #: whose import starts processes or loads native code (transformers does both)
+    preload: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
@@ -658,7 +668,7 @@ class ContestantWorker:
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             close_fds=True,
-            env={**os.environ, **_blas_env(self.blas)},
+            env={**{k: v for k, v in os.environ.items() if k != "CORESET_BENCH_HIDDEN_SALT"}, **_blas_env(self.blas)},  # the hidden-data salt stays with the harness
         )
         os.close(to_child_r)
         os.close(from_child_w)
@@ -667,7 +677,7 @@ class ContestantWorker:
         self.tenant: str | None = None
         self.tx = Connection(to_child_w, readable=False)
         self.rx = Connection(from_child_r, writable=False)
-        self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected, "blas": self.blas}))
+        self.tx.send_bytes(pickle.dumps({"device": self.device, "protected": self.protected, "blas": self.blas, "preload": self.preload}))
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
@@ -885,7 +895,7 @@ class Session:
 _WORKER: list[ContestantWorker] = []
 
 
-def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None, blas: int | None = None) -> ContestantWorker:
+def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None, blas: int | None = None, preload: Sequence[str] = ()) -> ContestantWorker:
     """This process's contestant worker for ``(device, protected)``, started now if needed (it
     boots while the harness computes signals, so the first selection does not wait for it).
 
@@ -893,10 +903,11 @@ def prestart(*, device: str, protected: Sequence[str], tenant: str | None = None
     method is replaced by a fresh one, so nothing a method leaves in its worker's memory (a
     patched function, a damaged module global) reaches another method's cells. ``blas``: the
     worker's BLAS threads (a track whose numbers depend on them, ``Track.blas_threads``); a worker
-    started with another count is replaced."""
-    want = (str(device), tuple(protected), blas)
+    started with another count is replaced. ``preload``: modules imported before the guard
+    (``Track.worker_imports``)."""
+    want = (str(device), tuple(protected), blas, tuple(preload))
     w = _WORKER[0] if _WORKER else None
-    if w is not None and (not w.alive() or (w.device, w.protected, w.blas) != want or (tenant is not None and w.tenant not in (None, tenant))):
+    if w is not None and (not w.alive() or (w.device, w.protected, w.blas, w.preload) != want or (tenant is not None and w.tenant not in (None, tenant))):
         w.close()  # in a forked child: closes only the inherited pipe ends
         _WORKER.clear()
         w = None

@@ -545,6 +545,14 @@ class InstructionView(_ReadOnlyView):
         """Pool size (``random`` and ``full`` need only ``n``, ``budget`` and ``rng``)."""
         return int(len(self.ids))
 
+    def contest_report(self) -> dict[str, Any]:
+        """What the contestant worker sends back about this view after ``select`` (JSON values):
+        the work ``lm`` counted, whether ``warmup()`` was called (its training time is then
+        charged to the method) and ``info``."""
+        counter = getattr(self.lm, "counter", None)
+        counts = {k: getattr(counter, k, 0) for k in ("fwd_examples", "fwd_tokens", "bwd_examples", "bwd_tokens")} if counter is not None else {}
+        return {"lm": counts, "warmup_used": bool(getattr(self.warmup, "used", False)), "info": dict(self.info)}
+
 
 # --------------------------------------------------------------------------------------------
 # training

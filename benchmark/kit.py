@@ -216,37 +216,29 @@ def make_instruction_view(*, n: int = 48, seq_len: int = 16, n_target: int = 4, 
     """A small ``InstructionView`` on the kit's instruction world: the pool (no task ids, no noise
     flags), ``n_target`` clean examples of ``target_task``, the track's counting ``lm`` handle over
     a tiny seeded TinyGPT (d 16, 2 layers, 2 heads: it has attention, hidden states and input
-    embeddings, as the track's models) and a lazy, cached warm-up with two checkpoints."""
+    embeddings, as the track's models) and a warm-up with two checkpoints (trained with the view;
+    ``warmup()`` builds its run once). It is picklable as the track's view is, so it runs in the
+    contestant worker too (``coreset_bench.testing.check_in_worker``)."""
     import torch
 
-    from .lm import LM, finetune, tiny_gpt
+    from .lm import LM, TinyGPTSource, WarmupSource, finetune
 
     world = make_instruction_world(n, seq_len, seed=seed)
     targets = make_instruction_world(n_target, seq_len, seed=seed + 10_000, noise=0.0, tasks=(target_task,))
-    lm = LM(lambda: tiny_gpt(len(_VOCAB), _seed("kit-base", seed), d=16, layers=2, heads=2, ctx=seq_len), PAD)
+    # picklable, as the track's: the view can go to the contestant worker (``testing.check_in_worker``)
+    base = TinyGPTSource(len(_VOCAB), 16, 2, 2, seq_len, seed=_seed("kit-base", seed))
+    lm = LM(base, PAD)
     ids = torch.from_numpy(world.ids)
     resp = torch.from_numpy(world.response_mask)
-    cache: dict[str, WarmupRun] = {}
-
-    def warmup() -> WarmupRun:
-        if "run" not in cache:
-            import copy
-
-            rng = np.random.default_rng(_seed("warmup", seed))
-            idx = np.sort(rng.choice(n, size=max(2, int(round(0.25 * n))), replace=False))
-            model = lm.base()
-            log = finetune(model, ids[idx], resp[idx], steps=12, seed=seed, lr=1e-2, snapshot_at=(6, 12))
-            # LESS's gradient features: the attention projections (its LoRA modules); the Adam
-            # moments handed over are those of the same parameters
-            grad_params = [k for k, _ in model.named_parameters() if k.endswith(("qkv.weight", ".o.weight"))]
-            cache["run"] = WarmupRun(
-                indices=idx,
-                checkpoints=[(lambda m=m: copy.deepcopy(m)) for m, _, _ in log.snapshots],
-                lrs=[lr for _, lr, _ in log.snapshots],
-                adam_states=[{k: v for k, v in st.items() if k in grad_params} for _, _, st in log.snapshots],
-                grad_params=grad_params,
-            )
-        return cache["run"]
+    rng = np.random.default_rng(_seed("warmup", seed))
+    idx = np.sort(rng.choice(n, size=max(2, int(round(0.25 * n))), replace=False))
+    model = base()
+    log = finetune(model, ids[idx], resp[idx], steps=12, seed=seed, lr=1e-2, snapshot_at=(6, 12))
+    # LESS's gradient features: the attention projections (its LoRA modules); the Adam moments
+    # handed over are those of the same parameters
+    grad_params = [k for k, _ in model.named_parameters() if k.endswith(("qkv.weight", ".o.weight"))]
+    blobs = [{"state": {k: v.detach().clone() for k, v in m.state_dict().items()}, "adam": {k: list(v) for k, v in st.items() if k in grad_params}} for m, _, st in log.snapshots]
+    warmup = WarmupSource(base, "cpu", indices=idx, lrs=[lr for _, lr, _ in log.snapshots], grad_params=grad_params, blobs=blobs)
 
     if budget is None:
         budget = max(1, int(round(fraction * n)))

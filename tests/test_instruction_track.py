@@ -117,7 +117,7 @@ def test_random_reference_does_not_touch_the_warmup(track, tmp_path):
         ("short", "plugin 'broken-text'.*return exactly the budget"),
         ("dups", "plugin 'broken-text'.*duplicate"),
         ("range", "plugin 'broken-text'.*out of range"),
-        ("raise", "plugin 'broken-text' raised RuntimeError: boom$"),
+        ("raise", "plugin 'broken-text' failed: RuntimeError: boom$"),
         ("leak", "plugin 'broken-text'.*tried to generate the instruction world"),
         ("memo", "plugin 'broken-text'.*tried to read the instruction world"),
     ],
@@ -375,6 +375,63 @@ def test_new_weights_in_the_same_hf_directory_get_a_new_warmup(tmp_path):
     _tiny_llama(root, seed=1)
     shared2, w2 = warm()
     assert not shared2 and not torch.equal(w0, w2)
+
+
+def test_the_view_travels_to_the_worker_as_architecture_and_weights(track, tmp_path):
+    """What the contestant worker receives: the base TinyGPT as its arguments and weights, the
+    warm-up's checkpoints as weights; rebuilt there, they are the harness's models, and calling
+    the warm-up there marks it used (the harness charges it from the worker's report)."""
+    import pickle
+
+    from coreset_bench import lm as L
+    from coreset_bench.contestant import dump_views
+
+    view, data, *_ = track.build_view(track.profile("tiny"), "synth-instruct", "add", 0.1, 0, 3, _ctx(tmp_path))
+    assert isinstance(view.lm._factory, L.TinyGPTSource) and isinstance(view.warmup, L.WarmupSource) and view.warmup.blobs is not None
+    (far,) = pickle.loads(dump_views([view]))
+    a, b = view.lm.base().state_dict(), far.lm.base().state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not far.warmup.used and far.contest_report()["warmup_used"] is False
+    ck = far.warmup().checkpoints[-1]().state_dict()
+    assert far.contest_report()["warmup_used"] is True and not view.warmup.used
+    assert all(torch.equal(ck[k], v) for k, v in view.warmup().checkpoints[-1]().state_dict().items())
+    far.lm.forward(far.lm.base(), far.ids[:5])
+    assert far.contest_report()["lm"] == {"fwd_examples": 5, "fwd_tokens": int(data.pool.lengths[:5].sum()), "bwd_examples": 0, "bwd_tokens": 0}
+
+
+def test_a_changed_warmup_file_is_refused_in_the_worker(tmp_path):
+    from coreset_bench import lm as L
+
+    f = tmp_path / "checkpoints.pt"
+    torch.save([{"state": {}, "adam": {}}], f)
+    w = L.WarmupSource(lambda: None, "cpu", indices=np.arange(2), path=str(f), digest=L.file_digest(f))
+    assert len(w().checkpoints) == 1
+    torch.save([{"state": {}, "adam": {}}, {"state": {}, "adam": {}}], f)
+    with pytest.raises(L.LMError, match="changed after the harness wrote it"):
+        L.WarmupSource(lambda: None, "cpu", indices=np.arange(2), path=str(f), digest=w.digest)()
+
+
+def test_an_hf_base_travels_as_its_path_or_with_its_weights_when_the_worker_may_not_read_it(tmp_path):
+    """A model directory the worker may open travels as its path (the worker loads it itself);
+    one under the protected data directory travels with its config and weights. Either way the
+    worker's base is the harness's."""
+    import pickle
+
+    from coreset_bench import lm as L
+    from coreset_bench.contestant import dump_views
+    from coreset_bench.tracks.base import CellContext
+
+    root, _ = _tiny_llama(tmp_path / "models" / "llama")
+    for data_dir, weights in ((tmp_path / "models", True), (tmp_path / "data", False)):
+        t = _hf_track(root)
+        ctx = CellContext(results_dir=tmp_path, cache_dir=tmp_path / "cache", data_dir=data_dir)
+        view, *_ = t.build_view(t.profile("hftest"), "synth-instruct", "add", 0.1, 0, 0, ctx)
+        src = view.lm._factory
+        assert isinstance(src, L.HFSource) and (src.state is not None) == weights and src.path == str(root)
+        (far,) = pickle.loads(dump_views([view]))
+        assert far.lm._factory._model is None  # the harness's model never travels
+        a, b = view.lm.base().state_dict(), far.lm.base().state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("name", ["trim", "embed-sim", pytest.param("less", marks=pytest.mark.slow)])  # less: ~6 s; its HF gradients are in the adapter test

@@ -117,6 +117,20 @@ def test_instruction_view_hides_the_worlds_truth_and_the_warmup_is_real():
     assert set(run.adam_states[0]) == set(run.grad_params)
 
 
+def test_the_kits_instruction_view_runs_a_text_method_in_the_contestant_worker():
+    """The kit's view travels as the track's does (base and warm-up as weights): a method that
+    uses the warm-up and the counted handle runs there, and its work comes back in the report."""
+    from coreset_bench import registry
+    from coreset_bench.testing import check_in_worker
+
+    view = make_instruction_view()
+    out = check_in_worker(registry.method("trim"), view, kind="selection")
+    assert len(out.output.indices) == view.budget
+    rep = out.reports[0]
+    assert rep["warmup_used"] is True and rep["lm"]["fwd_examples"] == view.n + len(view.target_ids) and rep["lm"]["bwd_examples"] == 0
+    assert not view.warmup.used  # the worker's copy was used, not the harness's
+
+
 # ---- decentralized -----------------------------------------------------------------------------
 
 

@@ -53,3 +53,14 @@ def test_two_run_files_compare_their_info_with_info_and_skip_measured_seconds(tm
     diff = compare(changed, "--info")
     assert diff.returncode == 1 and "info.teachers" in diff.stdout, diff.stdout
     assert compare(changed, "--info", "--ignore-info", "teachers").returncode == 0
+def test_hidden_salt_entries_reads_the_salt_the_published_run_used():
+    """``run --hidden-salt entries``: a salted profile's cells regenerate the published hidden data."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipeline_identity", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    entries = REPO / "results" / "entries"
+    published = json.loads((entries / "instruction" / "quick@2" / "trim@1.json").read_text())["provenance"]["hidden_salt"]
+    assert len(published) == 32 and mod._salt("instruction/quick@2", "entries", entries) == published
+    assert mod._salt("instruction/quick@2", None, entries) == "" and mod._salt("instruction/quick@2", "AB" * 16, entries) == "ab" * 16

@@ -289,13 +289,14 @@ class Track(ABC):
             kind = self.contest_kind(profile)
             protected = self.protected(profile, cell, ctx)
             blas = max(1, torch.get_num_threads()) if self.blas_threads else None
+            preload = self.worker_imports(profile)
             if kind not in KINDS or not KINDS[kind].external:
-                C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
+                C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas, preload=preload)  # boots while the fixture is built
             torch.manual_seed(cell.seed)
             fixture = self.fixture(profile, cell, ctx)
             views = self.view(fixture, cell, method)
             out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
-                          service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas)
+                          service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas, preload=preload)
             return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
 
     def contest_kind(self, profile: Profile) -> str:
@@ -353,6 +354,13 @@ class Track(ABC):
         paths = set(protected_paths(str(cell.axes.get("dataset", "")), ctx.data_dir, ctx.cache_dir))
         paths.update(os.path.realpath(Path(ctx.cache_dir) / d) for d in self.private_cache)
         return tuple(sorted(paths))
+
+    def worker_imports(self, profile: Profile) -> tuple[str, ...]:
+        """Modules the contestant worker imports before its guard: harness code this profile's
+        views need there whose import starts a process or loads native code (which the guard
+        refuses once it is on; e.g. ``transformers`` for the instruction track's Hugging Face
+        models). Default: none."""
+        return ()
 
     def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
         """The cell's fixed world: splits, fixed models, banks (seeded, cached). Tracks on the

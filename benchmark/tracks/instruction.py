@@ -27,14 +27,23 @@ v2) pretrains the TinyGPT once per seed on ``instruction_world.pretrain_corpus``
 tasks of other worlds and free text; cached on disk by ``pretrain_key``: settings + code), and
 selection, the warm-up and fine-tuning all start from it. The shared warm-up (TRIM, LESS, RDS and
 embed-sim score with its checkpoints) trains the base on a random ``warmup_fraction`` of the pool
-and is cached on disk per (profile, dataset, repeat). Methods run in-process under
-``contestant_guard``: generating or reading the world inside ``select`` raises ``LeakageError``
-and fails the cell, and the hidden truth is generated afresh after each selection, never
-memoized, so no memo of the harness holds it while a method runs.
+and is cached on disk per (profile, dataset, repeat).
+
+The track is on the cell pipeline (``Track.run_cell``): ``fixture`` builds the public world, the
+base model's source and the warm-up; ``view`` the ``InstructionView``; the contest runs ``select``
+in the contestant worker, which receives a copy of the view whose language model is an
+architecture and weights (``lm.TinyGPTSource``) or a Hugging Face model's name and weights
+directory (``lm.HFSource``) and whose warm-up is its checkpoints' weights (``lm.WarmupSource``);
+the indices, what ``view.lm`` counted and whether the warm-up was used come back as numbers
+(``InstructionView.contest_report``). ``evaluate`` fine-tunes and scores on the hidden truth,
+generated afresh after the contest and never memoized. Reading or generating the world inside
+``select`` raises ``LeakageError`` and fails the cell; the salted profiles' world seeds cannot be
+rebuilt in the worker (the salt is not there: ``protected`` adds the results store's files).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -48,7 +57,7 @@ import torch
 
 from .. import instruction_world as W
 from .. import lm as LM
-from ..kinds import InstructionView, Method, Selection, SelectionMethod, WarmupRun
+from ..kinds import InstructionView, Method, Selection, WarmupRun
 from ..claims import BEST_NON_SEED, SUPERIORITY, Claim, Paper, Row
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
 
@@ -399,7 +408,10 @@ class InstructionTrack(Track):
 
     # ---- models -----------------------------------------------------------------------------
     def base_factory(self, profile: Profile, repeat: int, vocab_size: int, ctx_len: int, arch: Mapping[str, Any] | None = None, ctx: CellContext | None = None):
-        """A picklable-free factory of the seeded base model (the same weights on every call)."""
+        """The seeded base model's factory (the same weights on every call): a picklable
+        ``lm.TinyGPTSource`` (seed or pretrained weights) or ``lm.HFSource`` (the model's name and
+        where its weights are), so that ``view.lm`` travels to the contestant worker as an
+        architecture and weights."""
         st = profile.settings
         name = str(st.get("model", "tiny-gpt"))
         if name == "tiny-gpt":
@@ -407,17 +419,11 @@ class InstructionTrack(Track):
             seed = _seed(profile.id, "base", repeat, json.dumps(a, sort_keys=True))
             if st.get("pretrain") and arch is None:  # the pretrained base (a transfer trainee starts from its own random init)
                 state = self.pretrained(profile, repeat, ctx_len, ctx)[0]
-
-                def pretrained() -> LM.TinyGPT:
-                    m = LM.TinyGPT(vocab_size, int(a["d"]), int(a["layers"]), int(a["heads"]), ctx_len)
-                    m.load_state_dict(state)
-                    return m
-                return pretrained
-            return lambda: LM.tiny_gpt(vocab_size, seed, d=int(a["d"]), layers=int(a["layers"]), heads=int(a["heads"]), ctx=ctx_len)
-        hf = self._hf(name, ctx)
-        import copy
-
-        return lambda: copy.deepcopy(hf[0])
+                return LM.TinyGPTSource(vocab_size, int(a["d"]), int(a["layers"]), int(a["heads"]), ctx_len, state=state)
+            return LM.TinyGPTSource(vocab_size, int(a["d"]), int(a["layers"]), int(a["heads"]), ctx_len, seed=seed)
+        model = self._hf(name, ctx)[0]
+        path, gguf = self.__dict__.get("_hf_where", {}).get(self.model_identity(name, ctx), ("", None))
+        return LM.HFSource(name, path, gguf, model=model)
 
     def pretrained(self, profile: Profile, repeat: int, ctx_len: int, ctx: CellContext | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
         """(state dict, meta, served from cache) of the pretrained TinyGPT base of ``repeat``
@@ -466,11 +472,20 @@ class InstructionTrack(Track):
                 path = LM.resolve_hf_dir(path, ctx.data_dir if ctx is not None else None)
             try:
                 got = LM.load_smollm2(ctx.cache_dir if ctx is not None else None) if name == "smollm2-135m" else LM.load_hf(path) if path else None
+                if name == "smollm2-135m":  # where the contestant worker reads it: the dequantized copy in the cache, else the wheel's GGUF
+                    from .. import env
+
+                    gguf = env.smollm2_gguf()
+                    cached = LM.smollm2_dir(ctx.cache_dir, gguf) if ctx is not None and ctx.cache_dir is not None else None
+                    where = (str(cached), None) if cached is not None else (str(gguf.parent), gguf.name)  # type: ignore[union-attr]
+                else:
+                    where = (path, None)
             except LM.LMError as exc:
                 raise CellFailure(str(exc)) from None
             if got is None:
                 raise CellFailure(f"unknown instruction model {name!r}; use tiny-gpt, smollm2-135m or hf:DIR")
             cache[ident] = got
+            self.__dict__.setdefault("_hf_where", {})[ident] = where
         return cache[ident]
 
     @staticmethod
@@ -500,6 +515,14 @@ class InstructionTrack(Track):
 
     def warmup(self, profile: Profile, dataset: str, repeat: int, data: Data, factory, ctx: CellContext) -> tuple[WarmupRun, float, bool, dict[str, float]]:
         """The shared warm-up of (profile, dataset, repeat): (run, training seconds, served from cache, work)."""
+        w = self._warm(profile, dataset, repeat, data, factory, ctx)
+        run = LM.WarmupSource(factory, ctx.device, indices=w.indices, lrs=w.lrs, grad_params=w.names, blobs=w.blobs)()
+        return run, w.seconds, w.shared, w.work
+
+    def _warm(self, profile: Profile, dataset: str, repeat: int, data: Data, factory, ctx: CellContext) -> "_Warm":
+        """The shared warm-up of (profile, dataset, repeat), trained once (cached on disk and in
+        this process): its checkpoints as weights, learning rates, indices, training seconds and
+        work. ``shared``: served from a cache."""
         wc = dict(profile.settings["warmup"])
         model_id = self.model_identity(str(profile.settings.get("model", "tiny-gpt")), ctx)
         parts: list[Any] = [profile.id, dataset, repeat, wc, model_id, profile.settings.get("model_args")]
@@ -510,7 +533,7 @@ class InstructionTrack(Track):
         key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
         memo = self.__dict__.setdefault("_warmup_cache", {})
         if key in memo:
-            return (*memo[key][:2], True, memo[key][3])  # type: ignore[return-value]
+            return dataclasses.replace(memo[key], shared=True)
         n = len(data.pool.ids)
         rng = np.random.default_rng(_seed(profile.id, "warmup", dataset, repeat))
         idx = np.sort(rng.choice(n, size=max(2, int(round(float(wc["fraction"]) * n))), replace=False))
@@ -562,49 +585,33 @@ class InstructionTrack(Track):
                     locks.replace_dir(tmp, path)
                 else:
                     blobs, meta = got
-
-        def make(state: dict) -> Any:
-            def build() -> Any:
-                m = factory()
-                m.load_state_dict(state)
-                return m.to(ctx.device).eval()
-            return build
-
-        run = WarmupRun(indices=idx, checkpoints=[make(b["state"]) for b in blobs], lrs=list(meta["lrs"]),
-                        adam_states=[{k: (v[0], v[1]) for k, v in b["adam"].items()} for b in blobs], grad_params=names)
         work = {"fwd_examples": float(meta["fwd_examples"]), "bwd_examples": float(meta["fwd_examples"])}
-        memo[key] = (run, float(meta["seconds"]), shared, work)
-        return run, float(meta["seconds"]), shared, work
+        file = path / "checkpoints.pt" if path is not None else None
+        out = _Warm(idx, blobs, list(meta["lrs"]), names, float(meta["seconds"]), shared, work, str(file) if file is not None else None,
+                    LM.file_digest(file) if file is not None else None)
+        memo[key] = out
+        return out
 
-    def build_view(self, profile: Profile, dataset: str, target: str, fraction: float, repeat: int, seed: int, ctx: CellContext) -> tuple[InstructionView, Data, LM.LM, dict[str, Any], Any]:
-        """(view, data, counting handle, what the warm-up charged, base factory) of one cell."""
+    def _public(self, profile: Profile, dataset: str, target: str, fraction: float, repeat: int, ctx: CellContext) -> tuple[Data, Any, int]:
+        """(public data, base factory, budget) of one cell: what its view is built from."""
         st = profile.settings
         model_name = str(st.get("model", "tiny-gpt"))
         tokenizer = self._hf(model_name, ctx)[1] if model_name != "tiny-gpt" else None
         data = self.data(profile, dataset, repeat, ctx, tokenizer, part="public")
         if target not in data.targets:
             raise CellFailure(f"target {target!r} is not in dataset {dataset} (targets: {', '.join(data.targets)})")
-        ctx_len = int(data.pool.ids.shape[1])
-        factory = self.base_factory(profile, repeat, len(data.vocab), ctx_len, ctx=ctx)
-        n = len(data.pool.ids)
-        budget = max(1, int(round(fraction * n)))
-        lm = LM.LM(factory, data.pad_id, ctx.device)
-        charged: dict[str, Any] = {}
+        factory = self.base_factory(profile, repeat, len(data.vocab), int(data.pool.ids.shape[1]), ctx=ctx)
+        return data, factory, max(1, int(round(fraction * len(data.pool.ids))))
 
-        def warmup() -> WarmupRun:
-            run, secs, shared, work = self.warmup(profile, dataset, repeat, data, factory, ctx)
-            charged.update(seconds=secs, shared=shared, work=work)
-            return run
-
-        tg = data.targets[target]
-        view = InstructionView(
-            ids=torch.from_numpy(data.pool.ids), response_mask=torch.from_numpy(data.pool.response_mask), prompt_mask=torch.from_numpy(data.pool.prompt_mask),
-            lengths=torch.from_numpy(data.pool.lengths), texts=tuple(data.pool.texts), target_ids=torch.from_numpy(tg.ids),
-            target_response_mask=torch.from_numpy(tg.response_mask), target_prompt_mask=torch.from_numpy(tg.prompt_mask),
-            target_task=(target,) * len(tg.ids), vocab=data.vocab, budget=budget, fraction=budget / n, lm=lm, warmup=warmup, seed=seed,
-            generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed), device=ctx.device,
-        )
-        return view, data, lm, charged, factory
+    def build_view(self, profile: Profile, dataset: str, target: str, fraction: float, repeat: int, seed: int, ctx: CellContext) -> tuple[InstructionView, Data, LM.LM, dict[str, Any], Any]:
+        """(view, public data, counting handle, the warm-up's charge (seconds, served from a cache,
+        work; empty when it could not be trained), base factory) of one cell, built as the
+        pipeline builds it (``fixture`` then ``view``), outside a contest (tests, notebooks)."""
+        cell = Cell(self.name, profile.id, "", "", {}, {"dataset": dataset, "target": target, "budget": fraction}, repeat)
+        f = self.fixture(profile, cell, ctx)
+        view = self._view(f, seed)
+        charged = {"seconds": f.warm.seconds, "shared": f.warm.shared, "work": f.warm.work} if f.warm is not None else {}
+        return view, f.data, view.lm, charged, f.factory
 
     # ---- the cell ---------------------------------------------------------------------------
     def check_dataset(self, ref: str, data_dir: Path | None) -> None:
@@ -630,43 +637,106 @@ class InstructionTrack(Track):
     def load_dataset(self, ref: str, ctx: CellContext) -> None:
         """Nothing to preload: the world or the JSONL pool is built per (dataset, repeat) by the cells."""
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        from ..data import LeakageError, contestant_guard
-        from ..validation import validate_selection
+    # ---- the pipeline (``Track.run_cell``): fixture -> view -> contest -> evaluate ---------------
+    def protected(self, profile: Profile, cell: Cell, ctx: CellContext) -> tuple[str, ...]:
+        """The base's (the data directory, a ``jsonl:DIR`` pool with its test.jsonl) and the
+        results store's files in ``ctx.results_dir``: the store holds the hidden-data salt, from
+        which a contestant could rebuild a salted world."""
+        import os
 
-        if not isinstance(method, SelectionMethod):
-            raise CellFailure(f"track 'instruction' ranks selection methods; {method.name!r} is a {method.kind} method")
-        profile = self.profile(cell.profile)
-        st = profile.settings
+        paths = set(super().protected(profile, cell, ctx))
+        rd = Path(ctx.results_dir)
+        if rd.is_dir():
+            for f in rd.iterdir():
+                if f.is_file() and (".db" in f.name or ".sqlite" in f.name):
+                    stem = os.path.realpath(f)
+                    for x in ("-wal", "-shm", "-journal"):
+                        stem = stem.removesuffix(x)
+                    paths.update({stem, stem + "-wal", stem + "-shm", stem + "-journal"})
+        return tuple(sorted(paths))
+
+    def worker_imports(self, profile: Profile) -> tuple[str, ...]:
+        """For a Hugging Face base: ``transformers`` and the modeling modules of the architectures
+        the harness has loaded (importing them loads native code through ctypes, starts
+        ``ldconfig`` and pulls in torchvision, which the worker's guard refuses once it is on).
+        Before the harness has loaded the model (the first cell's early start) only
+        ``transformers``; the contest then starts a worker with the full list."""
+        import sys
+
+        if str(profile.settings.get("model", "tiny-gpt")) == "tiny-gpt":
+            return ()
+        return ("transformers", *sorted(m for m in list(sys.modules) if m.startswith("transformers.models.") and ".modeling_" in m))
+
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> "_Fixture":
+        """The public world of the cell (pool, targets, vocabulary; no task id, flag or held-out
+        set), the base model's source and the shared warm-up (trained once per profile, dataset
+        and repeat, then read from the cache; charged only to a method that calls
+        ``view.warmup()``). Built under a forked generator, so the contestant starts from the
+        cell's seed."""
         ax = cell.axes
         dataset, target, fraction = str(ax["dataset"]), str(ax["target"]), float(ax["budget"])
-        model_name = str(st.get("model", "tiny-gpt"))
-        view, data, lm, charged, factory = self.build_view(profile, dataset, target, fraction, cell.repeat, cell.seed, ctx)
-        n, budget, ctx_len, seed = view.n, view.budget, int(view.ids.shape[1]), cell.seed
+        with torch.random.fork_rng(devices=[]):
+            data, factory, budget = self._public(profile, dataset, target, fraction, cell.repeat, ctx)
+            try:
+                warm, warm_error = self._warm(profile, dataset, cell.repeat, data, factory, ctx), ""
+            except CellFailure as exc:  # fails only a method that asks for the warm-up
+                warm, warm_error = None, str(exc)
         ctx.progress("select", 0.0)
-        t0 = time.perf_counter()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                with contestant_guard(method.name):
-                    raw = method.select(view)
-        except LeakageError as exc:
-            raise CellFailure(f"plugin {method.name!r}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a contestant that raises fails its cell, not the run
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise CellFailure(f"plugin {method.name!r} raised {type(exc).__name__}: {first}") from None
-        select_s = time.perf_counter() - t0
-        try:
-            sel: Selection = validate_selection(raw, view, method)
-        except ValueError as exc:
-            raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
+        return _Fixture(profile, ctx, dataset, target, str(profile.settings.get("model", "tiny-gpt")), data, factory, budget, warm, warm_error,
+                        self.protected(profile, cell, ctx))
+
+    def view(self, fixture: "_Fixture", cell: Cell, method: Method) -> InstructionView:
+        """The pool's token ids, masks, lengths and texts, the target examples, the budget, the
+        counted ``lm`` handle over the base model and the lazy ``warmup``: no task id, no twin
+        answer, no corruption flag, no held-out set. The contestant worker receives a copy: the
+        base model as its architecture and weights (``lm.TinyGPTSource``) or, for a Hugging Face
+        model, its name and weights directory (``lm.HFSource``, loaded by the worker)."""
+        return self._view(fixture, cell.seed)
+
+    def _view(self, f: "_Fixture", seed: int) -> InstructionView:
+        factory = f.factory
+        if isinstance(factory, LM.HFSource) and not _reachable(factory.path, f.protected):
+            factory = factory.with_weights()  # a model directory the worker may not open: its weights travel
+        w = f.warm
+        if w is None:
+            warmup = LM.WarmupSource(factory, f.ctx.device, error=f.warm_error)
+        elif isinstance(factory, LM.HFSource) and w.path is not None and _reachable(w.path, f.protected):  # a large model's checkpoints: the worker reads the cache file
+            warmup = LM.WarmupSource(factory, f.ctx.device, indices=w.indices, lrs=w.lrs, grad_params=w.names, path=w.path, digest=w.digest)
+        else:
+            warmup = LM.WarmupSource(factory, f.ctx.device, indices=w.indices, lrs=w.lrs, grad_params=w.names, blobs=w.blobs)
+        pool, tg, n = f.data.pool, f.data.targets[f.target], len(f.data.pool.ids)
+        return InstructionView(
+            ids=torch.from_numpy(pool.ids), response_mask=torch.from_numpy(pool.response_mask), prompt_mask=torch.from_numpy(pool.prompt_mask),
+            lengths=torch.from_numpy(pool.lengths), texts=tuple(pool.texts), target_ids=torch.from_numpy(tg.ids),
+            target_response_mask=torch.from_numpy(tg.response_mask), target_prompt_mask=torch.from_numpy(tg.prompt_mask),
+            target_task=(f.target,) * len(tg.ids), vocab=f.data.vocab, budget=f.budget, fraction=f.budget / n, lm=LM.LM(factory, f.data.pad_id, f.ctx.device),
+            warmup=warmup, seed=seed, generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed), device=f.ctx.device,
+        )
+
+    def evaluate(self, fixture: "_Fixture", cell: Cell, contest: Any) -> CellResult:
+        """Fine-tune a fresh base (or the transfer trainee) on the checked selection for the
+        profile's fixed steps, then score it on the hidden truth, generated afresh here (after
+        the contest, never memoized): exact match and NLL on the target's held-out set, general
+        exact match, twin confusion, the selection's composition; the method's cost from what
+        its ``lm`` handle counted and whether it used the warm-up (``contest.reports``)."""
+        f, ctx, profile = fixture, fixture.ctx, fixture.profile
+        st = profile.settings
+        ax = cell.axes
+        dataset, target, data, model_name = f.dataset, f.target, f.data, f.model_name
+        sel: Selection = contest.output
+        report = contest.reports[0] if contest.reports else {}
+        c = _counter(report.get("lm"), cell.method)
+        warm_used = bool(report.get("warmup_used")) and f.warm is not None
+        charged: dict[str, Any] = {"seconds": f.warm.seconds, "shared": f.warm.shared, "work": f.warm.work} if warm_used and f.warm is not None else {}
+        n, budget, ctx_len = len(data.pool.ids), f.budget, int(data.pool.ids.shape[1])
+        select_s = float(contest.seconds)
         # ---- fine-tune a fresh base (or the transfer trainee) on the selection ------------------
         trainee = ax.get("trainee")
         if trainee:
             arch = dict(st.get("trainees", {}))[trainee]
             tfactory = self.base_factory(profile, cell.repeat, len(data.vocab), ctx_len, arch, ctx=ctx)
         else:
-            tfactory = factory
+            tfactory = f.factory
         rec = dict(st["finetune"])
         idx = sel.indices
         model = tfactory()
@@ -690,7 +760,6 @@ class InstructionTrack(Track):
         evaluation_s = time.perf_counter() - t2
         # ---- cost and composition (hidden truth) -------------------------------------------------
         warm_s = float(charged.get("seconds", 0.0))
-        c = lm.counter
         metrics.update({
             "selection_s": select_s + warm_s,
             "selection_fwd_equiv": c.fwd_equiv,
@@ -712,7 +781,7 @@ class InstructionTrack(Track):
             metrics["sel_len_within"] = within
         bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
         if bad:
-            raise CellFailure(f"plugin {method.name!r}: non-finite metrics {sorted(bad)} (training diverged on its selection)")
+            raise CellFailure(f"plugin {cell.method!r}: non-finite metrics {sorted(bad)} (training diverged on its selection)")
         hist = {str(t): int(k) for t, k in zip(*np.unique(tasks, return_counts=True))} if dataset == SYNTH else {}
         artifacts = [ArtifactOut.npy("indices", "indices.npy", np.sort(idx)), ArtifactOut("task_hist", "task_hist.json", json.dumps(hist, sort_keys=True).encode())]
         if sel.scores is not None:
@@ -721,7 +790,7 @@ class InstructionTrack(Track):
             "budget": budget, "pool_size": n, "target": target, "model": model_name, "trainee": trainee or model_name,
             "warmup_used": bool(charged), "warmup_s": warm_s, "warmup_shared": bool(charged.get("shared", False)),
             "warmup_work": charged.get("work", {}), "selection_work": c.as_dict(), "sel_task_hist": hist,
-            "general_em_by_task": gen, "finetune_loss_first_last": [log.losses[0], log.losses[-1]], "method_info": dict(view.info),
+            "general_em_by_task": gen, "finetune_loss_first_last": [log.losses[0], log.losses[-1]], "method_info": dict(report.get("info") or {}),
             **{f"method_{k}": v for k, v in (sel.info or {}).items() if k != "info"},
             "primary_metric": self.primary_metric, "world_version": _world_version(profile) if dataset == SYNTH else None,
             "sel_len_by_task": len_by_task,
@@ -733,6 +802,63 @@ class InstructionTrack(Track):
         timings = {"select_s": select_s, "warmup_s": warm_s, "selection_s": select_s + warm_s, "finetune_s": finetune_s, "evaluation_s": evaluation_s,
                    "total_s": select_s + finetune_s + evaluation_s}
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
+
+
+@dataclass
+class _Warm:
+    """The shared warm-up of (profile, dataset, repeat), harness side: checkpoints as weights."""
+
+    indices: np.ndarray
+    blobs: list[dict[str, Any]]
+    lrs: list[float]
+    names: list[str]
+    seconds: float
+    shared: bool
+    work: dict[str, float]
+    #: the cache file holding ``blobs`` and its sha256 (None without a cache directory)
+    path: str | None = None
+    digest: str | None = None
+
+
+@dataclass
+class _Fixture:
+    """One cell's public world (the hidden truth is not here: ``evaluate`` generates it afresh)."""
+
+    profile: Profile
+    ctx: CellContext
+    dataset: str
+    target: str
+    model_name: str
+    data: Data
+    factory: Any
+    budget: int
+    warm: _Warm | None
+    warm_error: str
+    protected: tuple[str, ...]
+
+
+def _reachable(path: str | None, protected: Sequence[str]) -> bool:
+    """Whether the contestant worker may open ``path`` (it is under none of ``protected``)."""
+    import os
+
+    if not path:
+        return False
+    p = os.path.realpath(path) + os.sep
+    return not any(p.startswith(r.rstrip(os.sep) + os.sep) for r in protected)
+
+
+_COUNTS = ("fwd_examples", "fwd_tokens", "bwd_examples", "bwd_tokens")
+
+
+def _counter(raw: Any, name: str) -> LM.Counter:
+    """The work a method's ``view.lm`` counted in the contestant worker, checked: four
+    non-negative integers (a handle the method broke fails its cell with one line)."""
+    raw = {} if raw is None else raw
+    vals = {k: raw.get(k, 0) if isinstance(raw, dict) else None for k in _COUNTS}
+    bad = [k for k, v in vals.items() if not (isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v >= 0)]
+    if bad:
+        raise CellFailure(f"plugin {name!r}: its view.lm counter came back broken ({bad[0]} = {vals[bad[0]]!r}); a method must not change the handle's counts")
+    return LM.Counter(**{k: int(v) for k, v in vals.items()})
 
 
 def length_within_tasks(lengths: np.ndarray, tasks: np.ndarray, idx: np.ndarray) -> tuple[float, dict[str, float]]:
