@@ -30,8 +30,22 @@ Kinds (``KINDS``): ``selection`` (``select``), ``privacy`` (``score``), ``attack
 its arguments in an ``AttackView``), ``noise-correction`` (``correct``), ``provisioning``
 (``fit`` and ``plan``, driven: the harness runs the pool simulation, and the method lives in a
 session of the worker for the cell, which receives the history up to the evaluation start and
-then, call by call, only the demand already simulated; see ``_provisioning_drive``). The
-distillation kinds still run in their tracks' own code (those tracks are not on the pipeline yet).
+then, call by call, only the demand already simulated; see ``_provisioning_drive``),
+``node-models`` (``distill`` of a decentralized method: one model per node, its view *served*,
+see below) and ``node-models-gloo`` (the same, one process per node that the track starts
+instead of the worker). A track names the entry its contest runs with ``Track.contest_kind``
+(default: its ``contestant_kind``). The video track's distillation kind still runs in its own
+code until that track moves onto the pipeline.
+
+Served views: a kind may declare ``served``: its views hold live parts that talk to the harness
+while the contestant runs (the decentralized view's network). The track then supplies the
+harness's side (``Track.service``: a callable answering each request in numbers; the byte
+counting network), the worker opens each view with ``view.open_in_worker(rpc)``, and the
+harness answers the requests while it waits. A kind may also be ``external``: its contestant runs
+in processes the track starts (``Track.runner``: e.g. one per node, each under the worker's
+guard) instead of the contestant worker; what comes back is numbers all the same and goes
+through the kind's check. A *driven* kind (``drive``) is called step by step by a process of the
+harness (``Track.service``, the pool simulation).
 """
 
 from __future__ import annotations
@@ -46,7 +60,7 @@ import numpy as np
 
 from . import validation as V
 from .cells import CellFailure
-from .kinds import AttackMethod, Method, NoiseCorrectionMethod, PrivacyMethod, ProvisioningMethod, Selection, SelectionMethod
+from .kinds import AttackMethod, DistillationMethod, Method, NoiseCorrectionMethod, PrivacyMethod, ProvisioningMethod, Selection, SelectionMethod
 
 __all__ = ["KINDS", "ContestResult", "Kind", "contest", "tenant"]
 
@@ -88,6 +102,13 @@ class Kind:
     #: calling the contestant through a session in the worker, and returns (outputs, the
     #: contestant's seconds, reports); ``service`` is the harness's side (``Track.service``)
     drive: Callable[..., tuple[list[Any], list[float], list[dict[str, Any]]]] | None = None
+    #: how the output travels back when it is not the protocol function's own (``"node-models"``)
+    output: str = ""
+    #: the views talk to the harness while the contestant runs: the track's ``service`` answers
+    served: bool = False
+    #: the contestant runs outside the contestant worker, in the track's ``runner``: (method,
+    #: views, device=, protected=) -> (numbers per view, reports per view, seconds per view)
+    external: bool = False
 
 
 def _selection_unplain(plain: Any, view: Any) -> Selection:
@@ -140,6 +161,10 @@ def _model_unplain(plain: Any, view: Any) -> Any:
 
 
 class _Mismatch(ValueError):
+    pass
+
+
+class _NodeMismatch(_Mismatch):
     pass
 
 
@@ -210,14 +235,57 @@ def _plan_check(out: Any, view: Any, method: Method) -> np.ndarray:
     return V.check_plan(out, int(view.settings["horizon"]), method.name, int(view.n))
 
 
-#: the kinds the contest calls (the distillation kinds are added when their tracks move onto
-#: the pipeline)
+@dataclass
+class NodeModels:
+    """A decentralized method's checked output: one model per node (the harness's own copies,
+    built by the view's ``model_factory``), the view's ``info``, and, from a runner that counts
+    in its own processes (``node-models-gloo``), the bytes sent by kind and the traffic matrix
+    (``traffic[i, j]``: bytes node i received from node j); None where the harness counted."""
+
+    models: list[Any]
+    info: dict[str, Any]
+    bytes: dict[str, int] | None = None
+    traffic: np.ndarray | None = None
+
+
+def _node_models_unplain(plain: Any, view: Any) -> NodeModels:
+    """Each node's returned state loaded into the view's ``model_factory()`` model (strict: a
+    model of another architecture fails the cell)."""
+    import torch
+
+    states = list(plain["states"])
+    models = []
+    for i, state in enumerate(states):
+        m = view.model_factory()
+        try:
+            m.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _NodeMismatch(f"node {i}'s model is not the view's architecture ({first}); return the models view.model_factory() builds") from None
+        models.append(m)
+    info = plain["info"]
+    info = json.loads(info) if isinstance(info, str) else dict(info)
+    traffic = plain.get("traffic")
+    return NodeModels(models, info, {str(k): int(v) for k, v in plain["bytes"].items()} if plain.get("bytes") is not None else None,
+                      np.asarray(traffic, dtype=np.int64) if traffic is not None else None)
+
+
+def _node_models_check(out: NodeModels, view: Any, method: Method) -> NodeModels:
+    probe = view.public_x[: min(8, len(view.public_x))]
+    out.models = V.check_node_models(out.models, method.name, view.topology.n, probe, view.num_classes, probe.device)
+    return out
+
+
+#: the kinds the contest calls (the video track's distillation kind is added when that track
+#: moves onto the pipeline)
 KINDS: dict[str, Kind] = {
     "selection": Kind("selection", "select", SelectionMethod, _selection_unplain, _selection_check),
     "privacy": Kind("privacy", "score", PrivacyMethod, lambda plain, view: plain, _scores_check),
     "attack": Kind("attack", "perturb", AttackMethod, _tensor_unplain, _attack_check),
     "noise-correction": Kind("noise-correction", "correct", NoiseCorrectionMethod, _model_unplain, _model_check),
     "provisioning": Kind("provisioning", "plan", ProvisioningMethod, lambda plain, view: plain, _plan_check, drive=_provisioning_drive),
+    "node-models": Kind("node-models", "distill", DistillationMethod, _node_models_unplain, _node_models_check, output="node-models", served=True),
+    "node-models-gloo": Kind("node-models-gloo", "distill", DistillationMethod, _node_models_unplain, _node_models_check, external=True),
 }
 
 
@@ -226,12 +294,16 @@ def tenant(method: Method) -> str:
     return f"{getattr(method, 'package', '') or ''}:{method.name}@{method.version}:{type(method).__module__}.{type(method).__qualname__}"
 
 
-def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], service: Any = None, blas: int | None = None) -> ContestResult:
+def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, protected: Sequence[str], service: Any = None,
+            runner: Callable[..., tuple[list[Any], list[dict[str, Any]], list[float]]] | None = None, blas: int | None = None) -> ContestResult:
     """Run ``method``'s protocol function of ``kind`` on each of ``views`` in the contestant
-    worker and check every output (see the module docstring). Raises ``CellFailure``.
+    worker (an external kind: in ``runner``) and check every output (see the module docstring).
+    Raises ``CellFailure``.
 
-    ``service``: the harness's side of a kind with a ``drive`` (the pool simulation);
-    ``blas``: the worker's BLAS threads (``Track.blas_threads``)."""
+    ``service``: the harness's side (``Track.service``): for a served kind the callable that
+    answers the views' requests, for a driven kind the process that drives the contestant (the
+    pool simulation); ``blas``: the worker's BLAS threads (``Track.blas_threads``)."""
+    serve = service if KINDS.get(kind) is not None and KINDS[kind].served else None
     from . import contestant as C
     from .data import LeakageError
 
@@ -239,8 +311,16 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
         raise CellFailure(f"the contest does not know kind {kind!r}; known: {', '.join(sorted(KINDS))}")
     k = KINDS[kind]
     views = list(views)
+    if k.served and serve is None:
+        raise CellFailure(f"kind {kind!r} serves its views while the contestant runs, but the track gave no service (Track.service)")
     import torch
 
+    if k.external:
+        if runner is None:
+            raise CellFailure(f"kind {kind!r} runs its contestant in the track's own processes, but the track gave no runner (Track.runner)")
+        t0 = time.perf_counter()
+        plain, reports, call_seconds = runner(method, views, device=str(device), protected=tuple(protected))
+        return _checked(k, method, views, plain, reports, call_seconds, time.perf_counter() - t0)
     worker = C.prestart(device=str(device), protected=tuple(protected), tenant=tenant(method), blas=blas)
     flags = None
     if str(device).startswith("cuda"):
@@ -256,18 +336,24 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
             raise CellFailure(str(exc)) from exc
         return ContestResult(outputs, time.perf_counter() - t0, call_seconds, reports)
     try:
-        plain, reports, call_seconds = worker.run(method, k.call, views, torch.get_num_threads(), flags)
+        plain, reports, call_seconds = worker.run(method, k.call, views, torch.get_num_threads(), flags, output=k.output or None, serve=serve)
     except C.ContestantCrash as exc:
         C._WORKER.clear()
         raise CellFailure(str(exc)) from exc
     except (C.ContestantError, C.ViewShipError, LeakageError) as exc:
         raise CellFailure(str(exc)) from exc
-    seconds = time.perf_counter() - t0
+    return _checked(k, method, views, plain, reports, call_seconds, time.perf_counter() - t0)
+
+
+def _checked(k: Kind, method: Method, views: Sequence[Any], plain: Sequence[Any], reports: list[dict[str, Any]], call_seconds: list[float], seconds: float) -> ContestResult:
+    """The outputs read back (``Kind.unplain``) and checked (``Kind.check``), or ``CellFailure``."""
     outputs = []
     for p, view in zip(plain, views):
         try:
             out = k.unplain(p, view)
         except _Mismatch as exc:
+            if isinstance(exc, _NodeMismatch):  # one model per node: the message names the node
+                raise CellFailure(f"invalid output of plugin {method.name!r}: {exc}") from None
             raise CellFailure(f"invalid output of plugin {method.name!r}: the returned model cannot be rebuilt as the view's model ({exc}); return view.model (or a copy) or a model from view.model_factory()") from None
         try:
             outputs.append(k.check(out, view, method))

@@ -15,11 +15,13 @@ dataset registry or a track for the harness, so no test tensor, membership truth
 exists in its memory whatever the method inspects (``gc.get_objects()``, module globals such as
 ``coreset_bench.data._LOADED``, a track's memo: the worker's tracks are fresh, empty objects).
 
-The decentralized track (not yet on the pipeline) calls ``run_contestant(..., output=
-"node-models", serve=...)``: its view is pickled whole, ``view.open_in_worker(rpc)`` rebuilds its
-network in the worker around requests to the harness (every gossip, exchange and allgather is
-mixed and counted by the harness's own ``Network``; numbers only, both ways), and the node models
-come back as their state arrays with ``view.info`` as JSON text.
+A *served* contest (a kind with ``Kind.served``, e.g. the decentralized track's ``node-models``)
+also carries a harness-side service: in the worker ``view.open_in_worker(rpc)`` rebuilds the
+view's live parts around requests to the harness (the decentralized view's network: every
+gossip, exchange and allgather is mixed and counted by the harness's own ``Network``), which
+the harness answers while it waits for the contestant, numbers only both ways. ``output`` names
+how the result comes back when it is not the protocol function's own (``"node-models"``: each
+node's model as its state arrays, ``view.info`` as JSON text).
 
 Before any plugin module is imported, the worker installs a Python audit hook
 (``sys.addaudithook``; it cannot be removed) that, while the worker lives,
@@ -233,13 +235,11 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
         name = "?"
         try:
             req = pickle.loads(blob)
-            if "view" in req:  # one view with a harness-side service (``run_contestant(serve=...)``)
-                tx.send_bytes(_serve_one(req, rpc, violations, who, D))
-                continue
             if "session" in req:  # a method kept across many calls (``ContestantWorker.session``)
                 tx.send_bytes(_session(req, rx, tx, violations, who, D))
                 continue
             method, fn = pickle.loads(req["method"]), req["call"]
+            output, served = req.get("output") or fn, bool(req.get("served"))
             name = method.name or type(method).__name__
             views = pickle.loads(req["views"])
             name = method.name or type(method).__name__
@@ -253,6 +253,8 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
                 who.append(name)
                 t0 = time.perf_counter()
                 try:
+                    if served:  # a view whose parts talk to the harness (its network) through rpc
+                        view = view.open_in_worker(rpc)
                     with D.contestant_guard(name):
                         raw = _invoke(method, fn, view)
                 finally:
@@ -261,7 +263,7 @@ def _main(read_fd: int, write_fd: int, parent: int) -> None:
                 if violations:  # refused, and the plugin caught the error: the cell fails all the same
                     reply = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
                     break
-                plain.append(_PLAIN[fn](raw, name))
+                plain.append(_PLAIN_VIEW[output](raw, name, view) if output in _PLAIN_VIEW else _PLAIN[output](raw, name))
                 reports.append(_report(fn, view))
                 del raw
             if reply is None:
@@ -285,37 +287,6 @@ def _error_reply(exc: BaseException, violations: list[str], name: str) -> bytes:
         return pickle.dumps(("error", msg, traceback.format_exc()))
     except Exception:  # noqa: BLE001
         return pickle.dumps(("error", msg, ""))
-
-
-def _serve_one(req: dict[str, Any], rpc: Any, violations: list[str], who: list[str], D: Any) -> bytes:
-    """The worker's side of ``ContestantWorker.call_served``: one view, pickled whole, whose parts
-    may talk to the harness through ``rpc`` (``view.open_in_worker``); the reply as bytes."""
-    import torch
-
-    name = "?"
-    try:
-        method, call, view = req["method"], req["call"], req["view"]
-        name = method.name or type(method).__name__
-        _set_rng(req["rng"])
-        torch.set_num_threads(int(req["threads"]))
-        del violations[:]
-        who.append(name)
-        try:
-            if hasattr(view, "open_in_worker"):  # a view whose parts talk to the harness (its network)
-                view = view.open_in_worker(rpc)
-            with D.contestant_guard(name):
-                raw = getattr(method, call)(view)
-        finally:
-            who.pop()
-        if violations:  # refused, and the plugin caught the error: the cell fails all the same
-            reply: tuple[Any, ...] = ("error", "LeakageError: " + violations[0], "(the plugin caught the guard's LeakageError and returned)")
-        else:
-            output = req.get("output", call)
-            plain = _PLAIN_VIEW[output](raw, name, view) if output in _PLAIN_VIEW else _PLAIN[output](raw, name)
-            reply = ("ok", plain, _get_rng())
-        return pickle.dumps(reply, protocol=4)  # protocol 4: arrays come back writable
-    except BaseException as exc:  # noqa: BLE001 - a plugin failure fails its cell only
-        return _error_reply(exc, violations, name)
 
 
 def _session(req: dict[str, Any], rx: Connection, tx: Connection, violations: list[str], who: list[str], D: Any) -> bytes:
@@ -652,10 +623,16 @@ class ContestantWorker:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
 
-    def run(self, method: Any, call: str, views: Sequence[Any], threads: int, flags: Any = None) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
+    def run(self, method: Any, call: str, views: Sequence[Any], threads: int, flags: Any = None, *, output: str | None = None,
+            serve: Any = None) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
         """``call`` on each of ``views`` in the worker, in order (the views travel together, so
         objects they share stay shared). Returns (outputs as numbers, what each view gathered,
-        the contestant's seconds per view); the harness's RNG continues from the worker's."""
+        the contestant's seconds per view); the harness's RNG continues from the worker's.
+
+        ``output``: how the outputs come back (default ``call``; ``"node-models"``). ``serve``:
+        the worker opens each view with ``view.open_in_worker(rpc)`` and ``serve`` answers its
+        requests while the contestant runs (numbers only, both ways; an exception of ``serve``
+        is raised in the worker, inside the method, as one line)."""
         import json
         import random
 
@@ -675,60 +652,10 @@ class ContestantWorker:
         except Exception as exc:  # noqa: BLE001 - a harness bug, reported on the cell
             raise ViewShipError(f"the view of plugin {name!r} cannot be sent to the contestant worker: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         blob = pickle.dumps(
-            {"method": method_blob, "call": call, "views": views_blob, "threads": threads, "flags": flags, "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
+            {"method": method_blob, "call": call, "output": output or call, "served": serve is not None, "views": views_blob, "threads": threads, "flags": flags,
+             "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
             protocol=pickle.HIGHEST_PROTOCOL,
         )
-        try:
-            self.tx.send_bytes(blob)
-            answer = self.rx.recv_bytes()
-        except (EOFError, OSError):
-            raise self._crashed(name) from None
-        except BaseException:  # Ctrl-C while waiting: the answer would be read by the next cell
-            self.close()
-            raise
-        try:
-            reply = _safe_loads(answer)
-            if reply[0] == "ok":
-                plain, reports, seconds = list(reply[1]), [json.loads(r) for r in reply[2]], [float(t) for t in reply[3]]
-                if not (len(plain) == len(reports) == len(seconds) == len(views)):
-                    raise ValueError(f"{len(plain)} answers for {len(views)} views")
-                _set_rng(reply[4])
-                return plain, reports, seconds
-            msg, tb = str(reply[1]), str(reply[2])
-        except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
-            self.close()  # a worker that sends anything else is not trusted with another cell
-            raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
-        raise ContestantError(msg) from RemoteTraceback(tb)
-
-    def call(self, method: Any, call: str, view: Any, threads: int, *, output: str | None = None, serve: Any = None) -> Any:
-        """``call`` on one view; a ``select`` answer as a ``Selection``, others as numbers.
-        With ``output`` or ``serve``: ``call_served``."""
-        if output is not None or serve is not None:
-            return self.call_served(method, call, view, threads, output=output or call, serve=serve)
-        plain, _, _ = self.run(method, call, [view], threads)
-        return _from_plain(call, plain[0]) if call == "select" else plain[0]
-
-    def call_served(self, method: Any, call: str, view: Any, threads: int, *, output: str, serve: Any = None) -> Any:
-        """``call`` on one view pickled whole, answering the worker's requests with ``serve``
-        while it runs (numbers only, both ways; an exception from ``serve`` is raised in the
-        worker, inside the method); the output converted as ``output`` (``"node-models"``)."""
-        import random
-
-        import numpy as np
-        import torch
-
-        name = method.name or type(method).__name__
-        try:
-            blob = pickle.dumps(
-                {"method": method, "call": call, "output": output, "view": view, "threads": threads,
-                 "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())},
-                protocol=pickle.HIGHEST_PROTOCOL,
-            )
-        except Exception as exc:  # noqa: BLE001
-            raise ContestantError(
-                f"plugin {name!r} cannot be sent to the contestant worker ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                f"define its method class at module level of an importable module"
-            ) from None
         reply: Any = None
         bad: Exception | None = None
         try:
@@ -742,7 +669,7 @@ class ContestantWorker:
                     break
                 if not (serve is not None and isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "rpc"):
                     break
-                try:  # a request of the method's view (e.g. its network), answered in numbers
+                try:  # a request of the contestant's view (e.g. its network), answered in numbers
                     result: tuple[Any, Any] = ("ok", serve(reply[1]))
                 except Exception as exc:  # noqa: BLE001 - a bad request fails inside the method, as in-process
                     result = ("error", (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
@@ -756,12 +683,14 @@ class ContestantWorker:
             if bad is not None:
                 raise bad
             if reply[0] == "ok":
-                out = _from_plain(output, reply[1]) if output in ("select", "node-models") else reply[1]
-                _set_rng(reply[2])
-                return out
+                plain, reports, seconds = list(reply[1]), [json.loads(r) for r in reply[2]], [float(t) for t in reply[3]]
+                if not (len(plain) == len(reports) == len(seconds) == len(views)):
+                    raise ValueError(f"{len(plain)} answers for {len(views)} views")
+                _set_rng(reply[4])
+                return plain, reports, seconds
             msg, tb = str(reply[1]), str(reply[2])
-        except Exception as exc:  # noqa: BLE001
-            self.close()
+        except Exception as exc:  # noqa: BLE001 - whatever the worker sent, it fails this cell only
+            self.close()  # a worker that sends anything else is not trusted with another cell
             raise ContestantError(f"plugin {name!r} sent back an invalid answer from the contestant worker ({type(exc).__name__}: {exc})") from None
         raise ContestantError(msg) from RemoteTraceback(tb)
 
@@ -795,6 +724,13 @@ class ContestantWorker:
         s._send(blob)
         s._expect("ready")
         return s
+
+    def call(self, method: Any, call: str, view: Any, threads: int, *, output: str | None = None, serve: Any = None) -> Any:
+        """``call`` on one view (``run``); a ``select`` answer as a ``Selection``, a
+        ``"node-models"`` output as ``{"states", "info"}``, others as numbers."""
+        plain, _, _ = self.run(method, call, [view], threads, output=output, serve=serve)
+        out = output or call
+        return _from_plain(out, plain[0]) if out in ("select", "node-models") else plain[0]
 
     def _crashed(self, name: str) -> "ContestantCrash":
         """The worker died during ``name``'s call: reap and close it, and say so."""
@@ -928,10 +864,10 @@ def run_contestant(method: Any, call: str, view: Any, *, device: str, protected:
     (a ``select`` answer as a ``Selection``, other calls as numbers). The pipeline calls
     contestants through ``coreset_bench.contest.contest``, which also checks the output.
 
-    ``output`` / ``serve`` (the decentralized track): the output converted as ``output``
+    ``output`` / ``serve`` (``ContestantWorker.run``): the output converted as ``output``
     (``"node-models"``: a decentralized method's per-node states and info), and ``serve`` answers
     the requests the worker sends during the call (``view.open_in_worker`` builds the worker's
-    view around them; the track's ``NetworkService``).
+    view around them; e.g. the decentralized track's ``NetworkService``).
 
     Raises ``ContestantError`` (a plugin exception or a guard refusal, one-line message naming the
     plugin) or ``ContestantCrash`` (the worker died; the next call starts a new one).

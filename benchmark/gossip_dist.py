@@ -12,9 +12,10 @@ harness sums the ranks, which equals the simulation's count.
 Three ways to run it:
 
 * inside a run: ``CORESET_BENCH_DECENTRALIZED_EXECUTION=gloo coreset-bench run --track
-  decentralized ...`` (or a profile whose setting ``execution`` is ``gloo``): every cell spawns
-  n local processes (``run_cell_multiprocess``), rendezvous through a file in a temporary
-  directory;
+  decentralized ...`` (or a profile whose setting ``execution`` is ``gloo``): the cell's contest
+  is of kind ``node-models-gloo`` (``coreset_bench.contest``), whose runner (``run_views``)
+  spawns n local processes, rendezvous through a file in a temporary directory, and hands the
+  node models back as numbers to the contest's output check;
 * across machines, with ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)::
 
       python -m coreset_bench.gossip_dist bundle --profile decentralized/quick@2 --plugin idkd \\
@@ -213,19 +214,27 @@ def _spawn_entry(rank: int, world: int, bundle_path: str, init_method: str, out_
     run_node(bundle, part, rank, world, init_method, Path(out_dir))
 
 
-def make_bundle(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any, protected: Sequence[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """What the node processes need (no test data, no hidden flags): the common bundle (public
-    set, topology, model factory, recipe, seed, the method) and one part per node (its own data
-    and label counts), saved to separate files so that each process loads only its own."""
-    factory = track.model_factory(profile, cell, w, ctx)
+def bundle_from_spec(spec: ViewSpec, method: Any, protected: Sequence[str] | None = None, **extra: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the node processes need from a cell's view (no test data, no hidden flags): the common
+    bundle (public set, topology, model factory, recipe, seed, the method; ``extra`` keys beside)
+    and one part per node (its own data and label counts), saved to separate files so that each
+    process loads only its own."""
+    topo = spec.topology
     common = {
-        "public_x": w.public_x.cpu(), "num_classes": w.num_classes, "topology_name": topo.name, "topology_W": np.asarray(topo.W), "model_factory": factory,
-        "recipe": dict(track.recipe(profile, w)), "steps_per_epoch": track.steps_per_epoch(profile, w), "seed": cell.seed, "method": method, "profile": profile.id,
-        "cell_axes": dict(cell.axes), "repeat": cell.repeat, "method_name": method.name, "method_params": dict(method.params),
-        "protected": list(protected) if protected is not None else None,
+        "public_x": spec.public_x.cpu(), "num_classes": int(spec.num_classes), "topology_name": topo.name, "topology_W": np.asarray(topo.W),
+        "model_factory": spec.model_factory, "recipe": dict(spec.recipe), "steps_per_epoch": int(spec.steps_per_epoch), "seed": int(spec.seed), "method": method,
+        "method_name": method.name, "method_params": dict(method.params), "protected": list(protected) if protected is not None else None, **extra,
     }
-    parts = [{"rank": r, "node": (x.cpu(), y.cpu()), "counts": np.asarray(w.counts[r]).copy()} for r, (x, y) in enumerate(w.nodes)]
+    counts = np.asarray(spec.counts)
+    parts = [{"rank": r, "node": (x.cpu(), y.cpu()), "counts": counts[r].copy()} for r, (x, y) in enumerate(spec.nodes)]
     return common, parts
+
+
+def make_bundle(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any, protected: Sequence[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``bundle_from_spec`` of the track's view of ``cell`` (the ``bundle`` command), with the
+    profile, the cell's axes and repeat beside (``evaluate`` rebuilds the cell from them)."""
+    spec = track.view_spec(profile, cell, w, topo, ctx)
+    return bundle_from_spec(spec, method, protected, profile=profile.id, cell_axes=dict(cell.axes), repeat=cell.repeat)
 
 
 def save_bundle(common: Mapping[str, Any], parts: Sequence[Mapping[str, Any]], path: str | Path) -> None:
@@ -241,21 +250,32 @@ def collect(bundle: Mapping[str, Any], out_dir: Path) -> tuple[list[Any], dict[s
     """The n node models (rebuilt from the factory), the summed byte counts, the merged info
     (per-node lists concatenated in rank order) and the traffic matrix (``traffic[i, j]``: bytes
     node i received from node j). Node files are read as weights only (no code runs)."""
+    import torch
+
+    states, sent, merged, traffic = collect_plain(bundle, out_dir)
+    models = []
+    for state in states:
+        m = bundle["model_factory"]()
+        m.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        models.append(m)
+    return models, sent, merged, traffic
+
+
+def collect_plain(bundle: Mapping[str, Any], out_dir: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, int], dict[str, Any], np.ndarray]:
+    """``collect`` in numbers: each node's state as arrays instead of a model."""
     import json
 
     import torch
 
     n = int(bundle["topology_W"].shape[0])
-    models, sent, infos = [], {}, []
+    states, sent, infos = [], {}, []
     traffic = np.zeros((n, n), dtype=np.int64)
     for r in range(n):
         path = Path(out_dir) / f"node{r}.pt"
         if not path.exists():
             raise FileNotFoundError(f"no result of node {r} ({path}); did every rank finish?")
         got = torch.load(path, weights_only=True)
-        m = bundle["model_factory"]()
-        m.load_state_dict(got["state"])
-        models.append(m)
+        states.append({str(k): v.detach().cpu().numpy() for k, v in got["state"].items()})
         for k, v in got["bytes"].items():
             sent[k] = sent.get(k, 0) + int(v)
         traffic[:, r] += np.asarray(got["sent_to"], dtype=np.int64)
@@ -264,37 +284,48 @@ def collect(bundle: Mapping[str, Any], out_dir: Path) -> tuple[list[Any], dict[s
     for k in ("public_kept", "public_labelled", "nodes"):
         if all(k in i for i in infos):
             merged[k] = [x for i in infos for x in i[k]]
-    return models, sent, merged, traffic
+    return states, sent, merged, traffic
 
 
-def run_cell_multiprocess(track: Any, profile: Any, cell: Any, method: Any, w: Any, topo: Topology, ctx: Any) -> tuple[list[Any], dict[str, int], dict[str, Any], np.ndarray]:
-    """Run one cell with one local process per node (spawned; file rendezvous); returns what
-    ``collect`` returns. A node process that fails fails the cell, naming the plugin."""
+def run_views(method: Any, views: Sequence[ViewSpec], *, device: str, protected: Sequence[str]) -> tuple[list[Any], list[dict[str, Any]], list[float]]:
+    """The runner of the contest kind ``node-models-gloo``: each view (a ``ViewSpec`` of all n
+    nodes) run with one local process per node (spawned; file rendezvous; each under the
+    contestant worker's guard, holding only its own node's data). Returns, per view, the node
+    states, merged info, summed bytes and traffic matrix as numbers (``contest.NodeModels``
+    reads them), no report, and the seconds. A node process that fails fails the cell, naming
+    the plugin."""
     import tempfile
+    import time
 
-    import torch
     import torch.multiprocessing as mp
 
-    from .tracks.base import CellFailure
+    from .cells import CellFailure
 
-    from .contestant import protected_paths
-
-    with tempfile.TemporaryDirectory(prefix="coreset-bench-gloo-") as tmp:
-        common, parts = make_bundle(track, profile, cell, method, w, topo, ctx, protected_paths(str(cell.axes["dataset"]), ctx.data_dir, ctx.cache_dir))
-        bpath = Path(tmp) / "cell.pt"
-        save_bundle(common, parts, bpath)
-        out = Path(tmp) / "out"
-        try:
-            mp.start_processes(_spawn_entry, args=(topo.n, str(bpath), f"file://{tmp}/rendezvous", str(out)), nprocs=topo.n, join=True, start_method="spawn")
-        except mp.ProcessRaisedException as exc:
-            last = [ln for ln in str(exc).strip().splitlines() if ln.strip()][-1]
-            raise CellFailure(f"plugin {method.name!r} failed in a node process (execution gloo): {last}") from None
-        except mp.ProcessExitedException as exc:
-            raise CellFailure(f"plugin {method.name!r}: a node process exited (execution gloo): {exc}") from None
-        try:
-            return collect(common, out)
-        except Exception as exc:  # noqa: BLE001 - what a node process wrote fails this cell only
-            raise CellFailure(f"invalid output of plugin {method.name!r} (execution gloo): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not getattr(method, "multiprocess", False):
+        raise CellFailure(f"plugin {method.name!r} does not declare multiprocess = True, so it cannot run one node per process; use execution 'simulate'")
+    plain, seconds = [], []
+    for spec in views:
+        t0 = time.perf_counter()
+        n = spec.topology.n
+        with tempfile.TemporaryDirectory(prefix="coreset-bench-gloo-") as tmp:
+            common, parts = bundle_from_spec(spec, method, protected)
+            bpath = Path(tmp) / "cell.pt"
+            save_bundle(common, parts, bpath)
+            out = Path(tmp) / "out"
+            try:
+                mp.start_processes(_spawn_entry, args=(n, str(bpath), f"file://{tmp}/rendezvous", str(out)), nprocs=n, join=True, start_method="spawn")
+            except mp.ProcessRaisedException as exc:
+                last = [ln for ln in str(exc).strip().splitlines() if ln.strip()][-1]
+                raise CellFailure(f"plugin {method.name!r} failed in a node process (execution gloo): {last}") from None
+            except mp.ProcessExitedException as exc:
+                raise CellFailure(f"plugin {method.name!r}: a node process exited (execution gloo): {exc}") from None
+            try:
+                states, sent, info, traffic = collect_plain(common, out)
+            except Exception as exc:  # noqa: BLE001 - what a node process wrote fails this cell only
+                raise CellFailure(f"invalid output of plugin {method.name!r} (execution gloo): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        plain.append({"states": states, "info": info, "bytes": sent, "traffic": traffic})
+        seconds.append(time.perf_counter() - t0)
+    return plain, [{} for _ in plain], seconds
 
 
 # ---- command line (multi-machine runs with torchrun) ---------------------------------------------
@@ -338,7 +369,7 @@ def _cli(argv: Sequence[str]) -> int:
             return parse_salt(os.environ.get(ENV), where=ENV) or ""
         except SaltError as exc:
             ap.error(str(exc))
-    from .tracks.base import Cell, CellContext
+    from .cells import Cell, CellContext
 
     track = registry.track("decentralized")
     if a.cmd == "node":

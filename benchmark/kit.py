@@ -321,7 +321,15 @@ class _NodeMLP:
 
 
 def make_decentralized_view(*, n_nodes: int = 3, topology: str = "isolated", per_node: int = 24, num_classes: int = 3, dim: int = 8, n_public: int = 16, seed: int = 0, perturb_node: int | None = None) -> DecentralizedView:
-    """A small ``DecentralizedView``: label-skewed Gaussian blobs at ``n_nodes`` nodes on the
+    """``make_decentralized_spec(...)`` opened on a fresh byte-counting ``Network`` (see there)."""
+    spec = make_decentralized_spec(n_nodes=n_nodes, topology=topology, per_node=per_node, num_classes=num_classes, dim=dim, n_public=n_public, seed=seed, perturb_node=perturb_node)
+    return spec.open(Network(spec.topology))
+
+
+def make_decentralized_spec(*, n_nodes: int = 3, topology: str = "isolated", per_node: int = 24, num_classes: int = 3, dim: int = 8, n_public: int = 16, seed: int = 0, perturb_node: int | None = None) -> ViewSpec:
+    """A small decentralized view's ``ViewSpec`` (its network not yet attached: ``spec.open(net)``
+    here, or, as the track runs it, ``testing.check_in_worker(method, spec, kind="node-models",
+    serve=NetworkService(Network(spec.topology)))``): label-skewed Gaussian blobs at ``n_nodes`` nodes on the
     ``isolated``, ``ring`` or ``complete`` topology, an unlabelled public set (part of it
     out-of-distribution, unflagged) and a seeded MLP factory. ``perturb_node=k`` changes node k's
     inputs and labels (same sizes) and nothing else: the isolation check's second world. As in
@@ -353,24 +361,27 @@ def make_decentralized_view(*, n_nodes: int = 3, topology: str = "isolated", per
     # the track's rules: node i's rows are readable only inside `with view.net.node(i):`
     spec = ViewSpec(nodes=nodes, counts=counts, num_classes=num_classes, public_x=public_x, topology=topo, model_factory=_NodeMLP(dim, num_classes, seed),
                     recipe=recipe, steps_per_epoch=max(1, per_node // recipe["batch_size"]), seed=seed)
-    return spec.open(Network(topo))
+    return spec
 
 
 def _distill_nodes(method: DistillationMethod, view: DecentralizedView) -> list[Any]:
     import torch
 
+    from .validation import OutputError, check_node_models
+
     out = _run_guarded(method.name, lambda: method.distill(view))
-    assert isinstance(out, (list, tuple)), f"{method.name}: distill returned a {type(out).__name__}, not a list of one model per node"
-    assert len(out) == view.n, f"{method.name}: returned {len(out)} models for {view.n} nodes"
-    for i, model in enumerate(out):
+    try:  # the track's check (the contest's, kind node-models), on a batch of the public set
+        models = check_node_models(out, method.name, view.n, view.public_x[: min(8, len(view.public_x))], view.num_classes, "cpu")
+    except OutputError as exc:
+        raise AssertionError(f"{method.name}: {exc}") from None
+    for i, model in enumerate(models):  # and on each node's own inputs
         with view.net.node(view.net.local_nodes[i]):
             x, _ = view.nodes[i]
-        _check_module(model, f"{method.name}: node {i}'s model")
         with torch.no_grad():
             logits = model.eval()(x)
         assert tuple(logits.shape) == (len(x), view.num_classes), f"{method.name}: node {i}'s model gives shape {tuple(logits.shape)} on its inputs, expected ({len(x)}, {view.num_classes})"
         assert bool(torch.isfinite(logits).all()), f"{method.name}: node {i}'s model gives non-finite logits"
-    return list(out)
+    return models
 
 
 def check_decentralized_method(method: DistillationMethod, *, n_nodes: int = 3, max_seconds: float = 120.0) -> dict[str, int]:
@@ -616,6 +627,7 @@ __all__ = [
     "check_exit_method",
     "check_provisioning_method",
     "check_text_selection_method",
+    "make_decentralized_spec",
     "make_decentralized_view",
     "make_demand_trace",
     "make_exit_view",

@@ -194,13 +194,15 @@ def check_no_test_access(method: SelectionMethod, view: SelectionView | None = N
     return check_in_worker(method, [view], dataset=dataset, data_dir=data_dir).output
 
 
-def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset: str = "digits", data_dir: Any = None, protected: Any = ()) -> Any:
+def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset: str = "digits", data_dir: Any = None, protected: Any = (), serve: Any = None) -> Any:
     """Run ``method`` on ``views`` exactly as the cell pipeline does (``coreset_bench.contest``):
     in the contestant worker, models sent as their registered architecture and weights, outputs
     back as numbers and checked by the kind's output check (``coreset_bench.validation``).
 
     ``kind`` defaults to ``method.kind`` (``selection``, ``privacy``, ``attack`` or
-    ``noise-correction``; an attack's views are ``kinds.AttackView``). The files of ``dataset``
+    ``noise-correction``; an attack's views are ``kinds.AttackView``; a decentralized method's
+    kind is ``node-models``, its view a ``decentralized.ViewSpec`` served by ``serve``, e.g.
+    ``decentralized.NetworkService(Network(spec.topology))``). The files of ``dataset``
     and ``data_dir``, and the directories in ``protected``, are out of the method's reach.
     Returns the ``ContestResult`` (``.outputs``, ``.output`` for one view, ``.reports``); raises
     AssertionError with the cell's one-line error when the cell would fail.
@@ -213,7 +215,7 @@ def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset
 
     paths = tuple(sorted(set(C.protected_paths(dataset, data_dir, None)) | {os.path.realpath(str(p)) for p in protected}))
     try:
-        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths)
+        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths, serve=serve)
     except CellFailure as exc:
         raise AssertionError(f"{method.name}: {exc}") from None
 
@@ -225,6 +227,7 @@ from .kit import (  # noqa: E402 - re-exported: part of the kit's API
     check_exit_method,
     check_provisioning_method,
     check_text_selection_method,
+    make_decentralized_spec,
     make_decentralized_view,
     make_demand_trace,
     make_exit_view,

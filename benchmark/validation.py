@@ -11,6 +11,8 @@
   and buffers that gives one finite logit per class on a batch of inputs;
 * provisioning (``check_plan``): every plan is numeric, 1-D, of the view's ``horizon``, finite
   and >= 0 (the harness rounds it and clips it to ``max_pool``).
+* decentralized distillation (``check_node_models``): exactly one model per node, each passing
+  the noise-correction model check.
 
 A selection is valid when its indices form a 1-D array of unique integers in ``[0, n)`` with
 exactly the budget of them (at most the budget, and at least one, for methods with
@@ -218,3 +220,20 @@ def check_corrected_model(out: Any, method_name: str, x_probe: Any, num_classes:
     if not bool(torch.isfinite(logits).all()):
         raise OutputError(f"{prefix}: the returned model gives non-finite logits")
     return model
+
+
+def check_node_models(out: Any, method_name: str, n: int, x_probe: Any, num_classes: int, device: Any) -> list[Any]:
+    """A decentralized method's models (in eval mode on ``device``) or ``OutputError``: a list of
+    exactly ``n`` models, node i's passing ``check_corrected_model`` (message naming node i)."""
+    prefix = f"invalid output of plugin {method_name!r}"
+    if not isinstance(out, (list, tuple)):
+        raise OutputError(f"{prefix}: distill() returned {type(out).__name__}, not a list of one model per node")
+    if len(out) != n:
+        raise OutputError(f"{prefix}: distill() returned {len(out)} models for {n} nodes; return exactly one per node")
+    models = []
+    for i, m in enumerate(out):
+        try:
+            models.append(check_corrected_model(m, method_name, x_probe, num_classes, device))
+        except OutputError as exc:
+            raise OutputError(str(exc).replace("correct() returned", f"node {i}'s model is").replace("the returned model", f"node {i}'s model")) from None
+    return models

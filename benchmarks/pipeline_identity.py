@@ -28,6 +28,13 @@ on the path (the contestant worker inherits it)::
     cp -r /tmp/pre/src/leaderboard /tmp/pre/pkg/coreset_bench/leaderboard
     PYTHONPATH=/tmp/pre/pkg python benchmarks/pipeline_identity.py run ... --out /tmp/before.json
 
+Salted profiles (hidden generated data, ``Profile.salted``: e.g. ``instruction/quick@2``) were run
+with their store's salt; ``--hidden-salt entries`` reads it from the committed entries'
+provenance (or give the hex salt), so the cells generate the same hidden data as the published run::
+
+    python benchmarks/pipeline_identity.py run instruction/quick@2 -p trim -p bm25 --seeds 0 --where target=add --where budget=0.01 --hidden-salt entries --out /tmp/after.json
+    python benchmarks/pipeline_identity.py compare /tmp/after.json
+
 Metrics that are seconds (names ending in ``_s``, e.g. the robustness track's ``attack_s``) are
 measured, not computed, and are left out of the comparison. Fixtures (model banks, noisy models,
 proxy runs) are read from ``--cache-dir`` when present there (default ``results/cache``); give a
@@ -73,9 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from coreset_bench.runner import _format_error, run_one
 
     results = Path(args.results_dir)
-    salt = _salt(args.hidden_salt, args.profile, Path(args.entries))
-    ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu",
-                      **({"hidden_salt": salt} if salt else {}))
+    ctx = CellContext(results_dir=results, cache_dir=Path(args.cache_dir) if args.cache_dir else results / "cache", data_dir=Path(args.data_dir) if args.data_dir else None, device="cpu")
+    salt = _salt(args.profile, args.hidden_salt, Path(args.entries))
+    if salt:
+        import dataclasses
+
+        ctx = dataclasses.replace(ctx, hidden_salt=salt)
     rows: dict[str, Any] = {}
     for track, method, cell in _cells(args.profile, args.plugin, args.param, args.cells, args.where, args.seeds):
         t0 = time.perf_counter()
@@ -92,18 +102,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _salt(requested: str | None, profile_ref: str, entries_dir: Path) -> str:
-    """The hidden-data salt of the run: "" (public seeds) when none is asked for, the given hex,
-    or with ``entries`` the salt the committed entries of the profile record in their provenance
-    (a salted profile's cells reproduce only with the salt they ran with)."""
-    if not requested:
+def _salt(profile_ref: str, given: str | None, entries_dir: Path) -> str:
+    """The hidden-data salt to run with: none, the hex salt given, or (``entries``) the one the
+    committed entries of ``profile_ref`` record in their provenance (all must agree)."""
+    if not given:
         return ""
-    if requested != "entries":
-        return requested
+    if given != "entries":
+        return given.strip().lower()
     track, _, name = profile_ref.partition("/")
-    salts = {json.loads(f.read_text())["provenance"].get("hidden_salt", "") for f in sorted((entries_dir / track / name).glob("*.json"))}
+    salts = {json.loads(f.read_text()).get("provenance", {}).get("hidden_salt", "") for f in sorted((entries_dir / track / name).glob("*.json"))}
     if len(salts) != 1:
-        raise SystemExit(f"the entries of {profile_ref} record {len(salts)} different hidden salts ({sorted(salts)}); give --hidden-salt HEX")
+        raise SystemExit(f"--hidden-salt entries: the entries of {profile_ref} record {len(salts)} salts ({sorted(salts)}); give one with --hidden-salt HEX")
     return salts.pop()
 
 
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-dir", default=str(ROOT / "results"))
     r.add_argument("--cache-dir", default=None, help="fixtures' cache (default: RESULTS_DIR/cache)")
     r.add_argument("--data-dir", default=None)
-    r.add_argument("--hidden-salt", default=None, help="the salt of a salted profile's hidden data: HEX, or 'entries' for the one its committed entries record")
+    r.add_argument("--hidden-salt", default=None, help="HEX, or 'entries': the salt the committed entries of the profile were run with (salted profiles)")
     r.add_argument("--entries", default=str(ROOT / "results" / "entries"))
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare a run file with the committed entries or another run file")

@@ -19,6 +19,7 @@ from coreset_bench.contest import KINDS, contest
 from coreset_bench.kinds import (
     AttackMethod,
     AttackView,
+    DistillationMethod,
     NoiseCorrectionMethod,
     NoiseView,
     PrivacyMethod,
@@ -154,7 +155,9 @@ class Reader(SelectionMethod):
 
 
 def test_every_ported_kind_has_one_call_and_one_check():
-    assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct", "provisioning": "plan"}
+    assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct", "provisioning": "plan",
+                                                    "node-models": "distill", "node-models-gloo": "distill"}
+    assert [k for k, v in KINDS.items() if v.served] == ["node-models"] and [k for k, v in KINDS.items() if v.external] == ["node-models-gloo"]
 
 
 def test_views_of_one_contest_share_objects_in_the_worker_and_report_forwards():
@@ -227,3 +230,69 @@ def test_the_kit_runs_any_ported_kind_as_the_pipeline_does():
     assert check_in_worker(ScoresAndPid(), _privacy_views(1)).output.shape == (12,)
     with pytest.raises(AssertionError, match="^bad-scores: invalid output of plugin 'bad-scores': returned scores of shape"):
         check_in_worker(BadScores(), _privacy_views(1))
+
+
+# ---- a served kind: the decentralized view's network talks to the harness -----------------------
+
+
+class OneGossip(DistillationMethod):
+    """Each node's factory model, its weights mixed once through view.net; the node count and
+    the bytes it saw (a copy of the harness's count) in view.info."""
+
+    name = "one-gossip"
+    role = "decentralized"
+
+    def distill(self, view):
+        models = [view.model_factory() for _ in range(view.n)]
+        for m, shift in zip(models, range(view.n)):
+            with torch.no_grad():
+                next(m.parameters()).add_(float(shift))
+        names = [k for k, _ in models[0].named_parameters()]
+        stacked = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k in names}
+        mixed = view.net.gossip(stacked)
+        for i, m in enumerate(models):
+            m.load_state_dict({**m.state_dict(), **{k: mixed[k][i] for k in names}})
+        view.info["seen_bytes"] = dict(view.net.bytes)
+        view.info["pid"] = os.getpid()
+        return models
+
+
+class ForgesARequest(OneGossip):
+    """Asks the harness's service for something other than a network operation."""
+
+    name = "forges-a-request"
+
+    def distill(self, view):
+        view.net._call({"op": "__dict__", "kind": "model"})
+        return super().distill(view)
+
+
+class OneTooFew(OneGossip):
+    name = "one-too-few"
+
+    def distill(self, view):
+        return super().distill(view)[:-1]
+
+
+def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
+    from coreset_bench.decentralized import Network, NetworkService
+    from coreset_bench.testing import make_decentralized_spec
+
+    spec = make_decentralized_spec(n_nodes=3, topology="ring")
+    net = Network(spec.topology)
+    out = contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(net))
+    got = out.output
+    # the same numbers as the method run here on a view over the harness's network
+    here = OneGossip().distill(spec.open(Network(spec.topology)))
+    assert len(got.models) == 3 and all(torch.equal(a, b) for m, h in zip(got.models, here) for a, b in zip(m.state_dict().values(), h.state_dict().values()))
+    assert got.info["pid"] != os.getpid() and net.bytes["model"] > 0  # ran in the worker; the harness counted
+    assert got.info["seen_bytes"]["model"] == net.bytes["model"] and got.bytes is None and got.traffic is None
+    assert net.traffic.sum() == net.bytes["model"]
+    with pytest.raises(CellFailure, match="^kind 'node-models' serves its views while the contestant runs, but the track gave no service"):
+        contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED)
+    with pytest.raises(CellFailure, match="^kind 'node-models-gloo' runs its contestant in the track's own processes, but the track gave no runner"):
+        contest(OneGossip(), [spec], kind="node-models-gloo", device="cpu", protected=PROTECTED)
+    with pytest.raises(CellFailure, match="^plugin 'forges-a-request' failed: ValueError: unknown network operation; use gossip, exchange or allgather$"):
+        contest(ForgesARequest(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))
+    with pytest.raises(CellFailure, match="^invalid output of plugin 'one-too-few': distill\\(\\) returned 2 models for 3 nodes; return exactly one per node$"):
+        contest(OneTooFew(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))

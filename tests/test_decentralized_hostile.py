@@ -75,6 +75,24 @@ class ReadsTheOODFlags(_Hostile):
         return [_local_train(view, i, view.model_factory(), 1) for i in range(view.n)]
 
 
+class ReadsTheHarnessMemory(_Hostile):
+    """Reads the harness process's memory (where the test split and the hidden flags live) through
+    /proc/<parent>/mem, and asks the served network for something other than a network operation."""
+
+    name = "hostile-harness-memory"
+
+    def distill(self, view):
+        import os
+
+        try:
+            view.net._call({"op": "world", "kind": "model"})  # the served channel answers network operations only
+        except ValueError:
+            pass
+        with open(f"/proc/{os.getppid()}/mem", "rb") as f:  # refused: LeakageError
+            f.read(1)
+        raise AssertionError("the harness's memory was readable")
+
+
 class PeeksAtANeighbour(_Hostile):
     """Acting as node 0, reads node 1's data."""
 
@@ -166,7 +184,7 @@ class UnderReportsBytes(_Hostile):
         return models
 
 
-HOSTILE = (ReadsTheTestSplit, ReadsTheOODFlags, PeeksAtANeighbour, PeeksAndCatches, AveragesOutsideTheNetwork, GossipsOffTheBooks, UnderReportsBytes)
+HOSTILE = (ReadsTheTestSplit, ReadsTheOODFlags, ReadsTheHarnessMemory, PeeksAtANeighbour, PeeksAndCatches, AveragesOutsideTheNetwork, GossipsOffTheBooks, UnderReportsBytes)
 
 
 class _Plugins:
@@ -204,6 +222,7 @@ def test_hostile_methods_fail_their_own_cells_with_one_line_and_the_honest_refer
     expect = {
         "hostile-test-split": "LeakageError: plugin 'hostile-test-split' tried to load dataset 'digits' while it was being evaluated",
         "hostile-ood-flags": "plugin 'hostile-ood-flags' failed: RuntimeError: no OOD flags in reach",
+        "hostile-harness-memory": "LeakageError: plugin 'hostile-harness-memory' tried to open /proc/",
         "hostile-peek": "LeakageError: plugin 'hostile-peek' read node 1's data while acting as node 0",
         "hostile-counts-caught": "LeakageError: plugin 'hostile-counts-caught' read every node's label counts at once",
         "hostile-average": "plugin 'hostile-average': models converged without communication: nodes 0 and 1",

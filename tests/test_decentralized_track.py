@@ -203,3 +203,16 @@ def test_private_classes_make_the_other_classes_the_public_sets_ood_half(track, 
     bad = dataclasses.replace(base, version=98, settings={**base.settings, "private_classes": list(range(10))})
     with pytest.raises(CellFailure, match="private_classes .* must name 2 to 9"):
         track.world(bad, "digits", 0.5, 4, 0, _ctx(tmp_path))
+
+
+def test_the_track_runs_on_the_cell_pipeline_with_a_served_contest(track, monkeypatch):
+    """No run_cell of its own: the base pipeline runs it; the contest kind follows the execution."""
+    from coreset_bench.contest import KINDS
+    from coreset_bench.tracks.base import Track
+    from coreset_bench.tracks.decentralized import ENV_EXECUTION
+
+    assert "run_cell" not in type(track).__dict__ and Track.uses_pipeline(track)
+    prof = track.profile("tiny")
+    assert track.contest_kind(prof) == "node-models" and KINDS["node-models"].served
+    monkeypatch.setenv(ENV_EXECUTION, "gloo")
+    assert track.contest_kind(prof) == "node-models-gloo" and KINDS["node-models-gloo"].external

@@ -257,9 +257,10 @@ class Track(ABC):
            global torch generator is seeded with the cell's seed first; the contestant worker
            starts meanwhile);
         3. ``view(fixture, cell, method)``: the kind's view (a list: one call per view), holding
-           no hidden truth;
-        4. the contest (``coreset_bench.contest``): the contestant in the contestant worker, which
-           holds only the views; seeding, timing, one-line errors, the kind's output check;
+           no hidden truth; for a served kind, ``service(fixture, cell)`` answers its requests;
+        4. the contest (``coreset_bench.contest``) of kind ``contest_kind(profile)``: the
+           contestant in the contestant worker, which holds only the views (or, for an external
+           kind, in the track's ``runner``); seeding, timing, one-line errors, the kind's output check;
         5. ``evaluate(fixture, cell, contest)``: metrics, timings, artifacts, info (a ``CellResult``);
         6. ``record``: finite metrics, the primary metric, the contest's time.
 
@@ -269,19 +270,44 @@ class Track(ABC):
         import torch
 
         from .. import contestant as C
-        from ..contest import contest, tenant
+        from ..contest import KINDS, contest, tenant
 
         method = self.accept(cell, method)
         profile = self.profile(cell.profile)
+        kind = self.contest_kind(profile)
         protected = self.protected(profile, cell, ctx)
         blas = max(1, torch.get_num_threads()) if self.blas_threads else None
-        C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
+        if kind not in KINDS or not KINDS[kind].external:
+            C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
         torch.manual_seed(cell.seed)
         fixture = self.fixture(profile, cell, ctx)
         views = self.view(fixture, cell, method)
-        out = contest(method, views if isinstance(views, list) else [views], kind=self.contestant_kind, device=str(ctx.device), protected=protected,
-                      service=self.service(fixture, cell), blas=blas)
+        out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
+                      service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas)
         return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
+
+    def contest_kind(self, profile: Profile) -> str:
+        """The ``coreset_bench.contest.KINDS`` entry this profile's contest runs: the track's
+        ``contestant_kind``, unless the kind's methods are called in another way here (the
+        decentralized track: ``node-models``, one model per node over a served network, or
+        ``node-models-gloo``, one process per node)."""
+        return self.contestant_kind
+
+    def service(self, fixture: Any, cell: Cell) -> Any:
+        """The harness's side of the contest, for two sorts of kind. A served kind
+        (``Kind.served``): a callable answering each request the contestant's view sends while it
+        runs, in numbers (the decentralized track's byte-counting network). A driven kind
+        (``Kind.drive``): the process that calls the contestant step by step (the pooling track's
+        simulation, which holds the evaluation days). Default: None (the contestant gets its views
+        and answers once per view)."""
+        return None
+
+    def runner(self, fixture: Any, cell: Cell) -> Any:
+        """For an external kind (``Kind.external``): the callable that runs the contestant in
+        processes the track starts instead of the contestant worker, ``(method, views, device=,
+        protected=) -> (numbers per view, reports per view, seconds per view)``, raising
+        ``CellFailure``; the contest checks what it returns as for any kind. Default: None."""
+        return None
 
     def accept(self, cell: Cell, method: Method) -> Method:
         """The method this cell runs: ``method`` (the cell's method, by name) with the cell's
@@ -295,7 +321,7 @@ class Track(ABC):
         reason = self.accepts(method)
         if reason:
             raise CellFailure(reason)
-        kind = KINDS.get(self.contestant_kind)
+        kind = KINDS.get(self.contest_kind(self.profile(cell.profile)))
         if kind is not None and not isinstance(method, kind.method_class):
             raise CellFailure(f"plugin {method.name!r} declares kind {method.kind!r} but is not a {kind.method_class.__name__}")
         if dict(method.params) != dict(cell.params):
@@ -324,12 +350,6 @@ class Track(ABC):
     def view(self, fixture: Any, cell: Cell, method: Method) -> Any:
         """The view(s) the contestant receives (a list: the protocol function runs once per view)."""
         raise TypeError(f"track {self.name!r} is incomplete: it defines fixture but no view")
-
-    def service(self, fixture: Any, cell: Cell) -> Any:
-        """The harness's side of a contest whose kind is driven (``contest.Kind.drive``): e.g. the
-        pooling track's simulation, which holds the evaluation days and calls the contestant step
-        by step. Default: None (the contestant gets its views and answers once per view)."""
-        return None
 
     def evaluate(self, fixture: Any, cell: Cell, contest: Any) -> CellResult:
         """The cell's metrics, timings, artifacts and info from the contest's checked outputs

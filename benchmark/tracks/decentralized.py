@@ -25,16 +25,19 @@ DecentralizedView)`` returns one model per node. Per cell the harness (never the
    seed (profile, arch, repeat)), the recipe (epochs, batch size, momentum 0.9, weight decay
    1e-4, ×0.1 at 60 % and 80 % of the epochs, the dataset's crop/flip augmentation) and
    ``steps_per_epoch`` = floor(mean node size / batch size), the same for every node;
-4. runs ``distill`` in the **contestant worker** (``coreset_bench.contestant``), a process that
-   holds the view and nothing else: no test split, no hidden public-set flags, no other cell's
-   data, and the dataset files are refused. The worker's ``view.net`` forwards every gossip,
-   exchange and allgather to this process's ``Network``, which mixes and counts the bytes (a
+4. runs ``distill`` through the cell pipeline (``Track.run_cell``; the contest of kind
+   ``node-models``, ``coreset_bench.contest``) in the **contestant worker**
+   (``coreset_bench.contestant``), a process that holds the view and nothing else: no test
+   split, no hidden public-set flags, no other cell's data, and the dataset files are refused.
+   The view is *served*: the worker's ``view.net`` forwards every gossip, exchange and allgather
+   to this process's ``Network`` (``Track.service``), which mixes and counts the bytes (a
    method cannot change what is counted); node i's rows of ``view.nodes`` and
    ``view.own_label_counts`` are readable only acting as node i (``with view.net.node(i):``).
    The models come back as their parameters (numbers only) and are loaded into the harness's own
    copies of the architecture;
-5. checks the output: exactly one finite model per node of the view's architecture giving C
-   logits, and that the nodes agree only as far as the counted traffic allows: two nodes whose
+5. checks the output (``validation.check_node_models``): exactly one finite model per node of
+   the view's architecture giving C logits, and (``evaluate``) that the nodes agree only as far
+   as the counted traffic allows: two nodes whose
    parameters end closer than 5 % of their movement from the common initialization although
    fewer than one model's bytes passed between them along any path fail the cell ("models
    converged without communication"). Any failure names the plugin and fails only this cell;
@@ -42,8 +45,9 @@ DecentralizedView)`` returns one model per node. Per cell the harness (never the
 
 Execution (setting ``execution``, overridden per run by the environment variable
 ``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in one contestant worker
-(vmapped); ``gloo`` runs one process per node over ``torch.distributed`` (gloo backend,
-point-to-point gossip; ``coreset_bench.gossip_dist``) for methods that declare
+(vmapped; contest kind ``node-models``); ``gloo`` runs one process per node over
+``torch.distributed`` (gloo backend, point-to-point gossip; contest kind ``node-models-gloo``,
+whose runner is ``coreset_bench.gossip_dist.run_views``) for methods that declare
 ``multiprocess``: each node process loads only its own node's data, under the worker's guard,
 which is the structural form of "node i sees only its own data".
 
@@ -73,7 +77,7 @@ from .. import data as D
 from .. import decentralized as DC
 from .. import training as T
 from ..claims import SUPERIORITY, Claim, Paper, Row
-from ..kinds import DecentralizedView, DistillationMethod, Method
+from ..kinds import DecentralizedView, Method
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 EXECUTIONS = ("simulate", "gloo")
@@ -175,21 +179,25 @@ class World:
 
 
 def check_node_models(out: Any, method_name: str, n: int, x_probe: torch.Tensor, num_classes: int, device: Any) -> list[torch.nn.Module]:
-    """The harness's check of a decentralized method's output; raises ``CellFailure`` naming the plugin."""
-    from .label_noise import check_corrected_model
+    """The harness's check of a decentralized method's output (``validation.check_node_models``,
+    the contest's check of kind ``node-models``); raises ``CellFailure`` naming the plugin."""
+    from ..validation import check_node_models as check
 
-    prefix = f"invalid output of plugin {method_name!r}"
-    if not isinstance(out, (list, tuple)):
-        raise CellFailure(f"{prefix}: distill() returned {type(out).__name__}, not a list of one model per node")
-    if len(out) != n:
-        raise CellFailure(f"{prefix}: distill() returned {len(out)} models for {n} nodes; return exactly one per node")
-    models = []
-    for i, m in enumerate(out):
-        try:
-            models.append(check_corrected_model(m, method_name, x_probe, num_classes, device))
-        except CellFailure as exc:
-            raise CellFailure(str(exc).replace("correct() returned", f"node {i}'s model is").replace("the returned model", f"node {i}'s model")) from None
-    return models
+    return check(out, method_name, n, x_probe, num_classes, device)
+
+
+@dataclass
+class _Fixture:
+    """One cell's fixture: the profile, context, world, topology, execution, the view's spec and
+    (execution simulate) the harness's byte-counting network."""
+
+    profile: Profile
+    ctx: CellContext
+    world: World
+    topo: DC.Topology
+    how: str
+    spec: DC.ViewSpec
+    net: DC.Network | None
 
 
 class DecentralizedTrack(Track):
@@ -364,66 +372,56 @@ class DecentralizedTrack(Track):
         a track run builds it in the contestant worker instead."""
         return self.view_spec(profile, cell, w, topo, ctx).open(net if net is not None else DC.Network(topo))
 
-    # ---- the cell ---------------------------------------------------------------------------
+    # ---- the cell (the base class's pipeline: fixture -> view -> contest -> evaluate) --------
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        from .. import contestant as C
+    def contest_kind(self, profile: Profile) -> str:
+        """``node-models`` (all nodes in the contestant worker, its ``view.net`` served by this
+        process's ``Network``) or, with execution ``gloo``, ``node-models-gloo`` (one process
+        per node; ``gossip_dist.run_views``)."""
+        return "node-models" if self.execution(profile) == "simulate" else "node-models-gloo"
 
-        if not isinstance(method, DistillationMethod) or method.role != "decentralized":
-            raise CellFailure(self.accepts(method) or f"track 'decentralized' ranks distillation methods with role 'decentralized'; {method.name!r} is not one")
-        profile = self.profile(cell.profile)
-        dataset, topo_name = str(cell.axes["dataset"]), str(cell.axes["topology"])
-        alpha, n = float(cell.axes["alpha"]), int(cell.axes["nodes"])
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> "_Fixture":
+        """The cell's world (splits, public set with its hidden flags, partition; memoized), its
+        topology, the view's spec, and (execution simulate) a fresh byte-counting ``Network``."""
+        topo_name, n = str(cell.axes["topology"]), int(cell.axes["nodes"])
         try:
             topo = DC.topology(topo_name, n)
         except ValueError as exc:
             raise CellFailure(f"profile {profile.id}: {exc}") from None
         how = self.execution(profile)
-        protected = C.protected_paths(dataset, ctx.data_dir, ctx.cache_dir)
-        if how == "simulate":
-            C.prestart(device=str(ctx.device), protected=protected)  # boots while the data loads
         ctx.progress("data", 0.0)
-        w = self.world(profile, dataset, alpha, n, cell.repeat, ctx)
+        w = self.world(profile, str(cell.axes["dataset"]), float(cell.axes["alpha"]), n, cell.repeat, ctx)
         ctx.progress("distill", 0.1)
-        t0 = time.perf_counter()
-        if how == "simulate":
-            # in the contestant worker (no test split, no hidden flags); its view.net is this
-            # process's Network, which mixes and counts every byte
-            net = DC.Network(topo)
-            spec = self.view_spec(profile, cell, w, topo, ctx)
-            try:
-                got = C.run_contestant(method, "distill", spec, device=str(ctx.device), protected=protected, output="node-models", serve=DC.NetworkService(net))
-            except (C.ContestantError, C.ContestantCrash, D.LeakageError) as exc:
-                raise CellFailure(str(exc)) from exc
-            out = self.rebuild_models(got["states"], spec.model_factory, method.name, n)
-            method_info = dict(got["info"])
-            sent, traffic = dict(net.bytes), net.traffic.copy()
+        return _Fixture(profile, ctx, w, topo, how, self.view_spec(profile, cell, w, topo, ctx), DC.Network(topo) if how == "simulate" else None)
+
+    def view(self, fixture: "_Fixture", cell: Cell, method: Method) -> DC.ViewSpec:
+        """The view's spec: node-local data and label counts, the public images (no flags), the
+        topology, model factory, recipe and seed; the contestant worker opens it around a remote
+        ``view.net`` (``service``). No test split, no hidden flags."""
+        return fixture.spec
+
+    def service(self, fixture: "_Fixture", cell: Cell) -> Any:
+        """The worker's ``view.net`` requests run on this process's ``Network``, which mixes and
+        counts every byte (None for execution gloo: the node processes count)."""
+        return DC.NetworkService(fixture.net) if fixture.net is not None else None
+
+    def runner(self, fixture: "_Fixture", cell: Cell) -> Any:
+        """Execution gloo: one process per node (``gossip_dist.run_views``), which count the bytes."""
+        if fixture.how != "gloo":
+            return None
+        from .. import gossip_dist
+
+        return gossip_dist.run_views
+
+    def evaluate(self, fixture: "_Fixture", cell: Cell, contest: Any) -> CellResult:
+        """The communication check and the metrics (``score``) of the contest's node models."""
+        f = fixture
+        out = contest.output
+        if f.net is not None:
+            sent, traffic = dict(f.net.bytes), f.net.traffic.copy()
         else:
-            if not getattr(method, "multiprocess", False):
-                raise CellFailure(f"plugin {method.name!r} does not declare multiprocess = True, so it cannot run one node per process; use execution 'simulate'")
-            from .. import gossip_dist
-
-            out, sent, method_info, traffic = gossip_dist.run_cell_multiprocess(self, profile, cell, method, w, topo, ctx)
-        train_s = time.perf_counter() - t0
-        return self.score(profile, cell, method, out, sent, method_info, w, topo, ctx, train_s=train_s, how=how, traffic=traffic)
-
-    @staticmethod
-    def rebuild_models(states: Any, factory: Any, method_name: str, n: int) -> list[torch.nn.Module]:
-        """The harness's copies of the method's node models: its factory's model loaded with each
-        returned state (a model of another architecture fails the cell)."""
-        prefix = f"invalid output of plugin {method_name!r}"
-        if len(states) != n:
-            raise CellFailure(f"{prefix}: distill() returned {len(states)} models for {n} nodes; return exactly one per node")
-        models = []
-        for i, state in enumerate(states):
-            m = factory()
-            try:
-                m.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
-            except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise CellFailure(f"{prefix}: node {i}'s model is not the view's architecture ({first}); return the models view.model_factory() builds") from None
-            models.append(m)
-        return models
+            sent, traffic = dict(out.bytes or {}), out.traffic
+        return self.score(f.profile, cell, cell.method, out.models, sent, dict(out.info), f.world, f.topo, f.ctx, train_s=float(contest.seconds), how=f.how, traffic=traffic)
 
     @staticmethod
     def check_communication(models: list[torch.nn.Module], init: torch.nn.Module, traffic: np.ndarray, method_name: str) -> None:
@@ -441,15 +439,17 @@ class DecentralizedTrack(Track):
                 "nodes may share parameters only through view.net"
             )
 
-    def score(self, profile: Profile, cell: Cell, method: Method, out: Any, sent: dict[str, int], method_info: dict[str, Any], w: World,
+    def score(self, profile: Profile, cell: Cell, method: Method | str, out: Any, sent: dict[str, int], method_info: dict[str, Any], w: World,
               topo: DC.Topology, ctx: CellContext, *, train_s: float, how: str, traffic: np.ndarray | None = None) -> CellResult:
         """Check the method's node models (and, given the counted ``traffic``, that nodes agree
-        only as far as it allows) and compute the cell's metrics, artifacts and info."""
+        only as far as it allows) and compute the cell's metrics, artifacts and info. ``method``:
+        the method or its name (messages name it)."""
+        name = method if isinstance(method, str) else method.name
         n = topo.n
-        models = check_node_models(out, method.name, n, w.x_test[: min(8, len(w.x_test))], w.num_classes, ctx.device)
+        models = check_node_models(out, name, n, w.x_test[: min(8, len(w.x_test))], w.num_classes, ctx.device)
         factory = self.model_factory(profile, cell, w, ctx)
         if traffic is not None:
-            self.check_communication(models, factory(), traffic, method.name)
+            self.check_communication(models, factory(), traffic, name)
         method_info = dict(method_info)
 
         ctx.progress("evaluate", 0.9)
@@ -476,9 +476,9 @@ class DecentralizedTrack(Track):
         kept = method_info.pop("public_kept", None)
         detector: dict[str, Any] = {}
         if kept is not None:
-            metrics.update(self._detector_metrics(kept, w.public_is_id, n, method.name, detector))
+            metrics.update(self._detector_metrics(kept, w.public_is_id, n, name, detector))
         if not all(np.isfinite(v) for v in metrics.values()):
-            raise CellFailure(f"plugin {method.name!r}: the cell's metrics are not finite ({ {k: v for k, v in metrics.items() if not np.isfinite(v)} })")
+            raise CellFailure(f"plugin {name!r}: the cell's metrics are not finite ({ {k: v for k, v in metrics.items() if not np.isfinite(v)} })")
         artifacts = [
             ArtifactOut.npy("partition", "label_counts.npy", w.counts),
             ArtifactOut.npy("topology", "W.npy", topo.W),
