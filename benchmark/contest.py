@@ -34,8 +34,10 @@ then, call by call, only the demand already simulated; see ``_provisioning_drive
 ``node-models`` (``distill`` of a decentralized method: one model per node, its view *served*,
 see below) and ``node-models-gloo`` (the same, one process per node that the track starts
 instead of the worker). A track names the entry its contest runs with ``Track.contest_kind``
-(default: its ``contestant_kind``). The video track's distillation kind still runs in its own
-code until that track moves onto the pipeline.
+(default: its ``contestant_kind``); ``distillation`` with role ``early-exit`` (``distill`` on an
+``ExitView``; the heads come back as weights and are loaded into heads of the harness's
+architecture). A kind whose roles take different views and outputs has one entry per role,
+``"kind:role"`` (``kind_for``).
 
 Served views: a kind may declare ``served``: its views hold live parts that talk to the harness
 while the contestant runs (the decentralized view's network). The track then supplies the
@@ -62,7 +64,7 @@ from . import validation as V
 from .cells import CellFailure
 from .kinds import AttackMethod, DistillationMethod, Method, NoiseCorrectionMethod, PrivacyMethod, ProvisioningMethod, Selection, SelectionMethod
 
-__all__ = ["KINDS", "ContestResult", "Kind", "contest", "tenant"]
+__all__ = ["KINDS", "ContestResult", "Kind", "contest", "kind_for", "tenant"]
 
 
 @dataclass
@@ -276,8 +278,30 @@ def _node_models_check(out: NodeModels, view: Any, method: Method) -> NodeModels
     return out
 
 
-#: the kinds the contest calls (the video track's distillation kind is added when that track
-#: moves onto the pipeline)
+
+def _exit_unplain(plain: Any, view: Any) -> Any:
+    """An early-exit method's heads as weights (tensors keyed by (modality, k)) and its combiner;
+    ``validation.check_exit_model`` loads the weights into heads of the harness's architecture."""
+    import torch
+
+    from .kinds import ExitModel
+
+    try:
+        heads = {(str(m), int(k)): {str(n): torch.from_numpy(np.asarray(a)) for n, a in dict(state).items()} for m, k, state in plain["heads"]}
+        if len(heads) != len(plain["heads"]):
+            raise ValueError("a (modality, k) is given twice")
+        combiner = None if plain["combiner"] is None else [np.asarray(b) for b in plain["combiner"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise V.OutputError(f"the contestant worker sent back an early-exit output that is not heads and a combiner ({type(exc).__name__}: {exc})") from None
+    return ExitModel(heads=heads, combiner=combiner)
+
+
+def _exit_check(out: Any, view: Any, method: Method) -> Any:
+    return V.check_exit_model(out, view, method.name)
+
+
+#: the kinds the contest calls. A kind whose roles take different views and outputs has one entry per role,
+#: ``"kind:role"`` (``kind_for``): the video track's ``distillation:early-exit``.
 KINDS: dict[str, Kind] = {
     "selection": Kind("selection", "select", SelectionMethod, _selection_unplain, _selection_check),
     "privacy": Kind("privacy", "score", PrivacyMethod, lambda plain, view: plain, _scores_check),
@@ -286,7 +310,15 @@ KINDS: dict[str, Kind] = {
     "provisioning": Kind("provisioning", "plan", ProvisioningMethod, lambda plain, view: plain, _plan_check, drive=_provisioning_drive),
     "node-models": Kind("node-models", "distill", DistillationMethod, _node_models_unplain, _node_models_check, output="node-models", served=True),
     "node-models-gloo": Kind("node-models-gloo", "distill", DistillationMethod, _node_models_unplain, _node_models_check, external=True),
+    "distillation:early-exit": Kind("distillation:early-exit", "distill", DistillationMethod, _exit_unplain, _exit_check),
 }
+
+
+def kind_for(kind: str, method: Method) -> Kind | None:
+    """The contest's entry for a method of ``kind``: ``KINDS["kind:role"]`` when the method's
+    role has its own entry, else ``KINDS[kind]`` (None: the contest does not know the kind)."""
+    role = str(getattr(method, "role", "") or "")
+    return (KINDS.get(f"{kind}:{role}") if role else None) or KINDS.get(kind)
 
 
 def tenant(method: Method) -> str:
@@ -303,13 +335,13 @@ def contest(method: Method, views: Sequence[Any], *, kind: str, device: str, pro
     ``service``: the harness's side (``Track.service``): for a served kind the callable that
     answers the views' requests, for a driven kind the process that drives the contestant (the
     pool simulation); ``blas``: the worker's BLAS threads (``Track.blas_threads``)."""
-    serve = service if KINDS.get(kind) is not None and KINDS[kind].served else None
     from . import contestant as C
     from .data import LeakageError
 
-    if kind not in KINDS:
+    k = kind_for(kind, method)
+    if k is None:
         raise CellFailure(f"the contest does not know kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    k = KINDS[kind]
+    serve = service if k.served else None
     views = list(views)
     if k.served and serve is None:
         raise CellFailure(f"kind {kind!r} serves its views while the contestant runs, but the track gave no service (Track.service)")

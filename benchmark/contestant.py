@@ -58,6 +58,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .data import LeakageError
@@ -343,7 +344,8 @@ def _invoke(method: Any, fn: str, view: Any) -> Any:
 
 def _report(fn: str, view: Any) -> str:
     """What the view gathered while the contestant ran, as JSON text (numbers only): a
-    noise-correction view's ``info`` and training-fixture use, a privacy view's forward counts."""
+    noise-correction view's ``info`` and training-fixture use, an early-exit view's ``info``, a
+    privacy view's forward counts."""
     import json
 
     out: dict[str, Any] = {}
@@ -352,6 +354,9 @@ def _report(fn: str, view: Any) -> str:
         train = getattr(view, "train", None)
         out["fixture_calls"] = int(getattr(train, "calls", 0))
         out["fixture_s"] = float(getattr(train, "seconds", 0.0))
+    elif fn == "distill":  # an early-exit view: what the method recorded in view.info (its string keys)
+        info = {k: v for k, v in dict(getattr(view, "info", {}) or {}).items() if isinstance(k, str)}
+        out["info"] = json.loads(json.dumps(info, sort_keys=True, default=_json_default))
     elif fn == "score":
         out["target"] = int(getattr(view.target, "forwards", 0))
         out["shadows"] = int(sum(int(getattr(b, "forwards", 0)) for b in view.shadows))
@@ -475,6 +480,43 @@ def _plain_node_models(raw: Any, name: str, view: Any) -> dict[str, Any]:
     return {"states": states, "info": info}
 
 
+def _plain_exit_model(raw: Any, name: str) -> dict[str, Any]:
+    """An early-exit method's ``ExitModel`` as numbers only: each head's ``state_dict`` as arrays
+    keyed by (modality, k), and the combiner's weight vectors as arrays (None: no combiner). The
+    harness loads the weights into heads of its own architecture (``validation.check_exit_model``)."""
+    from collections.abc import Mapping
+
+    import torch
+
+    from .kinds import ExitModel
+
+    prefix = f"invalid output of plugin {name!r}"
+    if not isinstance(raw, ExitModel):
+        raise ContestantOutputError(f"{prefix}: distill returned a {type(raw).__name__}; return an ExitModel(heads=..., combiner=...)")
+    if not isinstance(raw.heads, Mapping):
+        raise ContestantOutputError(f"{prefix}: ExitModel.heads is a {type(raw.heads).__name__}; return a dict (modality, k) -> head")
+    heads = []
+    for key, h in raw.heads.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], int) and not isinstance(key[1], bool)):
+            raise ContestantOutputError(f"{prefix}: ExitModel.heads has the key {key!r}; keys are (modality, k) pairs such as ('mv', 1)")
+        if not isinstance(h, torch.nn.Module):
+            raise ContestantOutputError(f"{prefix}: head {key} is a {type(h).__name__}, not a torch.nn.Module")
+        state = {}
+        for k, v in h.state_dict().items():
+            t = v.detach().cpu() if isinstance(v, torch.Tensor) else v
+            arr = _plain_array(t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t, f"head {key}'s {k}", name)
+            state[str(k)] = arr.reshape(tuple(t.shape)) if isinstance(t, torch.Tensor) else arr  # a 0-d buffer stays 0-d
+        heads.append((str(key[0]), int(key[1]), state))
+    combiner = None
+    if raw.combiner is not None:
+        try:
+            vectors = list(raw.combiner)
+        except TypeError:
+            raise ContestantOutputError(f"{prefix}: ExitModel.combiner is a {type(raw.combiner).__name__}; return one weight vector per exit (or None)") from None
+        combiner = [_plain_array(b, f"combiner weights of exit {e}", name) for e, b in enumerate(vectors)]
+    return {"heads": heads, "combiner": combiner}
+
+
 def _from_plain(call: str, out: Any) -> Any:
     """A ``select`` answer as the harness's ``Selection`` (the other calls: ``coreset_bench.contest``)."""
     if call == "select":
@@ -491,7 +533,7 @@ def _from_plain(call: str, out: Any) -> Any:
 
 
 #: the contestant's output as numbers, per protocol function (run in the worker)
-_PLAIN = {"select": _plain_selection, "score": _plain_scores, "perturb": _plain_tensor, "correct": _plain_model}
+_PLAIN = {"select": _plain_selection, "score": _plain_scores, "perturb": _plain_tensor, "correct": _plain_model, "distill": _plain_exit_model}
 #: outputs made with the view as well (a decentralized method's ``view.info`` comes back with its models)
 _PLAIN_VIEW = {"node-models": _plain_node_models}
 
@@ -561,6 +603,11 @@ def _rebuild_model(spec: Any, state: Any, training: bool, device: str) -> Any:
     return rebuild(spec, state, training, device)
 
 
+def _readonly_mapping(d: dict[Any, Any]) -> MappingProxyType:
+    """Worker side of a view's read-only mapping (``types.MappingProxyType`` does not pickle)."""
+    return MappingProxyType(d)
+
+
 class _ViewPickler(pickle.Pickler):
     """Pickles a contestant's views: every ``torch.nn.Module`` travels as its ``BuildSpec`` (a
     registered architecture) and its weights, so the worker rebuilds its own model and no live
@@ -577,6 +624,8 @@ class _ViewPickler(pickle.Pickler):
             first = next(iter(obj.parameters()), None)
             first = first if first is not None else next(iter(obj.buffers()), None)
             return (_rebuild_model, (spec, weights(obj), bool(obj.training), str(first.device) if first is not None else "cpu"))
+        if isinstance(obj, MappingProxyType):  # a view's read-only mapping (ExitView's features): rebuilt read-only
+            return (_readonly_mapping, (dict(obj),))
         base = sys.modules.get("coreset_bench.tracks.base")
         if base is not None and isinstance(obj, base.Track):
             raise ViewShipError(f"it holds the track object {type(obj).__name__} (a track's memo must not reach the contestant)")

@@ -795,6 +795,11 @@ class ExitView(_ReadOnlyView):
     training augmentation (``ic_augment``) give ``feats_train_aug[m][k-1]`` (V, N, K, ch, h, w)
     and ``final_logits_train_aug[m]`` (V, N, K, C): the frozen backbones' features and logits of
     V augmented copies (fixed random multi-scale crops) of every ``feats_train`` clip.
+
+    ``backbone_factory(m)`` (the video track; None in the kit's views) returns a fresh copy of
+    modality m's frozen network (``video_models.TinyExitNet``, eval mode, ``requires_grad`` off):
+    the frozen backbones travel to the contestant worker as their architecture and weights, and
+    a method may run or change its copies without touching the networks the harness evaluates with.
     """
 
     modalities: Sequence[str]
@@ -816,6 +821,7 @@ class ExitView(_ReadOnlyView):
     y_heldout: Any = None
     feats_train_aug: Mapping[str, Sequence[Any]] | None = None
     final_logits_train_aug: Mapping[str, Any] | None = None
+    backbone_factory: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -20,9 +20,10 @@ fails. What each check enforces:
   between the nodes, changing one node's data leaves every other node's model bit-identical (so
   nothing crosses between nodes outside ``view.net``).
 * ``check_exit_method``: role ``"early-exit"``; the frozen backbones' cached features and
-  logits are left bit-unchanged; all heads (every modality, stages 1..3) present, finite and
-  giving (B, C) on their stage's features; a combiner of one finite weight vector of length
-  e + 1 per exit e (or None); determinism.
+  logits are left bit-unchanged; the harness's output check (``validation.check_exit_model``):
+  all heads (every modality, stages 1..3) present, of the architecture ``view.head_factory``
+  builds, finite and giving (B, C) on their stage's features; a combiner of one finite weight
+  vector of length e + 1 per exit e (or None); determinism.
 * ``check_provisioning_method``: driven through a 2-day minute trace by the pool simulator:
   every plan is 1-D, of length ``horizon``, finite and >= 0; ``history`` is read-only and
   ``future`` is absent for methods that are not ``privileged``; deterministic; the whole trace
@@ -51,7 +52,7 @@ from .kinds import (
     SelectionMethod,
     WarmupRun,
 )
-from .validation import SelectionOutputError, validate_selection
+from .validation import OutputError, SelectionOutputError, check_exit_model, validate_selection
 
 
 def _seed(*parts: Any) -> int:
@@ -329,7 +330,7 @@ def make_decentralized_view(*, n_nodes: int = 3, topology: str = "isolated", per
 def make_decentralized_spec(*, n_nodes: int = 3, topology: str = "isolated", per_node: int = 24, num_classes: int = 3, dim: int = 8, n_public: int = 16, seed: int = 0, perturb_node: int | None = None) -> ViewSpec:
     """A small decentralized view's ``ViewSpec`` (its network not yet attached: ``spec.open(net)``
     here, or, as the track runs it, ``testing.check_in_worker(method, spec, kind="node-models",
-    serve=NetworkService(Network(spec.topology)))``): label-skewed Gaussian blobs at ``n_nodes`` nodes on the
+    service=NetworkService(Network(spec.topology)))``): label-skewed Gaussian blobs at ``n_nodes`` nodes on the
     ``isolated``, ``ring`` or ``complete`` topology, an unlabelled public set (part of it
     out-of-distribution, unflagged) and a seeded MLP factory. ``perturb_node=k`` changes node k's
     inputs and labels (same sizes) and nothing else: the isolation check's second world. As in
@@ -509,24 +510,10 @@ def _distill_exits(method: DistillationMethod, view: ExitView) -> ExitModel:
     before = _fingerprint(frozen)
     out = _run_guarded(method.name, lambda: method.distill(view))
     assert _fingerprint(frozen) == before, f"{method.name}: changed the frozen backbones' cached features, logits or labels in place; copy them before modifying"
-    assert isinstance(out, ExitModel), f"{method.name}: distill returned a {type(out).__name__}, not an ExitModel"
-    want = {(m, k) for m in view.modalities for k in (1, 2, 3)}
-    got = set(out.heads)
-    assert got == want, f"{method.name}: heads {sorted(got)}; expected one per modality and stage 1..3: {sorted(want)}"
-    for (m, k), head in sorted(out.heads.items()):
-        _check_module(head, f"{method.name}: head {(m, k)}")
-        f = view.feats_train[m][k - 1]
-        with torch.no_grad():
-            logits = head.eval()(f.reshape(-1, *f.shape[2:]))
-        assert tuple(logits.shape) == (f.shape[0] * f.shape[1], view.num_classes), f"{method.name}: head {(m, k)} gives {tuple(logits.shape)} on its stage's features"
-        assert bool(torch.isfinite(logits).all()), f"{method.name}: head {(m, k)} gives non-finite logits"
-    if out.combiner is not None:
-        assert len(out.combiner) == len(view.exit_order), f"{method.name}: combiner has {len(out.combiner)} weight vectors; expected one per exit ({len(view.exit_order)})"
-        for e, beta in enumerate(out.combiner):
-            b = np.asarray(beta, dtype=np.float64)
-            assert b.shape == (e + 1,), f"{method.name}: combiner weights of exit {e} have shape {b.shape}, expected ({e + 1},)"
-            assert np.isfinite(b).all(), f"{method.name}: combiner weights of exit {e} are not finite"
-    return out
+    try:  # the harness's own check (``validation.check_exit_model``): heads of its architecture, finite, a valid combiner
+        return check_exit_model(out, view, method.name)
+    except OutputError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def check_exit_method(method: DistillationMethod, *, max_seconds: float = 120.0) -> ExitModel:

@@ -199,10 +199,11 @@ def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset
     in the contestant worker, models sent as their registered architecture and weights, outputs
     back as numbers and checked by the kind's output check (``coreset_bench.validation``).
 
-    ``kind`` defaults to ``method.kind`` (``selection``, ``privacy``, ``attack`` or
-    ``noise-correction``; an attack's views are ``kinds.AttackView``; a decentralized method's
-    kind is ``node-models``, its view a ``decentralized.ViewSpec`` served by ``serve``, e.g.
-    ``decentralized.NetworkService(Network(spec.topology))``). The files of ``dataset``
+    ``kind`` defaults to ``method.kind`` (``selection``, ``privacy``, ``attack``,
+    ``noise-correction``, or ``distillation`` for a method with role ``early-exit``, on
+    ``make_exit_view()`` views; an attack's views are ``kinds.AttackView``; a decentralized
+    method's kind is ``node-models``, its view a ``decentralized.ViewSpec`` served by ``serve``,
+    e.g. ``decentralized.NetworkService(Network(spec.topology))``). The files of ``dataset``
     and ``data_dir``, and the directories in ``protected``, are out of the method's reach.
     Returns the ``ContestResult`` (``.outputs``, ``.output`` for one view, ``.reports``); raises
     AssertionError with the cell's one-line error when the cell would fail.
@@ -215,7 +216,7 @@ def check_in_worker(method: Any, views: Any, *, kind: str | None = None, dataset
 
     paths = tuple(sorted(set(C.protected_paths(dataset, data_dir, None)) | {os.path.realpath(str(p)) for p in protected}))
     try:
-        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths, serve=serve)
+        return contest(method, list(views) if isinstance(views, (list, tuple)) else [views], kind=kind or method.kind, device="cpu", protected=paths, service=serve)
     except CellFailure as exc:
         raise AssertionError(f"{method.name}: {exc}") from None
 

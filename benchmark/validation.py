@@ -13,6 +13,8 @@
   and >= 0 (the harness rounds it and clips it to ``max_pool``).
 * decentralized distillation (``check_node_models``): exactly one model per node, each passing
   the noise-correction model check.
+* early-exit distillation (``check_exit_model``): one head of the harness's architecture per
+  (modality, k) with finite weights and logits, and a combiner of e + 1 finite weights per exit.
 
 A selection is valid when its indices form a 1-D array of unique integers in ``[0, n)`` with
 exactly the budget of them (at most the budget, and at least one, for methods with
@@ -237,3 +239,104 @@ def check_node_models(out: Any, method_name: str, n: int, x_probe: Any, num_clas
         except OutputError as exc:
             raise OutputError(str(exc).replace("correct() returned", f"node {i}'s model is").replace("the returned model", f"node {i}'s model")) from None
     return models
+def check_exit_model(out: Any, view: Any, method_name: str) -> Any:
+    """An early-exit method's ``ExitModel``, checked against its ``ExitView`` and returned with
+    the harness's own heads, or ``OutputError``:
+
+    * ``heads``: exactly one head per (modality, k) for the view's modalities and k = 1..3, each
+      of the harness's architecture: its weights (a ``torch.nn.Module`` of the same layers as
+      ``view.head_factory(m, k)``'s, or, from the contestant worker, that head's ``state_dict``
+      as arrays) are loaded into a fresh ``view.head_factory(m, k)`` head (strictly: the same
+      names and shapes), which is what the harness evaluates, so an exit's cost is the harness's;
+      its parameters and buffers finite; its logits on a few training clips' stage features of
+      shape (clips x segments, classes) and finite;
+    * ``combiner``: None, or one weight vector per exit of ``view.exit_order`` with e + 1 finite
+      numbers for exit e (float64; negative weights clipped to 0, as WISE's).
+    """
+    from collections.abc import Mapping
+
+    import torch
+
+    from .kinds import ExitModel
+
+    prefix = f"invalid output of plugin {method_name!r}"
+    if not isinstance(out, ExitModel):
+        raise OutputError(f"{prefix}: distill returned a {type(out).__name__}; return an ExitModel(heads=..., combiner=...)")
+    heads = dict(out.heads) if isinstance(out.heads, Mapping) else None
+    want = {(m, k) for m in view.modalities for k in (1, 2, 3)}
+    if heads is None or set(heads) != want:
+        got = sorted(heads, key=str) if heads is not None else type(out.heads).__name__
+        raise OutputError(f"{prefix}: ExitModel.heads has {got}; it needs exactly one head per (modality, k) for {', '.join(view.modalities)} and k = 1..3")
+    checked: dict[tuple[str, int], Any] = {}
+    for m, k in sorted(want, key=lambda mk: (list(view.modalities).index(mk[0]), mk[1])):
+        h = heads[(m, k)]
+        fresh = view.head_factory(m, k)
+        if isinstance(h, torch.nn.Module):
+            if _layers(h) != _layers(fresh):
+                raise OutputError(f"{prefix}: head {(m, k)} is not of the harness's architecture; train the head view.head_factory({m!r}, {k}) returns (exit costs are counted for it)")
+            state = h.state_dict()
+        elif isinstance(h, Mapping):
+            state = dict(h)
+        else:
+            raise OutputError(f"{prefix}: head {(m, k)} is a {type(h).__name__}, not a torch.nn.Module")
+        problem = _state_mismatch(fresh.state_dict(), state)
+        if problem is None:
+            try:
+                fresh.load_state_dict(state)
+            except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+                problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if problem is not None:
+            raise OutputError(f"{prefix}: head {(m, k)} is not of the harness's architecture ({problem}); train the head view.head_factory({m!r}, {k}) returns")
+        bad = [n for n, t in list(fresh.named_parameters()) + list(fresh.named_buffers()) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise OutputError(f"{prefix}: head {(m, k)} has non-finite (NaN or inf) values in {', '.join(bad[:5])}")
+        fresh = fresh.to(getattr(view, "device", "cpu")).eval()
+        f = view.feats_train[m][k - 1][:4]
+        with torch.no_grad():
+            try:
+                logits = fresh(f.reshape(-1, *f.shape[2:]))
+            except Exception as exc:  # noqa: BLE001 - a head that fails is the plugin's
+                raise OutputError(f"{prefix}: head {(m, k)} fails on its stage's features ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if tuple(logits.shape) != (f.shape[0] * f.shape[1], int(view.num_classes)):
+            raise OutputError(f"{prefix}: head {(m, k)} gives logits of shape {tuple(logits.shape)}; expected (batch, {int(view.num_classes)})")
+        if not bool(torch.isfinite(logits).all()):
+            raise OutputError(f"{prefix}: head {(m, k)} gives non-finite logits")
+        checked[(m, k)] = fresh
+    combiner = None
+    if out.combiner is not None:
+        e_n = len(view.exit_order)
+        try:
+            vectors = list(out.combiner)
+        except TypeError:
+            raise OutputError(f"{prefix}: ExitModel.combiner is a {type(out.combiner).__name__}; return one weight vector per exit (or None)") from None
+        if len(vectors) != e_n:
+            raise OutputError(f"{prefix}: the combiner has {len(vectors)} weight vectors; it needs one per exit ({e_n})")
+        combiner = []
+        for e, b in enumerate(vectors):
+            try:
+                arr = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise OutputError(f"{prefix}: combiner weights of exit {e} are not numeric") from None
+            if arr.shape != (e + 1,):
+                raise OutputError(f"{prefix}: combiner weights of exit {e} have {arr.size} entries; exit e weighs exits 0..e (e + 1 = {e + 1})")
+            if not np.isfinite(arr).all():
+                raise OutputError(f"{prefix}: combiner weights of exit {e} are not finite")
+            combiner.append(np.clip(arr, 0.0, None))
+    return ExitModel(heads=checked, combiner=combiner)
+
+
+def _layers(module: Any) -> list[tuple[str, str, str]]:
+    """A module's layers (name, class, configuration): equal for two modules of one architecture."""
+    return [(n, f"{type(m).__module__}.{type(m).__qualname__}", m.extra_repr()) for n, m in module.named_modules()]
+
+
+def _state_mismatch(want: Any, got: Any) -> str | None:
+    """What keeps weights ``got`` from fitting a module whose state is ``want`` (None: they fit)."""
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want), key=str)
+    if missing or extra:
+        return "; ".join(([f"missing {', '.join(missing[:3])}"] if missing else []) + ([f"unexpected {', '.join(map(str, extra[:3]))}"] if extra else []))
+    for name, t in want.items():
+        shape = tuple(getattr(got[name], "shape", ()))
+        if shape != tuple(t.shape):
+            return f"{name} has shape {shape}, expected {tuple(t.shape)}"
+    return None

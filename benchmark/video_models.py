@@ -91,6 +91,41 @@ class HeadFactory:
             return ic_head(ch, hw, self.num_classes)
 
 
+class FrozenBackbones:
+    """Picklable ``modality -> a fresh copy of that modality's frozen network`` (a
+    ``TinyExitNet`` in eval mode with ``requires_grad`` off): the frozen backbones of a cell as
+    their architecture (input channels, classes, widths, input BatchNorm) and weights. It travels
+    to the contestant worker inside ``ExitView.backbone_factory`` as numbers; every call builds a
+    new network, so what a method does to one copy reaches neither another copy nor the harness's
+    networks (``param_hash`` of which the track checks after the contest)."""
+
+    def __init__(self, nets: Mapping[str, TinyExitNet]) -> None:
+        self.config: dict[str, dict[str, Any]] = {}
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        for m, net in nets.items():
+            if not isinstance(net, TinyExitNet):
+                raise TypeError(f"backbone {m!r} is a {type(net).__name__}, not a TinyExitNet")
+            first = net.blocks[0][0]
+            self.config[m] = {"in_ch": int(first.in_channels), "num_classes": int(net.fc.out_features),
+                              "widths": [int(b[0].out_channels) for b in net.blocks], "input_bn": isinstance(net.input_bn, nn.BatchNorm2d)}
+            self.state[m] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.config)
+
+    def __call__(self, modality: str, device: Any = "cpu") -> TinyExitNet:
+        if modality not in self.config:
+            raise ValueError(f"unknown modality {modality!r}; the track's are {', '.join(self.config)}")
+        c = self.config[modality]
+        with torch.random.fork_rng(devices=[]):  # the weights are overwritten: the initialisation must not use the caller's generator
+            net = TinyExitNet(c["in_ch"], c["num_classes"], c["widths"], input_bn=c["input_bn"])
+        net.load_state_dict(self.state[modality])
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net.eval().to(device)
+
+
 def count_macs(module: nn.Module, x: torch.Tensor) -> int:
     """Multiply-accumulates of ``module(x)``: FlopCounterMode's FLOPs / 2 (conv, linear, matmul)."""
     from torch.utils.flop_counter import FlopCounterMode

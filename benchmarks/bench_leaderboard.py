@@ -9,6 +9,20 @@ two methods fail, so their rows are incomplete. The figure printed is the wall-c
 ``render_site`` call (loading the store, statistics, all pages, figures and artifact copies);
 the requirement is <= 5 s. The CPU time of the process is printed beside the wall time: on
 a shared machine the wall time also counts the time other processes held the cores.
+
+With ``--committed`` it times instead the command users run on the committed entries, against an
+older commit, in one command so that both see the same machine load::
+
+    /work/venv/bin/python benchmarks/bench_leaderboard.py --committed [--against 9fa0d3d] [--repeats 3]
+
+Each side runs ``coreset-bench leaderboard --entries <this checkout>/results/entries --out DIR``
+from an empty temporary directory in a fresh interpreter (plugin loading and imports included),
+the older one from a temporary ``git worktree`` of ``--against`` (removed afterwards); both import
+their package through the same kind of path (a directory of links laid out as the installed
+``coreset_bench`` package), with bytecode cached by one untimed warm-up run each. The runs
+alternate (old, new, old, new, ...); printed: each run's wall and CPU time (the process and its
+figure workers), the medians, and the ratio new / old. The requirement is <= 10 s on an idle
+machine; on a shared one the CPU time and the ratio are the figures to read.
 """
 
 from __future__ import annotations
@@ -17,10 +31,15 @@ import argparse
 import hashlib
 import io
 import json
+import os
+import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import types
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,12 +127,87 @@ def build_store(root: Path, track: BenchTrack, n_methods: int) -> tuple[Store, i
     return store, len(runs), len(metrics)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+CLI = "import sys; from coreset_bench.cli import main; sys.argv[0] = 'coreset-bench'; sys.exit(main())"
+
+
+def _package_links(checkout: Path, dest: Path) -> Path:
+    """A directory that imports as the installed ``coreset_bench`` of ``checkout``: links laid out
+    as the pyproject's ``package-dir`` maps the source directories (benchmark/, plugins/, leaderboard/)."""
+    conf = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
+    mapping = conf["tool"]["setuptools"]["package-dir"]
+    pkg = dest / "coreset_bench"
+    pkg.mkdir(parents=True)
+    for item in (checkout / mapping["coreset_bench"]).iterdir():
+        if item.name != "__pycache__":
+            (pkg / item.name).symlink_to(item)
+    for name, src in mapping.items():
+        if name != "coreset_bench":
+            link = dest / Path(*name.split("."))
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(checkout / src, target_is_directory=True)
+    return dest
+
+
+def _render_once(pythonpath: Path, entries: Path, out: Path, cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``coreset-bench leaderboard`` run in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its bytecode: cache it
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CLI, "leaderboard", "--entries", str(entries), "--out", str(out)],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"the render failed ({pythonpath}):\n{proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def committed(against: str, repeats: int) -> int:
+    """Render the committed entries with ``against`` and with this checkout, alternately."""
+    entries = ROOT / "results" / "entries"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-render-committed-"))
+    old_tree = tmp / "old-checkout"
+    try:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_tree), against], check=True, capture_output=True)
+        sides = {"old": _package_links(old_tree, tmp / "old-path"), "new": _package_links(ROOT, tmp / "new-path")}
+        work = tmp / "cwd"
+        work.mkdir()
+        for side, path in sides.items():  # warm-up: bytecode and the OS file cache, not timed
+            _render_once(path, entries, tmp / f"site-{side}", work)
+        times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+        for i in range(repeats):
+            for side, path in sides.items():
+                wall, cpu = _render_once(path, entries, tmp / f"site-{side}", work)
+                times[side].append((wall, cpu))
+                print(f"run {i + 1} {side:3s}: {wall:6.2f} s wall, {cpu:6.2f} s CPU", flush=True)
+        med = {s: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for s, t in times.items()}
+        short = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", against], capture_output=True, text=True).stdout.strip()
+        print(f"old ({short}): median {med['old'][0]:.2f} s wall, {med['old'][1]:.2f} s CPU")
+        print(f"new (this checkout): median {med['new'][0]:.2f} s wall, {med['new'][1]:.2f} s CPU")
+        print(f"ratio new / old: {med['new'][0] / med['old'][0]:.2f} wall, {med['new'][1] / med['old'][1]:.2f} CPU "
+              f"(requirement for new: <= 10 s on an idle machine; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
+        return 0 if min(med["new"]) <= 10.0 else 1
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", type=int, default=51)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--keep", type=Path, default=None, help="render into this directory and keep it")
+    ap.add_argument("--committed", action="store_true", help="time rendering the committed entries against --against instead")
+    ap.add_argument("--against", default="9fa0d3d", help="the older commit of --committed (default: 9fa0d3d, before the board's split)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per side with --committed")
     args = ap.parse_args(argv)
+    if args.committed:
+        return committed(args.against, args.repeats)
     track = BenchTrack(args.seeds)
     mod = types.ModuleType("bench_leaderboard_plugin")
     mod.register_tracks = hookimpl(lambda register: register(track))  # type: ignore[attr-defined]

@@ -19,6 +19,9 @@ tiny one: run it before the change, then after, and compare the two).
     python benchmarks/pipeline_identity.py run robustness/tiny@1 -p pgd -p fgsm --out /tmp/after.json    # new code
     python benchmarks/pipeline_identity.py compare /tmp/after.json --against /tmp/before.json
 
+    # the cells' info as well (run files store it; measured seconds, keys ending in _s, are skipped)
+    python benchmarks/pipeline_identity.py compare /tmp/after.json --against /tmp/before.json --info
+
 To run the "before" side from an older commit without checking it out, put its package first
 on the path (the contestant worker inherits it)::
 
@@ -91,9 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             res = run_one(track.name, method.name, dict(cell.params), cell, ctx)
-            row = {"metrics": res.metrics, "error": None}
+            row = {"metrics": res.metrics, "info": json.loads(json.dumps(res.info, sort_keys=True, default=str)), "error": None}
         except Exception as exc:  # noqa: BLE001 - a failed cell is a result too
-            row = {"metrics": {}, "error": _format_error(exc, method.name)}
+            row = {"metrics": {}, "info": {}, "error": _format_error(exc, method.name)}
         row.update({"profile": cell.profile, "method": cell.method, "axes": dict(cell.axes), "repeat": cell.repeat, "seconds": time.perf_counter() - t0})
         rows[cell.key] = row
         state = row["error"] or f"{len(row['metrics'])} metrics"
@@ -152,12 +155,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
             continue
         names = sorted(n for n in set(row["metrics"]) | set(other["metrics"]) if not n.endswith("_s"))
         diff = [n for n in names if not _same(row["metrics"].get(n), other["metrics"].get(n))]
+        info_names: list[str] = []
+        if args.info and "info" in row and "info" in other:  # the cell's info too, where both runs stored it
+            skip = set(args.ignore_info)
+            info_names = sorted(n for n in set(row["info"]) | set(other["info"]) if not n.endswith("_s") and n not in skip)
+            diff += [f"info.{n}" for n in info_names if row["info"].get(n) != other["info"].get(n)]
         if diff:
             bad += 1
-            print(f"  DIFFERS       {label}: " + "; ".join(f"{n} {row['metrics'].get(n)!r} vs {other['metrics'].get(n)!r}" for n in diff[:6]))
+            shown = [(n, row["info"].get(n[5:]) if n.startswith("info.") else row["metrics"].get(n), other["info"].get(n[5:]) if n.startswith("info.") else other["metrics"].get(n)) for n in diff[:6]]
+            print(f"  DIFFERS       {label}: " + "; ".join(f"{n} {a!r} vs {b!r}" for n, a, b in shown))
         else:
             same += 1
-            print(f"  identical     {label} ({len(names)} metrics)")
+            print(f"  identical     {label} ({len(names)} metrics{f', {len(info_names)} info keys' if info_names else ''})")
     print(f"{same} cells bit-identical to {what}, {bad} differ, {missing} without a reference")
     return 1 if bad or (missing and not same) else 0
 
@@ -182,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run")
     c.add_argument("--against", default=None, help="another run file (default: the committed entries)")
     c.add_argument("--entries", default=str(ROOT / "results" / "entries"))
+    c.add_argument("--info", action="store_true", help="compare the cells' info as well (keys ending in _s, measured seconds, are left out); run files only")
+    c.add_argument("--ignore-info", action="append", default=[], help="an info key not to compare (e.g. one that records whether a cache served the cell)")
     args = ap.parse_args(argv)
     return cmd_run(args) if args.cmd == "run" else cmd_compare(args)
 

@@ -144,38 +144,42 @@ def budget_curves(board: Board, path: Path, max_rows: int = 10) -> bool:
 def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, tuple[float, float]]], size: float = 7.0) -> None:
     """Annotate points with text that never overlaps other labels or leaves the axes: each label
     goes right of its point, else left, nudged down (then up) in steps of a line until its box is
-    free; a label with no free place within 8 lines is drawn smaller at its point's place."""
-    fig.canvas.draw()  # the data-to-pixel transform of the final limits
+    free; a label with no free place within 8 lines is drawn smaller at its point's place.
+
+    The layout is computed in points (1/72 in) from the axes' final data limits, without drawing
+    the figure (a full draw per chart only to read a transform doubled the chart's cost), and
+    the offsets are given in points, so the SVG (72 dpi) shows the layout as computed."""
+    ax.get_xlim(), ax.get_ylim()  # resolve pending autoscaling: transData then maps to the final limits
+    to_pt = 72.0 / fig.dpi
     trans = ax.transData
-    box = ax.get_window_extent()
-    dpi = fig.dpi
-    line = size * 1.25 * dpi / 72.0
+    x0, y0, x1, y1 = (v * to_pt for v in ax.get_window_extent().extents)
+    line = size * 1.25
     taken: list[tuple[float, float, float, float]] = []
 
     def free(b: tuple[float, float, float, float]) -> bool:
-        x0, y0, x1, y1 = b
-        if x0 < box.x0 or x1 > box.x1 + 40 or y0 < box.y0 or y1 > box.y1:
+        a0, b0, a1, b1 = b
+        if a0 < x0 or a1 > x1 + 30 or b0 < y0 or b1 > y1:
             return False
-        return all(x1 <= a0 or x0 >= a1 or y1 <= b0 or y0 >= b1 for a0, b0, a1, b1 in taken)
+        return all(a1 <= c0 or a0 >= c1 or b1 <= d0 or b0 >= d1 for c0, d0, c1, d1 in taken)
 
     for text, (x, y) in sorted(labels, key=lambda t: -t[1][1]):
-        px, py = trans.transform((x, y))
-        w = len(text) * size * 0.6 * dpi / 72.0
+        px, py = (v * to_pt for v in trans.transform((x, y)))
+        w = len(text) * size * 0.6
         spot = None
         for k in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, -6, -7, -8):
-            for dx in (4.0, -4.0 - w):
-                b = (px + dx, py + 2 + k * line, px + dx + w, py + 2 + k * line + line)
+            for dx in (3.0, -3.0 - w):
+                b = (px + dx, py + 1.5 + k * line, px + dx + w, py + 1.5 + k * line + line)
                 if free(b):
-                    spot = (dx, 2 + k * line, b)
+                    spot = (dx, 1.5 + k * line, b)
                     break
             if spot is not None:
                 break
         if spot is None:
-            ax.annotate(_label(text), (x, y), xytext=(4, 3), textcoords="offset pixels", fontsize=size - 1.5, alpha=0.8)
+            ax.annotate(_label(text), (x, y), xytext=(3, 2), textcoords="offset points", fontsize=size - 1.5, alpha=0.8)
             continue
         dx, dy, b = spot
         taken.append(b)
-        ax.annotate(_label(text), (x, y), xytext=(dx, dy), textcoords="offset pixels", fontsize=size, va="bottom",
+        ax.annotate(_label(text), (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=size, va="bottom",
                     arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"} if abs(dy) > line else None)
 
 

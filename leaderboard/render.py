@@ -69,7 +69,7 @@ from .front_page import headline as _headline  # noqa: F401
 from .method_page import TIMING_KEYS, _method_meta, _method_page  # noqa: F401
 from .papers import paper_link, paper_of  # noqa: F401
 from .signing import Trust
-from .track_page import _profile_page, _table_model, _verified_by  # noqa: F401
+from .track_page import _profile_page, _table_model, _verified_by, draw_figures, figure_jobs, figure_workers  # noqa: F401
 
 MARKER = ".coreset-bench-site"
 
@@ -285,11 +285,19 @@ def render_site(
     report.warnings.extend(claim_problems)
     cards = claim_cards_mod.cards(claim_list, boards, tracks)
 
+    # every figure of the site first, side by side in forked workers (they are independent files)
+    jobs = [job for pid, board in boards.items() for job in figure_jobs(board, profile_href[pid][: -len(".html")], out)[0]]
+    try:
+        workers = figure_workers(len(jobs))
+    except ValueError as exc:
+        raise SiteError(str(exc)) from None
+    drawn = draw_figures(jobs, max_curves, workers)
+
     tmpl_profile = env.get_template("profile.html")
     index_profiles: dict[str, list[dict[str, Any]]] = {}
     for pid, board in boards.items():
         stem = profile_href[pid][: -len(".html")]
-        model = _profile_page(board, stem, out, method_href, max_curves)
+        model = _profile_page(board, stem, out, method_href, max_curves, drawn)
         model["claims"] = claim_systems([c for c in cards if c.profile == pid], profile_href, readings_href)
         newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0]), default=board.profile.version)
         model["superseded_by"] = f"{board.track.name}/{board.profile.name}@{newer}" if newer > board.profile.version else ""

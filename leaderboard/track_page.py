@@ -3,7 +3,10 @@ ranked on them, the legend, the figures the track declares, and provenance."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,26 +260,129 @@ def _table_model(board: Board, table: Table, method_href: Mapping[str, str]) -> 
     }
 
 
-def _profile_page(board: Board, stem: str, out: Path, method_href: Mapping[str, str], max_curves: int) -> dict[str, Any]:
-    figs = []
+@dataclass(frozen=True)
+class FigureJob:
+    """One figure a profile page shows if it is drawn: the figure, the setting table it is drawn
+    for (None: the whole board), the SVG's path, and the ``where`` suffix of its alt text."""
+
+    board: Board
+    spec: figures.Figure
+    table: Table | None
+    path: Path
+    where: str
+
+
+def figure_jobs(board: Board, stem: str, out: Path) -> tuple[list[FigureJob], list[str]]:
+    """The figures the track declares for this board (``Track.board_figures``), in order, and the
+    declared names the board does not know (each said once as a warning, never a crash)."""
+    jobs: list[FigureJob] = []
+    unknown: list[str] = []
     settings = [t for t in board.tables if t.kind == "setting"]
     declared = getattr(board.track, "board_figures", None) or ()
     for name in declared:
         spec = figures.FIGURES.get(name)
-        if spec is None:  # a name the board does not know: said once, never a crash
-            board.warnings.append(f"figure {name!r} declared by the track is not one of {', '.join(sorted(figures.FIGURES))}; not drawn")
+        if spec is None:
+            unknown.append(name)
             continue
         # one chart per setting where the figure is per setting: quality is never averaged across
         # settings (standard vs TRADES)
         for t in settings if spec.per_setting else [None]:
             suffix = "" if t is None or len(settings) == 1 else f"-{t.slug}"
             path = out / "figures" / f"{stem}-{spec.file or name}{suffix}.svg"
-            drawn = spec.draw(board, t, path) if t is not None else (
-                figures.budget_curves(board, path, max_rows=max_curves) if name == "budget-curves" else spec.draw(board, path)
-            )
-            if drawn:
-                where = f" ({t.title.lower()})" if t is not None and len(settings) > 1 else ""
-                figs.append({"src": f"figures/{path.name}", "alt": spec.alt(board) + where, "caption": spec.caption(board) + where})
+            where = f" ({t.title.lower()})" if t is not None and len(settings) > 1 else ""
+            jobs.append(FigureJob(board, spec, t, path, where))
+    return jobs, unknown
+
+
+def draw_figure(job: FigureJob, max_curves: int = 10) -> bool:
+    """Draw one figure; False (nothing written) when its cells hold nothing to show."""
+    spec, board = job.spec, job.board
+    if job.table is not None:
+        return bool(spec.draw(board, job.table, job.path))
+    if spec.name == "budget-curves":
+        return figures.budget_curves(board, job.path, max_rows=max_curves)
+    return bool(spec.draw(board, job.path))
+
+
+#: the jobs a forked worker draws by index (set before the workers are forked; read only there)
+_FORKED_JOBS: list[FigureJob] = []
+_FORKED_MAX_CURVES = 10
+
+
+def _draw_forked(i: int) -> bool:
+    return draw_figure(_FORKED_JOBS[i], _FORKED_MAX_CURVES)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def figure_workers(n_jobs: int) -> int:
+    """How many processes draw ``n_jobs`` figures: ``CORESET_BENCH_FIGURE_JOBS`` when set (1:
+    in this process), else one per usable core (at most 4, never more than the figures); 1
+    where processes cannot be forked (the workers inherit the boards instead of pickling them)."""
+    env = os.environ.get("CORESET_BENCH_FIGURE_JOBS", "").strip()
+    if env:
+        try:
+            want = int(env)
+        except ValueError:
+            raise ValueError(f"CORESET_BENCH_FIGURE_JOBS={env!r} is not a whole number (1: draw the figures in this process)") from None
+    else:
+        want = min(4, _usable_cpus())
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(want, n_jobs))
+
+
+def draw_figures(jobs: Sequence[FigureJob], max_curves: int = 10, workers: int | None = None) -> dict[Path, bool]:
+    """Draw every figure of the site; path -> whether it was drawn (a figure with nothing to show
+    writes nothing). Figures are independent files, so they are drawn in forked worker processes
+    side by side (``workers``, default ``figure_workers``); each file is the same as drawn here (no date metadata,
+    fixed hash salt). A figure that raises raises here; if a worker dies, the figures it did not
+    deliver are drawn in this process."""
+    global _FORKED_JOBS, _FORKED_MAX_CURVES
+    done: dict[Path, bool] = {}
+    workers = figure_workers(len(jobs)) if workers is None else max(1, min(workers, len(jobs)))
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        _FORKED_JOBS, _FORKED_MAX_CURVES = list(jobs), max_curves
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = [pool.submit(_draw_forked, i) for i in range(len(jobs))]
+                for job, fut in zip(jobs, futures):
+                    try:
+                        done[job.path] = fut.result()
+                    except BrokenProcessPool:
+                        break
+        finally:
+            _FORKED_JOBS = []
+    for job in jobs:
+        if job.path not in done:
+            done[job.path] = draw_figure(job, max_curves)
+    return done
+
+
+def _profile_page(
+    board: Board, stem: str, out: Path, method_href: Mapping[str, str], max_curves: int, drawn: Mapping[Path, bool] | None = None
+) -> dict[str, Any]:
+    """The page model of one profile's board. ``drawn``: the figures already drawn
+    (``draw_figures``, path -> drawn); without it, this board's figures are drawn here."""
+    jobs, unknown = figure_jobs(board, stem, out)
+    for name in unknown:
+        board.warnings.append(f"figure {name!r} declared by the track is not one of {', '.join(sorted(figures.FIGURES))}; not drawn")
+    figs = []
+    for job in jobs:
+        if drawn is not None and job.path in drawn:
+            ok = drawn[job.path]
+        else:
+            ok = draw_figure(job, max_curves)
+        if ok:
+            figs.append({"src": f"figures/{job.path.name}", "alt": job.spec.alt(board) + job.where, "caption": job.spec.caption(board) + job.where})
     recs = [r for v in board.variants for r in v.records]
     prov = provenance_of(recs)
     sources = sorted({str(r.get("source")) for r in recs})

@@ -156,8 +156,26 @@ class Reader(SelectionMethod):
 
 def test_every_ported_kind_has_one_call_and_one_check():
     assert {k: v.call for k, v in KINDS.items()} == {"selection": "select", "privacy": "score", "attack": "perturb", "noise-correction": "correct", "provisioning": "plan",
-                                                    "node-models": "distill", "node-models-gloo": "distill"}
+                                                    "node-models": "distill", "node-models-gloo": "distill", "distillation:early-exit": "distill"}
     assert [k for k, v in KINDS.items() if v.served] == ["node-models"] and [k for k, v in KINDS.items() if v.external] == ["node-models-gloo"]
+
+
+def test_a_kind_with_roles_is_looked_up_by_the_methods_role():
+    from coreset_bench.contest import kind_for
+    from coreset_bench.kinds import DistillationMethod
+
+    class Exits(DistillationMethod):
+        name, role = "exits", "early-exit"
+
+        def distill(self, view):  # pragma: no cover - never called
+            raise AssertionError
+
+    class NoRole(Exits):
+        name, role = "no-role", ""
+
+    assert kind_for("distillation", Exits()) is KINDS["distillation:early-exit"]
+    assert kind_for("distillation", NoRole()) is KINDS.get("distillation")  # a role without an entry: the kind's own (none yet)
+    assert kind_for("selection", Exits()) is KINDS["selection"]
 
 
 def test_views_of_one_contest_share_objects_in_the_worker_and_report_forwards():
@@ -280,7 +298,7 @@ def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
 
     spec = make_decentralized_spec(n_nodes=3, topology="ring")
     net = Network(spec.topology)
-    out = contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(net))
+    out = contest(OneGossip(), [spec], kind="node-models", device="cpu", protected=PROTECTED, service=NetworkService(net))
     got = out.output
     # the same numbers as the method run here on a view over the harness's network
     here = OneGossip().distill(spec.open(Network(spec.topology)))
@@ -293,6 +311,6 @@ def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
     with pytest.raises(CellFailure, match="^kind 'node-models-gloo' runs its contestant in the track's own processes, but the track gave no runner"):
         contest(OneGossip(), [spec], kind="node-models-gloo", device="cpu", protected=PROTECTED)
     with pytest.raises(CellFailure, match="^plugin 'forges-a-request' failed: ValueError: unknown network operation; use gossip, exchange or allgather$"):
-        contest(ForgesARequest(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))
+        contest(ForgesARequest(), [spec], kind="node-models", device="cpu", protected=PROTECTED, service=NetworkService(Network(spec.topology)))
     with pytest.raises(CellFailure, match="^invalid output of plugin 'one-too-few': distill\\(\\) returned 2 models for 3 nodes; return exactly one per node$"):
-        contest(OneTooFew(), [spec], kind="node-models", device="cpu", protected=PROTECTED, serve=NetworkService(Network(spec.topology)))
+        contest(OneTooFew(), [spec], kind="node-models", device="cpu", protected=PROTECTED, service=NetworkService(Network(spec.topology)))

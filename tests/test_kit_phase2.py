@@ -349,6 +349,19 @@ class NanHead(TrainHeads):
         return out
 
 
+class OwnHead(TrainHeads):
+    """Returns a head of its own (wider) architecture for one exit: the harness counts the
+    exits' costs for its own heads, so the kit refuses it, as the track does."""
+
+    name = "kit-exit-own-head"
+
+    def distill(self, view):
+        out = super().distill(view)
+        ch = view.feats_train["res"][0].shape[2]
+        out.heads[("res", 1)] = torch.nn.Sequential(torch.nn.Conv2d(ch, 4 * ch, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4 * ch, view.num_classes))
+        return out
+
+
 def test_exit_check_passes_a_correct_method():
     out = check_exit_method(TrainHeads())
     assert len(out.heads) == 9 and len(out.combiner) == 13
@@ -358,9 +371,10 @@ def test_exit_check_passes_a_correct_method():
     "method, message",
     [
         (NormalizesInPlace(), "changed the frozen backbones' cached features"),
-        (MissingHead(), r"expected one per modality and stage 1..3"),
-        (BadCombiner(), r"combiner weights of exit 0 have shape \(2,\), expected \(1,\)"),
-        (NanHead(), "is not finite"),
+        (MissingHead(), r"it needs exactly one head per \(modality, k\)"),
+        (BadCombiner(), r"combiner weights of exit 0 have 2 entries; exit e weighs exits 0..e"),
+        (NanHead(), r"head \('res', 1\) has non-finite \(NaN or inf\) values in 4.weight"),
+        (OwnHead(), r"head \('res', 1\) is not of the harness's architecture"),
     ],
 )
 def test_exit_check_fails_broken_methods(method, message):

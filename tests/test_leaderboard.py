@@ -1121,6 +1121,80 @@ def test_bands_are_clipped_to_the_metric_range_and_cost_is_relative_to_the_basel
     assert "same machine" in svg  # the cost axis says what it compares
 
 
+def test_cost_labels_never_overlap_and_stay_in_the_axes():
+    """Issue 38.8: the cost-quality chart's labels are laid out without drawing the chart, in
+    points, so the SVG (72 dpi) shows them where they were placed: no two labels overlap and
+    none leaves the axes (a label with no free place is drawn smaller at its point)."""
+    import random
+
+    from matplotlib.text import Text
+
+    from coreset_bench.leaderboard import figures
+
+    fig, ax = figures.plt.subplots(figsize=(7.4, 4.6))
+    fig.subplots_adjust(left=0.1, right=0.84, bottom=0.13, top=0.96)
+    rnd = random.Random(0)
+    pts = [(1 + 0.05 * i, 50 + rnd.uniform(-1, 1)) for i in range(12)] + [(5.0, 60.0), (5.1, 60.2)]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o")
+    draws = []
+    real_draw = fig.canvas.draw
+    fig.canvas.draw = lambda *a, **k: draws.append(1) or real_draw(*a, **k)  # type: ignore[method-assign]
+    figures._place_labels(fig, ax, [(f"method-{i:02d}{'-x' * (i % 4)}", p) for i, p in enumerate(pts)])
+    assert not draws  # the layout reads the final limits without drawing the chart
+    fig.set_dpi(72)  # as the SVG backend draws
+    real_draw()
+    renderer = fig.canvas.get_renderer()
+    placed = [Text.get_window_extent(t, renderer) for t in ax.texts if t.get_fontsize() == 7.0]  # the text, not its leader line
+    assert len(placed) >= 8 and len(ax.texts) == len(pts)
+    for i, a in enumerate(placed):
+        for b in placed[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    box = ax.get_window_extent()
+    assert all(b.x0 >= box.x0 and b.y0 >= box.y0 and b.y1 <= box.y1 and b.x1 <= box.x1 + 30 for b in placed)
+    figures.plt.close(fig)
+
+
+def test_figures_drawn_side_by_side_are_the_files_drawn_in_process(store, tmp_path, monkeypatch):
+    """The figures are drawn in forked workers (CORESET_BENCH_FIGURE_JOBS, default one per core):
+    the same files as drawn in the rendering process, and really drawn in other processes."""
+    import os
+
+    from coreset_bench.leaderboard import track_page
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    real = track_page.draw_figure
+
+    def spy(job, max_curves=10):
+        (pids / f"{os.getpid()}-{job.path.name}").touch()
+        return real(job, max_curves)
+
+    monkeypatch.setattr(track_page, "draw_figure", spy)
+    monkeypatch.setenv("CORESET_BENCH_FIGURE_JOBS", "1")
+    render_site(store, tmp_path / "serial")
+    serial_pids = {p.name.split("-", 1)[0] for p in pids.iterdir()}
+    assert serial_pids == {str(os.getpid())}
+    for p in pids.iterdir():
+        p.unlink()
+    monkeypatch.setenv("CORESET_BENCH_FIGURE_JOBS", "2")
+    assert track_page.figure_workers(5) == 2
+    render_site(store, tmp_path / "parallel")
+    worker_pids = {p.name.split("-", 1)[0] for p in pids.iterdir()}
+    assert worker_pids and str(os.getpid()) not in worker_pids
+    serial = sorted((tmp_path / "serial" / "figures").iterdir())
+    assert len(serial) >= 2
+    assert [p.name for p in serial] == sorted(p.name for p in (tmp_path / "parallel" / "figures").iterdir())
+    for p in serial:
+        assert p.read_bytes() == (tmp_path / "parallel" / "figures" / p.name).read_bytes(), p.name
+    pages = sorted(p.name for p in (tmp_path / "serial").glob("*.html"))
+    assert len(pages) >= 2 and 'src="figures/' in "".join((tmp_path / "serial" / p).read_text() for p in pages)
+    for page in pages:
+        assert (tmp_path / "serial" / page).read_text() == (tmp_path / "parallel" / page).read_text(), page
+    monkeypatch.setenv("CORESET_BENCH_FIGURE_JOBS", "two")
+    with pytest.raises(SiteError, match="CORESET_BENCH_FIGURE_JOBS='two' is not a whole number"):
+        render_site(store, tmp_path / "bad")
+
+
 def test_long_panel_titles_are_wrapped():
     from coreset_bench.leaderboard.figures import _title
 

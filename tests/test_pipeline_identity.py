@@ -34,3 +34,22 @@ def test_the_committed_values_compare_identical_and_one_changed_bit_differs(tmp_
     row["metrics"]["auc"] = math.nextafter(row["metrics"]["auc"], 1.0)  # one bit off
     diff = _compare(tmp_path, {key: row})
     assert diff.returncode == 1 and "DIFFERS" in diff.stdout and "auc" in diff.stdout, diff.stdout
+
+
+def test_two_run_files_compare_their_info_with_info_and_skip_measured_seconds(tmp_path):
+    row = {"metrics": {"exit_auc": 0.5, "distill_s": 1.0}, "info": {"backbone_hash": "ab", "data_s": 3.0, "teachers": {"mv": 1}}, "error": None,
+           "method": "wise", "axes": {"dataset": "synth-motion"}, "repeat": 0}
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps({"profile": "video/tiny@2", "cells": {"k": row}}))
+
+    def compare(other: dict, *extra: str) -> subprocess.CompletedProcess:
+        after.write_text(json.dumps({"profile": "video/tiny@2", "cells": {"k": other}}))
+        return subprocess.run([sys.executable, str(SCRIPT), "compare", str(after), "--against", str(before), *extra], capture_output=True, text=True, timeout=120)
+
+    same = compare({**row, "metrics": {**row["metrics"], "distill_s": 9.0}, "info": {**row["info"], "data_s": 7.0}}, "--info")
+    assert same.returncode == 0 and "1 cells bit-identical" in same.stdout and "2 info keys" in same.stdout, same.stdout + same.stderr
+    changed = {**row, "info": {**row["info"], "teachers": {"mv": 2}}}
+    assert compare(changed).returncode == 0  # without --info only the metrics count
+    diff = compare(changed, "--info")
+    assert diff.returncode == 1 and "info.teachers" in diff.stdout, diff.stdout
+    assert compare(changed, "--info", "--ignore-info", "teachers").returncode == 0

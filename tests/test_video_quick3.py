@@ -15,6 +15,7 @@ from coreset_bench import video_data as VD
 from coreset_bench import video_models as VM
 from coreset_bench.kinds import ExitModel
 from coreset_bench.plugins.distillation import _exits as X
+from coreset_bench.plugins.distillation.wise import WISE
 from coreset_bench.testing import make_exit_view
 from coreset_bench.tracks.base import Cell, CellContext
 from coreset_bench.tracks.video import _QUICK2, ORDER, VideoTrack, backbone_key
@@ -286,6 +287,28 @@ def test_lr_steps_param_is_checked():
 
 
 # ---- WISE on held-out clips ---------------------------------------------------------------------------------
+class _WiseSpy(WISE):
+    """``wise`` that records the logits and labels its weights are fitted on in ``view.info``
+    (it runs in the contestant worker: what it sees comes back through the cell's info)."""
+
+    name = "wise-spy"
+
+    def distill(self, view):
+        from unittest import mock
+
+        fits = []
+        fit = X.fit_wise
+
+        def spy_fit(z, y, **k):
+            fits.append((z.detach().tolist(), y.detach().tolist()))
+            return fit(z, y, **k)
+
+        with mock.patch.object(X, "fit_wise", spy_fit):
+            out = super().distill(view)
+        view.info["fits"] = fits
+        return out
+
+
 def test_wise_weights_never_see_the_clips_the_backbones_trained_on(tiny2, monkeypatch):
     """tiny@2 holds 2 of 12 training clips per class out. The backbones train on the kept clips
     only, and WISE's weights are fitted on logits of exactly the held-out clips (their IC4 column
@@ -299,18 +322,11 @@ def test_wise_weights_never_see_the_clips_the_backbones_trained_on(tiny2, monkey
         trained_on.update({m: t.detach().cpu().numpy().copy() for m, t in x.items()})
         return build(x, y, *a, **k)
 
-    fits = []
-    fit = X.fit_wise
-
-    def spy_fit(z, y, **k):
-        fits.append((z.detach().clone(), y.detach().clone()))
-        return fit(z, y, **k)
-
     monkeypatch.setattr(VM, "build_backbones", spy_build)
-    monkeypatch.setattr(X, "fit_wise", spy_fit)
     track.__dict__.pop("_memo", None)
-    m = registry.method("wise")
+    m = _WiseSpy()
     r = track.run_cell(_cell(track, m), m, ctx)
+    fits = [(torch.tensor(z), torch.tensor(y)) for z, y in r.info["fits"]]  # recorded in the contestant worker
     fx = _fx(track)
     ds, held = fx["ds"], fx["held_idx"]
     kept = np.setdiff1d(np.arange(len(ds.train)), held)
@@ -337,10 +353,9 @@ def test_wise_weights_never_see_the_clips_the_backbones_trained_on(tiny2, monkey
         assert r.info["teacher_ptrue"]["iframe"][split] == pytest.approx(float(p.mean()), abs=1e-4)
     assert set(r.info["teacher_ptrue"]["res"]) == {"train", "heldout", "test"}
     # the reference's rule (wise_fit=train) fits on the backbones' training clips: the check above would fail
-    fits.clear()
     mt = m.with_params(wise_fit="train")
     rt = track.run_cell(_cell(track, mt), mt, ctx)
-    (zt, yt), = fits
+    (zt, yt), = [(torch.tensor(z), torch.tensor(y)) for z, y in rt.info["fits"]]
     assert rt.info["wise_fit"] == {"clips": "train", "n": len(kept)} and zt.shape[0] == len(kept)
     assert torch.allclose(zt[:, order.index("iframe4")], final_logits("iframe", kept), atol=1e-5)
 
@@ -361,7 +376,6 @@ class _Layout(X.EarlyExitMethod):
 
     name = "layout-exits"
     params = {"order": "ce", "phase_fraction": 1 / 6, "temperature": 1.0, "wise": False}
-    seen: list = []
 
     def distill(self, view):
         rec = {"threads": torch.get_num_threads()}
@@ -373,7 +387,7 @@ class _Layout(X.EarlyExitMethod):
             for m in view.modalities:
                 f = getattr(view, name)[m]
                 rec[f"{name}/{m}"] = (tuple(f.shape), f.stride(), float(f.double().sum()))
-        _Layout.seen.append(rec)
+        view.info["layout"] = rec  # it runs in the contestant worker: reported through the cell's info
         return ExitModel(heads={(m, k): view.head_factory(m, k) for m in view.modalities for k in (1, 2, 3)}, combiner=None)
 
 
@@ -393,7 +407,6 @@ def test_new_data_path_has_one_memory_order_fresh_or_cached_and_runs_under_the_c
         return features(net, x, *a, **k)
 
     monkeypatch.setattr(VM, "features", spy)
-    _Layout.seen = []
     m = _Layout()
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -404,7 +417,7 @@ def test_new_data_path_has_one_memory_order_fresh_or_cached_and_runs_under_the_c
     finally:
         torch.set_num_threads(before)
     assert not fresh.info["data_cached"] and cached.info["data_cached"] and cached.info["backbones_shared"]
-    a, b = _Layout.seen
+    a, b = fresh.info["layout"], cached.info["layout"]  # as the worker saw them
     assert a == b  # strides, shapes and values
     assert a["threads"] == 1 and set(threads) == {1}
     views = track.profile("tiny@2").settings["ic_augment"]["views"]

@@ -38,54 +38,61 @@ class Track(ABC):
     pipeline's middle pieces, ``fixture``, ``view`` and ``evaluate`` (see ``run_cell``)."""
 
     name: str = ""
+    """The track's name: the first part of its profile ids (``coreset/quick@2``) and of ``--track``."""
     summary: str = ""
+    """One line on what the track ranks, shown by ``coreset-bench tracks`` and on the board."""
     contestant_kind: str = "selection"
-    #: fixture kinds the track uses (informational)
+    """The kind of method the track ranks (``kinds``: "selection", "training", "privacy", ...);
+    ``accepts`` refuses any other."""
     fixtures: tuple[str, ...] = ()
+    """Fixture kinds the track uses (informational)."""
     primary_metric: str = ""
-    #: metric name -> "max" (higher is better) or "min"
+    """The metric the board ranks by (``primary_for`` may vary it per profile); its direction is in
+    ``metric_directions``."""
     metric_directions: Mapping[str, str] = {}
-    #: metric names shown beside the primary one, in order
+    """Metric name -> "max" (higher is better) or "min"."""
     secondary_metrics: tuple[str, ...] = ()
-    #: metric name -> (low, high), the values it can take (None: open on that side), e.g.
-    #: (0.0, 1.0) for an accuracy, (0.0, None) for seconds. The board clips the intervals of its
-    #: means to this range (and paired differences to [−(high − low), high − low]); a metric not
-    #: listed is unbounded (``leaderboard.stats.MetricRange``)
+    """Metric names shown beside the primary one, in order."""
     metric_bounds: Mapping[str, tuple[float | None, float | None]] = {}
-    #: metrics that are one 0/1 outcome per cell (e.g. "SLO met"): the board gives their mean a
-    #: Clopper-Pearson interval for a proportion over the cells, not a t-interval over seeds
+    """Metric name -> (low, high), the values it can take (None: open on that side), e.g. (0.0, 1.0)
+    for an accuracy, (0.0, None) for seconds. The board clips the intervals of its means to this
+    range (and paired differences to [−(high − low), high − low]); a metric not listed is unbounded
+    (``leaderboard.stats.MetricRange``)."""
     proportion_metrics: tuple[str, ...] = ()
-    #: metric name (or an ``fnmatch`` family such as ``class_acc_*``) -> its unit, the board's
-    #: only source of units (never guessed from the values): "%" for a fraction in [0, 1] shown
-    #: in percent (its differences in percentage points, "pp"); any other text is printed after
-    #: the number as is ("s", "MB", "h/day"); "" or absent: a plain number (a correlation, an AUC)
+    """Metrics that are one 0/1 outcome per cell (e.g. "SLO met"): the board gives their mean a
+    Clopper-Pearson interval for a proportion over the cells, not a t-interval over seeds."""
     metric_units: Mapping[str, str] = {}
-    #: metric -> the value that means no skill (a membership-inference AUC of 0.5, a correlation
-    #: of 0): the board shows it as a chance row, and a row whose 95 % interval reaches it is
-    #: "at floor" (shown, never ranked, never the leader). Accuracies need no entry: their floor
-    #: is the constant classifier's, read from the cells (``info["chance_floor"]``)
+    """Metric name (or an ``fnmatch`` family such as ``class_acc_*``) -> its unit, the board's only
+    source of units (never guessed from the values): "%" for a fraction in [0, 1] shown in percent
+    (its differences in percentage points, "pp"); any other text is printed after the number as is
+    ("s", "MB", "h/day"); "" or absent: a plain number (a correlation, an AUC)."""
     metric_chance: Mapping[str, float] = {}
-    #: the figures a profile page of this track draws, in order: names registered in
-    #: ``leaderboard.figures.FIGURES`` ("budget-curves", "pareto", "pool-frontier",
-    #: "epsilon-sweep", "exit-frontier"); each is omitted when its cells hold nothing to show
+    """Metric -> the value that means no skill (a membership-inference AUC of 0.5, a correlation of 0):
+    the board shows it as a chance row, and a row whose 95 % interval reaches it is "at floor"
+    (shown, never ranked, never the leader). Accuracies need no entry: their floor is the constant
+    classifier's, read from the cells (``info["chance_floor"]``)."""
     board_figures: tuple[str, ...] = ("budget-curves", "pareto")
-    #: the ``info`` keys a published entry's cell may carry (plus ``method_<key>``, the method's
-    #: own ``info``); an unknown key is rejected by the entry validator. None: free-form
+    """The figures a profile page of this track draws, in order: names registered in
+    ``leaderboard.figures.FIGURES`` ("budget-curves", "pareto", "pool-frontier", "epsilon-sweep",
+    "proxy-score-sweep", "exit-frontier"); each is omitted when its cells hold nothing to show."""
     info_keys: frozenset[str] | None = None
-    #: the method a gain is measured against (e.g. "random"); None: no baseline
+    """The ``info`` keys a published entry's cell may carry (plus ``method_<key>``, the method's own
+    ``info``); an unknown key is rejected by the entry validator. None: free-form."""
     baseline_method: str | None = None
-    #: reference methods the ranking needs, run when missing
+    """The method a gain is measured against (e.g. "random"); None: no baseline."""
     reference_methods: tuple[str, ...] = ()
-    #: the profile ``run`` uses without ``--profile`` (the CPU-sized one users start with)
+    """Reference methods the ranking needs, run when missing."""
     default_profile: str = "quick"
-    #: data modality a contestant must list in its ``modalities`` (selection tracks; "" = none required)
+    """The profile ``run`` uses without ``--profile`` (the CPU-sized one users start with)."""
     modality: str = ""
-    #: ``role`` a contestant must declare (privacy and distillation tracks; "" = none required)
+    """Data modality a contestant must list in its ``modalities`` (selection tracks; "" = none
+    required)."""
     role: str = ""
-    #: the track generates data a contestant must not rebuild (evaluation traces, held-out sets,
-    #: hidden flags) from seeds it routes through ``CellContext.hidden_seed``: the runner then
-    #: puts the store's salt in the context for every ``Profile.salted`` profile
+    """``role`` a contestant must declare (privacy and distillation tracks; "" = none required)."""
     hidden_data: bool = False
+    """The track generates data a contestant must not rebuild (evaluation traces, held-out sets, hidden
+    flags) from seeds it routes through ``CellContext.hidden_seed``: the runner then puts the
+    store's salt in the context for every ``Profile.salted`` profile."""
 
     def accepts(self, method: Method) -> str | None:
         """None when this track can rank ``method``, else a one-line reason it cannot.
@@ -241,13 +248,13 @@ class Track(ABC):
         """Optional shared preparation before the cells of a run (e.g. warm a cache)."""
 
     # ---- the cell pipeline (issue 37) ----------------------------------------------------------
-    #: subdirectories of the cache holding this track's hidden data (model banks, noisy-label
-    #: models): the contestant worker refuses to open them, as it refuses the dataset files
     private_cache: tuple[str, ...] = ()
-    #: the contestant worker holds numpy's BLAS to the cell's torch thread count (the thread count
-    #: changes the last bits of e.g. an eigendecomposition, and an unlimited BLAS beside another
-    #: cell oversubscribes the cores); off by default
+    """Subdirectories of the cache holding this track's hidden data (model banks, noisy-label models):
+    the contestant worker refuses to open them, as it refuses the dataset files."""
     blas_threads: bool = False
+    """The contestant worker holds numpy's BLAS to the cell's torch thread count (the thread count
+    changes the last bits of e.g. an eigendecomposition, and an unlimited BLAS beside another cell
+    oversubscribes the cores); off by default."""
 
     def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
         """Run one cell through the pipeline the base class owns; tracks supply its middle pieces.
@@ -264,27 +271,32 @@ class Track(ABC):
         5. ``evaluate(fixture, cell, contest)``: metrics, timings, artifacts, info (a ``CellResult``);
         6. ``record``: finite metrics, the primary metric, the contest's time.
 
+        All of it runs under ``env.cell_scope(ctx.device)`` (the cell's thread count and kernels),
+        as the runner's executors do, so a direct call gives the numbers the CLI gives.
+
         A track that overrides ``run_cell`` instead runs its own code (the tracks not yet on the
         pipeline). Raise ``CellFailure`` for a failure the harness detected.
         """
         import torch
 
         from .. import contestant as C
+        from .. import env as envmod
         from ..contest import KINDS, contest, tenant
 
-        method = self.accept(cell, method)
-        profile = self.profile(cell.profile)
-        kind = self.contest_kind(profile)
-        protected = self.protected(profile, cell, ctx)
-        blas = max(1, torch.get_num_threads()) if self.blas_threads else None
-        if kind not in KINDS or not KINDS[kind].external:
-            C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
-        torch.manual_seed(cell.seed)
-        fixture = self.fixture(profile, cell, ctx)
-        views = self.view(fixture, cell, method)
-        out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
-                      service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas)
-        return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
+        with envmod.cell_scope(str(ctx.device)):  # the runner enters it too: a direct call gets the CLI's numbers
+            method = self.accept(cell, method)
+            profile = self.profile(cell.profile)
+            kind = self.contest_kind(profile)
+            protected = self.protected(profile, cell, ctx)
+            blas = max(1, torch.get_num_threads()) if self.blas_threads else None
+            if kind not in KINDS or not KINDS[kind].external:
+                C.prestart(device=str(ctx.device), protected=protected, tenant=tenant(method), blas=blas)  # boots while the fixture is built
+            torch.manual_seed(cell.seed)
+            fixture = self.fixture(profile, cell, ctx)
+            views = self.view(fixture, cell, method)
+            out = contest(method, views if isinstance(views, list) else [views], kind=kind, device=str(ctx.device), protected=protected,
+                          service=self.service(fixture, cell), runner=self.runner(fixture, cell), blas=blas)
+            return self.record(profile, cell, method, self.evaluate(fixture, cell, out), out)
 
     def contest_kind(self, profile: Profile) -> str:
         """The ``coreset_bench.contest.KINDS`` entry this profile's contest runs: the track's
@@ -312,7 +324,7 @@ class Track(ABC):
     def accept(self, cell: Cell, method: Method) -> Method:
         """The method this cell runs: ``method`` (the cell's method, by name) with the cell's
         parameters, after the kind check (``accepts``); ``CellFailure`` when it cannot run."""
-        from ..contest import KINDS
+        from ..contest import kind_for
 
         if cell.track != self.name:
             raise CellFailure(f"a cell of track {cell.track!r} was handed to track {self.name!r}")
@@ -321,7 +333,7 @@ class Track(ABC):
         reason = self.accepts(method)
         if reason:
             raise CellFailure(reason)
-        kind = KINDS.get(self.contest_kind(self.profile(cell.profile)))
+        kind = kind_for(self.contest_kind(self.profile(cell.profile)), method)
         if kind is not None and not isinstance(method, kind.method_class):
             raise CellFailure(f"plugin {method.name!r} declares kind {method.kind!r} but is not a {kind.method_class.__name__}")
         if dict(method.params) != dict(cell.params):

@@ -23,14 +23,26 @@ Contestants are ``distillation`` methods with ``role = "early-exit"``: ``distill
    multi-scale crops of every training clip (``view.feats_train_aug``; ``video_data.crop_bank``);
    ``info.teacher_ptrue`` / ``teacher_acc`` record each frozen network's mean p(true class) and
    accuracy on the training, held-out and test clips;
-4. calls ``method.distill(view)`` (no test data in the view) and checks the result: all 9 heads,
-   finite (B, C) logits, combiner weights of length e + 1, finite (negatives clipped to 0),
-   backbones bit-unchanged (parameter hash before and after). A violation, an exception or a
-   reach for the data generator fails that cell only, naming the plugin.
+4. hands the method an ``ExitView`` (the training clips' features, teacher logits and labels, the
+   harness's head factory, the frozen backbones as architecture and weights in
+   ``backbone_factory``; nothing of the test clips) in the contestant worker
+   (``coreset_bench.contest``: a process that holds only that view; the track's memo, with the
+   test features, stays in the harness, and the worker may not open ``<cache>/video``, where the
+   clips are cached) and times ``distill(view)`` there and back (``distill_s``);
+5. checks the output (``validation.check_exit_model``): the 9 heads come back as weights, are
+   loaded into heads of the harness's own architecture (a head of another architecture fails the
+   cell), finite weights and (B, C) logits, combiner weights of length e + 1, finite (negatives
+   clipped to 0); the harness's backbones bit-unchanged (parameter hash before and after). A
+   violation, an exception or a reach for the data generator or the cache fails that cell only,
+   naming the plugin; a method can change only its own copies of the backbones, so the next cell
+   starts from the same networks.
 
-The whole cell (data, backbones, features, the method) runs under ``env.cell_scope``: the same
-thread count and kernels whether the CLI's executors or a direct ``run_cell`` call run it, so the
-same cell and seed give the same numbers in any process (``info.threads`` records the count).
+Steps 1-3 are the track's ``fixture``, 4 its ``view`` and the contest, 5 the contest's check and
+the track's ``evaluate`` (the cell pipeline of ``Track.run_cell``). The whole cell (data,
+backbones, features, the method) runs under ``env.cell_scope``: the same thread count and kernels
+whether the CLI's executors or a direct ``run_cell`` call run it, so the same cell and seed give
+the same numbers in any process (``info.threads`` records the count; the contestant worker runs
+with the cell's count).
 
 Metrics (on the test clips, logits averaged over the K segments):
 
@@ -58,8 +70,9 @@ from typing import Any
 
 import numpy as np
 
-from ..kinds import DistillationMethod, ExitModel, ExitView, Method
 from ..claims import SUPERIORITY, Claim, Paper, Row
+from ..contest import ContestResult
+from ..kinds import ExitModel, ExitView, Method, readonly  # noqa: F401 - ExitModel: the kind's output, re-exported
 from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 ORDER = ("res", "mv", "iframe")
@@ -277,6 +290,8 @@ class VideoTrack(Track):
     baseline_method = "ce-exits"
     reference_methods = ("ce-exits",)
     hidden_data = True  # the test clips (their seed goes through ``CellContext.hidden_seed``)
+    #: the clips' and backbones' cache (the test clips are there): out of the contestant worker's reach
+    private_cache = ("video",)
 
     #: the profiles the seed paper's claims are read on (add a new profile version here)
     claim_profiles = ("video/quick@3", "video/quick@2")
@@ -410,6 +425,13 @@ class VideoTrack(Track):
         y_ho = ds.train.y[held_idx] if held_idx is not None else None
         teacher = teacher_confidence({"train": (logits_tr, ds.train.y if fit_idx is None else ds.train.y[fit_idx]),
                                       **({"heldout": (logits_ho, y_ho)} if held_idx is not None else {}), "test": (logits_te, ds.test.y)})
+        # what the views hand out, made the views' own copies once here (``kinds.readonly``): the
+        # views of every cell of this fixture share them instead of copying ~0.5 GB each (quick@3),
+        # and the contestant worker gets a pickled copy of its own anyway
+        feats_tr, logits_tr = {m: [readonly(t) for t in v] for m, v in feats_tr.items()}, {m: readonly(t) for m, t in logits_tr.items()}
+        feats_ho, logits_ho = {m: [readonly(t) for t in v] for m, v in feats_ho.items()}, {m: readonly(t) for m, t in logits_ho.items()}
+        feats_aug, logits_aug = {m: [readonly(t) for t in v] for m, v in feats_aug.items()}, {m: readonly(t) for m, t in logits_aug.items()}
+        y_tr = readonly(y_tr)
         per_mod, shapes = {}, {}
         for m in ORDER:
             stages, heads, shp = VM.stage_costs(nets[m], tuple(x_tr[m].shape[2:]), ds.num_classes)
@@ -421,8 +443,8 @@ class VideoTrack(Track):
             "ds": ds, "nets": nets, "feats_tr": feats_tr, "logits_tr": logits_tr, "feats_te": feats_te, "logits_te": logits_te,
             "y_tr": y_tr, "y_te": ds.test.y, "shapes": shapes, "order": order, "costs": costs, "backbone_s": secs, "shared": shared,
             "data_s": data_s, "features_s": time.perf_counter() - t1, "data_seed": data_seed, "hash": VM.param_hash(nets),
-            "feats_ho": feats_ho or None, "logits_ho": logits_ho or None, "y_ho": torch.from_numpy(y_ho).to(device) if y_ho is not None else None,
-            "held_idx": held_idx, "feats_aug": feats_aug or None, "logits_aug": logits_aug or None, "teacher": teacher,
+            "feats_ho": feats_ho or None, "logits_ho": logits_ho or None, "y_ho": readonly(torch.from_numpy(y_ho).to(device)) if y_ho is not None else None,
+            "held_idx": held_idx, "feats_aug": feats_aug or None, "logits_aug": logits_aug or None, "teacher": teacher, "device": ctx.device,
         }
         memo.clear()  # one fixture set in memory at a time
         memo[mkey] = out
@@ -464,66 +486,68 @@ class VideoTrack(Track):
     def load_dataset(self, ref: str, ctx: CellContext) -> None:
         """Nothing to preload: clips are encoded, decoded and cached per (dataset, repeat) by the cells."""
 
-    def run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
-        """One cell under ``env.cell_scope(ctx.device)`` (the runner's executors enter it too; a
-        direct call, from a test or a script, gets the same thread count and kernels, hence the
-        same numbers)."""
-        from .. import env as envmod
+    # ---- the pipeline's pieces (``Track.run_cell``) ------------------------------------------
+    def fixture(self, profile: Profile, cell: Cell, ctx: CellContext) -> dict[str, Any]:
+        """Clips, frozen backbones, their stage features (train, held-out, augmented copies and
+        test) and the exits' costs of the cell's (profile, dataset, repeat), memoized in-process
+        (one set at a time) and cached on disk (clips and backbones under ``<cache>/video``)."""
+        return self._fixtures(profile, cell, ctx)
 
-        with envmod.cell_scope(ctx.device):
-            return self._run_cell(cell, method, ctx)
-
-    def _run_cell(self, cell: Cell, method: Method, ctx: CellContext) -> CellResult:
+    def view(self, fixture: Mapping[str, Any], cell: Cell, method: Method) -> ExitView:
+        """The training clips' stage features, teacher logits and labels (and the held-out and
+        augmented ones where the profile has them), the harness's head factory, the frozen
+        backbones as architecture and weights (``backbone_factory``), the exit order and costs,
+        the recipe and the cell's generators: nothing of the test clips. The contestant worker
+        receives a copy. The global torch generator is seeded with the cell's seed here, after
+        the fixture, as the track did before the pipeline (the contestant starts from it)."""
         import torch
 
         from .. import video_models as VM
-        from ..data import LeakageError, contestant_guard
 
-        reason = self.accepts(method)
-        if reason:
-            raise CellFailure(reason)
-        assert isinstance(method, DistillationMethod)
-        profile = self.profile(cell.profile)
-        fx = self._fixtures(profile, cell, ctx)
+        fx = fixture
         ds = fx["ds"]
-        who = f"plugin {method.name!r}"
+        profile = self.profile(cell.profile)
         view = ExitView(
             modalities=ORDER, feats_train=fx["feats_tr"], final_logits_train=fx["logits_tr"], y_train=fx["y_tr"], num_classes=ds.num_classes,
             head_factory=VM.HeadFactory(fx["shapes"], ds.num_classes, cell.seed), exit_order=tuple(fx["order"]), exit_macs=fx["costs"].copy(),
             recipe=self.recipe(profile), seed=cell.seed, generator=torch.Generator(device="cpu").manual_seed(cell.seed),
-            rng=np.random.default_rng(cell.seed), device=ctx.device, feats_heldout=fx["feats_ho"], final_logits_heldout=fx["logits_ho"],
+            rng=np.random.default_rng(cell.seed), device=str(fx["device"]), feats_heldout=fx["feats_ho"], final_logits_heldout=fx["logits_ho"],
             y_heldout=fx["y_ho"], feats_train_aug=fx["feats_aug"], final_logits_train_aug=fx["logits_aug"],
+            backbone_factory=VM.FrozenBackbones(fx["nets"]),
         )
         torch.manual_seed(cell.seed)
-        t0 = time.perf_counter()
-        try:
-            with contestant_guard(method.name):
-                out = method.with_params().distill(view)
-        except LeakageError as exc:
-            raise CellFailure(f"{who}: {exc}") from None
-        except CellFailure:
-            raise
-        except Exception as exc:
-            raise CellFailure(f"{who} raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        distill_s = time.perf_counter() - t0
+        return view
+
+    def evaluate(self, fixture: Mapping[str, Any], cell: Cell, contest: ContestResult) -> CellResult:
+        """The checked heads on the test clips' stage features (segment-averaged logits), the
+        combiner, the confidence cascade and its frontier; the backbones checked bit-unchanged."""
+        import torch
+
+        from .. import video_models as VM
+
+        fx = fixture
+        ds = fx["ds"]
+        who = f"plugin {cell.method!r}"
+        out = contest.output
+        report = contest.reports[0] if contest.reports else {}
+        distill_s = float(contest.seconds)
         if VM.param_hash(fx["nets"]) != fx["hash"]:
             raise CellFailure(f"{who} modified a frozen backbone's parameters (hash changed); the backbones must stay bit-unchanged")
-        z, combiner = self._test_logits(out, fx, ds.num_classes, who)
+        z = self._test_logits(out.heads, fx, ds.num_classes, who)
+        combiner = out.combiner
         y = np.asarray(fx["y_te"])
         costs = fx["costs"]
         zc = combine(z, combiner)
         raw_acc = (z.argmax(-1) == y[:, None]).mean(0)
         comb_acc = (zc.argmax(-1) == y[:, None]).mean(0)
         front = cascade(zc, y, costs)
-        metrics: dict[str, float] = {**frontier_metrics(front, ds.num_classes), "final_acc": float(comb_acc[-1]), "distill_s": float(distill_s)}
+        metrics: dict[str, float] = {**frontier_metrics(front, ds.num_classes), "final_acc": float(comb_acc[-1]), "distill_s": distill_s}
         ic_idx = [i for i, (m, k) in enumerate(fx["order"]) if m != "fused" and k <= 3]
         metrics["mean_ic_acc"] = float(raw_acc[ic_idx].mean())
         for i, (m, k) in enumerate(fx["order"]):
             if m != "fused":
                 metrics[f"ic_acc_{m}_{k}"] = float(raw_acc[i])
         metrics["plain_final_acc"] = float(raw_acc[-1])
-        if not all(np.isfinite(v) for v in metrics.values()):
-            raise CellFailure(f"{who}: the cell's metrics are not finite")
         artifacts = [
             ArtifactOut.npy("video", "frontier.npy", front.astype(np.float64)),
             ArtifactOut.npy("video", "exit_acc.npy", np.stack([raw_acc, comb_acc]).astype(np.float64)),
@@ -535,9 +559,10 @@ class VideoTrack(Track):
                 beta[e, : e + 1] = b
             artifacts.append(ArtifactOut.npy("video", "beta.npy", beta))
         backbone_s = float(sum(fx["backbone_s"].values()))
+        n_heldout = int(len(fx["y_ho"])) if fx["y_ho"] is not None else 0
         info: dict[str, Any] = {
-            "primary_metric": self.primary_metric, "dataset": ds.name, "num_classes": ds.num_classes, "n_train": int(view.n), "n_test": len(ds.test),
-            **({"n_heldout": view.n_heldout} if view.n_heldout else {}), **({"augment_views": int(fx["logits_aug"]["res"].shape[0])} if fx["logits_aug"] else {}),
+            "primary_metric": self.primary_metric, "dataset": ds.name, "num_classes": ds.num_classes, "n_train": int(len(fx["y_tr"])), "n_test": len(ds.test),
+            **({"n_heldout": n_heldout} if n_heldout else {}), **({"augment_views": int(fx["logits_aug"]["res"].shape[0])} if fx["logits_aug"] else {}),
             "teacher_ptrue": fx["teacher"]["ptrue"], "teacher_acc": fx["teacher"]["acc"],
             "data_seed": fx["data_seed"], "data_cached": bool(ds.info.get("cached")), "data_s": fx["data_s"], "threads": torch.get_num_threads(),
             "backbones_shared": fx["shared"], "backbone_hash": fx["hash"], "backbone_train_s": {m: round(float(s), 3) for m, s in fx["backbone_s"].items()},
@@ -545,24 +570,18 @@ class VideoTrack(Track):
             "exit_gmacs": [round(float(c) / 1e9, 6) for c in costs], "full_gmacs": float(costs[-1]) / 1e9,
             "frontier_cost": [round(float(c), 5) for c in front[:, 1]], "frontier_acc": [round(float(a), 5) for a in front[:, 2]],
             "exit_acc": [round(float(a), 5) for a in raw_acc], "exit_acc_combined": [round(float(a), 5) for a in comb_acc],
-            "combiner": combiner is not None, **{k: v for k, v in view.info.items() if isinstance(k, str)},
+            "combiner": combiner is not None, **dict(report.get("info", {})),
         }
         timings = {"distill_s": distill_s, "backbone_s": backbone_s, "features_s": float(fx["features_s"])}
         return CellResult(metrics=metrics, timings=timings, artifacts=artifacts, info=info)
 
-    def _test_logits(self, out: Any, fx: Mapping[str, Any], num_classes: int, who: str) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """Check the method's output; (segment-averaged test logits (N, 13, C), clipped combiner)."""
+    def _test_logits(self, heads: Mapping[tuple[str, int], Any], fx: Mapping[str, Any], num_classes: int, who: str) -> np.ndarray:
+        """Segment-averaged test logits (N, 13, C) of the checked heads (``validation.check_exit_model``)
+        and the frozen final classifiers; the fused exit is the mean of the three final ones."""
         import torch
 
         from .. import video_models as VM
 
-        if not isinstance(out, ExitModel):
-            raise CellFailure(f"{who}: distill returned a {type(out).__name__}; return an ExitModel(heads=..., combiner=...)")
-        heads = dict(out.heads) if isinstance(out.heads, Mapping) else None
-        want = {(m, k) for m in ORDER for k in (1, 2, 3)}
-        if heads is None or set(heads) != want:
-            got = sorted(heads) if heads is not None else type(out.heads).__name__
-            raise CellFailure(f"{who}: ExitModel.heads has {got}; it needs exactly one head per (modality, k) for {', '.join(ORDER)} and k = 1..3")
         cols = []
         for m, k in fx["order"]:
             if m == "fused":
@@ -570,34 +589,11 @@ class VideoTrack(Track):
             elif k == 4:
                 cols.append(fx["logits_te"][m].mean(1))
             else:
-                h = heads[(m, k)]
-                if not isinstance(h, torch.nn.Module):
-                    raise CellFailure(f"{who}: head {(m, k)} is a {type(h).__name__}, not a torch.nn.Module")
-                try:
-                    lg = VM.head_logits(h, fx["feats_te"][m][k - 1])
-                except Exception as exc:
-                    raise CellFailure(f"{who}: head {(m, k)} fails on its stage's features: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                lg = VM.head_logits(heads[(m, k)], fx["feats_te"][m][k - 1])
                 n = fx["feats_te"][m][k - 1].shape[0]
                 if tuple(lg.shape) != (n, num_classes):
                     raise CellFailure(f"{who}: head {(m, k)} gives logits of shape {tuple(lg.shape)}; expected (batch, {num_classes})")
                 if not bool(torch.isfinite(lg).all()):
-                    raise CellFailure(f"{who}: head {(m, k)} gives non-finite logits")
+                    raise CellFailure(f"{who}: head {(m, k)} gives non-finite logits on the test clips")
                 cols.append(lg)
-        z = torch.stack(cols, dim=1).detach().cpu().double().numpy()
-        combiner = None
-        if out.combiner is not None:
-            e_n = len(fx["order"])
-            if len(out.combiner) != e_n:
-                raise CellFailure(f"{who}: the combiner has {len(out.combiner)} weight vectors; it needs one per exit ({e_n})")
-            combiner = []
-            for e, b in enumerate(out.combiner):
-                try:
-                    arr = np.asarray(b, dtype=np.float64).reshape(-1)
-                except (TypeError, ValueError):
-                    raise CellFailure(f"{who}: combiner weights of exit {e} are not numeric") from None
-                if arr.shape != (e + 1,):
-                    raise CellFailure(f"{who}: combiner weights of exit {e} have {arr.size} entries; exit e weighs exits 0..e (e + 1 = {e + 1})")
-                if not np.isfinite(arr).all():
-                    raise CellFailure(f"{who}: combiner weights of exit {e} are not finite")
-                combiner.append(np.clip(arr, 0.0, None))
-        return z, combiner
+        return torch.stack(cols, dim=1).detach().cpu().double().numpy()
