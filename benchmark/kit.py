@@ -566,12 +566,12 @@ class PoolSimResult:
 
 def simulate_pool(method: ProvisioningMethod, demand: np.ndarray, *, start_step: int, lead: int = 5, decision_every: int = 5, max_pool: int = 200, step_seconds: float = 60.0, seed: int = 0, start: str = "2026-01-05T00:00:00") -> PoolSimResult:
     """Drive ``method`` over ``demand[start_step:]`` with the pooling track's own simulator
-    (``coreset_bench.pooling.run_method``): in-flight creations join the pool after ``lead``
+    (``coreset_bench.tracks.pooling.sim.run_method``): in-flight creations join the pool after ``lead``
     steps, requests take ready clusters (the rest are misses), ``plan`` is called every
     ``decision_every`` steps for ``lead + decision_every`` targets (checked, rounded, clipped to
     ``max_pool``), and the pool is replenished or trimmed towards the current target each step.
     ``fit`` is called once at ``start_step``. A bad plan raises AssertionError naming the method."""
-    from .pooling import PlanError, run_method
+    from .tracks.pooling.sim import PlanError, run_method
 
     try:
         run = run_method(method, demand, start_step=start_step, lead=lead, decision_every=decision_every, max_pool=max_pool, step_seconds=step_seconds, seed=seed, start=start, guard=_run_guarded)

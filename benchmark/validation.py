@@ -47,7 +47,7 @@ class AttackOutputError(OutputError):
 
 class PlanOutputError(OutputError):
     """A provisioning method returned an invalid plan (or planned too slowly); the message names
-    it (``coreset_bench.pooling.PlanError`` is this class)."""
+    it (``coreset_bench.tracks.pooling.sim.PlanError`` is this class)."""
 
 
 def check_plan(plan: Any, horizon: int, method_name: str, t: int) -> np.ndarray:

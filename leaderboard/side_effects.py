@@ -1,6 +1,6 @@
 """The side-effects panel of a coreset profile page (issue 40) and its figure.
 
-For a profile whose cells carry side-effect metrics (``coreset_bench.side_effects``: membership
+For a profile whose cells carry side-effect metrics (``coreset_bench.tracks.coreset.side_effects``: membership
 AUC, worst-class accuracy, ECE, the kept-noise share), one table per setting (e.g. standard and
 TRADES training, never averaged together): per method, the paired difference to the board's
 baseline (``random``) of
@@ -154,7 +154,7 @@ def panel(board: Board, stem: str, out: Path) -> dict[str, Any] | None:
         return None
     cols = _columns(board)
     try:
-        from coreset_bench.side_effects import settings as side_settings
+        from coreset_bench.tracks.coreset.side_effects import settings as side_settings
 
         bins = (side_settings(board.profile.settings) or {}).get("ece_bins")
     except ValueError:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from coreset_bench import side_effects as SE
+from coreset_bench.tracks.coreset import side_effects as SE
 from coreset_bench.cells import Cell, CellContext, Profile
 from coreset_bench.tracks.coreset import SIDE_EFFECTS_DIGITS, CoresetTrack
 

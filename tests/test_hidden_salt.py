@@ -78,7 +78,7 @@ class TraceRebuilder(ProvisioningMethod):
 
     def fit(self, view):
         from coreset_bench import data as D
-        from coreset_bench import pooling as PL
+        from coreset_bench.tracks.pooling import sim as PL
         from coreset_bench import registry
         from coreset_bench.tracks.pooling import PoolingTrack
 
@@ -324,7 +324,7 @@ def test_every_hidden_data_track_declares_it_and_seeds_through_the_context(monke
 
 @pytest.mark.parametrize("call", ["synth_rate", "resolve_trace", "counts_csv"])
 def test_every_pooling_generator_entry_point_is_guarded(call, tmp_path):
-    from coreset_bench import pooling as PL
+    from coreset_bench.tracks.pooling import sim as PL
     from coreset_bench.data import LeakageError, contestant_guard
 
     f = tmp_path / "c.csv"

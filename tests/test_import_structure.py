@@ -260,8 +260,11 @@ CORE = {
     "store", "store_copy", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims",
     "tracks", "tracks.base",
 }
-#: track worlds: the helpers of one track each (flat beside the core until they move beside their track)
-WORLDS = {"pooling", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world", "privacy_metrics", "side_effects"}
+#: track worlds: the helpers of one track each. A track's package ``tracks/NAME/`` holds the track
+#: (``tracks.NAME.track``, re-exported by the package) and its helpers: every other module of the
+#: package is a world (see ``_layer``). Listed here: the old flat paths of moved helpers (aliases of
+#: the moved modules), and the helpers of the tracks not moved yet (flat beside the core).
+WORLDS = {"pooling", "privacy_metrics", "side_effects", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world"}
 #: the plugin authors' kit (it builds small worlds of its own)
 KIT = {"kit", "testing"}
 #: lowest first: a module may import modules of its own layer or of a lower one
@@ -269,7 +272,8 @@ LAYERS = ("core", "worlds", "tracks", "plugins", "leaderboard", "cli")
 
 
 def _module_graph() -> dict[str, set[str]]:
-    """import name -> the coreset_bench modules it imports (at any depth, functions included)."""
+    """import name -> the coreset_bench modules it imports (at any depth, functions included): the
+    deepest module an imported name is in."""
     files: dict[str, Path] = {}
     for folder, name in _PACKAGES.items():
         for p in (ROOT / folder).rglob("*.py"):
@@ -284,7 +288,10 @@ def _module_graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else [])) if node.level else (node.module or "")
-                names = [target, *(f"{target}.{a.name}" for a in node.names)]
+                # ``from pkg import mod`` depends on mod (as ``import pkg.mod`` does), ``from pkg import
+                # name`` on pkg: a package's ``__init__`` runs either way, and a track package's
+                # only re-exports its track lazily (tests/test_layout.py checks that at run time)
+                names = [f"{target}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             else:
@@ -308,8 +315,9 @@ def _layer(mod: str) -> str:
         return "cli"
     if rel in CORE:
         return "core"
-    if rel in WORLDS:
-        return "worlds"
+    parts = rel.split(".")
+    if rel in WORLDS or (len(parts) >= 3 and parts[0] == "tracks" and parts[2] != "track"):
+        return "worlds"  # tracks.NAME.HELPER: a track's helper, below every track
     if rel in KIT or rel.startswith("tracks."):
         return "tracks"
     raise AssertionError(f"module {mod} is in no layer: add it to CORE, WORLDS or KIT in tests/test_import_structure.py")
@@ -378,6 +386,17 @@ def test_the_layer_check_sees_an_upward_import():
     rank = {name: i for i, name in enumerate(LAYERS)}
     assert any(rank[_layer(d)] > rank[_layer("coreset_bench.runner")] for d in graph["coreset_bench.runner"])
     assert _circles({"a": {"b"}, "b": {"a"}, "c": set()}, {"a", "b", "c"}) == [["a", "b"]]
+
+
+def test_a_helper_of_a_track_package_is_a_world_and_may_not_import_its_track():
+    """The layer of ``tracks.NAME.HELPER`` is the worlds' (below the tracks): a helper that imported
+    its own track (or the package, which re-exports it) is reported as an upward import."""
+    assert _layer("coreset_bench.tracks.pooling.sim") == "worlds"
+    assert _layer("coreset_bench.tracks.privacy.metrics") == "worlds"
+    assert _layer("coreset_bench.tracks.pooling.track") == _layer("coreset_bench.tracks.pooling") == "tracks"
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    for dep in ("coreset_bench.tracks.pooling.track", "coreset_bench.tracks.pooling"):
+        assert rank[_layer(dep)] > rank[_layer("coreset_bench.tracks.pooling.sim")]
 
 
 def test_no_import_circle_in_the_core_the_tracks_and_the_plugins():

@@ -71,7 +71,7 @@ def test_only_the_oracle_is_privileged():
 
 
 def test_static_is_the_smallest_pool_meeting_the_target_on_history():
-    from coreset_bench.pooling import simulate
+    from coreset_bench.tracks.pooling.sim import simulate
 
     d = np.random.default_rng(0).poisson(2.0, 3000)
     m = registry.method("static").with_params()

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from coreset_bench.pooling import (
+from coreset_bench.tracks.pooling.sim import (
     TraceError,
     forward_sums,
     load_azure_functions,
@@ -159,7 +159,7 @@ def test_the_published_trace_kinds_are_unchanged():
 
 
 def test_hourly_adds_twelve_requests_a_minute_in_the_first_two_minutes_of_working_hours():
-    from coreset_bench.pooling import HOURLY_EXTRA, HOURLY_MINUTES
+    from coreset_bench.tracks.pooling.sim import HOURLY_EXTRA, HOURLY_MINUTES
 
     rng = np.random.default_rng(0)
     base, hourly = synth_rate("diurnal", 14, np.random.default_rng(0)), synth_rate("hourly", 14, rng)
@@ -187,7 +187,7 @@ def test_overdispersed_counts_vary_more_than_poisson_and_by_day():
 
 def test_calibration_days_are_the_last_days_of_the_served_type():
     """Day 0 is a Monday; a fit at the start of day D serves day D."""
-    from coreset_bench.pooling import calibration_days
+    from coreset_bench.tracks.pooling.sim import calibration_days
 
     spd = 1440
     assert calibration_days(14 * spd, spd, n=2) == (10, 11)  # Monday: the last Thursday and Friday

@@ -83,7 +83,7 @@ class _Bad(ProvisioningMethod):
         elif self.how == "slow":
             time.sleep(0.02)
         elif self.how == "peek":
-            from coreset_bench.pooling import synth_sessions
+            from coreset_bench.tracks.pooling.sim import synth_sessions
 
             synth_sessions("diurnal")
         elif self.how == "future" and view.future is not None:

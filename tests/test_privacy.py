@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coreset_bench import hookimpl
-from coreset_bench import privacy_metrics as PM
+from coreset_bench.tracks.privacy import metrics as PM
 from coreset_bench.kinds import PrivacyMethod, PrivacyView
 from coreset_bench.plugins.privacy import _mia
 from coreset_bench.tracks.base import CellFailure
@@ -501,7 +501,7 @@ def test_dp_cells_report_the_prv_epsilon_of_banks_cached_by_dp_sgd_2():
 
 
 def test_fz_standard_error_and_split_half():
-    from coreset_bench import privacy_metrics as PM
+    from coreset_bench.tracks.privacy import metrics as PM
 
     rng = np.random.default_rng(3)
     member = rng.random((40, 30)) < 0.5

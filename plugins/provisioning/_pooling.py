@@ -1,6 +1,6 @@
 """Helpers shared by the provisioning methods: SSA, the newsvendor LP, the critical fractile,
 quantile-function sampling, the cost-ratio auto-tuner, calibration and back-testing on the
-track's own simulator (``coreset_bench.pooling``).
+track's own simulator (``coreset_bench.tracks.pooling.sim``).
 
 Decisions use the *decision-window demand* M(t) (``decision_demand``): the simulator tops the
 pool up to its target at every step s, and a cluster ordered at s is ready for the requests of
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coreset_bench.kinds import Param
-from coreset_bench.pooling import forward_sums, hold, simulate
+from coreset_bench.tracks.pooling.sim import forward_sums, hold, simulate
 
 #: declared ranges of the SSA forecast's parameters (ssa-pooling, intelligent-pooling)
 SSA_SPECS = {
@@ -314,7 +314,7 @@ def ssa_rates(history: np.ndarray, *, spd: int, bucket: int, fit_days: int, wind
     vs weekends over the span, relative to the overall mean) and the forecast multiplied back by
     the level of the day it falls on; a one-day SSA window cannot otherwise carry the weekly
     cycle (Monday would be forecast from Sunday)."""
-    from coreset_bench.pooling import calendar
+    from coreset_bench.tracks.pooling.sim import calendar
 
     b = bucket_sums(history, bucket)
     n = min(len(b), int(fit_days * spd // bucket))

@@ -57,7 +57,7 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Param, ProvisioningMethod
-from coreset_bench.pooling import calendar
+from coreset_bench.tracks.pooling.sim import calendar
 
 from ._pooling import (
     SSA_SPECS,

@@ -23,7 +23,7 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Param, ProvisioningMethod
-from coreset_bench.pooling import calendar
+from coreset_bench.tracks.pooling.sim import calendar
 
 from ._pooling import TUNE_SPECS, Tuned, backtest_hit, backtest_requests, calibration, critical_fractile, decision_demand, steps_per_day, tune_info, tune_ratio, untuned_ratio
 

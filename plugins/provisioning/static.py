@@ -17,7 +17,7 @@ import numpy as np
 
 from coreset_bench import hookimpl
 from coreset_bench.kinds import Param, ProvisioningMethod
-from coreset_bench.pooling import smallest_static_pool
+from coreset_bench.tracks.pooling.sim import smallest_static_pool
 
 
 class StaticPool(ProvisioningMethod):

@@ -83,16 +83,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import data as D
-from .. import locks
-from .. import models as M
-from .. import privacy_metrics as PM
-from .. import training as T
-from ..claims import BEST_NON_SEED, MONOTONE, SUPERIORITY, Claim, Paper, Row
-from ..contest import ContestResult
-from ..kinds import Method, PrivacyView, readonly
-from ..validation import validate_scores  # noqa: F401 - the privacy kind's output check, re-exported
-from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
+from ... import data as D
+from ... import locks
+from ... import models as M
+from . import metrics as PM
+from ... import training as T
+from ...claims import BEST_NON_SEED, MONOTONE, SUPERIORITY, Claim, Paper, Row
+from ...contest import ContestResult
+from ...kinds import Method, PrivacyView, readonly
+from ...validation import validate_scores  # noqa: F401 - the privacy kind's output check, re-exported
+from ..base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 # ---- profiles -------------------------------------------------------------------------------------
 
@@ -375,7 +375,7 @@ class PrivacyBase(Track):
     # -- banks -------------------------------------------------------------------------------------
     def bank_specs(self, cell: Cell, ctx: CellContext) -> tuple[Universe, BankSpec, np.ndarray, BankSpec, np.ndarray]:
         """The shadow and target banks a cell needs (specs and masks), without training them."""
-        from .. import registry as plugins
+        from ... import registry as plugins
 
         profile = self.profile(cell.profile)
         st = profile.settings
@@ -409,7 +409,7 @@ class PrivacyBase(Track):
         return u, self._bank(sspec, smasks, u, ctx), self._bank(tspec, tmasks, u, ctx)
 
     def _bank(self, spec: BankSpec, masks: np.ndarray, u: Universe, ctx: CellContext) -> Bank:
-        from .. import registry as plugins
+        from ... import registry as plugins
 
         mem_key = f"{spec.key}|{ctx.device}"
         trainer = plugins.method(spec.training)
@@ -559,7 +559,7 @@ class PrivacyBase(Track):
         accountant (``dp-sgd``: PRV, whatever accountant calibrated sigma; a bank stored before
         dp-sgd 3 that reported an RDP run with RDP is re-accounted from its sigma, so a cached
         and a fresh bank report the same number); None for a non-private model."""
-        from .. import registry as plugins
+        from ... import registry as plugins
 
         fn = getattr(plugins.method(bank.spec.training), "realized_epsilon", None)
         ms = bank.meta["models"]

@@ -90,15 +90,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import data as D
-from .. import locks
-from .. import models as M
-from .. import training as T
-from ..claims import SUPERIORITY, Claim, Paper, Row
-from ..contest import ContestResult
-from ..kinds import Method, NoiseView
-from ..validation import check_corrected_model  # noqa: F401 - the noise-correction kind's output check, re-exported
-from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
+from ... import data as D
+from ... import locks
+from ... import models as M
+from ... import training as T
+from ...claims import SUPERIORITY, Claim, Paper, Row
+from ...contest import ContestResult
+from ...kinds import Method, NoiseView
+from ...validation import check_corrected_model  # noqa: F401 - the noise-correction kind's output check, re-exported
+from ..base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 # ---- asymmetric mappings ---------------------------------------------------------------------
 
@@ -740,6 +740,6 @@ class _Fixture:
 
 
 def _standard() -> Any:
-    from .. import registry as plugins
+    from ... import registry as plugins
 
     return plugins.method("standard")

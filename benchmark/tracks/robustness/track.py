@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import data as D
-from .. import locks
-from .. import models as M
-from .. import training as T
-from ..contest import ContestResult
-from ..kinds import AttackView, Method, ThreatModel
-from .base import Cell, CellContext, CellResult, Profile, Track, canonical_json
-from .coreset import QUICK_TRAIN, ROBUST_DIGITS, CIFAR_RECIPE, CIFAR_ROBUST
+from ... import data as D
+from ... import locks
+from ... import models as M
+from ... import training as T
+from ...contest import ContestResult
+from ...kinds import AttackView, Method, ThreatModel
+from ..base import Cell, CellContext, CellResult, Profile, Track, canonical_json
+from ..coreset.track import QUICK_TRAIN, ROBUST_DIGITS, CIFAR_RECIPE, CIFAR_ROBUST
 
 
 def _profiles() -> list[Profile]:
@@ -104,7 +104,7 @@ class RobustnessTrack(Track):
 
     def _fixture(self, profile: Profile, cell: Cell, sp: D.Splits, ctx: CellContext) -> tuple[torch.nn.Module, float, bool]:
         """The fixed model of this cell's (dataset, arch, training, repeat), trained once."""
-        from .. import registry as plugins
+        from ... import registry as plugins
 
         ax = cell.axes
         spec = {"profile": profile.id, "dataset": ax["dataset"], "arch": ax["arch"], "training": ax["training"], "repeat": cell.repeat}

@@ -25,7 +25,7 @@ the pool out of every cell and adds, per cell, the membership leakage of the tra
 its own subset against that held-out split, the worst-class clean and robust accuracy and the
 expected calibration error; one with ``settings["label_noise"]`` flips a seeded, hidden share
 of the pool's labels (exact count per class) and records the share of flipped samples each
-selection keeps. See ``coreset_bench.side_effects``. Published profiles have neither.
+selection keeps. See ``coreset_bench.tracks.coreset.side_effects``. Published profiles have neither.
 
 Conventions (stored with each profile's settings, see ``methods-selection.md`` section 1):
 the budget is the *kept* fraction of the pool (validation excluded), rounded to a count; class
@@ -46,15 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import data as D
-from .. import models as M
-from .. import side_effects as SE
-from .. import signals as S
-from .. import training as T
-from ..claims import BEST_NON_SEED, NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row
-from ..contest import ContestResult
-from ..kinds import Method, Selection, SelectionView, Signals, ThreatModel
-from .base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
+from ... import data as D
+from ... import models as M
+from . import side_effects as SE
+from ... import signals as S
+from ... import training as T
+from ...claims import BEST_NON_SEED, NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row
+from ...contest import ContestResult
+from ...kinds import Method, Selection, SelectionView, Signals, ThreatModel
+from ..base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 #: ``info`` keys a coreset cell writes (plus ``method_<key>``, the method's own ``info``): the
 #: entry validator rejects any other key (``Track.info_keys``)
@@ -400,7 +400,7 @@ def _study_profiles() -> list[Profile]:
     ]
 
 
-#: side effects (issue 40, ``coreset_bench.side_effects``) on a digits profile: a fifth of the pool
+#: side effects (issue 40, ``coreset_bench.tracks.coreset.side_effects``) on a digits profile: a fifth of the pool
 #: (per class) held out for the membership attacks, ECE with 15 equal-width bins, the LOSS,
 #: m-entropy and zero-order curvature threshold attacks on every member (or as many members as
 #: held-out points). Turning side effects on in a profile is the one line
@@ -470,7 +470,7 @@ class CoresetTrack(Track):
     fixtures = ("training", "attack")
     primary_metric = "autoattack_acc"
     secondary_metrics = ("clean_acc", "pgd_acc")
-    #: side effects (issue 40, ``coreset_bench.side_effects``): less membership leakage, a better
+    #: side effects (issue 40, ``coreset_bench.tracks.coreset.side_effects``): less membership leakage, a better
     #: worst class, a lower calibration error and fewer kept mislabelled samples are better
     metric_directions = {
         "autoattack_acc": "max", "clean_acc": "max", "pgd_acc": "max", "fgsm_acc": "max",
@@ -557,7 +557,7 @@ class CoresetTrack(Track):
     def check_inputs(self, profile: Profile, data_dir: Any) -> None:
         """A profile with side effects: its settings are well-formed and the privacy track's
         attack plugins it measures leakage with are installed."""
-        from ..registry import UnknownNameError, method
+        from ...registry import UnknownNameError, method
 
         side = SE.settings(profile.settings)
         SE.noise_settings(profile.settings)
@@ -635,7 +635,7 @@ class CoresetTrack(Track):
 
         The flip flags and clean labels stay here, on the harness side: the selection's view holds
         the noisy labels only."""
-        from .label_noise import asymmetric_mapping, inject_noise
+        from ..label_noise.track import asymmetric_mapping, inject_noise
 
         st = profile.settings
         side, noise = SE.settings(st), SE.noise_settings(st)
@@ -828,7 +828,7 @@ class CoresetTrack(Track):
 
     def _side_effects(self, f: _Fixture, cell: Cell, sel: Selection, model: torch.nn.Module, logits: torch.Tensor, metrics: dict[str, float], attacks: Sequence[str]) -> dict[str, Any]:
         """Add the side-effect metrics of the cell's final model to ``metrics`` (see
-        ``coreset_bench.side_effects``); returns what ``info`` records about them."""
+        ``coreset_bench.tracks.coreset.side_effects``); returns what ``info`` records about them."""
         profile, sp, side, world = f.profile, f.sp, f.side, f.world
         ds = sp.dataset
         C = ds.num_classes
@@ -895,8 +895,8 @@ class CoresetTrack(Track):
         are paired. With ``per_point``, per-point correctness is stored there (``<attack>_acc``) and
         per-class robust accuracy of each attack is returned (``class_<attack>_acc_<c>``).
         """
-        from .. import registry as plugins
-        from ..robust import evaluate_robustness
+        from ... import registry as plugins
+        from ...robust import evaluate_robustness
 
         st = profile.settings
         rb: Mapping[str, Any] = st.get("robust", {})
@@ -1004,7 +1004,7 @@ def _hash_seed(*parts: Any) -> int:
 
 
 def _registry() -> Any:
-    from .. import registry
+    from ... import registry
 
     return registry
 

@@ -5,7 +5,7 @@ Contestants are ``provisioning`` methods. Per cell the harness loads or generate
 ``counts-csv:FILE``; generated traces are seeded by the profile, trace and repeat, salted with
 the results store's secret: ``CellContext.hidden_seed``),
 gives the first ``train_days`` as history, and drives the method over the remaining days with
-the simulator of ``coreset_bench.pooling``: ``fit`` at the evaluation start and every
+the simulator of ``coreset_bench.tracks.pooling.sim``: ``fit`` at the evaluation start and every
 ``refit_every`` steps, ``plan`` every ``decision_every`` steps. The track is on the cell
 pipeline: ``fixture`` (the trace and the harness's ``pooling.Simulation``), ``view`` (a
 ``pooling.PlanningState``: the history up to the evaluation start and the public settings),
@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import pooling as PL
-from ..kinds import Method
-from ..claims import NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row, Threshold
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
+from . import sim as PL
+from ...kinds import Method
+from ...claims import NON_INFERIORITY, SUPERIORITY, Claim, Paper, Row, Threshold
+from ..base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
 
 #: the traces of the version-1 profiles (their entries are published: the axes stay these)
 SYNTH = [f"synth-sessions:{k}" for k in ("diurnal", "scheduled", "bursty")]

@@ -1,0 +1,27 @@
+"""The label-noise track (``coreset_bench.tracks.label_noise``), one package per track (issue 37):
+
+- ``track``: ``LabelNoiseTrack``, the noise injection, the verified set and the profiles.
+
+The names of ``track`` are re-exported here (``from coreset_bench.tracks.label_noise import LabelNoiseTrack`` keeps
+working), loaded on first use: importing a helper alone (the track's world, a layer below the
+tracks) does not load the track.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: this package's modules: never looked up in ``track`` (``from coreset_bench.tracks.label_noise import track`` imports it)
+_SUBMODULES = frozenset({'track'})
+
+
+def __getattr__(name: str) -> Any:
+    """``coreset_bench.tracks.label_noise.NAME`` is ``coreset_bench.tracks.label_noise.track.NAME`` (the track module's names, its private ones too)."""
+    if name.startswith("__") or name in _SUBMODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import track
+
+    try:
+        return getattr(track, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
