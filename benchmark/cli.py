@@ -1246,7 +1246,7 @@ def doctor(db: Optional[str] = typer.Option(None, "--db", help="Results database
     console.print(Text.assemble(f"{'video':14} ", (video, "" if video_ok else "red")), highlight=False)
     gguf = envmod.smollm2_gguf()
     if gguf is not None:
-        from . import lm as lmmod
+        from .tracks.instruction import lm as lmmod
 
         miss = lmmod.missing_packages(gguf=True)
         if miss:

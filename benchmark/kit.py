@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .decentralized import Network, Topology, ViewSpec
+from .tracks.decentralized.network import Network, Topology, ViewSpec
 from .kinds import (
     DecentralizedView,
     DistillationMethod,
@@ -221,7 +221,7 @@ def make_instruction_view(*, n: int = 48, seq_len: int = 16, n_target: int = 4, 
     contestant worker too (``coreset_bench.testing.check_in_worker``)."""
     import torch
 
-    from .lm import LM, TinyGPTSource, WarmupSource, finetune
+    from .tracks.instruction.lm import LM, TinyGPTSource, WarmupSource, finetune
 
     world = make_instruction_world(n, seq_len, seed=seed)
     targets = make_instruction_world(n_target, seq_len, seed=seed + 10_000, noise=0.0, tasks=(target_task,))

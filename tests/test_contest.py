@@ -293,7 +293,7 @@ class OneTooFew(OneGossip):
 
 
 def test_a_served_view_talks_to_the_harness_network_which_counts_the_bytes():
-    from coreset_bench.decentralized import Network, NetworkService
+    from coreset_bench.tracks.decentralized.network import Network, NetworkService
     from coreset_bench.testing import make_decentralized_spec
 
     spec = make_decentralized_spec(n_nodes=3, topology="ring")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from coreset_bench.decentralized import (
+from coreset_bench.tracks.decentralized.network import (
     Network,
     NodeEnsemble,
     PartitionError,
@@ -182,7 +182,7 @@ def test_groupnorm_architectures_have_no_batchnorm():
 
 
 def test_traffic_counts_bytes_per_pair_and_the_remote_network_equals_the_local_one():
-    from coreset_bench.decentralized import NetworkService, RemoteNetwork
+    from coreset_bench.tracks.decentralized.network import NetworkService, RemoteNetwork
 
     topo = Topology.ring(4)
     local, harness = Network(topo), Network(topo)
@@ -210,7 +210,7 @@ def test_traffic_counts_bytes_per_pair_and_the_remote_network_equals_the_local_o
 
 def test_a_node_context_guards_rows_and_restores_the_previous_node():
     from coreset_bench.data import LeakageError
-    from coreset_bench.decentralized import NodeLocal
+    from coreset_bench.tracks.decentralized.network import NodeLocal
 
     net = Network(Topology.ring(3))
     rows = NodeLocal(["a", "b", "c"], net, "data")
@@ -230,7 +230,7 @@ def test_a_node_context_guards_rows_and_restores_the_previous_node():
 
 
 def test_converged_without_communication_needs_a_model_of_bytes_along_some_path():
-    from coreset_bench.decentralized import converged_without_communication, widest_paths
+    from coreset_bench.tracks.decentralized.network import converged_without_communication, widest_paths
 
     x0 = np.zeros(4)
     moved = [np.array([1.0, 0, 0, 0]), np.array([0, 1.0, 0, 0]), np.array([0, 0, 1.0, 0])]

@@ -138,7 +138,7 @@ class GossipsOffTheBooks(_Hostile):
     name = "hostile-uncounted-gossip"
 
     def distill(self, view):
-        from coreset_bench.decentralized import Network
+        from coreset_bench.tracks.decentralized.network import Network
 
         private = Network(view.topology)  # a network of its own: nothing reaches the harness
 

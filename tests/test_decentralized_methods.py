@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench import registry
-from coreset_bench.decentralized import Network, Topology
+from coreset_bench.tracks.decentralized.network import Network, Topology
 from coreset_bench.plugins.distillation import _gossip
 from coreset_bench.plugins.distillation.idkd import aggregate, msp_mask
 from coreset_bench.testing import check_decentralized_method, make_decentralized_view

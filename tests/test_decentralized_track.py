@@ -56,7 +56,7 @@ def test_the_public_set_hides_which_samples_are_ood(track, tmp_path):
 
 
 def track_topology():
-    from coreset_bench.decentralized import topology
+    from coreset_bench.tracks.decentralized.network import topology
 
     return topology("ring", 4)
 

@@ -74,8 +74,7 @@ def test_dependencies_declare_av_and_the_text_and_forecast_extras():
 
 
 def test_doctor_says_what_the_smollm2_file_still_needs(fresh_plugins, tmp_path, monkeypatch):
-    from coreset_bench import lm
-
+    from coreset_bench.tracks.instruction import lm
     monkeypatch.setattr(envmod, "smollm2_gguf", lambda: tmp_path / envmod.SMOLLM2_GGUF)
     monkeypatch.setattr(lm, "missing_packages", lambda gguf=False: ["gguf", "accelerate"])
     res = _doctor(tmp_path, monkeypatch)

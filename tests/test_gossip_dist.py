@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from coreset_bench import registry
-from coreset_bench.decentralized import Network, Topology
-from coreset_bench.gossip_dist import GlooNetwork, _spawn_entry, collect, run_node, save_bundle
+from coreset_bench.tracks.decentralized.network import Network, Topology
+from coreset_bench.tracks.decentralized.gloo import GlooNetwork, _spawn_entry, collect, run_node, save_bundle
 from coreset_bench.testing import make_decentralized_view
 
 

@@ -310,8 +310,7 @@ def test_every_hidden_data_track_declares_it_and_seeds_through_the_context(monke
     assert not np.array_equal(np.asarray(a.public_is_id), np.asarray(b.public_is_id))
 
     # video: the synth-motion clips (the generator itself is costly: the seed it receives is checked)
-    from coreset_bench import video_data as VD
-
+    from coreset_bench.tracks.video import data as VD
     seen = []
     monkeypatch.setattr(VD, "resolve", lambda ref, *, seed, **kw: seen.append(seed) or "ds")
     vid = registry.track("video")

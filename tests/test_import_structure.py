@@ -243,7 +243,7 @@ def test_ray_executor_runs_the_cell_function_the_runner_hands_it(monkeypatch, tm
 def test_the_pytest_plugin_loads_without_torch():
     """``coreset_bench.testing`` is a pytest11 plugin, loaded by every pytest run in an environment
     where coreset-bench is installed: the kit (phase-2 checks included) imports torch lazily."""
-    code = "import sys, coreset_bench.testing, coreset_bench.kit, coreset_bench.decentralized; print('torch' in sys.modules)"
+    code = "import sys, coreset_bench.testing, coreset_bench.kit, coreset_bench.tracks.decentralized.network; print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"

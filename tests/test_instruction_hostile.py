@@ -22,7 +22,7 @@ import pytest
 
 from cli_helpers import invoke
 from coreset_bench import hookimpl
-from coreset_bench import instruction_world as W
+from coreset_bench.tracks.instruction import world as W
 from coreset_bench.kinds import Selection, SelectionMethod
 
 

@@ -182,7 +182,7 @@ def test_rds_is_the_last_token_state_mean_over_targets_unlike_embed_sim():
     """LESS's RDS on a hand-made model: targets ending in tokens 5, 5, 6 give the mean direction
     (2/3 e5 + 1/3 e6); pool rows ending in 5, 6, 7 score 2/3, 1/3, 0 (padding after the last
     token is skipped). embed-sim's max over targets would score 5 and 6 alike."""
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.plugins.selection.rds import last_token_states
 
     base = make_instruction_view(n=48, n_target=4)

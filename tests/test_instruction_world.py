@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from coreset_bench import instruction_world as W
-from coreset_bench import lm as L
+from coreset_bench.tracks.instruction import world as W
+from coreset_bench.tracks.instruction import lm as L
 from coreset_bench.data import LeakageError, contestant_guard
 
 

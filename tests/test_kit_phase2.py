@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from coreset_bench.data import LeakageError
-from coreset_bench.decentralized import Network, Topology
+from coreset_bench.tracks.decentralized.network import Network, Topology
 from coreset_bench.kinds import DistillationMethod, ExitModel, ProvisioningMethod, Selection, SelectionMethod
 from coreset_bench.testing import (
     check_decentralized_method,

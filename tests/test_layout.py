@@ -22,6 +22,13 @@ MOVED = {
     "coreset_bench.pooling": "coreset_bench.tracks.pooling.sim",
     "coreset_bench.privacy_metrics": "coreset_bench.tracks.privacy.metrics",
     "coreset_bench.side_effects": "coreset_bench.tracks.coreset.side_effects",
+    "coreset_bench.video": "coreset_bench.tracks.video.codec",
+    "coreset_bench.video_data": "coreset_bench.tracks.video.data",
+    "coreset_bench.video_models": "coreset_bench.tracks.video.models",
+    "coreset_bench.decentralized": "coreset_bench.tracks.decentralized.network",
+    "coreset_bench.gossip_dist": "coreset_bench.tracks.decentralized.gloo",
+    "coreset_bench.instruction_world": "coreset_bench.tracks.instruction.world",
+    "coreset_bench.lm": "coreset_bench.tracks.instruction.lm",
 }
 #: track package -> the track classes it re-exports
 PACKAGES = {
@@ -30,6 +37,9 @@ PACKAGES = {
     "privacy": ["PrivacyTrack", "MemorizationTrack"],
     "label_noise": ["LabelNoiseTrack"],
     "pooling": ["PoolingTrack"],
+    "video": ["VideoTrack"],
+    "decentralized": ["DecentralizedTrack"],
+    "instruction": ["InstructionTrack"],
 }
 
 

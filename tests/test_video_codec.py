@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from coreset_bench import video as V
-
-
+from coreset_bench.tracks.video import codec as V
 def _texture(h, w, seed=0):
     from scipy import ndimage as nd
 

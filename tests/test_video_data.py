@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreset_bench import video as V
-from coreset_bench import video_data as VD
-
+from coreset_bench.tracks.video import codec as V
+from coreset_bench.tracks.video import data as VD
 TINY = {"classes": 4, "size": 32, "object_size": (8, 12)}
 #: statistics of the v1 clips of test_synth_motion_v1_clips_are_unchanged (measured before v2 existed)
 V1_PIXEL_MEAN = 104.69644758436415

@@ -120,7 +120,7 @@ class BackboneWrecker(HonestExits):
     name = "backbone-wrecker"
 
     def distill(self, view):
-        from coreset_bench.video_models import TinyExitNet
+        from coreset_bench.tracks.video.models import TinyExitNet
 
         wrecked = 0
         with torch.no_grad():

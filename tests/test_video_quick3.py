@@ -11,8 +11,8 @@ import torch
 
 from coreset_bench import env as envmod
 from coreset_bench import registry
-from coreset_bench import video_data as VD
-from coreset_bench import video_models as VM
+from coreset_bench.tracks.video import data as VD
+from coreset_bench.tracks.video import models as VM
 from coreset_bench.kinds import ExitModel
 from coreset_bench.plugins.distillation import _exits as X
 from coreset_bench.plugins.distillation.wise import WISE

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from coreset_bench import registry
-from coreset_bench import video_models as VM
+from coreset_bench.tracks.video import models as VM
 from coreset_bench.kinds import ExitModel
 from coreset_bench.plugins.distillation import _exits as X
 from coreset_bench.testing import check_exit_method
@@ -169,8 +169,7 @@ class _Bad(X.EarlyExitMethod):
         if how == "raise":
             raise RuntimeError("boom")
         if how == "leak":
-            from coreset_bench import video_data
-
+            from coreset_bench.tracks.video import data as video_data
             video_data.synth_motion(0)
         heads = {(m, k): view.head_factory(m, k) for m in view.modalities for k in (1, 2, 3)}
         if how == "heads":

@@ -166,7 +166,7 @@ def train(view: Any, *, algo: str, lr: float, momentum: float | None = None, wei
     """Run ``algo`` (``dsgdm`` or ``qgm``) on the view's nodes for the recipe's epochs; returns one
     model per local node. ``hook`` may replace the nodes' training sets at an epoch (IDKD);
     ``order`` is DSGDm's (``gossip-step``, the reference's, or ``step-gossip``)."""
-    from coreset_bench.decentralized import NodeEnsemble
+    from coreset_bench.tracks.decentralized.network import NodeEnsemble
 
     if algo not in ("dsgdm", "qgm"):
         raise ValueError(f"unknown algorithm {algo!r}")

@@ -5,7 +5,7 @@ Contestants are ``distillation`` methods with ``role = "early-exit"``: ``distill
 -> ExitModel``. Per cell the harness
 
 1. loads or generates the clips (``synth-motion`` or ``video-folder:PATH``, through the real
-   MPEG-4 compressed domain of ``coreset_bench.video``; seeded by (profile, dataset, repeat,
+   MPEG-4 compressed domain of ``coreset_bench.tracks.video.codec``; seeded by (profile, dataset, repeat,
    accumulate), never by the method; one memory order, ``video_data.channels_last``, whether
    fresh or cached);
 2. trains, or loads from ``<cache>/video/backbones/<key>/``, one frozen ``TinyExitNet`` per
@@ -70,10 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from ..claims import SUPERIORITY, Claim, Paper, Row
-from ..contest import ContestResult
-from ..kinds import ExitModel, ExitView, Method, readonly  # noqa: F401 - ExitModel: the kind's output, re-exported
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from ...claims import SUPERIORITY, Claim, Paper, Row
+from ...contest import ContestResult
+from ...kinds import ExitModel, ExitView, Method, readonly  # noqa: F401 - ExitModel: the kind's output, re-exported
+from ..base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 ORDER = ("res", "mv", "iframe")
 COST_GRID = np.round(np.arange(1, 21) * 0.05, 2)
@@ -209,8 +209,8 @@ def augmented_features(net: Any, x: np.ndarray, aug: Mapping[str, Any], modality
     the same ``features`` call); they are stacked without changing it."""
     import torch
 
-    from .. import video_data as VD
-    from .. import video_models as VM
+    from . import data as VD
+    from . import models as VM
 
     scales = aug.get("scales", (1.0, 0.875, 0.75))
     if isinstance(scales, Mapping):
@@ -255,7 +255,7 @@ def backbone_key(profile: Profile, cell: Cell, data_key: str | None, device: str
     networks), on CUDA the GPU's name and whether deterministic kernels were on."""
     import torch
 
-    from .. import env as envmod
+    from ... import env as envmod
 
     st = profile.settings
     dev = torch.device(device)
@@ -333,7 +333,7 @@ class VideoTrack(Track):
         return int(hashlib.sha256(f"{profile.id}|{dataset}|{repeat}|{accumulate}".encode()).hexdigest()[:8], 16) % (2**31)
 
     def dataset(self, profile: Profile, cell: Cell, ctx: CellContext) -> Any:
-        from .. import video_data as VD
+        from . import data as VD
 
         st = dict(profile.settings)
         acc = bool(cell.axes.get("accumulate", st.get("accumulate", True)))
@@ -347,7 +347,7 @@ class VideoTrack(Track):
         except (VD.VideoDataError, ValueError) as exc:
             raise CellFailure(str(exc)) from None
         except Exception as exc:
-            from ..video import VideoError
+            from .codec import VideoError
 
             if isinstance(exc, VideoError):
                 raise CellFailure(str(exc)) from None
@@ -357,9 +357,9 @@ class VideoTrack(Track):
         """Clips, frozen backbones, features and costs of the cell's (profile, dataset, repeat)."""
         import torch
 
-        from .. import locks
-        from .. import video_data as VD
-        from .. import video_models as VM
+        from ... import locks
+        from . import data as VD
+        from . import models as VM
 
         memo = self.__dict__.setdefault("_memo", {})
         mkey = f"{profile.id}|{canonical_json(dict(cell.axes))}|{cell.repeat}|{ctx.cache_dir}|{ctx.device}|{torch.get_num_threads()}|{ctx.salt_id}"
@@ -472,7 +472,7 @@ class VideoTrack(Track):
         if name == "synth-motion" and not arg:
             return
         if name == "video-folder":
-            from .. import video_data as VD
+            from . import data as VD
 
             try:
                 p = VD.folder_path(arg, data_dir)
@@ -502,7 +502,7 @@ class VideoTrack(Track):
         the fixture, as the track did before the pipeline (the contestant starts from it)."""
         import torch
 
-        from .. import video_models as VM
+        from . import models as VM
 
         fx = fixture
         ds = fx["ds"]
@@ -523,7 +523,7 @@ class VideoTrack(Track):
         combiner, the confidence cascade and its frontier; the backbones checked bit-unchanged."""
         import torch
 
-        from .. import video_models as VM
+        from . import models as VM
 
         fx = fixture
         ds = fx["ds"]
@@ -580,7 +580,7 @@ class VideoTrack(Track):
         and the frozen final classifiers; the fused exit is the mean of the three final ones."""
         import torch
 
-        from .. import video_models as VM
+        from . import models as VM
 
         cols = []
         for m, k in fx["order"]:

@@ -47,7 +47,7 @@ Execution (setting ``execution``, overridden per run by the environment variable
 ``CORESET_BENCH_DECENTRALIZED_EXECUTION``): ``simulate`` runs all nodes in one contestant worker
 (vmapped; contest kind ``node-models``); ``gloo`` runs one process per node over
 ``torch.distributed`` (gloo backend, point-to-point gossip; contest kind ``node-models-gloo``,
-whose runner is ``coreset_bench.gossip_dist.run_views``) for methods that declare
+whose runner is ``coreset_bench.tracks.decentralized.gloo.run_views``) for methods that declare
 ``multiprocess``: each node process loads only its own node's data, under the worker's guard,
 which is the structural form of "node i sees only its own data".
 
@@ -73,12 +73,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import data as D
-from .. import decentralized as DC
-from .. import training as T
-from ..claims import SUPERIORITY, Claim, Paper, Row
-from ..kinds import DecentralizedView, Method
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
+from ... import data as D
+from . import network as DC
+from ... import training as T
+from ...claims import SUPERIORITY, Claim, Paper, Row
+from ...kinds import DecentralizedView, Method
+from ..base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track, canonical_json
 
 EXECUTIONS = ("simulate", "gloo")
 ENV_EXECUTION = "CORESET_BENCH_DECENTRALIZED_EXECUTION"
@@ -132,7 +132,7 @@ def make_ood(x_src: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     textures U(0,1); the rest made from random source images, 90°-rotated and intensity-inverted
     (one channel) or cut into a 4x4 grid of patches shuffled at random (colour). Guarded:
     ``LeakageError`` inside a contestant."""
-    from ..data import _check_not_contestant
+    from ...data import _check_not_contestant
 
     _check_not_contestant("generate the decentralized public set")
     g = torch.Generator().manual_seed(int(seed))
@@ -181,7 +181,7 @@ class World:
 def check_node_models(out: Any, method_name: str, n: int, x_probe: torch.Tensor, num_classes: int, device: Any) -> list[torch.nn.Module]:
     """The harness's check of a decentralized method's output (``validation.check_node_models``,
     the contest's check of kind ``node-models``); raises ``CellFailure`` naming the plugin."""
-    from ..validation import check_node_models as check
+    from ...validation import check_node_models as check
 
     return check(out, method_name, n, x_probe, num_classes, device)
 
@@ -349,7 +349,7 @@ class DecentralizedTrack(Track):
 
     def model_factory(self, profile: Profile, cell: Cell, w: World, ctx: CellContext) -> Any:
         """The cell's model factory: the same seeded initialization (profile, arch, repeat) for every node and method."""
-        from ..models import ModelFactory
+        from ...models import ModelFactory
 
         arch = str(profile.settings["arch"])
         return ModelFactory(arch, w.shape, w.num_classes, w.mean, w.std, _seed(profile.id, arch, cell.repeat), ctx.device)
@@ -409,7 +409,7 @@ class DecentralizedTrack(Track):
         """Execution gloo: one process per node (``gossip_dist.run_views``), which count the bytes."""
         if fixture.how != "gloo":
             return None
-        from .. import gossip_dist
+        from . import gloo as gossip_dist
 
         return gossip_dist.run_views
 

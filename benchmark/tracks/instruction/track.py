@@ -3,7 +3,7 @@ representation similarity, BM25, random and full data). Spec: shared/reference/t
 
 Contestants are ``selection`` methods with ``"text"`` in ``modalities``. Per cell the harness
 builds (or reuses) the world of (profile, dataset, repeat): the generated instruction world
-(``synth-instruct``, ``coreset_bench.instruction_world``) or a user's JSONL pool
+(``synth-instruct``, ``coreset_bench.tracks.instruction.world``) or a user's JSONL pool
 (``jsonl:DIR``), hands the method an ``InstructionView`` (no task ids, no noise flags) whose
 ``lm`` handle counts every forward and backward pass, validates the selection (exact budget,
 unique in-range indices; a bad one fails the cell naming the plugin), fine-tunes a fresh copy of
@@ -55,11 +55,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import instruction_world as W
-from .. import lm as LM
-from ..kinds import InstructionView, Method, Selection, WarmupRun
-from ..claims import BEST_NON_SEED, SUPERIORITY, Claim, Paper, Row
-from .base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
+from . import world as W
+from . import lm as LM
+from ...kinds import InstructionView, Method, Selection, WarmupRun
+from ...claims import BEST_NON_SEED, SUPERIORITY, Claim, Paper, Row
+from ..base import ArtifactOut, Cell, CellContext, CellFailure, CellResult, Profile, Track
 
 SYNTH = "synth-instruct"
 _TINY_MODEL = {"d": 64, "layers": 2, "heads": 4}
@@ -226,7 +226,7 @@ def pretrain_key(settings: Mapping[str, Any], repeat: int, vocab_size: int, ctx_
     try:
         code = "\n".join(inspect.getsource(f) for f in (W.pretrain_corpus, W.encode_lm, W._make_world_v2, W._draw_pool, LM.TinyGPT, LM.Block, LM.finetune, LM.response_loss, _pretrain))
     except (OSError, TypeError):  # no source shipped: the package version stands for the code
-        from .. import __version__ as code
+        from ... import __version__ as code
     payload = [dict(settings["pretrain"]), dict(settings.get("model_args", _TINY_MODEL)), int(settings.get("world_version", 1)), vocab_size, ctx_len, int(repeat),
                hashlib.sha256(code.encode()).hexdigest()]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -343,7 +343,7 @@ class InstructionTrack(Track):
         so no memo of the harness holds it while a method selects: a method that reads the
         track's attributes or walks the process's objects (``gc.get_objects()``) finds no task
         id, twin answer or corruption flag (issue 36)."""
-        from ..data import _check_not_contestant
+        from ...data import _check_not_contestant
 
         _check_not_contestant("read the instruction world")
         if part != "public":
@@ -443,7 +443,7 @@ class InstructionTrack(Track):
             state, meta = _pretrain(st, repeat, vocab, ctx_len, device)
             shared = False
         else:
-            from .. import locks
+            from ... import locks
 
             with locks.lock_for(path):
                 shared = (path / "meta.json").is_file()
@@ -473,7 +473,7 @@ class InstructionTrack(Track):
             try:
                 got = LM.load_smollm2(ctx.cache_dir if ctx is not None else None) if name == "smollm2-135m" else LM.load_hf(path) if path else None
                 if name == "smollm2-135m":  # where the contestant worker reads it: the dequantized copy in the cache, else the wheel's GGUF
-                    from .. import env
+                    from ... import env
 
                     gguf = env.smollm2_gguf()
                     cached = LM.smollm2_dir(ctx.cache_dir, gguf) if ctx is not None and ctx.cache_dir is not None else None
@@ -494,7 +494,7 @@ class InstructionTrack(Track):
         ``tiny-gpt`` (its weights follow from the seeds); for ``hf:DIR`` the resolved directory and
         the name, size and mtime of each file in it; for ``smollm2-135m`` its GGUF file's. A user
         who swaps the weights in the same directory gets a new warm-up, not the old model's."""
-        from .. import env
+        from ... import env
 
         if name.startswith("hf:"):
             root = Path(LM.resolve_hf_dir(name[3:], ctx.data_dir if ctx is not None else None))
@@ -550,7 +550,7 @@ class InstructionTrack(Track):
             raise CellFailure("the warm-up trains none of LESS's gradient parameters (the last two layers' attention weights); raise warmup.trainable_layers to 2 or more")
         del probe
         path = Path(ctx.cache_dir) / "instruction" / f"warmup-{key}" if ctx.cache_dir is not None else None
-        from .. import locks
+        from ... import locks
 
         def load() -> tuple[list, dict] | None:
             if path is None or not (path / "meta.json").is_file():
