@@ -257,7 +257,7 @@ _PACKAGES = {"benchmark": "coreset_bench", "plugins": "coreset_bench.plugins", "
 #: class ``tracks.base`` owns the pipeline and belongs here; the tracks derive from it)
 CORE = {
     "", "cells", "kinds", "validation", "contest", "contestant", "data", "models", "training", "signals", "robust",
-    "store", "store_copy", "metacache", "reproduce", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims",
+    "store", "store_copy", "metacache", "apgd", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims",
     "tracks", "tracks.base",
 }
 #: track worlds: the helpers of one track each. A track's package ``tracks/NAME/`` holds the track
@@ -265,6 +265,9 @@ CORE = {
 #: package is a world (see ``_layer``). Listed here: the old flat paths of moved helpers (aliases of
 #: the moved modules), and the helpers of the tracks not moved yet (flat beside the core).
 WORLDS = {"pooling", "privacy_metrics", "side_effects", "decentralized", "gossip_dist", "video", "video_data", "video_models", "lm", "instruction_world"}
+#: the commands: the CLI, and ``reproduce`` (re-runs published cells and compares them with the
+#: board's statistics, ``leaderboard.stats``)
+CLI = {"cli", "reproduce"}
 #: the plugin authors' kit (it builds small worlds of its own)
 KIT = {"kit", "testing"}
 #: lowest first: a module may import modules of its own layer or of a lower one
@@ -311,7 +314,7 @@ def _layer(mod: str) -> str:
     if mod.startswith("coreset_bench.leaderboard"):
         return "leaderboard"
     rel = mod.removeprefix("coreset_bench").lstrip(".")
-    if rel == "cli":
+    if rel in CLI:
         return "cli"
     if rel in CORE:
         return "core"
