@@ -154,6 +154,7 @@ def test_the_guide_selection_package_works_as_written(tmp_path, monkeypatch, fre
 
     from coreset_bench import cli
 
+    cli._add_builtin_commands()  # leaderboard, export, ...: registered as main() registers them
     _install(root, monkeypatch, fresh_plugins)
     monkeypatch.chdir(tmp_path)  # results/ paths are relative to the working directory
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
@@ -260,6 +261,7 @@ def test_the_guide_track_package_works_as_written(tmp_path, monkeypatch, fresh_p
 
     from coreset_bench import cli
 
+    cli._add_builtin_commands()  # leaderboard, export, ...: registered as main() registers them
     _install(root, monkeypatch, fresh_plugins)
     rows = json.loads(CliRunner().invoke(cli.app, ["tracks", "--json"]).stdout)
     (row,) = [r for r in rows if r["name"] == "centroid"]
