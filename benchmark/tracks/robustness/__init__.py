@@ -7,21 +7,6 @@ working), loaded on first use: importing a helper alone (the track's world, a la
 tracks) does not load the track.
 """
 
-from __future__ import annotations
+from .._package import reexport_track
 
-from typing import Any
-
-#: this package's modules: never looked up in ``track`` (``from coreset_bench.tracks.robustness import track`` imports it)
-_SUBMODULES = frozenset({'track'})
-
-
-def __getattr__(name: str) -> Any:
-    """``coreset_bench.tracks.robustness.NAME`` is ``coreset_bench.tracks.robustness.track.NAME`` (the track module's names, its private ones too)."""
-    if name.startswith("__") or name in _SUBMODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import track
-
-    try:
-        return getattr(track, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = reexport_track(__name__, ["track"])
