@@ -9,6 +9,15 @@ import pytest
 
 CORE_PLUGINS = "core,random,full,standard"
 
+# A suite started in the background of a non-interactive shell (``bash .ci/run &``) inherits
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler, in this process or in the
+# subprocesses the Ctrl-C tests start: give SIGINT back its default meaning (a handler set here is
+# reset to the default in an exec'd child, where an ignored signal would stay ignored).
+import signal as _signal
+
+if _signal.getsignal(_signal.SIGINT) is _signal.SIG_IGN:
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread(monkeypatch):
