@@ -389,7 +389,11 @@ import re as _re
 _ISSUE_PAREN = _re.compile(r"\s*[(\[]\s*(?:see\s+)?issues?\s+#?\d+(?:\s*(?:,|and|items?|item)\s*#?\d+)*\s*[)\]]", _re.I)
 _ISSUE_BARE = _re.compile(r"(?:\s+(?:of|in|from|see|per)\s+|\b)issues?\s+#?\d+(?:\s+items?\s+\d+(?:\s*(?:,|and)\s*\d+)*)?\b", _re.I)
 _DIRTY = _re.compile(r"\b([0-9a-f]{7,40})-dirty\b")
-_ABS_PATH = _re.compile(r"(?<![\w.:/])(?:/(?:home|work|tmp|root|Users|mnt|scratch|var|opt|srv|private|data)/|[A-Za-z]:\\\\Users\\\\)[^\s\"'<>,;)]*")
+_ABS_PATH = _re.compile(
+    r"(?<![\w.:/~])(?:/(?:home|work|tmp|root|Users|mnt|scratch|var|opt|srv|private|data)/[^\s\"'<>,;)]*"
+    r"|/[\w.@+-]+(?:/[\w.@+-]+){2,}/?"  # any other absolute path three or more folders deep (/check/work/x.json)
+    r"|[A-Za-z]:\\\\Users\\\\[^\s\"'<>,;)]*)"
+)
 
 
 def public_text(text: str) -> str:

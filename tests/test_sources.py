@@ -86,6 +86,8 @@ def test_public_text_scrubs_issue_numbers_dirty_commits_and_paths():
     assert public_text("the 11 methods of issue 21 (126 cells") == "the 11 methods (126 cells"
     assert public_text("633b288e2cad0b881e4a8c664d29e9003f5c4e82-dirty") == "633b288e2cad0b881e4a8c664d29e9003f5c4e82 (modified tree)"
     assert public_text("store /home/ann/runs/r.db here") == "store r.db here"
+    # a clone under an unlisted root (a CI checkout at /check/work/main) is a machine path too
+    assert public_text("<dd>/check/work/main/results/entries/a@1.json, /ci/x/y/b@1.json</dd>") == "<dd>a@1.json, b@1.json</dd>"
     for keep in ("tissue 3", "a/b/c and 1/2", "results/README.md", "https://arxiv.org/abs/2106.1"):
         assert public_text(keep) == keep
     prov = provenance_of([{"environment": {"git_commit": "abc1234-dirty"}}, {"environment": {"git_commit": "def5678", "git_dirty": False, "cpu_model": "EPYC 7B13", "cpu_isa": "avx2 fma"}}])
