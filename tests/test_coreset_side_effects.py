@@ -249,6 +249,8 @@ def test_a_noisy_side_effect_cell_runs_end_to_end(tmp_path, monkeypatch):
     assert abs(m["noise_kept_share"] - pool_share) < 0.1  # random keeps about the pool's share
     assert res.info["side_effects"]["mia_points"] > 0 and "side_effects_s" in res.timings
     assert "flipped" not in json.dumps(res.info, default=str)
+    # every key the cell records is one an exported entry may carry (the validator rejects others)
+    assert not [k for k in res.info if k not in t.info_keys and not k.startswith("method_")]
     again = CoresetTrack().run_cell(_cell(), registry.method("random"), CellContext(tmp_path, tmp_path / "cache", None, hidden_salt=SALT))
     assert again.metrics == m
 

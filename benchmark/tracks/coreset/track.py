@@ -62,6 +62,9 @@ CORESET_INFO_KEYS = frozenset({
     "budget", "pool_size", "realized_size", "weighted", "proxy_shared", "proxy_key", "signals", "class_histogram",
     "test_size", "subset_sha256", "primary_metric", "flags", "pred_histogram", "chance_floor", "per_point",
     "underrepresented_classes", "never_predicted_classes",
+    # side effects of a subset (issue 40): the protocol of the leakage/calibration metrics, and a
+    # noisy pool's declared noise and realised flipped share (never which samples were flipped)
+    "side_effects", "label_noise", "noise_pool_share",
 })
 
 #: how the run's display names an attack step
