@@ -210,7 +210,7 @@ def run(
         fail(str(exc))
     if getattr(t, "hidden_data", False):
         if not plan.profile.salted:
-            _line(f"hidden data of {plan.profile.id} is seeded from public seeds (a profile published before the salt)" + ("; --hidden-salt ignored" if hidden_salt else ""))
+            _line(f"hidden data of {plan.profile.id} is seeded from public seeds (an unsalted profile: published before the salt, or one that generates no hidden data)" + ("; --hidden-salt ignored" if hidden_salt else ""))
         elif not salt:
             _line("hidden data seeded from public seeds (--hidden-salt public): a contestant can rebuild it")
         else:
