@@ -40,6 +40,10 @@ LEAKAGE = (
     ("mia_loss_auc", "AUC (LOSS)", "membership AUC of the LOSS threshold attack, subset vs held-out split"),
     ("mia_mentr_auc", "AUC (m-entropy)", "membership AUC of the modified-entropy threshold attack"),
     ("mia_curvature_auc", "AUC (curvature)", "membership AUC of the zero-order input-curvature threshold attack"),
+    # a noisy pool's profile with ``mia_clean_labels``: members and held-out points with unflipped labels
+    ("mia_clean_loss_auc", "AUC (LOSS, unflipped)", "membership AUC of the LOSS attack on unflipped members against unflipped held-out points"),
+    ("mia_clean_mentr_auc", "AUC (m-entropy, unflipped)", "membership AUC of the m-entropy attack on unflipped members and held-out points"),
+    ("mia_clean_curvature_auc", "AUC (curvature, unflipped)", "membership AUC of the curvature attack on unflipped members and held-out points"),
 )
 OTHERS = (
     ("worst_class_acc", "worst class", "lowest per-class clean test accuracy"),
@@ -181,7 +185,8 @@ def panel(board: Board, stem: str, out: Path) -> dict[str, Any] | None:
         tables.append({"title": t.title, "slug": t.slug, "rows": rows})
     figure = None
     path = out / "figures" / f"{stem}-side-effects.svg"
-    leak = next((m for m, _l, _w in LEAKAGE if any(v.values(m) for v in board.variants)), None)
+    # the leakage measure without the label confound where the profile has it, else LOSS
+    leak = next((m for m in ("mia_clean_loss_auc", "mia_loss_auc") if any(v.values(m) for v in board.variants)), None)
     robust = _robust_metric(board)
     if leak and robust and gain_vs_leakage(per_setting, robust, leak, base or "baseline", path):
         figure = {

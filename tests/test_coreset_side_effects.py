@@ -110,8 +110,10 @@ def test_side_effects_are_off_for_every_published_profile_and_on_for_the_new_one
     t = CoresetTrack()
     published = {json.loads(f.read_text())["profile"]["id"] for f in (ROOT / "results" / "entries" / "coreset").rglob("*.json")}
     assert {"coreset/quick@2", "coreset/cifar10-study@1"} <= published
+    # the profiles published before issue 40 keep their numbers: no side effects, no noise
     for p in t.profiles():
-        if p.id in published:
+        with_side_effects = p.name == "quick-noisy" or (p.name, p.version) in (("quick", 3), ("cifar10-study", 2))
+        if p.id in published and not with_side_effects:
             assert SE.settings(p.settings) is None and SE.noise_settings(p.settings) is None, p.id
     noisy, study = t.profile("quick-noisy@1"), t.profile("cifar10-study@2")
     q2, s1 = t.profile("quick@2"), t.profile("cifar10-study@1")
@@ -253,6 +255,34 @@ def test_a_noisy_side_effect_cell_runs_end_to_end(tmp_path, monkeypatch):
     assert not [k for k in res.info if k not in t.info_keys and not k.startswith("method_")]
     again = CoresetTrack().run_cell(_cell(), registry.method("random"), CellContext(tmp_path, tmp_path / "cache", None, hidden_salt=SALT))
     assert again.metrics == m
+
+
+def test_clean_label_leakage_adds_metrics_without_changing_the_others(tmp_path, monkeypatch):
+    """``mia_clean_labels``: the attacks again on unflipped members and unflipped held-out points
+    (quick-noisy@2); every other number of the cell is the one the profile without it gives, and
+    a subset that kept no flipped label queries at most its own size."""
+    import dataclasses
+
+    from coreset_bench import registry
+
+    clean = dataclasses.replace(NOISY, settings={**NOISY.settings, "side_effects": {**NOISY.settings["side_effects"], "mia_clean_labels": True}})
+    runs = {}
+    for prof in (NOISY, clean):
+        monkeypatch.setattr(CoresetTrack, "profiles", lambda self, prof=prof: [prof])
+        t = CoresetTrack()
+        cell = Cell("coreset", prof.id, "random", "1", {}, {"dataset": "digits", "arch": "mlp", "budget": 0.3, "training": "standard"}, 0)
+        runs[prof is clean] = t.run_cell(cell, registry.method("random"), CellContext(tmp_path, tmp_path / "cache", None, hidden_salt=SALT))
+    plain, both = runs[False], runs[True]
+    extra = {k: v for k, v in both.metrics.items() if k not in plain.metrics}
+    assert sorted(extra) == sorted(f"mia_clean_{s}_{m}" for s in SE.MIA_SCORES for m in ("auc", "tpr_at_1pct_fpr"))
+    assert all(0.0 <= v <= 1.0 for v in extra.values())
+    assert {k: v for k, v in both.metrics.items() if k in plain.metrics} == plain.metrics
+    info = both.info["side_effects"]
+    # random keeps about 20 % flipped labels: fewer unflipped members than members
+    assert 0 < info["mia_clean_points"] < info["mia_points"]
+    assert not [k for k in both.info if k not in CoresetTrack.info_keys and not k.startswith("method_")]
+    with pytest.raises(ValueError, match="mia_clean_labels"):
+        SE.settings({"side_effects": {"mia_clean_labels": "yes"}})
 
 
 # ---- the board's side-effects panel --------------------------------------------------------------

@@ -25,6 +25,13 @@ them). Each is computed by the harness on the cell's final model, never by the m
   subset can be told from fresh data through the model, which is the question of issue 40
   (does an easy-sample coreset expose its samples more or less than a random one?), not a
   per-sample privacy guarantee.
+  On a noisy pool (``settings["label_noise"]``) the held-out points carry flipped labels at the
+  pool's rate while a selection that avoids flipped labels trains on none, so part of such a
+  subset's AUC is the attack telling a correct label from a flipped one. With
+  ``side_effects["mia_clean_labels"]`` True the cell also reports ``mia_clean_<score>_auc`` and
+  ``mia_clean_<score>_tpr_at_1pct_fpr``: the same attacks on members and held-out points whose
+  labels were *not* flipped (equal numbers, drawn as above from those two sets), membership
+  without the label confound. Off unless set (``coreset/quick-noisy@1`` predates it).
 * **Worst class**: ``worst_class_acc`` and ``worst_class_<attack>_acc``, the lowest per-class
   clean and robust test accuracy (classes with no attacked point are skipped).
 * **Calibration**: ``ece``, the expected calibration error of the clean test predictions with
@@ -60,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "curvature": {"h": 1e-3, "n_iter": 10, "estimator": "zo"},
 }
 #: the defaults of ``settings["label_noise"]``: the label-noise track's exact-count injector
+#: settings a profile may add that are absent (and off) unless given, so that the recorded
+#: settings of the profiles defined before them stay as they were
+OPTIONAL = ("mia_clean_labels",)
+
 NOISE_DEFAULTS: dict[str, Any] = {"kind": "symmetric", "rate": 0.2, "flip_validation": False}
 
 
@@ -73,10 +84,13 @@ def settings(st: Mapping[str, Any]) -> dict[str, Any] | None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ValueError(f"settings['side_effects'] = {raw!r}: use a mapping of {', '.join(DEFAULTS)} (or True for the defaults)")
-    unknown = sorted(set(raw) - set(DEFAULTS))
+    known = (*DEFAULTS, *OPTIONAL)
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"settings['side_effects'] has unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        raise ValueError(f"settings['side_effects'] has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     out = {**DEFAULTS, **dict(raw)}
+    if "mia_clean_labels" in out and not isinstance(out["mia_clean_labels"], bool):
+        raise ValueError(f"side_effects mia_clean_labels {out['mia_clean_labels']!r} must be true or false")
     out["curvature"] = {**DEFAULTS["curvature"], **dict(out["curvature"])}
     if not 0.0 < float(out["heldout_fraction"]) < 1.0:
         raise ValueError(f"side_effects heldout_fraction {out['heldout_fraction']!r} must be in (0, 1)")
@@ -214,9 +228,10 @@ def leakage(
     seed: int = 0,
     input_std: Sequence[float] | None = None,
     curvature: Mapping[str, Any] | None = None,
+    prefix: str = "",
 ) -> dict[str, float]:
-    """``mia_<score>_auc`` and ``mia_<score>_tpr_at_1pct_fpr`` of ``model`` for members against
-    held-out points (equal numbers are the caller's draw, ``paired_draw``)."""
+    """``mia_<prefix><score>_auc`` and ``mia_<prefix><score>_tpr_at_1pct_fpr`` of ``model`` for
+    members against held-out points (equal numbers are the caller's draw, ``paired_draw``)."""
     x = torch.cat([x_members, x_heldout])
     y = torch.cat([y_members, y_heldout])
     labels = np.concatenate([np.ones(len(y_members), dtype=bool), np.zeros(len(y_heldout), dtype=bool)])
@@ -225,8 +240,8 @@ def leakage(
     for name, s in scores.items():
         s = np.nan_to_num(s, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
         mm = membership_metrics(labels, s, {"1pct": 1e-2})
-        out[f"mia_{name}_auc"] = mm["auc"]
-        out[f"mia_{name}_tpr_at_1pct_fpr"] = mm["tpr_at_1pct_fpr"]
+        out[f"mia_{prefix}{name}_auc"] = mm["auc"]
+        out[f"mia_{prefix}{name}_tpr_at_1pct_fpr"] = mm["tpr_at_1pct_fpr"]
     return out
 
 

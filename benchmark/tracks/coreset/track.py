@@ -461,7 +461,18 @@ def _side_effect_profiles(published: Sequence[Profile]) -> list[Profile]:
         ),
         salted=False,
     )
-    return [noisy, study2]
+    noisy2 = Profile(
+        "coreset",
+        "quick-noisy",
+        2,
+        dict(noisy.axes),
+        seeds=noisy.seeds,
+        settings={**noisy.settings, "side_effects": {**SIDE_EFFECTS_DIGITS, "mia_clean_labels": True}},
+        description=noisy.description
+        + " Version 2 adds the membership attacks on unflipped members against unflipped held-out points (mia_clean_*), which remove version 1's "
+        "confound: its held-out points carry flipped labels while a subset that avoids them does not.",
+    )
+    return [noisy, study2, noisy2]
 
 
 class CoresetTrack(Track):
@@ -480,6 +491,9 @@ class CoresetTrack(Track):
         "worst_class_acc": "max", "worst_class_pgd_acc": "max", "worst_class_autoattack_acc": "max",
         "mia_loss_auc": "min", "mia_mentr_auc": "min", "mia_curvature_auc": "min",
         "mia_loss_tpr_at_1pct_fpr": "min", "mia_mentr_tpr_at_1pct_fpr": "min", "mia_curvature_tpr_at_1pct_fpr": "min",
+        # the same on a noisy pool's unflipped members and held-out points (``mia_clean_labels``)
+        "mia_clean_loss_auc": "min", "mia_clean_mentr_auc": "min", "mia_clean_curvature_auc": "min",
+        "mia_clean_loss_tpr_at_1pct_fpr": "min", "mia_clean_mentr_tpr_at_1pct_fpr": "min", "mia_clean_curvature_tpr_at_1pct_fpr": "min",
         "ece": "min", "noise_kept_share": "min",
     }
     #: every metric a cell emits: accuracies (``<attack>_acc`` of any attack plugin,
@@ -495,8 +509,10 @@ class CoresetTrack(Track):
     }
     #: the units of the side-effect metrics (the board's side-effects panel names them)
     metric_units = {
-        **dict.fromkeys(("mia_loss_auc", "mia_mentr_auc", "mia_curvature_auc"), "ROC AUC, 0.5 = chance"),
-        **dict.fromkeys(("mia_loss_tpr_at_1pct_fpr", "mia_mentr_tpr_at_1pct_fpr", "mia_curvature_tpr_at_1pct_fpr"), "true-positive rate, 0.01 = chance"),
+        **dict.fromkeys(("mia_loss_auc", "mia_mentr_auc", "mia_curvature_auc", "mia_clean_loss_auc", "mia_clean_mentr_auc", "mia_clean_curvature_auc"), "ROC AUC, 0.5 = chance"),
+        **dict.fromkeys(
+            (f"mia_{c}{s}_tpr_at_1pct_fpr" for c in ("", "clean_") for s in ("loss", "mentr", "curvature")), "true-positive rate, 0.01 = chance"
+        ),
         "ece": "mean |accuracy − confidence| over the bins, weighted by their share of the test points",
         "noise_kept_share": "fraction of the subset",
         **dict.fromkeys(("worst_class_acc", "worst_class_pgd_acc", "worst_class_autoattack_acc"), "accuracy of the worst class"),
@@ -656,6 +672,7 @@ class CoresetTrack(Track):
         keep = np.setdiff1d(np.arange(len(y_pool)), held)
         y_keep, y_held, y_val = y_pool[keep], y_pool[held], sp.y_val.cpu().numpy().astype(np.int64)
         flipped = np.zeros(len(keep), dtype=bool)
+        held_flipped = np.zeros(len(held), dtype=bool)
         if noise:
             kind, rate = str(noise["kind"]), float(noise["rate"])
             mapping = asymmetric_mapping(ds.classes)[0] if kind == "asymmetric" else None
@@ -663,7 +680,9 @@ class CoresetTrack(Track):
             noisy = inject_noise(y_keep, C, kind, rate, seed, mapping)
             flipped = noisy != y_keep
             y_keep = noisy
-            y_held = inject_noise(y_held, C, kind, rate, ctx.hidden_seed(_hash_seed(profile.id, dataset, "heldout-label-noise", kind, rate, repeat)), mapping)
+            y_held_noisy = inject_noise(y_held, C, kind, rate, ctx.hidden_seed(_hash_seed(profile.id, dataset, "heldout-label-noise", kind, rate, repeat)), mapping)
+            held_flipped = y_held_noisy != y_held
+            y_held = y_held_noisy
             if noise["flip_validation"]:
                 y_val = inject_noise(y_val, C, kind, rate, ctx.hidden_seed(_hash_seed(profile.id, dataset, "val-label-noise", kind, rate, repeat)), mapping)
         dev = sp.y_pool.device
@@ -682,6 +701,7 @@ class CoresetTrack(Track):
             heldout_index=np.asarray(sp.pool_index)[held],
             flipped=flipped,
             noise=noise,
+            heldout_flipped=held_flipped,
         )
         cache[key] = world
         return world
@@ -866,6 +886,29 @@ class CoresetTrack(Track):
                 )
             )
             info["side_effects"] = {**side, "mia_points": int(len(mem_pos)), "heldout_size": int(n_held), "ece_on": "all clean test points"}
+            if side.get("mia_clean_labels") and world.noise is not None:
+                # the same attacks without the label confound: unflipped members against
+                # unflipped held-out points (``side_effects`` module docstring)
+                sub = np.sort(sel.indices)
+                clean_sub = sub[~world.flipped[sub]]
+                clean_held = np.flatnonzero(~world.heldout_flipped)
+                if len(clean_sub) >= 1 and len(clean_held) >= 1:
+                    c_mem, c_held = SE.paired_draw(
+                        len(clean_sub),
+                        len(clean_held),
+                        side["max_points"],
+                        member_seed=_hash_seed(cell.seed, "mia-members-clean-labels"),
+                        heldout_seed=_hash_seed(profile.id, cell.axes["dataset"], "mia-heldout-clean-labels", cell.repeat),
+                    )
+                    cm = torch.from_numpy(clean_sub[c_mem]).to(dev)
+                    ch = torch.from_numpy(clean_held[c_held]).to(dev)
+                    metrics.update(
+                        SE.leakage(
+                            model, sp.x_pool[cm], sp.y_pool[cm], world.x_heldout[ch], world.y_heldout[ch], C,
+                            which=list(side["mia"]), seed=cell.seed, input_std=ds.std, curvature=side["curvature"], prefix="clean_",
+                        )
+                    )
+                    info["side_effects"]["mia_clean_points"] = int(len(c_mem))
         if world is not None and world.noise is not None:
             metrics["noise_kept_share"] = SE.kept_noise_share(sel.indices, world.flipped)
             info["noise_pool_share"] = float(world.flipped.mean())
@@ -1000,6 +1043,8 @@ class _SideWorld:
     #: per pool sample, whether its label was flipped (never in a view)
     flipped: np.ndarray
     noise: dict[str, Any] | None
+    #: per held-out point, whether its label was flipped (never in a view)
+    heldout_flipped: np.ndarray | None = None
 
 
 def _hash_seed(*parts: Any) -> int:
