@@ -47,6 +47,7 @@ split is not in the worker's memory.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -54,7 +55,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -97,6 +98,28 @@ def format_plugin_error(exc: BaseException, method_name: str) -> str:
     if f"plugin {method_name!r}" not in msg:  # a bare substring test is fooled by e.g. 'kaboom' in 'kaboom!'
         return f"plugin {method_name!r} failed: {type(exc).__name__}: {msg}"
     return f"{type(exc).__name__}: {msg}"
+
+
+#: environment variables a contestant process never inherits: the hidden-data salt
+#: (``run --hidden-salt``'s variable) and the results store's address (a server URL may carry
+#: its password; the store holds the salt)
+HARNESS_ONLY_ENV = ("CORESET_BENCH_HIDDEN_SALT", "CORESET_BENCH_DB")
+
+
+def worker_environ() -> dict[str, str]:
+    """This process's environment without ``HARNESS_ONLY_ENV``: what a contestant process starts with."""
+    return {k: v for k, v in os.environ.items() if k not in HARNESS_ONLY_ENV}
+
+
+@contextlib.contextmanager
+def harness_env_withheld() -> Iterator[None]:
+    """Take ``HARNESS_ONLY_ENV`` out of ``os.environ`` while contestant processes are started
+    with the inherited environment (``torch.multiprocessing`` spawn), then put it back."""
+    saved = {k: os.environ.pop(k) for k in HARNESS_ONLY_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def protected_paths(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> tuple[str, ...]:
@@ -668,7 +691,7 @@ class ContestantWorker:
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             close_fds=True,
-            env={**{k: v for k, v in os.environ.items() if k != "CORESET_BENCH_HIDDEN_SALT"}, **_blas_env(self.blas)},  # the hidden-data salt stays with the harness
+            env={**worker_environ(), **_blas_env(self.blas)},  # the hidden-data salt and the store's address stay with the harness
         )
         os.close(to_child_r)
         os.close(from_child_w)
