@@ -149,6 +149,8 @@ def protected_paths(dataset: str, data_dir: Path | None, cache_dir: Path | None)
 
 def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[str]) -> None:
     """Install the audit hook (irrevocable). ``who[-1]`` names the plugin now running."""
+    from urllib.parse import unquote
+
     own = os.getpid()
     roots = tuple(p.rstrip(os.sep) + os.sep for p in protected)
     realpath, fsdecode = os.path.realpath, os.fsdecode
@@ -183,6 +185,14 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
             violations.append(str(args[0]))
         elif event == "open":
             hit = under(args[0])
+            if hit:
+                refuse(f"open {hit} (protected: dataset files or a track's hidden data)")
+        elif event == "sqlite3.connect":  # SQLite opens its file in C, unseen by the "open" event (a results store holds the salt)
+            db = os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else ""
+            if db.startswith("file:"):  # a URI (uri=True): file:PATH?query, file:///PATH
+                db = db[5:].split("?", 1)[0].split("#", 1)[0]
+                db = unquote("/" + db[2:].lstrip("/") if db.startswith("//") else db)  # SQLite decodes %XX
+            hit = under(db) if db else None
             if hit:
                 refuse(f"open {hit} (protected: dataset files or a track's hidden data)")
         elif event in ("os.link", "os.rename", "os.symlink"):
