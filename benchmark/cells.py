@@ -203,6 +203,10 @@ class CellContext:
     #: the secret salt in effect for hidden generated data ("" = public seeds); harness side
     #: only, never put in a view (``coreset_bench.salt``)
     hidden_salt: str = field(default="", repr=False)
+    #: the results store's database file when it is SQLite (None: a server database, or a
+    #: context built outside a run); ``Track.protected`` keeps it, with its journal files, out
+    #: of the contestant worker's reach for a track with hidden data, wherever ``--db`` put it
+    store_path: Path | None = None
 
     def hidden_seed(self, public_seed: int | str) -> int:
         """The seed of hidden generated data (evaluation traces, held-out worlds, test clips,

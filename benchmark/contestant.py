@@ -47,6 +47,7 @@ split is not in the worker's memory.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -54,7 +55,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -99,6 +100,28 @@ def format_plugin_error(exc: BaseException, method_name: str) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
+#: environment variables a contestant process never inherits: the hidden-data salt
+#: (``run --hidden-salt``'s variable) and the results store's address (a server URL may carry
+#: its password; the store holds the salt)
+HARNESS_ONLY_ENV = ("CORESET_BENCH_HIDDEN_SALT", "CORESET_BENCH_DB")
+
+
+def worker_environ() -> dict[str, str]:
+    """This process's environment without ``HARNESS_ONLY_ENV``: what a contestant process starts with."""
+    return {k: v for k, v in os.environ.items() if k not in HARNESS_ONLY_ENV}
+
+
+@contextlib.contextmanager
+def harness_env_withheld() -> Iterator[None]:
+    """Take ``HARNESS_ONLY_ENV`` out of ``os.environ`` while contestant processes are started
+    with the inherited environment (``torch.multiprocessing`` spawn), then put it back."""
+    saved = {k: os.environ.pop(k) for k in HARNESS_ONLY_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def protected_paths(dataset: str, data_dir: Path | None, cache_dir: Path | None) -> tuple[str, ...]:
     """The directories holding dataset files a contestant must not open (resolved, existing or not)."""
     out = []
@@ -126,6 +149,8 @@ def protected_paths(dataset: str, data_dir: Path | None, cache_dir: Path | None)
 
 def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[str]) -> None:
     """Install the audit hook (irrevocable). ``who[-1]`` names the plugin now running."""
+    from urllib.parse import unquote
+
     own = os.getpid()
     roots = tuple(p.rstrip(os.sep) + os.sep for p in protected)
     realpath, fsdecode = os.path.realpath, os.fsdecode
@@ -160,6 +185,14 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
             violations.append(str(args[0]))
         elif event == "open":
             hit = under(args[0])
+            if hit:
+                refuse(f"open {hit} (protected: dataset files or a track's hidden data)")
+        elif event == "sqlite3.connect":  # SQLite opens its file in C, unseen by the "open" event (a results store holds the salt)
+            db = os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else ""
+            if db.startswith("file:"):  # a URI (uri=True): file:PATH?query, file:///PATH
+                db = db[5:].split("?", 1)[0].split("#", 1)[0]
+                db = unquote("/" + db[2:].lstrip("/") if db.startswith("//") else db)  # SQLite decodes %XX
+            hit = under(db) if db else None
             if hit:
                 refuse(f"open {hit} (protected: dataset files or a track's hidden data)")
         elif event in ("os.link", "os.rename", "os.symlink"):
@@ -668,7 +701,7 @@ class ContestantWorker:
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
             close_fds=True,
-            env={**{k: v for k, v in os.environ.items() if k != "CORESET_BENCH_HIDDEN_SALT"}, **_blas_env(self.blas)},  # the hidden-data salt stays with the harness
+            env={**worker_environ(), **_blas_env(self.blas)},  # the hidden-data salt and the store's address stay with the harness
         )
         os.close(to_child_r)
         os.close(from_child_w)

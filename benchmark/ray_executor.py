@@ -40,7 +40,7 @@ FormatFn = Callable[[BaseException, str], str]
 
 def _remote_cell(cell_fn: CellFn, format_error: FormatFn, track_name: str, method_name: str, params: dict[str, Any], cell: Any, ctx_args: tuple[Any, ...]) -> tuple[bool, Any, str | None]:
     # cell_fn and format_error are module-level functions: Ray pickles them by reference
-    ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5])
+    ctx = CellContext(*ctx_args[:4], prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5], store_path=ctx_args[6])
     try:
         result = cell_fn(track_name, method_name, params, cell, ctx)
         node = _node_id()
@@ -100,7 +100,7 @@ class RayExecutor:
         # absolute paths: a Ray worker's working directory is its node's, not the driver's (on a
         # cluster, the results directory is a shared file system mounted at the same path)
         absolute = [None if d is None else Path(d).resolve() for d in (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir)]
-        ctx_args = (*absolute, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt)
+        ctx_args = (*absolute, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt, self.ctx.store_path)
         pending = list(items)
         refs: dict[Any, tuple[Any, float]] = {}
         # at most `window` tasks in flight, so a task's clock (for the time-out) starts when a

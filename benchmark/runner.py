@@ -185,7 +185,7 @@ def _worker(wid: int, tasks: Any, results: Any, parent_pid: int) -> None:
         if item is None:
             return
         key, track_name, method_name, params, cell, ctx_args = item
-        ctx = CellContext(*ctx_args[:4], progress=lambda w, f: results.put(("progress", (key, w, f))), prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5])
+        ctx = CellContext(*ctx_args[:4], progress=lambda w, f: results.put(("progress", (key, w, f))), prefetch_signals=ctx_args[4], hidden_salt=ctx_args[5], store_path=ctx_args[6])
         try:
             res = run_one(track_name, method_name, params, cell, ctx)
             results.put(("result", (wid, key, True, res, None)))
@@ -221,7 +221,7 @@ class ProcessExecutor:
         busy: dict[int, tuple[Planned, float]] = {}
         idle = list(self.workers)  # workers left idle by an earlier batch are reused
         idle += [self._spawn() for _ in range(min(self.jobs, len(pending)) - len(idle))]
-        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt)
+        ctx_args = (self.ctx.results_dir, self.ctx.cache_dir, self.ctx.data_dir, self.ctx.device, self.ctx.prefetch_signals, self.ctx.hidden_salt, self.ctx.store_path)
         while pending or busy:
             while idle and pending:
                 wid = idle.pop()
@@ -334,7 +334,11 @@ def execute(
     hidden = bool(getattr(plan.track, "hidden_data", False))
     with _store_errors(store):
         salt = hidden_salt_for(plan, store, hidden_salt) if plan.todo else ""
-    ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch, hidden_salt=salt)
+    # the store's file travels with the context: ``Track.protected`` refuses it to contestants
+    # (it holds the salt) even when --db puts it outside ``ctx.results_dir``
+    store_file = getattr(store, "sqlite_path", None)
+    ctx = dataclasses.replace(ctx, prefetch_signals=ctx.prefetch_signals | prefetch, hidden_salt=salt,
+                              store_path=Path(store_file).resolve() if store_file is not None else ctx.store_path)
     outcomes: list[Outcome] = []
     started: set[str] = set()
     envs: dict[str, dict[str, Any]] = {}

@@ -137,7 +137,10 @@ def test_profile_versions_keep_paired_masks_and_add_the_references(workdir):
         track = plugins.track(tname)
         method = plugins.method("loss" if tname == "privacy" else "loss-proxy")
         assert track.profile("quick@1").settings["shadow_masks"] == "paired"
-        assert track.profile("quick").version == 2 and track.profile("quick").settings["shadow_masks"] == "independent"
+        # the default is version 3: version 2's matrix with masks seeded from the store's salt
+        assert track.profile("quick").version == 3 and track.profile("quick").settings["shadow_masks"] == "independent"
+        assert track.profile("quick").salted and not track.profile("quick@2").salted
+        assert dict(track.profile("quick").settings) == dict(track.profile("quick@2").settings)
         (c1,) = expand(track, track.profile("tiny@1"), method)
         (c2,) = expand(track, track.profile("tiny@2"), method)
         _, s1, m1, _, _ = track.bank_specs(c1, ctx)

@@ -346,13 +346,17 @@ class Track(ABC):
 
     def protected(self, profile: Profile, cell: Cell, ctx: CellContext) -> tuple[str, ...]:
         """What the contestant worker refuses to open for this cell: the dataset's files and this
-        track's ``private_cache`` directories (and the directories above them)."""
+        track's ``private_cache`` directories (and the directories above them); for a track with
+        ``hidden_data``, also the results stores (``store_paths``), which hold the salt of its
+        hidden data."""
         import os
 
         from ..contestant import protected_paths
 
         paths = set(protected_paths(str(cell.axes.get("dataset", "")), ctx.data_dir, ctx.cache_dir))
         paths.update(os.path.realpath(Path(ctx.cache_dir) / d) for d in self.private_cache)
+        if self.hidden_data:
+            paths.update(store_paths(ctx))
         return tuple(sorted(paths))
 
     def worker_imports(self, profile: Profile) -> tuple[str, ...]:
@@ -417,3 +421,30 @@ class Track(ABC):
             "primary_metric": self.primary_metric,
             "profiles": [p.id for p in self.profiles()],
         }
+
+
+#: the files SQLite keeps beside a database (its write-ahead log, shared memory and rollback journal)
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def store_paths(ctx: CellContext) -> set[str]:
+    """The results-store files a contestant of a track with hidden data must not open (they hold
+    the hidden-data salt, from which it could rebuild the hidden data): the store in use
+    (``ctx.store_path``, wherever ``--db`` put it) and every ``.db``/``.sqlite`` file in
+    ``ctx.results_dir`` (another database there may hold the same salt, e.g. a copy), each with
+    its SQLite side files, as resolved paths."""
+    import os
+
+    files: list[Path] = []
+    if ctx.store_path is not None:
+        files.append(Path(ctx.store_path))
+    rd = Path(ctx.results_dir)
+    if rd.is_dir():
+        files += [f for f in rd.iterdir() if f.is_file() and (".db" in f.name or ".sqlite" in f.name)]
+    out: set[str] = set()
+    for f in files:
+        stem = os.path.realpath(f)
+        for x in SQLITE_SIDE_FILES:
+            stem = stem.removesuffix(x)
+        out.update({stem, *(stem + x for x in SQLITE_SIDE_FILES)})
+    return out

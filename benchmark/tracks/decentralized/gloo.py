@@ -300,6 +300,7 @@ def run_views(method: Any, views: Sequence[ViewSpec], *, device: str, protected:
     import torch.multiprocessing as mp
 
     from ...cells import CellFailure
+    from ...contestant import harness_env_withheld
 
     if not getattr(method, "multiprocess", False):
         raise CellFailure(f"plugin {method.name!r} does not declare multiprocess = True, so it cannot run one node per process; use execution 'simulate'")
@@ -313,7 +314,8 @@ def run_views(method: Any, views: Sequence[ViewSpec], *, device: str, protected:
             save_bundle(common, parts, bpath)
             out = Path(tmp) / "out"
             try:
-                mp.start_processes(_spawn_entry, args=(n, str(bpath), f"file://{tmp}/rendezvous", str(out)), nprocs=n, join=True, start_method="spawn")
+                with harness_env_withheld():  # spawned nodes inherit the environment: not the salt's variable nor the store's address
+                    mp.start_processes(_spawn_entry, args=(n, str(bpath), f"file://{tmp}/rendezvous", str(out)), nprocs=n, join=True, start_method="spawn")
             except mp.ProcessRaisedException as exc:
                 last = [ln for ln in str(exc).strip().splitlines() if ln.strip()][-1]
                 raise CellFailure(f"plugin {method.name!r} failed in a node process (execution gloo): {last}") from None

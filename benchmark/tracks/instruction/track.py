@@ -38,7 +38,7 @@ the indices, what ``view.lm`` counted and whether the warm-up was used come back
 (``InstructionView.contest_report``). ``evaluate`` fine-tunes and scores on the hidden truth,
 generated afresh after the contest and never memoized. Reading or generating the world inside
 ``select`` raises ``LeakageError`` and fails the cell; the salted profiles' world seeds cannot be
-rebuilt in the worker (the salt is not there: ``protected`` adds the results store's files).
+rebuilt in the worker (the salt is not there: ``Track.protected`` adds the results store's files).
 """
 
 from __future__ import annotations
@@ -638,23 +638,6 @@ class InstructionTrack(Track):
         """Nothing to preload: the world or the JSONL pool is built per (dataset, repeat) by the cells."""
 
     # ---- the pipeline (``Track.run_cell``): fixture -> view -> contest -> evaluate ---------------
-    def protected(self, profile: Profile, cell: Cell, ctx: CellContext) -> tuple[str, ...]:
-        """The base's (the data directory, a ``jsonl:DIR`` pool with its test.jsonl) and the
-        results store's files in ``ctx.results_dir``: the store holds the hidden-data salt, from
-        which a contestant could rebuild a salted world."""
-        import os
-
-        paths = set(super().protected(profile, cell, ctx))
-        rd = Path(ctx.results_dir)
-        if rd.is_dir():
-            for f in rd.iterdir():
-                if f.is_file() and (".db" in f.name or ".sqlite" in f.name):
-                    stem = os.path.realpath(f)
-                    for x in ("-wal", "-shm", "-journal"):
-                        stem = stem.removesuffix(x)
-                    paths.update({stem, stem + "-wal", stem + "-shm", stem + "-journal"})
-        return tuple(sorted(paths))
-
     def worker_imports(self, profile: Profile) -> tuple[str, ...]:
         """For a Hugging Face base: ``transformers`` and the modeling modules of the architectures
         the harness has loaded (importing them loads native code through ctypes, starts

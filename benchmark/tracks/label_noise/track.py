@@ -64,7 +64,11 @@ asymmetric noise as a separate, labelled option):
 Seeds: the verified set is drawn per (profile, dataset, repeat), the noise per (profile,
 dataset, noise, rate, repeat) and the model initialisation per (profile, dataset, architecture,
 repeat), so the conditions and architectures of one repeat are paired. A correction method's own
-randomness uses the cell seed (shared by all methods at the same point).
+randomness uses the cell seed (shared by all methods at the same point). Which labels are flipped
+is the hidden truth: in a salted profile (``quick@2``, ``quick-lowcurv@3``, ``cifar10-small@3``)
+the noise seeds are mixed with the results store's secret salt (``CellContext.hidden_seed``), so a
+corrector cannot rebuild the flips from the public seed formula; the versions defined before the
+salt (every other) keep their public seeds and their published numbers.
 
 Model selection: with a ``clean`` verified set there is no separate validation split; the
 verified set is the only clean data a method may use, including to choose its hyperparameters
@@ -78,6 +82,7 @@ the benchmark does not grant (reference section 3.7).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -416,7 +421,22 @@ def _profiles() -> list[Profile]:
                 device="cuda",
             )
         )
+    # every version above was defined before the hidden-data salt: its flips follow from public
+    # seeds (published entries keep reproducing); the next version of the default and claim
+    # profiles seeds them with the results store's secret salt (``CellContext.hidden_seed``)
+    out = [dataclasses.replace(p, salted=False) for p in out]
+    for name in SALTED_PROFILES:
+        base = max((p for p in out if p.name == name), key=lambda p: p.version)
+        out.insert(out.index(base) + 1, dataclasses.replace(  # listed after the version it follows
+            base, version=base.version + 1, salted=True,
+            description=f"{base.description} The label flips are seeded with the results store's secret salt (version {base.version}: public seeds).",
+        ))
     return out
+
+
+#: the profiles that get a salted version (the default ``quick`` and the profiles the claim is
+#: read on), numbered after the newest unsalted version of the same name
+SALTED_PROFILES = ("quick", "quick-lowcurv", "cifar10-small")
 
 
 
@@ -438,12 +458,16 @@ class LabelNoiseTrack(Track):
     baseline_method = "none"
     reference_methods = ("none",)
     private_cache = ("label-noise",)
+    #: which labels are flipped (the pool's and the held-out split's): their seeds go through
+    #: ``CellContext.hidden_seed``, salted for a salted profile
+    hidden_data = True
 
     def __init__(self) -> None:
         self._splits: dict[str, D.Splits] = {}
 
     #: the profiles the seed paper's claim is read on (add a new profile version here)
-    claim_profiles = ("label-noise/quick@1", "label-noise/quick-lowcurv@2", "label-noise/cifar10-small@2")
+    claim_profiles = ("label-noise/quick@2", "label-noise/quick-lowcurv@3", "label-noise/cifar10-small@3",
+                      "label-noise/quick@1", "label-noise/quick-lowcurv@2", "label-noise/cifar10-small@2")
 
     def claims(self) -> list[Claim]:
         """Verifix: the corrected model's clean test accuracy beats the uncorrected one (``none``)
@@ -557,7 +581,10 @@ class LabelNoiseTrack(Track):
         n_all = len(y_clean)
         counts = verified_counts(y_clean, C, float(st.get("verified_fraction", 0.01)), int(st.get("verified_min_per_class", 1)))
         mapping, mapping_name = asymmetric_mapping(ds.classes) if noise == "asymmetric" else ({}, "")
-        noise_seed = _hash_seed(profile.id, dataset, noise, rate, cell.repeat)
+        # the flips are the hidden truth: their seeds go through ctx.hidden_seed (the public seed
+        # itself for an unsalted profile, whose context carries no salt)
+        public_noise_seed = _hash_seed(profile.id, dataset, noise, rate, cell.repeat)
+        noise_seed, val_noise_seed = ctx.hidden_seed(public_noise_seed), ctx.hidden_seed(public_noise_seed + 1)
         init_seed = _hash_seed(profile.id, dataset, arch, cell.repeat)
 
         # ---- verified set (clean: before the noise, held out of training) and noise ----------
@@ -572,7 +599,7 @@ class LabelNoiseTrack(Track):
             keep = np.setdiff1d(np.arange(n_all), val)
         y_keep_clean = y_clean[keep]
         y_keep_noisy = inject_noise(y_keep_clean, C, noise, rate, noise_seed, mapping)
-        y_val_noisy = inject_noise(y_clean[val], C, noise, rate, noise_seed + 1, mapping)
+        y_val_noisy = inject_noise(y_clean[val], C, noise, rate, val_noise_seed, mapping)
         tcounts = transition_counts(y_keep_clean, y_keep_noisy, C)
         keep_t = torch.from_numpy(keep).to(device)
         x_pool = sp.x_pool[keep_t]
@@ -597,6 +624,8 @@ class LabelNoiseTrack(Track):
             "curvature": curv_cfg,
             "repeat": cell.repeat,
             "seed": init_seed,
+            # a salted profile's noisy model depends on the salt (its flips): one cache entry per salt
+            **({"salt": ctx.salt_id} if profile.salted else {}),
         }
         ctx.progress("noisy training", 0.0)
         noisy_model, meta, shared = self._noisy_model(key_payload, ctx, factory, x_pool, y_pool_noisy, recipe, C, init_seed, ds, curv_cfg)

@@ -23,6 +23,16 @@ how the S shadows are formed (``masks_for``):
   query is "in" for exactly S/2 shadows (lower-variance fits; not the reference's protocol),
   then T fresh rows for the targets.
 
+**Hidden masks.** The targets' membership (what a privacy attack must guess) and the shadows'
+masks behind the Feldman-Zhang estimate (what a memorization proxy is ranked against) are hidden
+generated data. In a salted profile (privacy ``quick@3`` and ``cifar10-cpu@2``, memorization
+``quick@3`` and ``quick-dp@3``) the shadows' and the targets' rows come from two generators whose
+seeds are mixed with the results store's secret salt (``PrivacyBase.masks_for_cell``,
+``CellContext.hidden_seed``), so a contestant cannot rebuild them from the public seed formula,
+and the masks one track shows (``shadow_in``; the target's members) say nothing of those it
+hides. The versions defined before the salt (every other) draw both from one public seed and
+keep their published numbers.
+
 Separate targets, not leave-one-out: with complementary or exactly balanced masks, leaving one
 model out would reveal the membership of each query through the in/out counts of the remaining
 shadows. A query is a member of a target when its mask holds it (about half the queries).
@@ -72,6 +82,7 @@ reliability (``mem_split_half_spearman``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -217,7 +228,22 @@ def _privacy_profiles(track: str) -> list[Profile]:
             Profile(track, ds, 2, {"dataset": [ds], "arch": ["resnet18"], "training": ["standard"]}, settings={**_cifar(bs), **V2}, device="cuda",
                     description=f"{ds.upper()} on a GPU as the reference: ResNet-18, 300 epochs, 64 independent shadows (the reference's masks), 3 targets.")
         )
+    # every version above was defined before the hidden-data salt: its masks follow from public
+    # seeds (published entries keep reproducing); the next version of the default and claim
+    # profiles draws them from the store's secret salt (``PrivacyBase.masks_for_cell``)
+    out = [dataclasses.replace(p, salted=False) for p in out]
+    for name in SALTED_PROFILES[track]:
+        base = max((p for p in out if p.name == name), key=lambda p: p.version)
+        out.insert(out.index(base) + 1, dataclasses.replace(  # listed after the version it follows
+            base, version=base.version + 1, salted=True,
+            description=f"{base.description} The membership masks of shadows and targets are drawn from two seeds salted with the results store's secret (version {base.version}: one public seed).",
+        ))
     return out
+
+
+#: the profiles that get a salted version (the track's default ``quick`` and the profiles its
+#: claims are read on), numbered after the newest unsalted version of the same name
+SALTED_PROFILES = {"privacy": ("quick", "cifar10-cpu"), "memorization": ("quick", "quick-dp")}
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -342,6 +368,9 @@ class PrivacyBase(Track):
     #: the model banks (``<cache>/privacy/<key>/``: the targets' masks among them) are out of the
     #: contestant worker's reach
     private_cache = ("privacy",)
+    #: the membership masks of shadows and targets (``masks_for_cell``: their seeds go through
+    #: ``CellContext.hidden_seed`` for a salted profile)
+    hidden_data = True
 
     def __init__(self) -> None:
         self._universes: dict[str, Universe] = {}
@@ -370,7 +399,29 @@ class PrivacyBase(Track):
         return {"dataset": dataset, "max_train_per_class": profile.settings.get("max_train_per_class"), "n": int(len(u.y)), "index_sha": hashlib.sha256(u.index.astype(np.int64).tobytes()).hexdigest()[:16]}
 
     def _mask_seed(self, profile: Profile, dataset: str, u: Universe, repeat: int) -> int:
+        """The public mask seed of a repeat (the universe's spec and the repeat, not the profile)."""
         return _seed(["privacy-masks", self._universe_spec(profile, dataset, u), repeat])
+
+    def masks_for_cell(self, profile: Profile, dataset: str, u: Universe, repeat: int, hidden_seed: Callable[[int], int]) -> tuple[int, np.ndarray, int, np.ndarray]:
+        """(shadow mask seed, shadow masks, target mask seed, target masks) of a repeat.
+
+        An unsalted profile (``Profile.salted`` False, every version defined before the salt):
+        both from one generator seeded with the public ``_mask_seed`` (``masks_for``). A salted
+        profile: the shadows' rows from ``hidden_seed(public seed of "shadows")`` and the
+        targets' from ``hidden_seed(public seed of "targets")`` (``CellContext.hidden_seed``: the
+        public seed mixed with the store's secret salt), two generators, so the masks one track
+        shows its contestant (the privacy track's ``shadow_in``; the memorization track's
+        queries, the target's members) say nothing about the masks it hides (the targets'
+        membership; the shadows' behind the Feldman-Zhang estimate)."""
+        st = profile.settings
+        scheme = str(st.get("shadow_masks", "independent"))  # the reference's, unless the profile says otherwise
+        n_s, n_t, n = int(st["n_shadows"]), int(st["n_targets"]), len(u.y)
+        public = self._mask_seed(profile, dataset, u, repeat)
+        if not profile.salted:
+            shadow_masks, target_masks = masks_for(n, n_s, n_t, public, scheme)
+            return public, shadow_masks, public, target_masks
+        s_seed, t_seed = hidden_seed(_seed([public, "shadows"])), hidden_seed(_seed([public, "targets"]))
+        return s_seed, masks_for(n, n_s, 0, s_seed, scheme)[0], t_seed, masks_for(n, 0, n_t, t_seed, scheme)[1]
 
     # -- banks -------------------------------------------------------------------------------------
     def bank_specs(self, cell: Cell, ctx: CellContext) -> tuple[Universe, BankSpec, np.ndarray, BankSpec, np.ndarray]:
@@ -383,9 +434,8 @@ class PrivacyBase(Track):
         dataset, arch = str(ax["dataset"]), str(ax["arch"])
         u = self.universe(profile, dataset, ctx)
         uspec = self._universe_spec(profile, dataset, u)
-        mseed = self._mask_seed(profile, dataset, u, cell.repeat)
         scheme = str(st.get("shadow_masks", "independent"))  # the reference's, unless the profile says otherwise
-        shadow_masks, target_masks = masks_for(len(u.y), int(st["n_shadows"]), int(st["n_targets"]), mseed, scheme)
+        s_seed, shadow_masks, t_seed, target_masks = self.masks_for_cell(profile, dataset, u, cell.repeat, ctx.hidden_seed)
         recipe = dict(st["recipe"])
         ck = tuple(int(e) for e in st.get("checkpoints", ()))
         training = str(ax.get("training", "standard"))
@@ -397,10 +447,10 @@ class PrivacyBase(Track):
         # shadow_training "target": the shadows are trained exactly as the targets (the epsilon
         # sweep of the memorization track: the FZ estimate of the DP algorithm itself)
         if st.get("shadow_training", "standard") == "target":
-            shadow_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "shadows", len(shadow_masks), mseed, t_ck, scheme)
+            shadow_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "shadows", len(shadow_masks), s_seed, t_ck, scheme)
         else:
-            shadow_spec = BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), mseed, (), scheme)
-        target_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), mseed, t_ck, scheme)
+            shadow_spec = BankSpec(dataset, uspec, arch, "standard", recipe, "shadows", len(shadow_masks), s_seed, (), scheme)
+        target_spec = BankSpec(dataset, uspec, arch, training, t_recipe, "targets", len(target_masks), t_seed, t_ck, scheme)
         return u, shadow_spec, shadow_masks, target_spec, target_masks
 
     def banks(self, cell: Cell, ctx: CellContext) -> tuple[Universe, Bank, Bank]:
@@ -614,7 +664,7 @@ class PrivacyTrack(PrivacyBase):
     metric_chance = {"auc": 0.5, "balanced_acc": 0.5}
     board_figures = ("budget-curves", "pareto", "epsilon-sweep")
     #: the profiles the seed paper's claim is read on (add a new profile version here)
-    claim_profiles = ("privacy/quick@2", "privacy/cifar10-cpu@1")
+    claim_profiles = ("privacy/quick@3", "privacy/cifar10-cpu@2", "privacy/quick@2", "privacy/cifar10-cpu@1")
 
     def claims(self) -> list[Claim]:
         """Curvature Clues: the curvature attack (``curvature-mia``) beats the other attacks in AUC."""
@@ -710,7 +760,7 @@ class MemorizationTrack(PrivacyBase):
     metric_chance = {"spearman": 0.0, "pearson": 0.0, "cosine": 0.0}
     board_figures = ("budget-curves", "pareto", "proxy-score-sweep")
     #: the profiles the seed paper's claim is read on (add a new profile version here)
-    claim_profiles = ("memorization/quick-dp@2", "memorization/quick-dp@1")
+    claim_profiles = ("memorization/quick-dp@3", "memorization/quick-dp@2", "memorization/quick-dp@1")
 
     def claims(self) -> list[Claim]:
         """arXiv 2402.18726: input-loss curvature is bounded by privacy, so the mean curvature of the
