@@ -57,6 +57,9 @@ __all__ = ["APGDConfig", "autoattack_apgd", "autoattack_apgd_models", "fold_batc
 ROW_ELEMENT_BUDGET = 1 << 24
 
 
+_SEARCH_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
 @dataclass(frozen=True)
 class APGDConfig:
     """One APGD attack: ``loss`` ``ce`` (APGD-CE) or ``dlr-targeted`` (APGD-T), ``n_iter``
@@ -175,8 +178,24 @@ def _project(z: torch.Tensor, x: torch.Tensor, eps: float, norm: str, lo: float,
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every run of one group of models shares: ``forward`` (rows (M, R, ...) -> logits),
+    the threat model, the models' generators, ``prune`` and ``search_dtype`` (None: full
+    precision; a reduced dtype: the iterations' passes run under autocast to it)."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    eps: float
+    norm: str
+    lo: float
+    hi: float
+    generators: Sequence[torch.Generator]
+    prune: bool
+    search_dtype: torch.dtype | None = None
+
+
 def _apgd_rows(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    st: _Setup,
     x: torch.Tensor,
     y: torch.Tensor,
     yt: torch.Tensor,
@@ -184,16 +203,11 @@ def _apgd_rows(
     valid: torch.Tensor,
     n_points: int,
     cfg: APGDConfig,
-    eps: float,
-    norm: str,
-    lo: float,
-    hi: float,
-    generators: Sequence[torch.Generator],
-    prune: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD on rows (M, R): clean inputs ``x``, labels ``y``, targets ``yt``, the point each row
     attacks ``pid`` (in [0, n_points)), ``valid`` (padding rows are False). Returns per model and
     point whether some row found a misclassified iterate, and that iterate (M, n_points, ...)."""
+    forward, eps, norm, lo, hi, generators, prune = st.forward, st.eps, st.norm, st.lo, st.hi, st.generators, st.prune
     M, R = y.shape
     dev = x.device
     fooled = torch.zeros(M, n_points, dtype=torch.bool, device=dev)
@@ -209,16 +223,30 @@ def _apgd_rows(
         noise[m, : int(n_valid)] = (2 * torch.rand(shape, generator=generators[m]) - 1) if norm == "linf" else torch.randn(shape, generator=generators[m])
     x_adv = torch.clamp(x + eps * _normalize(noise.to(device=dev, dtype=x.dtype), norm), lo, hi)
 
+    half = st.search_dtype
+
     def grad_at(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            logits = forward(z)
-            loss = _loss(logits, y, yt, cfg.loss)
+            with torch.autocast(dev.type, dtype=half or torch.float32, enabled=half is not None):
+                logits = forward(z)
+            loss = _loss(logits.float(), y, yt, cfg.loss)
             (g,) = torch.autograd.grad(loss.sum(), [z])
-        return logits.detach(), loss.detach(), g.detach()
+        return logits.detach().float(), loss.detach(), g.detach()
 
     def record(logits: torch.Tensor, z: torch.Tensor) -> None:
         hit = (logits.argmax(-1) != y) & valid
+        if half is not None and bool(hit.any()):
+            # reduced-precision search, full-precision verdict: a row counts as a hit only if the
+            # full-precision forward of its iterate misclassifies it too
+            n_hit = hit.sum(1)
+            k = int(n_hit.max())
+            rows = torch.argsort((~hit).to(torch.int8), dim=1, stable=True)[:, :k]
+            keep = torch.arange(k, device=dev).unsqueeze(0) < n_hit.unsqueeze(1)
+            with torch.no_grad():
+                wrong = forward(z[m_idx.expand(M, k), rows]).argmax(-1) != y[m_idx.expand(M, k), rows]
+            hit = torch.zeros_like(hit)
+            hit[m_idx.expand(M, k)[keep], rows[keep]] = wrong[keep]
         if bool(hit.any()):
             mm, rr = hit.nonzero(as_tuple=True)
             fooled[mm, pid[mm, rr]] = True
@@ -294,53 +322,76 @@ def _apgd_rows(
 
 
 def _attack_points(
-    forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
     todo: torch.Tensor,
     clean_logits: torch.Tensor,
     cfg: APGDConfig,
-    eps: float,
-    norm: str,
-    lo: float,
-    hi: float,
-    generators: Sequence[torch.Generator],
-    prune: bool,
+    st: _Setup,
+    sequence: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One APGD attack on the points ``todo`` (M, P) of every model: rows (point, target,
-    restart), chunked by points to bound memory. Returns (fooled (M, P), adversarial inputs)."""
+    """One APGD attack on the points ``todo`` (M, P) of every model. Its runs are (target class,
+    restart) pairs (one target for the untargeted losses). ``sequence``: pyautoattack's order, one
+    run after another, each on the points the earlier runs left unbroken; otherwise every run of a
+    point is a row of one batch. Returns (fooled (M, P), adversarial inputs (M, P, ...))."""
     M, P = todo.shape
     dev = x.device
     n_cls = int(clean_logits.shape[-1])
     targets = min(cfg.n_target_classes, n_cls - 1) if cfg.loss == "dlr-targeted" else 1
-    per_point = targets * cfg.n_restarts
+    runs = [t for t in range(targets) for _ in range(cfg.n_restarts)]  # 0-based target rank per run
     fooled = torch.zeros(M, P, dtype=torch.bool, device=dev)
     adv = x.unsqueeze(0).expand((M,) + tuple(x.shape)).clone()
-    elems = max(1, x[0].numel())
-    chunk_pts = max(1, ROW_ELEMENT_BUDGET // (elems * per_point * M))
     # target t (1-based rank among the others): the (t+1)-th largest clean logit, as pyautoattack
     order = clean_logits.argsort(dim=-1)  # (M, P, C), ascending
+    for ranks in ([[t] for t in runs] if sequence else [runs]):
+        left = todo & ~fooled
+        f, a = _attack_runs(x, y, left, order, ranks, cfg, st)
+        fm, fp = f.nonzero(as_tuple=True)
+        fooled[fm, fp] = True
+        adv[fm, fp] = a[fm, fp]
+    return fooled, adv
+
+
+def _attack_runs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    todo: torch.Tensor,
+    order: torch.Tensor,
+    ranks: Sequence[int],
+    cfg: APGDConfig,
+    st: _Setup,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The runs ``ranks`` (a target rank per run) of every point ``todo`` (M, P) as rows of one
+    batch (point-major, then run), chunked by points to bound memory."""
+    M, P = todo.shape
+    dev = x.device
+    n_cls = int(order.shape[-1])
+    per_point = len(ranks)
+    fooled = torch.zeros(M, P, dtype=torch.bool, device=dev)
+    adv = torch.empty((M, P) + tuple(x.shape[1:]), dtype=x.dtype, device=dev)
     counts = todo.sum(1)
     n_max = int(counts.max()) if M else 0
     if n_max == 0:
         return fooled, adv
+    elems = max(1, x[0].numel())
+    chunk_pts = max(1, ROW_ELEMENT_BUDGET // (elems * per_point * M))
     # per model, the points to attack first, padded to n_max with (invalid) copies
     pts = torch.argsort((~todo).to(torch.int8), dim=1, stable=True)[:, :n_max]
     pad = torch.arange(n_max, device=dev).unsqueeze(0) >= counts.unsqueeze(1)
     pts = torch.where(pad, pts[:, :1].expand_as(pts), pts)
     m_idx = torch.arange(M, device=dev).unsqueeze(1)
+    rank_of_run = torch.tensor(list(ranks), dtype=torch.long, device=dev)
     for s in range(0, n_max, chunk_pts):
         cp = pts[:, s : s + chunk_pts]  # (M, c)
         cvalid = ~pad[:, s : s + chunk_pts]
         c = cp.shape[1]
-        # rows: point-major, then target, then restart
         rp = cp.repeat_interleave(per_point, dim=1)
         rvalid = cvalid.repeat_interleave(per_point, dim=1)
-        rank = torch.arange(targets, device=dev).repeat_interleave(cfg.n_restarts).repeat(c)  # 0-based
+        rank = rank_of_run.repeat(c)
         mm = m_idx.expand_as(rp)
         yt = order[mm, rp, n_cls - 2 - rank.unsqueeze(0).expand_as(rp)]
         rows_pid = torch.arange(c, device=dev).repeat_interleave(per_point).unsqueeze(0).expand(M, -1).contiguous()
-        f, a = _apgd_rows(forward, x[rp], y[rp], yt, rows_pid, rvalid, c, cfg, eps, norm, lo, hi, generators, prune)
+        f, a = _apgd_rows(st, x[rp], y[rp], yt, rows_pid, rvalid, c, cfg)
         f = f & cvalid
         fm, fc = f.nonzero(as_tuple=True)
         fooled[fm, cp[fm, fc]] = True
@@ -365,6 +416,8 @@ def autoattack_apgd_models(
     prune: bool = True,
     fold: bool = True,
     stack: bool | str = "auto",
+    targets_in: str = "auto",
+    search_precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AutoAttack's APGD part on every model of ``models`` (all in eval mode, same points).
 
@@ -387,12 +440,18 @@ def autoattack_apgd_models(
         raise ValueError(f"the batched APGD runs {', '.join(known)}, not {', '.join(unknown)}")
     if not models:
         raise ValueError("autoattack_apgd_models needs at least one model")
+    if targets_in not in ("auto", "sequence", "batch"):
+        raise ValueError(f"targets_in must be auto, sequence or batch, not {targets_in!r}")
+    if search_precision not in _SEARCH_DTYPES:
+        raise ValueError(f"search_precision must be {' or '.join(_SEARCH_DTYPES)}, not {search_precision!r}")
+    search_dtype = _SEARCH_DTYPES[search_precision]
     x = x.detach()
     y = y.detach().long()
     N = x.shape[0]
     attacked = [fold_batchnorm(m) if fold else m for m in models]
     if stack == "auto":
         stack = x.device.type != "cpu"
+    sequence = targets_in == "sequence" or (targets_in == "auto" and x.device.type == "cpu")
     groups: dict[tuple, list[int]] = {}
     for j, m in enumerate(attacked):
         groups.setdefault(_signature(m) if stack else (j,), []).append(j)
@@ -403,6 +462,7 @@ def autoattack_apgd_models(
         confirm = _forward_fn([models[j] for j in members])  # verdicts on the models as given
         M = len(members)
         generators = [torch.Generator().manual_seed(int(seed)) for _ in range(M)]
+        st = _Setup(forward, float(eps), norm, float(lower), float(upper), generators, prune, search_dtype)
         with torch.no_grad():
             clean_logits = confirm(x.unsqueeze(0).expand((M,) + tuple(x.shape)))
         robust = clean_logits.argmax(-1) == y.unsqueeze(0)
@@ -414,7 +474,7 @@ def autoattack_apgd_models(
             cfg = APGDConfig(loss=known[name], n_iter=n_iter, n_restarts=n_restarts, n_target_classes=n_target_classes)
             if cfg.loss == "dlr-targeted" and clean_logits.shape[-1] < 4:
                 raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {clean_logits.shape[-1]}")
-            f, a = _attack_points(forward, x, y, robust, clean_logits, cfg, float(eps), norm, float(lower), float(upper), generators, prune)
+            f, a = _attack_points(x, y, robust, clean_logits, cfg, st, sequence)
             # confirm on the returned inputs, as pyautoattack does
             if bool(f.any()):
                 with torch.no_grad():
