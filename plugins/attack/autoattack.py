@@ -30,9 +30,10 @@ the CPU study profile ``coreset/cifar10-study@1`` uses 3, the most likely wrong 
 ``backend`` (optional: absent from ``params`` unless set, so the cells of profiles that never set
 it keep their keys): ``pyautoattack`` (the default: every attack through the package, as above) or
 ``batched``: the APGD components (``apgd-ce``, ``apgd-dlr``, ``apgd-t``) run as
-``coreset_bench.apgd`` (the same algorithm with all target classes of APGD-T in one batch, a point's
-runs stopped once it is broken, BatchNorm folded for the attack; seeded from the cell's generator
-too), and any other component of the version (FAB-T, Square) then runs through pyautoattack on the
+``coreset_bench.apgd`` (the same algorithm, its runs batched over the points: APGD-T's target
+classes one after another on the CPU as pyautoattack orders them, all in one batch on
+accelerators; a point's runs stopped once it is broken, BatchNorm folded for the attack; seeded
+from the cell's generator too), and any other component of the version (FAB-T, Square) then runs through pyautoattack on the
 points still robust, in the version's order. ``tests/test_apgd.py`` and
 ``benchmarks/bench_attacks.py`` check that the two backends agree on the verdicts.
 """
