@@ -184,30 +184,21 @@ def _profiles() -> list[Profile]:
             description=QUICK2_DESCRIPTION,
         )
     )
+    quick2 = out[-1]
     out.append(
         Profile(
             "coreset",
             "quick",
             3,
-            {"dataset": ["digits"], "arch": ["cnn-small"], "budget": [0.1, 0.3], "training": ["standard", "trades"]},
-            seeds=QUICK2_SEEDS,
+            dict(quick2.axes),
+            seeds=quick2.seeds,
+            # quick@2's settings, AutoAttack on every attacked point by the batched attack (issue
+            # 41), and the side effects of each subset on the clean pool, a fifth held out (issue 40)
             settings={
-                "val_fraction": 0.1,
-                "dataset_args": {"digits": "test=0.3"},
-                "proxy": QUICK_PROXY,
-                "checkpoints": "all",
-                "train": QUICK2_TRAIN,
-                "robust": ROBUST_DIGITS_2,
-                "attacks": ["pgd", "autoattack"],
+                **{k: v for k, v in quick2.settings.items() if k != "attack_subsets"},
                 "attack_params": {"autoattack": {"attacks": "apgd-ce,apgd-t", "backend": "batched"}},
                 "attack_batch_size": 1024,
-                "eval_subset": "all",
-                "masking_subset": QUICK2_AA_POINTS,
-                "eval_subset_per_repeat": True,
-                "coverage_flag_ratio": COVERAGE_FLAG_RATIO,
-                # issue 40: the side effects of each subset, on the clean pool (a fifth held out)
                 "side_effects": SIDE_EFFECTS_DIGITS,
-                **CONVENTIONS,
             },
             description=QUICK3_DESCRIPTION + SIDE_DESCRIPTION.format(heldout="a fifth of each class's pool"),
         )
