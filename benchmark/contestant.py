@@ -216,6 +216,71 @@ def _install_guard(protected: tuple[str, ...], violations: list[str], who: list[
         _posixsubprocess.fork_exec = fork_exec  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - not POSIX
         pass
+    _guard_native_readers(under, refuse)
+
+
+#: functions of libraries loaded in the worker that open a file by its path in C++, unseen by the
+#: "open" audit event: (module, attribute path) -> the position of the path argument
+NATIVE_READERS = (
+    ("torch", "from_file"),
+    ("torch", "_C._VariableFunctions.from_file"),
+    ("torch", "UntypedStorage.from_file"),
+    ("torch", "TypedStorage.from_file"),
+    ("torch", "_C.PyTorchFileReader"),
+    ("torch", "_C.import_ir_module"),
+    ("torch", "_C._load_for_lite_interpreter"),
+    ("torch", "jit.load"),
+    ("torchvision", "io.read_file"),
+    ("torchvision", "io.image.read_file"),
+    ("torchvision", "io.read_image"),
+    ("torchvision", "io.decode_image"),
+    ("torchvision", "io.image.read_image"),
+    ("torchvision", "io.image.decode_image"),
+)
+
+
+def _guard_native_readers(under: Any, refuse: Any) -> None:
+    """Wrap the file readers of ``NATIVE_READERS`` (where their module is loaded) so that a path
+    under a protected root is refused as ``open`` would be. Best effort: it closes the readers a
+    plugin finds in the libraries the worker has loaded, not native code the plugin brings."""
+
+    def wrap(fn: Any, name: str) -> Any:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            for a in (*args[:2], *kwargs.values()):
+                if isinstance(a, (str, bytes, os.PathLike)):
+                    hit = under(a)
+                    if hit:
+                        refuse(f"open {hit} through {name} (protected: dataset files or a track's hidden data)")
+            return fn(*args, **kwargs)
+
+        guarded.__name__ = getattr(fn, "__name__", name.rsplit(".", 1)[-1])
+        guarded.__doc__ = getattr(fn, "__doc__", None)
+        return guarded
+
+    for mod, path in NATIVE_READERS:
+        root = sys.modules.get(mod)
+        if root is None:
+            continue
+        *parents, attr = path.split(".")
+        obj = root
+        try:
+            for part in parents:
+                obj = getattr(obj, part)
+            fn = getattr(obj, attr)
+        except AttributeError:
+            continue
+        name = f"{mod}.{path}"
+        if isinstance(fn, type):  # a reader class (PyTorchFileReader): a subclass that checks its path first
+            try:
+                guarded_cls = type(fn.__name__, (fn,), {"__init__": wrap(fn.__init__, name)})
+                setattr(obj, attr, guarded_cls)
+            except TypeError:  # a final C type: wrap its construction
+                setattr(obj, attr, wrap(fn, name))
+            continue
+        try:
+            setattr(obj, attr, staticmethod(wrap(fn, name)) if isinstance(obj, type) and isinstance(obj.__dict__.get(attr), staticmethod) else wrap(fn, name))
+        except (AttributeError, TypeError):  # a read-only C attribute
+            continue
 
 
 def _main(read_fd: int, write_fd: int, parent: int) -> None:

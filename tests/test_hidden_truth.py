@@ -6,6 +6,9 @@ results store, which holds the salt, cannot be opened from the contestant worker
 
 from __future__ import annotations
 
+import re
+import sys
+
 import copy
 import dataclasses
 from pathlib import Path
@@ -67,6 +70,14 @@ class StoreReader(PrivacyMethod):
             import sqlite3
 
             sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("select * from meta").fetchall()
+        elif self.params["probe"] == "torch.from_file":  # opens the file in C++: no "open" audit event
+            import torch
+
+            torch.from_file(path, shared=False, size=100, dtype=torch.uint8)
+        elif self.params["probe"] == "storage.from_file":
+            import torch
+
+            torch.UntypedStorage.from_file(path, False, 100)
         else:
             with open(path, "rb") as fh:
                 fh.read(100)
@@ -174,7 +185,7 @@ def test_a_hostile_attack_rebuilding_membership_from_public_seeds_gets_chance_on
     assert salted["environment"]["hidden_salt"] == SALT
 
 
-@pytest.mark.parametrize("probe", ["open", "sqlite"])
+@pytest.mark.parametrize("probe", ["open", "sqlite", "torch.from_file", "storage.from_file"])
 def test_a_contestant_that_opens_the_store_fails_its_cell_with_one_line_wherever_db_is(reg, tmp_path, probe):
     """``--db`` in a directory of its own (not the working directory's results/): the worker
     cannot read the database file, by ``open`` or by SQLite's own C open (audit event
@@ -183,7 +194,58 @@ def test_a_contestant_that_opens_the_store_fails_its_cell_with_one_line_wherever
     _, row = _run(db, "privacy", "hostile@2", "store-reader", f"path={db}", f"probe={probe}", code=1)
     assert row["status"] == "failed"
     err = row["error"]
-    assert err.startswith("LeakageError: plugin 'store-reader' tried to open ") and "r.db (protected" in err and "\n" not in err
+    assert err.startswith("LeakageError: plugin 'store-reader' tried to open ") and "\n" not in err
+    assert re.search(r"r\.db (through [\w.]+ )?\(protected", err), err
+
+
+def test_native_file_readers_of_loaded_libraries_are_guarded(tmp_path):
+    """The C++ readers of torch and torchvision (no "open" audit event) refuse a protected path and
+    read any other. In the worker torchvision is only reachable when a track preloads it (importing
+    it later loads native code, which the guard refuses), so this checks the wrappers in-process."""
+    import torch
+    import torchvision.io  # noqa: F401
+
+    from coreset_bench import contestant as C
+
+    saved = []
+    for mod, path in C.NATIVE_READERS:
+        *parents, attr = path.split(".")
+        obj = sys.modules[mod]
+        try:
+            for part in parents:
+                obj = getattr(obj, part)
+            saved.append((obj, attr, obj.__dict__.get(attr, getattr(obj, attr)) if isinstance(obj, type) else getattr(obj, attr), attr in getattr(obj, "__dict__", {})))
+        except AttributeError:
+            continue
+    secret, fine = tmp_path / "secret.bin", tmp_path / "fine.bin"
+    secret.write_bytes(bytes(100))
+    fine.write_bytes(bytes(range(100)))
+
+    class Refused(Exception):
+        pass
+
+    def refuse(what):
+        raise Refused(what)
+
+    try:
+        C._guard_native_readers(lambda p: str(p) if str(p).endswith("secret.bin") else None, refuse)
+        for read in (
+            lambda p: torch.from_file(str(p), shared=False, size=100, dtype=torch.uint8),
+            lambda p: torch.UntypedStorage.from_file(str(p), False, 100),
+            lambda p: torchvision.io.read_file(str(p)),
+        ):
+            with pytest.raises(Refused, match="secret.bin through"):
+                read(secret)
+            assert len(read(fine)) == 100
+    finally:
+        for obj, attr, orig, own in saved:
+            try:
+                if own or not isinstance(obj, type):
+                    setattr(obj, attr, orig)
+                else:
+                    delattr(obj, attr)
+            except (AttributeError, TypeError):  # a read-only C attribute the guard could not wrap either
+                pass
 
 
 def test_the_store_in_use_is_protected_even_outside_the_results_dir(reg, tmp_path):
