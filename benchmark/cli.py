@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .public import public_text
 
 
 class _LazyRegistry:
@@ -768,7 +769,7 @@ def _profile_items(t: Any) -> list[dict[str, Any]]:
     except LookupError:
         default_id = ""
     return [
-        {"id": p.id, "track": t.name, "default": p.id == default_id, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": p.description, "conventions": _conventions(p.settings), "settings": dict(p.settings)}
+        {"id": p.id, "track": t.name, "default": p.id == default_id, "axes": {k: list(v) for k, v in p.axes.items()}, "seeds": list(p.seeds), "cells_per_method": p.n_cells(), "device": p.device, "description": public_text(p.description), "conventions": _conventions(p.settings), "settings": dict(p.settings)}
         for p in t.profiles()
     ]
 

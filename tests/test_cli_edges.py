@@ -223,3 +223,12 @@ def test_dry_run_reads_the_default_database_the_store_uses():
     from coreset_bench import store as store_mod
 
     assert cli_mod.DEFAULT_DB == store_mod.DEFAULT_DB
+
+
+def test_profiles_prints_no_issue_numbers_of_our_tracker(tmp_path):
+    """Profile descriptions mention the issue that made them ("version 2 (issue 20)"); the listing
+    shows them as the site does, without (``coreset_bench.public.public_text``)."""
+    for args in (("profiles",), ("profiles", "--json")):
+        res = cli(tmp_path, *args, env=_env(tmp_path, CORESET_BENCH_LOAD_PLUGINS="core"))
+        assert res.returncode == 0, res.stderr
+        assert "digits" in res.stdout and not re.search(r"\bissues? #?\d+", res.stdout, re.I), args

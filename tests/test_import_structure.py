@@ -257,7 +257,7 @@ _PACKAGES = {"benchmark": "coreset_bench", "plugins": "coreset_bench.plugins", "
 #: class ``tracks.base`` owns the pipeline and belongs here; the tracks derive from it)
 CORE = {
     "", "cells", "kinds", "validation", "contest", "contestant", "data", "models", "training", "signals", "robust",
-    "store", "store_copy", "metacache", "apgd", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims",
+    "store", "store_copy", "metacache", "apgd", "registry", "env", "locks", "lifetime", "progress", "hookspecs", "runner", "ray_executor", "salt", "claims", "public",
     "tracks", "tracks.base",
 }
 #: track worlds: the helpers of one track each. A track's package ``tracks/NAME/`` holds the track
