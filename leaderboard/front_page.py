@@ -92,6 +92,21 @@ def profile_row(board: Board, href: str) -> dict[str, Any]:
     }
 
 
+def current_version(track: Any, name: str, with_results: set[str]) -> int | None:
+    """The version of profile ``name`` that older versions are superseded by: the track's default
+    profile where it has this name and results (a newer version beside it, e.g. a costlier variant
+    that is not the main job, supersedes nothing), else the newest version with results; None
+    when no version has results."""
+    try:
+        default = track.profile(None)
+    except Exception:  # noqa: BLE001 - a track without a usable default
+        default = None
+    if default is not None and default.name == name and default.id in with_results:
+        return default.version
+    versions = [p.version for p in track.profiles() if p.name == name and p.id in with_results]
+    return max(versions, default=None)
+
+
 def track_list(
     tracks: Mapping[str, Any],
     boards: Mapping[str, Board],
@@ -107,10 +122,13 @@ def track_list(
         t = tracks[tname]
         rendered = {p["id"]: p for p in index_profiles.get(tname, [])}
         profs, earlier = [], []
+        # a newer version without results does not push its elder off yet, nor does a version
+        # above the track's default (``current_version``)
         newest: dict[str, int] = {}
         for p in t.profiles():
-            if p.id in rendered:  # a newer version without results does not push its elder off yet
-                newest[p.name] = max(newest.get(p.name, p.version), p.version)
+            cur = current_version(t, p.name, set(rendered))
+            if cur is not None:
+                newest[p.name] = cur
         empty = []
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "no_leader": "", "complete": 0, "incomplete": 0}

@@ -64,7 +64,7 @@ from .common import (  # noqa: F401 - the helpers' old home: public import paths
 )
 from .data import join_source, load_store_records, normalize_records
 from .entries import entry_records, load_entries, one_line_error
-from .front_page import legend, profile_row, track_list
+from .front_page import current_version, legend, profile_row, track_list
 from .front_page import headline as _headline  # noqa: F401
 from .method_page import TIMING_KEYS, _method_meta, _method_page  # noqa: F401
 from .papers import paper_link, paper_of  # noqa: F401
@@ -312,7 +312,7 @@ def render_site(
         model = _profile_page(board, stem, out, method_href, max_curves, drawn)
         model["claims"] = claim_systems([c for c in cards if c.profile == pid], profile_href, readings_href)
         # superseded only by a newer version that has results (a new version waits for its run)
-        newer = max((p.version for p in board.track.profiles() if p.name == board.profile.name.split(":", 1)[0] and p.id in boards), default=board.profile.version)
+        newer = current_version(board.track, board.profile.name.split(":", 1)[0], set(boards)) or board.profile.version
         model["superseded_by"] = f"{board.track.name}/{board.profile.name}@{newer}" if newer > board.profile.version else ""
         path = out / profile_href[pid]
         path.write_text(tmpl_profile.render(page=model, root="", **common), encoding="utf-8")

@@ -94,6 +94,11 @@ def test_a_superseded_profile_version_leaves_the_front_table(tmp_path):
     assert "coreset/quick@1" not in table and "coreset/quick@2" in table
     assert re.search(r'Earlier profile versions.*coreset-quick-v1\.html">coreset/quick@1</a> \(superseded by coreset/quick@2', index, re.S)
     assert "Superseded by <code>coreset/quick@2</code>" in (tmp_path / "site" / "coreset-quick-v1.html").read_text()
+    # quick@3 (a costlier variant with results) sits beside the default quick@2, superseding nothing
+    section = index.split('id="track-coreset"', 1)[1].split('id="track-', 1)[0]
+    assert 'href="coreset-quick-v3.html"' in section and "coreset/quick@2</a> (superseded" not in section
+    assert "Superseded by" not in (tmp_path / "site" / "coreset-quick-v2.html").read_text()
+    assert 'href="coreset-quick-v2.html"' in index.split('id="track-coreset"', 1)[1].split('class="headline-title"', 1)[1][:200]
     # EasyCore's method page explains global vs class-balanced (issue 20, item 4)
     assert "Global or class-balanced?" in (tmp_path / "site" / "methods" / "easycore.html").read_text()
 
