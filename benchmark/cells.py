@@ -13,6 +13,7 @@ store, signals, the contest) imports them from here and never imports a track mo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -71,6 +72,22 @@ class Profile:
     def axis_points(self) -> list[dict[str, Any]]:
         names = list(self.axes)
         return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+
+
+def salted_successors(profiles: Sequence[Profile], names: Sequence[str], note: str) -> list[Profile]:
+    """``profiles``, all marked unsalted (defined before the hidden-data salt: their hidden data
+    follows from public seeds, so their published entries keep reproducing), each newest version
+    of the profiles ``names`` followed by its salted successor: the same matrix and settings, the
+    next version number, its description extended by ``note`` (``{version}``: the version it
+    follows)."""
+    out = [dataclasses.replace(p, salted=False) for p in profiles]
+    for name in names:
+        base = max((p for p in out if p.name == name), key=lambda p: p.version)
+        out.insert(
+            out.index(base) + 1,
+            dataclasses.replace(base, version=base.version + 1, salted=True, description=f"{base.description} {note.format(version=base.version)}"),
+        )
+    return out
 
 
 def with_dataset(profile: Profile, dataset: str) -> Profile:

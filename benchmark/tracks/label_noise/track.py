@@ -82,7 +82,6 @@ the benchmark does not grant (reference section 3.7).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -103,6 +102,7 @@ from ...claims import SUPERIORITY, Claim, Paper, Row
 from ...contest import ContestResult
 from ...kinds import Method, NoiseView
 from ...validation import check_corrected_model  # noqa: F401 - the noise-correction kind's output check, re-exported
+from ...cells import salted_successors
 from ..base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 # ---- asymmetric mappings ---------------------------------------------------------------------
@@ -424,14 +424,7 @@ def _profiles() -> list[Profile]:
     # every version above was defined before the hidden-data salt: its flips follow from public
     # seeds (published entries keep reproducing); the next version of the default and claim
     # profiles seeds them with the results store's secret salt (``CellContext.hidden_seed``)
-    out = [dataclasses.replace(p, salted=False) for p in out]
-    for name in SALTED_PROFILES:
-        base = max((p for p in out if p.name == name), key=lambda p: p.version)
-        out.insert(out.index(base) + 1, dataclasses.replace(  # listed after the version it follows
-            base, version=base.version + 1, salted=True,
-            description=f"{base.description} The label flips are seeded with the results store's secret salt (version {base.version}: public seeds).",
-        ))
-    return out
+    return salted_successors(out, SALTED_PROFILES, "The label flips are seeded with the results store's secret salt (version {version}: public seeds).")
 
 
 #: the profiles that get a salted version (the default ``quick`` and the profiles the claim is

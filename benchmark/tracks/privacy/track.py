@@ -82,7 +82,6 @@ reliability (``mem_split_half_spearman``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -103,6 +102,7 @@ from ...claims import BEST_NON_SEED, MONOTONE, SUPERIORITY, Claim, Paper, Row
 from ...contest import ContestResult
 from ...kinds import Method, PrivacyView, readonly
 from ...validation import validate_scores  # noqa: F401 - the privacy kind's output check, re-exported
+from ...cells import salted_successors
 from ..base import ArtifactOut, Cell, CellContext, CellResult, Profile, Track, canonical_json
 
 # ---- profiles -------------------------------------------------------------------------------------
@@ -231,14 +231,9 @@ def _privacy_profiles(track: str) -> list[Profile]:
     # every version above was defined before the hidden-data salt: its masks follow from public
     # seeds (published entries keep reproducing); the next version of the default and claim
     # profiles draws them from the store's secret salt (``PrivacyBase.masks_for_cell``)
-    out = [dataclasses.replace(p, salted=False) for p in out]
-    for name in SALTED_PROFILES[track]:
-        base = max((p for p in out if p.name == name), key=lambda p: p.version)
-        out.insert(out.index(base) + 1, dataclasses.replace(  # listed after the version it follows
-            base, version=base.version + 1, salted=True,
-            description=f"{base.description} The membership masks of shadows and targets are drawn from two seeds salted with the results store's secret (version {base.version}: one public seed).",
-        ))
-    return out
+    return salted_successors(
+        out, SALTED_PROFILES[track], "The membership masks of shadows and targets are drawn from two seeds salted with the results store's secret (version {version}: one public seed)."
+    )
 
 
 #: the profiles that get a salted version (the track's default ``quick`` and the profiles its
