@@ -124,11 +124,9 @@ def track_list(
         profs, earlier = [], []
         # a newer version without results does not push its elder off yet, nor does a version
         # above the track's default (``current_version``)
-        newest: dict[str, int] = {}
-        for p in t.profiles():
-            cur = current_version(t, p.name, set(rendered))
-            if cur is not None:
-                newest[p.name] = cur
+        with_results = set(rendered)
+        versions = {name: current_version(t, name, with_results) for name in {p.name for p in t.profiles()}}
+        newest = {name: v for name, v in versions.items() if v is not None}
         empty = []
         for p in t.profiles():
             row = rendered.get(p.id) or {"id": p.id, "href": "", "methods": 0, "leader": "", "leader_score": "", "no_leader": "", "complete": 0, "incomplete": 0}
