@@ -54,3 +54,22 @@ def test_track_reading_pairs_rows_whose_labels_hold_commas():
                "--pairs", f"{one}:{exact}; {one}:random")
     assert f"- {one} − {exact}: " in out and f"- {one} − random: " in out
     assert "missing row" not in out
+
+
+def test_side_effects_reading_prints_the_panel_the_readme_quotes():
+    """results/README.md's quick@3 reading quotes the panel: EasyCore's LOSS-attack AUC +17.5
+    [+10.8, +24.1] over random (standard training), TDDS's +9.1 [+5.2, +13.0]."""
+    out = _run("benchmarks/side_effects_reading.py", "results/entries", "coreset/quick@3")
+    assert out.startswith("# coreset/quick@3: side effects against random (186 cells)")
+    std = out.split("training=trades")[0]
+    easy = next(line for line in std.splitlines() if line.startswith("| easycore |"))
+    assert "+17.5 [+10.8, +24.1] worse" in easy and "flagged:" in easy
+    assert "+9.1 [+5.2, +13.0] worse" in next(line for line in std.splitlines() if line.startswith("| tdds |"))
+    assert "| full |" in out and "reference" in out
+
+
+def test_side_effects_reading_names_the_fix_for_a_profile_without_entries():
+    out = subprocess.run([sys.executable, "benchmarks/side_effects_reading.py", "results/entries", "coreset/quick@1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "carry no side-effect metrics" in out.stderr.strip().splitlines()[-1]
