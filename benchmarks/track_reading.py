@@ -88,13 +88,15 @@ def main() -> None:
     sep = ";" if ";" in a.pairs else ","  # row labels with several parameters hold commas
     pairs = [tuple(p.strip() for p in x.split(":", 1)) for x in a.pairs.split(sep) if ":" in x]
     if pairs:
-        print(f"\n## Paired differences on {metrics[0]} (A − B over the points both ran)\n")
+        better = "higher" if direction == "max" else "lower"
+        print(f"\n## Paired differences on {metrics[0]} (A − B over the points both ran; {better} is better)\n")
         for x, y in pairs:
             if x not in by_label or y not in by_label:
                 print(f"- {x} − {y}: missing row ({', '.join(r for r in (x, y) if r not in by_label)})")
                 continue
             common = sorted(by_label[x].points & by_label[y].points)
-            d = by_label[x].paired(by_label[y], metrics[0], common, repeats, direction, groups)
+            # raw A − B whatever the metric's direction ("max" orients nothing), as the header says
+            d = by_label[x].paired(by_label[y], metrics[0], common, repeats, "max", groups)
             print(f"- {x} − {y}: {fmt(d, scale, True)}")
 
 

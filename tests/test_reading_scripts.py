@@ -73,3 +73,15 @@ def test_side_effects_reading_names_the_fix_for_a_profile_without_entries():
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "carry no side-effect metrics" in out.stderr.strip().splitlines()[-1]
+
+
+def test_track_reading_prints_a_raw_difference_for_a_lower_is_better_metric():
+    """--pairs prints A − B as its header says, also for a metric where lower is better (the
+    membership TPR of the side effects): EasyCore's subsets leak more than random's on the study,
+    so easycore − random is positive (it was printed with the sign of 'better', negative)."""
+    out = _run("benchmarks/track_reading.py", "results/entries", "coreset/cifar10-study@2", "--percent",
+               "--metrics", "mia_loss_tpr_at_1pct_fpr", "--pairs", "easycore:random;random:easycore")
+    assert "(A − B over the points both ran; lower is better)" in out
+    ab = next(line for line in out.splitlines() if line.startswith("- easycore − random: "))
+    ba = next(line for line in out.splitlines() if line.startswith("- random − easycore: "))
+    assert ab.split(": ")[1].startswith("+") and ba.split(": ")[1].startswith("-"), (ab, ba)

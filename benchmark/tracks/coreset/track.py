@@ -519,7 +519,7 @@ class CoresetTrack(Track):
     hidden_data = True
 
     #: the profiles the seed papers' claims are read on (add a new profile version here)
-    claim_profiles = ("coreset/quick@3", "coreset/quick@2", "coreset/cifar10-study@1")
+    claim_profiles = ("coreset/quick@3", "coreset/quick@2", "coreset/cifar10-study@2", "coreset/cifar10-study@1")
     #: the version ``quick`` (and no profile) names: the main job's. quick@3 becomes it once its
     #: main job meets the 2-minute target on 2 idle cores (issue 41; benchmarks/RESULTS.md)
     default_version = 2
