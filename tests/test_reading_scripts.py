@@ -60,7 +60,7 @@ def test_side_effects_reading_prints_the_panel_the_readme_quotes():
     """results/README.md's quick@3 reading quotes the panel: EasyCore's LOSS-attack AUC +17.5
     [+10.8, +24.1] over random (standard training), TDDS's +9.1 [+5.2, +13.0]."""
     out = _run("benchmarks/side_effects_reading.py", "results/entries", "coreset/quick@3")
-    assert out.startswith("# coreset/quick@3: side effects against random (186 cells)")
+    assert out.startswith("# coreset/quick@3: side effects against random (342 cells)")
     std = out.split("training=trades")[0]
     easy = next(line for line in std.splitlines() if line.startswith("| easycore |"))
     assert "+17.5 [+10.8, +24.1] worse" in easy and "flagged:" in easy
